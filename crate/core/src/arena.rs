@@ -1,0 +1,480 @@
+//! `MemoryMappingArena`: a `PROT_NONE` reservation that fds and anonymous
+//! memory are overlaid into and removed from at page granularity.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::layout::{Backing, Layout, MappingInfo};
+use crate::mapping::{check_eof, copy_mode_for_fd};
+use crate::region::{check_bounds, check_mapping_range, copy_in, copy_out, CopyMode};
+use crate::{check_aligned, sys, Error, MappedRegion, Protection, Result};
+
+const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+
+/// A reserved range of address space with tracked overlays.
+#[derive(Debug)]
+pub struct MemoryMappingArena {
+    addr: *mut u8,
+    size: usize,
+    layout: Layout,
+    /// Overlays of fds whose pages may vanish (not sealed against shrinking),
+    /// as a layout of their own so that copies know when to be fault-safe.
+    fragile: Layout,
+}
+
+// SAFETY: the reservation is owned by this value; the pointer is only used for
+// syscalls and explicit copies, never to form Rust references.
+unsafe impl Send for MemoryMappingArena {}
+// SAFETY: see Send; mutation needs `&mut self`.
+unsafe impl Sync for MemoryMappingArena {}
+
+impl MemoryMappingArena {
+    /// Reserves `size` bytes (rounded up to whole pages) of `PROT_NONE` address
+    /// space. Reserving costs no memory.
+    pub fn new(size: usize) -> Result<MemoryMappingArena> {
+        let size = crate::mapping::checked_len(size)?;
+        // SAFETY: no MAP_FIXED: the kernel picks free address space.
+        let addr = unsafe {
+            sys::mmap(sys::no_hint(), size, libc::PROT_NONE, RESERVE_FLAGS, -1, 0)
+        }?;
+        Ok(MemoryMappingArena {
+            addr,
+            size,
+            layout: Layout::new(),
+            fragile: Layout::new(),
+        })
+    }
+
+    /// Maps `size` bytes of private anonymous memory at `offset`.
+    pub fn add_anonymous(&mut self, offset: usize, size: usize, prot: Protection) -> Result<()> {
+        self.add_anonymous_hooked(offset, size, prot, &mut |_, _| {})
+    }
+
+    /// [`add_anonymous`](Self::add_anonymous), calling `before_change(start, end)`
+    /// once the arguments are valid and right before the kernel replaces
+    /// `[start, end)` (so that users of the memory can let go of it).
+    pub fn add_anonymous_hooked(
+        &mut self,
+        offset: usize,
+        size: usize,
+        prot: Protection,
+        before_change: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        let len = check_mapping_range(offset, size, self.size)?;
+        before_change(offset, offset + len);
+        // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
+        // `self`; the caller detached every view over it before this call.
+        let result = unsafe {
+            sys::mmap(
+                self.addr.add(offset),
+                len,
+                prot.to_prot(),
+                RESERVE_FLAGS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        match result {
+            Ok(_) => {
+                self.layout.set(offset, offset + len, Backing::Anonymous, prot);
+                self.fragile.clear(offset, offset + len);
+                Ok(())
+            }
+            Err(e) => {
+                self.repair(offset, offset + len);
+                Err(e)
+            }
+        }
+    }
+
+    /// The current layout, sorted by offset, merged as the kernel sees it.
+    pub fn mappings(&self) -> impl Iterator<Item = MappingInfo> + '_ {
+        self.layout.iter()
+    }
+
+    /// Number of entries in the layout.
+    pub fn mapping_count(&self) -> usize {
+        self.layout.len()
+    }
+
+    /// Whether `[offset, offset + size)` is entirely mapped with `needed`.
+    pub fn check_access(&self, offset: usize, size: usize, needed: Protection) -> Result<CopyMode> {
+        let end = check_bounds(offset, size, self.size)?;
+        if size == 0 {
+            return Ok(CopyMode::Plain);
+        }
+        // Access works on whole pages.
+        let page = crate::page_size();
+        let start = offset & !(page - 1);
+        match self.layout.check_access(start, end, needed) {
+            None => Err(Error::Access {
+                offset: offset as u64,
+                size: size as u64,
+                needed,
+            }),
+            Some(true) => Ok(CopyMode::Plain),
+            Some(false) if self.fragile.overlaps(start, end) => Ok(CopyMode::FaultSafe),
+            Some(false) => Ok(CopyMode::Plain),
+        }
+    }
+
+    /// Copies `dst.len()` bytes from `offset`; needs `READ` over the range.
+    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let mode = self.check_access(offset, dst.len(), Protection::READ)?;
+        // SAFETY: the range is inside the arena and mapped readable.
+        unsafe { copy_out(self.addr, offset, dst, mode) }
+    }
+
+    /// Copies `src` to `offset`; needs `WRITE` over the range.
+    pub fn write_from(&self, offset: usize, src: &[u8]) -> Result<()> {
+        let mode = self.check_access(offset, src.len(), Protection::WRITE)?;
+        // SAFETY: the range is inside the arena and mapped writable.
+        unsafe { copy_in(self.addr, offset, src, mode) }
+    }
+
+    /// After a failed `mmap(MAP_FIXED)`: whatever part of `[start, end)` the
+    /// kernel left unmapped is reserved again and recorded as a hole, so that no
+    /// other allocation can land inside the arena.
+    fn repair(&mut self, start: usize, end: usize) {
+        let base = self.addr as usize;
+        let Ok(holes) = sys::unmapped_ranges(base + start, base + end) else {
+            return;
+        };
+        for (a, b) in holes {
+            // SAFETY: `[a, b)` is inside our reservation and currently unmapped;
+            // MAP_FIXED_NOREPLACE never replaces anything else.
+            let _ = unsafe { self.reserve_again(a as *mut u8, b - a) };
+            self.layout.clear(a - base, b - base);
+            self.fragile.clear(a - base, b - base);
+        }
+    }
+
+    /// Reserves `[addr, addr + len)` again after it was unmapped.
+    ///
+    /// # Safety
+    /// The range must be inside this arena and unmapped.
+    unsafe fn reserve_again(&self, addr: *mut u8, len: usize) -> Result<()> {
+        // SAFETY: the caller guarantees the range is ours and unmapped.
+        let got = unsafe {
+            sys::mmap(
+                addr,
+                len,
+                libc::PROT_NONE,
+                RESERVE_FLAGS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        }?;
+        if got != addr {
+            // A kernel without MAP_FIXED_NOREPLACE treated it as a hint.
+            // SAFETY: `got` is the mapping just made, owned by nobody else.
+            let _ = unsafe { sys::munmap(got, len) };
+            return Err(Error::Syscall {
+                syscall: "mmap",
+                errno: libc::EEXIST,
+            });
+        }
+        Ok(())
+    }
+}
+
+// SAFETY: `[addr, addr + size)` is reserved or overlaid by this value until drop
+// and owned by it alone.
+unsafe impl MappedRegion for MemoryMappingArena {
+    fn as_ptr(&self) -> *mut u8 {
+        self.addr
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn add_fd_mapping(
+        &mut self,
+        offset: usize,
+        size: usize,
+        fd: &dyn AsRawFd,
+        fd_offset: u64,
+        prot: Protection,
+    ) -> Result<()> {
+        self.add_fd_mapping_hooked(offset, size, fd.as_raw_fd(), fd_offset, prot, &mut |_, _| {})
+    }
+
+    fn remove_mapping(&mut self, offset: usize, size: usize) -> Result<()> {
+        self.remove_mapping_hooked(offset, size, &mut |_, _| {})
+    }
+}
+
+impl MemoryMappingArena {
+    /// [`MappedRegion::add_fd_mapping`] with a `before_change` hook, as
+    /// [`add_anonymous_hooked`](Self::add_anonymous_hooked). Regular files
+    /// (memfds included) shorter than `fd_offset + size` are refused.
+    pub fn add_fd_mapping_hooked(
+        &mut self,
+        offset: usize,
+        size: usize,
+        fd: RawFd,
+        fd_offset: u64,
+        prot: Protection,
+        before_change: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        let len = check_mapping_range(offset, size, self.size)?;
+        check_aligned("fdOffset", fd_offset)?;
+        if fd_offset > i64::MAX as u64 {
+            return Err(Error::OutOfRange {
+                what: "fdOffset",
+                reason: format!("{fd_offset} does not fit in off_t"),
+            });
+        }
+        if let Some(file_size) = sys::regular_file_size(fd)? {
+            check_eof(true, fd_offset, size, file_size)?;
+        }
+        before_change(offset, offset + len);
+        // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
+        // `self`; the caller detached every view over it before this call.
+        let result = unsafe {
+            sys::mmap(
+                self.addr.add(offset),
+                len,
+                prot.to_prot(),
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                fd_offset,
+            )
+        };
+        match result {
+            Ok(_) => {
+                let end = offset + len;
+                self.layout.set(offset, end, Backing::Fd { fd, fd_offset }, prot);
+                match copy_mode_for_fd(fd) {
+                    CopyMode::Plain => self.fragile.clear(offset, end),
+                    CopyMode::FaultSafe => {
+                        self.fragile.set(offset, end, Backing::Anonymous, Protection::NONE)
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.repair(offset, offset + len);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`MappedRegion::remove_mapping`] with a `before_change` hook.
+    pub fn remove_mapping_hooked(
+        &mut self,
+        offset: usize,
+        size: usize,
+        before_change: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        let len = check_mapping_range(offset, size, self.size)?;
+        before_change(offset, offset + len);
+        // SAFETY: the range is inside our reservation; the caller detached every
+        // view over it.
+        let addr = unsafe { self.addr.add(offset) };
+        // SAFETY: as above; replacing our own pages with a PROT_NONE reservation.
+        let remap = unsafe {
+            sys::mmap(
+                addr,
+                len,
+                libc::PROT_NONE,
+                RESERVE_FLAGS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        match remap {
+            Ok(_) => {}
+            // At the map-count limit the remap cannot split a mapping; unmapping
+            // whole mappings frees entries, then the hole is reserved again. Another
+            // thread could map into the hole in between: a narrow, documented race.
+            Err(Error::Syscall {
+                errno: libc::ENOMEM,
+                ..
+            }) => {
+                // SAFETY: the range is ours and no view uses it any more.
+                unsafe { sys::munmap(addr, len) }?;
+                // SAFETY: the range is inside the arena and was just unmapped.
+                let reserved = unsafe { self.reserve_again(addr, len) };
+                if let Err(e) = reserved {
+                    self.layout.clear(offset, offset + len);
+                    self.fragile.clear(offset, offset + len);
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.layout.clear(offset, offset + len);
+        self.fragile.clear(offset, offset + len);
+        Ok(())
+    }
+}
+
+impl Drop for MemoryMappingArena {
+    fn drop(&mut self) {
+        // SAFETY: the whole reservation is owned by this value and unused after drop.
+        let _ = unsafe { sys::munmap(self.addr, self.size) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{page_size, SharedMemory};
+
+    struct Fd(i32);
+    impl AsRawFd for Fd {
+        fn as_raw_fd(&self) -> i32 {
+            self.0
+        }
+    }
+
+    fn layout(a: &MemoryMappingArena) -> Vec<(usize, usize, Backing, Protection)> {
+        a.mappings()
+            .map(|m| (m.offset, m.size, m.backing, m.protection))
+            .collect()
+    }
+
+    #[test]
+    fn reserve_rounds_up_and_rejects_zero() {
+        let a = MemoryMappingArena::new(1).unwrap();
+        assert_eq!(a.size(), page_size());
+        assert!(matches!(MemoryMappingArena::new(0), Err(Error::ZeroSize { .. })));
+        // 1 TiB of address space costs nothing.
+        let big = MemoryMappingArena::new(1 << 40).unwrap();
+        assert_eq!(big.size(), 1 << 40);
+    }
+
+    #[test]
+    fn overlays_split_and_remove() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-core-arena", 8 * ps as u64, true, false).unwrap();
+        let mut a = MemoryMappingArena::new(16 * ps).unwrap();
+        let fd = shm.as_raw_fd();
+        a.add_fd_mapping(2 * ps, 4 * ps, &shm, 0, Protection::READ_WRITE).unwrap();
+        a.write_from(2 * ps, b"hello").unwrap();
+        // Front overlap.
+        a.add_anonymous(ps, 2 * ps, Protection::READ_WRITE).unwrap();
+        // Back overlap.
+        a.add_fd_mapping(5 * ps, 2 * ps, &shm, 6 * ps as u64, Protection::READ).unwrap();
+        assert_eq!(
+            layout(&a),
+            vec![
+                (ps, 2 * ps, Backing::Anonymous, Protection::READ_WRITE),
+                (3 * ps, 2 * ps, Backing::Fd { fd, fd_offset: ps as u64 }, Protection::READ_WRITE),
+                (5 * ps, 2 * ps, Backing::Fd { fd, fd_offset: 6 * ps as u64 }, Protection::READ),
+            ]
+        );
+        // Spanning overlay replaces all three.
+        a.add_fd_mapping(0, 8 * ps, &shm, 0, Protection::READ_WRITE).unwrap();
+        assert_eq!(layout(&a).len(), 1);
+        // The bytes written through the first overlay are at file offset 0.
+        let mut b = [0u8; 5];
+        a.read_into(0, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        // Partial remove splits.
+        a.remove_mapping(2 * ps, ps).unwrap();
+        assert_eq!(
+            layout(&a),
+            vec![
+                (0, 2 * ps, Backing::Fd { fd, fd_offset: 0 }, Protection::READ_WRITE),
+                (3 * ps, 5 * ps, Backing::Fd { fd, fd_offset: 3 * ps as u64 }, Protection::READ_WRITE),
+            ]
+        );
+        assert!(matches!(a.read_into(2 * ps, &mut b), Err(Error::Access { .. })));
+        // Removing an already removed range succeeds.
+        a.remove_mapping(2 * ps, ps).unwrap();
+        a.remove_mapping(10 * ps, 6 * ps).unwrap();
+        assert_eq!(layout(&a).len(), 2);
+    }
+
+    #[test]
+    fn argument_errors() {
+        let ps = page_size();
+        let mut a = MemoryMappingArena::new(4 * ps).unwrap();
+        assert!(matches!(
+            a.add_anonymous(1, ps, Protection::READ),
+            Err(Error::Unaligned { what: "offset", .. })
+        ));
+        assert!(matches!(
+            a.add_anonymous(0, 0, Protection::READ),
+            Err(Error::ZeroSize { .. })
+        ));
+        assert!(matches!(
+            a.add_anonymous(3 * ps, 2 * ps, Protection::READ),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            a.remove_mapping(ps, usize::MAX - 10),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert_eq!(
+            a.add_fd_mapping(0, ps, &Fd(-1), 0, Protection::READ).unwrap_err(),
+            Error::Syscall {
+                syscall: "fstat",
+                errno: libc::EBADF
+            }
+        );
+        let shm = SharedMemory::create("mr-core-args", ps as u64, true, false).unwrap();
+        assert!(matches!(
+            a.add_fd_mapping(0, ps, &shm, 1, Protection::READ),
+            Err(Error::Unaligned { what: "fdOffset", .. })
+        ));
+        assert!(matches!(
+            a.add_fd_mapping(0, 2 * ps, &shm, 0, Protection::READ),
+            Err(Error::BeyondEof { .. })
+        ));
+        let region: &dyn MappedRegion = &a;
+        assert!(matches!(region.msync(4 * ps, 1), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(
+            region.madvise(0, 5 * ps, libc::MADV_WILLNEED),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(a.mappings().next().is_none());
+    }
+
+    #[test]
+    fn failed_overlay_leaves_the_layout_unchanged() {
+        let ps = page_size();
+        let mut a = MemoryMappingArena::new(4 * ps).unwrap();
+        a.add_anonymous(0, 2 * ps, Protection::READ_WRITE).unwrap();
+        a.write_from(0, b"keep").unwrap();
+        // A read-only fd mapped writable and shared: EACCES, range untouched.
+        let path = std::env::temp_dir().join(format!("mr-core-ro-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 2 * ps]).unwrap();
+        let ro = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = a.add_fd_mapping(0, 2 * ps, &ro, 0, Protection::READ_WRITE).unwrap_err();
+        assert_eq!(err.code(), "EACCES");
+        assert_eq!(layout(&a), vec![(0, 2 * ps, Backing::Anonymous, Protection::READ_WRITE)]);
+        let mut b = [0u8; 4];
+        a.read_into(0, &mut b).unwrap();
+        assert_eq!(&b, b"keep");
+        // A pipe cannot be mapped: ENODEV, range untouched.
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two fds into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let err = a.add_fd_mapping(0, ps, &Fd(fds[0]), 0, Protection::READ).unwrap_err();
+        assert_eq!(err.code(), "ENODEV");
+        sys::close(fds[0]);
+        sys::close(fds[1]);
+        assert_eq!(layout(&a).len(), 1);
+        // Nothing inside the arena was left unmapped.
+        let base = a.as_ptr() as usize;
+        assert!(sys::unmapped_ranges(base, base + 4 * ps).unwrap().is_empty());
+    }
+
+    #[test]
+    fn truncated_file_read_is_efault() {
+        let ps = page_size();
+        let path = std::env::temp_dir().join(format!("mr-core-trunc-{}", std::process::id()));
+        std::fs::write(&path, vec![1u8; ps]).unwrap();
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut a = MemoryMappingArena::new(2 * ps).unwrap();
+        a.add_fd_mapping(0, ps, &f, 0, Protection::READ_WRITE).unwrap();
+        f.set_len(0).unwrap();
+        let mut b = [0u8; 8];
+        assert_eq!(a.read_into(0, &mut b).unwrap_err().code(), "EFAULT");
+    }
+}

@@ -1,0 +1,287 @@
+//! Interval bookkeeping for an arena: which page range holds which overlay.
+//!
+//! Pieces are kept in a `BTreeMap` keyed by their start offset, never overlap,
+//! and neighbouring pieces that the kernel would treat as one mapping (same kind
+//! and protection; for fds the same fd with contiguous file offsets) are merged.
+//! Holes (reserved `PROT_NONE` space) are not stored. Each update costs
+//! O(log n) plus O(log n) per piece it replaces.
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+
+use crate::Protection;
+
+/// What backs a piece of an arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Private anonymous memory.
+    Anonymous,
+    /// A shared mapping of `fd` starting at file offset `fd_offset`.
+    Fd { fd: RawFd, fd_offset: u64 },
+}
+
+/// One entry of an arena's layout: `[offset, offset + size)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappingInfo {
+    pub offset: usize,
+    pub size: usize,
+    pub backing: Backing,
+    pub protection: Protection,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Piece {
+    end: usize,
+    backing: Backing,
+    protection: Protection,
+}
+
+impl Piece {
+    /// The piece as it continues from `from` (>= its start at `start`).
+    fn tail(self, start: usize, from: usize) -> Piece {
+        let backing = match self.backing {
+            Backing::Fd { fd, fd_offset } => Backing::Fd {
+                fd,
+                fd_offset: fd_offset + (from - start) as u64,
+            },
+            Backing::Anonymous => Backing::Anonymous,
+        };
+        Piece { backing, ..self }
+    }
+
+    /// Whether `next`, starting where `self` (starting at `start`) ends, continues it.
+    fn continues_into(&self, start: usize, next: &Piece) -> bool {
+        self.protection == next.protection
+            && match (self.backing, next.backing) {
+                (Backing::Anonymous, Backing::Anonymous) => true,
+                (Backing::Fd { fd: a, fd_offset: oa }, Backing::Fd { fd: b, fd_offset: ob }) => {
+                    a == b && oa.checked_add((self.end - start) as u64) == Some(ob)
+                }
+                _ => false,
+            }
+    }
+}
+
+/// The layout of an arena: non-overlapping, merged pieces ordered by offset.
+#[derive(Debug, Default, Clone)]
+pub struct Layout {
+    pieces: BTreeMap<usize, Piece>,
+}
+
+impl Layout {
+    pub fn new() -> Layout {
+        Layout::default()
+    }
+
+    /// Number of entries (after merging).
+    pub fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Makes `[start, end)` a hole.
+    pub fn clear(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        // Split a piece that starts before `start` and reaches into the range.
+        if let Some((&s, &p)) = self.pieces.range(..start).next_back() {
+            if p.end > start {
+                self.pieces.insert(
+                    s,
+                    Piece {
+                        end: start,
+                        ..p
+                    },
+                );
+                if p.end > end {
+                    self.pieces.insert(end, p.tail(s, end));
+                }
+            }
+        }
+        // Remove pieces that start inside the range, keeping a tail past `end`.
+        while let Some((&s, _)) = self.pieces.range(start..end).next() {
+            let p = self.pieces.remove(&s).expect("key just seen");
+            if p.end > end {
+                self.pieces.insert(end, p.tail(s, end));
+            }
+        }
+    }
+
+    /// Makes `[start, end)` one piece of `backing` with `protection`, replacing
+    /// and splitting whatever was there, then merges with its neighbours.
+    pub fn set(&mut self, start: usize, end: usize, backing: Backing, protection: Protection) {
+        if start >= end {
+            return;
+        }
+        self.clear(start, end);
+        let mut start = start;
+        let mut piece = Piece {
+            end,
+            backing,
+            protection,
+        };
+        if let Some((&s, left)) = self.pieces.range(..start).next_back() {
+            if left.end == start && left.continues_into(s, &piece) {
+                piece = Piece {
+                    end,
+                    backing: left.backing,
+                    protection,
+                };
+                self.pieces.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(right) = self.pieces.get(&end).copied() {
+            if piece.continues_into(start, &right) {
+                self.pieces.remove(&end);
+                piece.end = right.end;
+            }
+        }
+        self.pieces.insert(start, piece);
+    }
+
+    /// Whether every byte of `[start, end)` is mapped with at least `needed`.
+    /// On success, tells whether the whole range is anonymous memory.
+    pub fn check_access(&self, start: usize, end: usize, needed: Protection) -> Option<bool> {
+        let mut cursor = start;
+        let mut all_anonymous = true;
+        // The piece that contains `start`, then its contiguous successors.
+        let first = self.pieces.range(..=start).next_back();
+        let mut iter = first
+            .into_iter()
+            .chain(self.pieces.range(start.saturating_add(1)..end));
+        while cursor < end {
+            let (&s, p) = iter.next()?;
+            if s > cursor || p.end <= cursor || !p.protection.contains(needed) {
+                return None;
+            }
+            all_anonymous &= p.backing == Backing::Anonymous;
+            cursor = p.end;
+        }
+        Some(all_anonymous)
+    }
+
+    /// Whether any piece overlaps `[start, end)`.
+    pub fn overlaps(&self, start: usize, end: usize) -> bool {
+        let before = self.pieces.range(..=start).next_back();
+        before.is_some_and(|(_, p)| p.end > start)
+            || self.pieces.range(start.saturating_add(1)..end).next().is_some()
+    }
+
+    /// The entries, sorted by offset.
+    pub fn iter(&self) -> impl Iterator<Item = MappingInfo> + '_ {
+        self.pieces.iter().map(|(&offset, p)| MappingInfo {
+            offset,
+            size: p.end - offset,
+            backing: p.backing,
+            protection: p.protection,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RW: Protection = Protection::READ_WRITE;
+    const R: Protection = Protection::READ;
+
+    fn fd(fd: RawFd, fd_offset: u64) -> Backing {
+        Backing::Fd { fd, fd_offset }
+    }
+
+    fn entries(l: &Layout) -> Vec<(usize, usize, Backing, Protection)> {
+        l.iter()
+            .map(|m| (m.offset, m.size, m.backing, m.protection))
+            .collect()
+    }
+
+    #[test]
+    fn overlapping_front_back_and_spanning_split() {
+        let mut l = Layout::new();
+        l.set(10, 20, fd(3, 0), RW);
+        // Front overlap.
+        l.set(5, 12, Backing::Anonymous, RW);
+        assert_eq!(
+            entries(&l),
+            vec![(5, 7, Backing::Anonymous, RW), (12, 8, fd(3, 2), RW)]
+        );
+        // Back overlap.
+        l.set(18, 25, fd(4, 100), R);
+        assert_eq!(
+            entries(&l),
+            vec![
+                (5, 7, Backing::Anonymous, RW),
+                (12, 6, fd(3, 2), RW),
+                (18, 7, fd(4, 100), R)
+            ]
+        );
+        // Inside one piece: splits it in three.
+        l.set(14, 15, Backing::Anonymous, R);
+        assert_eq!(
+            entries(&l),
+            vec![
+                (5, 7, Backing::Anonymous, RW),
+                (12, 2, fd(3, 2), RW),
+                (14, 1, Backing::Anonymous, R),
+                (15, 3, fd(3, 5), RW),
+                (18, 7, fd(4, 100), R)
+            ]
+        );
+        // Spanning everything.
+        l.set(0, 30, fd(5, 0), RW);
+        assert_eq!(entries(&l), vec![(0, 30, fd(5, 0), RW)]);
+    }
+
+    #[test]
+    fn contiguous_fd_offsets_merge_and_others_do_not() {
+        let mut l = Layout::new();
+        l.set(0, 4, fd(3, 0), RW);
+        l.set(4, 8, fd(3, 4), RW);
+        assert_eq!(entries(&l), vec![(0, 8, fd(3, 0), RW)]);
+        l.set(8, 12, fd(3, 100), RW);
+        l.set(12, 16, fd(3, 104), R);
+        l.set(16, 20, fd(9, 108), R);
+        assert_eq!(l.len(), 4);
+        // Re-filling a split hole with the original content merges back.
+        l.set(0, 20, Backing::Anonymous, RW);
+        l.clear(4, 8);
+        assert_eq!(l.len(), 2);
+        l.set(4, 8, Backing::Anonymous, RW);
+        assert_eq!(entries(&l), vec![(0, 20, Backing::Anonymous, RW)]);
+    }
+
+    #[test]
+    fn clear_splits_and_is_idempotent() {
+        let mut l = Layout::new();
+        l.set(0, 10, fd(3, 0), RW);
+        l.clear(3, 5);
+        assert_eq!(entries(&l), vec![(0, 3, fd(3, 0), RW), (5, 5, fd(3, 5), RW)]);
+        l.clear(3, 5);
+        assert_eq!(l.len(), 2);
+        l.clear(0, 10);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn access_checks_cover_contiguous_pieces_only() {
+        let mut l = Layout::new();
+        l.set(0, 4, Backing::Anonymous, RW);
+        l.set(4, 8, fd(3, 0), RW);
+        l.set(8, 12, fd(3, 100), R);
+        assert_eq!(l.check_access(0, 4, RW), Some(true));
+        assert_eq!(l.check_access(2, 6, RW), Some(false));
+        assert_eq!(l.check_access(2, 10, Protection::READ), Some(false));
+        assert_eq!(l.check_access(2, 10, RW), None);
+        assert_eq!(l.check_access(10, 13, Protection::READ), None);
+        l.clear(5, 6);
+        assert_eq!(l.check_access(4, 8, Protection::READ), None);
+        assert!(l.overlaps(5, 7) && l.overlaps(0, 1) && l.overlaps(11, 20));
+        assert!(!l.overlaps(5, 6) && !l.overlaps(12, 20));
+        assert_eq!(l.check_access(6, 8, Protection::READ), Some(false));
+    }
+}

@@ -1,0 +1,30 @@
+//! mapped-region core: the memory-mapping primitives a virtual machine monitor
+//! needs, modelled on crosvm's `base::mmap`, with tracked overlays.
+//!
+//! - [`MappedRegion`]: the trait every region implements (`as_ptr`, `size`,
+//!   `add_fd_mapping`, `remove_mapping`), with `msync`/`madvise` on `dyn MappedRegion`.
+//! - [`MemoryMapping`]: one anonymous or fd mapping.
+//! - [`MemoryMappingArena`]: a `PROT_NONE` reservation that overlays are placed
+//!   into, with its layout kept in an ordered map.
+//! - [`SharedMemory`]: a sealed memfd.
+//!
+//! This crate has no Node dependency: the napi glue lives in the root crate.
+
+mod arena;
+pub mod copy;
+mod error;
+mod layout;
+mod mapping;
+mod protection;
+mod region;
+mod shm;
+pub mod sys;
+
+pub use arena::MemoryMappingArena;
+pub use error::{errno_name, Error, ErrorClass, Result};
+pub use layout::{Backing, Layout, MappingInfo};
+pub use mapping::{MappingOptions, MemoryMapping};
+pub use protection::Protection;
+pub use region::{check_advice, check_aligned, check_bounds, round_up_to_page, CopyMode, MappedRegion};
+pub use shm::SharedMemory;
+pub use sys::page_size;

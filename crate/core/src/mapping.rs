@@ -1,0 +1,351 @@
+//! `MemoryMapping`: one mapping, anonymous or of an fd.
+
+use std::os::fd::AsRawFd;
+
+use crate::region::{check_aligned, check_bounds, copy_in, copy_out, round_up_to_page, CopyMode};
+use crate::{sys, Error, MappedRegion, Protection, Result};
+
+/// Options of [`MemoryMapping::anonymous`] and [`MemoryMapping::from_fd`].
+#[derive(Clone, Copy, Debug)]
+pub struct MappingOptions {
+    pub protection: Protection,
+    /// `MAP_POPULATE`: prefault the pages.
+    pub populate: bool,
+    /// `MAP_SHARED` instead of `MAP_PRIVATE`.
+    pub shared: bool,
+    /// For fds: the file offset, page aligned.
+    pub offset: u64,
+    /// For fds that are regular files: refuse a mapping past the end of the file.
+    pub check_eof: bool,
+}
+
+impl MappingOptions {
+    /// Defaults for anonymous memory: read-write, private.
+    pub fn anonymous() -> MappingOptions {
+        MappingOptions {
+            protection: Protection::READ_WRITE,
+            populate: false,
+            shared: false,
+            offset: 0,
+            check_eof: true,
+        }
+    }
+
+    /// Defaults for an fd: read-write, shared, offset 0, EOF checked.
+    pub fn fd() -> MappingOptions {
+        MappingOptions {
+            shared: true,
+            ..MappingOptions::anonymous()
+        }
+    }
+}
+
+/// A single mapping that is unmapped when dropped.
+#[derive(Debug)]
+pub struct MemoryMapping {
+    addr: *mut u8,
+    size: usize,
+    mapped_len: usize,
+    protection: Protection,
+    copy_mode: CopyMode,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; the pointer is never
+// used to create Rust references, so moving or sharing it across threads is safe.
+unsafe impl Send for MemoryMapping {}
+// SAFETY: see Send; every access goes through syscalls or explicit copies.
+unsafe impl Sync for MemoryMapping {}
+
+impl MemoryMapping {
+    /// Maps `size` bytes of anonymous memory.
+    pub fn anonymous(size: usize, options: MappingOptions) -> Result<MemoryMapping> {
+        let mapped_len = checked_len(size)?;
+        let mut flags = libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        flags |= if options.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        if options.populate {
+            flags |= libc::MAP_POPULATE;
+        }
+        // SAFETY: no MAP_FIXED: the kernel picks free address space.
+        let addr = unsafe {
+            sys::mmap(
+                sys::no_hint(),
+                mapped_len,
+                options.protection.to_prot(),
+                flags,
+                -1,
+                0,
+            )
+        }?;
+        Ok(MemoryMapping {
+            addr,
+            size,
+            mapped_len,
+            protection: options.protection,
+            copy_mode: CopyMode::Plain,
+        })
+    }
+
+    /// Maps `size` bytes of `fd` from `options.offset`.
+    pub fn from_fd(fd: &dyn AsRawFd, size: usize, options: MappingOptions) -> Result<MemoryMapping> {
+        let mapped_len = checked_len(size)?;
+        check_aligned("offset", options.offset)?;
+        let fd = fd.as_raw_fd();
+        let file_size = sys::regular_file_size(fd)?;
+        if let Some(file_size) = file_size {
+            check_eof(options.check_eof, options.offset, size, file_size)?;
+        }
+        let mut flags = if options.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        if options.populate {
+            flags |= libc::MAP_POPULATE;
+        }
+        // SAFETY: no MAP_FIXED: the kernel picks free address space.
+        let addr = unsafe {
+            sys::mmap(
+                sys::no_hint(),
+                mapped_len,
+                options.protection.to_prot(),
+                flags,
+                fd,
+                options.offset,
+            )
+        }?;
+        Ok(MemoryMapping {
+            addr,
+            size,
+            mapped_len,
+            protection: options.protection,
+            copy_mode: copy_mode_for_fd(fd),
+        })
+    }
+
+    /// The protection the mapping was made with.
+    pub fn protection(&self) -> Protection {
+        self.protection
+    }
+
+    /// Copies `dst.len()` bytes from `offset`; needs `READ`. Faults become `EFAULT`.
+    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        check_bounds(offset, dst.len(), self.size)?;
+        self.check_access(offset, dst.len(), Protection::READ)?;
+        // SAFETY: the range is inside the mapping, which is readable.
+        unsafe { copy_out(self.addr, offset, dst, self.copy_mode) }
+    }
+
+    /// Copies `src` to `offset`; needs `WRITE`. Faults become `EFAULT`.
+    pub fn write_from(&self, offset: usize, src: &[u8]) -> Result<()> {
+        check_bounds(offset, src.len(), self.size)?;
+        self.check_access(offset, src.len(), Protection::WRITE)?;
+        // SAFETY: the range is inside the mapping, which is writable.
+        unsafe { copy_in(self.addr, offset, src, self.copy_mode) }
+    }
+
+    /// Whether `[offset, offset + size)` (already bounds-checked) allows `needed`.
+    pub fn check_access(&self, offset: usize, size: usize, needed: Protection) -> Result<()> {
+        if self.protection.contains(needed) {
+            Ok(())
+        } else {
+            Err(Error::Access {
+                offset: offset as u64,
+                size: size as u64,
+                needed,
+            })
+        }
+    }
+}
+
+/// A memfd sealed against shrinking can never lose pages under a mapping, so
+/// copies may skip the fault-safe path; anything else might be truncated.
+pub(crate) fn copy_mode_for_fd(fd: i32) -> CopyMode {
+    match sys::seals(fd) {
+        Some(seals) if seals & libc::F_SEAL_SHRINK != 0 => CopyMode::Plain,
+        _ => CopyMode::FaultSafe,
+    }
+}
+
+/// Refuses a mapping of a regular file past its end.
+pub(crate) fn check_eof(enabled: bool, fd_offset: u64, size: usize, file_size: u64) -> Result<()> {
+    let needed = fd_offset.saturating_add(size as u64);
+    if enabled && needed > file_size {
+        return Err(Error::BeyondEof { needed, file_size });
+    }
+    Ok(())
+}
+
+/// A mapping's size: greater than 0, representable in whole pages.
+pub(crate) fn checked_len(size: usize) -> Result<usize> {
+    if size == 0 {
+        return Err(Error::ZeroSize { what: "size" });
+    }
+    round_up_to_page(size)
+        .filter(|&len| len <= isize::MAX as usize)
+        .ok_or_else(|| Error::OutOfRange {
+            what: "size",
+            reason: format!("{size} is larger than the address space"),
+        })
+}
+
+// SAFETY: `[addr, addr + mapped_len)` is mapped by this value until drop and
+// owned by it alone.
+unsafe impl MappedRegion for MemoryMapping {
+    fn as_ptr(&self) -> *mut u8 {
+        self.addr
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl Drop for MemoryMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is owned by this value and nothing can use it
+        // after drop.
+        let _ = unsafe { sys::munmap(self.addr, self.mapped_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{page_size, SharedMemory};
+    use std::io::Write;
+
+    #[test]
+    fn anonymous_read_write_and_zero_size() {
+        let m = MemoryMapping::anonymous(10_000, MappingOptions::anonymous()).unwrap();
+        assert_eq!(m.size(), 10_000);
+        m.write_from(9_990, b"0123456789").unwrap();
+        let mut buf = [0u8; 10];
+        m.read_into(9_990, &mut buf).unwrap();
+        assert_eq!(&buf, b"0123456789");
+        assert!(matches!(
+            m.read_into(9_995, &mut buf),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            MemoryMapping::anonymous(0, MappingOptions::anonymous()),
+            Err(Error::ZeroSize { .. })
+        ));
+        assert!(matches!(
+            MemoryMapping::anonymous(usize::MAX, MappingOptions::anonymous()),
+            Err(Error::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn protection_is_honoured_by_copies() {
+        let opts = MappingOptions {
+            protection: Protection::READ,
+            ..MappingOptions::anonymous()
+        };
+        let m = MemoryMapping::anonymous(page_size(), opts).unwrap();
+        assert!(matches!(m.write_from(0, b"x"), Err(Error::Access { .. })));
+        let mut b = [1u8; 4];
+        m.read_into(0, &mut b).unwrap();
+        assert_eq!(b, [0; 4]);
+    }
+
+    #[test]
+    fn bad_fd_is_ebadf_and_file_checks_eof() {
+        struct Fd(i32);
+        impl AsRawFd for Fd {
+            fn as_raw_fd(&self) -> i32 {
+                self.0
+            }
+        }
+        assert_eq!(
+            MemoryMapping::from_fd(&Fd(-1), 4096, MappingOptions::fd()).unwrap_err(),
+            Error::Syscall {
+                syscall: "fstat",
+                errno: libc::EBADF
+            }
+        );
+        let path = std::env::temp_dir().join(format!("mr-core-eof-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&[7u8; 100]).unwrap();
+        drop(f);
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            MemoryMapping::from_fd(&f, 4096, MappingOptions::fd()).unwrap_err(),
+            Error::BeyondEof {
+                needed: 4096,
+                file_size: 100
+            }
+        );
+        let m = MemoryMapping::from_fd(&f, 100, MappingOptions::fd()).unwrap();
+        let mut b = [0u8; 100];
+        m.read_into(0, &mut b).unwrap();
+        assert_eq!(b, [7u8; 100]);
+        assert!(matches!(
+            MemoryMapping::from_fd(
+                &f,
+                100,
+                MappingOptions {
+                    offset: 1,
+                    ..MappingOptions::fd()
+                }
+            ),
+            Err(Error::Unaligned { .. })
+        ));
+        // Truncated under the mapping: the copy reports EFAULT instead of SIGBUS.
+        f.set_len(0).unwrap();
+        assert_eq!(
+            m.read_into(0, &mut b).unwrap_err(),
+            Error::Syscall {
+                syscall: "process_vm_readv",
+                errno: libc::EFAULT
+            }
+        );
+        assert_eq!(
+            m.write_from(0, &b).unwrap_err(),
+            Error::Syscall {
+                syscall: "process_vm_writev",
+                errno: libc::EFAULT
+            }
+        );
+    }
+
+    #[test]
+    fn msync_and_madvise_through_the_trait() {
+        let shm = SharedMemory::create("mr-core-msync", 2 * page_size() as u64, true, false).unwrap();
+        let m = MemoryMapping::from_fd(&shm, 2 * page_size(), MappingOptions::fd()).unwrap();
+        let region: &dyn MappedRegion = &m;
+        region.msync(0, 2 * page_size()).unwrap();
+        region.msync(page_size(), 1).unwrap();
+        assert!(matches!(
+            region.msync(0, 2 * page_size() + 1),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(region.msync(1, 1), Err(Error::Unaligned { .. })));
+        m.write_from(0, b"abc").unwrap();
+        region.madvise(0, page_size(), libc::MADV_REMOVE).unwrap();
+        let mut b = [9u8; 3];
+        m.read_into(0, &mut b).unwrap();
+        assert_eq!(b, [0; 3]);
+        assert!(matches!(
+            region.madvise(page_size(), page_size() + 1, libc::MADV_WILLNEED),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(region.madvise(0, 1, 100), Err(Error::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn mapping_does_not_support_overlays() {
+        let mut m = MemoryMapping::anonymous(page_size(), MappingOptions::anonymous()).unwrap();
+        assert_eq!(
+            m.remove_mapping(0, page_size()),
+            Err(Error::Unsupported {
+                operation: "removeMapping"
+            })
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! The `MappedRegion` trait, range validation shared by every region, and the
+//! operations any region offers (`msync`, `madvise`, checked copies).
+
+use std::os::fd::AsRawFd;
+
+use crate::{copy, page_size, sys, Error, Protection, Result};
+
+/// A region of mapped memory that this process owns.
+///
+/// # Safety
+/// Implementors guarantee that `[as_ptr(), as_ptr() + size())` stays mapped (at
+/// least reserved) for as long as the value lives, and that it is owned by the
+/// value, so that `msync`/`madvise` over any sub-range touch nothing else.
+pub unsafe trait MappedRegion: Send + Sync {
+    /// The start of the region.
+    fn as_ptr(&self) -> *mut u8;
+
+    /// The size of the region in bytes.
+    fn size(&self) -> usize;
+
+    /// Maps `size` bytes of `fd` from `fd_offset` at `offset` inside the region.
+    fn add_fd_mapping(
+        &mut self,
+        _offset: usize,
+        _size: usize,
+        _fd: &dyn AsRawFd,
+        _fd_offset: u64,
+        _prot: Protection,
+    ) -> Result<()> {
+        Err(Error::Unsupported {
+            operation: "addFdMapping",
+        })
+    }
+
+    /// Replaces `[offset, offset + size)` by a reserved `PROT_NONE` range.
+    fn remove_mapping(&mut self, _offset: usize, _size: usize) -> Result<()> {
+        Err(Error::Unsupported {
+            operation: "removeMapping",
+        })
+    }
+}
+
+impl dyn MappedRegion + '_ {
+    /// `msync(MS_SYNC)` over the pages touched by `[offset, offset + size)`.
+    /// `offset` must be page aligned. A size of 0 does nothing.
+    pub fn msync(&self, offset: usize, size: usize) -> Result<()> {
+        let len = check_syscall_range(offset, size, self.size())?;
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range was checked to lie inside the region, which the
+        // MappedRegion contract says is mapped and owned by `self`.
+        unsafe { sys::msync(self.as_ptr().add(offset), len, libc::MS_SYNC) }
+    }
+
+    /// `madvise(advice)` over the pages touched by `[offset, offset + size)`.
+    /// `offset` must be page aligned; advices that could make a later access
+    /// fault (poisoning, guard pages) are refused. A size of 0 does nothing.
+    pub fn madvise(&self, offset: usize, size: usize, advice: i32) -> Result<()> {
+        check_advice(advice)?;
+        let len = check_syscall_range(offset, size, self.size())?;
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: as for msync; the advice cannot turn memory into a trap, see
+        // check_advice.
+        unsafe { sys::madvise(self.as_ptr().add(offset), len, advice) }
+    }
+}
+
+/// `MADV_HWPOISON` and `MADV_GUARD_INSTALL` turn pages into traps: a later
+/// access through a view or a copy would kill the process.
+const FORBIDDEN_ADVICE: [i32; 2] = [100, 102];
+
+/// Refuses negative advices and those that make memory fault on access.
+pub fn check_advice(advice: i32) -> Result<()> {
+    if advice < 0 || FORBIDDEN_ADVICE.contains(&advice) {
+        return Err(Error::OutOfRange {
+            what: "advice",
+            reason: format!("{advice} is not an advice this library passes on (it could make the memory fault)"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `offset` is page aligned.
+pub fn check_aligned(what: &'static str, value: u64) -> Result<()> {
+    if value % page_size() as u64 != 0 {
+        return Err(Error::Unaligned { what, value });
+    }
+    Ok(())
+}
+
+/// Checks that `[offset, offset + size)` lies inside `[0, limit)`, without overflow.
+/// Returns the end of the range.
+pub fn check_bounds(offset: usize, size: usize, limit: usize) -> Result<usize> {
+    match offset.checked_add(size) {
+        Some(end) if end <= limit => Ok(end),
+        _ => Err(Error::OutOfBounds {
+            offset: offset as u64,
+            size: size as u64,
+            limit: limit as u64,
+        }),
+    }
+}
+
+/// `size` rounded up to whole pages, or `None` on overflow.
+pub fn round_up_to_page(size: usize) -> Option<usize> {
+    let mask = page_size() - 1;
+    size.checked_add(mask).map(|s| s & !mask)
+}
+
+/// Validation of a range that starts a kernel call: aligned offset, in bounds.
+/// Returns the length in whole pages the call covers.
+pub(crate) fn check_syscall_range(offset: usize, size: usize, limit: usize) -> Result<usize> {
+    check_aligned("offset", offset as u64)?;
+    check_bounds(offset, size, limit)?;
+    // offset + size <= limit; the pages it touches stay inside the mapping, whose
+    // length is whole pages. round_up cannot overflow as size <= limit.
+    Ok(round_up_to_page(size).unwrap_or(size))
+}
+
+/// Validation of a range that creates or removes a mapping: also size > 0.
+pub(crate) fn check_mapping_range(offset: usize, size: usize, limit: usize) -> Result<usize> {
+    if size == 0 {
+        return Err(Error::ZeroSize { what: "size" });
+    }
+    check_syscall_range(offset, size, limit)
+}
+
+/// How a checked copy may touch the memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Memory that cannot vanish under the mapping (anonymous memory): plain copy.
+    Plain,
+    /// Memory that might (a file someone could truncate): fault-safe copy.
+    FaultSafe,
+}
+
+/// Copies `dst.len()` bytes from `base + offset` after the caller checked access.
+///
+/// # Safety
+/// `[base + offset, base + offset + dst.len())` must be mapped readable for the
+/// whole call; with `CopyMode::Plain` it must also be backed by memory that
+/// cannot fault (anonymous or sealed against shrinking).
+pub(crate) unsafe fn copy_out(base: *mut u8, offset: usize, dst: &mut [u8], mode: CopyMode) -> Result<()> {
+    // SAFETY: the caller checked that the source range is inside the mapping.
+    let src = unsafe { base.add(offset) };
+    match mode {
+        // SAFETY: readable, non-faulting memory of dst.len() bytes; `dst` may be
+        // a view of the same mapping, hence `copy` (memmove), not a non-overlapping copy.
+        CopyMode::Plain => unsafe {
+            std::ptr::copy(src, dst.as_mut_ptr(), dst.len());
+            Ok(())
+        },
+        // SAFETY: process_vm_readv reports a fault as EFAULT instead of a signal.
+        CopyMode::FaultSafe => unsafe { copy::read_fault_safe(src, dst) },
+    }
+}
+
+/// Copies `src` to `base + offset` after the caller checked access.
+///
+/// # Safety
+/// As [`copy_out`], with the range mapped writable.
+pub(crate) unsafe fn copy_in(base: *mut u8, offset: usize, src: &[u8], mode: CopyMode) -> Result<()> {
+    // SAFETY: the caller checked that the destination range is inside the mapping.
+    let dst = unsafe { base.add(offset) };
+    match mode {
+        // SAFETY: writable, non-faulting memory; `src` is a Rust slice, which may
+        // alias the mapping only if the caller passed a view, hence `copy`.
+        CopyMode::Plain => unsafe {
+            std::ptr::copy(src.as_ptr(), dst, src.len());
+            Ok(())
+        },
+        // SAFETY: process_vm_writev reports a fault as EFAULT instead of a signal.
+        CopyMode::FaultSafe => unsafe { copy::write_fault_safe(dst, src) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_reject_overflow_and_past_end() {
+        assert_eq!(check_bounds(0, 10, 10), Ok(10));
+        assert!(matches!(check_bounds(5, 6, 10), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(
+            check_bounds(usize::MAX, 2, usize::MAX),
+            Err(Error::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn alignment_and_zero_size() {
+        let ps = page_size();
+        assert!(matches!(
+            check_mapping_range(1, ps, 4 * ps),
+            Err(Error::Unaligned { what: "offset", value: 1 })
+        ));
+        assert!(matches!(
+            check_mapping_range(0, 0, 4 * ps),
+            Err(Error::ZeroSize { .. })
+        ));
+        assert_eq!(check_mapping_range(ps, 1, 4 * ps), Ok(ps));
+        assert_eq!(check_syscall_range(0, 0, 4 * ps), Ok(0));
+    }
+
+    #[test]
+    fn dangerous_advices_are_refused() {
+        assert!(check_advice(libc::MADV_WILLNEED).is_ok());
+        assert!(check_advice(100).is_err());
+        assert!(check_advice(102).is_err());
+        assert!(check_advice(-1).is_err());
+    }
+}

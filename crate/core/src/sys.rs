@@ -1,0 +1,211 @@
+//! Small wrappers around the system calls the crate uses. Each returns a typed
+//! [`Error::Syscall`] on failure and carries no other logic.
+
+use std::os::fd::RawFd;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::{Error, Result};
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system page size.
+pub fn page_size() -> usize {
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = if size > 0 { size as usize } else { 4096 };
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// `mmap(2)`. Returns the mapped address.
+///
+/// # Safety
+/// With `MAP_FIXED` in `flags`, `[addr, addr + len)` must be memory this caller
+/// owns (e.g. inside its own reservation) and that no live Rust reference points into.
+pub unsafe fn mmap(
+    addr: *mut u8,
+    len: usize,
+    prot: libc::c_int,
+    flags: libc::c_int,
+    fd: RawFd,
+    offset: u64,
+) -> Result<*mut u8> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| Error::OutOfRange {
+        what: "fdOffset",
+        reason: format!("{offset} does not fit in off_t"),
+    })?;
+    // SAFETY: the caller guarantees the MAP_FIXED contract; otherwise the kernel
+    // picks free address space and touches nothing we own.
+    let ret = unsafe { libc::mmap(addr.cast(), len, prot, flags, fd, offset) };
+    if ret == libc::MAP_FAILED {
+        Err(Error::last_os_error("mmap"))
+    } else {
+        Ok(ret.cast())
+    }
+}
+
+/// `munmap(2)`.
+///
+/// # Safety
+/// `[addr, addr + len)` must be owned by the caller and no longer accessed.
+pub unsafe fn munmap(addr: *mut u8, len: usize) -> Result<()> {
+    // SAFETY: the caller owns the range and gives up all access to it.
+    let ret = unsafe { libc::munmap(addr.cast(), len) };
+    check(ret, "munmap")
+}
+
+/// `msync(2)` with `flags`.
+///
+/// # Safety
+/// `[addr, addr + len)` must lie inside a mapping owned by the caller.
+pub unsafe fn msync(addr: *mut u8, len: usize, flags: libc::c_int) -> Result<()> {
+    // SAFETY: msync reads kernel state of the caller's own mapping only.
+    let ret = unsafe { libc::msync(addr.cast(), len, flags) };
+    check(ret, "msync")
+}
+
+/// `madvise(2)`.
+///
+/// # Safety
+/// `[addr, addr + len)` must lie inside a mapping owned by the caller; advices
+/// that change contents (e.g. `MADV_DONTNEED`) are the caller's intent.
+pub unsafe fn madvise(addr: *mut u8, len: usize, advice: libc::c_int) -> Result<()> {
+    // SAFETY: the caller owns the range; see above.
+    let ret = unsafe { libc::madvise(addr.cast(), len, advice) };
+    check(ret, "madvise")
+}
+
+/// `close(2)`; errors are ignored as the fd is gone either way.
+pub fn close(fd: RawFd) {
+    // SAFETY: closing an fd has no memory-safety consequences for this process's Rust state.
+    unsafe { libc::close(fd) };
+}
+
+/// The size of `fd` if it is a regular file (memfds are regular files), else `None`.
+pub fn regular_file_size(fd: RawFd) -> Result<Option<u64>> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a full `struct stat` into the buffer on success.
+    let ret = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    check(ret, "fstat")?;
+    // SAFETY: fstat returned 0, so the struct is initialised.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        Ok(Some(st.st_size as u64))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The seals of a memfd (`F_GET_SEALS`), or `None` for an fd that has none.
+pub fn seals(fd: RawFd) -> Option<libc::c_int> {
+    // SAFETY: F_GET_SEALS only reads kernel state of the fd.
+    let ret = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    (ret >= 0).then_some(ret)
+}
+
+/// Turns a `-1` return into the thread's errno.
+pub fn check(ret: libc::c_int, syscall: &'static str) -> Result<()> {
+    if ret == -1 {
+        Err(Error::last_os_error(syscall))
+    } else {
+        Ok(())
+    }
+}
+
+/// Address ranges inside `[start, end)` that no mapping of this process covers,
+/// read from `/proc/self/maps`. Used only on failure paths.
+pub fn unmapped_ranges(start: usize, end: usize) -> Result<Vec<(usize, usize)>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| Error::Syscall {
+        syscall: "open",
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })?;
+    let mut holes = Vec::new();
+    let mut cursor = start;
+    for line in maps.lines() {
+        let Some(range) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if b <= cursor {
+            continue;
+        }
+        if a >= end {
+            break;
+        }
+        if a > cursor {
+            holes.push((cursor, a));
+        }
+        cursor = b;
+        if cursor >= end {
+            break;
+        }
+    }
+    if cursor < end {
+        holes.push((cursor, end));
+    }
+    Ok(holes)
+}
+
+/// A null pointer helper for `mmap` without a hint.
+pub fn no_hint() -> *mut u8 {
+    ptr::null_mut()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_is_a_power_of_two() {
+        assert!(page_size().is_power_of_two());
+        assert_eq!(page_size(), page_size());
+    }
+
+    #[test]
+    fn unmapped_ranges_sees_a_hole() {
+        let ps = page_size();
+        // SAFETY: a fresh private anonymous mapping that nothing else references.
+        let base = unsafe {
+            mmap(
+                no_hint(),
+                3 * ps,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        }
+        .unwrap();
+        let start = base as usize;
+        assert!(unmapped_ranges(start, start + 3 * ps).unwrap().is_empty());
+        // SAFETY: the middle page belongs to the mapping made above.
+        unsafe { munmap(base.add(ps), ps) }.unwrap();
+        assert_eq!(
+            unmapped_ranges(start, start + 3 * ps).unwrap(),
+            vec![(start + ps, start + 2 * ps)]
+        );
+        // SAFETY: the rest of the mapping made above.
+        unsafe { munmap(base, 3 * ps) }.unwrap();
+    }
+
+    #[test]
+    fn fstat_of_bad_fd_is_ebadf() {
+        assert_eq!(
+            regular_file_size(-1),
+            Err(Error::Syscall {
+                syscall: "fstat",
+                errno: libc::EBADF
+            })
+        );
+    }
+}

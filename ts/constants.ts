@@ -1,0 +1,77 @@
+import { native } from './native.js'
+
+/** The system page size in bytes. Offsets that start a kernel call must be multiples of it. */
+export const PAGE_SIZE: number = native.pageSize()
+
+/**
+ * Page protection bit flags, combined with `|`.
+ *
+ * @example
+ * arena.addFdMapping(0, PAGE_SIZE, fd, 0, Protection.READ | Protection.WRITE)
+ */
+export const Protection = {
+  /** No access: a reserved range. */
+  NONE: 0,
+  /** Readable. */
+  READ: 1,
+  /** Writable. */
+  WRITE: 2,
+  /** Executable. */
+  EXEC: 4,
+  /** `READ | WRITE`. */
+  READ_WRITE: 3,
+} as const
+
+/** A protection value: any combination of the {@link Protection} bits (0–7). */
+export type ProtectionFlags = number
+
+/**
+ * The Linux `madvise(2)` advices by name. Destructive ones change what the memory
+ * reads as: `dontneed` (private anonymous pages read as zero afterwards), `free`
+ * (the kernel may zero the pages lazily), `remove` (frees the backing store: memfd
+ * and file pages read as zero; this is how a guest balloon returns memory).
+ */
+export const ADVICE = {
+  normal: 0,
+  random: 1,
+  sequential: 2,
+  willneed: 3,
+  /** Destructive: private anonymous pages read as zero afterwards. */
+  dontneed: 4,
+  /** Destructive: the kernel may discard the pages' contents lazily. */
+  free: 8,
+  /** Destructive: frees the backing store of shared/file memory; the range reads as zero. */
+  remove: 9,
+  dontfork: 10,
+  dofork: 11,
+  mergeable: 12,
+  unmergeable: 13,
+  hugepage: 14,
+  nohugepage: 15,
+  dontdump: 16,
+  dodump: 17,
+  cold: 20,
+  pageout: 21,
+  populate_read: 22,
+  populate_write: 23,
+} as const
+
+/** An `madvise` advice by name, see {@link ADVICE}. */
+export type Advice = keyof typeof ADVICE
+
+/** `memfd` seals for {@link SharedMemory.addSeals}, combined with `|`. */
+export const Seal = {
+  /** No further seals can be added. */
+  SEAL: 1,
+  /** The file cannot shrink (so mappings of it never `SIGBUS`). */
+  SHRINK: 2,
+  /** The file cannot grow. */
+  GROW: 4,
+  /** The contents cannot change (fails while writable shared mappings exist). */
+  WRITE: 8,
+  /** No new writable mappings; existing ones keep working. */
+  FUTURE_WRITE: 16,
+} as const
+
+/** Raw advices refused because they turn memory into a trap (`MADV_HWPOISON`, `MADV_GUARD_INSTALL`). */
+export const FORBIDDEN_ADVICE: readonly number[] = [100, 102]

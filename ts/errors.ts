@@ -1,0 +1,77 @@
+/**
+ * Errors in Node's conventions: `TypeError`/`RangeError` with a stable `code` for
+ * bad arguments; failed syscalls (thrown by the native side) carry `code`
+ * (`'EBADF'`…), `errno` (negative) and `syscall`.
+ */
+
+/** Every stable `code` this package throws besides errno names. */
+export type ErrorCode =
+  | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_INVALID_ARG_VALUE'
+  | 'ERR_OUT_OF_RANGE'
+  | 'ERR_MMAP_UNALIGNED'
+  | 'ERR_MMAP_OUT_OF_BOUNDS'
+  | 'ERR_MMAP_ACCESS'
+  | 'ERR_MMAP_BEYOND_EOF'
+  | 'ERR_MMAP_CLOSED'
+  | 'ERR_MMAP_UNSUPPORTED'
+  | 'ERR_MMAP_BUSY'
+  | 'ERR_MMAP_NO_EXTERNAL'
+
+/** The shape of every error this package throws. */
+export interface MappedRegionError extends Error {
+  /** `ERR_*` for argument and state errors, the errno name (`'ENOMEM'`) for failed syscalls. */
+  code: ErrorCode | string
+  /** For failed syscalls: the negated errno, as in Node's own system errors. */
+  errno?: number
+  /** For failed syscalls: the call that failed (`'mmap'`, `'msync'`…). */
+  syscall?: string
+}
+
+type ErrorCtor = new (message: string) => Error
+
+function make(Ctor: ErrorCtor, code: ErrorCode, message: string): MappedRegionError {
+  const err = new Ctor(message) as MappedRegionError
+  err.code = code
+  return err
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (typeof value === 'bigint') return `type bigint (${value}n)`
+  if (typeof value === 'number' || typeof value === 'boolean') return `type ${typeof value} (${String(value)})`
+  if (typeof value === 'string') return `type string (${JSON.stringify(value.length > 28 ? value.slice(0, 25) + '...' : value)})`
+  if (typeof value === 'function') return 'function'
+  if (typeof value === 'object') return `an instance of ${value.constructor?.name ?? 'Object'}`
+  return `type ${typeof value}`
+}
+
+/** `TypeError` `ERR_INVALID_ARG_TYPE`. */
+export function invalidArgType(name: string, expected: string, value: unknown): MappedRegionError {
+  return make(TypeError, 'ERR_INVALID_ARG_TYPE', `The "${name}" argument must be ${expected}. Received ${describe(value)}`)
+}
+
+/** `TypeError` `ERR_INVALID_ARG_VALUE`. */
+export function invalidArgValue(name: string, reason: string, value: unknown): MappedRegionError {
+  return make(TypeError, 'ERR_INVALID_ARG_VALUE', `The argument "${name}" ${reason}. Received ${describe(value)}`)
+}
+
+/** `RangeError` `ERR_OUT_OF_RANGE`. */
+export function outOfRange(name: string, range: string, value: unknown): MappedRegionError {
+  return make(RangeError, 'ERR_OUT_OF_RANGE', `The value of "${name}" is out of range. It must be ${range}. Received ${String(value)}`)
+}
+
+/** `RangeError` `ERR_MMAP_UNALIGNED`. */
+export function unaligned(name: string, value: number | bigint, pageSize: number): MappedRegionError {
+  return make(RangeError, 'ERR_MMAP_UNALIGNED', `The "${name}" argument must be a multiple of the page size (${pageSize}). Received ${String(value)}`)
+}
+
+/** `RangeError` `ERR_MMAP_OUT_OF_BOUNDS`. */
+export function outOfBounds(offset: number, size: number, limit: number): MappedRegionError {
+  return make(RangeError, 'ERR_MMAP_OUT_OF_BOUNDS', `The range [${offset}, ${offset} + ${size}) is outside the region of ${limit} bytes`)
+}
+
+/** `Error` with one of the state codes. */
+export function stateError(code: 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BUSY', message: string): MappedRegionError {
+  return make(Error, code, message)
+}

@@ -1,0 +1,19 @@
+/**
+ * mapped-region: the memory-mapping primitives virtual machine monitors are built
+ * on — reserved arenas, fd overlays, sealed memfds, msync/madvise, zero-copy views —
+ * with every argument validated before it reaches native code.
+ *
+ * @packageDocumentation
+ */
+export { PAGE_SIZE, Protection, ADVICE, Seal, type Advice, type ProtectionFlags } from './constants.js'
+export { type ErrorCode, type MappedRegionError } from './errors.js'
+export {
+  MemoryMapping,
+  MemoryMappingArena,
+  type MappedRegion,
+  type MappingInfo,
+  type AnonymousOptions,
+  type FdOptions,
+  type FileOptions,
+} from './region.js'
+export { SharedMemory, type SharedMemoryOptions } from './shm.js'

@@ -1,0 +1,305 @@
+import { openSync, closeSync, fstatSync } from 'node:fs'
+import { Protection, type Advice, type ProtectionFlags } from './constants.js'
+import { outOfRange, stateError } from './errors.js'
+import { native, type NativeRegion } from './native.js'
+import * as v from './validate.js'
+
+/** One entry of {@link MemoryMappingArena.mappings}: a run of pages the kernel sees as one mapping. */
+export interface MappingInfo {
+  /** Byte offset inside the arena (page aligned). */
+  offset: number
+  /** Length in bytes (whole pages). */
+  size: number
+  /** `'fd'` for a shared file/memfd overlay, `'anonymous'` for private anonymous memory. */
+  kind: 'fd' | 'anonymous'
+  /** For `'fd'`: the fd number the caller passed (the region does not keep it open). */
+  fd?: number
+  /** For `'fd'`: the file offset of the first byte. */
+  fdOffset?: number
+  /** The {@link Protection} bits. */
+  protection: ProtectionFlags
+}
+
+/** What every region offers (crosvm's `MappedRegion`, plus copies and views). */
+export interface MappedRegion extends Disposable {
+  /** Size in bytes. */
+  readonly size: number
+  /** Start address, for ioctls such as `KVM_SET_USER_MEMORY_REGION`. Throws `ERR_MMAP_CLOSED` once closed. */
+  readonly address: bigint
+  /** Whether {@link close} was called. */
+  readonly closed: boolean
+  /** Map `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`). */
+  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void
+  /** Replace `[offset, offset + size)` by a reserved `PROT_NONE` range. */
+  removeMapping(offset: number, size: number): void
+  /** `msync(MS_SYNC)` over the pages touched by the range. */
+  msync(offset: number, size: number): void
+  /** `madvise` over the pages touched by the range. */
+  madvise(offset: number, size: number, advice: Advice | number): void
+  /** A copy of `length` bytes at `offset`. */
+  read(offset: number, length: number): Buffer
+  /** Copy `data` to `offset`. */
+  write(offset: number, data: ArrayBufferView | ArrayBuffer): void
+  /** A zero-copy `Buffer` over the range, detached when the memory under it changes. */
+  view(offset: number, length: number): Buffer
+  /** Unmap. Idempotent. Detaches every view. */
+  close(): void
+}
+
+/** Shared implementation of {@link MemoryMapping} and {@link MemoryMappingArena}. */
+abstract class Region implements MappedRegion {
+  /** @internal */
+  protected readonly native: NativeRegion
+  readonly size: number
+  readonly #address: bigint
+  #closed = false
+
+  /** @internal */
+  protected constructor(handle: NativeRegion) {
+    this.native = handle
+    this.size = handle.size
+    this.#address = handle.address
+  }
+
+  get address(): bigint {
+    this.live()
+    return this.#address
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** @internal Throws `ERR_MMAP_CLOSED` once closed. */
+  protected live(): void {
+    if (this.#closed) throw stateError('ERR_MMAP_CLOSED', 'The region is closed')
+  }
+
+  /** @internal Validates an offset that starts a kernel call and its size. */
+  protected range(offset: unknown, size: unknown, sizeIsMapping: boolean): void {
+    this.live()
+    const o = v.alignedIndex('offset', offset)
+    const s = sizeIsMapping ? v.mappingSize('size', size) : v.index('size', size)
+    v.bounds(o, s, this.size)
+  }
+
+  abstract addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void
+  abstract removeMapping(offset: number, size: number): void
+
+  msync(offset: number, size: number): void {
+    this.range(offset, size, false)
+    this.native.msync(offset, size)
+  }
+
+  madvise(offset: number, size: number, advice: Advice | number): void {
+    this.range(offset, size, false)
+    this.native.madvise(offset, size, v.advice(advice))
+  }
+
+  read(offset: number, length: number): Buffer {
+    this.live()
+    v.bounds(v.index('offset', offset), v.index('length', length), this.size)
+    const out = Buffer.allocUnsafe(length)
+    this.native.readInto(offset, out)
+    return out
+  }
+
+  write(offset: number, data: ArrayBufferView | ArrayBuffer): void {
+    this.live()
+    const bytes = v.bytes('data', data)
+    v.bounds(v.index('offset', offset), bytes.byteLength, this.size)
+    this.native.write(offset, bytes)
+  }
+
+  view(offset: number, length: number): Buffer {
+    this.live()
+    v.bounds(v.index('offset', offset), v.viewLength(length), this.size)
+    return this.native.view(offset, length)
+  }
+
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.native.close()
+  }
+
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}
+
+/** Options of {@link MemoryMapping.anonymous}. */
+export interface AnonymousOptions {
+  /** {@link Protection} bits; default `READ_WRITE`. */
+  protection?: ProtectionFlags
+  /** Prefault the pages (`MAP_POPULATE`); default `false`. */
+  populate?: boolean
+  /** `MAP_SHARED` (shared with children after fork) instead of `MAP_PRIVATE`; default `false`. */
+  shared?: boolean
+}
+
+/** Options of {@link MemoryMapping.fromFd}. */
+export interface FdOptions {
+  /** File offset, a multiple of `PAGE_SIZE`; default 0. */
+  offset?: number
+  /** {@link Protection} bits; default `READ_WRITE`. */
+  protection?: ProtectionFlags
+  /** Prefault the pages (`MAP_POPULATE`); default `false`. */
+  populate?: boolean
+  /** `MAP_SHARED` (writes reach the file) instead of `MAP_PRIVATE`; default `true`. */
+  shared?: boolean
+  /** For regular files: refuse a mapping past the end of the file (`ERR_MMAP_BEYOND_EOF`); default `true`. */
+  checkEof?: boolean
+}
+
+/** Options of {@link MemoryMapping.fromFile}. */
+export interface FileOptions {
+  /** Bytes to map; default the rest of the file from `offset`. */
+  size?: number
+  /** File offset, a multiple of `PAGE_SIZE`; default 0. */
+  offset?: number
+  /** {@link Protection} bits; default `READ`. The file is opened writable only if `WRITE` is asked with `shared`. */
+  protection?: ProtectionFlags
+  /** `MAP_SHARED` instead of `MAP_PRIVATE`; default `true`. */
+  shared?: boolean
+}
+
+/**
+ * One mapping: anonymous memory, an fd or a file. Unmapped by `close()`, `using`,
+ * or its finalizer once garbage-collected (and after its last view is gone).
+ *
+ * @example
+ * using m = MemoryMapping.anonymous(1 << 20)
+ * m.write(0, Buffer.from('hello'))
+ * m.read(0, 5) // <Buffer 68 65 6c 6c 6f>
+ */
+export class MemoryMapping extends Region {
+  /** The protection the mapping was made with. */
+  readonly protection: ProtectionFlags
+
+  private constructor(handle: NativeRegion, prot: ProtectionFlags) {
+    super(handle)
+    this.protection = prot
+  }
+
+  /** Maps `size` bytes of anonymous memory (zero-filled). */
+  static anonymous(size: number, options?: AnonymousOptions): MemoryMapping {
+    const o = v.options('options', options)
+    const s = v.mappingSize('size', size)
+    const prot = o.protection === undefined ? Protection.READ_WRITE : v.protection(o.protection)
+    const handle = native.NativeRegion.anonymous(s, prot, v.bool('populate', o.populate, false), v.bool('shared', o.shared, false))
+    return new MemoryMapping(handle, prot)
+  }
+
+  /** Maps `size` bytes of `fd` from `options.offset`. The fd may be closed afterwards. */
+  static fromFd(fd: number, size: number, options?: FdOptions): MemoryMapping {
+    const o = v.options('options', options)
+    const f = v.fd(fd)
+    const s = v.mappingSize('size', size)
+    const offset = o.offset === undefined ? 0 : v.alignedIndex('offset', o.offset)
+    const prot = o.protection === undefined ? Protection.READ_WRITE : v.protection(o.protection)
+    const handle = native.NativeRegion.fromFd(
+      f,
+      s,
+      offset,
+      prot,
+      v.bool('populate', o.populate, false),
+      v.bool('shared', o.shared, true),
+      v.bool('checkEof', o.checkEof, true),
+    )
+    return new MemoryMapping(handle, prot)
+  }
+
+  /** Opens `path` (read-only unless `WRITE` is asked with `shared`), maps it, closes the fd. */
+  static fromFile(path: string | URL | Buffer, options?: FileOptions): MemoryMapping {
+    const o = v.options('options', options)
+    if (typeof path !== 'string' && !(path instanceof URL) && !Buffer.isBuffer(path)) {
+      throw Object.assign(new TypeError('The "path" argument must be of type string, URL or Buffer'), { code: 'ERR_INVALID_ARG_TYPE' })
+    }
+    const offset = o.offset === undefined ? 0 : v.alignedIndex('offset', o.offset)
+    const prot = o.protection === undefined ? Protection.READ : v.protection(o.protection)
+    const shared = v.bool('shared', o.shared, true)
+    const size = o.size === undefined ? undefined : v.mappingSize('size', o.size)
+    const fd = openSync(path, (prot & Protection.WRITE) !== 0 && shared ? 'r+' : 'r')
+    try {
+      let length = size
+      if (length === undefined) {
+        const fileSize = fstatSync(fd).size
+        if (fileSize <= offset) throw outOfRange('size', `greater than 0 (the file has ${fileSize} bytes from offset ${offset})`, 0)
+        length = fileSize - offset
+      }
+      return new MemoryMapping(native.NativeRegion.fromFd(fd, length, offset, prot, false, shared, true), prot)
+    } finally {
+      closeSync(fd)
+    }
+  }
+
+  /** Always throws `ERR_MMAP_UNSUPPORTED`, as in crosvm: use a {@link MemoryMappingArena}. */
+  addFdMapping(_offset: number, _size: number, _fd: number, _fdOffset: number | bigint, _prot: ProtectionFlags): void {
+    this.live()
+    throw stateError('ERR_MMAP_UNSUPPORTED', 'addFdMapping is not supported by a MemoryMapping; use a MemoryMappingArena')
+  }
+
+  /** Always throws `ERR_MMAP_UNSUPPORTED`, as in crosvm: use a {@link MemoryMappingArena}. */
+  removeMapping(_offset: number, _size: number): void {
+    this.live()
+    throw stateError('ERR_MMAP_UNSUPPORTED', 'removeMapping is not supported by a MemoryMapping; use a MemoryMappingArena')
+  }
+}
+
+/**
+ * A reservation of address space (`PROT_NONE`, costs no memory) that fds and
+ * anonymous memory are overlaid into at page granularity. Its layout is tracked:
+ * see {@link mappings}.
+ *
+ * @example
+ * using arena = MemoryMappingArena.reserve(1 << 30)
+ * using ram = SharedMemory.create('ram', 64 << 20)
+ * arena.addFdMapping(0, ram.size, ram.fd, 0, Protection.READ_WRITE)
+ * arena.removeMapping(0, PAGE_SIZE) // a hole at guest page 0
+ */
+export class MemoryMappingArena extends Region {
+  /** Reserves `size` bytes, rounded up to whole pages. */
+  constructor(size: number) {
+    super(native.NativeRegion.reserve(v.mappingSize('size', size)))
+  }
+
+  /** Reserves `size` bytes, rounded up to whole pages. Same as `new MemoryMappingArena(size)`. */
+  static reserve(size: number): MemoryMappingArena {
+    return new MemoryMappingArena(size)
+  }
+
+  /**
+   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`),
+   * replacing whatever was there. Regular files and memfds shorter than
+   * `fdOffset + size` are refused (`ERR_MMAP_BEYOND_EOF`). Views over the range are detached.
+   */
+  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void {
+    this.range(offset, size, true)
+    const f = v.fd(fd)
+    const off = v.fdOffset('fdOffset', fdOffset)
+    const p = v.protection(prot, 'prot')
+    if (typeof off === 'bigint') this.native.addFdMappingBig(offset, size, f, off, p)
+    else this.native.addFdMapping(offset, size, f, off, p)
+  }
+
+  /** Maps `size` bytes of private anonymous memory at `offset` (`MAP_FIXED | MAP_NORESERVE`). */
+  addAnonymous(offset: number, size: number, prot: ProtectionFlags): void {
+    this.range(offset, size, true)
+    this.native.addAnonymous(offset, size, v.protection(prot, 'prot'))
+  }
+
+  /** Replaces the range by reserved `PROT_NONE` space; removing a hole is a no-op. Views over it are detached. */
+  removeMapping(offset: number, size: number): void {
+    this.range(offset, size, true)
+    this.native.removeMapping(offset, size)
+  }
+
+  /** The current layout, sorted by offset, in whole pages; holes are not listed. */
+  mappings(): MappingInfo[] {
+    this.live()
+    return this.native.mappings() as MappingInfo[]
+  }
+}
+
+

@@ -33,9 +33,8 @@ impl MemoryMappingArena {
     pub fn new(size: usize) -> Result<MemoryMappingArena> {
         let size = crate::mapping::checked_len(size)?;
         // SAFETY: no MAP_FIXED: the kernel picks free address space.
-        let addr = unsafe {
-            sys::mmap(sys::no_hint(), size, libc::PROT_NONE, RESERVE_FLAGS, -1, 0)
-        }?;
+        let addr =
+            unsafe { sys::mmap(sys::no_hint(), size, libc::PROT_NONE, RESERVE_FLAGS, -1, 0) }?;
         Ok(MemoryMappingArena {
             addr,
             size,
@@ -75,7 +74,8 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
-                self.layout.set(offset, offset + len, Backing::Anonymous, prot);
+                self.layout
+                    .set(offset, offset + len, Backing::Anonymous, prot);
                 self.fragile.clear(offset, offset + len);
                 Ok(())
             }
@@ -196,7 +196,14 @@ unsafe impl MappedRegion for MemoryMappingArena {
         fd_offset: u64,
         prot: Protection,
     ) -> Result<()> {
-        self.add_fd_mapping_hooked(offset, size, fd.as_raw_fd(), fd_offset, prot, &mut |_, _| {})
+        self.add_fd_mapping_hooked(
+            offset,
+            size,
+            fd.as_raw_fd(),
+            fd_offset,
+            prot,
+            &mut |_, _| {},
+        )
     }
 
     fn remove_mapping(&mut self, offset: usize, size: usize) -> Result<()> {
@@ -244,11 +251,13 @@ impl MemoryMappingArena {
         match result {
             Ok(_) => {
                 let end = offset + len;
-                self.layout.set(offset, end, Backing::Fd { fd, fd_offset }, prot);
+                self.layout
+                    .set(offset, end, Backing::Fd { fd, fd_offset }, prot);
                 match copy_mode_for_fd(fd) {
                     CopyMode::Plain => self.fragile.clear(offset, end),
                     CopyMode::FaultSafe => {
-                        self.fragile.set(offset, end, Backing::Anonymous, Protection::NONE)
+                        self.fragile
+                            .set(offset, end, Backing::Anonymous, Protection::NONE)
                     }
                 }
                 Ok(())
@@ -339,7 +348,10 @@ mod tests {
     fn reserve_rounds_up_and_rejects_zero() {
         let a = MemoryMappingArena::new(1).unwrap();
         assert_eq!(a.size(), page_size());
-        assert!(matches!(MemoryMappingArena::new(0), Err(Error::ZeroSize { .. })));
+        assert!(matches!(
+            MemoryMappingArena::new(0),
+            Err(Error::ZeroSize { .. })
+        ));
         // 1 TiB of address space costs nothing.
         let big = MemoryMappingArena::new(1 << 40).unwrap();
         assert_eq!(big.size(), 1 << 40);
@@ -351,22 +363,41 @@ mod tests {
         let shm = SharedMemory::create("mr-core-arena", 8 * ps as u64, true, false).unwrap();
         let mut a = MemoryMappingArena::new(16 * ps).unwrap();
         let fd = shm.as_raw_fd();
-        a.add_fd_mapping(2 * ps, 4 * ps, &shm, 0, Protection::READ_WRITE).unwrap();
+        a.add_fd_mapping(2 * ps, 4 * ps, &shm, 0, Protection::READ_WRITE)
+            .unwrap();
         a.write_from(2 * ps, b"hello").unwrap();
         // Front overlap.
         a.add_anonymous(ps, 2 * ps, Protection::READ_WRITE).unwrap();
         // Back overlap.
-        a.add_fd_mapping(5 * ps, 2 * ps, &shm, 6 * ps as u64, Protection::READ).unwrap();
+        a.add_fd_mapping(5 * ps, 2 * ps, &shm, 6 * ps as u64, Protection::READ)
+            .unwrap();
         assert_eq!(
             layout(&a),
             vec![
                 (ps, 2 * ps, Backing::Anonymous, Protection::READ_WRITE),
-                (3 * ps, 2 * ps, Backing::Fd { fd, fd_offset: ps as u64 }, Protection::READ_WRITE),
-                (5 * ps, 2 * ps, Backing::Fd { fd, fd_offset: 6 * ps as u64 }, Protection::READ),
+                (
+                    3 * ps,
+                    2 * ps,
+                    Backing::Fd {
+                        fd,
+                        fd_offset: ps as u64
+                    },
+                    Protection::READ_WRITE
+                ),
+                (
+                    5 * ps,
+                    2 * ps,
+                    Backing::Fd {
+                        fd,
+                        fd_offset: 6 * ps as u64
+                    },
+                    Protection::READ
+                ),
             ]
         );
         // Spanning overlay replaces all three.
-        a.add_fd_mapping(0, 8 * ps, &shm, 0, Protection::READ_WRITE).unwrap();
+        a.add_fd_mapping(0, 8 * ps, &shm, 0, Protection::READ_WRITE)
+            .unwrap();
         assert_eq!(layout(&a).len(), 1);
         // The bytes written through the first overlay are at file offset 0.
         let mut b = [0u8; 5];
@@ -377,11 +408,27 @@ mod tests {
         assert_eq!(
             layout(&a),
             vec![
-                (0, 2 * ps, Backing::Fd { fd, fd_offset: 0 }, Protection::READ_WRITE),
-                (3 * ps, 5 * ps, Backing::Fd { fd, fd_offset: 3 * ps as u64 }, Protection::READ_WRITE),
+                (
+                    0,
+                    2 * ps,
+                    Backing::Fd { fd, fd_offset: 0 },
+                    Protection::READ_WRITE
+                ),
+                (
+                    3 * ps,
+                    5 * ps,
+                    Backing::Fd {
+                        fd,
+                        fd_offset: 3 * ps as u64
+                    },
+                    Protection::READ_WRITE
+                ),
             ]
         );
-        assert!(matches!(a.read_into(2 * ps, &mut b), Err(Error::Access { .. })));
+        assert!(matches!(
+            a.read_into(2 * ps, &mut b),
+            Err(Error::Access { .. })
+        ));
         // Removing an already removed range succeeds.
         a.remove_mapping(2 * ps, ps).unwrap();
         a.remove_mapping(10 * ps, 6 * ps).unwrap();
@@ -409,7 +456,8 @@ mod tests {
             Err(Error::OutOfBounds { .. })
         ));
         assert_eq!(
-            a.add_fd_mapping(0, ps, &Fd(-1), 0, Protection::READ).unwrap_err(),
+            a.add_fd_mapping(0, ps, &Fd(-1), 0, Protection::READ)
+                .unwrap_err(),
             Error::Syscall {
                 syscall: "fstat",
                 errno: libc::EBADF
@@ -418,14 +466,20 @@ mod tests {
         let shm = SharedMemory::create("mr-core-args", ps as u64, true, false).unwrap();
         assert!(matches!(
             a.add_fd_mapping(0, ps, &shm, 1, Protection::READ),
-            Err(Error::Unaligned { what: "fdOffset", .. })
+            Err(Error::Unaligned {
+                what: "fdOffset",
+                ..
+            })
         ));
         assert!(matches!(
             a.add_fd_mapping(0, 2 * ps, &shm, 0, Protection::READ),
             Err(Error::BeyondEof { .. })
         ));
         let region: &dyn MappedRegion = &a;
-        assert!(matches!(region.msync(4 * ps, 1), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(
+            region.msync(4 * ps, 1),
+            Err(Error::OutOfBounds { .. })
+        ));
         assert!(matches!(
             region.madvise(0, 5 * ps, libc::MADV_WILLNEED),
             Err(Error::OutOfBounds { .. })
@@ -444,9 +498,14 @@ mod tests {
         std::fs::write(&path, vec![0u8; 2 * ps]).unwrap();
         let ro = std::fs::File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let err = a.add_fd_mapping(0, 2 * ps, &ro, 0, Protection::READ_WRITE).unwrap_err();
+        let err = a
+            .add_fd_mapping(0, 2 * ps, &ro, 0, Protection::READ_WRITE)
+            .unwrap_err();
         assert_eq!(err.code(), "EACCES");
-        assert_eq!(layout(&a), vec![(0, 2 * ps, Backing::Anonymous, Protection::READ_WRITE)]);
+        assert_eq!(
+            layout(&a),
+            vec![(0, 2 * ps, Backing::Anonymous, Protection::READ_WRITE)]
+        );
         let mut b = [0u8; 4];
         a.read_into(0, &mut b).unwrap();
         assert_eq!(&b, b"keep");
@@ -454,14 +513,18 @@ mod tests {
         let mut fds = [0; 2];
         // SAFETY: pipe writes two fds into the array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let err = a.add_fd_mapping(0, ps, &Fd(fds[0]), 0, Protection::READ).unwrap_err();
+        let err = a
+            .add_fd_mapping(0, ps, &Fd(fds[0]), 0, Protection::READ)
+            .unwrap_err();
         assert_eq!(err.code(), "ENODEV");
         sys::close(fds[0]);
         sys::close(fds[1]);
         assert_eq!(layout(&a).len(), 1);
         // Nothing inside the arena was left unmapped.
         let base = a.as_ptr() as usize;
-        assert!(sys::unmapped_ranges(base, base + 4 * ps).unwrap().is_empty());
+        assert!(sys::unmapped_ranges(base, base + 4 * ps)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -469,10 +532,15 @@ mod tests {
         let ps = page_size();
         let path = std::env::temp_dir().join(format!("mr-core-trunc-{}", std::process::id()));
         std::fs::write(&path, vec![1u8; ps]).unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         std::fs::remove_file(&path).unwrap();
         let mut a = MemoryMappingArena::new(2 * ps).unwrap();
-        a.add_fd_mapping(0, ps, &f, 0, Protection::READ_WRITE).unwrap();
+        a.add_fd_mapping(0, ps, &f, 0, Protection::READ_WRITE)
+            .unwrap();
         f.set_len(0).unwrap();
         let mut b = [0u8; 8];
         assert_eq!(a.read_into(0, &mut b).unwrap_err().code(), "EFAULT");

@@ -23,7 +23,11 @@ pub enum Error {
     /// An argument of the wrong kind (e.g. a name with a NUL byte).
     InvalidArgument { what: &'static str, reason: String },
     /// The range is not mapped with the protection the access needs.
-    Access { offset: u64, size: u64, needed: Protection },
+    Access {
+        offset: u64,
+        size: u64,
+        needed: Protection,
+    },
     /// A regular file is shorter than `fd_offset + size`.
     BeyondEof { needed: u64, file_size: u64 },
     /// The operation does not exist for this kind of region.
@@ -49,7 +53,9 @@ impl Error {
     pub fn last_os_error(syscall: &'static str) -> Error {
         Error::Syscall {
             syscall,
-            errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO),
+            errno: std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
         }
     }
 

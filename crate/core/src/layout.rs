@@ -54,9 +54,16 @@ impl Piece {
         self.protection == next.protection
             && match (self.backing, next.backing) {
                 (Backing::Anonymous, Backing::Anonymous) => true,
-                (Backing::Fd { fd: a, fd_offset: oa }, Backing::Fd { fd: b, fd_offset: ob }) => {
-                    a == b && oa.checked_add((self.end - start) as u64) == Some(ob)
-                }
+                (
+                    Backing::Fd {
+                        fd: a,
+                        fd_offset: oa,
+                    },
+                    Backing::Fd {
+                        fd: b,
+                        fd_offset: ob,
+                    },
+                ) => a == b && oa.checked_add((self.end - start) as u64) == Some(ob),
                 _ => false,
             }
     }
@@ -90,13 +97,7 @@ impl Layout {
         // Split a piece that starts before `start` and reaches into the range.
         if let Some((&s, &p)) = self.pieces.range(..start).next_back() {
             if p.end > start {
-                self.pieces.insert(
-                    s,
-                    Piece {
-                        end: start,
-                        ..p
-                    },
-                );
+                self.pieces.insert(s, Piece { end: start, ..p });
                 if p.end > end {
                     self.pieces.insert(end, p.tail(s, end));
                 }
@@ -169,7 +170,11 @@ impl Layout {
     pub fn overlaps(&self, start: usize, end: usize) -> bool {
         let before = self.pieces.range(..=start).next_back();
         before.is_some_and(|(_, p)| p.end > start)
-            || self.pieces.range(start.saturating_add(1)..end).next().is_some()
+            || self
+                .pieces
+                .range(start.saturating_add(1)..end)
+                .next()
+                .is_some()
     }
 
     /// The entries, sorted by offset.
@@ -260,7 +265,10 @@ mod tests {
         let mut l = Layout::new();
         l.set(0, 10, fd(3, 0), RW);
         l.clear(3, 5);
-        assert_eq!(entries(&l), vec![(0, 3, fd(3, 0), RW), (5, 5, fd(3, 5), RW)]);
+        assert_eq!(
+            entries(&l),
+            vec![(0, 3, fd(3, 0), RW), (5, 5, fd(3, 5), RW)]
+        );
         l.clear(3, 5);
         assert_eq!(l.len(), 2);
         l.clear(0, 10);

@@ -25,6 +25,8 @@ pub use error::{errno_name, Error, ErrorClass, Result};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
-pub use region::{check_advice, check_aligned, check_bounds, round_up_to_page, CopyMode, MappedRegion};
+pub use region::{
+    check_advice, check_aligned, check_bounds, round_up_to_page, CopyMode, MappedRegion,
+};
 pub use shm::SharedMemory;
 pub use sys::page_size;

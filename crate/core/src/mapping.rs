@@ -90,7 +90,11 @@ impl MemoryMapping {
     }
 
     /// Maps `size` bytes of `fd` from `options.offset`.
-    pub fn from_fd(fd: &dyn AsRawFd, size: usize, options: MappingOptions) -> Result<MemoryMapping> {
+    pub fn from_fd(
+        fd: &dyn AsRawFd,
+        size: usize,
+        options: MappingOptions,
+    ) -> Result<MemoryMapping> {
         let mapped_len = checked_len(size)?;
         check_aligned("offset", options.offset)?;
         let fd = fd.as_raw_fd();
@@ -272,7 +276,11 @@ mod tests {
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(&[7u8; 100]).unwrap();
         drop(f);
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             MemoryMapping::from_fd(&f, 4096, MappingOptions::fd()).unwrap_err(),
@@ -316,7 +324,8 @@ mod tests {
 
     #[test]
     fn msync_and_madvise_through_the_trait() {
-        let shm = SharedMemory::create("mr-core-msync", 2 * page_size() as u64, true, false).unwrap();
+        let shm =
+            SharedMemory::create("mr-core-msync", 2 * page_size() as u64, true, false).unwrap();
         let m = MemoryMapping::from_fd(&shm, 2 * page_size(), MappingOptions::fd()).unwrap();
         let region: &dyn MappedRegion = &m;
         region.msync(0, 2 * page_size()).unwrap();
@@ -335,7 +344,10 @@ mod tests {
             region.madvise(page_size(), page_size() + 1, libc::MADV_WILLNEED),
             Err(Error::OutOfBounds { .. })
         ));
-        assert!(matches!(region.madvise(0, 1, 100), Err(Error::OutOfRange { .. })));
+        assert!(matches!(
+            region.madvise(0, 1, 100),
+            Err(Error::OutOfRange { .. })
+        ));
     }
 
     #[test]

@@ -51,7 +51,11 @@ impl fmt::Display for Protection {
         if self.0 == 0 {
             return f.write_str("NONE");
         }
-        let names = [(Self::READ, "READ"), (Self::WRITE, "WRITE"), (Self::EXEC, "EXEC")];
+        let names = [
+            (Self::READ, "READ"),
+            (Self::WRITE, "WRITE"),
+            (Self::EXEC, "EXEC"),
+        ];
         let mut first = true;
         for (bit, name) in names {
             if self.contains(bit) {
@@ -74,11 +78,17 @@ mod tests {
     fn bits_round_trip_and_reject_unknown() {
         assert_eq!(Protection::from_bits(3), Some(Protection::READ_WRITE));
         assert_eq!(Protection::from_bits(8), None);
-        assert_eq!(Protection::READ_WRITE.to_prot(), libc::PROT_READ | libc::PROT_WRITE);
+        assert_eq!(
+            Protection::READ_WRITE.to_prot(),
+            libc::PROT_READ | libc::PROT_WRITE
+        );
         assert_eq!(Protection::NONE.to_prot(), libc::PROT_NONE);
         assert!(Protection::READ_WRITE.contains(Protection::READ));
         assert!(!Protection::READ.contains(Protection::WRITE));
-        assert_eq!(Protection::from_bits(7).unwrap().to_string(), "READ|WRITE|EXEC");
+        assert_eq!(
+            Protection::from_bits(7).unwrap().to_string(),
+            "READ|WRITE|EXEC"
+        );
         assert_eq!(Protection::NONE.to_string(), "NONE");
     }
 }

@@ -77,7 +77,9 @@ pub fn check_advice(advice: i32) -> Result<()> {
     if advice < 0 || FORBIDDEN_ADVICE.contains(&advice) {
         return Err(Error::OutOfRange {
             what: "advice",
-            reason: format!("{advice} is not an advice this library passes on (it could make the memory fault)"),
+            reason: format!(
+                "{advice} is not an advice this library passes on (it could make the memory fault)"
+            ),
         });
     }
     Ok(())
@@ -85,7 +87,7 @@ pub fn check_advice(advice: i32) -> Result<()> {
 
 /// Checks that `offset` is page aligned.
 pub fn check_aligned(what: &'static str, value: u64) -> Result<()> {
-    if value % page_size() as u64 != 0 {
+    if !value.is_multiple_of(page_size() as u64) {
         return Err(Error::Unaligned { what, value });
     }
     Ok(())
@@ -143,7 +145,12 @@ pub enum CopyMode {
 /// `[base + offset, base + offset + dst.len())` must be mapped readable for the
 /// whole call; with `CopyMode::Plain` it must also be backed by memory that
 /// cannot fault (anonymous or sealed against shrinking).
-pub(crate) unsafe fn copy_out(base: *mut u8, offset: usize, dst: &mut [u8], mode: CopyMode) -> Result<()> {
+pub(crate) unsafe fn copy_out(
+    base: *mut u8,
+    offset: usize,
+    dst: &mut [u8],
+    mode: CopyMode,
+) -> Result<()> {
     // SAFETY: the caller checked that the source range is inside the mapping.
     let src = unsafe { base.add(offset) };
     match mode {
@@ -162,7 +169,12 @@ pub(crate) unsafe fn copy_out(base: *mut u8, offset: usize, dst: &mut [u8], mode
 ///
 /// # Safety
 /// As [`copy_out`], with the range mapped writable.
-pub(crate) unsafe fn copy_in(base: *mut u8, offset: usize, src: &[u8], mode: CopyMode) -> Result<()> {
+pub(crate) unsafe fn copy_in(
+    base: *mut u8,
+    offset: usize,
+    src: &[u8],
+    mode: CopyMode,
+) -> Result<()> {
     // SAFETY: the caller checked that the destination range is inside the mapping.
     let dst = unsafe { base.add(offset) };
     match mode {
@@ -184,7 +196,10 @@ mod tests {
     #[test]
     fn bounds_reject_overflow_and_past_end() {
         assert_eq!(check_bounds(0, 10, 10), Ok(10));
-        assert!(matches!(check_bounds(5, 6, 10), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(
+            check_bounds(5, 6, 10),
+            Err(Error::OutOfBounds { .. })
+        ));
         assert!(matches!(
             check_bounds(usize::MAX, 2, usize::MAX),
             Err(Error::OutOfBounds { .. })
@@ -196,7 +211,10 @@ mod tests {
         let ps = page_size();
         assert!(matches!(
             check_mapping_range(1, ps, 4 * ps),
-            Err(Error::Unaligned { what: "offset", value: 1 })
+            Err(Error::Unaligned {
+                what: "offset",
+                value: 1
+            })
         ));
         assert!(matches!(
             check_mapping_range(0, 0, 4 * ps),

@@ -102,7 +102,10 @@ mod tests {
         // SAFETY: ftruncate on the memfd; must be refused by the seal.
         let ret = unsafe { libc::ftruncate(shm.fd(), 0) };
         assert_eq!(ret, -1);
-        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EPERM)
+        );
         let open = SharedMemory::create("mr-core-open", 1, false, false).unwrap();
         assert_eq!(open.seals().unwrap() & libc::F_SEAL_SHRINK, 0);
         open.add_seals(libc::F_SEAL_GROW).unwrap();

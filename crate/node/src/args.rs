@@ -19,7 +19,11 @@ pub fn index(what: &'static str, value: f64) -> Result<usize> {
 
 /// A file descriptor: any integer in the `int` range (the kernel judges it).
 pub fn fd(value: f64) -> Result<i32> {
-    if !(value.is_finite() && value.fract() == 0.0 && value >= i32::MIN as f64 && value <= i32::MAX as f64) {
+    if !(value.is_finite()
+        && value.fract() == 0.0
+        && value >= i32::MIN as f64
+        && value <= i32::MAX as f64)
+    {
         return Err(Error::OutOfRange {
             what: "fd",
             reason: format!("must be a 32-bit integer, got {value}"),

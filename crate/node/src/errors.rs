@@ -23,8 +23,18 @@ pub fn throw(env: &Env, e: &Error) -> napi::Error {
         let mut js_code = ptr::null_mut();
         let mut js_msg = ptr::null_mut();
         let mut err = ptr::null_mut();
-        sys::napi_create_string_utf8(raw, code.as_ptr(), code.as_bytes().len() as isize, &mut js_code);
-        sys::napi_create_string_utf8(raw, msg.as_ptr(), msg.as_bytes().len() as isize, &mut js_msg);
+        sys::napi_create_string_utf8(
+            raw,
+            code.as_ptr(),
+            code.as_bytes().len() as isize,
+            &mut js_code,
+        );
+        sys::napi_create_string_utf8(
+            raw,
+            msg.as_ptr(),
+            msg.as_bytes().len() as isize,
+            &mut js_msg,
+        );
         match e.class() {
             ErrorClass::Error => sys::napi_create_error(raw, js_code, js_msg, &mut err),
             ErrorClass::TypeError => sys::napi_create_type_error(raw, js_code, js_msg, &mut err),

@@ -36,7 +36,12 @@ impl Kind {
     }
 
     /// Checks that `[offset, offset + len)` is mapped with `needed`.
-    fn check_access(&self, offset: usize, len: usize, needed: Protection) -> mapped_region::Result<()> {
+    fn check_access(
+        &self,
+        offset: usize,
+        len: usize,
+        needed: Protection,
+    ) -> mapped_region::Result<()> {
         match self {
             Kind::Mapping(m) => {
                 mapped_region::check_bounds(offset, len, m.size())?;
@@ -177,7 +182,13 @@ fn closed<T>(env: &Env) -> napi::Result<T> {
 impl NativeRegion {
     /// Anonymous memory (`MemoryMapping.anonymous`).
     #[napi(factory)]
-    pub fn anonymous(env: Env, size: f64, protection: u32, populate: bool, shared: bool) -> napi::Result<Self> {
+    pub fn anonymous(
+        env: Env,
+        size: f64,
+        protection: u32,
+        populate: bool,
+        shared: bool,
+    ) -> napi::Result<Self> {
         let size = js(&env, args::index("size", size))?;
         let protection = js(&env, args::protection(protection))?;
         let options = MappingOptions {
@@ -277,7 +288,13 @@ impl NativeRegion {
 
     /// `addAnonymous` (arenas only).
     #[napi]
-    pub fn add_anonymous(&mut self, env: Env, offset: f64, size: f64, protection: u32) -> napi::Result<()> {
+    pub fn add_anonymous(
+        &mut self,
+        env: Env,
+        offset: f64,
+        size: f64,
+        protection: u32,
+    ) -> napi::Result<()> {
         let offset = js(&env, args::index("offset", offset))?;
         let size = js(&env, args::index("size", size))?;
         let protection = js(&env, args::protection(protection))?;
@@ -293,7 +310,9 @@ impl NativeRegion {
             )),
             Some(Kind::Arena(a)) => js(
                 &env,
-                a.add_anonymous_hooked(offset, size, protection, &mut |s, e| self.detach_views(s, e)),
+                a.add_anonymous_hooked(offset, size, protection, &mut |s, e| {
+                    self.detach_views(s, e)
+                }),
             ),
         }
     }
@@ -339,7 +358,12 @@ impl NativeRegion {
 
     /// Copies `target.length` bytes from `offset` into `target`.
     #[napi]
-    pub fn read_into(&self, env: Env, offset: f64, mut target: Uint8ArraySlice) -> napi::Result<()> {
+    pub fn read_into(
+        &self,
+        env: Env,
+        offset: f64,
+        mut target: Uint8ArraySlice,
+    ) -> napi::Result<()> {
         let offset = js(&env, args::index("offset", offset))?;
         // SAFETY: the facade passes a fresh Buffer that no other Rust reference
         // aliases; if a caller passes a view of this region instead, the core
@@ -366,12 +390,20 @@ impl NativeRegion {
     /// A zero-copy `Buffer` over `[offset, offset + length)`, which must be
     /// mapped `READ | WRITE`. Detached when the memory under it changes.
     #[napi(ts_return_type = "Buffer")]
-    pub fn view<'env>(&mut self, env: &'env Env, offset: f64, length: f64) -> napi::Result<Unknown<'env>> {
+    pub fn view<'env>(
+        &mut self,
+        env: &'env Env,
+        offset: f64,
+        length: f64,
+    ) -> napi::Result<Unknown<'env>> {
         let offset = js(env, args::index("offset", offset))?;
         let length = js(env, args::index("length", length))?;
         match self.lock().as_ref() {
             None => return closed(env),
-            Some(kind) => js(env, kind.check_access(offset, length, Protection::READ_WRITE))?,
+            Some(kind) => js(
+                env,
+                kind.check_access(offset, length, Protection::READ_WRITE),
+            )?,
         }
         self.prune_views();
         let raw = env.raw();
@@ -397,7 +429,11 @@ impl NativeRegion {
                 // SAFETY: the runtime refused before taking ownership of `hint`,
                 // so the finalizer will never run for it.
                 drop(unsafe { Box::from_raw(hint) });
-                return Err(throw_code(env, "ERR_MMAP_NO_EXTERNAL", "this runtime forbids external buffers; view() never hands out a copy"));
+                return Err(throw_code(
+                    env,
+                    "ERR_MMAP_NO_EXTERNAL",
+                    "this runtime forbids external buffers; view() never hands out a copy",
+                ));
             }
             // Otherwise Node already ran the finalizer (and thus freed `hint`);
             // a failure here means the length exceeds buffer.constants.MAX_LENGTH.
@@ -452,7 +488,12 @@ impl NativeRegion {
     pub fn mappings(&self, env: Env) -> napi::Result<Vec<NativeMappingInfo>> {
         match self.lock().as_ref() {
             None => closed(&env),
-            Some(Kind::Mapping(_)) => Err(throw(&env, &Error::Unsupported { operation: "mappings" })),
+            Some(Kind::Mapping(_)) => Err(throw(
+                &env,
+                &Error::Unsupported {
+                    operation: "mappings",
+                },
+            )),
             Some(Kind::Arena(a)) => Ok(a
                 .mappings()
                 .map(|m| {
@@ -506,7 +547,10 @@ impl NativeRegion {
         let mut guard = keep.kind.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_mut() {
             None => closed(env),
-            Some(Kind::Mapping(m)) => js(env, m.add_fd_mapping(offset, size, &RawFdRef(fd), fd_offset, protection)),
+            Some(Kind::Mapping(m)) => js(
+                env,
+                m.add_fd_mapping(offset, size, &RawFdRef(fd), fd_offset, protection),
+            ),
             Some(Kind::Arena(a)) => js(
                 env,
                 a.add_fd_mapping_hooked(offset, size, fd, fd_offset, protection, &mut |s, e| {

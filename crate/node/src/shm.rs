@@ -17,9 +17,18 @@ pub struct NativeSharedMemory {
 impl NativeSharedMemory {
     /// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`, sized, sealed.
     #[napi(factory)]
-    pub fn create(env: Env, name: String, size: f64, seal: bool, hugetlb: bool) -> napi::Result<Self> {
+    pub fn create(
+        env: Env,
+        name: String,
+        size: f64,
+        seal: bool,
+        hugetlb: bool,
+    ) -> napi::Result<Self> {
         let size = js(&env, args::index("size", size))?;
-        let shm = js(&env, SharedMemory::create(&name, size as u64, seal, hugetlb))?;
+        let shm = js(
+            &env,
+            SharedMemory::create(&name, size as u64, seal, hugetlb),
+        )?;
         Ok(NativeSharedMemory {
             shm: Some(shm),
             size: size as f64,

@@ -1,0 +1,71 @@
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+/** Absolute path of the built CommonJS entry, for child processes. */
+export const ENTRY = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+
+/** The package root. */
+export const ROOT = fileURLToPath(new URL('..', import.meta.url))
+
+export interface ChildResult {
+  status: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Runs `body` (CommonJS, with `mr` bound to the package, `ROOT` to its folder and `gc` exposed) in a
+ * fresh Node process, so that a crash is a result to assert on, not a dead runner.
+ */
+export function runChild(body: string, timeoutMs = 60_000): ChildResult {
+  const dir = mkdtempSync(join(tmpdir(), 'mr-child-'))
+  const file = join(dir, 'child.cjs')
+  writeFileSync(file, `'use strict'\nconst ROOT = ${JSON.stringify(ROOT)}\nconst mr = require(${JSON.stringify(ENTRY)})\n${body}\n`)
+  try {
+    const r = spawnSync(process.execPath, ['--expose-gc', file], { encoding: 'utf8', timeout: timeoutMs })
+    return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** A temporary directory removed by the returned function. */
+export function tempDir(): { dir: string; done: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'mr-test-'))
+  return { dir, done: () => rmSync(dir, { recursive: true, force: true }) }
+}
+
+/** The `/proc/self/maps` lines whose range overlaps `[start, start + size)`. */
+export function mapsOverlapping(start: bigint, size: number): string[] {
+  const end = start + BigInt(size)
+  return readFileSync('/proc/self/maps', 'utf8')
+    .trimEnd()
+    .split('\n')
+    .filter((line) => {
+      const [range] = line.split(' ')
+      const [a, b] = range.split('-').map((h) => BigInt('0x' + h))
+      return a < end && b > start
+    })
+}
+
+import type { ExecutionContext } from 'ava'
+import { constants as osConstants } from 'node:os'
+
+/**
+ * Asserts that `fn` throws a failed-syscall error in Node's shape: an `Error`
+ * with `code` (errno name), `errno` (negative) and `syscall`.
+ */
+export function throwsErrno(t: ExecutionContext, fn: () => unknown, code: string, syscall?: string): NodeJS.ErrnoException | undefined {
+  const err = t.throws(fn, { code, instanceOf: Error }) as NodeJS.ErrnoException | undefined
+  if (err === undefined) return undefined
+  const expected = (osConstants.errno as Record<string, number>)[code]
+  t.is(err.errno, -expected, `errno of ${code}`)
+  if (syscall !== undefined) t.is(err.syscall, syscall)
+  else t.is(typeof err.syscall, 'string')
+  t.true(err.message.startsWith(`${code}: `), err.message)
+  return err
+}

@@ -1,0 +1,180 @@
+import test from 'ava'
+import { closeSync, openSync, readdirSync, readFileSync, writeFileSync, ftruncateSync } from 'node:fs'
+import { join } from 'node:path'
+import { MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { mapsOverlapping, runChild, tempDir, throwsErrno } from './helpers.js'
+
+test('anonymous: zero-filled, readable and writable, size kept exact', (t) => {
+  using m = MemoryMapping.anonymous(10_000)
+  t.is(m.size, 10_000)
+  t.is(m.protection, Protection.READ_WRITE)
+  t.deepEqual(m.read(0, 16), Buffer.alloc(16))
+  m.write(9_990, Buffer.from('0123456789'))
+  t.is(m.read(9_990, 10).toString(), '0123456789')
+  t.is(typeof m.address, 'bigint')
+  t.true(m.address > 0n)
+  t.is(m.address % BigInt(PAGE_SIZE), 0n)
+})
+
+test('anonymous: populate and shared options are accepted and mapped', (t) => {
+  using m = MemoryMapping.anonymous(4 * PAGE_SIZE, { populate: true, shared: true })
+  const lines = mapsOverlapping(m.address, m.size)
+  t.is(lines.length, 1)
+  t.regex(lines[0], / rw-s /)
+  using p = MemoryMapping.anonymous(PAGE_SIZE)
+  t.regex(mapsOverlapping(p.address, p.size)[0], / rw-p /)
+})
+
+test('write accepts any ArrayBufferView or ArrayBuffer', (t) => {
+  using m = MemoryMapping.anonymous(PAGE_SIZE)
+  m.write(0, new Uint32Array([0x04030201]))
+  m.write(4, new Uint8Array([5, 6]).buffer)
+  m.write(6, new DataView(new Uint8Array([9, 7, 8, 9]).buffer, 1, 2))
+  t.deepEqual([...m.read(0, 8)], [1, 2, 3, 4, 5, 6, 7, 8])
+  m.write(PAGE_SIZE, new Uint8Array(0))
+  t.is(m.read(PAGE_SIZE, 0).length, 0)
+})
+
+test('read-only mapping: read works, write is ERR_MMAP_ACCESS; PROT_NONE refuses both', (t) => {
+  using ro = MemoryMapping.anonymous(PAGE_SIZE, { protection: Protection.READ })
+  t.deepEqual(ro.read(0, 4), Buffer.alloc(4))
+  t.throws(() => ro.write(0, Buffer.from('x')), { code: 'ERR_MMAP_ACCESS', instanceOf: Error })
+  using none = MemoryMapping.anonymous(PAGE_SIZE, { protection: Protection.NONE })
+  t.throws(() => none.read(0, 1), { code: 'ERR_MMAP_ACCESS' })
+  t.throws(() => none.write(0, Buffer.from('x')), { code: 'ERR_MMAP_ACCESS' })
+})
+
+test('fromFile: maps the rest of the file read-only by default and closes its fd', (t) => {
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  const path = join(dir, 'rom.bin')
+  writeFileSync(path, Buffer.from('firmware image'))
+  const fdsBefore = readFds()
+  using m = MemoryMapping.fromFile(path)
+  t.is(m.size, 14)
+  t.is(m.protection, Protection.READ)
+  t.is(m.read(0, 14).toString(), 'firmware image')
+  t.throws(() => m.write(0, Buffer.from('x')), { code: 'ERR_MMAP_ACCESS' })
+  t.deepEqual(readFds(), fdsBefore)
+  throwsErrno(t, () => MemoryMapping.fromFile(join(dir, 'missing')), 'ENOENT', 'open')
+  t.throws(() => MemoryMapping.fromFile(path, { size: 2 * PAGE_SIZE }), { code: 'ERR_MMAP_BEYOND_EOF', instanceOf: RangeError })
+  writeFileSync(join(dir, 'empty'), '')
+  t.throws(() => MemoryMapping.fromFile(join(dir, 'empty')), { code: 'ERR_OUT_OF_RANGE' })
+})
+
+test('fromFile with WRITE + shared writes through to the file after msync', (t) => {
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  const path = join(dir, 'disk.img')
+  writeFileSync(path, Buffer.alloc(2 * PAGE_SIZE))
+  using m = MemoryMapping.fromFile(path, { protection: Protection.READ_WRITE, offset: PAGE_SIZE })
+  t.is(m.size, PAGE_SIZE)
+  m.write(100, Buffer.from('synced'))
+  m.msync(0, m.size)
+  t.is(readFileSync(path).subarray(PAGE_SIZE + 100, PAGE_SIZE + 106).toString(), 'synced')
+})
+
+test('fromFile private writable mapping does not change the file', (t) => {
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  const path = join(dir, 'cow.bin')
+  writeFileSync(path, Buffer.from('original'))
+  using m = MemoryMapping.fromFile(path, { protection: Protection.READ_WRITE, shared: false })
+  m.write(0, Buffer.from('modified'))
+  m.msync(0, m.size)
+  t.is(m.read(0, 8).toString(), 'modified')
+  t.is(readFileSync(path, 'utf8'), 'original')
+})
+
+test('fromFd: EOF check, opt-out, offset alignment, read-only fd mapped writable is EACCES', (t) => {
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  const path = join(dir, 'f')
+  writeFileSync(path, Buffer.alloc(PAGE_SIZE, 7))
+  const ro = openSync(path, 'r')
+  t.teardown(() => closeSync(ro))
+  t.throws(() => MemoryMapping.fromFd(ro, 2 * PAGE_SIZE, { protection: Protection.READ }), {
+    code: 'ERR_MMAP_BEYOND_EOF',
+    instanceOf: RangeError,
+  })
+  t.throws(() => MemoryMapping.fromFd(ro, PAGE_SIZE, { protection: Protection.READ, offset: PAGE_SIZE }), {
+    code: 'ERR_MMAP_BEYOND_EOF',
+  })
+  using beyond = MemoryMapping.fromFd(ro, 2 * PAGE_SIZE, { protection: Protection.READ, checkEof: false })
+  t.is(beyond.size, 2 * PAGE_SIZE)
+  t.throws(() => MemoryMapping.fromFd(ro, PAGE_SIZE, { offset: 1 }), { code: 'ERR_MMAP_UNALIGNED' })
+  throwsErrno(t, () => MemoryMapping.fromFd(ro, PAGE_SIZE), 'EACCES', 'mmap')
+  using m = MemoryMapping.fromFd(ro, PAGE_SIZE, { protection: Protection.READ })
+  t.deepEqual(m.read(0, 3), Buffer.from([7, 7, 7]))
+})
+
+test('fromFd: a closed fd is EBADF with errno and syscall', (t) => {
+  const fd = openSync('/dev/null', 'r')
+  closeSync(fd)
+  const err = throwsErrno(t, () => MemoryMapping.fromFd(fd, PAGE_SIZE), 'EBADF')
+  t.regex(err?.message ?? '', /^EBADF: bad file descriptor/)
+})
+
+test('fromFd: a pipe cannot be mapped (ENODEV)', (t) => {
+  const r = runChild(`
+    // stdin of a spawnSync child is a pipe.
+    try { mr.MemoryMapping.fromFd(0, mr.PAGE_SIZE, { protection: mr.Protection.READ }) } catch (e) { console.log(e.code) }
+  `)
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout.trim(), 'ENODEV')
+})
+
+test('two mappings of one SharedMemory see each other', (t) => {
+  using shm = SharedMemory.create('two-views', 2 * PAGE_SIZE)
+  using a = MemoryMapping.fromFd(shm.fd, shm.size)
+  using b = MemoryMapping.fromFd(shm.fd, PAGE_SIZE, { offset: PAGE_SIZE })
+  a.write(PAGE_SIZE + 5, Buffer.from('ping'))
+  t.is(b.read(5, 4).toString(), 'ping')
+  b.write(0, Buffer.from('pong'))
+  t.is(a.read(PAGE_SIZE, 4).toString(), 'pong')
+})
+
+test('msync and madvise validate ranges; zero length is a no-op', (t) => {
+  using m = MemoryMapping.anonymous(3 * PAGE_SIZE + 10)
+  m.msync(0, 0)
+  m.msync(PAGE_SIZE, 2 * PAGE_SIZE + 10)
+  m.madvise(0, m.size, 'willneed')
+  m.madvise(0, m.size, 3)
+  t.throws(() => m.msync(PAGE_SIZE, 2 * PAGE_SIZE + 11), { code: 'ERR_MMAP_OUT_OF_BOUNDS', instanceOf: RangeError })
+  t.throws(() => m.madvise(8, 1, 'normal'), { code: 'ERR_MMAP_UNALIGNED' })
+  t.throws(() => m.madvise(0, 1, 100), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => m.madvise(0, 1, 'nonsense' as 'normal'), { code: 'ERR_INVALID_ARG_VALUE', instanceOf: TypeError })
+  throwsErrno(t, () => m.madvise(0, PAGE_SIZE, 99), 'EINVAL', 'madvise')
+})
+
+test('madvise dontneed zeroes private anonymous memory', (t) => {
+  using m = MemoryMapping.anonymous(PAGE_SIZE)
+  m.write(0, Buffer.from('data'))
+  m.madvise(0, PAGE_SIZE, 'dontneed')
+  t.deepEqual(m.read(0, 4), Buffer.alloc(4))
+})
+
+test('a file truncated under the mapping: read/write throw EFAULT instead of SIGBUS', (t) => {
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  const path = join(dir, 't')
+  writeFileSync(path, Buffer.alloc(2 * PAGE_SIZE, 1))
+  const fd = openSync(path, 'r+')
+  t.teardown(() => closeSync(fd))
+  using m = MemoryMapping.fromFd(fd, 2 * PAGE_SIZE)
+  ftruncateSync(fd, 0)
+  throwsErrno(t, () => m.read(0, 8), 'EFAULT', 'process_vm_readv')
+  throwsErrno(t, () => m.write(PAGE_SIZE, Buffer.from('x')), 'EFAULT', 'process_vm_writev')
+})
+
+test('addFdMapping/removeMapping on a MemoryMapping are ERR_MMAP_UNSUPPORTED', (t) => {
+  using m = MemoryMapping.anonymous(PAGE_SIZE)
+  using shm = SharedMemory.create('x', PAGE_SIZE)
+  t.throws(() => m.addFdMapping(0, PAGE_SIZE, shm.fd, 0, Protection.READ), { code: 'ERR_MMAP_UNSUPPORTED', instanceOf: Error })
+  t.throws(() => m.removeMapping(0, PAGE_SIZE), { code: 'ERR_MMAP_UNSUPPORTED' })
+  t.deepEqual(m.read(0, 1), Buffer.alloc(1))
+})
+
+function readFds(): string[] {
+  return readdirSync('/proc/self/fd').sort()
+}

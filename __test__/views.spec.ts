@@ -1,0 +1,194 @@
+import test from 'ava'
+import { constants as bufferConstants } from 'node:buffer'
+import { MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { runChild } from './helpers.js'
+
+const P = PAGE_SIZE
+const RW = Protection.READ_WRITE
+
+test('a view is zero-copy: writes through it are seen by read() and other mappings', (t) => {
+  using shm = SharedMemory.create('view', 2 * P)
+  using a = MemoryMappingArena.reserve(4 * P)
+  a.addFdMapping(P, 2 * P, shm.fd, 0, RW)
+  const v = a.view(P + 3, 10)
+  t.true(Buffer.isBuffer(v))
+  t.is(v.length, 10)
+  v.write('zero-copy')
+  t.is(a.read(P + 3, 9).toString(), 'zero-copy')
+  a.write(P + 3, Buffer.from('Z'))
+  t.is(v[0], 'Z'.charCodeAt(0))
+  using other = MemoryMapping.fromFd(shm.fd, P)
+  t.is(other.read(3, 9).toString(), 'Zero-copy')
+  t.is(a.view(0 + P, 0).length, 0)
+})
+
+test('view needs READ | WRITE over the whole range', (t) => {
+  using shm = SharedMemory.create('view', 2 * P)
+  using a = MemoryMappingArena.reserve(4 * P)
+  a.addFdMapping(0, P, shm.fd, 0, RW)
+  a.addFdMapping(P, P, shm.fd, P, Protection.READ)
+  t.is(a.view(0, P).length, P)
+  t.throws(() => a.view(P - 1, 2), { code: 'ERR_MMAP_ACCESS' })
+  t.throws(() => a.view(2 * P, 1), { code: 'ERR_MMAP_ACCESS' })
+  using ro = MemoryMapping.anonymous(P, { protection: Protection.READ })
+  t.throws(() => ro.view(0, 1), { code: 'ERR_MMAP_ACCESS' })
+  t.throws(() => a.view(3 * P, P + 1), { code: 'ERR_MMAP_OUT_OF_BOUNDS' })
+})
+
+test('removeMapping, overlapping overlays and close detach exactly the affected views', (t) => {
+  using shm = SharedMemory.create('view', 4 * P)
+  const a = MemoryMappingArena.reserve(8 * P)
+  a.addFdMapping(0, 4 * P, shm.fd, 0, RW)
+  a.addAnonymous(4 * P, 2 * P, RW)
+  const first = a.view(0, P)
+  const second = a.view(P, P)
+  const spanning = a.view(P - 8, 16)
+  const anon = a.view(4 * P, 2 * P)
+  const typed = new Uint32Array(second.buffer, second.byteOffset, 4)
+  a.removeMapping(P, P)
+  t.is(second.length, 0)
+  t.is(second.byteLength, 0)
+  t.is(typed.length, 0, 'typed arrays over the same memory are detached too')
+  t.is(spanning.length, 0)
+  t.is(first.length, P, 'views outside the range stay attached')
+  t.is(second[0], undefined)
+  second[0] = 1 // a write to a detached view does nothing
+  t.is(second[0], undefined)
+  a.addFdMapping(5 * P, P, shm.fd, 0, RW) // overlaps `anon`
+  t.is(anon.length, 0)
+  t.is(first.length, P)
+  first[0] = 42
+  a.close()
+  t.is(first.length, 0)
+  t.is(first.buffer.byteLength, 0)
+})
+
+test('a validation failure leaves views attached; a failed kernel call detaches them first', (t) => {
+  using a = MemoryMappingArena.reserve(2 * P)
+  a.addAnonymous(0, P, RW)
+  const v = a.view(0, P)
+  // EBADF comes from the fstat check, before anything changes.
+  t.throws(() => a.addFdMapping(0, P, 2 ** 31 - 1, 0, RW), { code: 'EBADF' })
+  t.throws(() => a.addFdMapping(1, P, 0, 0, RW), { code: 'ERR_MMAP_UNALIGNED' })
+  t.is(v.length, P)
+  // EPERM (a write-sealed memfd mapped writable) comes from mmap itself: views are
+  // detached before the call, whatever its outcome.
+  using shm = SharedMemory.create('ro', P)
+  shm.addSeals(8 /* Seal.WRITE */)
+  t.throws(() => a.addFdMapping(0, P, shm.fd, 0, RW), { code: 'EPERM' })
+  t.is(v.length, 0)
+  t.deepEqual(a.mappings(), [{ offset: 0, size: P, kind: 'anonymous', protection: RW }])
+  t.deepEqual(a.read(0, 4), Buffer.alloc(4))
+})
+
+test('a view longer than buffer.constants.MAX_LENGTH is refused', (t) => {
+  using a = MemoryMappingArena.reserve(2 ** 40)
+  t.throws(() => a.view(0, bufferConstants.MAX_LENGTH + 1), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
+})
+
+test('crash cases run in a child: using views after remove, close and overlay never crashes', (t) => {
+  const r = runChild(`
+    const P = mr.PAGE_SIZE
+    const shm = mr.SharedMemory.create('crash', 4 * P)
+    const a = mr.MemoryMappingArena.reserve(4 * P)
+    a.addFdMapping(0, 4 * P, shm.fd, 0, mr.Protection.READ_WRITE)
+    const v1 = a.view(0, P), v2 = a.view(P, P), v3 = a.view(2 * P, P)
+    const errors = []
+    const poke = (v) => {
+      v[10] = 2
+      try { v.fill(1) } catch (e) { errors.push(e.constructor.name) }
+      try { v.write('x') } catch (e) { errors.push(e.constructor.name) }
+    }
+    a.removeMapping(0, P)
+    poke(v1)
+    a.addAnonymous(P, P, mr.Protection.READ)
+    poke(v2)
+    a.close()
+    poke(v3)
+    let sum = 0
+    for (const v of [v1, v2, v3]) for (let i = 0; i < P; i++) sum += v[i] ?? 0
+    console.log('alive', sum, v1.length + v2.length + v3.length, errors.join(','))
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  // Detached views read as empty; Buffer methods throw a TypeError, never crash.
+  t.regex(r.stdout.trim(), /^alive 0 0 (TypeError,?)*$/)
+})
+
+test('a view keeps its memory mapped after the region object is collected', (t) => {
+  const r = runChild(`
+    const P = mr.PAGE_SIZE
+    let view
+    ;(() => {
+      const a = mr.MemoryMappingArena.reserve(1 << 30)
+      a.addAnonymous(0, 2 * P, mr.Protection.READ_WRITE)
+      view = a.view(P, P)
+      view.write('survives')
+    })()
+    let rounds = 0
+    const tick = () => {
+      global.gc()
+      if (++rounds < 20) return setImmediate(tick)
+      view.fill(7, 100)
+      console.log(view.toString('utf8', 0, 8), view[P - 1], view.length)
+      const vm = () => Number(/VmSize:\\s+(\\d+)/.exec(require('node:fs').readFileSync('/proc/self/status', 'utf8'))[1])
+      const before = vm()
+      view = null
+      let r2 = 0
+      const tock = () => {
+        global.gc()
+        if (before - vm() > 900 * 1024 || ++r2 > 50) return console.log(before - vm() > 900 * 1024)
+        setImmediate(tock)
+      }
+      tock()
+    }
+    tick()
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(r.stdout.trim().split('\n'), [`survives 7 ${P}`, 'true'])
+})
+
+test('a 5 GiB view request never crashes', (t) => {
+  const r = runChild(`
+    const a = mr.MemoryMappingArena.reserve(8 * 2 ** 30)
+    a.addAnonymous(0, 6 * 2 ** 30, mr.Protection.READ_WRITE)
+    try { const v = a.view(0, 5 * 2 ** 30); console.log('len', v.length) } catch (e) { console.log(e.code) }
+    const b = a.view(0, 16); b[0] = 1; console.log(a.read(0, 1)[0])
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  const [first, second] = r.stdout.trim().split('\n')
+  // Node 20 caps Buffers at 4 GiB: refused with ERR_OUT_OF_RANGE; a runtime that allows it gets the full view.
+  t.true(first === 'ERR_OUT_OF_RANGE' || first === `len ${5 * 2 ** 30}`, first)
+  t.is(second, '1')
+})
+
+test('the native check refuses a too-long view even without the facade', (t) => {
+  const r = runChild(`
+    const { native } = require(ROOT + 'dist/native.js')
+    const region = native.NativeRegion.reserve(8 * 2 ** 30)
+    region.addAnonymous(0, 8 * 2 ** 30, 3)
+    try { region.view(0, 5 * 2 ** 30); console.log('made') } catch (e) { console.log(e.code) }
+    try { region.view(0, 9 * 2 ** 30) } catch (e) { console.log(e.code) }
+    try { region.view(-1, 1) } catch (e) { console.log(e.code) }
+    try { region.readInto(NaN, Buffer.alloc(1)) } catch (e) { console.log(e.code) }
+    try { region.addFdMapping(0, 4096, 1.5, 0, 3) } catch (e) { console.log(e.code) }
+    try { region.addAnonymous(0, 4096, 9) } catch (e) { console.log(e.code) }
+    try { region.madvise(0, 4096, 100) } catch (e) { console.log(e.code) }
+    region.close()
+    try { region.view(0, 1) } catch (e) { console.log(e.code) }
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(r.stdout.trim().split('\n'), [
+    'ERR_OUT_OF_RANGE',
+    'ERR_MMAP_OUT_OF_BOUNDS',
+    'ERR_OUT_OF_RANGE',
+    'ERR_OUT_OF_RANGE',
+    'ERR_OUT_OF_RANGE',
+    'ERR_OUT_OF_RANGE',
+    'ERR_OUT_OF_RANGE',
+    'ERR_MMAP_CLOSED',
+  ])
+})

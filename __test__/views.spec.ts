@@ -51,9 +51,9 @@ test('removeMapping, overlapping overlays and close detach exactly the affected 
   t.is(typed.length, 0, 'typed arrays over the same memory are detached too')
   t.is(spanning.length, 0)
   t.is(first.length, P, 'views outside the range stay attached')
-  t.is(second[0], undefined)
+  t.is(second[0] as number | undefined, undefined)
   second[0] = 1 // a write to a detached view does nothing
-  t.is(second[0], undefined)
+  t.is(second[0] as number | undefined, undefined)
   a.addFdMapping(5 * P, P, shm.fd, 0, RW) // overlaps `anon`
   t.is(anon.length, 0)
   t.is(first.length, P)

@@ -192,3 +192,26 @@ test('the native check refuses a too-long view even without the facade', (t) => 
     'ERR_MMAP_CLOSED',
   ])
 })
+
+test('crash case in a child: a file truncated under an arena overlay — read/write throw EFAULT', (t) => {
+  const r = runChild(`
+    const fs = require('node:fs'), os = require('node:os'), path = require('node:path')
+    const P = mr.PAGE_SIZE
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-trunc-'))
+    const file = path.join(dir, 'f')
+    fs.writeFileSync(file, Buffer.alloc(2 * P, 1))
+    const fd = fs.openSync(file, 'r+')
+    const a = mr.MemoryMappingArena.reserve(4 * P)
+    a.addFdMapping(0, 2 * P, fd, 0, mr.Protection.READ_WRITE)
+    a.addAnonymous(2 * P, P, mr.Protection.READ_WRITE)
+    fs.ftruncateSync(fd, 0) // "another process" truncates the file
+    for (const f of [() => a.read(0, 8), () => a.write(P, Buffer.from('x')), () => a.read(P - 4, 8 + P)]) {
+      try { f(); console.log('no error') } catch (e) { console.log(e.code, e.syscall) }
+    }
+    console.log(a.read(2 * P, 4).length) // the anonymous overlay is unaffected
+    fs.rmSync(dir, { recursive: true })
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(r.stdout.trim().split('\n'), ['EFAULT process_vm_readv', 'EFAULT process_vm_writev', 'EFAULT process_vm_readv', '4'])
+})

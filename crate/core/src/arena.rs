@@ -528,6 +528,29 @@ mod tests {
     }
 
     #[test]
+    fn hooks_run_after_validation_and_before_the_change() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-core-hook", 2 * ps as u64, true, false).unwrap();
+        let mut a = MemoryMappingArena::new(4 * ps).unwrap();
+        let mut seen = Vec::new();
+        let mut hook = |s: usize, e: usize| seen.push((s, e));
+        assert!(a
+            .add_anonymous_hooked(1, ps, Protection::READ, &mut hook)
+            .is_err());
+        assert!(a
+            .add_fd_mapping_hooked(0, 3 * ps, shm.fd(), 0, Protection::READ, &mut hook)
+            .is_err());
+        assert!(a.remove_mapping_hooked(0, 0, &mut hook).is_err());
+        a.add_fd_mapping_hooked(0, ps + 1, shm.fd(), 0, Protection::READ, &mut hook)
+            .unwrap();
+        a.add_anonymous_hooked(2 * ps, ps, Protection::READ, &mut hook)
+            .unwrap();
+        a.remove_mapping_hooked(ps, 2 * ps, &mut hook).unwrap();
+        assert_eq!(seen, vec![(0, 2 * ps), (2 * ps, 3 * ps), (ps, 3 * ps)]);
+        assert_eq!(a.mapping_count(), 1);
+    }
+
+    #[test]
     fn truncated_file_read_is_efault() {
         let ps = page_size();
         let path = std::env::temp_dir().join(format!("mr-core-trunc-{}", std::process::id()));

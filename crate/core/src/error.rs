@@ -209,3 +209,115 @@ pub fn errno_name(errno: i32) -> &'static str {
         _ => "UNKNOWN",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_classes_match_the_spec_table() {
+        let cases: Vec<(Error, &str, ErrorClass)> = vec![
+            (
+                Error::ZeroSize { what: "size" },
+                "ERR_OUT_OF_RANGE",
+                ErrorClass::RangeError,
+            ),
+            (
+                Error::OutOfRange {
+                    what: "x",
+                    reason: "r".into(),
+                },
+                "ERR_OUT_OF_RANGE",
+                ErrorClass::RangeError,
+            ),
+            (
+                Error::InvalidArgument {
+                    what: "name",
+                    reason: "r".into(),
+                },
+                "ERR_INVALID_ARG_TYPE",
+                ErrorClass::TypeError,
+            ),
+            (
+                Error::Unaligned {
+                    what: "offset",
+                    value: 1,
+                },
+                "ERR_MMAP_UNALIGNED",
+                ErrorClass::RangeError,
+            ),
+            (
+                Error::OutOfBounds {
+                    offset: 1,
+                    size: 2,
+                    limit: 2,
+                },
+                "ERR_MMAP_OUT_OF_BOUNDS",
+                ErrorClass::RangeError,
+            ),
+            (
+                Error::Access {
+                    offset: 0,
+                    size: 1,
+                    needed: Protection::WRITE,
+                },
+                "ERR_MMAP_ACCESS",
+                ErrorClass::Error,
+            ),
+            (
+                Error::BeyondEof {
+                    needed: 2,
+                    file_size: 1,
+                },
+                "ERR_MMAP_BEYOND_EOF",
+                ErrorClass::RangeError,
+            ),
+            (
+                Error::Unsupported { operation: "x" },
+                "ERR_MMAP_UNSUPPORTED",
+                ErrorClass::Error,
+            ),
+            (Error::Closed, "ERR_MMAP_CLOSED", ErrorClass::Error),
+            (
+                Error::Busy { operation: "close" },
+                "ERR_MMAP_BUSY",
+                ErrorClass::Error,
+            ),
+            (
+                Error::Syscall {
+                    syscall: "mmap",
+                    errno: libc::ENOMEM,
+                },
+                "ENOMEM",
+                ErrorClass::Error,
+            ),
+        ];
+        for (err, code, class) in cases {
+            assert_eq!(err.code(), code, "{err:?}");
+            assert_eq!(err.class(), class, "{err:?}");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn syscall_errors_read_like_node() {
+        let e = Error::Syscall {
+            syscall: "mmap",
+            errno: libc::EBADF,
+        };
+        assert_eq!(e.to_string(), "EBADF: bad file descriptor, mmap");
+        assert_eq!(e.syscall(), Some((-libc::EBADF, "mmap")));
+        assert_eq!(Error::Closed.syscall(), None);
+        assert_eq!(errno_name(libc::EOPNOTSUPP), "ENOTSUP");
+        assert_eq!(errno_name(100_000), "UNKNOWN");
+        let access = Error::Access {
+            offset: 4,
+            size: 8,
+            needed: Protection::READ_WRITE,
+        };
+        assert_eq!(
+            access.to_string(),
+            "range [4, 4 + 8) is not entirely mapped with READ|WRITE access"
+        );
+    }
+}

@@ -20,8 +20,6 @@ export declare class NativeRegion {
   get address(): bigint
   /** The size in bytes (page-rounded for arenas). */
   get size(): number
-  /** Whether the region is an arena. */
-  get isArena(): boolean
   /** `addFdMapping` with a number `fdOffset`. */
   addFdMapping(offset: number, size: number, fd: number, fdOffset: number, protection: number): void
   /** `addFdMapping` with a BigInt `fdOffset` beyond 2^53. */
@@ -34,6 +32,12 @@ export declare class NativeRegion {
   msync(offset: number, size: number): void
   /** `madvise(advice)` with the raw Linux advice number. */
   madvise(offset: number, size: number, advice: number): void
+  /** `msync(MS_SYNC)` on the libuv thread pool. */
+  msyncAsync(offset: number, size: number): Promise<void>
+  /** `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool. */
+  populateAsync(offset: number, size: number, write: boolean): Promise<void>
+  /** Number of asynchronous operations still pending. */
+  get pending(): number
   /** Copies `target.length` bytes from `offset` into `target`. */
   readInto(offset: number, target: Uint8Array): void
   /** Copies `source` to `offset`. */
@@ -43,11 +47,12 @@ export declare class NativeRegion {
    * mapped `READ | WRITE`. Detached when the memory under it changes.
    */
   view(offset: number, length: number): Buffer
-  /** Number of views that have not been detached or collected (for tests). */
-  liveViews(): number
-  /** The layout (arenas), or the one mapping. */
+  /** The layout of an arena. */
   mappings(): Array<NativeMappingInfo>
-  /** Detaches every view, then unmaps. Idempotent. */
+  /**
+   * Detaches every view, then unmaps — at once, or when the last pending
+   * asynchronous operation settles. Idempotent.
+   */
   close(): void
   /** Whether `close()` was called. */
   get closed(): boolean

@@ -15,5 +15,6 @@ export {
   type AnonymousOptions,
   type FdOptions,
   type FileOptions,
+  type PopulateOptions,
 } from './region.js'
 export { SharedMemory, type SharedMemoryOptions } from './shm.js'

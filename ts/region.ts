@@ -36,6 +36,12 @@ export interface MappedRegion extends Disposable {
   msync(offset: number, size: number): void
   /** `madvise` over the pages touched by the range. */
   madvise(offset: number, size: number, advice: Advice | number): void
+  /** `msync(MS_SYNC)` on the libuv thread pool; the event loop keeps going. */
+  msyncAsync(offset: number, size: number): Promise<void>
+  /** Prefault the range (`MADV_POPULATE_READ`, or `_WRITE` with `write: true`) on the libuv thread pool. */
+  populateAsync(offset: number, size: number, options?: PopulateOptions): Promise<void>
+  /** Asynchronous operations still in flight. */
+  readonly pendingOperations: number
   /** A copy of `length` bytes at `offset`. */
   read(offset: number, length: number): Buffer
   /** Copy `data` to `offset`. */
@@ -44,6 +50,12 @@ export interface MappedRegion extends Disposable {
   view(offset: number, length: number): Buffer
   /** Unmap. Idempotent. Detaches every view. */
   close(): void
+}
+
+/** Options of {@link MappedRegion.populateAsync}. */
+export interface PopulateOptions {
+  /** Prefault for writing (`MADV_POPULATE_WRITE`: allocates private pages, breaks COW); default `false` (`MADV_POPULATE_READ`). */
+  write?: boolean
 }
 
 /** Shared implementation of {@link MemoryMapping} and {@link MemoryMappingArena}. */
@@ -96,6 +108,36 @@ abstract class Region implements MappedRegion {
     this.native.madvise(offset, size, v.advice(advice))
   }
 
+  /**
+   * `msync(MS_SYNC)` over the pages touched by the range, on the libuv thread
+   * pool. Until the promise settles the range stays mapped: overlays and
+   * removals over it are refused with `ERR_MMAP_BUSY`, and `close()` defers the
+   * unmap until it settles. Argument errors and failed syscalls reject with the
+   * same errors the synchronous {@link msync} throws.
+   */
+  async msyncAsync(offset: number, size: number): Promise<void> {
+    this.range(offset, size, false)
+    return this.native.msyncAsync(offset, size)
+  }
+
+  /**
+   * Prefaults the pages touched by the range with `MADV_POPULATE_READ` (or
+   * `MADV_POPULATE_WRITE` with `write: true`) on the libuv thread pool — e.g.
+   * gigabytes of guest RAM before a VM starts. Kernels before 5.14 lack these
+   * advices; there each page is touched for reading instead. Lifetime rules as
+   * for {@link msyncAsync}.
+   */
+  async populateAsync(offset: number, size: number, options?: PopulateOptions): Promise<void> {
+    const o = v.options('options', options)
+    this.range(offset, size, false)
+    return this.native.populateAsync(offset, size, v.bool('write', o.write, false))
+  }
+
+  /** Asynchronous operations ({@link msyncAsync}, {@link populateAsync}) still in flight. */
+  get pendingOperations(): number {
+    return this.native.pending
+  }
+
   read(offset: number, length: number): Buffer {
     this.live()
     v.bounds(v.index('offset', offset), v.index('length', length), this.size)
@@ -117,6 +159,11 @@ abstract class Region implements MappedRegion {
     return this.native.view(offset, length)
   }
 
+  /**
+   * Detaches every view and unmaps. With asynchronous operations in flight the
+   * region is closed at once but stays mapped until the last of them settles.
+   * Idempotent.
+   */
   close(): void {
     if (this.#closed) return
     this.#closed = true

@@ -45,21 +45,22 @@ impl MemoryMappingArena {
 
     /// Maps `size` bytes of private anonymous memory at `offset`.
     pub fn add_anonymous(&mut self, offset: usize, size: usize, prot: Protection) -> Result<()> {
-        self.add_anonymous_hooked(offset, size, prot, &mut |_, _| {})
+        self.add_anonymous_hooked(offset, size, prot, &mut |_, _| Ok(()))
     }
 
     /// [`add_anonymous`](Self::add_anonymous), calling `before_change(start, end)`
     /// once the arguments are valid and right before the kernel replaces
-    /// `[start, end)` (so that users of the memory can let go of it).
+    /// `[start, end)`, so that users of the memory can let go of it — or refuse
+    /// the change by returning an error, which leaves everything as it was.
     pub fn add_anonymous_hooked(
         &mut self,
         offset: usize,
         size: usize,
         prot: Protection,
-        before_change: &mut dyn FnMut(usize, usize),
+        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         let len = check_mapping_range(offset, size, self.size)?;
-        before_change(offset, offset + len);
+        before_change(offset, offset + len)?;
         // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
         // `self`; the caller detached every view over it before this call.
         let result = unsafe {
@@ -202,12 +203,12 @@ unsafe impl MappedRegion for MemoryMappingArena {
             fd.as_raw_fd(),
             fd_offset,
             prot,
-            &mut |_, _| {},
+            &mut |_, _| Ok(()),
         )
     }
 
     fn remove_mapping(&mut self, offset: usize, size: usize) -> Result<()> {
-        self.remove_mapping_hooked(offset, size, &mut |_, _| {})
+        self.remove_mapping_hooked(offset, size, &mut |_, _| Ok(()))
     }
 }
 
@@ -222,7 +223,7 @@ impl MemoryMappingArena {
         fd: RawFd,
         fd_offset: u64,
         prot: Protection,
-        before_change: &mut dyn FnMut(usize, usize),
+        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         let len = check_mapping_range(offset, size, self.size)?;
         check_aligned("fdOffset", fd_offset)?;
@@ -235,7 +236,7 @@ impl MemoryMappingArena {
         if let Some(file_size) = sys::regular_file_size(fd)? {
             check_eof(true, fd_offset, size, file_size)?;
         }
-        before_change(offset, offset + len);
+        before_change(offset, offset + len)?;
         // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
         // `self`; the caller detached every view over it before this call.
         let result = unsafe {
@@ -274,10 +275,10 @@ impl MemoryMappingArena {
         &mut self,
         offset: usize,
         size: usize,
-        before_change: &mut dyn FnMut(usize, usize),
+        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         let len = check_mapping_range(offset, size, self.size)?;
-        before_change(offset, offset + len);
+        before_change(offset, offset + len)?;
         // SAFETY: the range is inside our reservation; the caller detached every
         // view over it.
         let addr = unsafe { self.addr.add(offset) };
@@ -533,7 +534,10 @@ mod tests {
         let shm = SharedMemory::create("mr-core-hook", 2 * ps as u64, true, false).unwrap();
         let mut a = MemoryMappingArena::new(4 * ps).unwrap();
         let mut seen = Vec::new();
-        let mut hook = |s: usize, e: usize| seen.push((s, e));
+        let mut hook = |s: usize, e: usize| {
+            seen.push((s, e));
+            Ok(())
+        };
         assert!(a
             .add_anonymous_hooked(1, ps, Protection::READ, &mut hook)
             .is_err());
@@ -548,6 +552,18 @@ mod tests {
         a.remove_mapping_hooked(ps, 2 * ps, &mut hook).unwrap();
         assert_eq!(seen, vec![(0, 2 * ps), (2 * ps, 3 * ps), (ps, 3 * ps)]);
         assert_eq!(a.mapping_count(), 1);
+        // A hook that refuses leaves the arena as it was.
+        let mut refuse = |_: usize, _: usize| Err(Error::Busy { operation: "test" });
+        assert_eq!(
+            a.remove_mapping_hooked(0, ps, &mut refuse),
+            Err(Error::Busy { operation: "test" })
+        );
+        assert!(a
+            .add_anonymous_hooked(0, ps, Protection::NONE, &mut refuse)
+            .is_err());
+        assert_eq!(a.mapping_count(), 1);
+        let mut b = [0u8; 1];
+        a.read_into(0, &mut b).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! operations any region offers (`msync`, `madvise`, checked copies).
 
 use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
 
 use crate::{copy, page_size, sys, Error, Protection, Result};
 
@@ -68,6 +69,88 @@ impl dyn MappedRegion + '_ {
     }
 }
 
+/// `MADV_POPULATE_READ` (Linux 5.14).
+pub const MADV_POPULATE_READ: i32 = 22;
+/// `MADV_POPULATE_WRITE` (Linux 5.14).
+pub const MADV_POPULATE_WRITE: i32 = 23;
+
+/// `msync(MS_SYNC)` of `[addr, addr + len)`, for callers that validated the range
+/// already (e.g. a worker thread running an asynchronous msync).
+///
+/// # Safety
+/// The range must lie inside a mapping that stays mapped for the whole call.
+pub unsafe fn msync_range(addr: *mut u8, len: usize) -> Result<()> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { sys::msync(addr, len, libc::MS_SYNC) }
+}
+
+/// Prefaults `[addr, addr + len)` with `MADV_POPULATE_READ`/`_WRITE`, in chunks
+/// so that the process's memory-map lock is released between them (other
+/// threads that map or unmap memory are not stalled for the whole range).
+/// Where the kernel lacks these advices (before 5.14), touches each page
+/// instead through a fault-safe read, which prefaults for reading.
+///
+/// # Safety
+/// The range must be page aligned and lie inside a mapping that stays mapped for
+/// the whole call.
+pub unsafe fn populate_range(addr: *mut u8, len: usize, write: bool) -> Result<()> {
+    const CHUNK: usize = 8 << 20;
+    if !populate_supported() {
+        // SAFETY: guaranteed by the caller.
+        return unsafe { touch_pages(addr, len) };
+    }
+    let advice = if write {
+        MADV_POPULATE_WRITE
+    } else {
+        MADV_POPULATE_READ
+    };
+    let mut done = 0;
+    while done < len {
+        let n = CHUNK.min(len - done);
+        // SAFETY: guaranteed by the caller; populating never changes contents.
+        unsafe { sys::madvise(addr.add(done), n, advice) }?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Whether the kernel knows `MADV_POPULATE_READ`, probed once on a private page.
+pub fn populate_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let Ok(probe) =
+            crate::MemoryMapping::anonymous(page_size(), crate::MappingOptions::anonymous())
+        else {
+            return false;
+        };
+        let region: &dyn MappedRegion = &probe;
+        // SAFETY: the probe page is a live private mapping owned here.
+        !matches!(
+            unsafe { sys::madvise(region.as_ptr(), page_size(), MADV_POPULATE_READ) },
+            Err(Error::Syscall {
+                errno: libc::EINVAL,
+                ..
+            })
+        )
+    })
+}
+
+/// Reads one byte of every page of `[addr, addr + len)` through
+/// `process_vm_readv`, so that a page that cannot be faulted in is `EFAULT`.
+///
+/// # Safety
+/// The range must lie inside a mapping that stays mapped for the whole call.
+pub unsafe fn touch_pages(addr: *mut u8, len: usize) -> Result<()> {
+    let mut byte = [0u8; 1];
+    let mut at = 0;
+    while at < len {
+        // SAFETY: `addr + at` is inside the range; the read is fault-safe.
+        unsafe { copy::read_fault_safe(addr.add(at), &mut byte) }?;
+        at += page_size();
+    }
+    Ok(())
+}
+
 /// `MADV_HWPOISON` and `MADV_GUARD_INSTALL` turn pages into traps: a later
 /// access through a view or a copy would kill the process.
 const FORBIDDEN_ADVICE: [i32; 2] = [100, 102];
@@ -114,7 +197,7 @@ pub fn round_up_to_page(size: usize) -> Option<usize> {
 
 /// Validation of a range that starts a kernel call: aligned offset, in bounds.
 /// Returns the length in whole pages the call covers.
-pub(crate) fn check_syscall_range(offset: usize, size: usize, limit: usize) -> Result<usize> {
+pub fn check_syscall_range(offset: usize, size: usize, limit: usize) -> Result<usize> {
     check_aligned("offset", offset as u64)?;
     check_bounds(offset, size, limit)?;
     // offset + size <= limit; the pages it touches stay inside the mapping, whose
@@ -222,6 +305,46 @@ mod tests {
         ));
         assert_eq!(check_mapping_range(ps, 1, 4 * ps), Ok(ps));
         assert_eq!(check_syscall_range(0, 0, 4 * ps), Ok(0));
+    }
+
+    #[test]
+    fn populate_and_touch_fault_in_pages() {
+        use crate::{MappingOptions, MemoryMapping};
+        let ps = page_size();
+        let m = MemoryMapping::anonymous(4 * ps, MappingOptions::anonymous()).unwrap();
+        let region: &dyn MappedRegion = &m;
+        // SAFETY: the range is the whole live mapping.
+        unsafe {
+            populate_range(region.as_ptr(), 4 * ps, true).unwrap();
+            populate_range(region.as_ptr(), 4 * ps, false).unwrap();
+            touch_pages(region.as_ptr(), 4 * ps).unwrap();
+            msync_range(region.as_ptr(), 4 * ps).unwrap();
+        }
+        let mut resident = [0u8; 4];
+        // SAFETY: mincore writes one byte per page of the live mapping.
+        let ret = unsafe { libc::mincore(region.as_ptr().cast(), 4 * ps, resident.as_mut_ptr()) };
+        assert_eq!(ret, 0);
+        assert!(resident.iter().all(|r| r & 1 == 1));
+        let none = MemoryMapping::anonymous(
+            ps,
+            MappingOptions {
+                protection: Protection::NONE,
+                ..MappingOptions::anonymous()
+            },
+        )
+        .unwrap();
+        assert!(populate_supported());
+        // SAFETY: the range is the whole live mapping; PROT_NONE makes it fail
+        // with the kernel's own error, not the fallback's.
+        let err = unsafe { populate_range(none.as_ptr(), ps, false) }.unwrap_err();
+        assert_eq!(err.syscall().map(|(_, call)| call), Some("madvise"));
+        // SAFETY: as above; the fault-safe touch reports EFAULT.
+        assert_eq!(
+            unsafe { touch_pages(none.as_ptr(), ps) }
+                .unwrap_err()
+                .code(),
+            "EFAULT"
+        );
     }
 
     #[test]

@@ -14,6 +14,23 @@ pub fn js<T>(env: &Env, result: mapped_region::Result<T>) -> napi::Result<T> {
 
 /// Throws `e` and returns the marker napi-rs uses for "exception already pending".
 pub fn throw(env: &Env, e: &Error) -> napi::Error {
+    let err = create(env, e);
+    // SAFETY: `err` is a live value of this env's current scope.
+    unsafe { sys::napi_throw(env.raw(), err) };
+    napi::Error::from_status(Status::PendingException)
+}
+
+/// The error as a napi-rs error that carries the JS object itself, for
+/// rejecting a promise with the same shape a synchronous call throws.
+pub fn rejection(env: &Env, e: &Error) -> napi::Error {
+    let err = create(env, e);
+    // SAFETY: `err` is a live value of this env's current scope.
+    napi::Error::from(unsafe { napi::bindgen_prelude::Unknown::from_raw_unchecked(env.raw(), err) })
+}
+
+/// Builds the JS error object for `e`: class, `code`, and for failed syscalls
+/// `errno` (negative) and `syscall`.
+fn create(env: &Env, e: &Error) -> sys::napi_value {
     let raw = env.raw();
     let code = CString::new(e.code()).unwrap_or_default();
     let msg = CString::new(e.to_string()).unwrap_or_default();
@@ -54,7 +71,6 @@ pub fn throw(env: &Env, e: &Error) -> napi::Error {
             sys::napi_set_named_property(raw, err, c"errno".as_ptr(), js_errno);
             sys::napi_set_named_property(raw, err, c"syscall".as_ptr(), js_syscall);
         }
-        sys::napi_throw(raw, err);
+        err
     }
-    napi::Error::from_status(Status::PendingException)
 }

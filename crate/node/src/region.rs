@@ -1,12 +1,16 @@
 //! `NativeRegion`: the binding class behind the facade's `MemoryMapping` and
-//! `MemoryMappingArena`, including zero-copy views and their lifetime.
+//! `MemoryMappingArena`, including zero-copy views, asynchronous operations and
+//! their lifetimes.
 //!
 //! Ownership: the mapping lives in a [`Keep`] shared through an `Arc` by the
-//! region object and by every view's finalizer, so a view never outlives the
-//! memory under it even if the region object is collected first. `close()`,
+//! region object, every view's finalizer and every pending asynchronous
+//! operation, so memory never goes away under any of them. `close()`,
 //! `removeMapping` and overlays detach the affected views before the kernel
-//! changes the memory.
+//! changes the memory; changes over a range an asynchronous operation is using
+//! are refused with `ERR_MMAP_BUSY`; `close()` with operations pending unmaps
+//! when the last of them settles.
 
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,12 +18,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use mapped_region::{
     Backing, Error, MappedRegion, MappingOptions, MemoryMapping, MemoryMappingArena, Protection,
 };
-use napi::bindgen_prelude::{BigInt, Uint8ArraySlice, Unknown};
-use napi::{sys, Env};
+use napi::bindgen_prelude::{AsyncTask, BigInt, Uint8ArraySlice, Unknown};
+use napi::{sys, Env, Task};
 use napi_derive::napi;
 
 use crate::args;
-use crate::errors::{js, throw};
+use crate::errors::{js, rejection, throw};
 
 /// The two kinds of region.
 enum Kind {
@@ -52,10 +56,66 @@ impl Kind {
     }
 }
 
-/// The mapping, owned jointly by the region object and its live views. `None`
-/// once closed: dropping the `Kind` unmaps it.
+/// A range an asynchronous operation is working on.
+struct Pending {
+    id: u64,
+    start: usize,
+    end: usize,
+}
+
+struct State {
+    /// The mapping; dropping it unmaps. Taken by `close()`, or by the last
+    /// pending operation to settle after a `close()`.
+    kind: Option<Kind>,
+    closed: bool,
+    pending: Vec<Pending>,
+    next_id: u64,
+}
+
+impl State {
+    /// The mapping, unless the region was closed.
+    fn live(&self) -> mapped_region::Result<&Kind> {
+        match (&self.kind, self.closed) {
+            (Some(kind), false) => Ok(kind),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Releases the mapping once closed and no operation is pending.
+    fn take_if_done(&mut self) -> Option<Kind> {
+        if self.closed && self.pending.is_empty() {
+            self.kind.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// Refuses a change to `[start, end)` while an asynchronous operation uses it.
+fn check_not_busy(
+    pending: &[Pending],
+    start: usize,
+    end: usize,
+    operation: &'static str,
+) -> mapped_region::Result<()> {
+    if pending.iter().any(|p| p.start < end && p.end > start) {
+        return Err(Error::Busy { operation });
+    }
+    Ok(())
+}
+
+/// The mapping, owned jointly by the region object, its live views and its
+/// pending asynchronous operations.
 struct Keep {
-    kind: Mutex<Option<Kind>>,
+    state: Mutex<State>,
+}
+
+impl Keep {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic aborts the process (panic = "abort"), so poisoning cannot be
+        // observed in release builds; recover the guard in debug builds.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A live view: its range and a weak reference to its `ArrayBuffer`.
@@ -65,15 +125,68 @@ struct ViewEntry {
     buffer: sys::napi_ref,
 }
 
+/// The views of a region, detached on every change under them.
+struct Views {
+    env: sys::napi_env,
+    entries: Vec<ViewEntry>,
+    /// Live views after the last pruning of collected ones.
+    after_prune: usize,
+}
+
+impl Views {
+    /// Detaches and forgets every view overlapping `[start, end)`.
+    fn detach(&mut self, start: usize, end: usize) {
+        let env = self.env;
+        self.entries.retain(|v| {
+            if v.end <= start || v.start >= end {
+                return true;
+            }
+            // SAFETY: `v.buffer` is a live reference created in `view` on this env.
+            unsafe { detach_and_delete(env, v.buffer) };
+            false
+        });
+    }
+
+    /// Forgets views whose buffers were collected, once the list has doubled.
+    fn prune(&mut self) {
+        if self.entries.len() < 2 * self.after_prune + 16 {
+            return;
+        }
+        let env = self.env;
+        self.entries.retain(|v| {
+            // SAFETY: `v.buffer` is a live reference created on this env.
+            let alive = unsafe { !reference_value(env, v.buffer).is_null() };
+            if !alive {
+                // SAFETY: the reference is ours and deleted exactly once.
+                unsafe { sys::napi_delete_reference(env, v.buffer) };
+            }
+            alive
+        });
+        self.after_prune = self.entries.len();
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        // The region object was collected: its views may still be alive and keep
+        // the mapping (through their own `Arc<Keep>`); only the weak references
+        // go away here.
+        for v in self.entries.drain(..) {
+            // SAFETY: each reference was created on `self.env` and is deleted once.
+            unsafe { sys::napi_delete_reference(self.env, v.buffer) };
+        }
+    }
+}
+
 #[napi]
 pub struct NativeRegion {
     keep: Arc<Keep>,
     addr: usize,
     size: usize,
-    env: sys::napi_env,
-    views: Vec<ViewEntry>,
-    /// Live views after the last pruning of collected ones.
-    views_after_prune: usize,
+    /// Only touched on the JS thread. A `RefCell` because every method takes
+    /// `&self`: napi-rs keeps a shared borrow of the object while a returned
+    /// async task is pending, which a `&mut self` method would conflict with.
+    views: RefCell<Views>,
 }
 
 /// What `mappings()` returns for each entry.
@@ -85,58 +198,6 @@ pub struct NativeMappingInfo {
     pub fd: Option<i32>,
     pub fd_offset: Option<f64>,
     pub protection: u32,
-}
-
-impl NativeRegion {
-    fn new(env: &Env, kind: Kind) -> NativeRegion {
-        let region = kind.region();
-        let (addr, size) = (region.as_ptr() as usize, region.size());
-        NativeRegion {
-            keep: Arc::new(Keep {
-                kind: Mutex::new(Some(kind)),
-            }),
-            addr,
-            size,
-            env: env.raw(),
-            views: Vec::new(),
-            views_after_prune: 0,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Kind>> {
-        self.keep.kind.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Detaches and forgets every view overlapping `[start, end)`.
-    fn detach_views(&mut self, start: usize, end: usize) {
-        let env = self.env;
-        self.views.retain(|v| {
-            if v.end <= start || v.start >= end {
-                return true;
-            }
-            // SAFETY: `v.buffer` is a live reference created in `view` on this env.
-            unsafe { detach_and_delete(env, v.buffer) };
-            false
-        });
-    }
-
-    /// Forgets views whose buffers were collected, when the list has doubled.
-    fn prune_views(&mut self) {
-        if self.views.len() < 2 * self.views_after_prune + 16 {
-            return;
-        }
-        let env = self.env;
-        self.views.retain(|v| {
-            // SAFETY: `v.buffer` is a live reference created on this env.
-            let alive = unsafe { !reference_value(env, v.buffer).is_null() };
-            if !alive {
-                // SAFETY: the reference is ours and deleted exactly once.
-                unsafe { sys::napi_delete_reference(env, v.buffer) };
-            }
-            alive
-        });
-        self.views_after_prune = self.views.len();
-    }
 }
 
 /// The value behind a weak reference, or null once collected.
@@ -174,8 +235,81 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
     drop(unsafe { Box::from_raw(hint.cast::<Arc<Keep>>()) });
 }
 
-fn closed<T>(env: &Env) -> napi::Result<T> {
-    Err(throw(env, &Error::Closed))
+impl NativeRegion {
+    fn new(env: &Env, kind: Kind) -> NativeRegion {
+        let region = kind.region();
+        let (addr, size) = (region.as_ptr() as usize, region.size());
+        NativeRegion {
+            keep: Arc::new(Keep {
+                state: Mutex::new(State {
+                    kind: Some(kind),
+                    closed: false,
+                    pending: Vec::new(),
+                    next_id: 0,
+                }),
+            }),
+            addr,
+            size,
+            views: RefCell::new(Views {
+                env: env.raw(),
+                entries: Vec::new(),
+                after_prune: 0,
+            }),
+        }
+    }
+
+    /// Runs a change to the arena's layout: `change` gets the arena and a hook
+    /// that refuses busy ranges and detaches views right before the kernel call.
+    fn change(
+        &self,
+        env: &Env,
+        operation: &'static str,
+        change: impl FnOnce(
+            &mut MemoryMappingArena,
+            &mut dyn FnMut(usize, usize) -> mapped_region::Result<()>,
+        ) -> mapped_region::Result<()>,
+    ) -> napi::Result<()> {
+        let mut state = self.keep.lock();
+        let State {
+            kind,
+            closed,
+            pending,
+            ..
+        } = &mut *state;
+        let mut views = self.views.borrow_mut();
+        let result = match (kind.as_mut(), *closed) {
+            (Some(Kind::Arena(arena)), false) => change(arena, &mut |start, end| {
+                check_not_busy(pending, start, end, operation)?;
+                views.detach(start, end);
+                Ok(())
+            }),
+            (Some(Kind::Mapping(_)), false) => Err(Error::Unsupported { operation }),
+            _ => Err(Error::Closed),
+        };
+        drop(state);
+        js(env, result)
+    }
+
+    /// Registers an asynchronous operation over `[offset, offset + size)`.
+    fn start_async(&self, offset: f64, size: f64) -> mapped_region::Result<AsyncRange> {
+        let offset = args::index("offset", offset)?;
+        let size = args::index("size", size)?;
+        let mut state = self.keep.lock();
+        let len = mapped_region::check_syscall_range(offset, size, state.live()?.region().size())?;
+        let id = state.next_id;
+        state.next_id += 1;
+        state.pending.push(Pending {
+            id,
+            start: offset,
+            end: offset + len,
+        });
+        Ok(AsyncRange {
+            keep: Arc::clone(&self.keep),
+            id,
+            addr: self.addr + offset,
+            len,
+        })
+    }
 }
 
 #[napi]
@@ -249,16 +383,10 @@ impl NativeRegion {
         self.size as f64
     }
 
-    /// Whether the region is an arena.
-    #[napi(getter)]
-    pub fn is_arena(&self) -> bool {
-        matches!(*self.lock(), Some(Kind::Arena(_)))
-    }
-
     /// `addFdMapping` with a number `fdOffset`.
     #[napi]
     pub fn add_fd_mapping(
-        &mut self,
+        &self,
         env: Env,
         offset: f64,
         size: f64,
@@ -273,7 +401,7 @@ impl NativeRegion {
     /// `addFdMapping` with a BigInt `fdOffset` beyond 2^53.
     #[napi]
     pub fn add_fd_mapping_big(
-        &mut self,
+        &self,
         env: Env,
         offset: f64,
         size: f64,
@@ -289,7 +417,7 @@ impl NativeRegion {
     /// `addAnonymous` (arenas only).
     #[napi]
     pub fn add_anonymous(
-        &mut self,
+        &self,
         env: Env,
         offset: f64,
         size: f64,
@@ -298,40 +426,19 @@ impl NativeRegion {
         let offset = js(&env, args::index("offset", offset))?;
         let size = js(&env, args::index("size", size))?;
         let protection = js(&env, args::protection(protection))?;
-        let keep = Arc::clone(&self.keep);
-        let mut guard = keep.kind.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_mut() {
-            None => closed(&env),
-            Some(Kind::Mapping(_)) => Err(throw(
-                &env,
-                &Error::Unsupported {
-                    operation: "addAnonymous",
-                },
-            )),
-            Some(Kind::Arena(a)) => js(
-                &env,
-                a.add_anonymous_hooked(offset, size, protection, &mut |s, e| {
-                    self.detach_views(s, e)
-                }),
-            ),
-        }
+        self.change(&env, "addAnonymous", |arena, hook| {
+            arena.add_anonymous_hooked(offset, size, protection, hook)
+        })
     }
 
     /// `removeMapping` (arenas only; `ERR_MMAP_UNSUPPORTED` for a mapping).
     #[napi]
-    pub fn remove_mapping(&mut self, env: Env, offset: f64, size: f64) -> napi::Result<()> {
+    pub fn remove_mapping(&self, env: Env, offset: f64, size: f64) -> napi::Result<()> {
         let offset = js(&env, args::index("offset", offset))?;
         let size = js(&env, args::index("size", size))?;
-        let keep = Arc::clone(&self.keep);
-        let mut guard = keep.kind.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_mut() {
-            None => closed(&env),
-            Some(Kind::Mapping(m)) => js(&env, m.remove_mapping(offset, size)),
-            Some(Kind::Arena(a)) => js(
-                &env,
-                a.remove_mapping_hooked(offset, size, &mut |s, e| self.detach_views(s, e)),
-            ),
-        }
+        self.change(&env, "removeMapping", |arena, hook| {
+            arena.remove_mapping_hooked(offset, size, hook)
+        })
     }
 
     /// `msync(MS_SYNC)`.
@@ -339,10 +446,11 @@ impl NativeRegion {
     pub fn msync(&self, env: Env, offset: f64, size: f64) -> napi::Result<()> {
         let offset = js(&env, args::index("offset", offset))?;
         let size = js(&env, args::index("size", size))?;
-        match self.lock().as_ref() {
-            None => closed(&env),
-            Some(kind) => js(&env, kind.region().msync(offset, size)),
-        }
+        let state = self.keep.lock();
+        js(
+            &env,
+            state.live().and_then(|k| k.region().msync(offset, size)),
+        )
     }
 
     /// `madvise(advice)` with the raw Linux advice number.
@@ -350,10 +458,52 @@ impl NativeRegion {
     pub fn madvise(&self, env: Env, offset: f64, size: f64, advice: i32) -> napi::Result<()> {
         let offset = js(&env, args::index("offset", offset))?;
         let size = js(&env, args::index("size", size))?;
-        match self.lock().as_ref() {
-            None => closed(&env),
-            Some(kind) => js(&env, kind.region().madvise(offset, size, advice)),
-        }
+        let state = self.keep.lock();
+        js(
+            &env,
+            state
+                .live()
+                .and_then(|k| k.region().madvise(offset, size, advice)),
+        )
+    }
+
+    /// `msync(MS_SYNC)` on the libuv thread pool.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn msync_async(
+        &self,
+        env: Env,
+        offset: f64,
+        size: f64,
+    ) -> napi::Result<AsyncTask<RangeTask>> {
+        let range = js(&env, self.start_async(offset, size))?;
+        Ok(AsyncTask::new(RangeTask {
+            range,
+            op: RangeOp::Msync,
+            error: None,
+        }))
+    }
+
+    /// `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn populate_async(
+        &self,
+        env: Env,
+        offset: f64,
+        size: f64,
+        write: bool,
+    ) -> napi::Result<AsyncTask<RangeTask>> {
+        let range = js(&env, self.start_async(offset, size))?;
+        Ok(AsyncTask::new(RangeTask {
+            range,
+            op: RangeOp::Populate { write },
+            error: None,
+        }))
+    }
+
+    /// Number of asynchronous operations still pending.
+    #[napi(getter)]
+    pub fn pending(&self) -> u32 {
+        self.keep.lock().pending.len() as u32
     }
 
     /// Copies `target.length` bytes from `offset` into `target`.
@@ -369,51 +519,55 @@ impl NativeRegion {
         // aliases; if a caller passes a view of this region instead, the core
         // copies with memmove, which tolerates the overlap.
         let target = unsafe { target.as_mut() };
-        match self.lock().as_ref() {
-            None => closed(&env),
-            Some(Kind::Mapping(m)) => js(&env, m.read_into(offset, target)),
-            Some(Kind::Arena(a)) => js(&env, a.read_into(offset, target)),
-        }
+        let state = self.keep.lock();
+        let result = state.live().and_then(|kind| match kind {
+            Kind::Mapping(m) => m.read_into(offset, target),
+            Kind::Arena(a) => a.read_into(offset, target),
+        });
+        js(&env, result)
     }
 
     /// Copies `source` to `offset`.
     #[napi]
     pub fn write(&self, env: Env, offset: f64, source: Uint8ArraySlice) -> napi::Result<()> {
         let offset = js(&env, args::index("offset", offset))?;
-        match self.lock().as_ref() {
-            None => closed(&env),
-            Some(Kind::Mapping(m)) => js(&env, m.write_from(offset, &source)),
-            Some(Kind::Arena(a)) => js(&env, a.write_from(offset, &source)),
-        }
+        let state = self.keep.lock();
+        let result = state.live().and_then(|kind| match kind {
+            Kind::Mapping(m) => m.write_from(offset, &source),
+            Kind::Arena(a) => a.write_from(offset, &source),
+        });
+        js(&env, result)
     }
 
     /// A zero-copy `Buffer` over `[offset, offset + length)`, which must be
     /// mapped `READ | WRITE`. Detached when the memory under it changes.
     #[napi(ts_return_type = "Buffer")]
     pub fn view<'env>(
-        &mut self,
+        &self,
         env: &'env Env,
         offset: f64,
         length: f64,
     ) -> napi::Result<Unknown<'env>> {
         let offset = js(env, args::index("offset", offset))?;
         let length = js(env, args::index("length", length))?;
-        match self.lock().as_ref() {
-            None => return closed(env),
-            Some(kind) => js(
+        {
+            let state = self.keep.lock();
+            js(
                 env,
-                kind.check_access(offset, length, Protection::READ_WRITE),
-            )?,
+                state
+                    .live()
+                    .and_then(|kind| kind.check_access(offset, length, Protection::READ_WRITE)),
+            )?;
         }
-        self.prune_views();
+        let mut views = self.views.borrow_mut();
+        views.prune();
         let raw = env.raw();
         let hint = Box::into_raw(Box::new(Arc::clone(&self.keep)));
         let mut buffer = ptr::null_mut();
         // SAFETY: `[addr + offset, addr + offset + length)` is inside the region
         // and mapped read-write (checked above). The memory stays mapped while the
         // buffer lives: `hint` keeps the mapping alive until `finalize_view`, and
-        // every change to the range detaches the buffer first. A zero length
-        // gets a dangling but non-null pointer, which V8 never dereferences.
+        // every change to the range detaches the buffer first.
         let status = unsafe {
             sys::napi_create_external_buffer(
                 raw,
@@ -464,7 +618,7 @@ impl NativeRegion {
             );
             sys::napi_create_reference(raw, array_buffer, 0, &mut reference);
         }
-        self.views.push(ViewEntry {
+        views.entries.push(ViewEntry {
             start: offset,
             end: offset + length,
             buffer: reference,
@@ -473,65 +627,64 @@ impl NativeRegion {
         Ok(unsafe { Unknown::from_raw_unchecked(raw, buffer) })
     }
 
-    /// Number of views that have not been detached or collected (for tests).
-    #[napi]
-    pub fn live_views(&self) -> u32 {
-        self.views
-            .iter()
-            // SAFETY: each reference is live and belongs to this env.
-            .filter(|v| unsafe { !reference_value(self.env, v.buffer).is_null() })
-            .count() as u32
-    }
-
-    /// The layout (arenas), or the one mapping.
+    /// The layout of an arena.
     #[napi]
     pub fn mappings(&self, env: Env) -> napi::Result<Vec<NativeMappingInfo>> {
-        match self.lock().as_ref() {
-            None => closed(&env),
-            Some(Kind::Mapping(_)) => Err(throw(
-                &env,
-                &Error::Unsupported {
-                    operation: "mappings",
-                },
-            )),
-            Some(Kind::Arena(a)) => Ok(a
-                .mappings()
-                .map(|m| {
-                    let (kind, fd, fd_offset) = match m.backing {
-                        Backing::Anonymous => ("anonymous", None, None),
-                        Backing::Fd { fd, fd_offset } => ("fd", Some(fd), Some(fd_offset as f64)),
-                    };
-                    NativeMappingInfo {
-                        offset: m.offset as f64,
-                        size: m.size as f64,
-                        kind: kind.to_string(),
-                        fd,
-                        fd_offset,
-                        protection: m.protection.bits(),
-                    }
-                })
-                .collect()),
-        }
+        let state = self.keep.lock();
+        let arena = match state.live() {
+            Err(e) => return Err(throw(&env, &e)),
+            Ok(Kind::Mapping(_)) => {
+                return Err(throw(
+                    &env,
+                    &Error::Unsupported {
+                        operation: "mappings",
+                    },
+                ))
+            }
+            Ok(Kind::Arena(a)) => a,
+        };
+        Ok(arena
+            .mappings()
+            .map(|m| {
+                let (kind, fd, fd_offset) = match m.backing {
+                    Backing::Anonymous => ("anonymous", None, None),
+                    Backing::Fd { fd, fd_offset } => ("fd", Some(fd), Some(fd_offset as f64)),
+                };
+                NativeMappingInfo {
+                    offset: m.offset as f64,
+                    size: m.size as f64,
+                    kind: kind.to_string(),
+                    fd,
+                    fd_offset,
+                    protection: m.protection.bits(),
+                }
+            })
+            .collect())
     }
 
-    /// Detaches every view, then unmaps. Idempotent.
+    /// Detaches every view, then unmaps — at once, or when the last pending
+    /// asynchronous operation settles. Idempotent.
     #[napi]
-    pub fn close(&mut self) {
-        self.detach_views(0, usize::MAX);
-        let taken = self.lock().take();
-        drop(taken);
+    pub fn close(&self) {
+        self.views.borrow_mut().detach(0, usize::MAX);
+        let released = {
+            let mut state = self.keep.lock();
+            state.closed = true;
+            state.take_if_done()
+        };
+        drop(released);
     }
 
     /// Whether `close()` was called.
     #[napi(getter)]
     pub fn closed(&self) -> bool {
-        self.lock().is_none()
+        self.keep.lock().closed
     }
 }
 
 impl NativeRegion {
     fn overlay_fd(
-        &mut self,
+        &self,
         env: &Env,
         offset: f64,
         size: f64,
@@ -543,32 +696,78 @@ impl NativeRegion {
         let size = js(env, args::index("size", size))?;
         let fd = js(env, args::fd(fd))?;
         let protection = js(env, args::protection(protection))?;
-        let keep = Arc::clone(&self.keep);
-        let mut guard = keep.kind.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_mut() {
-            None => closed(env),
-            Some(Kind::Mapping(m)) => js(
-                env,
-                m.add_fd_mapping(offset, size, &RawFdRef(fd), fd_offset, protection),
-            ),
-            Some(Kind::Arena(a)) => js(
-                env,
-                a.add_fd_mapping_hooked(offset, size, fd, fd_offset, protection, &mut |s, e| {
-                    self.detach_views(s, e)
-                }),
-            ),
-        }
+        self.change(env, "addFdMapping", |arena, hook| {
+            arena.add_fd_mapping_hooked(offset, size, fd, fd_offset, protection, hook)
+        })
     }
 }
 
-impl Drop for NativeRegion {
+/// A registered range of a region that an asynchronous operation works on; it
+/// keeps the mapping alive and unregisters itself when dropped.
+pub struct AsyncRange {
+    keep: Arc<Keep>,
+    id: u64,
+    addr: usize,
+    len: usize,
+}
+
+impl Drop for AsyncRange {
     fn drop(&mut self) {
-        // The region object was collected: its views may still be alive and keep
-        // the mapping (through their own `Arc<Keep>`); only the weak references
-        // go away here.
-        for v in self.views.drain(..) {
-            // SAFETY: each reference was created on `self.env` and is deleted once.
-            unsafe { sys::napi_delete_reference(self.env, v.buffer) };
+        let released = {
+            let mut state = self.keep.lock();
+            state.pending.retain(|p| p.id != self.id);
+            state.take_if_done()
+        };
+        // Unmaps outside the lock if the region was closed meanwhile.
+        drop(released);
+    }
+}
+
+pub enum RangeOp {
+    Msync,
+    Populate { write: bool },
+}
+
+/// `msyncAsync`/`populateAsync` on the libuv thread pool.
+pub struct RangeTask {
+    range: AsyncRange,
+    op: RangeOp,
+    error: Option<Error>,
+}
+
+impl Task for RangeTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        let addr = self.range.addr as *mut u8;
+        let len = self.range.len;
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range was validated when the task started and is registered
+        // as pending: overlays and removals over it are refused, and `close()`
+        // leaves it mapped until this task's `AsyncRange` is dropped.
+        let result = unsafe {
+            match self.op {
+                RangeOp::Msync => mapped_region::msync_range(addr, len),
+                RangeOp::Populate { write } => mapped_region::populate_range(addr, len, write),
+            }
+        };
+        result.map_err(|e| {
+            self.error = Some(e);
+            napi::Error::from_status(napi::Status::GenericFailure)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
+    }
+
+    fn reject(&mut self, env: Env, err: napi::Error) -> napi::Result<()> {
+        match self.error.take() {
+            Some(e) => Err(rejection(&env, &e)),
+            None => Err(err),
         }
     }
 }

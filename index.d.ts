@@ -9,6 +9,11 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * The lifetime anchor of a region: when the JS object is collected, its
+ * `Drop` releases the handle (and with it the region, unless views or pending
+ * operations still hold the mapping).
+ */
 export declare class NativeRegion {
   /** Anonymous memory (`MemoryMapping.anonymous`). */
   static anonymous(size: number, protection: number, populate: boolean, shared: boolean): NativeRegion
@@ -16,46 +21,8 @@ export declare class NativeRegion {
   static fromFd(fd: number, size: number, offset: number, protection: number, populate: boolean, shared: boolean, checkEof: boolean): NativeRegion
   /** A `PROT_NONE` reservation (`MemoryMappingArena.reserve`). */
   static reserve(size: number): NativeRegion
-  /** The start address. */
-  get address(): bigint
-  /** The size in bytes (page-rounded for arenas). */
-  get size(): number
-  /** `addFdMapping` with a number `fdOffset`. */
-  addFdMapping(offset: number, size: number, fd: number, fdOffset: number, protection: number): void
-  /** `addFdMapping` with a BigInt `fdOffset` beyond 2^53. */
-  addFdMappingBig(offset: number, size: number, fd: number, fdOffset: bigint, protection: number): void
-  /** `addAnonymous` (arenas only). */
-  addAnonymous(offset: number, size: number, protection: number): void
-  /** `removeMapping` (arenas only; `ERR_MMAP_UNSUPPORTED` for a mapping). */
-  removeMapping(offset: number, size: number): void
-  /** `msync(MS_SYNC)`. */
-  msync(offset: number, size: number): void
-  /** `madvise(advice)` with the raw Linux advice number. */
-  madvise(offset: number, size: number, advice: number): void
-  /** `msync(MS_SYNC)` on the libuv thread pool. */
-  msyncAsync(offset: number, size: number): Promise<void>
-  /** `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool. */
-  populateAsync(offset: number, size: number, write: boolean): Promise<void>
-  /** Number of asynchronous operations still pending. */
-  get pending(): number
-  /** Copies `target.length` bytes from `offset` into `target`. */
-  readInto(offset: number, target: Uint8Array): void
-  /** Copies `source` to `offset`. */
-  write(offset: number, source: Uint8Array): void
-  /**
-   * A zero-copy `Buffer` over `[offset, offset + length)`, which must be
-   * mapped `READ | WRITE`. Detached when the memory under it changes.
-   */
-  view(offset: number, length: number): Buffer
-  /** The layout of an arena. */
-  mappings(): Array<NativeMappingInfo>
-  /**
-   * Detaches every view, then unmaps — at once, or when the last pending
-   * asynchronous operation settles. Idempotent.
-   */
-  close(): void
-  /** Whether `close()` was called. */
-  get closed(): boolean
+  /** The handle the `region*` functions take. Valid while this object lives. */
+  get handle(): number
 }
 
 export declare class NativeSharedMemory {
@@ -82,3 +49,39 @@ export interface NativeMappingInfo {
 
 /** The system page size. */
 export declare function pageSize(): number
+
+/** `addFdMapping` with a BigInt `fdOffset` beyond 2^53. */
+export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number): void
+
+/** The start address. */
+export declare function regionAddress(handle: number): bigint
+
+/**
+ * Detaches every view, then unmaps — at once, or when the last pending
+ * asynchronous operation settles. Idempotent; unknown handles are ignored.
+ */
+export declare function regionClose(handle: number): void
+
+/** Whether the region was closed (true for an unknown handle). */
+export declare function regionClosed(handle: number): boolean
+
+/** The layout of an arena. */
+export declare function regionMappings(handle: number): Array<NativeMappingInfo>
+
+/** `msync(MS_SYNC)` on the libuv thread pool. */
+export declare function regionMsyncAsync(handle: number, offset: number, size: number): Promise<void>
+
+/** Number of asynchronous operations still pending (0 for an unknown handle). */
+export declare function regionPending(handle: number): number
+
+/** `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool. */
+export declare function regionPopulateAsync(handle: number, offset: number, size: number, write: boolean): Promise<void>
+
+/** The size in bytes (page-rounded for arenas). */
+export declare function regionSize(handle: number): number
+
+/**
+ * A zero-copy `Buffer` over `[offset, offset + length)`, which must be mapped
+ * `READ | WRITE`. Detached when the memory under it changes.
+ */
+export declare function regionView(handle: number, offset: number, length: number): Buffer

@@ -167,27 +167,37 @@ test('a 5 GiB view request never crashes', (t) => {
 test('the native check refuses a too-long view even without the facade', (t) => {
   const r = runChild(`
     const { native } = require(ROOT + 'dist/native.js')
-    const region = native.NativeRegion.reserve(8 * 2 ** 30)
-    region.addAnonymous(0, 8 * 2 ** 30, 3)
-    try { region.view(0, 5 * 2 ** 30); console.log('made') } catch (e) { console.log(e.code) }
-    try { region.view(0, 9 * 2 ** 30) } catch (e) { console.log(e.code) }
-    try { region.view(-1, 1) } catch (e) { console.log(e.code) }
-    try { region.readInto(NaN, Buffer.alloc(1)) } catch (e) { console.log(e.code) }
-    try { region.addFdMapping(0, 4096, 1.5, 0, 3) } catch (e) { console.log(e.code) }
-    try { region.addAnonymous(0, 4096, 9) } catch (e) { console.log(e.code) }
-    try { region.madvise(0, 4096, 100) } catch (e) { console.log(e.code) }
-    region.close()
-    try { region.view(0, 1) } catch (e) { console.log(e.code) }
+    const owner = native.NativeRegion.reserve(8 * 2 ** 30)
+    const h = owner.handle
+    native.regionAddAnonymous(h, 0, 8 * 2 ** 30, 3)
+    const tries = [
+      () => native.regionView(h, 0, 5 * 2 ** 30),
+      () => native.regionView(h, 0, 9 * 2 ** 30),
+      () => native.regionView(h, -1, 1),
+      () => native.regionReadInto(h, NaN, Buffer.alloc(1)),
+      () => native.regionAddFdMapping(h, 0, 4096, 1.5, 0, 3),
+      () => native.regionAddAnonymous(h, 0, 4096, 9),
+      () => native.regionMadvise(h, 0, 4096, 100),
+      () => native.regionWrite(h, 0, 'not bytes'),
+      () => native.regionMsync(h + 1, 0, 4096),
+      () => native.regionMsync(h, 'x', 4096),
+    ]
+    for (const f of tries) { try { f(); console.log('made') } catch (e) { console.log(e.code) } }
+    native.regionClose(h)
+    try { native.regionView(h, 0, 1) } catch (e) { console.log(e.code) }
   `)
   t.is(r.signal, null, r.stderr)
   t.is(r.status, 0, r.stderr)
   t.deepEqual(r.stdout.trim().split('\n'), [
-    'ERR_OUT_OF_RANGE',
+    'ERR_OUT_OF_RANGE', // 5 GiB > buffer.constants.MAX_LENGTH
     'ERR_MMAP_OUT_OF_BOUNDS',
     'ERR_OUT_OF_RANGE',
     'ERR_OUT_OF_RANGE',
     'ERR_OUT_OF_RANGE',
     'ERR_OUT_OF_RANGE',
+    'ERR_OUT_OF_RANGE',
+    'ERR_INVALID_ARG_TYPE',
+    'ERR_MMAP_CLOSED', // a stale or foreign handle reads as closed
     'ERR_OUT_OF_RANGE',
     'ERR_MMAP_CLOSED',
   ])

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use mapped_region::{
     Backing, Error, MappedRegion, MappingOptions, MemoryMapping, MemoryMappingArena, Protection,
 };
-use napi::bindgen_prelude::{AsyncTask, BigInt, Uint8ArraySlice, Unknown};
+use napi::bindgen_prelude::{AsyncTask, BigInt, Unknown};
 use napi::{sys, Env, Task};
 use napi_derive::napi;
 
@@ -178,15 +178,23 @@ impl Drop for Views {
     }
 }
 
-#[napi]
-pub struct NativeRegion {
+/// One region's native state. Reached from JS through a numeric handle (see
+/// [`registry`]) rather than through napi-rs class methods: those cost about
+/// 300 ns a call in borrow bookkeeping, more than `msync` of a clean page.
+struct Inner {
     keep: Arc<Keep>,
     addr: usize,
     size: usize,
-    /// Only touched on the JS thread. A `RefCell` because every method takes
-    /// `&self`: napi-rs keeps a shared borrow of the object while a returned
-    /// async task is pending, which a `&mut self` method would conflict with.
+    /// Only touched on the JS thread.
     views: RefCell<Views>,
+}
+
+/// The lifetime anchor of a region: when the JS object is collected, its
+/// `Drop` releases the handle (and with it the region, unless views or pending
+/// operations still hold the mapping).
+#[napi]
+pub struct NativeRegion {
+    handle: f64,
 }
 
 /// What `mappings()` returns for each entry.
@@ -235,11 +243,98 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
     drop(unsafe { Box::from_raw(hint.cast::<Arc<Keep>>()) });
 }
 
+/// Handles: a thread-local table of regions. A handle is `generation << 32 |
+/// index` as an `f64` (exact below 2^53), so a stale handle never reaches a
+/// region that reused its slot; an unknown handle reads as a closed region.
+mod registry {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::Inner;
+
+    const MAX_GENERATION: u64 = 1 << 20;
+
+    struct Slot {
+        generation: u64,
+        inner: Option<Rc<Inner>>,
+    }
+
+    #[derive(Default)]
+    struct Table {
+        slots: Vec<Slot>,
+        free: Vec<usize>,
+    }
+
+    thread_local! {
+        static TABLE: RefCell<Table> = RefCell::new(Table::default());
+    }
+
+    pub(super) fn insert(inner: Inner) -> f64 {
+        TABLE.with_borrow_mut(|t| {
+            let index = match t.free.pop() {
+                Some(i) => i,
+                None => {
+                    t.slots.push(Slot {
+                        generation: 0,
+                        inner: None,
+                    });
+                    t.slots.len() - 1
+                }
+            };
+            let slot = &mut t.slots[index];
+            slot.generation = (slot.generation + 1) % MAX_GENERATION;
+            slot.inner = Some(Rc::new(inner));
+            ((slot.generation << 32) | index as u64) as f64
+        })
+    }
+
+    fn decode(handle: f64) -> Option<(u64, usize)> {
+        if !(handle.is_finite()
+            && handle >= 0.0
+            && handle.fract() == 0.0
+            && handle < (1u64 << 53) as f64)
+        {
+            return None;
+        }
+        let h = handle as u64;
+        Some((h >> 32, (h & 0xffff_ffff) as usize))
+    }
+
+    /// The region behind `handle`, cloned out so that no borrow of the table is
+    /// held while it is used (a finalizer may remove entries meanwhile).
+    pub(super) fn get(handle: f64) -> Option<Rc<Inner>> {
+        let (generation, index) = decode(handle)?;
+        TABLE.with_borrow(|t| {
+            let slot = t.slots.get(index)?;
+            (slot.generation == generation)
+                .then(|| slot.inner.clone())
+                .flatten()
+        })
+    }
+
+    pub(super) fn remove(handle: f64) {
+        let Some((generation, index)) = decode(handle) else {
+            return;
+        };
+        let removed = TABLE.with_borrow_mut(|t| {
+            let slot = t.slots.get_mut(index)?;
+            if slot.generation != generation {
+                return None;
+            }
+            let inner = slot.inner.take();
+            t.free.push(index);
+            inner
+        });
+        // Dropped outside the borrow: dropping views deletes napi references.
+        drop(removed);
+    }
+}
+
 impl NativeRegion {
     fn new(env: &Env, kind: Kind) -> NativeRegion {
         let region = kind.region();
         let (addr, size) = (region.as_ptr() as usize, region.size());
-        NativeRegion {
+        let handle = registry::insert(Inner {
             keep: Arc::new(Keep {
                 state: Mutex::new(State {
                     kind: Some(kind),
@@ -255,60 +350,14 @@ impl NativeRegion {
                 entries: Vec::new(),
                 after_prune: 0,
             }),
-        }
-    }
-
-    /// Runs a change to the arena's layout: `change` gets the arena and a hook
-    /// that refuses busy ranges and detaches views right before the kernel call.
-    fn change(
-        &self,
-        env: &Env,
-        operation: &'static str,
-        change: impl FnOnce(
-            &mut MemoryMappingArena,
-            &mut dyn FnMut(usize, usize) -> mapped_region::Result<()>,
-        ) -> mapped_region::Result<()>,
-    ) -> napi::Result<()> {
-        let mut state = self.keep.lock();
-        let State {
-            kind,
-            closed,
-            pending,
-            ..
-        } = &mut *state;
-        let mut views = self.views.borrow_mut();
-        let result = match (kind.as_mut(), *closed) {
-            (Some(Kind::Arena(arena)), false) => change(arena, &mut |start, end| {
-                check_not_busy(pending, start, end, operation)?;
-                views.detach(start, end);
-                Ok(())
-            }),
-            (Some(Kind::Mapping(_)), false) => Err(Error::Unsupported { operation }),
-            _ => Err(Error::Closed),
-        };
-        drop(state);
-        js(env, result)
-    }
-
-    /// Registers an asynchronous operation over `[offset, offset + size)`.
-    fn start_async(&self, offset: f64, size: f64) -> mapped_region::Result<AsyncRange> {
-        let offset = args::index("offset", offset)?;
-        let size = args::index("size", size)?;
-        let mut state = self.keep.lock();
-        let len = mapped_region::check_syscall_range(offset, size, state.live()?.region().size())?;
-        let id = state.next_id;
-        state.next_id += 1;
-        state.pending.push(Pending {
-            id,
-            start: offset,
-            end: offset + len,
         });
-        Ok(AsyncRange {
-            keep: Arc::clone(&self.keep),
-            id,
-            addr: self.addr + offset,
-            len,
-        })
+        NativeRegion { handle }
+    }
+}
+
+impl Drop for NativeRegion {
+    fn drop(&mut self) {
+        registry::remove(self.handle);
     }
 }
 
@@ -371,339 +420,396 @@ impl NativeRegion {
         Ok(NativeRegion::new(&env, Kind::Arena(arena)))
     }
 
-    /// The start address.
+    /// The handle the `region*` functions take. Valid while this object lives.
     #[napi(getter)]
-    pub fn address(&self) -> BigInt {
-        BigInt::from(self.addr as u64)
-    }
-
-    /// The size in bytes (page-rounded for arenas).
-    #[napi(getter)]
-    pub fn size(&self) -> f64 {
-        self.size as f64
-    }
-
-    /// `addFdMapping` with a number `fdOffset`.
-    #[napi]
-    pub fn add_fd_mapping(
-        &self,
-        env: Env,
-        offset: f64,
-        size: f64,
-        fd: f64,
-        fd_offset: f64,
-        protection: u32,
-    ) -> napi::Result<()> {
-        let fd_offset = js(&env, args::index("fdOffset", fd_offset))? as u64;
-        self.overlay_fd(&env, offset, size, fd, fd_offset, protection)
-    }
-
-    /// `addFdMapping` with a BigInt `fdOffset` beyond 2^53.
-    #[napi]
-    pub fn add_fd_mapping_big(
-        &self,
-        env: Env,
-        offset: f64,
-        size: f64,
-        fd: f64,
-        fd_offset: BigInt,
-        protection: u32,
-    ) -> napi::Result<()> {
-        let (sign, value, lossless) = fd_offset.get_u64();
-        let fd_offset = js(&env, args::big_offset(sign, value, lossless))?;
-        self.overlay_fd(&env, offset, size, fd, fd_offset, protection)
-    }
-
-    /// `addAnonymous` (arenas only).
-    #[napi]
-    pub fn add_anonymous(
-        &self,
-        env: Env,
-        offset: f64,
-        size: f64,
-        protection: u32,
-    ) -> napi::Result<()> {
-        let offset = js(&env, args::index("offset", offset))?;
-        let size = js(&env, args::index("size", size))?;
-        let protection = js(&env, args::protection(protection))?;
-        self.change(&env, "addAnonymous", |arena, hook| {
-            arena.add_anonymous_hooked(offset, size, protection, hook)
-        })
-    }
-
-    /// `removeMapping` (arenas only; `ERR_MMAP_UNSUPPORTED` for a mapping).
-    #[napi]
-    pub fn remove_mapping(&self, env: Env, offset: f64, size: f64) -> napi::Result<()> {
-        let offset = js(&env, args::index("offset", offset))?;
-        let size = js(&env, args::index("size", size))?;
-        self.change(&env, "removeMapping", |arena, hook| {
-            arena.remove_mapping_hooked(offset, size, hook)
-        })
-    }
-
-    /// `msync(MS_SYNC)`.
-    #[napi]
-    pub fn msync(&self, env: Env, offset: f64, size: f64) -> napi::Result<()> {
-        let offset = js(&env, args::index("offset", offset))?;
-        let size = js(&env, args::index("size", size))?;
-        let state = self.keep.lock();
-        js(
-            &env,
-            state.live().and_then(|k| k.region().msync(offset, size)),
-        )
-    }
-
-    /// `madvise(advice)` with the raw Linux advice number.
-    #[napi]
-    pub fn madvise(&self, env: Env, offset: f64, size: f64, advice: i32) -> napi::Result<()> {
-        let offset = js(&env, args::index("offset", offset))?;
-        let size = js(&env, args::index("size", size))?;
-        let state = self.keep.lock();
-        js(
-            &env,
-            state
-                .live()
-                .and_then(|k| k.region().madvise(offset, size, advice)),
-        )
-    }
-
-    /// `msync(MS_SYNC)` on the libuv thread pool.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn msync_async(
-        &self,
-        env: Env,
-        offset: f64,
-        size: f64,
-    ) -> napi::Result<AsyncTask<RangeTask>> {
-        let range = js(&env, self.start_async(offset, size))?;
-        Ok(AsyncTask::new(RangeTask {
-            range,
-            op: RangeOp::Msync,
-            error: None,
-        }))
-    }
-
-    /// `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn populate_async(
-        &self,
-        env: Env,
-        offset: f64,
-        size: f64,
-        write: bool,
-    ) -> napi::Result<AsyncTask<RangeTask>> {
-        let range = js(&env, self.start_async(offset, size))?;
-        Ok(AsyncTask::new(RangeTask {
-            range,
-            op: RangeOp::Populate { write },
-            error: None,
-        }))
-    }
-
-    /// Number of asynchronous operations still pending.
-    #[napi(getter)]
-    pub fn pending(&self) -> u32 {
-        self.keep.lock().pending.len() as u32
-    }
-
-    /// Copies `target.length` bytes from `offset` into `target`.
-    #[napi]
-    pub fn read_into(
-        &self,
-        env: Env,
-        offset: f64,
-        mut target: Uint8ArraySlice,
-    ) -> napi::Result<()> {
-        let offset = js(&env, args::index("offset", offset))?;
-        // SAFETY: the facade passes a fresh Buffer that no other Rust reference
-        // aliases; if a caller passes a view of this region instead, the core
-        // copies with memmove, which tolerates the overlap.
-        let target = unsafe { target.as_mut() };
-        let state = self.keep.lock();
-        let result = state.live().and_then(|kind| match kind {
-            Kind::Mapping(m) => m.read_into(offset, target),
-            Kind::Arena(a) => a.read_into(offset, target),
-        });
-        js(&env, result)
-    }
-
-    /// Copies `source` to `offset`.
-    #[napi]
-    pub fn write(&self, env: Env, offset: f64, source: Uint8ArraySlice) -> napi::Result<()> {
-        let offset = js(&env, args::index("offset", offset))?;
-        let state = self.keep.lock();
-        let result = state.live().and_then(|kind| match kind {
-            Kind::Mapping(m) => m.write_from(offset, &source),
-            Kind::Arena(a) => a.write_from(offset, &source),
-        });
-        js(&env, result)
-    }
-
-    /// A zero-copy `Buffer` over `[offset, offset + length)`, which must be
-    /// mapped `READ | WRITE`. Detached when the memory under it changes.
-    #[napi(ts_return_type = "Buffer")]
-    pub fn view<'env>(
-        &self,
-        env: &'env Env,
-        offset: f64,
-        length: f64,
-    ) -> napi::Result<Unknown<'env>> {
-        let offset = js(env, args::index("offset", offset))?;
-        let length = js(env, args::index("length", length))?;
-        {
-            let state = self.keep.lock();
-            js(
-                env,
-                state
-                    .live()
-                    .and_then(|kind| kind.check_access(offset, length, Protection::READ_WRITE)),
-            )?;
-        }
-        let mut views = self.views.borrow_mut();
-        views.prune();
-        let raw = env.raw();
-        let hint = Box::into_raw(Box::new(Arc::clone(&self.keep)));
-        let mut buffer = ptr::null_mut();
-        // SAFETY: `[addr + offset, addr + offset + length)` is inside the region
-        // and mapped read-write (checked above). The memory stays mapped while the
-        // buffer lives: `hint` keeps the mapping alive until `finalize_view`, and
-        // every change to the range detaches the buffer first.
-        let status = unsafe {
-            sys::napi_create_external_buffer(
-                raw,
-                length,
-                (self.addr + offset) as *mut c_void,
-                Some(finalize_view),
-                hint.cast(),
-                &mut buffer,
-            )
-        };
-        if status != sys::Status::napi_ok {
-            if status == sys::Status::napi_no_external_buffers_allowed {
-                // SAFETY: the runtime refused before taking ownership of `hint`,
-                // so the finalizer will never run for it.
-                drop(unsafe { Box::from_raw(hint) });
-                return Err(throw_code(
-                    env,
-                    "ERR_MMAP_NO_EXTERNAL",
-                    "this runtime forbids external buffers; view() never hands out a copy",
-                ));
-            }
-            // Otherwise Node already ran the finalizer (and thus freed `hint`);
-            // a failure here means the length exceeds buffer.constants.MAX_LENGTH.
-            let mut pending = ptr::null_mut();
-            // SAFETY: clearing the exception Node left pending on this env.
-            unsafe { sys::napi_get_and_clear_last_exception(raw, &mut pending) };
-            return Err(throw(
-                env,
-                &Error::OutOfRange {
-                    what: "length",
-                    reason: format!("{length} is longer than a Buffer can be"),
-                },
-            ));
-        }
-        let mut array_buffer = ptr::null_mut();
-        let mut reference = ptr::null_mut();
-        // SAFETY: `buffer` is the Uint8Array just created; the weak reference is
-        // taken on its ArrayBuffer so that every typed array over it is covered.
-        unsafe {
-            sys::napi_get_typedarray_info(
-                raw,
-                buffer,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-                &mut array_buffer,
-                ptr::null_mut(),
-            );
-            sys::napi_create_reference(raw, array_buffer, 0, &mut reference);
-        }
-        views.entries.push(ViewEntry {
-            start: offset,
-            end: offset + length,
-            buffer: reference,
-        });
-        // SAFETY: `buffer` is a live value of this env's current scope.
-        Ok(unsafe { Unknown::from_raw_unchecked(raw, buffer) })
-    }
-
-    /// The layout of an arena.
-    #[napi]
-    pub fn mappings(&self, env: Env) -> napi::Result<Vec<NativeMappingInfo>> {
-        let state = self.keep.lock();
-        let arena = match state.live() {
-            Err(e) => return Err(throw(&env, &e)),
-            Ok(Kind::Mapping(_)) => {
-                return Err(throw(
-                    &env,
-                    &Error::Unsupported {
-                        operation: "mappings",
-                    },
-                ))
-            }
-            Ok(Kind::Arena(a)) => a,
-        };
-        Ok(arena
-            .mappings()
-            .map(|m| {
-                let (kind, fd, fd_offset) = match m.backing {
-                    Backing::Anonymous => ("anonymous", None, None),
-                    Backing::Fd { fd, fd_offset } => ("fd", Some(fd), Some(fd_offset as f64)),
-                };
-                NativeMappingInfo {
-                    offset: m.offset as f64,
-                    size: m.size as f64,
-                    kind: kind.to_string(),
-                    fd,
-                    fd_offset,
-                    protection: m.protection.bits(),
-                }
-            })
-            .collect())
-    }
-
-    /// Detaches every view, then unmaps — at once, or when the last pending
-    /// asynchronous operation settles. Idempotent.
-    #[napi]
-    pub fn close(&self) {
-        self.views.borrow_mut().detach(0, usize::MAX);
-        let released = {
-            let mut state = self.keep.lock();
-            state.closed = true;
-            state.take_if_done()
-        };
-        drop(released);
-    }
-
-    /// Whether `close()` was called.
-    #[napi(getter)]
-    pub fn closed(&self) -> bool {
-        self.keep.lock().closed
+    pub fn handle(&self) -> f64 {
+        self.handle
     }
 }
 
-impl NativeRegion {
-    fn overlay_fd(
+/// The region behind `handle`, or `ERR_MMAP_CLOSED`.
+fn region(env: &Env, handle: f64) -> napi::Result<std::rc::Rc<Inner>> {
+    registry::get(handle).ok_or_else(|| throw(env, &Error::Closed))
+}
+
+impl Inner {
+    /// Runs a change to the arena's layout: `change` gets the arena and a hook
+    /// that refuses busy ranges and detaches views right before the kernel call.
+    fn change(
         &self,
         env: &Env,
-        offset: f64,
-        size: f64,
-        fd: f64,
-        fd_offset: u64,
-        protection: u32,
+        operation: &'static str,
+        change: impl FnOnce(
+            &mut MemoryMappingArena,
+            &mut dyn FnMut(usize, usize) -> mapped_region::Result<()>,
+        ) -> mapped_region::Result<()>,
     ) -> napi::Result<()> {
-        let offset = js(env, args::index("offset", offset))?;
-        let size = js(env, args::index("size", size))?;
-        let fd = js(env, args::fd(fd))?;
-        let protection = js(env, args::protection(protection))?;
-        self.change(env, "addFdMapping", |arena, hook| {
-            arena.add_fd_mapping_hooked(offset, size, fd, fd_offset, protection, hook)
+        let mut state = self.keep.lock();
+        let State {
+            kind,
+            closed,
+            pending,
+            ..
+        } = &mut *state;
+        let mut views = self.views.borrow_mut();
+        let result = match (kind.as_mut(), *closed) {
+            (Some(Kind::Arena(arena)), false) => change(arena, &mut |start, end| {
+                check_not_busy(pending, start, end, operation)?;
+                views.detach(start, end);
+                Ok(())
+            }),
+            (Some(Kind::Mapping(_)), false) => Err(Error::Unsupported { operation }),
+            _ => Err(Error::Closed),
+        };
+        drop(views);
+        drop(state);
+        js(env, result)
+    }
+
+    /// Registers an asynchronous operation over `[offset, offset + size)`.
+    fn start_async(&self, offset: f64, size: f64) -> mapped_region::Result<AsyncRange> {
+        let offset = args::index("offset", offset)?;
+        let size = args::index("size", size)?;
+        let mut state = self.keep.lock();
+        let len = mapped_region::check_syscall_range(offset, size, state.live()?.region().size())?;
+        let id = state.next_id;
+        state.next_id += 1;
+        state.pending.push(Pending {
+            id,
+            start: offset,
+            end: offset + len,
+        });
+        Ok(AsyncRange {
+            keep: Arc::clone(&self.keep),
+            id,
+            addr: self.addr + offset,
+            len,
         })
     }
 }
 
-/// A registered range of a region that an asynchronous operation works on; it
-/// keeps the mapping alive and unregisters itself when dropped.
+/// The start address.
+#[napi]
+pub fn region_address(env: Env, handle: f64) -> napi::Result<BigInt> {
+    Ok(BigInt::from(region(&env, handle)?.addr as u64))
+}
+
+/// The size in bytes (page-rounded for arenas).
+#[napi]
+pub fn region_size(env: Env, handle: f64) -> napi::Result<f64> {
+    Ok(region(&env, handle)?.size as f64)
+}
+
+/// `addFdMapping` with a number `fdOffset`.
+pub fn region_add_fd_mapping(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    size: f64,
+    fd: f64,
+    fd_offset: f64,
+    protection: u32,
+) -> napi::Result<()> {
+    let fd_offset = js(&env, args::index("fdOffset", fd_offset))? as u64;
+    overlay_fd(&env, handle, offset, size, fd, fd_offset, protection)
+}
+
+/// `addFdMapping` with a BigInt `fdOffset` beyond 2^53.
+#[napi]
+pub fn region_add_fd_mapping_big(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    size: f64,
+    fd: f64,
+    fd_offset: BigInt,
+    protection: u32,
+) -> napi::Result<()> {
+    let (sign, value, lossless) = fd_offset.get_u64();
+    let fd_offset = js(&env, args::big_offset(sign, value, lossless))?;
+    overlay_fd(&env, handle, offset, size, fd, fd_offset, protection)
+}
+
+fn overlay_fd(
+    env: &Env,
+    handle: f64,
+    offset: f64,
+    size: f64,
+    fd: f64,
+    fd_offset: u64,
+    protection: u32,
+) -> napi::Result<()> {
+    let offset = js(env, args::index("offset", offset))?;
+    let size = js(env, args::index("size", size))?;
+    let fd = js(env, args::fd(fd))?;
+    let protection = js(env, args::protection(protection))?;
+    region(env, handle)?.change(env, "addFdMapping", |arena, hook| {
+        arena.add_fd_mapping_hooked(offset, size, fd, fd_offset, protection, hook)
+    })
+}
+
+/// `addAnonymous` (arenas only).
+pub fn region_add_anonymous(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    size: f64,
+    protection: u32,
+) -> napi::Result<()> {
+    let offset = js(&env, args::index("offset", offset))?;
+    let size = js(&env, args::index("size", size))?;
+    let protection = js(&env, args::protection(protection))?;
+    region(&env, handle)?.change(&env, "addAnonymous", |arena, hook| {
+        arena.add_anonymous_hooked(offset, size, protection, hook)
+    })
+}
+
+/// `removeMapping` (arenas only; `ERR_MMAP_UNSUPPORTED` for a mapping).
+pub fn region_remove_mapping(env: Env, handle: f64, offset: f64, size: f64) -> napi::Result<()> {
+    let offset = js(&env, args::index("offset", offset))?;
+    let size = js(&env, args::index("size", size))?;
+    region(&env, handle)?.change(&env, "removeMapping", |arena, hook| {
+        arena.remove_mapping_hooked(offset, size, hook)
+    })
+}
+
+/// `msync(MS_SYNC)`.
+pub fn region_msync(env: Env, handle: f64, offset: f64, size: f64) -> napi::Result<()> {
+    let offset = js(&env, args::index("offset", offset))?;
+    let size = js(&env, args::index("size", size))?;
+    let inner = region(&env, handle)?;
+    let state = inner.keep.lock();
+    js(
+        &env,
+        state.live().and_then(|k| k.region().msync(offset, size)),
+    )
+}
+
+/// `madvise(advice)` with the raw Linux advice number.
+pub fn region_madvise(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    size: f64,
+    advice: i32,
+) -> napi::Result<()> {
+    let offset = js(&env, args::index("offset", offset))?;
+    let size = js(&env, args::index("size", size))?;
+    let inner = region(&env, handle)?;
+    let state = inner.keep.lock();
+    js(
+        &env,
+        state
+            .live()
+            .and_then(|k| k.region().madvise(offset, size, advice)),
+    )
+}
+
+/// `msync(MS_SYNC)` on the libuv thread pool.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn region_msync_async(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    size: f64,
+) -> napi::Result<AsyncTask<RangeTask>> {
+    let range = js(&env, region(&env, handle)?.start_async(offset, size))?;
+    Ok(AsyncTask::new(RangeTask {
+        range,
+        op: RangeOp::Msync,
+        error: None,
+    }))
+}
+
+/// `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn region_populate_async(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    size: f64,
+    write: bool,
+) -> napi::Result<AsyncTask<RangeTask>> {
+    let range = js(&env, region(&env, handle)?.start_async(offset, size))?;
+    Ok(AsyncTask::new(RangeTask {
+        range,
+        op: RangeOp::Populate { write },
+        error: None,
+    }))
+}
+
+/// Number of asynchronous operations still pending (0 for an unknown handle).
+#[napi]
+pub fn region_pending(handle: f64) -> u32 {
+    registry::get(handle).map_or(0, |inner| inner.keep.lock().pending.len() as u32)
+}
+
+/// Copies `target.length` bytes from `offset` into `target`.
+pub fn region_read_into(env: Env, handle: f64, offset: f64, target: &mut [u8]) -> napi::Result<()> {
+    let offset = js(&env, args::index("offset", offset))?;
+    let inner = region(&env, handle)?;
+    let state = inner.keep.lock();
+    let result = state.live().and_then(|kind| match kind {
+        Kind::Mapping(m) => m.read_into(offset, target),
+        Kind::Arena(a) => a.read_into(offset, target),
+    });
+    js(&env, result)
+}
+
+/// Copies `source` to `offset`.
+pub fn region_write(env: Env, handle: f64, offset: f64, source: &[u8]) -> napi::Result<()> {
+    let offset = js(&env, args::index("offset", offset))?;
+    let inner = region(&env, handle)?;
+    let state = inner.keep.lock();
+    let result = state.live().and_then(|kind| match kind {
+        Kind::Mapping(m) => m.write_from(offset, source),
+        Kind::Arena(a) => a.write_from(offset, source),
+    });
+    js(&env, result)
+}
+
+/// A zero-copy `Buffer` over `[offset, offset + length)`, which must be mapped
+/// `READ | WRITE`. Detached when the memory under it changes.
+#[napi(ts_return_type = "Buffer")]
+pub fn region_view(env: &Env, handle: f64, offset: f64, length: f64) -> napi::Result<Unknown<'_>> {
+    let offset = js(env, args::index("offset", offset))?;
+    let length = js(env, args::index("length", length))?;
+    let inner = region(env, handle)?;
+    {
+        let state = inner.keep.lock();
+        js(
+            env,
+            state
+                .live()
+                .and_then(|kind| kind.check_access(offset, length, Protection::READ_WRITE)),
+        )?;
+    }
+    let mut views = inner.views.borrow_mut();
+    views.prune();
+    let raw = env.raw();
+    let hint = Box::into_raw(Box::new(Arc::clone(&inner.keep)));
+    let mut buffer = ptr::null_mut();
+    // SAFETY: `[addr + offset, addr + offset + length)` is inside the region and
+    // mapped read-write (checked above). The memory stays mapped while the buffer
+    // lives: `hint` keeps the mapping alive until `finalize_view`, and every
+    // change to the range detaches the buffer first.
+    let status = unsafe {
+        sys::napi_create_external_buffer(
+            raw,
+            length,
+            (inner.addr + offset) as *mut c_void,
+            Some(finalize_view),
+            hint.cast(),
+            &mut buffer,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        if status == sys::Status::napi_no_external_buffers_allowed {
+            // SAFETY: the runtime refused before taking ownership of `hint`, so
+            // the finalizer will never run for it.
+            drop(unsafe { Box::from_raw(hint) });
+            return Err(throw_code(
+                env,
+                "ERR_MMAP_NO_EXTERNAL",
+                "this runtime forbids external buffers; view() never hands out a copy",
+            ));
+        }
+        // Otherwise Node already ran the finalizer (and thus freed `hint`); a
+        // failure here means the length exceeds buffer.constants.MAX_LENGTH.
+        let mut pending = ptr::null_mut();
+        // SAFETY: clearing the exception Node left pending on this env.
+        unsafe { sys::napi_get_and_clear_last_exception(raw, &mut pending) };
+        return Err(throw(
+            env,
+            &Error::OutOfRange {
+                what: "length",
+                reason: format!("{length} is longer than a Buffer can be"),
+            },
+        ));
+    }
+    let mut array_buffer = ptr::null_mut();
+    let mut reference = ptr::null_mut();
+    // SAFETY: `buffer` is the Uint8Array just created; the weak reference is taken
+    // on its ArrayBuffer so that every typed array over it is covered.
+    unsafe {
+        sys::napi_get_typedarray_info(
+            raw,
+            buffer,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut array_buffer,
+            ptr::null_mut(),
+        );
+        sys::napi_create_reference(raw, array_buffer, 0, &mut reference);
+    }
+    views.entries.push(ViewEntry {
+        start: offset,
+        end: offset + length,
+        buffer: reference,
+    });
+    // SAFETY: `buffer` is a live value of this env's current scope.
+    Ok(unsafe { Unknown::from_raw_unchecked(raw, buffer) })
+}
+
+/// The layout of an arena.
+#[napi]
+pub fn region_mappings(env: Env, handle: f64) -> napi::Result<Vec<NativeMappingInfo>> {
+    let inner = region(&env, handle)?;
+    let state = inner.keep.lock();
+    let arena = match state.live() {
+        Err(e) => return Err(throw(&env, &e)),
+        Ok(Kind::Mapping(_)) => {
+            return Err(throw(
+                &env,
+                &Error::Unsupported {
+                    operation: "mappings",
+                },
+            ))
+        }
+        Ok(Kind::Arena(a)) => a,
+    };
+    Ok(arena
+        .mappings()
+        .map(|m| {
+            let (kind, fd, fd_offset) = match m.backing {
+                Backing::Anonymous => ("anonymous", None, None),
+                Backing::Fd { fd, fd_offset } => ("fd", Some(fd), Some(fd_offset as f64)),
+            };
+            NativeMappingInfo {
+                offset: m.offset as f64,
+                size: m.size as f64,
+                kind: kind.to_string(),
+                fd,
+                fd_offset,
+                protection: m.protection.bits(),
+            }
+        })
+        .collect())
+}
+
+/// Detaches every view, then unmaps — at once, or when the last pending
+/// asynchronous operation settles. Idempotent; unknown handles are ignored.
+#[napi]
+pub fn region_close(handle: f64) {
+    let Some(inner) = registry::get(handle) else {
+        return;
+    };
+    inner.views.borrow_mut().detach(0, usize::MAX);
+    let released = {
+        let mut state = inner.keep.lock();
+        state.closed = true;
+        state.take_if_done()
+    };
+    drop(released);
+}
+
+/// Whether the region was closed (true for an unknown handle).
+#[napi]
+pub fn region_closed(handle: f64) -> bool {
+    registry::get(handle).is_none_or(|inner| inner.keep.lock().closed)
+}
+
 pub struct AsyncRange {
     keep: Arc<Keep>,
     id: u64,

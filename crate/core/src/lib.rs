@@ -26,9 +26,9 @@ pub use layout::{Backing, Layout, MappingInfo};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
 pub use region::{
-    check_advice, check_aligned, check_bounds, check_syscall_range, msync_range, populate_range,
-    populate_supported, round_up_to_page, touch_pages, CopyMode, MappedRegion, MADV_POPULATE_READ,
-    MADV_POPULATE_WRITE,
+    check_advice, check_aligned, check_bounds, check_syscall_range, madvise_range, msync_range,
+    populate_range, populate_supported, round_up_to_page, touch_pages, CopyMode, MappedRegion,
+    MADV_POPULATE_READ, MADV_POPULATE_WRITE,
 };
 pub use shm::SharedMemory;
 pub use sys::page_size;

@@ -84,6 +84,17 @@ pub unsafe fn msync_range(addr: *mut u8, len: usize) -> Result<()> {
     unsafe { sys::msync(addr, len, libc::MS_SYNC) }
 }
 
+/// `madvise(advice)` of `[addr, addr + len)` for callers that validated the
+/// range already; refuses the advices [`check_advice`] refuses.
+///
+/// # Safety
+/// The range must lie inside a mapping the caller owns, mapped for the whole call.
+pub unsafe fn madvise_range(addr: *mut u8, len: usize, advice: i32) -> Result<()> {
+    check_advice(advice)?;
+    // SAFETY: guaranteed by the caller; the advice cannot make memory fault.
+    unsafe { sys::madvise(addr, len, advice) }
+}
+
 /// Prefaults `[addr, addr + len)` with `MADV_POPULATE_READ`/`_WRITE`, in chunks
 /// so that the process's memory-map lock is released between them (other
 /// threads that map or unmap memory are not stalled for the whole range).

@@ -10,7 +10,7 @@
 //! are refused with `ERR_MMAP_BUSY`; `close()` with operations pending unmaps
 //! when the last of them settles.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -185,6 +185,8 @@ struct Inner {
     keep: Arc<Keep>,
     addr: usize,
     size: usize,
+    /// Mirrors `State::closed` for the lock-free paths (`msync`, `madvise`).
+    closed: Cell<bool>,
     /// Only touched on the JS thread.
     views: RefCell<Views>,
 }
@@ -345,6 +347,7 @@ impl NativeRegion {
             }),
             addr,
             size,
+            closed: Cell::new(false),
             views: RefCell::new(Views {
                 env: env.raw(),
                 entries: Vec::new(),
@@ -466,6 +469,21 @@ impl Inner {
         js(env, result)
     }
 
+    /// The start address and page length of a range that starts a kernel call.
+    ///
+    /// Memory there stays mapped for as long as the caller runs on the JS
+    /// thread without returning to JavaScript: every unmap (close, removal,
+    /// overlay, the last view's finalizer) also happens on this thread.
+    fn open_range(&self, offset: f64, size: f64) -> mapped_region::Result<(*mut u8, usize)> {
+        let offset = args::index("offset", offset)?;
+        let size = args::index("size", size)?;
+        if self.closed.get() {
+            return Err(Error::Closed);
+        }
+        let len = mapped_region::check_syscall_range(offset, size, self.size)?;
+        Ok(((self.addr + offset) as *mut u8, len))
+    }
+
     /// Registers an asynchronous operation over `[offset, offset + size)`.
     fn start_async(&self, offset: f64, size: f64) -> mapped_region::Result<AsyncRange> {
         let offset = args::index("offset", offset)?;
@@ -575,14 +593,16 @@ pub fn region_remove_mapping(env: Env, handle: f64, offset: f64, size: f64) -> n
 
 /// `msync(MS_SYNC)`.
 pub fn region_msync(env: Env, handle: f64, offset: f64, size: f64) -> napi::Result<()> {
-    let offset = js(&env, args::index("offset", offset))?;
-    let size = js(&env, args::index("size", size))?;
     let inner = region(&env, handle)?;
-    let state = inner.keep.lock();
-    js(
-        &env,
-        state.live().and_then(|k| k.region().msync(offset, size)),
-    )
+    let result = inner.open_range(offset, size).and_then(|(addr, len)| {
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: `open_range` validated the range inside the open region, which
+        // nothing can unmap while this call runs (see `Inner::open_range`).
+        unsafe { mapped_region::msync_range(addr, len) }
+    });
+    js(&env, result)
 }
 
 /// `madvise(advice)` with the raw Linux advice number.
@@ -593,16 +613,17 @@ pub fn region_madvise(
     size: f64,
     advice: i32,
 ) -> napi::Result<()> {
-    let offset = js(&env, args::index("offset", offset))?;
-    let size = js(&env, args::index("size", size))?;
     let inner = region(&env, handle)?;
-    let state = inner.keep.lock();
-    js(
-        &env,
-        state
-            .live()
-            .and_then(|k| k.region().madvise(offset, size, advice)),
-    )
+    let result = inner.open_range(offset, size).and_then(|(addr, len)| {
+        mapped_region::check_advice(advice)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: as in `region_msync`; `madvise_range` refuses advices that
+        // would make the memory fault.
+        unsafe { mapped_region::madvise_range(addr, len, advice) }
+    });
+    js(&env, result)
 }
 
 /// `msync(MS_SYNC)` on the libuv thread pool.
@@ -796,6 +817,7 @@ pub fn region_close(handle: f64) {
         return;
     };
     inner.views.borrow_mut().detach(0, usize::MAX);
+    inner.closed.set(true);
     let released = {
         let mut state = inner.keep.lock();
         state.closed = true;

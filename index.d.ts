@@ -37,6 +37,21 @@ export declare class NativeSharedMemory {
   get closed(): boolean
 }
 
+/** Counts the process's mappings against `vm.max_map_count`. */
+export declare function mapCount(): MapCount
+
+/** The process's map-count budget, see `mapCount()` in the facade. */
+export interface MapCount {
+  /** Mappings in the whole process now (`/proc/self/maps`). */
+  process: number
+  /** Mappings owned by this library (arenas with their holes, mappings). */
+  owned: number
+  /** `vm.max_map_count`. */
+  limit: number
+  /** Mappings kept free for the runtime: overlays are refused within this of the limit. */
+  headroom: number
+}
+
 /** What `mappings()` returns for each entry. */
 export interface NativeMappingInfo {
   offset: number
@@ -64,6 +79,9 @@ export declare function regionClose(handle: number): void
 
 /** Whether the region was closed (true for an unknown handle). */
 export declare function regionClosed(handle: number): boolean
+
+/** Kernel mappings an arena occupies (overlays and reserved holes); 1 for a mapping. */
+export declare function regionKernelMappings(handle: number): number
 
 /** The layout of an arena. */
 export declare function regionMappings(handle: number): Array<NativeMappingInfo>

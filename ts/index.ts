@@ -18,3 +18,4 @@ export {
   type PopulateOptions,
 } from './region.js'
 export { SharedMemory, type SharedMemoryOptions } from './shm.js'
+export { mapCount, type MapCount } from './budget.js'

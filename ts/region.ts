@@ -358,6 +358,15 @@ export class MemoryMappingArena extends Region {
     regionRemoveMapping(this.h, offset, size)
   }
 
+  /**
+   * Kernel mappings (VMAs) this arena occupies: its overlays plus the reserved holes
+   * between them. Each counts against `vm.max_map_count`; see {@link mapCount}.
+   */
+  get kernelMappingCount(): number {
+    this.live()
+    return native.regionKernelMappings(this.h)
+  }
+
   /** The current layout, sorted by offset, in whole pages; holes are not listed. */
   mappings(): MappingInfo[] {
     this.live()

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use crate::layout::{Backing, Layout, MappingInfo};
 use crate::mapping::{check_eof, copy_mode_for_fd};
 use crate::region::{check_bounds, check_mapping_range, copy_in, copy_out, CopyMode};
-use crate::{check_aligned, sys, Error, MappedRegion, Protection, Result};
+use crate::{budget, check_aligned, sys, Error, MappedRegion, Protection, Result};
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
@@ -19,6 +19,8 @@ pub struct MemoryMappingArena {
     /// Overlays of fds whose pages may vanish (not sealed against shrinking),
     /// as a layout of their own so that copies know when to be fault-safe.
     fragile: Layout,
+    /// Kernel mappings this arena occupies, as last reported to [`budget`].
+    kernel_mappings: usize,
 }
 
 // SAFETY: the reservation is owned by this value; the pointer is only used for
@@ -32,14 +34,17 @@ impl MemoryMappingArena {
     /// space. Reserving costs no memory.
     pub fn new(size: usize) -> Result<MemoryMappingArena> {
         let size = crate::mapping::checked_len(size)?;
+        budget::check_room(1)?;
         // SAFETY: no MAP_FIXED: the kernel picks free address space.
         let addr =
             unsafe { sys::mmap(sys::no_hint(), size, libc::PROT_NONE, RESERVE_FLAGS, -1, 0) }?;
+        budget::update(0, 1);
         Ok(MemoryMappingArena {
             addr,
             size,
             layout: Layout::new(),
             fragile: Layout::new(),
+            kernel_mappings: 1,
         })
     }
 
@@ -48,11 +53,8 @@ impl MemoryMappingArena {
         self.add_anonymous_hooked(offset, size, prot, &mut |_, _| Ok(()))
     }
 
-    /// [`add_anonymous`](Self::add_anonymous), calling `before_change(start, end)`
-    /// once the arguments are valid and right before the kernel replaces
-    /// `[start, end)`, so that users of the memory can let go of it — or refuse
-    /// the change by returning an error, which leaves everything as it was.
-    pub fn add_anonymous_hooked(
+    /// The body of [`add_anonymous_hooked`](Self::add_anonymous_hooked).
+    fn add_anonymous_impl(
         &mut self,
         offset: usize,
         size: usize,
@@ -60,6 +62,7 @@ impl MemoryMappingArena {
         before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         let len = check_mapping_range(offset, size, self.size)?;
+        budget::check_room(2)?;
         before_change(offset, offset + len)?;
         // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
         // `self`; the caller detached every view over it before this call.
@@ -213,10 +216,8 @@ unsafe impl MappedRegion for MemoryMappingArena {
 }
 
 impl MemoryMappingArena {
-    /// [`MappedRegion::add_fd_mapping`] with a `before_change` hook, as
-    /// [`add_anonymous_hooked`](Self::add_anonymous_hooked). Regular files
-    /// (memfds included) shorter than `fd_offset + size` are refused.
-    pub fn add_fd_mapping_hooked(
+    /// The body of [`add_fd_mapping_hooked`](Self::add_fd_mapping_hooked).
+    fn add_fd_mapping_impl(
         &mut self,
         offset: usize,
         size: usize,
@@ -236,6 +237,7 @@ impl MemoryMappingArena {
         if let Some(file_size) = sys::regular_file_size(fd)? {
             check_eof(true, fd_offset, size, file_size)?;
         }
+        budget::check_room(2)?;
         before_change(offset, offset + len)?;
         // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
         // `self`; the caller detached every view over it before this call.
@@ -270,8 +272,8 @@ impl MemoryMappingArena {
         }
     }
 
-    /// [`MappedRegion::remove_mapping`] with a `before_change` hook.
-    pub fn remove_mapping_hooked(
+    /// The body of [`remove_mapping_hooked`](Self::remove_mapping_hooked).
+    fn remove_mapping_impl(
         &mut self,
         offset: usize,
         size: usize,
@@ -320,10 +322,72 @@ impl MemoryMappingArena {
     }
 }
 
+impl MemoryMappingArena {
+    /// [`add_anonymous`](Self::add_anonymous), calling `before_change(start, end)`
+    /// once the arguments are valid and right before the kernel replaces
+    /// `[start, end)`, so that users of the memory can let go of it — or refuse
+    /// the change by returning an error, which leaves everything as it was.
+    pub fn add_anonymous_hooked(
+        &mut self,
+        offset: usize,
+        size: usize,
+        prot: Protection,
+        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let result = self.add_anonymous_impl(offset, size, prot, before_change);
+        self.sync_budget();
+        result
+    }
+
+    /// [`MappedRegion::add_fd_mapping`] with a `before_change` hook, as
+    /// [`add_anonymous_hooked`](Self::add_anonymous_hooked). Regular files
+    /// (memfds included) shorter than `fd_offset + size` are refused.
+    pub fn add_fd_mapping_hooked(
+        &mut self,
+        offset: usize,
+        size: usize,
+        fd: RawFd,
+        fd_offset: u64,
+        prot: Protection,
+        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let result = self.add_fd_mapping_impl(offset, size, fd, fd_offset, prot, before_change);
+        self.sync_budget();
+        result
+    }
+
+    /// [`MappedRegion::remove_mapping`] with a `before_change` hook. Never
+    /// refused for the map-count budget: removal must work at the limit.
+    pub fn remove_mapping_hooked(
+        &mut self,
+        offset: usize,
+        size: usize,
+        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let result = self.remove_mapping_impl(offset, size, before_change);
+        self.sync_budget();
+        result
+    }
+
+    /// Kernel mappings (VMAs) this arena occupies: its overlays and the
+    /// reserved holes between them.
+    pub fn kernel_mapping_count(&self) -> usize {
+        self.kernel_mappings
+    }
+
+    /// Reports this arena's current kernel mapping count to the budget.
+    fn sync_budget(&mut self) {
+        let now = self.layout.kernel_mappings(self.size);
+        budget::update(self.kernel_mappings, now);
+        self.kernel_mappings = now;
+    }
+}
+
 impl Drop for MemoryMappingArena {
     fn drop(&mut self) {
         // SAFETY: the whole reservation is owned by this value and unused after drop.
         let _ = unsafe { sys::munmap(self.addr, self.size) };
+        budget::update(self.kernel_mappings, 0);
     }
 }
 
@@ -353,9 +417,15 @@ mod tests {
             MemoryMappingArena::new(0),
             Err(Error::ZeroSize { .. })
         ));
-        // 1 TiB of address space costs nothing.
-        let big = MemoryMappingArena::new(1 << 40).unwrap();
-        assert_eq!(big.size(), 1 << 40);
+        // 1 TiB of address space costs nothing (valgrind's address-space manager
+        // refuses reservations that large, so scripts/valgrind.sh asks for less).
+        let big_size = if std::env::var_os("MR_UNDER_VALGRIND").is_some() {
+            1 << 30
+        } else {
+            1 << 40
+        };
+        let big = MemoryMappingArena::new(big_size).unwrap();
+        assert_eq!(big.size(), big_size);
     }
 
     #[test]
@@ -564,6 +634,93 @@ mod tests {
         assert_eq!(a.mapping_count(), 1);
         let mut b = [0u8; 1];
         a.read_into(0, &mut b).unwrap();
+    }
+
+    #[test]
+    fn overlays_are_refused_before_the_process_runs_out_of_mappings() {
+        // Runs in a child process: it fills the process's map count.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "arena::tests::at_limit_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("emptied at the limit"), "{stdout}");
+    }
+
+    #[test]
+    #[ignore = "run in a child process by overlays_are_refused_before_the_process_runs_out_of_mappings"]
+    fn at_limit_child() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-core-limit", 1024 * ps as u64, true, false).unwrap();
+        let n = crate::budget::max_map_count();
+        let mut a = MemoryMappingArena::new(2 * n * ps).unwrap();
+        // 1. Overlays with gaps until the budget refuses: ENOMEM, layout intact.
+        let mut added = 0;
+        let refused = loop {
+            match a.add_fd_mapping(
+                2 * added * ps,
+                ps,
+                &shm,
+                (added % 1024 * ps) as u64,
+                Protection::READ_WRITE,
+            ) {
+                Ok(()) => added += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused.code(), "ENOMEM");
+        assert_eq!(a.mapping_count(), added);
+        // Overlay, gap, overlay, gap, ..., overlay, the rest of the arena.
+        assert_eq!(a.kernel_mapping_count(), 2 * added);
+        let free = crate::budget::max_map_count() - crate::budget::process_map_count().unwrap();
+        assert!(
+            free >= crate::budget::headroom() - 8,
+            "{free} mappings left"
+        );
+        // 2. Something else in the process takes the rest, up to the kernel limit.
+        let spare = 2 * free + 16;
+        // SAFETY: a fresh reservation owned by this test.
+        let filler = unsafe {
+            sys::mmap(
+                sys::no_hint(),
+                spare * ps,
+                libc::PROT_NONE,
+                RESERVE_FLAGS,
+                -1,
+                0,
+            )
+        }
+        .unwrap();
+        let mut split = 0;
+        // SAFETY: mprotect of pages inside `filler`, which nothing else uses.
+        while unsafe { libc::mprotect(filler.add(2 * split * ps).cast(), ps, libc::PROT_READ) } == 0
+        {
+            split += 1;
+        }
+        // 3. At the kernel's limit, every overlay can still be removed.
+        for i in 0..added {
+            a.remove_mapping(2 * i * ps, ps).unwrap();
+        }
+        assert_eq!(a.mapping_count(), 0);
+        assert_eq!(a.kernel_mapping_count(), 1);
+        // SAFETY: the filler reservation made above.
+        unsafe { sys::munmap(filler, spare * ps) }.unwrap();
+        let base = a.as_ptr() as usize;
+        assert!(sys::unmapped_ranges(base, base + a.size())
+            .unwrap()
+            .is_empty());
+        println!("emptied at the limit: {added} overlays, {split} filler splits");
     }
 
     #[test]

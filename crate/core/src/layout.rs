@@ -73,6 +73,9 @@ impl Piece {
 #[derive(Debug, Default, Clone)]
 pub struct Layout {
     pieces: BTreeMap<usize, Piece>,
+    /// Pairs of consecutive pieces with no hole between them (kept up to date by
+    /// `put`/`take`), so that the kernel's mapping count is known in O(1).
+    touching: usize,
 }
 
 impl Layout {
@@ -89,6 +92,51 @@ impl Layout {
         self.pieces.is_empty()
     }
 
+    /// How many kernel mappings (VMAs) an arena of `size` bytes with this layout
+    /// occupies: one per entry plus one per reserved hole between, before and
+    /// after them.
+    pub fn kernel_mappings(&self, size: usize) -> usize {
+        let (Some((&first, _)), Some((_, last))) =
+            (self.pieces.first_key_value(), self.pieces.last_key_value())
+        else {
+            return 1;
+        };
+        let entries = self.pieces.len();
+        let inner_holes = entries - 1 - self.touching;
+        entries + inner_holes + usize::from(first > 0) + usize::from(last.end < size)
+    }
+
+    /// The end of the piece before `start` and the start of the piece at or
+    /// after `end`.
+    fn neighbours(&self, start: usize, end: usize) -> (Option<usize>, Option<usize>) {
+        let prev_end = self.pieces.range(..start).next_back().map(|(_, p)| p.end);
+        let next_start = self.pieces.range(end..).next().map(|(&s, _)| s);
+        (prev_end, next_start)
+    }
+
+    /// Inserts a piece into a free range, keeping `touching` current.
+    fn put(&mut self, start: usize, piece: Piece) {
+        let (prev_end, next_start) = self.neighbours(start, piece.end);
+        if let (Some(pe), Some(ns)) = (prev_end, next_start) {
+            self.touching -= usize::from(pe == ns);
+        }
+        self.touching += usize::from(prev_end == Some(start));
+        self.touching += usize::from(next_start == Some(piece.end));
+        self.pieces.insert(start, piece);
+    }
+
+    /// Removes the piece at `start`, keeping `touching` current.
+    fn take(&mut self, start: usize) -> Option<Piece> {
+        let piece = self.pieces.remove(&start)?;
+        let (prev_end, next_start) = self.neighbours(start, piece.end);
+        self.touching -= usize::from(prev_end == Some(start));
+        self.touching -= usize::from(next_start == Some(piece.end));
+        if let (Some(pe), Some(ns)) = (prev_end, next_start) {
+            self.touching += usize::from(pe == ns);
+        }
+        Some(piece)
+    }
+
     /// Makes `[start, end)` a hole.
     pub fn clear(&mut self, start: usize, end: usize) {
         if start >= end {
@@ -97,17 +145,18 @@ impl Layout {
         // Split a piece that starts before `start` and reaches into the range.
         if let Some((&s, &p)) = self.pieces.range(..start).next_back() {
             if p.end > start {
-                self.pieces.insert(s, Piece { end: start, ..p });
+                self.take(s);
+                self.put(s, Piece { end: start, ..p });
                 if p.end > end {
-                    self.pieces.insert(end, p.tail(s, end));
+                    self.put(end, p.tail(s, end));
                 }
             }
         }
         // Remove pieces that start inside the range, keeping a tail past `end`.
         while let Some((&s, _)) = self.pieces.range(start..end).next() {
-            let p = self.pieces.remove(&s).expect("key just seen");
+            let p = self.take(s).expect("key just seen");
             if p.end > end {
-                self.pieces.insert(end, p.tail(s, end));
+                self.put(end, p.tail(s, end));
             }
         }
     }
@@ -132,17 +181,17 @@ impl Layout {
                     backing: left.backing,
                     protection,
                 };
-                self.pieces.remove(&s);
+                self.take(s);
                 start = s;
             }
         }
         if let Some(right) = self.pieces.get(&end).copied() {
             if piece.continues_into(start, &right) {
-                self.pieces.remove(&end);
+                self.take(end);
                 piece.end = right.end;
             }
         }
-        self.pieces.insert(start, piece);
+        self.put(start, piece);
     }
 
     /// Whether every byte of `[start, end)` is mapped with at least `needed`.

@@ -11,6 +11,7 @@
 //! This crate has no Node dependency: the napi glue lives in the root crate.
 
 mod arena;
+pub mod budget;
 pub mod copy;
 mod error;
 mod layout;

@@ -3,7 +3,7 @@
 use std::os::fd::AsRawFd;
 
 use crate::region::{check_aligned, check_bounds, copy_in, copy_out, round_up_to_page, CopyMode};
-use crate::{sys, Error, MappedRegion, Protection, Result};
+use crate::{budget, sys, Error, MappedRegion, Protection, Result};
 
 /// Options of [`MemoryMapping::anonymous`] and [`MemoryMapping::from_fd`].
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +60,7 @@ impl MemoryMapping {
     /// Maps `size` bytes of anonymous memory.
     pub fn anonymous(size: usize, options: MappingOptions) -> Result<MemoryMapping> {
         let mapped_len = checked_len(size)?;
+        budget::check_room(1)?;
         let mut flags = libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         flags |= if options.shared {
             libc::MAP_SHARED
@@ -80,6 +81,7 @@ impl MemoryMapping {
                 0,
             )
         }?;
+        budget::update(0, 1);
         Ok(MemoryMapping {
             addr,
             size,
@@ -99,6 +101,7 @@ impl MemoryMapping {
         check_aligned("offset", options.offset)?;
         let fd = fd.as_raw_fd();
         let file_size = sys::regular_file_size(fd)?;
+        budget::check_room(1)?;
         if let Some(file_size) = file_size {
             check_eof(options.check_eof, options.offset, size, file_size)?;
         }
@@ -121,6 +124,7 @@ impl MemoryMapping {
                 options.offset,
             )
         }?;
+        budget::update(0, 1);
         Ok(MemoryMapping {
             addr,
             size,
@@ -213,6 +217,7 @@ impl Drop for MemoryMapping {
         // SAFETY: the mapping is owned by this value and nothing can use it
         // after drop.
         let _ = unsafe { sys::munmap(self.addr, self.mapped_len) };
+        budget::update(1, 0);
     }
 }
 

@@ -121,6 +121,19 @@ proptest! {
                 }
             }
             prop_assert_eq!(expand(&layout), model.clone());
+            // The kernel's mapping count: runs of pages that form one mapping,
+            // reserved holes included.
+            let runs = (0..PAGES)
+                .filter(|&i| {
+                    i == 0
+                        || !match (model[i - 1], model[i]) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => continues(a, b),
+                            _ => false,
+                        }
+                })
+                .count();
+            prop_assert_eq!(layout.kernel_mappings(PAGES), runs);
             // Access checks agree with the model for a few ranges.
             for (s, e) in [(0, PAGES), (3, 9), (10, 11), (20, 40)] {
                 for need in [Protection::READ, Protection::READ_WRITE] {

@@ -27,3 +27,29 @@ pub fn page_size() -> u32 {
 pub fn init(exports: Object, env: Env) -> napi::Result<()> {
     fast::register(&env, exports.raw())
 }
+
+/// The process's map-count budget, see `mapCount()` in the facade.
+#[napi(object)]
+pub struct MapCount {
+    /// Mappings in the whole process now (`/proc/self/maps`).
+    pub process: u32,
+    /// Mappings owned by this library (arenas with their holes, mappings).
+    pub owned: u32,
+    /// `vm.max_map_count`.
+    pub limit: u32,
+    /// Mappings kept free for the runtime: overlays are refused within this of the limit.
+    pub headroom: u32,
+}
+
+/// Counts the process's mappings against `vm.max_map_count`.
+#[napi]
+pub fn map_count(env: napi::Env) -> napi::Result<MapCount> {
+    use mapped_region::budget;
+    let process = errors::js(&env, budget::process_map_count())?;
+    Ok(MapCount {
+        process: process as u32,
+        owned: budget::owned_map_count() as u32,
+        limit: budget::max_map_count() as u32,
+        headroom: budget::headroom() as u32,
+    })
+}

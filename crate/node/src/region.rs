@@ -826,6 +826,18 @@ pub fn region_close(handle: f64) {
     drop(released);
 }
 
+/// Kernel mappings an arena occupies (overlays and reserved holes); 1 for a mapping.
+#[napi]
+pub fn region_kernel_mappings(env: Env, handle: f64) -> napi::Result<u32> {
+    let inner = region(&env, handle)?;
+    let state = inner.keep.lock();
+    let count = state.live().map(|kind| match kind {
+        Kind::Mapping(_) => 1,
+        Kind::Arena(a) => a.kernel_mapping_count() as u32,
+    });
+    js(&env, count)
+}
+
 /// Whether the region was closed (true for an unknown handle).
 #[napi]
 pub fn region_closed(handle: f64) -> bool {

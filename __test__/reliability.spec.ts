@@ -1,0 +1,187 @@
+/**
+ * Reliability under exhaustion, faults, kills, garbage collection and several
+ * processes. Everything that strains the process runs in a child.
+ */
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import { closeSync, ftruncateSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { MemoryMapping, PAGE_SIZE, SharedMemory, mapCount } from 'mapped-region'
+import { ENTRY, runChild, tempDir, throwsErrno } from './helpers.js'
+import { killAfterSomeSyncs, overlayCycles, pagePattern, processStat, settle } from './workloads.js'
+
+const P = PAGE_SIZE
+
+test('map-count limit: overlays are refused with ENOMEM before the runtime runs out; a full arena can always be emptied', (t) => {
+  const r = runChild(`
+    const P = mr.PAGE_SIZE
+    const shm = mr.SharedMemory.create('limit', 1024 * P)
+    const { limit, headroom } = mr.mapCount()
+    const a = mr.MemoryMappingArena.reserve(2 * limit * P)
+    a.addFdMapping(2 * P * 10, P, shm.fd, 0, mr.Protection.READ_WRITE)
+    let added = 0, error
+    try {
+      for (; ; added++) a.addFdMapping(2 * added * P, P, shm.fd, (added % 1024) * P, mr.Protection.READ_WRITE)
+    } catch (e) { error = e }
+    const view = a.view(0, P) // views of the full arena still work
+    view.write('still alive')
+    const before = a.mappings()
+    const counts = mr.mapCount()
+    // A refused overlay changes nothing, detaches nothing.
+    try { a.addAnonymous(2 * added * P, P, mr.Protection.READ) } catch (e) { }
+    const unchanged = JSON.stringify(a.mappings()) === JSON.stringify(before) && view.length === P
+    // The runtime still has room: allocate, collect, compile.
+    const junk = []
+    for (let i = 0; i < 64; i++) junk.push(Buffer.alloc(1 << 20, i))
+    global.gc()
+    // Remove every overlay.
+    for (let i = 0; i < added; i++) a.removeMapping(2 * i * P, P)
+    console.log(JSON.stringify({
+      code: error.code, syscall: error.syscall, added, layoutWasFull: before.length === added, unchanged,
+      room: counts.limit - counts.process, headroom, left: a.mappings().length, kernel: a.kernelMappingCount,
+      text: a.read(0, 0).length === 0,
+    }))
+  `, 120_000)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  const out = JSON.parse(r.stdout.trim())
+  t.is(out.code, 'ENOMEM')
+  t.is(out.syscall, 'mmap')
+  t.true(out.added > 25_000, `${out.added} overlays fitted`)
+  t.true(out.layoutWasFull)
+  t.true(out.unchanged, 'a refused overlay leaves layout and views as they were')
+  // The headroom stays for the runtime (which used a few dozen since the refusal).
+  t.true(out.room > out.headroom * 0.9, `${out.room} of ${out.headroom} mappings left for the runtime`)
+  t.is(out.left, 0)
+  t.is(out.kernel, 1)
+})
+
+test('mapCount() reports the process, this library and the limit', (t) => {
+  const before = mapCount()
+  t.true(before.limit >= 1024 && before.headroom >= 1024)
+  t.true(before.process > 0 && before.process < before.limit)
+  using m = MemoryMapping.anonymous(P)
+  const after = mapCount()
+  t.is(after.owned, before.owned + 1)
+  m.close()
+  t.is(mapCount().owned, before.owned)
+})
+
+test('durability: bytes msynced by a child that is then SIGKILLed are on disk (10 iterations)', async (t) => {
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  for (let iteration = 0; iteration < 10; iteration++) {
+    const path = join(dir, `disk-${iteration}.img`)
+    const synced = await killAfterSomeSyncs(path, 3 + ((iteration * 7) % 20))
+    const disk = readFileSync(path)
+    for (const page of synced) {
+      t.true(disk.subarray(page * P, (page + 1) * P).equals(pagePattern(page)), `iteration ${iteration}, page ${page}`)
+    }
+    t.true(synced.length >= 3)
+  }
+})
+
+// Serial: RSS is per process, and concurrent tests of this file would move it.
+test.serial('leak check: add/view/remove cycles keep RSS, the map count and the fd count flat', async (t) => {
+  await overlayCycles(20_000) // warm up
+  await settle()
+  const before = processStat()
+  await overlayCycles(100_000)
+  await settle()
+  const after = processStat()
+  t.true(after.rss - before.rss < 8 * 1024, `RSS grew by ${after.rss - before.rss} KiB over 100,000 cycles`)
+  t.true(Math.abs(after.maps - before.maps) <= 4, `map count ${before.maps} -> ${after.maps}`)
+  t.is(after.fds, before.fds)
+})
+
+test('garbage collection: thousands of forgotten regions and views are unmapped', (t) => {
+  const r = runChild(`
+    const fs = require('node:fs')
+    const vm = () => Number(/VmSize:\\s+(\\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) * 1024
+    const P = mr.PAGE_SIZE
+    const shm = mr.SharedMemory.create('gc', 64 * P)
+    const base = vm()
+    ;(() => {
+      for (let i = 0; i < 3000; i++) {
+        const a = mr.MemoryMappingArena.reserve(64 << 20)
+        a.addFdMapping(0, 64 * P, shm.fd, 0, mr.Protection.READ_WRITE)
+        const v = a.view(i % 64 * P, P)
+        v[0] = i & 0xff
+        if (i % 3 === 0) { const m = mr.MemoryMapping.fromFd(shm.fd, 64 * P); m.view(0, P) }
+      }
+    })()
+    const grown = vm() - base
+    let rounds = 0
+    const tick = () => {
+      global.gc()
+      const left = vm() - base
+      if ((mr.mapCount().owned === 0 && left < (1 << 30)) || ++rounds > 200) return console.log(grown, left, mr.mapCount().owned)
+      setImmediate(tick)
+    }
+    tick()
+  `, 120_000)
+  t.is(r.status, 0, r.stderr)
+  const [grown, left, owned] = r.stdout.trim().split(' ').map(Number)
+  t.true(grown > 3000 * 64 * 2 ** 20 * 0.9, `virtual size grew by ${grown}`)
+  t.true(left < 2 ** 30, `virtual size back near its baseline (+${left} of ${grown})`)
+  t.is(owned, 0, 'the library owns no mapping any more')
+})
+
+test('several processes share one SharedMemory: inherited fd and /proc/<pid>/fd; the peer cannot shrink it', async (t) => {
+  using shm = SharedMemory.create('shared-across', 4 * P)
+  using mine = MemoryMapping.fromFd(shm.fd, shm.size)
+  mine.write(0, Buffer.from('from parent'))
+  const body = `
+    const mr = require(${JSON.stringify(ENTRY)})
+    const fs = require('node:fs')
+    const inherited = mr.MemoryMapping.fromFd(3, 4 * mr.PAGE_SIZE)
+    const viaProc = fs.openSync('/proc/' + process.ppid + '/fd/' + ${shm.fd}, 'r+')
+    const second = mr.MemoryMapping.fromFd(viaProc, 4 * mr.PAGE_SIZE)
+    const seen = inherited.read(0, 11).toString()
+    second.write(mr.PAGE_SIZE, Buffer.from('from child'))
+    let shrink = 'allowed'
+    try { fs.ftruncateSync(3, 0) } catch (e) { shrink = e.code }
+    let shrinkProc = 'allowed'
+    try { fs.ftruncateSync(viaProc, mr.PAGE_SIZE) } catch (e) { shrinkProc = e.code }
+    process.stdout.write(JSON.stringify({ seen, shrink, shrinkProc }))
+    // Wait for the parent's reply through the shared memory.
+    const deadline = Date.now() + 10000
+    while (inherited.read(2 * mr.PAGE_SIZE, 5).toString() !== 'reply' && Date.now() < deadline) {}
+    process.exitCode = inherited.read(2 * mr.PAGE_SIZE, 5).toString() === 'reply' ? 0 : 3
+  `
+  const child = spawn(process.execPath, ['-e', body], { stdio: ['ignore', 'pipe', 'inherit', shm.fd] })
+  const out = await new Promise<string>((resolve) => {
+    let text = ''
+    child.stdout?.on('data', (d: Buffer) => {
+      text += d.toString()
+      if (text.endsWith('}')) {
+        mine.write(2 * P, Buffer.from('reply'))
+        resolve(text)
+      }
+    })
+  })
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+  const result = JSON.parse(out)
+  t.is(result.seen, 'from parent')
+  t.is(mine.read(P, 10).toString(), 'from child')
+  t.is(result.shrink, 'EPERM')
+  t.is(result.shrinkProc, 'EPERM')
+  t.is(code, 0, 'the child saw the parent reply through shared memory')
+  throwsErrno(t, () => ftruncateSync(shm.fd, 0), 'EPERM')
+})
+
+test('an fd closed right after mapping: the mapping keeps working; close + reuse of the fd number is harmless', (t) => {
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  const path = join(dir, 'f')
+  writeFileSync(path, Buffer.alloc(P, 9))
+  const fd = openSync(path, 'r+')
+  using m = MemoryMapping.fromFd(fd, P)
+  closeSync(fd)
+  const reused = openSync('/dev/null', 'r')
+  t.teardown(() => closeSync(reused))
+  t.deepEqual(m.read(0, 2), Buffer.from([9, 9]))
+  m.write(0, Buffer.from([1]))
+  m.msync(0, P)
+  t.is(readFileSync(path)[0], 1)
+})

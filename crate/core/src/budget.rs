@@ -1,0 +1,123 @@
+//! The process's map-count budget (`vm.max_map_count`).
+//!
+//! Every kernel mapping (VMA) counts against a per-process limit (65530 by
+//! default). When it is reached, *every* `mmap` in the process fails — the
+//! JavaScript engine's own heap growth included, which Node answers by aborting.
+//! So this crate refuses to create mappings (with `ENOMEM`, as the kernel would)
+//! once the process is within [`headroom`] of the limit, keeping that headroom
+//! for the runtime and for removals (which may split a mapping).
+//!
+//! The count of mappings this crate owns is tracked exactly per arena (from its
+//! layout) and per mapping; the rest of the process is measured from
+//! `/proc/self/maps` only when this crate's own count has grown by a step since
+//! the last measure, or when an operation would otherwise be refused — so
+//! operations that do not grow the count never pay for a measure.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use crate::{Error, Result};
+
+/// Mappings owned by this crate in this process.
+static OWNED: AtomicUsize = AtomicUsize::new(0);
+/// Mappings of the rest of the process at the last measure (`usize::MAX`: never measured).
+static OTHERS: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// `OWNED` at the last measure.
+static OWNED_AT_MEASURE: AtomicUsize = AtomicUsize::new(0);
+/// Growth of `OWNED` after which the rest of the process is measured again.
+const REMEASURE_STEP: usize = 512;
+
+/// `vm.max_map_count`, read once (65530 if it cannot be read).
+pub fn max_map_count() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65530)
+    })
+}
+
+/// Mappings kept free for the runtime and for removals: 1/16 of the limit, at
+/// least 1024.
+pub fn headroom() -> usize {
+    (max_map_count() / 16).max(1024)
+}
+
+/// The process's current number of mappings (lines of `/proc/self/maps`). Costs
+/// time proportional to that number.
+pub fn process_map_count() -> Result<usize> {
+    let maps = std::fs::read("/proc/self/maps").map_err(|e| Error::Syscall {
+        syscall: "open",
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })?;
+    Ok(maps.iter().filter(|&&b| b == b'\n').count())
+}
+
+/// Mappings this crate owns in this process.
+pub fn owned_map_count() -> usize {
+    OWNED.load(Ordering::Relaxed)
+}
+
+fn measure() -> Result<usize> {
+    let owned = OWNED.load(Ordering::Relaxed);
+    let others = process_map_count()?.saturating_sub(owned);
+    OTHERS.store(others, Ordering::Relaxed);
+    OWNED_AT_MEASURE.store(owned, Ordering::Relaxed);
+    Ok(others)
+}
+
+/// Refuses with `ENOMEM` an operation that may add up to `extra` mappings when
+/// the process would come within the headroom of the limit.
+pub(crate) fn check_room(extra: usize) -> Result<()> {
+    let owned = OWNED.load(Ordering::Relaxed);
+    let mut others = OTHERS.load(Ordering::Relaxed);
+    if others == usize::MAX
+        || owned.saturating_sub(OWNED_AT_MEASURE.load(Ordering::Relaxed)) >= REMEASURE_STEP
+    {
+        others = measure()?;
+    }
+    let allowed = max_map_count().saturating_sub(headroom());
+    if others + owned + extra > allowed {
+        // Confirm with a fresh measure before refusing.
+        others = measure()?;
+        if others + owned + extra > allowed {
+            return Err(Error::Syscall {
+                syscall: "mmap",
+                errno: libc::ENOMEM,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Records that a region now owns `new` mappings instead of `old`.
+pub(crate) fn update(old: usize, new: usize) {
+    if new > old {
+        OWNED.fetch_add(new - old, Ordering::Relaxed);
+    } else if old > new {
+        OWNED.fetch_sub(old - new, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_limits() {
+        assert!(max_map_count() >= 1024);
+        assert!(headroom() >= 1024);
+        let n = process_map_count().unwrap();
+        assert!(n > 0);
+        check_room(2).unwrap();
+        // An impossible request is refused with the kernel's errno.
+        assert_eq!(
+            check_room(max_map_count()).unwrap_err(),
+            Error::Syscall {
+                syscall: "mmap",
+                errno: libc::ENOMEM
+            }
+        );
+    }
+}

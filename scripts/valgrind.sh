@@ -8,5 +8,6 @@ bins=$(cargo test -p mapped-region --no-run --message-format=json 2>/dev/null \
   | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n")){if(!l)continue;const m=JSON.parse(l);if(m.reason==="compiler-artifact"&&m.executable&&m.profile.test)console.log(m.executable)}})')
 for bin in $bins; do
   echo "== valgrind $(basename "$bin")"
-  valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q "$bin" --test-threads=1 -q
+  valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+    --suppressions=scripts/valgrind.supp -q "$bin" --test-threads=1 -q
 done

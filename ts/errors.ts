@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'ERR_MMAP_UNSUPPORTED'
   | 'ERR_MMAP_BUSY'
   | 'ERR_MMAP_NO_EXTERNAL'
+  | 'ERR_GUEST_OVERLAP'
+  | 'ERR_GUEST_ADDRESS'
 
 /** The shape of every error this package throws. */
 export interface MappedRegionError extends Error {

@@ -19,3 +19,4 @@ export {
 } from './region.js'
 export { SharedMemory, type SharedMemoryOptions } from './shm.js'
 export { mapCount, type MapCount } from './budget.js'
+export { GuestMemory, type GuestBacking, type GuestMemoryOptions, type GuestRegion, type GuestRegionSpec } from './guest.js'

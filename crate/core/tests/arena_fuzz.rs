@@ -145,6 +145,10 @@ proptest! {
     // MR_FUZZ_CASES raises the number of sequences for a longer run.
     #![proptest_config(ProptestConfig {
         cases: std::env::var("MR_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000),
+        // Seeded for reproducible CI runs; MR_FUZZ_SEED explores other sequences.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("MR_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20261126),
+        ),
         ..ProptestConfig::default()
     })]
 

@@ -89,7 +89,14 @@ fn continues(a: Page, b: Page) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        // Seeded for reproducible CI runs; MR_FUZZ_SEED explores other sequences.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("MR_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20261126),
+        ),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn layout_matches_page_model(ops in prop::collection::vec(op(), 1..40)) {

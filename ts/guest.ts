@@ -1,0 +1,239 @@
+import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
+import { invalidArgType, outOfRange, unaligned, type MappedRegionError } from './errors.js'
+import { MemoryMappingArena } from './region.js'
+import { SharedMemory } from './shm.js'
+import * as v from './validate.js'
+
+/** What backs a guest region: a {@link SharedMemory}, any fd at an offset, or private anonymous memory. */
+export type GuestBacking = SharedMemory | { fd: number; fdOffset: number | bigint } | 'anonymous'
+
+/** A region of guest-physical memory, for {@link GuestMemory}. */
+export interface GuestRegionSpec {
+  /** Guest-physical start address, page aligned. */
+  guestAddress: bigint | number
+  /** Size in bytes, a multiple of `PAGE_SIZE`. */
+  size: number
+  /** What backs it. */
+  backing: GuestBacking
+  /** {@link Protection} bits; default `READ_WRITE`. */
+  protection?: ProtectionFlags
+}
+
+/** One memory slot as KVM wants it (`KVM_SET_USER_MEMORY_REGION`). */
+export interface GuestRegion {
+  /** Guest-physical start address. */
+  guestAddress: bigint
+  /** Size in bytes. */
+  size: number
+  /** Where the region is mapped in this process: `userspace_addr` for KVM. */
+  userspaceAddress: bigint
+}
+
+/** Options of {@link GuestMemory}. */
+export interface GuestMemoryOptions {
+  /**
+   * Size of the guest-physical address space to reserve (page aligned), so that
+   * regions can be hot-plugged later. Default: the end of the highest region.
+   */
+  addressSpace?: number
+}
+
+interface Slot {
+  start: number
+  end: number
+  protection: number
+}
+
+function guestError(code: 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS', message: string): MappedRegionError {
+  const err = new RangeError(message) as MappedRegionError
+  err.code = code
+  return err
+}
+
+/** A guest address as a safe integer (the address space is reserved in this process). */
+function gpa(name: string, value: unknown): number {
+  if (typeof value === 'bigint') {
+    if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(name, `>= 0 and <= ${Number.MAX_SAFE_INTEGER}`, `${value}n`)
+    return Number(value)
+  }
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type bigint or number', value)
+  return v.index(name, value)
+}
+
+/**
+ * A guest-physical address space (rust-vmm's `GuestMemory`) over one
+ * {@link MemoryMappingArena}: guest address `g` lives at `arena.address + g`, so
+ * every region is one KVM memory slot. Accesses are checked against the regions:
+ * a range that crosses a region's end or touches a hole is refused with
+ * `ERR_GUEST_ADDRESS`.
+ *
+ * @example
+ * using ram = SharedMemory.create('guest-ram', 64 << 20)
+ * using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }])
+ * guest.write(0x7000n, Buffer.from('boot params'))
+ * for (const [slot, r] of guest.regions().entries()) kvmSetUserMemoryRegion(vm, slot, r)
+ */
+export class GuestMemory implements Disposable {
+  readonly #arena: MemoryMappingArena
+  /** Regions sorted by guest address. */
+  #slots: Slot[] = []
+
+  constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
+    if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
+    const o = v.options('options', options)
+    const specs = regions.map((r, i) => GuestMemory.#check(r, `regions[${i}]`))
+    const end = specs.reduce((max, s) => Math.max(max, s.start + s.spec.size), 0)
+    const space = o.addressSpace === undefined ? end : v.alignedIndex('addressSpace', o.addressSpace)
+    if (space === 0) throw outOfRange('addressSpace', 'greater than 0 (or at least one region)', space)
+    if (space < end) throw outOfRange('addressSpace', `at least the end of the highest region (${end})`, space)
+    const sorted = [...specs].sort((a, b) => a.start - b.start)
+    for (let i = 1; i < sorted.length; i++) {
+      const prev = sorted[i - 1]
+      if (sorted[i].start < prev.start + prev.spec.size) {
+        throw guestError('ERR_GUEST_OVERLAP', `Guest regions at 0x${prev.start.toString(16)} and 0x${sorted[i].start.toString(16)} overlap`)
+      }
+    }
+    this.#arena = MemoryMappingArena.reserve(space)
+    try {
+      for (const s of sorted) this.#map(s.start, s.spec)
+    } catch (e) {
+      this.#arena.close()
+      throw e
+    }
+  }
+
+  /** Same as `new GuestMemory(regions, options)`. */
+  static create(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions): GuestMemory {
+    return new GuestMemory(regions, options)
+  }
+
+  static #check(spec: GuestRegionSpec, name: string): { start: number; spec: GuestRegionSpec } {
+    if (spec === null || typeof spec !== 'object') throw invalidArgType(name, 'an object', spec)
+    const start = gpa(`${name}.guestAddress`, spec.guestAddress)
+    if (start % PAGE_SIZE !== 0) throw unaligned(`${name}.guestAddress`, start, PAGE_SIZE)
+    const size = v.mappingSize(`${name}.size`, spec.size)
+    if (size % PAGE_SIZE !== 0) throw unaligned(`${name}.size`, size, PAGE_SIZE)
+    if (spec.protection !== undefined) v.protection(spec.protection, `${name}.protection`)
+    const b = spec.backing
+    if (b instanceof SharedMemory) {
+      if (size > b.size) {
+        const err = new RangeError(`${name} needs ${size} bytes but the SharedMemory has ${b.size}`) as MappedRegionError
+        err.code = 'ERR_MMAP_BEYOND_EOF'
+        throw err
+      }
+    } else if (b !== 'anonymous') {
+      if (b === null || typeof b !== 'object') throw invalidArgType(`${name}.backing`, "a SharedMemory, { fd, fdOffset } or 'anonymous'", b)
+      v.fd(b.fd)
+      v.fdOffset(`${name}.backing.fdOffset`, b.fdOffset)
+    }
+    return { start, spec }
+  }
+
+  #map(start: number, spec: GuestRegionSpec): void {
+    const prot = spec.protection ?? Protection.READ_WRITE
+    const b = spec.backing
+    if (b === 'anonymous') this.#arena.addAnonymous(start, spec.size, prot)
+    else if (b instanceof SharedMemory) this.#arena.addFdMapping(start, spec.size, b.fd, 0, prot)
+    else this.#arena.addFdMapping(start, spec.size, b.fd, b.fdOffset, prot)
+    const slot = { start, end: start + spec.size, protection: prot }
+    const at = this.#slots.findIndex((s) => s.start > start)
+    if (at < 0) this.#slots.push(slot)
+    else this.#slots.splice(at, 0, slot)
+  }
+
+  /** The arena behind the guest memory (guest address = offset). */
+  get arena(): MemoryMappingArena {
+    return this.#arena
+  }
+
+  /** Size of the reserved guest-physical address space. */
+  get addressSpace(): number {
+    return this.#arena.size
+  }
+
+  /** The regions, sorted by guest address, with what each KVM memory slot needs. */
+  regions(): GuestRegion[] {
+    const base = this.#arena.address
+    return this.#slots.map((s) => ({ guestAddress: BigInt(s.start), size: s.end - s.start, userspaceAddress: base + BigInt(s.start) }))
+  }
+
+  /** Hot-plugs a region (memory hot-plug, a DAX window); refused if it overlaps one. */
+  addRegion(spec: GuestRegionSpec): GuestRegion {
+    const { start } = GuestMemory.#check(spec, 'region')
+    v.bounds(start, spec.size, this.#arena.size)
+    const clash = this.#slots.find((s) => s.start < start + spec.size && s.end > start)
+    if (clash !== undefined) throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
+    this.#map(start, spec)
+    return { guestAddress: BigInt(start), size: spec.size, userspaceAddress: this.#arena.address + BigInt(start) }
+  }
+
+  /** Unplugs the region that starts at `guestAddress`; its range becomes a hole (views are detached). */
+  removeRegion(guestAddress: bigint | number): void {
+    const start = gpa('guestAddress', guestAddress)
+    const index = this.#slots.findIndex((s) => s.start === start)
+    if (index < 0) throw guestError('ERR_GUEST_ADDRESS', `No guest region starts at 0x${start.toString(16)}`)
+    const slot = this.#slots[index]
+    this.#arena.removeMapping(slot.start, slot.end - slot.start)
+    this.#slots.splice(index, 1)
+  }
+
+  /** The region containing `[addr, addr + len)` entirely, or `ERR_GUEST_ADDRESS`. */
+  #slotFor(addr: number, len: number): Slot {
+    let lo = 0
+    let hi = this.#slots.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      const s = this.#slots[mid]
+      if (addr < s.start) hi = mid - 1
+      else if (addr >= s.end) lo = mid + 1
+      else {
+        if (addr + len > s.end) throw guestError('ERR_GUEST_ADDRESS', `Guest range [0x${addr.toString(16)}, +${len}) crosses the end of its region at 0x${s.end.toString(16)}`)
+        return s
+      }
+    }
+    throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
+  }
+
+  /** The host (userspace) address of guest address `gpa`. */
+  translate(guestAddress: bigint | number): bigint {
+    const addr = gpa('guestAddress', guestAddress)
+    this.#slotFor(addr, 0)
+    return this.#arena.address + BigInt(addr)
+  }
+
+  /** A copy of `length` guest bytes at `guestAddress`, inside one region. */
+  read(guestAddress: bigint | number, length: number): Buffer {
+    const addr = gpa('guestAddress', guestAddress)
+    this.#slotFor(addr, v.index('length', length))
+    return this.#arena.read(addr, length)
+  }
+
+  /** Copies `data` to `guestAddress`, inside one region. */
+  write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
+    const addr = gpa('guestAddress', guestAddress)
+    this.#slotFor(addr, v.bytes('data', data).byteLength)
+    this.#arena.write(addr, data)
+  }
+
+  /** A zero-copy view of guest memory inside one region (see {@link MemoryMappingArena.view}). */
+  view(guestAddress: bigint | number, length: number): Buffer {
+    const addr = gpa('guestAddress', guestAddress)
+    this.#slotFor(addr, v.index('length', length))
+    return this.#arena.view(addr, length)
+  }
+
+  /** Whether {@link close} was called. */
+  get closed(): boolean {
+    return this.#arena.closed
+  }
+
+  /** Unmaps the guest memory (backings such as a SharedMemory stay open). Idempotent. */
+  close(): void {
+    this.#arena.close()
+  }
+
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}
+

@@ -9,7 +9,9 @@ const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
 
 function layout(a: MemoryMappingArena): Array<[number, number, string, number | undefined, number | undefined, number]> {
-  return a.mappings().map((m: MappingInfo) => [m.offset / P, m.size / P, m.kind, m.fd, m.fdOffset === undefined ? undefined : m.fdOffset / P, m.protection])
+  return a
+    .mappings()
+    .map((m: MappingInfo) => [m.offset / P, m.size / P, m.kind, m.fd, m.fdOffset === undefined ? undefined : m.fdOffset / P, m.protection])
 }
 
 test('reserve: PROT_NONE, rounded up to pages, constructor and factory agree', (t) => {
@@ -169,7 +171,10 @@ test('failed overlays leave the range as it was: closed fd, read-only fd', (t) =
   const lines = mapsOverlapping(a.address, a.size)
   let cursor = a.address
   for (const line of lines) {
-    const [start, end] = line.split(' ')[0].split('-').map((h) => BigInt('0x' + h))
+    const [start, end] = line
+      .split(' ')[0]
+      .split('-')
+      .map((h) => BigInt(`0x${h}`))
     t.true(start <= cursor, `no hole at ${cursor.toString(16)}`)
     cursor = end
   }

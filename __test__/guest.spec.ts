@@ -84,10 +84,14 @@ test('overlapping, unaligned and oversized regions are rejected', (t) => {
   })
   t.throws(() => new GuestMemory([{ guestAddress: 0, size: 0, backing: 'anonymous' }]), { code: 'ERR_OUT_OF_RANGE' })
   t.throws(() => new GuestMemory([{ guestAddress: -4096, size: P, backing: 'anonymous' }]), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => new GuestMemory([{ guestAddress: '0' as unknown as number, size: P, backing: 'anonymous' }]), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => new GuestMemory([{ guestAddress: '0' as unknown as number, size: P, backing: 'anonymous' }]), {
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
   t.throws(() => new GuestMemory([{ guestAddress: 0, size: P, backing: 'heap' as 'anonymous' }]), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => new GuestMemory([]), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => new GuestMemory([{ guestAddress: 4 * P, size: P, backing: 'anonymous' }], { addressSpace: 2 * P }), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => new GuestMemory([{ guestAddress: 4 * P, size: P, backing: 'anonymous' }], { addressSpace: 2 * P }), {
+    code: 'ERR_OUT_OF_RANGE',
+  })
 })
 
 test('hot-plug and unplug at run time (memory hot-plug, a DAX window)', (t) => {
@@ -99,13 +103,18 @@ test('hot-plug and unplug at run time (memory hot-plug, a DAX window)', (t) => {
   t.is(guest.regions().length, 2)
   guest.write(0x80000n, Buffer.from('dax'))
   const view = guest.view(0x80000n, 3)
-  t.throws(() => guest.addRegion({ guestAddress: 0x80000n + BigInt(4 * P), size: 8 * P, backing: 'anonymous' }), { code: 'ERR_GUEST_OVERLAP' })
+  t.throws(() => guest.addRegion({ guestAddress: 0x80000n + BigInt(4 * P), size: 8 * P, backing: 'anonymous' }), {
+    code: 'ERR_GUEST_OVERLAP',
+  })
   t.throws(() => guest.addRegion({ guestAddress: 1 * MiB, size: P, backing: 'anonymous' }), { code: 'ERR_MMAP_OUT_OF_BOUNDS' })
   guest.removeRegion(0x80000n)
   t.is(view.length, 0, 'views of an unplugged region are detached')
   t.throws(() => guest.read(0x80000n, 1), { code: 'ERR_GUEST_ADDRESS' })
   t.throws(() => guest.removeRegion(0x80000n), { code: 'ERR_GUEST_ADDRESS' })
-  t.deepEqual(guest.arena.mappings().map((m) => m.offset), [0])
+  t.deepEqual(
+    guest.arena.mappings().map((m) => m.offset),
+    [0],
+  )
   // Plug it back: the data is still in the memfd.
   guest.addRegion({ guestAddress: 0x80000n, size: 8 * P, backing: dax })
   t.is(guest.read(0x80000n, 3).toString(), 'dax')

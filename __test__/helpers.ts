@@ -47,7 +47,7 @@ export function mapsOverlapping(start: bigint, size: number): string[] {
     .split('\n')
     .filter((line) => {
       const [range] = line.split(' ')
-      const [a, b] = range.split('-').map((h) => BigInt('0x' + h))
+      const [a, b] = range.split('-').map((h) => BigInt(`0x${h}`))
       return a < end && b > start
     })
 }

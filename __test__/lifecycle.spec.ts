@@ -28,7 +28,10 @@ test('close is idempotent; every other call throws ERR_MMAP_CLOSED', (t) => {
       () => r.view(0, 1),
     ]
     if (r instanceof MemoryMappingArena) {
-      calls.push(() => r.addAnonymous(0, P, RW), () => r.mappings())
+      calls.push(
+        () => r.addAnonymous(0, P, RW),
+        () => r.mappings(),
+      )
     }
     for (const call of calls) t.throws(call, { code: 'ERR_MMAP_CLOSED', instanceOf: Error })
     // Closed is checked before the arguments.
@@ -78,7 +81,12 @@ test('require and import load the same API', (t) => {
   const cjs = createRequire(import.meta.url)(ENTRY) as typeof esm
   t.is(cjs.PAGE_SIZE, esm.PAGE_SIZE)
   t.is(cjs.MemoryMappingArena, esm.MemoryMappingArena)
-  t.deepEqual(Object.keys(cjs).sort(), Object.keys(esm).filter((k) => k !== 'default').sort())
+  t.deepEqual(
+    Object.keys(cjs).sort(),
+    Object.keys(esm)
+      .filter((k) => k !== 'default')
+      .sort(),
+  )
   const viaPackage = runChild(`
     // Resolved by name through the package's own "exports" map.
     const pkg = require(require('node:module').createRequire(ROOT + 'package.json').resolve('mapped-region'))

@@ -71,7 +71,12 @@ test('fromFile with WRITE + shared writes through to the file after msync', (t) 
   t.is(m.size, PAGE_SIZE)
   m.write(100, Buffer.from('synced'))
   m.msync(0, m.size)
-  t.is(readFileSync(path).subarray(PAGE_SIZE + 100, PAGE_SIZE + 106).toString(), 'synced')
+  t.is(
+    readFileSync(path)
+      .subarray(PAGE_SIZE + 100, PAGE_SIZE + 106)
+      .toString(),
+    'synced',
+  )
 })
 
 test('fromFile private writable mapping does not change the file', (t) => {

@@ -106,7 +106,10 @@ function codeOf(fn: () => unknown): string | undefined {
 function check(m: Model, r: Real): void {
   if (m.closed) return
   const actual = r.arena.mappings().map((e) => ({ ...e }))
-  const expected = expectedLayout(m, r.shms.map((s) => s.fd))
+  const expected = expectedLayout(
+    m,
+    r.shms.map((s) => s.fd),
+  )
   if (JSON.stringify(actual) !== JSON.stringify(expected)) {
     throw new Error(`layout differs:\n actual   ${JSON.stringify(actual)}\n expected ${JSON.stringify(expected)}`)
   }
@@ -133,7 +136,13 @@ abstract class Cmd implements fc.Command<Model, Real> {
 }
 
 class AddFd extends Cmd {
-  constructor(readonly page: number, readonly size: number, readonly file: number, readonly filePage: number, readonly prot: number) {
+  constructor(
+    readonly page: number,
+    readonly size: number,
+    readonly file: number,
+    readonly filePage: number,
+    readonly prot: number,
+  ) {
     super()
   }
   run(m: Model, r: Real): void {
@@ -142,8 +151,14 @@ class AddFd extends Cmd {
     const fits = offset + this.size <= PAGES * P
     const inFile = this.filePage * P + this.size <= FILE_PAGES * P
     const code = codeOf(() => r.arena.addFdMapping(offset, this.size, r.shms[this.file].fd, this.filePage * P, this.prot))
-    if (!fits) return expectCode(code, 'ERR_MMAP_OUT_OF_BOUNDS')
-    if (!inFile) return expectCode(code, 'ERR_MMAP_BEYOND_EOF')
+    if (!fits) {
+      expectCode(code, 'ERR_MMAP_OUT_OF_BOUNDS')
+      return
+    }
+    if (!inFile) {
+      expectCode(code, 'ERR_MMAP_BEYOND_EOF')
+      return
+    }
     expectCode(code, undefined)
     replace(m, a, b, (i) => ({ kind: 'fd', file: this.file, filePage: this.filePage + (i - a), prot: this.prot }))
     check(m, r)
@@ -154,13 +169,20 @@ class AddFd extends Cmd {
 }
 
 class AddAnon extends Cmd {
-  constructor(readonly page: number, readonly size: number, readonly prot: number) {
+  constructor(
+    readonly page: number,
+    readonly size: number,
+    readonly prot: number,
+  ) {
     super()
   }
   run(m: Model, r: Real): void {
     const offset = this.page * P
     const code = codeOf(() => r.arena.addAnonymous(offset, this.size, this.prot))
-    if (offset + this.size > PAGES * P) return expectCode(code, 'ERR_MMAP_OUT_OF_BOUNDS')
+    if (offset + this.size > PAGES * P) {
+      expectCode(code, 'ERR_MMAP_OUT_OF_BOUNDS')
+      return
+    }
     expectCode(code, undefined)
     const [a, b] = pageSpan(offset, this.size)
     replace(m, a, b, () => ({ kind: 'anonymous', prot: this.prot, data: new Uint8Array(P) }))
@@ -172,13 +194,19 @@ class AddAnon extends Cmd {
 }
 
 class Remove extends Cmd {
-  constructor(readonly page: number, readonly size: number) {
+  constructor(
+    readonly page: number,
+    readonly size: number,
+  ) {
     super()
   }
   run(m: Model, r: Real): void {
     const offset = this.page * P
     const code = codeOf(() => r.arena.removeMapping(offset, this.size))
-    if (offset + this.size > PAGES * P) return expectCode(code, 'ERR_MMAP_OUT_OF_BOUNDS')
+    if (offset + this.size > PAGES * P) {
+      expectCode(code, 'ERR_MMAP_OUT_OF_BOUNDS')
+      return
+    }
     expectCode(code, undefined)
     const [a, b] = pageSpan(offset, this.size)
     replace(m, a, b, () => null)
@@ -190,13 +218,19 @@ class Remove extends Cmd {
 }
 
 class View extends Cmd {
-  constructor(readonly offset: number, readonly len: number) {
+  constructor(
+    readonly offset: number,
+    readonly len: number,
+  ) {
     super()
   }
   run(m: Model, r: Real): void {
     let view: Buffer | undefined
     const code = codeOf(() => (view = r.arena.view(this.offset, this.len)))
-    if (!allows(m, this.offset, this.len, Protection.READ_WRITE)) return expectCode(code, 'ERR_MMAP_ACCESS')
+    if (!allows(m, this.offset, this.len, Protection.READ_WRITE)) {
+      expectCode(code, 'ERR_MMAP_ACCESS')
+      return
+    }
     expectCode(code, undefined)
     r.views.push(view as Buffer)
     m.views.push({ start: this.offset, end: this.offset + this.len, detached: false })
@@ -208,7 +242,11 @@ class View extends Cmd {
 }
 
 class ViewWrite extends Cmd {
-  constructor(readonly index: number, readonly at: number, readonly value: number) {
+  constructor(
+    readonly index: number,
+    readonly at: number,
+    readonly value: number,
+  ) {
     super()
   }
   check(m: Readonly<Model>): boolean {
@@ -231,13 +269,19 @@ class ViewWrite extends Cmd {
 }
 
 class Read extends Cmd {
-  constructor(readonly offset: number, readonly len: number) {
+  constructor(
+    readonly offset: number,
+    readonly len: number,
+  ) {
     super()
   }
   run(m: Model, r: Real): void {
     let got: Buffer | undefined
     const code = codeOf(() => (got = r.arena.read(this.offset, this.len)))
-    if (!allows(m, this.offset, this.len, Protection.READ)) return expectCode(code, 'ERR_MMAP_ACCESS')
+    if (!allows(m, this.offset, this.len, Protection.READ)) {
+      expectCode(code, 'ERR_MMAP_ACCESS')
+      return
+    }
     expectCode(code, undefined)
     for (let i = 0; i < this.len; i++) {
       const want = byteAt(m, this.offset + i)
@@ -251,14 +295,22 @@ class Read extends Cmd {
 }
 
 class Write extends Cmd {
-  constructor(readonly offset: number, readonly data: Uint8Array) {
+  constructor(
+    readonly offset: number,
+    readonly data: Uint8Array,
+  ) {
     super()
   }
   run(m: Model, r: Real): void {
     const code = codeOf(() => r.arena.write(this.offset, this.data))
-    if (!allows(m, this.offset, this.data.length, Protection.WRITE)) return expectCode(code, 'ERR_MMAP_ACCESS')
+    if (!allows(m, this.offset, this.data.length, Protection.WRITE)) {
+      expectCode(code, 'ERR_MMAP_ACCESS')
+      return
+    }
     expectCode(code, undefined)
-    this.data.forEach((b, i) => setByte(m, this.offset + i, b))
+    this.data.forEach((b, i) => {
+      setByte(m, this.offset + i, b)
+    })
     check(m, r)
   }
   toString(): string {
@@ -267,7 +319,10 @@ class Write extends Cmd {
 }
 
 class Msync extends Cmd {
-  constructor(readonly page: number, readonly size: number) {
+  constructor(
+    readonly page: number,
+    readonly size: number,
+  ) {
     super()
   }
   run(m: Model, r: Real): void {
@@ -289,8 +344,14 @@ class Close extends Cmd {
     r.views.forEach((buf, i) => {
       if (buf.byteLength !== 0) throw new Error(`view ${i} still attached after close`)
     })
-    expectCode(codeOf(() => r.arena.read(0, 1)), 'ERR_MMAP_CLOSED')
-    expectCode(codeOf(() => r.arena.mappings()), 'ERR_MMAP_CLOSED')
+    expectCode(
+      codeOf(() => r.arena.read(0, 1)),
+      'ERR_MMAP_CLOSED',
+    )
+    expectCode(
+      codeOf(() => r.arena.mappings()),
+      'ERR_MMAP_CLOSED',
+    )
   }
   toString(): string {
     return 'close()'
@@ -302,7 +363,10 @@ function expectCode(actual: string | undefined, expected: string | undefined): v
 }
 
 const page = fc.integer({ min: 0, max: PAGES - 1 })
-const size = fc.oneof(fc.integer({ min: 1, max: 6 }).map((n) => n * P), fc.integer({ min: 1, max: 5 * P }))
+const size = fc.oneof(
+  fc.integer({ min: 1, max: 6 }).map((n) => n * P),
+  fc.integer({ min: 1, max: 5 * P }),
+)
 const prot = fc.constantFrom(...PROTS)
 const byteOffset = fc.integer({ min: 0, max: PAGES * P - 1 })
 const shortLen = fc.integer({ min: 0, max: 2 * P })
@@ -310,13 +374,36 @@ const shortLen = fc.integer({ min: 0, max: 2 * P })
 const commands = fc.commands(
   [
     fc.oneof(
-      { weight: 12, arbitrary: fc.tuple(page, size, fc.integer({ min: 0, max: 1 }), fc.integer({ min: 0, max: FILE_PAGES - 1 }), prot).map((a): Cmd => new AddFd(...a)) },
+      {
+        weight: 12,
+        arbitrary: fc
+          .tuple(page, size, fc.integer({ min: 0, max: 1 }), fc.integer({ min: 0, max: FILE_PAGES - 1 }), prot)
+          .map((a): Cmd => new AddFd(...a)),
+      },
       { weight: 6, arbitrary: fc.tuple(page, size, prot).map((a): Cmd => new AddAnon(...a)) },
       { weight: 8, arbitrary: fc.tuple(page, size).map((a): Cmd => new Remove(...a)) },
-      { weight: 10, arbitrary: fc.tuple(byteOffset, shortLen).filter(([o, l]) => o + l <= PAGES * P).map((a): Cmd => new View(...a)) },
+      {
+        weight: 10,
+        arbitrary: fc
+          .tuple(byteOffset, shortLen)
+          .filter(([o, l]) => o + l <= PAGES * P)
+          .map((a): Cmd => new View(...a)),
+      },
       { weight: 10, arbitrary: fc.tuple(fc.nat(), fc.nat(), fc.integer({ min: 1, max: 255 })).map((a): Cmd => new ViewWrite(...a)) },
-      { weight: 12, arbitrary: fc.tuple(byteOffset, fc.integer({ min: 0, max: 600 })).filter(([o, l]) => o + l <= PAGES * P).map((a): Cmd => new Read(...a)) },
-      { weight: 12, arbitrary: fc.tuple(byteOffset, fc.uint8Array({ minLength: 1, maxLength: 300 })).filter(([o, d]) => o + d.length <= PAGES * P).map((a): Cmd => new Write(...a)) },
+      {
+        weight: 12,
+        arbitrary: fc
+          .tuple(byteOffset, fc.integer({ min: 0, max: 600 }))
+          .filter(([o, l]) => o + l <= PAGES * P)
+          .map((a): Cmd => new Read(...a)),
+      },
+      {
+        weight: 12,
+        arbitrary: fc
+          .tuple(byteOffset, fc.uint8Array({ minLength: 1, maxLength: 300 }))
+          .filter(([o, d]) => o + d.length <= PAGES * P)
+          .map((a): Cmd => new Write(...a)),
+      },
       { weight: 4, arbitrary: fc.tuple(page, fc.integer({ min: 0, max: 3 * P })).map((a): Cmd => new Msync(...a)) },
       { weight: 1, arbitrary: fc.constant<Cmd>(new Close()) },
     ),

@@ -13,7 +13,8 @@ import { killAfterSomeSyncs, overlayCycles, pagePattern, processStat, settle } f
 const P = PAGE_SIZE
 
 test('map-count limit: overlays are refused with ENOMEM before the runtime runs out; a full arena can always be emptied', (t) => {
-  const r = runChild(`
+  const r = runChild(
+    `
     const P = mr.PAGE_SIZE
     const shm = mr.SharedMemory.create('limit', 1024 * P)
     const { limit, headroom } = mr.mapCount()
@@ -41,7 +42,9 @@ test('map-count limit: overlays are refused with ENOMEM before the runtime runs 
       room: counts.limit - counts.process, headroom, left: a.mappings().length, kernel: a.kernelMappingCount,
       text: a.read(0, 0).length === 0,
     }))
-  `, 120_000)
+  `,
+    120_000,
+  )
   t.is(r.signal, null, r.stderr)
   t.is(r.status, 0, r.stderr)
   const out = JSON.parse(r.stdout.trim())
@@ -95,7 +98,8 @@ test.serial('leak check: add/view/remove cycles keep RSS, the map count and the 
 })
 
 test('garbage collection: thousands of forgotten regions and views are unmapped', (t) => {
-  const r = runChild(`
+  const r = runChild(
+    `
     const fs = require('node:fs')
     const vm = () => Number(/VmSize:\\s+(\\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]) * 1024
     const P = mr.PAGE_SIZE
@@ -119,7 +123,9 @@ test('garbage collection: thousands of forgotten regions and views are unmapped'
       setImmediate(tick)
     }
     tick()
-  `, 120_000)
+  `,
+    120_000,
+  )
   t.is(r.status, 0, r.stderr)
   const [grown, left, owned] = r.stdout.trim().split(' ').map(Number)
   t.true(grown > 3000 * 64 * 2 ** 20 * 0.9, `virtual size grew by ${grown}`)

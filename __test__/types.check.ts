@@ -3,7 +3,7 @@
  * the API must be a type error. Each `@ts-expect-error` fails the type check if
  * the line below it compiles.
  */
-import { MemoryMapping, MemoryMappingArena, Protection, SharedMemory, type Advice, type MappingInfo } from 'mapped-region'
+import { MemoryMapping, type MemoryMappingArena, Protection, SharedMemory, type Advice, type MappingInfo } from 'mapped-region'
 
 declare const arena: MemoryMappingArena
 declare const mapping: MemoryMapping

@@ -42,7 +42,11 @@ export async function settle(): Promise<void> {
  * `cycles` add/view/write/remove cycles on one arena, yielding to the event loop
  * every 1000 as a real program does. Calls `sample` every `every` cycles.
  */
-export async function overlayCycles(cycles: number, every = cycles, sample: (done: number) => void | Promise<void> = () => {}): Promise<void> {
+export async function overlayCycles(
+  cycles: number,
+  every = cycles,
+  sample: (done: number) => void | Promise<void> = () => {},
+): Promise<void> {
   const shm = SharedMemory.create('soak', 16 * P)
   const arena = MemoryMappingArena.reserve(64 * P)
   const bytes = Buffer.from([1, 2, 3])

@@ -49,7 +49,10 @@ function measure(fn, per, batches = B) {
 /** Like `measure`, for two functions whose batches alternate (ABAB…), so that drift of
  *  the machine affects both alike; returns both medians. */
 function measurePair(fa, fb, per, batches = B) {
-  for (let i = 0; i < per; i++) fa(), fb()
+  for (let i = 0; i < per; i++) {
+    fa()
+    fb()
+  }
   const ta = []
   const tb = []
   for (let b = 0; b < batches; b++) {
@@ -162,7 +165,11 @@ function runOurs() {
   const buf8 = Buffer.alloc(8)
   const buf4k = Buffer.alloc(4096)
   const buf1m = Buffer.alloc(MiB)
-  for (const [len, per, data] of [[8, 20000, buf8], [4096, 5000, buf4k], [MiB, 50, buf1m]]) {
+  for (const [len, per, data] of [
+    [8, 20000, buf8],
+    [4096, 5000, buf4k],
+    [MiB, 50, buf1m],
+  ]) {
     const tag = len === 8 ? '8' : len === 4096 ? '4k' : '1m'
     r[`read_${tag}`] = measure(() => bigArena.read(0, len), per)
     r[`write_${tag}`] = measure(() => bigArena.write(0, data), per)
@@ -206,11 +213,23 @@ function runOurs() {
     const m = peer.mmap
     const pbuf = m.map(P, m.PROT_READ | m.PROT_WRITE, m.MAP_SHARED, shm.fd, 0)
     pbuf[0] = 1
-    ;[r.vs_msync_memfd, r.peer_msync_memfd] = measurePair(() => page.msync(0, P), () => m.sync(pbuf, 0, P, true, false), 2000)
-    ;[r.vs_madvise_willneed, r.peer_madvise_willneed] = measurePair(() => page.madvise(0, P, 'willneed'), () => m.advise(pbuf, 0, P, m.MADV_WILLNEED), 2000)
+    ;[r.vs_msync_memfd, r.peer_msync_memfd] = measurePair(
+      () => page.msync(0, P),
+      () => m.sync(pbuf, 0, P, true, false),
+      2000,
+    )
+    ;[r.vs_madvise_willneed, r.peer_madvise_willneed] = measurePair(
+      () => page.madvise(0, P, 'willneed'),
+      () => m.advise(pbuf, 0, P, m.MADV_WILLNEED),
+      2000,
+    )
     const ebuf = m.map(P, m.PROT_READ | m.PROT_WRITE, m.MAP_SHARED, ext4Fd, 0)
     ebuf[0] = 1
-    ;[r.vs_msync_ext4, r.peer_msync_ext4] = measurePair(() => ext4.msync(0, P), () => m.sync(ebuf, 0, P, true, false), 200)
+    ;[r.vs_msync_ext4, r.peer_msync_ext4] = measurePair(
+      () => ext4.msync(0, P),
+      () => m.sync(ebuf, 0, P, true, false),
+      200,
+    )
   }
 
   closeSync(ext4Fd)
@@ -273,18 +292,35 @@ const c = (k) => pick(cRuns, k)
 const o = (k) => pick(ourRuns, k)
 
 // ---------------------------------------------------------------- report
-const fmtNs = (ns) => (ns === undefined ? '—' : ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(2)} µs` : `${ns.toFixed(0)} ns`)
+const fmtNs = (ns) =>
+  ns === undefined ? '—' : ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(2)} µs` : `${ns.toFixed(0)} ns`
 const fmtGb = (g) => (g === undefined ? '—' : `${g.toFixed(2)} GB/s`)
 const rows = []
 /** time ratio ours / C (> 1 means slower) */
 function timeRow(label, ours, base, bar, extra = '—') {
   const ratio = ours / base
-  rows.push([label, fmtNs(ours), fmtNs(base), ratio.toFixed(2), bar === undefined ? '—' : `≤ ${bar}`, bar === undefined ? '—' : ratio <= bar ? 'pass' : '**fail**', extra])
+  rows.push([
+    label,
+    fmtNs(ours),
+    fmtNs(base),
+    ratio.toFixed(2),
+    bar === undefined ? '—' : `≤ ${bar}`,
+    bar === undefined ? '—' : ratio <= bar ? 'pass' : '**fail**',
+    extra,
+  ])
 }
 /** bandwidth ratio C / ours (> 1 means slower) */
 function bwRow(label, ours, base, bar) {
   const ratio = base / ours
-  rows.push([label, fmtGb(ours), fmtGb(base), ratio.toFixed(2), bar === undefined ? '—' : `≤ ${bar.toFixed(2)}`, bar === undefined ? '—' : ratio <= bar ? 'pass' : '**fail**', '—'])
+  rows.push([
+    label,
+    fmtGb(ours),
+    fmtGb(base),
+    ratio.toFixed(2),
+    bar === undefined ? '—' : `≤ ${bar.toFixed(2)}`,
+    bar === undefined ? '—' : ratio <= bar ? 'pass' : '**fail**',
+    '—',
+  ])
 }
 /** mmap-io against our figure from the same interleaved run. */
 const peerCell = (k) => {
@@ -305,21 +341,64 @@ bwRow('view().set() 1 MiB chunks, 256 MiB pre-faulted', o('copy_bandwidth_gbps')
 for (const tag of ['8', '4k', '1m']) {
   const size = tag === '8' ? '8 B' : tag === '4k' ? '4 KiB' : '1 MiB'
   timeRow(`read() ${size}, memfd (plain copy)`, o(`read_${tag}`), c(`read_${tag}`), undefined, `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`)
-  timeRow(`read() ${size}, ext4 file (fault-safe copy)`, o(`read_${tag}_faultsafe`), c(`read_${tag}`), undefined, `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`)
-  timeRow(`write() ${size}, memfd (plain copy)`, o(`write_${tag}`), c(`write_${tag}`), undefined, `fs.writeSync ${fmtNs(o(`fs_write_${tag}`))}`)
-  timeRow(`write() ${size}, ext4 file (fault-safe copy)`, o(`write_${tag}_faultsafe`), c(`write_${tag}`), undefined, `fs.writeSync ${fmtNs(o(`fs_write_${tag}`))}`)
+  timeRow(
+    `read() ${size}, ext4 file (fault-safe copy)`,
+    o(`read_${tag}_faultsafe`),
+    c(`read_${tag}`),
+    undefined,
+    `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`,
+  )
+  timeRow(
+    `write() ${size}, memfd (plain copy)`,
+    o(`write_${tag}`),
+    c(`write_${tag}`),
+    undefined,
+    `fs.writeSync ${fmtNs(o(`fs_write_${tag}`))}`,
+  )
+  timeRow(
+    `write() ${size}, ext4 file (fault-safe copy)`,
+    o(`write_${tag}_faultsafe`),
+    c(`write_${tag}`),
+    undefined,
+    `fs.writeSync ${fmtNs(o(`fs_write_${tag}`))}`,
+  )
 }
 timeRow('first touch per page through a view (memfd)', o('first_touch'), c('first_touch'), undefined)
 bwRow('populateAsync 1 GiB memfd (vs C MADV_POPULATE_WRITE)', o('populate_gbps'), c('populate_gbps'), undefined)
 rows.push(['view() creation', fmtNs(o('view_create')), '—', '—', '—', '—', '—'])
-rows.push(['view() + detach (removeMapping + addFdMapping)', fmtNs(o('view_create_detach')), '—', '—', '—', '—', `overlay pair alone ${fmtNs(o('fd_pair_4k'))}`])
-rows.push(['msyncAsync, dirty ext4 page, all in flight (per page)', fmtNs(o('msync_async_dirty_per_page')), '—', '—', '—', '—', `sync msync loop ${fmtNs(o('msync_sync_dirty_per_page'))}`])
-rows.push(['reserve(1 TiB): RSS growth per reservation', `${o('reserve_1t_rss_kib').toFixed(1)} KiB`, '—', '—', '< 1024 KiB', o('reserve_1t_rss_kib') < 1024 ? 'pass' : '**fail**', '—'])
+rows.push([
+  'view() + detach (removeMapping + addFdMapping)',
+  fmtNs(o('view_create_detach')),
+  '—',
+  '—',
+  '—',
+  '—',
+  `overlay pair alone ${fmtNs(o('fd_pair_4k'))}`,
+])
+rows.push([
+  'msyncAsync, dirty ext4 page, all in flight (per page)',
+  fmtNs(o('msync_async_dirty_per_page')),
+  '—',
+  '—',
+  '—',
+  '—',
+  `sync msync loop ${fmtNs(o('msync_sync_dirty_per_page'))}`,
+])
+rows.push([
+  'reserve(1 TiB): RSS growth per reservation',
+  `${o('reserve_1t_rss_kib').toFixed(1)} KiB`,
+  '—',
+  '—',
+  '< 1024 KiB',
+  o('reserve_1t_rss_kib') < 1024 ? 'pass' : '**fail**',
+  '—',
+])
 
 const liveRows = LIVE_COUNTS.map((n) => [n, o(`live_pair_${n}`), c(`live_pair_${n}`), o(`mappings_${n}`)])
 const scale = o(`live_pair_${LIVE_COUNTS[LIVE_COUNTS.length - 1]}`) / o(`live_pair_${LIVE_COUNTS[0]}`)
 
-const table = (head, body) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n')
+const table = (head, body) =>
+  [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n')
 const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? os.arch()
 const md = `# Benchmark results
 
@@ -341,7 +420,10 @@ cannot merge them); the pair is added and removed past the last one. Ratio of th
 the smallest: **${scale.toFixed(2)}** (bar ≤ 1.3: ${scale <= 1.3 ? 'pass' : '**fail**'}). \`mappings()\` builds one
 object per entry, so its cost grows with N by nature. Plot: [live-overlays.svg](live-overlays.svg).
 
-${table(['live overlays', 'add+remove pair', 'C pair', 'ratio to C', 'mappings()'], liveRows.map(([n, ours, base, maps]) => [n, fmtNs(ours), fmtNs(base), (ours / base).toFixed(2), fmtNs(maps)]))}
+${table(
+  ['live overlays', 'add+remove pair', 'C pair', 'ratio to C', 'mappings()'],
+  liveRows.map(([n, ours, base, maps]) => [n, fmtNs(ours), fmtNs(base), (ours / base).toFixed(2), fmtNs(maps)]),
+)}
 
 ## What was changed to meet the bars
 
@@ -370,11 +452,18 @@ mmap-io sits on the same floor: against it, \`madvise\` is at parity within nois
 writeFileSync(join(HERE, 'RESULTS.md'), md)
 
 // SVG plot: pair cost against live overlays (log x).
-const W = 640, H = 360, L = 70, R = 20, T = 30, Bm = 50
+const W = 640,
+  H = 360,
+  L = 70,
+  R = 20,
+  T = 30,
+  Bm = 50
 const xs = (n) => L + ((Math.log10(n) - 1) / (Math.log10(LIVE_COUNTS[LIVE_COUNTS.length - 1]) - 1)) * (W - L - R)
-const ymax = Math.max(...liveRows.flatMap(([, a, b]) => [a, b])) * 1.2 / 1000
+const ymax = (Math.max(...liveRows.flatMap(([, a, b]) => [a, b])) * 1.2) / 1000
 const ys = (us) => H - Bm - (us / ymax) * (H - T - Bm)
-const line = (idx, color) => `<polyline fill="none" stroke="${color}" stroke-width="2" points="${liveRows.map((r) => `${xs(r[0]).toFixed(1)},${ys(r[idx] / 1000).toFixed(1)}`).join(' ')}"/>` + liveRows.map((r) => `<circle cx="${xs(r[0]).toFixed(1)}" cy="${ys(r[idx] / 1000).toFixed(1)}" r="3" fill="${color}"/>`).join('')
+const line = (idx, color) =>
+  `<polyline fill="none" stroke="${color}" stroke-width="2" points="${liveRows.map((r) => `${xs(r[0]).toFixed(1)},${ys(r[idx] / 1000).toFixed(1)}`).join(' ')}"/>` +
+  liveRows.map((r) => `<circle cx="${xs(r[0]).toFixed(1)}" cy="${ys(r[idx] / 1000).toFixed(1)}" r="3" fill="${color}"/>`).join('')
 const ticksY = Array.from({ length: 5 }, (_, i) => (ymax * i) / 4)
 const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>

@@ -8,7 +8,7 @@ import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
-const hex = (n) => '0x' + n.toString(16).padStart(9, '0')
+const hex = (n) => `0x${n.toString(16).padStart(9, '0')}`
 const prot = (p) => (p & Protection.READ ? 'r' : '-') + (p & Protection.WRITE ? 'w' : '-') + (p & Protection.EXEC ? 'x' : '-')
 
 // Node 20 has no `using` syntax (TypeScript lowers it); here regions are closed explicitly.

@@ -8,7 +8,7 @@ import { GuestMemory, MemoryMapping, Protection, SharedMemory } from 'mapped-reg
 import { CODE, ENTRY, EXPECTED, PATTERN_AT, PATTERN_LENGTH } from './kvm/program.mjs'
 
 const kvm = createRequire(import.meta.url)('./kvm/index.js')
-const hex = (n) => '0x' + n.toString(16)
+const hex = (n) => `0x${n.toString(16)}`
 const ms = (t0) => `${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(2)} ms`
 
 const why = kvm.kvmUnavailableReason()
@@ -31,7 +31,9 @@ const setup = ms(t0)
 
 console.log('\nKVM guest memory slots (GuestMemory.regions()):')
 for (const [slot, r] of guest.regions().entries()) {
-  console.log(`  slot ${slot}: guest ${hex(r.guestAddress)}-${hex(r.guestAddress + BigInt(r.size))}  userspace_addr ${hex(r.userspaceAddress)}`)
+  console.log(
+    `  slot ${slot}: guest ${hex(r.guestAddress)}-${hex(r.guestAddress + BigInt(r.size))}  userspace_addr ${hex(r.userspaceAddress)}`,
+  )
 }
 
 const t1 = process.hrtime.bigint()
@@ -44,7 +46,9 @@ const viaView = view.equals(EXPECTED)
 const viaSecondMapping = second.read(PATTERN_AT, PATTERN_LENGTH).equals(EXPECTED)
 console.log(`guest exit: ${result.exit} at rip ${hex(result.rip)}, ${result.ioExits} port-I/O exits`)
 console.log(`guest serial output: ${JSON.stringify(result.serial)}`)
-console.log(`pattern at guest ${hex(PATTERN_AT)}: view ${viaView ? 'matches' : 'DIFFERS'}, second memfd mapping ${viaSecondMapping ? 'matches' : 'DIFFERS'}`)
+console.log(
+  `pattern at guest ${hex(PATTERN_AT)}: view ${viaView ? 'matches' : 'DIFFERS'}, second memfd mapping ${viaSecondMapping ? 'matches' : 'DIFFERS'}`,
+)
 console.log(`pages the guest dirtied (KVM dirty log, slot 0): ${result.dirtyPages.join(', ')}`)
 console.log(`setup ${setup}, VM create + run ${run}`)
 

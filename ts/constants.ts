@@ -32,9 +32,13 @@ export type ProtectionFlags = number
  * and file pages read as zero; this is how a guest balloon returns memory).
  */
 export const ADVICE = {
+  /** No special treatment (`MADV_NORMAL`). */
   normal: 0,
+  /** Expect random access: less readahead (`MADV_RANDOM`). */
   random: 1,
+  /** Expect sequential access: aggressive readahead (`MADV_SEQUENTIAL`). */
   sequential: 2,
+  /** Start reading the pages in (`MADV_WILLNEED`). */
   willneed: 3,
   /** Destructive: private anonymous pages read as zero afterwards. */
   dontneed: 4,
@@ -42,17 +46,29 @@ export const ADVICE = {
   free: 8,
   /** Destructive: frees the backing store of shared/file memory; the range reads as zero. */
   remove: 9,
+  /** Do not map the range into children after `fork` (`MADV_DONTFORK`); guest RAM usually wants this. */
   dontfork: 10,
+  /** Undo `dontfork` (`MADV_DOFORK`). */
   dofork: 11,
+  /** Let KSM merge identical pages (`MADV_MERGEABLE`). */
   mergeable: 12,
+  /** Undo `mergeable` (`MADV_UNMERGEABLE`). */
   unmergeable: 13,
+  /** Back the range with transparent huge pages where possible (`MADV_HUGEPAGE`). */
   hugepage: 14,
+  /** No transparent huge pages here (`MADV_NOHUGEPAGE`). */
   nohugepage: 15,
+  /** Leave the range out of core dumps (`MADV_DONTDUMP`). */
   dontdump: 16,
+  /** Undo `dontdump` (`MADV_DODUMP`). */
   dodump: 17,
+  /** Mark the pages as cold, first to reclaim (`MADV_COLD`). */
   cold: 20,
+  /** Reclaim the pages now (`MADV_PAGEOUT`); contents are kept. */
   pageout: 21,
+  /** Prefault the pages for reading (`MADV_POPULATE_READ`, Linux 5.14). */
   populate_read: 22,
+  /** Prefault the pages for writing (`MADV_POPULATE_WRITE`, Linux 5.14). */
   populate_write: 23,
 } as const
 

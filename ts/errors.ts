@@ -42,7 +42,7 @@ function describe(value: unknown): string {
   if (value === null) return 'null'
   if (typeof value === 'bigint') return `type bigint (${value}n)`
   if (typeof value === 'number' || typeof value === 'boolean') return `type ${typeof value} (${String(value)})`
-  if (typeof value === 'string') return `type string (${JSON.stringify(value.length > 28 ? value.slice(0, 25) + '...' : value)})`
+  if (typeof value === 'string') return `type string (${JSON.stringify(value.length > 28 ? `${value.slice(0, 25)}...` : value)})`
   if (typeof value === 'function') return 'function'
   if (typeof value === 'object') return `an instance of ${value.constructor?.name ?? 'Object'}`
   return `type ${typeof value}`
@@ -65,7 +65,11 @@ export function outOfRange(name: string, range: string, value: unknown): MappedR
 
 /** `RangeError` `ERR_MMAP_UNALIGNED`. */
 export function unaligned(name: string, value: number | bigint, pageSize: number): MappedRegionError {
-  return make(RangeError, 'ERR_MMAP_UNALIGNED', `The "${name}" argument must be a multiple of the page size (${pageSize}). Received ${String(value)}`)
+  return make(
+    RangeError,
+    'ERR_MMAP_UNALIGNED',
+    `The "${name}" argument must be a multiple of the page size (${pageSize}). Received ${String(value)}`,
+  )
 }
 
 /** `RangeError` `ERR_MMAP_OUT_OF_BOUNDS`. */
@@ -74,6 +78,9 @@ export function outOfBounds(offset: number, size: number, limit: number): Mapped
 }
 
 /** `Error` with one of the state codes. */
-export function stateError(code: 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BUSY', message: string): MappedRegionError {
+export function stateError(
+  code: 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BUSY',
+  message: string,
+): MappedRegionError {
   return make(Error, code, message)
 }

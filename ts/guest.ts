@@ -5,7 +5,15 @@ import { SharedMemory } from './shm.js'
 import * as v from './validate.js'
 
 /** What backs a guest region: a {@link SharedMemory}, any fd at an offset, or private anonymous memory. */
-export type GuestBacking = SharedMemory | { fd: number; fdOffset: number | bigint } | 'anonymous'
+export type GuestBacking =
+  | SharedMemory
+  | {
+      /** Any mappable fd (a memfd, a file, a device). */
+      fd: number
+      /** Offset in the fd of the region's first byte, page aligned. */
+      fdOffset: number | bigint
+    }
+  | 'anonymous'
 
 /** A region of guest-physical memory, for {@link GuestMemory}. */
 export interface GuestRegionSpec {
@@ -162,7 +170,8 @@ export class GuestMemory implements Disposable {
     const { start } = GuestMemory.#check(spec, 'region')
     v.bounds(start, spec.size, this.#arena.size)
     const clash = this.#slots.find((s) => s.start < start + spec.size && s.end > start)
-    if (clash !== undefined) throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
+    if (clash !== undefined)
+      throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
     this.#map(start, spec)
     return { guestAddress: BigInt(start), size: spec.size, userspaceAddress: this.#arena.address + BigInt(start) }
   }
@@ -187,7 +196,11 @@ export class GuestMemory implements Disposable {
       if (addr < s.start) hi = mid - 1
       else if (addr >= s.end) lo = mid + 1
       else {
-        if (addr + len > s.end) throw guestError('ERR_GUEST_ADDRESS', `Guest range [0x${addr.toString(16)}, +${len}) crosses the end of its region at 0x${s.end.toString(16)}`)
+        if (addr + len > s.end)
+          throw guestError(
+            'ERR_GUEST_ADDRESS',
+            `Guest range [0x${addr.toString(16)}, +${len}) crosses the end of its region at 0x${s.end.toString(16)}`,
+          )
         return s
       }
     }
@@ -232,8 +245,8 @@ export class GuestMemory implements Disposable {
     this.#arena.close()
   }
 
+  /** Same as `close()`, for `using` declarations. */
   [Symbol.dispose](): void {
     this.close()
   }
 }
-

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 export { PAGE_SIZE, Protection, ADVICE, Seal, type Advice, type ProtectionFlags } from './constants.js'
-export { type ErrorCode, type MappedRegionError } from './errors.js'
+export type { ErrorCode, MappedRegionError } from './errors.js'
 export {
   MemoryMapping,
   MemoryMappingArena,

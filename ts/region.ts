@@ -6,16 +6,8 @@ import * as v from './validate.js'
 
 // Hot-path functions bound once: a property load on the large exports object per
 // call shows up next to a 300 ns msync.
-const {
-  regionMsync,
-  regionMadvise,
-  regionAddFdMapping,
-  regionAddAnonymous,
-  regionRemoveMapping,
-  regionReadInto,
-  regionWrite,
-  regionView,
-} = native
+const { regionMsync, regionMadvise, regionAddFdMapping, regionAddAnonymous, regionRemoveMapping, regionReadInto, regionWrite, regionView } =
+  native
 
 /** One entry of {@link MemoryMappingArena.mappings}: a run of pages the kernel sees as one mapping. */
 export interface MappingInfo {
@@ -33,35 +25,102 @@ export interface MappingInfo {
   protection: ProtectionFlags
 }
 
-/** What every region offers (crosvm's `MappedRegion`, plus copies and views). */
+/**
+ * What every region offers (crosvm's `MappedRegion`, plus copies and views).
+ * Offsets that start a kernel call must be multiples of `PAGE_SIZE`; sizes need
+ * not be (the call covers the pages they touch). Every method throws
+ * `ERR_MMAP_CLOSED` once the region is closed.
+ */
 export interface MappedRegion extends Disposable {
-  /** Size in bytes. */
+  /** Size in bytes (whole pages for an arena). */
   readonly size: number
-  /** Start address, for ioctls such as `KVM_SET_USER_MEMORY_REGION`. Throws `ERR_MMAP_CLOSED` once closed. */
+  /**
+   * Start address, for ioctls such as `KVM_SET_USER_MEMORY_REGION`.
+   * @throws `ERR_MMAP_CLOSED` once closed.
+   */
   readonly address: bigint
   /** Whether {@link close} was called. */
   readonly closed: boolean
-  /** Map `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`). */
+  /**
+   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`).
+   * @throws `ERR_MMAP_UNSUPPORTED` on a {@link MemoryMapping}; `ERR_MMAP_UNALIGNED`,
+   * `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0), `ERR_MMAP_BEYOND_EOF`,
+   * `ERR_MMAP_BUSY`, or the errno of `mmap` (`EBADF`, `EACCES`, `ENODEV`, `ENOMEM`…).
+   * @example
+   * arena.addFdMapping(0, ram.size, ram.fd, 0, Protection.READ_WRITE)
+   */
   addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void
-  /** Replace `[offset, offset + size)` by a reserved `PROT_NONE` range. */
+  /**
+   * Replaces `[offset, offset + size)` by a reserved `PROT_NONE` range; views over it are detached.
+   * @throws `ERR_MMAP_UNSUPPORTED` on a {@link MemoryMapping}; `ERR_MMAP_UNALIGNED`,
+   * `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0), `ERR_MMAP_BUSY`.
+   * @example
+   * arena.removeMapping(160 << 20, 1 << 20) // an MMIO hole
+   */
   removeMapping(offset: number, size: number): void
-  /** `msync(MS_SYNC)` over the pages touched by the range. */
+  /**
+   * `msync(MS_SYNC)` over the pages touched by the range: dirty file pages reach the file.
+   * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, or the errno of `msync`.
+   * @example
+   * disk.write(0, sector)
+   * disk.msync(0, PAGE_SIZE)
+   */
   msync(offset: number, size: number): void
-  /** `madvise` over the pages touched by the range. */
+  /**
+   * `madvise` over the pages touched by the range; see {@link ADVICE} for which advices destroy contents.
+   * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_INVALID_ARG_VALUE` (unknown
+   * name), `ERR_OUT_OF_RANGE` (refused raw advice), or the errno of `madvise`.
+   * @example
+   * arena.madvise(0, 64 << 20, 'willneed')
+   * arena.madvise(balloonOffset, balloonSize, 'remove') // give memfd pages back
+   */
   madvise(offset: number, size: number, advice: Advice | number): void
-  /** `msync(MS_SYNC)` on the libuv thread pool; the event loop keeps going. */
+  /**
+   * `msync(MS_SYNC)` on the libuv thread pool; the event loop keeps going.
+   * @throws (rejects with) the errors of {@link msync}.
+   * @example
+   * await disk.msyncAsync(0, disk.size)
+   */
   msyncAsync(offset: number, size: number): Promise<void>
-  /** Prefault the range (`MADV_POPULATE_READ`, or `_WRITE` with `write: true`) on the libuv thread pool. */
+  /**
+   * Prefaults the range (`MADV_POPULATE_READ`, or `_WRITE` with `write: true`) on the libuv thread pool.
+   * @throws (rejects with) the errors of {@link madvise}.
+   * @example
+   * await arena.populateAsync(0, ram.size, { write: true })
+   */
   populateAsync(offset: number, size: number, options?: PopulateOptions): Promise<void>
   /** Asynchronous operations still in flight. */
   readonly pendingOperations: number
-  /** A copy of `length` bytes at `offset`. */
+  /**
+   * A copy of `length` bytes at `offset` (any byte offset). Fault-safe: a page that
+   * vanished under the mapping is `EFAULT`, not `SIGBUS`.
+   * @throws `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (no `READ`, or a hole), `EFAULT`.
+   * @example
+   * const header = arena.read(0x7000, 64)
+   */
   read(offset: number, length: number): Buffer
-  /** Copy `data` to `offset`. */
+  /**
+   * Copies `data` to `offset` (any byte offset); fault-safe like {@link read}.
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (no `WRITE`, or a hole), `EFAULT`.
+   * @example
+   * arena.write(0x7000, Buffer.from('boot params'))
+   */
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void
-  /** A zero-copy `Buffer` over the range, detached when the memory under it changes. */
+  /**
+   * A zero-copy `Buffer` over the range, which must be mapped `READ | WRITE`. It is
+   * detached (length 0) when any part of its range is removed, overlaid again or the
+   * region closed; it keeps the memory mapped while it lives.
+   * @throws `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`, `ERR_OUT_OF_RANGE` (longer than
+   * `buffer.constants.MAX_LENGTH`), `ERR_MMAP_NO_EXTERNAL` (runtime forbids external buffers).
+   * @example
+   * const ring = new Uint32Array(arena.view(PAGE_SIZE, PAGE_SIZE).buffer)
+   */
   view(offset: number, length: number): Buffer
-  /** Unmap. Idempotent. Detaches every view. */
+  /**
+   * Unmaps (after pending asynchronous operations settle) and detaches every view. Idempotent.
+   * @example
+   * arena.close()
+   */
   close(): void
 }
 
@@ -186,6 +245,7 @@ abstract class Region implements MappedRegion {
     native.regionClose(this.h)
   }
 
+  /** Same as `close()`, for `using` declarations. */
   [Symbol.dispose](): void {
     this.close()
   }
@@ -373,5 +433,3 @@ export class MemoryMappingArena extends Region {
     return native.regionMappings(this.h) as MappingInfo[]
   }
 }
-
-

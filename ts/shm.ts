@@ -59,9 +59,13 @@ export class SharedMemory implements Disposable {
   /** Adds {@link Seal} bits (`F_ADD_SEALS`). */
   addSeals(seals: number): void {
     this.#live()
-    if (typeof seals !== 'number') throw Object.assign(new TypeError('The "seals" argument must be of type number'), { code: 'ERR_INVALID_ARG_TYPE' })
+    if (typeof seals !== 'number')
+      throw Object.assign(new TypeError('The "seals" argument must be of type number'), { code: 'ERR_INVALID_ARG_TYPE' })
     if (!Number.isInteger(seals) || seals < 0 || seals > 31) {
-      throw Object.assign(new RangeError(`The value of "seals" is out of range. It must be a combination of Seal bits (0 to 31). Received ${seals}`), { code: 'ERR_OUT_OF_RANGE' })
+      throw Object.assign(
+        new RangeError(`The value of "seals" is out of range. It must be a combination of Seal bits (0 to 31). Received ${seals}`),
+        { code: 'ERR_OUT_OF_RANGE' },
+      )
     }
     this.#native.addSeals(seals)
   }
@@ -78,6 +82,7 @@ export class SharedMemory implements Disposable {
     this.#native.close()
   }
 
+  /** Same as `close()`, for `using` declarations. */
   [Symbol.dispose](): void {
     this.close()
   }

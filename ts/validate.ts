@@ -71,7 +71,7 @@ export function protection(value: unknown, name = 'protection'): number {
 /** An advice name or a raw non-negative advice number. */
 export function advice(value: unknown): number {
   if (typeof value === 'string') {
-    if (!Object.prototype.hasOwnProperty.call(ADVICE, value)) {
+    if (!Object.hasOwn(ADVICE, value)) {
       throw invalidArgValue('advice', `must be one of ${Object.keys(ADVICE).join(', ')}`, value)
     }
     return ADVICE[value as Advice]
@@ -124,4 +124,3 @@ export function memfdName(value: unknown): string {
   if (Buffer.byteLength(value) > 249) throw outOfRange('name', 'at most 249 bytes long', value)
   return value
 }
-

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the package as a user does: `npm pack` the main package and the
+# linux-x64-gnu package, install both tarballs into a fresh project with no Rust
+# or C toolchain on PATH, offline and with an empty npm cache (so nothing but the
+# two tarballs can be installed), then run an ESM and a CJS smoke program.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cp "$root/mapped-region.linux-x64-gnu.node" "$root/npm/linux-x64-gnu/"
+(cd "$root" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
+(cd "$root/npm/linux-x64-gnu" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
+main_tgz=$(ls "$work"/mapped-region-[0-9]*.tgz)
+native_tgz=$(ls "$work"/mapped-region-linux-x64-gnu-*.tgz)
+echo "tarballs: $(basename "$main_tgz") $(stat -c %s "$main_tgz") bytes, $(basename "$native_tgz") $(stat -c %s "$native_tgz") bytes"
+if tar -tzf "$main_tgz" | grep -E '\.(node|rs|ts)$' | grep -v '\.d\.ts$'; then
+  echo "the main tarball ships native binaries, Rust or TypeScript sources" >&2
+  exit 1
+fi
+
+# A PATH with node and npm only: no cargo, rustc, cc, make.
+bin="$work/bin"
+mkdir -p "$bin"
+ln -s "$(command -v node)" "$bin/node"
+ln -s "$(command -v npm)" "$bin/npm"
+ln -s "$(command -v sh)" "$bin/sh"
+for tool in cargo rustc cc gcc make; do
+  if PATH="$bin" command -v "$tool" >/dev/null 2>&1; then echo "$tool is still on PATH" >&2; exit 1; fi
+done
+
+mkdir "$work/app"
+cd "$work/app"
+echo '{ "name": "install-test", "private": true }' > package.json
+PATH="$bin" npm install --offline --no-audit --no-fund --cache "$work/cache" "$main_tgz" "$native_tgz"
+# No installed package may run an install script.
+scripts=$(PATH="$bin" npm query ':attr(scripts, [install]), :attr(scripts, [preinstall]), :attr(scripts, [postinstall])' --cache "$work/cache")
+if [ "$scripts" != "[]" ]; then echo "install scripts found: $scripts" >&2; exit 1; fi
+
+cat > smoke.mjs <<'JS'
+import { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } from 'mapped-region'
+import { createRequire } from 'node:module'
+const arena = MemoryMappingArena.reserve(16 * PAGE_SIZE)
+const shm = SharedMemory.create('smoke', 4 * PAGE_SIZE)
+arena.addFdMapping(0, shm.size, shm.fd, 0, Protection.READ_WRITE)
+const view = arena.view(0, PAGE_SIZE)
+view.write('esm')
+arena.msync(0, PAGE_SIZE)
+if (arena.read(0, 3).toString() !== 'esm') throw new Error('ESM smoke: wrong bytes')
+arena.close()
+shm.close()
+const binding = createRequire(import.meta.url).resolve('mapped-region-linux-x64-gnu')
+console.log('ESM smoke ok, binary from', binding.replace(process.cwd(), '.'))
+JS
+cat > smoke.cjs <<'JS'
+const { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } = require('mapped-region')
+const arena = MemoryMappingArena.reserve(16 * PAGE_SIZE)
+const shm = SharedMemory.create('smoke', 4 * PAGE_SIZE)
+arena.addFdMapping(0, shm.size, shm.fd, 0, Protection.READ_WRITE)
+const view = arena.view(0, PAGE_SIZE)
+view.write('cjs')
+arena.msync(0, PAGE_SIZE)
+if (arena.read(0, 3).toString() !== 'cjs') throw new Error('CJS smoke: wrong bytes')
+arena.close()
+shm.close()
+console.log('CJS smoke ok')
+JS
+PATH="$bin" node smoke.mjs
+PATH="$bin" node smoke.cjs

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -68,4 +68,24 @@ export function throwsErrno(t: ExecutionContext, fn: () => unknown, code: string
   else t.is(typeof err.syscall, 'string')
   t.true(err.message.startsWith(`${code}: `), err.message)
   return err
+}
+
+/**
+ * A temporary file holding `content`, opened with `flags`; the fd is closed and
+ * the file removed when the test ends.
+ */
+export function tempFile(t: ExecutionContext, content: Buffer, flags = 'r+'): { path: string; fd: number } {
+  const { dir, done } = tempDir()
+  const path = join(dir, 'file')
+  writeFileSync(path, content)
+  const fd = openSync(path, flags)
+  t.teardown(() => {
+    try {
+      closeSync(fd)
+    } catch {
+      // The test closed it itself.
+    }
+    done()
+  })
+  return { path, fd }
 }

@@ -2,7 +2,7 @@ import test from 'ava'
 import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
-import { mapsOverlapping, runChild, tempDir, throwsErrno } from './helpers.js'
+import { mapsOverlapping, runChild, tempDir, tempFile, throwsErrno } from './helpers.js'
 
 test('anonymous: zero-filled, readable and writable, size kept exact', (t) => {
   using m = MemoryMapping.anonymous(10_000)
@@ -92,12 +92,7 @@ test('fromFile private writable mapping does not change the file', (t) => {
 })
 
 test('fromFd: EOF check, opt-out, offset alignment, read-only fd mapped writable is EACCES', (t) => {
-  const { dir, done } = tempDir()
-  t.teardown(done)
-  const path = join(dir, 'f')
-  writeFileSync(path, Buffer.alloc(PAGE_SIZE, 7))
-  const ro = openSync(path, 'r')
-  t.teardown(() => closeSync(ro))
+  const { fd: ro } = tempFile(t, Buffer.alloc(PAGE_SIZE, 7), 'r')
   t.throws(() => MemoryMapping.fromFd(ro, 2 * PAGE_SIZE, { protection: Protection.READ }), {
     code: 'ERR_MMAP_BEYOND_EOF',
     instanceOf: RangeError,

@@ -37,33 +37,26 @@ PATH="$bin" npm install --offline --no-audit --no-fund --cache "$work/cache" "$m
 scripts=$(PATH="$bin" npm query ':attr(scripts, [install]), :attr(scripts, [preinstall]), :attr(scripts, [postinstall])' --cache "$work/cache")
 if [ "$scripts" != "[]" ]; then echo "install scripts found: $scripts" >&2; exit 1; fi
 
-cat > smoke.mjs <<'JS'
-import { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } from 'mapped-region'
-import { createRequire } from 'node:module'
+# One smoke body, loaded both ways: ESM (import) and CommonJS (require).
+cat > body.txt <<'JS'
 const arena = MemoryMappingArena.reserve(16 * PAGE_SIZE)
 const shm = SharedMemory.create('smoke', 4 * PAGE_SIZE)
 arena.addFdMapping(0, shm.size, shm.fd, 0, Protection.READ_WRITE)
 const view = arena.view(0, PAGE_SIZE)
-view.write('esm')
+view.write(KIND)
 arena.msync(0, PAGE_SIZE)
-if (arena.read(0, 3).toString() !== 'esm') throw new Error('ESM smoke: wrong bytes')
+if (arena.read(0, 3).toString() !== KIND) throw new Error(`${KIND} smoke: wrong bytes`)
 arena.close()
 shm.close()
-const binding = createRequire(import.meta.url).resolve('mapped-region-linux-x64-gnu')
-console.log('ESM smoke ok, binary from', binding.replace(process.cwd(), '.'))
+console.log(`${KIND} smoke ok, binary from`, require.resolve('mapped-region-linux-x64-gnu').replace(process.cwd(), '.'))
 JS
-cat > smoke.cjs <<'JS'
-const { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } = require('mapped-region')
-const arena = MemoryMappingArena.reserve(16 * PAGE_SIZE)
-const shm = SharedMemory.create('smoke', 4 * PAGE_SIZE)
-arena.addFdMapping(0, shm.size, shm.fd, 0, Protection.READ_WRITE)
-const view = arena.view(0, PAGE_SIZE)
-view.write('cjs')
-arena.msync(0, PAGE_SIZE)
-if (arena.read(0, 3).toString() !== 'cjs') throw new Error('CJS smoke: wrong bytes')
-arena.close()
-shm.close()
-console.log('CJS smoke ok')
-JS
+{ echo "import { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } from 'mapped-region'"
+  echo "import { createRequire } from 'node:module'"
+  echo "const require = createRequire(import.meta.url)"
+  echo "const KIND = 'esm'"
+  cat body.txt; } > smoke.mjs
+{ echo "const { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } = require('mapped-region')"
+  echo "const KIND = 'cjs'"
+  cat body.txt; } > smoke.cjs
 PATH="$bin" node smoke.mjs
 PATH="$bin" node smoke.cjs

@@ -1,6 +1,10 @@
 import { native } from './native.js'
 
-/** The system page size in bytes. Offsets that start a kernel call must be multiples of it. */
+/**
+ * The system page size in bytes. Offsets that start a kernel call must be multiples of it.
+ * @example
+ * arena.removeMapping(3 * PAGE_SIZE, PAGE_SIZE)
+ */
 export const PAGE_SIZE: number = native.pageSize()
 
 /**
@@ -30,6 +34,9 @@ export type ProtectionFlags = number
  * reads as: `dontneed` (private anonymous pages read as zero afterwards), `free`
  * (the kernel may zero the pages lazily), `remove` (frees the backing store: memfd
  * and file pages read as zero; this is how a guest balloon returns memory).
+ * @example
+ * arena.madvise(0, size, 'dontfork')       // by name
+ * arena.madvise(0, size, ADVICE.willneed)  // or by number
  */
 export const ADVICE = {
   /** No special treatment (`MADV_NORMAL`). */
@@ -75,7 +82,11 @@ export const ADVICE = {
 /** An `madvise` advice by name, see {@link ADVICE}. */
 export type Advice = keyof typeof ADVICE
 
-/** `memfd` seals for {@link SharedMemory.addSeals}, combined with `|`. */
+/**
+ * `memfd` seals for {@link SharedMemory.addSeals}, combined with `|`.
+ * @example
+ * rom.addSeals(Seal.WRITE | Seal.GROW | Seal.SEAL) // immutable from now on
+ */
 export const Seal = {
   /** No further seals can be added. */
   SEAL: 1,

@@ -20,7 +20,16 @@ export type ErrorCode =
   | 'ERR_GUEST_OVERLAP'
   | 'ERR_GUEST_ADDRESS'
 
-/** The shape of every error this package throws. */
+/**
+ * The shape of every error this package throws.
+ * @example
+ * try {
+ *   arena.addFdMapping(0, size, fd, 0, Protection.READ_WRITE)
+ * } catch (e) {
+ *   const err = e as MappedRegionError
+ *   if (err.code === 'ENOMEM') console.error(err.syscall, err.errno) // 'mmap', -12
+ * }
+ */
 export interface MappedRegionError extends Error {
   /** `ERR_*` for argument and state errors, the errno name (`'ENOMEM'`) for failed syscalls. */
   code: ErrorCode | string

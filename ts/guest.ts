@@ -86,6 +86,14 @@ export class GuestMemory implements Disposable {
   /** Regions sorted by guest address. */
   #slots: Slot[] = []
 
+  /**
+   * Reserves the guest-physical address space and maps each region at its guest address.
+   * @throws `ERR_GUEST_OVERLAP`, `ERR_MMAP_UNALIGNED` (address or size), `ERR_MMAP_BEYOND_EOF`
+   * (a region larger than its memfd or file), `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, and
+   * the errors of `addFdMapping`.
+   * @example
+   * using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }], { addressSpace: 4 << 30 })
+   */
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
     const o = v.options('options', options)
@@ -110,7 +118,12 @@ export class GuestMemory implements Disposable {
     }
   }
 
-  /** Same as `new GuestMemory(regions, options)`. */
+  /**
+   * Same as `new GuestMemory(regions, options)`.
+   * @throws as the constructor.
+   * @example
+   * const guest = GuestMemory.create([{ guestAddress: 0, size: 1 << 20, backing: 'anonymous' }])
+   */
   static create(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions): GuestMemory {
     return new GuestMemory(regions, options)
   }
@@ -159,13 +172,24 @@ export class GuestMemory implements Disposable {
     return this.#arena.size
   }
 
-  /** The regions, sorted by guest address, with what each KVM memory slot needs. */
+  /**
+   * The regions, sorted by guest address, with what each KVM memory slot needs.
+   * @throws `ERR_MMAP_CLOSED`.
+   * @example
+   * for (const [slot, r] of guest.regions().entries()) setUserMemoryRegion(vm, slot, r.guestAddress, r.size, r.userspaceAddress)
+   */
   regions(): GuestRegion[] {
     const base = this.#arena.address
     return this.#slots.map((s) => ({ guestAddress: BigInt(s.start), size: s.end - s.start, userspaceAddress: base + BigInt(s.start) }))
   }
 
-  /** Hot-plugs a region (memory hot-plug, a DAX window); refused if it overlaps one. */
+  /**
+   * Hot-plugs a region (memory hot-plug, a DAX window); refused if it overlaps one.
+   * @throws `ERR_GUEST_OVERLAP`, `ERR_MMAP_OUT_OF_BOUNDS` (outside the address space), and the
+   * constructor's per-region errors.
+   * @example
+   * const slot = guest.addRegion({ guestAddress: 0x1_0000_0000n, size: dax.size, backing: dax })
+   */
   addRegion(spec: GuestRegionSpec): GuestRegion {
     const { start } = GuestMemory.#check(spec, 'region')
     v.bounds(start, spec.size, this.#arena.size)
@@ -176,7 +200,12 @@ export class GuestMemory implements Disposable {
     return { guestAddress: BigInt(start), size: spec.size, userspaceAddress: this.#arena.address + BigInt(start) }
   }
 
-  /** Unplugs the region that starts at `guestAddress`; its range becomes a hole (views are detached). */
+  /**
+   * Unplugs the region that starts at `guestAddress`; its range becomes a hole (views are detached).
+   * @throws `ERR_GUEST_ADDRESS` (no region starts there), `ERR_MMAP_BUSY`.
+   * @example
+   * guest.removeRegion(0x1_0000_0000n)
+   */
   removeRegion(guestAddress: bigint | number): void {
     const start = gpa('guestAddress', guestAddress)
     const index = this.#slots.findIndex((s) => s.start === start)
@@ -207,28 +236,48 @@ export class GuestMemory implements Disposable {
     throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
   }
 
-  /** The host (userspace) address of guest address `gpa`. */
+  /**
+   * The host (userspace) address of guest address `guestAddress`.
+   * @throws `ERR_GUEST_ADDRESS` (in no region).
+   * @example
+   * guest.translate(0x1000n) // guest.arena.address + 0x1000n
+   */
   translate(guestAddress: bigint | number): bigint {
     const addr = gpa('guestAddress', guestAddress)
     this.#slotFor(addr, 0)
     return this.#arena.address + BigInt(addr)
   }
 
-  /** A copy of `length` guest bytes at `guestAddress`, inside one region. */
+  /**
+   * A copy of `length` guest bytes at `guestAddress`, inside one region.
+   * @throws `ERR_GUEST_ADDRESS` (crosses a region's end or touches a hole), `ERR_MMAP_ACCESS`.
+   * @example
+   * const bootSector = guest.read(0x7c00n, 512)
+   */
   read(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
     this.#slotFor(addr, v.index('length', length))
     return this.#arena.read(addr, length)
   }
 
-  /** Copies `data` to `guestAddress`, inside one region. */
+  /**
+   * Copies `data` to `guestAddress`, inside one region.
+   * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`, `ERR_INVALID_ARG_TYPE`.
+   * @example
+   * guest.write(0x1000n, kernelImage)
+   */
   write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
     const addr = gpa('guestAddress', guestAddress)
     this.#slotFor(addr, v.bytes('data', data).byteLength)
     this.#arena.write(addr, data)
   }
 
-  /** A zero-copy view of guest memory inside one region (see {@link MemoryMappingArena.view}). */
+  /**
+   * A zero-copy view of guest memory inside one region (see {@link MemoryMappingArena.view}).
+   * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`.
+   * @example
+   * const ring = guest.view(0x10_0000n, 4096)
+   */
   view(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
     this.#slotFor(addr, v.index('length', length))
@@ -240,7 +289,11 @@ export class GuestMemory implements Disposable {
     return this.#arena.closed
   }
 
-  /** Unmaps the guest memory (backings such as a SharedMemory stay open). Idempotent. */
+  /**
+   * Unmaps the guest memory (backings such as a SharedMemory stay open). Idempotent.
+   * @example
+   * guest.close()
+   */
   close(): void {
     this.#arena.close()
   }

@@ -305,7 +305,12 @@ export class MemoryMapping extends Region {
     this.protection = prot
   }
 
-  /** Maps `size` bytes of anonymous memory (zero-filled). */
+  /**
+   * Maps `size` bytes of anonymous memory (zero-filled).
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (size 0, bad protection), `ENOMEM`.
+   * @example
+   * using scratch = MemoryMapping.anonymous(1 << 20, { populate: true })
+   */
   static anonymous(size: number, options?: AnonymousOptions): MemoryMapping {
     const o = v.options('options', options)
     const s = v.mappingSize('size', size)
@@ -314,7 +319,13 @@ export class MemoryMapping extends Region {
     return new MemoryMapping(handle, prot)
   }
 
-  /** Maps `size` bytes of `fd` from `options.offset`. The fd may be closed afterwards. */
+  /**
+   * Maps `size` bytes of `fd` from `options.offset`. The fd may be closed afterwards.
+   * @throws `ERR_MMAP_UNALIGNED` (offset), `ERR_MMAP_BEYOND_EOF` (a regular file too short,
+   * unless `checkEof: false`), `EBADF`, `EACCES` (a read-only fd mapped writable and shared), `ENODEV`.
+   * @example
+   * using second = MemoryMapping.fromFd(shm.fd, shm.size)
+   */
   static fromFd(fd: number, size: number, options?: FdOptions): MemoryMapping {
     const o = v.options('options', options)
     const f = v.fd(fd)
@@ -333,7 +344,13 @@ export class MemoryMapping extends Region {
     return new MemoryMapping(handle, prot)
   }
 
-  /** Opens `path` (read-only unless `WRITE` is asked with `shared`), maps it, closes the fd. */
+  /**
+   * Opens `path` (read-only unless `WRITE` is asked with `shared`), maps it, closes the fd.
+   * @throws the errors of `fs.openSync` (`ENOENT`, `EACCES`…), `ERR_OUT_OF_RANGE` (nothing
+   * to map), and those of {@link MemoryMapping.fromFd}.
+   * @example
+   * using rom = MemoryMapping.fromFile('firmware.bin') // read-only, whole file
+   */
   static fromFile(path: string | URL | Buffer, options?: FileOptions): MemoryMapping {
     const o = v.options('options', options)
     if (typeof path !== 'string' && !(path instanceof URL) && !Buffer.isBuffer(path)) {
@@ -382,12 +399,23 @@ export class MemoryMapping extends Region {
  * arena.removeMapping(0, PAGE_SIZE) // a hole at guest page 0
  */
 export class MemoryMappingArena extends Region {
-  /** Reserves `size` bytes, rounded up to whole pages. */
+  /**
+   * Reserves `size` bytes, rounded up to whole pages (`PROT_NONE`, costs no memory).
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (size 0), `ENOMEM` (no address space, or
+   * the process is at its map-count headroom).
+   * @example
+   * using arena = new MemoryMappingArena(1 << 40) // 1 TiB of address space
+   */
   constructor(size: number) {
     super(native.NativeRegion.reserve(v.mappingSize('size', size)))
   }
 
-  /** Reserves `size` bytes, rounded up to whole pages. Same as `new MemoryMappingArena(size)`. */
+  /**
+   * Reserves `size` bytes, rounded up to whole pages. Same as `new MemoryMappingArena(size)`.
+   * @throws as the constructor.
+   * @example
+   * using arena = MemoryMappingArena.reserve(4 << 30)
+   */
   static reserve(size: number): MemoryMappingArena {
     return new MemoryMappingArena(size)
   }
@@ -406,7 +434,14 @@ export class MemoryMappingArena extends Region {
     else regionAddFdMapping(this.h, offset, size, f, off, p)
   }
 
-  /** Maps `size` bytes of private anonymous memory at `offset` (`MAP_FIXED | MAP_NORESERVE`). */
+  /**
+   * Maps `size` bytes of private anonymous memory at `offset` (`MAP_FIXED | MAP_NORESERVE`),
+   * replacing whatever was there; views over the range are detached.
+   * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0, bad
+   * protection), `ERR_MMAP_BUSY`, `ENOMEM`.
+   * @example
+   * arena.addAnonymous(0, 1 << 20, Protection.READ_WRITE)
+   */
   addAnonymous(offset: number, size: number, prot: ProtectionFlags): void {
     this.range(offset, size, true)
     regionAddAnonymous(this.h, offset, size, v.protection(prot, 'prot'))
@@ -421,13 +456,22 @@ export class MemoryMappingArena extends Region {
   /**
    * Kernel mappings (VMAs) this arena occupies: its overlays plus the reserved holes
    * between them. Each counts against `vm.max_map_count`; see {@link mapCount}.
+   * @throws `ERR_MMAP_CLOSED`.
+   * @example
+   * arena.kernelMappingCount // 3 after one overlay in the middle of a reservation
    */
   get kernelMappingCount(): number {
     this.live()
     return native.regionKernelMappings(this.h)
   }
 
-  /** The current layout, sorted by offset, in whole pages; holes are not listed. */
+  /**
+   * The current layout, sorted by offset, in whole pages; holes are not listed; pieces the
+   * kernel sees as one mapping are one entry.
+   * @throws `ERR_MMAP_CLOSED`.
+   * @example
+   * for (const m of arena.mappings()) console.log(m.offset, m.size, m.kind, m.protection)
+   */
   mappings(): MappingInfo[] {
     this.live()
     return native.regionMappings(this.h) as MappingInfo[]

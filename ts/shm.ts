@@ -32,7 +32,13 @@ export class SharedMemory implements Disposable {
     this.#fd = handle.fd
   }
 
-  /** Creates a memfd called `name` (shown in `/proc/<pid>/fd`) of `size` bytes. */
+  /**
+   * Creates a memfd called `name` (shown in `/proc/<pid>/fd`) of `size` bytes.
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` (NUL in the name), `ERR_OUT_OF_RANGE`
+   * (size 0, name over 249 bytes), `EMFILE`, `EINVAL` (`hugetlb` without huge pages).
+   * @example
+   * using ram = SharedMemory.create('guest-ram', 512 << 20)
+   */
   static create(name: string, size: number, options?: SharedMemoryOptions): SharedMemory {
     const o = v.options('options', options)
     const n = v.memfdName(name)
@@ -44,19 +50,35 @@ export class SharedMemory implements Disposable {
     if (this.#closed) throw stateError('ERR_MMAP_CLOSED', 'The shared memory is closed')
   }
 
-  /** The memfd. Throws `ERR_MMAP_CLOSED` once closed. */
+  /**
+   * The memfd: pass it to `addFdMapping`, or to a child process.
+   * @throws `ERR_MMAP_CLOSED` once closed.
+   * @example
+   * arena.addFdMapping(0, ram.size, ram.fd, 0, Protection.READ_WRITE)
+   */
   get fd(): number {
     this.#live()
     return this.#fd
   }
 
-  /** The current seals, a combination of {@link Seal} bits. */
+  /**
+   * The current seals, a combination of {@link Seal} bits.
+   * @throws `ERR_MMAP_CLOSED` once closed.
+   * @example
+   * (ram.seals & Seal.SHRINK) !== 0 // true unless created with seal: false
+   */
   get seals(): number {
     this.#live()
     return this.#native.seals()
   }
 
-  /** Adds {@link Seal} bits (`F_ADD_SEALS`). */
+  /**
+   * Adds {@link Seal} bits (`F_ADD_SEALS`).
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (unknown bits), `EPERM` (sealed with
+   * `SEAL`), `EBUSY` (`WRITE` while writable shared mappings exist), `ERR_MMAP_CLOSED`.
+   * @example
+   * rom.addSeals(Seal.GROW | Seal.SEAL)
+   */
   addSeals(seals: number): void {
     this.#live()
     if (typeof seals !== 'number')
@@ -75,7 +97,11 @@ export class SharedMemory implements Disposable {
     return this.#closed
   }
 
-  /** Closes the memfd; mappings of it stay valid. Idempotent. */
+  /**
+   * Closes the memfd; mappings of it stay valid. Idempotent.
+   * @example
+   * ram.close() // guest RAM overlays keep working
+   */
   close(): void {
     if (this.#closed) return
     this.#closed = true

@@ -710,10 +710,9 @@ pub fn region_view(env: &Env, handle: f64, offset: f64, length: f64) -> napi::Re
     let raw = env.raw();
     let hint = Box::into_raw(Box::new(Arc::clone(&inner.keep)));
     let mut buffer = ptr::null_mut();
-    // SAFETY: `[addr + offset, addr + offset + length)` is inside the region and
-    // mapped read-write (checked above). The memory stays mapped while the buffer
-    // lives: `hint` keeps the mapping alive until `finalize_view`, and every
-    // change to the range detaches the buffer first.
+    // The memory stays mapped while the buffer lives: `hint` keeps the mapping
+    // alive until `finalize_view`, and every change to the range detaches it first.
+    // SAFETY: the range is inside the region and mapped read-write (checked above).
     let status = unsafe {
         sys::napi_create_external_buffer(
             raw,

@@ -77,9 +77,6 @@ export declare function regionAddress(handle: number): bigint
  */
 export declare function regionClose(handle: number): void
 
-/** Whether the region was closed (true for an unknown handle). */
-export declare function regionClosed(handle: number): boolean
-
 /** Kernel mappings an arena occupies (overlays and reserved holes); 1 for a mapping. */
 export declare function regionKernelMappings(handle: number): number
 

@@ -842,7 +842,6 @@ module.exports.pageSize = nativeBinding.pageSize
 module.exports.regionAddFdMappingBig = nativeBinding.regionAddFdMappingBig
 module.exports.regionAddress = nativeBinding.regionAddress
 module.exports.regionClose = nativeBinding.regionClose
-module.exports.regionClosed = nativeBinding.regionClosed
 module.exports.regionKernelMappings = nativeBinding.regionKernelMappings
 module.exports.regionMappings = nativeBinding.regionMappings
 module.exports.regionMsyncAsync = nativeBinding.regionMsyncAsync

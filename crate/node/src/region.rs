@@ -837,12 +837,6 @@ pub fn region_kernel_mappings(env: Env, handle: f64) -> napi::Result<u32> {
     js(&env, count)
 }
 
-/// Whether the region was closed (true for an unknown handle).
-#[napi]
-pub fn region_closed(handle: f64) -> bool {
-    registry::get(handle).is_none_or(|inner| inner.keep.lock().closed)
-}
-
 pub struct AsyncRange {
     keep: Arc<Keep>,
     id: u64,

@@ -225,3 +225,42 @@ test('crash case in a child: a file truncated under an arena overlay — read/wr
   t.is(r.status, 0, r.stderr)
   t.deepEqual(r.stdout.trim().split('\n'), ['EFAULT process_vm_readv', 'EFAULT process_vm_writev', 'EFAULT process_vm_readv', '4'])
 })
+
+test('a file mapped past its end (checkEof: false): views stop at the last backed page; copies report EFAULT', (t) => {
+  const r = runChild(`
+    const fs = require('node:fs'), os = require('node:os'), path = require('node:path')
+    const P = mr.PAGE_SIZE
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-eof-'))
+    const file = path.join(dir, 'f')
+    fs.writeFileSync(file, Buffer.alloc(P + 100, 5))
+    const fd = fs.openSync(file, 'r+')
+    const m = mr.MemoryMapping.fromFd(fd, 4 * P, { checkEof: false })
+    const out = []
+    const ok = m.view(0, 2 * P) // the partial last page reads as zeros past EOF, no SIGBUS
+    out.push(ok[P + 99] + ',' + ok[P + 100])
+    for (const f of [() => m.view(2 * P, 1), () => m.view(P, P + 1), () => m.read(3 * P, 4), () => m.write(2 * P, Buffer.from('x'))]) {
+      try { f(); out.push('allowed') } catch (e) { out.push(e.code) }
+    }
+    console.log(out.join(' '))
+    fs.rmSync(dir, { recursive: true })
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout.trim(), '5,0 ERR_MMAP_ACCESS ERR_MMAP_ACCESS EFAULT EFAULT')
+})
+
+test('a huge-page SharedMemory is allocated up front: no SIGBUS from an empty pool', (t) => {
+  const r = runChild(`
+    let shm
+    try { shm = mr.SharedMemory.create('huge', 2 << 20, { hugetlb: true }) } catch (e) { console.log('refused', e.code); return }
+    const m = mr.MemoryMapping.fromFd(shm.fd, shm.size)
+    const v = m.view(0, shm.size)
+    v.fill(1)
+    console.log('mapped', v[shm.size - 1])
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  // Either the pool supplies the pages, or creation fails cleanly (no pool: ENOSPC/ENOMEM; no hugetlbfs: EINVAL).
+  t.regex(r.stdout.trim(), /^(mapped 1|refused E[A-Z]+)$/)
+  t.log(r.stdout.trim())
+})

@@ -234,7 +234,7 @@ impl MemoryMappingArena {
                 reason: format!("{fd_offset} does not fit in off_t"),
             });
         }
-        if let Some(file_size) = sys::regular_file_size(fd)? {
+        if let Some(file_size) = sys::mappable_size(fd)? {
             check_eof(true, fd_offset, size, file_size)?;
         }
         budget::check_room(2)?;
@@ -341,7 +341,8 @@ impl MemoryMappingArena {
 
     /// [`MappedRegion::add_fd_mapping`] with a `before_change` hook, as
     /// [`add_anonymous_hooked`](Self::add_anonymous_hooked). Regular files
-    /// (memfds included) shorter than `fd_offset + size` are refused.
+    /// (memfds included) and block devices shorter than `fd_offset + size` are
+    /// refused: touching pages past their end would raise `SIGBUS`.
     pub fn add_fd_mapping_hooked(
         &mut self,
         offset: usize,

@@ -48,6 +48,10 @@ pub struct MemoryMapping {
     mapped_len: usize,
     protection: Protection,
     copy_mode: CopyMode,
+    /// Bytes from the start that may be touched directly (by a view): the whole
+    /// mapping, except for a file mapped past its end with `check_eof: false`,
+    /// where pages past the end would raise `SIGBUS`.
+    direct_limit: usize,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; the pointer is never
@@ -88,6 +92,7 @@ impl MemoryMapping {
             mapped_len,
             protection: options.protection,
             copy_mode: CopyMode::Plain,
+            direct_limit: size,
         })
     }
 
@@ -100,10 +105,15 @@ impl MemoryMapping {
         let mapped_len = checked_len(size)?;
         check_aligned("offset", options.offset)?;
         let fd = fd.as_raw_fd();
-        let file_size = sys::regular_file_size(fd)?;
+        let file_size = sys::mappable_size(fd)?;
         budget::check_room(1)?;
+        let mut direct_limit = size;
         if let Some(file_size) = file_size {
             check_eof(options.check_eof, options.offset, size, file_size)?;
+            let backed = file_size.saturating_sub(options.offset);
+            let backed = round_up_to_page(usize::try_from(backed).unwrap_or(usize::MAX))
+                .unwrap_or(usize::MAX);
+            direct_limit = size.min(backed);
         }
         let mut flags = if options.shared {
             libc::MAP_SHARED
@@ -131,6 +141,7 @@ impl MemoryMapping {
             mapped_len,
             protection: options.protection,
             copy_mode: copy_mode_for_fd(fd),
+            direct_limit,
         })
     }
 
@@ -153,6 +164,22 @@ impl MemoryMapping {
         self.check_access(offset, src.len(), Protection::WRITE)?;
         // SAFETY: the range is inside the mapping, which is writable.
         unsafe { copy_in(self.addr, offset, src, self.copy_mode) }
+    }
+
+    /// Whether `[offset, offset + len)` may be touched directly, as a view does:
+    /// in bounds, mapped `READ | WRITE`, and backed by the file (a file mapped
+    /// past its end with `check_eof: false` has pages that would `SIGBUS`).
+    pub fn check_direct(&self, offset: usize, len: usize) -> Result<()> {
+        let end = check_bounds(offset, len, self.size)?;
+        self.check_access(offset, len, Protection::READ_WRITE)?;
+        if len > 0 && end > self.direct_limit {
+            return Err(Error::Access {
+                offset: offset as u64,
+                size: len as u64,
+                needed: Protection::READ_WRITE,
+            });
+        }
+        Ok(())
     }
 
     /// Whether `[offset, offset + size)` (already bounds-checked) allows `needed`.

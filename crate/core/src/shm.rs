@@ -15,7 +15,8 @@ pub struct SharedMemory {
 
 impl SharedMemory {
     /// Creates a memfd named `name` of `size` bytes. With `seal`, adds
-    /// `F_SEAL_SHRINK`; with `hugetlb`, backs it with huge pages.
+    /// `F_SEAL_SHRINK`; with `hugetlb`, backs it with huge pages, all allocated
+    /// up front (`ENOSPC` if the pool cannot supply them).
     pub fn create(name: &str, size: u64, seal: bool, hugetlb: bool) -> Result<SharedMemory> {
         if size == 0 {
             return Err(Error::ZeroSize { what: "size" });
@@ -41,6 +42,13 @@ impl SharedMemory {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: ftruncate on our own fd.
         sys::check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }, "ftruncate")?;
+        if hugetlb {
+            // Huge pages come from a fixed pool: a fault on one the pool cannot
+            // supply raises SIGBUS. Allocating them all now turns that into an
+            // error here (ENOSPC), never a crash later.
+            // SAFETY: fallocate on our own fd.
+            sys::check(unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) }, "fallocate")?;
+        }
         let shm = SharedMemory { fd, size };
         if seal {
             shm.add_seals(libc::F_SEAL_SHRINK)?;

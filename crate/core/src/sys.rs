@@ -86,18 +86,27 @@ pub fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-/// The size of `fd` if it is a regular file (memfds are regular files), else `None`.
-pub fn regular_file_size(fd: RawFd) -> Result<Option<u64>> {
+/// The size of what `fd` maps, where it has one: regular files (memfds
+/// included) and block devices. Pages of such an fd past its end cannot be
+/// touched without `SIGBUS`. `None` for anything else (character devices, …).
+pub fn mappable_size(fd: RawFd) -> Result<Option<u64>> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a full `struct stat` into the buffer on success.
     let ret = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
     check(ret, "fstat")?;
     // SAFETY: fstat returned 0, so the struct is initialised.
     let st = unsafe { st.assume_init() };
-    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
-        Ok(Some(st.st_size as u64))
-    } else {
-        Ok(None)
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Ok(Some(st.st_size as u64)),
+        libc::S_IFBLK => {
+            const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+            let mut size: u64 = 0;
+            // SAFETY: BLKGETSIZE64 writes one u64 into `size`.
+            let ret = unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) };
+            check(ret, "ioctl")?;
+            Ok(Some(size))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -199,9 +208,25 @@ mod tests {
     }
 
     #[test]
+    fn block_devices_have_a_size() {
+        // Any readable block device will do; none on this machine: nothing to check.
+        let Some(dev) = std::fs::read_dir("/sys/block").ok().and_then(|dir| {
+            dir.flatten()
+                .map(|e| std::path::Path::new("/dev").join(e.file_name()))
+                .find_map(|p| std::fs::File::open(p).ok())
+        }) else {
+            return;
+        };
+        use std::os::fd::AsRawFd;
+        assert!(mappable_size(dev.as_raw_fd()).unwrap().is_some());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(mappable_size(null.as_raw_fd()).unwrap(), None);
+    }
+
+    #[test]
     fn fstat_of_bad_fd_is_ebadf() {
         assert_eq!(
-            regular_file_size(-1),
+            mappable_size(-1),
             Err(Error::Syscall {
                 syscall: "fstat",
                 errno: libc::EBADF

@@ -39,19 +39,13 @@ impl Kind {
         }
     }
 
-    /// Checks that `[offset, offset + len)` is mapped with `needed`.
-    fn check_access(
-        &self,
-        offset: usize,
-        len: usize,
-        needed: Protection,
-    ) -> mapped_region::Result<()> {
+    /// Checks that `[offset, offset + len)` may be touched directly by a view.
+    fn check_view(&self, offset: usize, len: usize) -> mapped_region::Result<()> {
         match self {
-            Kind::Mapping(m) => {
-                mapped_region::check_bounds(offset, len, m.size())?;
-                m.check_access(offset, len, needed)
-            }
-            Kind::Arena(a) => a.check_access(offset, len, needed).map(|_| ()),
+            Kind::Mapping(m) => m.check_direct(offset, len),
+            Kind::Arena(a) => a
+                .check_access(offset, len, Protection::READ_WRITE)
+                .map(|_| ()),
         }
     }
 }
@@ -702,7 +696,7 @@ pub fn region_view(env: &Env, handle: f64, offset: f64, length: f64) -> napi::Re
             env,
             state
                 .live()
-                .and_then(|kind| kind.check_access(offset, length, Protection::READ_WRITE)),
+                .and_then(|kind| kind.check_view(offset, length)),
         )?;
     }
     let mut views = inner.views.borrow_mut();

@@ -47,7 +47,10 @@ impl SharedMemory {
             // supply raises SIGBUS. Allocating them all now turns that into an
             // error here (ENOSPC), never a crash later.
             // SAFETY: fallocate on our own fd.
-            sys::check(unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) }, "fallocate")?;
+            sys::check(
+                unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) },
+                "fallocate",
+            )?;
         }
         let shm = SharedMemory { fd, size };
         if seal {

@@ -383,6 +383,48 @@ mod tests {
     }
 
     #[test]
+    fn direct_access_stops_at_the_last_backed_page() {
+        let ps = page_size();
+        let path = std::env::temp_dir().join(format!("mr-core-direct-{}", std::process::id()));
+        std::fs::write(&path, vec![3u8; ps + 10]).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let opts = MappingOptions {
+            check_eof: false,
+            ..MappingOptions::fd()
+        };
+        let m = MemoryMapping::from_fd(&f, 4 * ps, opts).unwrap();
+        assert_eq!(m.protection(), Protection::READ_WRITE);
+        m.check_direct(0, 2 * ps).unwrap();
+        m.check_direct(4 * ps, 0).unwrap();
+        assert!(matches!(
+            m.check_direct(2 * ps, 1),
+            Err(Error::Access { .. })
+        ));
+        assert!(matches!(
+            m.check_direct(ps, ps + 1),
+            Err(Error::Access { .. })
+        ));
+        assert!(matches!(
+            m.check_direct(4 * ps, 1),
+            Err(Error::OutOfBounds { .. })
+        ));
+        let ro = MemoryMapping::anonymous(
+            ps,
+            MappingOptions {
+                protection: Protection::READ,
+                ..MappingOptions::anonymous()
+            },
+        )
+        .unwrap();
+        assert!(matches!(ro.check_direct(0, 1), Err(Error::Access { .. })));
+    }
+
+    #[test]
     fn mapping_does_not_support_overlays() {
         let mut m = MemoryMapping::anonymous(page_size(), MappingOptions::anonymous()).unwrap();
         assert_eq!(

@@ -360,6 +360,17 @@ mod tests {
 
     #[test]
     fn dangerous_advices_are_refused() {
+        use crate::{MappingOptions, MemoryMapping};
+        let m = MemoryMapping::anonymous(page_size(), MappingOptions::anonymous()).unwrap();
+        let region: &dyn MappedRegion = &m;
+        // SAFETY: the range is the whole live mapping.
+        unsafe {
+            madvise_range(region.as_ptr(), page_size(), libc::MADV_WILLNEED).unwrap();
+            assert!(matches!(
+                madvise_range(region.as_ptr(), page_size(), 100),
+                Err(Error::OutOfRange { .. })
+            ));
+        }
         assert!(check_advice(libc::MADV_WILLNEED).is_ok());
         assert!(check_advice(100).is_err());
         assert!(check_advice(102).is_err());

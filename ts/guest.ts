@@ -92,7 +92,7 @@ export class GuestMemory implements Disposable {
    * (a region larger than its memfd or file), `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, and
    * the errors of `addFdMapping`.
    * @example
-   * using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }], { addressSpace: 4 << 30 })
+   * using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }], { addressSpace: 2 ** 32 })
    */
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)

@@ -404,7 +404,7 @@ export class MemoryMappingArena extends Region {
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (size 0), `ENOMEM` (no address space, or
    * the process is at its map-count headroom).
    * @example
-   * using arena = new MemoryMappingArena(1 << 40) // 1 TiB of address space
+   * using arena = new MemoryMappingArena(2 ** 40) // 1 TiB of address space
    */
   constructor(size: number) {
     super(native.NativeRegion.reserve(v.mappingSize('size', size)))
@@ -414,7 +414,7 @@ export class MemoryMappingArena extends Region {
    * Reserves `size` bytes, rounded up to whole pages. Same as `new MemoryMappingArena(size)`.
    * @throws as the constructor.
    * @example
-   * using arena = MemoryMappingArena.reserve(4 << 30)
+   * using arena = MemoryMappingArena.reserve(2 ** 32)
    */
   static reserve(size: number): MemoryMappingArena {
     return new MemoryMappingArena(size)

@@ -395,6 +395,7 @@ impl Drop for MemoryMappingArena {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::unlinked_file;
     use crate::{page_size, SharedMemory};
 
     struct Fd(i32);
@@ -566,10 +567,7 @@ mod tests {
         a.add_anonymous(0, 2 * ps, Protection::READ_WRITE).unwrap();
         a.write_from(0, b"keep").unwrap();
         // A read-only fd mapped writable and shared: EACCES, range untouched.
-        let path = std::env::temp_dir().join(format!("mr-core-ro-{}", std::process::id()));
-        std::fs::write(&path, vec![0u8; 2 * ps]).unwrap();
-        let ro = std::fs::File::open(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let ro = unlinked_file("ro", &vec![0u8; 2 * ps], false);
         let err = a
             .add_fd_mapping(0, 2 * ps, &ro, 0, Protection::READ_WRITE)
             .unwrap_err();
@@ -727,14 +725,7 @@ mod tests {
     #[test]
     fn truncated_file_read_is_efault() {
         let ps = page_size();
-        let path = std::env::temp_dir().join(format!("mr-core-trunc-{}", std::process::id()));
-        std::fs::write(&path, vec![1u8; ps]).unwrap();
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let f = unlinked_file("trunc", &vec![1u8; ps], true);
         let mut a = MemoryMappingArena::new(2 * ps).unwrap();
         a.add_fd_mapping(0, ps, &f, 0, Protection::READ_WRITE)
             .unwrap();

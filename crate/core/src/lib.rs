@@ -33,3 +33,20 @@ pub use region::{
 };
 pub use shm::SharedMemory;
 pub use sys::page_size;
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// A temporary file holding `content`, already unlinked, opened read-write
+    /// (or read-only).
+    pub fn unlinked_file(tag: &str, content: &[u8], writable: bool) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("mr-core-{tag}-{}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+}

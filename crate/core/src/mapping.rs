@@ -251,8 +251,8 @@ impl Drop for MemoryMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::unlinked_file;
     use crate::{page_size, SharedMemory};
-    use std::io::Write;
 
     #[test]
     fn anonymous_read_write_and_zero_size() {
@@ -304,16 +304,7 @@ mod tests {
                 errno: libc::EBADF
             }
         );
-        let path = std::env::temp_dir().join(format!("mr-core-eof-{}", std::process::id()));
-        let mut f = std::fs::File::create(&path).unwrap();
-        f.write_all(&[7u8; 100]).unwrap();
-        drop(f);
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let f = unlinked_file("eof", &[7u8; 100], true);
         assert_eq!(
             MemoryMapping::from_fd(&f, 4096, MappingOptions::fd()).unwrap_err(),
             Error::BeyondEof {
@@ -385,14 +376,7 @@ mod tests {
     #[test]
     fn direct_access_stops_at_the_last_backed_page() {
         let ps = page_size();
-        let path = std::env::temp_dir().join(format!("mr-core-direct-{}", std::process::id()));
-        std::fs::write(&path, vec![3u8; ps + 10]).unwrap();
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let f = unlinked_file("direct", &vec![3u8; ps + 10], true);
         let opts = MappingOptions {
             check_eof: false,
             ..MappingOptions::fd()

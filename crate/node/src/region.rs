@@ -609,10 +609,8 @@ pub fn region_madvise(
 ) -> napi::Result<()> {
     let inner = region(&env, handle)?;
     let result = inner.open_range(offset, size).and_then(|(addr, len)| {
-        mapped_region::check_advice(advice)?;
-        if len == 0 {
-            return Ok(());
-        }
+        // A zero length still goes through `madvise_range`, which refuses
+        // dangerous advices first; the kernel treats len 0 as a no-op.
         // SAFETY: as in `region_msync`; `madvise_range` refuses advices that
         // would make the memory fault.
         unsafe { mapped_region::madvise_range(addr, len, advice) }

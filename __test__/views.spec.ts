@@ -181,6 +181,19 @@ test('the native check refuses a too-long view even without the facade', (t) => 
       () => native.regionWrite(h, 0, 'not bytes'),
       () => native.regionMsync(h + 1, 0, 4096),
       () => native.regionMsync(h, 'x', 4096),
+      // fractions, infinities and out-of-range integers, each argument kind
+      () => native.regionMsync(h, 0.5, 4096),
+      () => native.regionMsync(h, 0, Infinity),
+      () => native.regionMsync(h + 0.5, 0, 4096),
+      () => native.regionMadvise(h, 0, 4096, 3.5),
+      () => native.regionMadvise(h, 0, 4096, NaN),
+      () => native.regionMadvise(h, 0, 4096, 2 ** 31),
+      () => native.regionAddAnonymous(h, 0, 4096, 2.5),
+      () => native.regionAddAnonymous(h, 0, 4096, -1),
+      () => native.regionAddFdMapping(h, 0, 4096, 2 ** 31, 0, 3),
+      () => native.regionAddFdMapping(h, 0, 4096, -Infinity, 0, 3),
+      () => native.regionRemoveMapping(h, 2 ** 53, 4096),
+      () => native.regionMsync(h, 2 ** 53 - 4096, 4096),
     ]
     for (const f of tries) { try { f(); console.log('made') } catch (e) { console.log(e.code) } }
     native.regionClose(h)
@@ -199,6 +212,18 @@ test('the native check refuses a too-long view even without the facade', (t) => 
     'ERR_INVALID_ARG_TYPE',
     'ERR_MMAP_CLOSED', // a stale or foreign handle reads as closed
     'ERR_OUT_OF_RANGE',
+    'ERR_OUT_OF_RANGE', // offset 0.5
+    'ERR_OUT_OF_RANGE', // size Infinity
+    'ERR_MMAP_CLOSED', // a fractional handle names no region
+    'ERR_OUT_OF_RANGE', // advice 3.5
+    'ERR_OUT_OF_RANGE', // advice NaN
+    'ERR_OUT_OF_RANGE', // advice past int
+    'ERR_OUT_OF_RANGE', // protection 2.5
+    'ERR_OUT_OF_RANGE', // protection -1
+    'ERR_OUT_OF_RANGE', // fd past int
+    'ERR_OUT_OF_RANGE', // fd -Infinity
+    'ERR_OUT_OF_RANGE', // offset 2^53 is not a safe integer
+    'ERR_MMAP_OUT_OF_BOUNDS', // a safe integer, past the end
     'ERR_MMAP_CLOSED',
   ])
 })

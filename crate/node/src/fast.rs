@@ -9,7 +9,7 @@ use std::ptr;
 
 use napi::{sys, Env, Status};
 
-use crate::region;
+use crate::{args, region};
 
 /// Reads up to `N` arguments; missing ones are `undefined`-like nulls.
 ///
@@ -130,27 +130,15 @@ numeric_entry!(msync, 3, |env, a| region::region_msync(
 ));
 numeric_entry!(madvise, 4, |env, a| {
     // Advices are small non-negative integers; anything else is refused by the core.
-    let advice = if a[3].fract() == 0.0 && a[3] >= i32::MIN as f64 && a[3] <= i32::MAX as f64 {
-        a[3] as i32
-    } else {
-        -1
-    };
+    let advice = args::int_in(a[3], i32::MIN.into(), i32::MAX.into()).map_or(-1, |v| v as i32);
     region::region_madvise(env, a[0], a[1], a[2], advice)
 });
 numeric_entry!(add_fd_mapping, 6, |env, a| {
-    let prot = if (0.0..=u32::MAX as f64).contains(&a[5]) && a[5].fract() == 0.0 {
-        a[5] as u32
-    } else {
-        u32::MAX
-    };
+    let prot = args::int_in(a[5], 0.0, u32::MAX.into()).map_or(u32::MAX, |v| v as u32);
     region::region_add_fd_mapping(env, a[0], a[1], a[2], a[3], a[4], prot)
 });
 numeric_entry!(add_anonymous, 4, |env, a| {
-    let prot = if (0.0..=u32::MAX as f64).contains(&a[3]) && a[3].fract() == 0.0 {
-        a[3] as u32
-    } else {
-        u32::MAX
-    };
+    let prot = args::int_in(a[3], 0.0, u32::MAX.into()).map_or(u32::MAX, |v| v as u32);
     region::region_add_anonymous(env, a[0], a[1], a[2], prot)
 });
 numeric_entry!(remove_mapping, 3, |env, a| region::region_remove_mapping(

@@ -285,14 +285,7 @@ mod registry {
     }
 
     fn decode(handle: f64) -> Option<(u64, usize)> {
-        if !(handle.is_finite()
-            && handle >= 0.0
-            && handle.fract() == 0.0
-            && handle < (1u64 << 53) as f64)
-        {
-            return None;
-        }
-        let h = handle as u64;
+        let h = crate::args::int_in(handle, 0.0, ((1u64 << 53) - 1) as f64)? as u64;
         Some((h >> 32, (h & 0xffff_ffff) as usize))
     }
 

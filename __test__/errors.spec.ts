@@ -90,7 +90,9 @@ test('advice: wrong types, unknown names and bad numbers', (t) => {
     t.throws(() => m.madvise(0, P, value as 'normal'), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
   }
   t.throws(() => m.madvise(0, P, 'DONTNEED' as 'normal'), { code: 'ERR_INVALID_ARG_VALUE', instanceOf: TypeError })
-  t.throws(() => m.madvise(0, P, 'toString' as 'normal'), { code: 'ERR_INVALID_ARG_VALUE' })
+  for (const name of ['toString', '__proto__', 'hasOwnProperty', '']) {
+    t.throws(() => m.madvise(0, P, name as 'normal'), { code: 'ERR_INVALID_ARG_VALUE' })
+  }
   for (const value of [NaN, -1, 1.5, 2 ** 31, 100, 102]) {
     t.throws(() => m.madvise(0, P, value), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
   }

@@ -3,7 +3,7 @@
  * before crossing into native code; the native side checks again.
  */
 import { constants as bufferConstants } from 'node:buffer'
-import { ADVICE, FORBIDDEN_ADVICE, PAGE_SIZE, type Advice } from './constants.js'
+import { ADVICE, FORBIDDEN_ADVICE, PAGE_SIZE } from './constants.js'
 import { invalidArgType, invalidArgValue, outOfBounds, outOfRange, unaligned } from './errors.js'
 
 const MAX_OFF_T = (1n << 63n) - 1n
@@ -68,13 +68,21 @@ export function protection(value: unknown, name = 'protection'): number {
   return value
 }
 
+/**
+ * Advice numbers by name. A `Map` rather than `Object.hasOwn(ADVICE, name)`: the
+ * lookup runs on every `madvise`, and `hasOwn` with changing names measured
+ * 28–48 ns against ~10 ns here; names like `'__proto__'` are simply absent.
+ */
+const ADVICE_BY_NAME: ReadonlyMap<string, number> = new Map(Object.entries(ADVICE))
+
 /** An advice name or a raw non-negative advice number. */
 export function advice(value: unknown): number {
   if (typeof value === 'string') {
-    if (!Object.hasOwn(ADVICE, value)) {
+    const number = ADVICE_BY_NAME.get(value)
+    if (number === undefined) {
       throw invalidArgValue('advice', `must be one of ${Object.keys(ADVICE).join(', ')}`, value)
     }
-    return ADVICE[value as Advice]
+    return number
   }
   if (typeof value !== 'number') throw invalidArgType('advice', 'an Advice name or a number', value)
   if (!Number.isInteger(value) || value < 0 || value > INT32_MAX) {

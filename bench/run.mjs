@@ -113,22 +113,22 @@ const runC = () => JSON.parse(execFileSync(cBin, [ext4File, QUICK ? 'quick' : 'f
 
 // ---------------------------------------------------------------- the npm peer
 function loadPeer() {
-  const dir = join(BUILD, 'peer')
+  // bench/peer pins mmap-io and its dependencies (package-lock.json there).
+  const dir = join(HERE, 'peer')
   const entry = join(dir, 'node_modules', 'mmap-io')
   if (!existsSync(join(entry, 'build', 'Release', 'mmap-io.node'))) {
-    mkdirSync(dir, { recursive: true })
-    if (!existsSync(join(dir, 'package.json'))) writeFileSync(join(dir, 'package.json'), '{"private":true}\n')
-    const r = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', 'mmap-io@1.1.7'], {
+    const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], {
       cwd: dir,
       encoding: 'utf8',
       // mmap-io's binding.gyp pins an old C++ standard that Node 20's headers reject;
-      // headers come from this Node's own install (nothing is downloaded but the package).
+      // headers come from this Node's own install (nothing is downloaded but the packages).
       env: { ...process.env, CXXFLAGS: '-std=gnu++17', npm_config_nodedir: dirname(dirname(process.execPath)) },
     })
     if (r.status !== 0) return { skipped: `mmap-io did not build: ${(r.stderr || '').trim().split('\n').slice(-3).join(' ')}` }
   }
   try {
-    return { mmap: createRequire(join(dir, 'package.json'))('mmap-io') }
+    const req = createRequire(join(dir, 'package.json'))
+    return { mmap: req('mmap-io'), version: req('mmap-io/package.json').version }
   } catch (e) {
     return { skipped: `mmap-io did not load: ${e.message}` }
   }
@@ -488,7 +488,7 @@ Took ${((Date.now() - started) / 1000).toFixed(0)} s.
 
 - machine: ${cpu}, ${os.cpus().length} cores, ${(os.totalmem() / GiB).toFixed(0)} GiB
 - kernel: ${os.release()}, page size ${P}, vm.max_map_count ${readFileSync('/proc/sys/vm/max_map_count', 'utf8').trim()}
-- node ${process.version}; peer: ${peer.mmap ? 'mmap-io 1.1.7' : peer.skipped}
+- node ${process.version}; peer: ${peer.mmap ? `mmap-io ${peer.version}` : peer.skipped}
 
 ${table(['measure', 'mapped-region', 'C', 'ratio', 'bar', 'result', 'peer / alternative'], rows)}
 

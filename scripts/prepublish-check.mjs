@@ -1,0 +1,84 @@
+// `npm publish` runs this first (prepublishOnly): it refuses a release whose
+// manifests are not fit for the registry. Checks the main package.json and each
+// per-platform package under npm/:
+//   - the registry fields are present, `repository` among them (the public URL is
+//     not known while this is written; publishing without it would leave the
+//     registry page with no link to the source, so it is refused rather than guessed);
+//   - every npm/<platform> package has the main package's version and its binary;
+//   - `optionalDependencies` name exactly the per-platform packages, at that version
+//     (`napi prepublish` writes them; a stale one would install the wrong binary).
+//
+// With --before-platforms (release step before `napi prepublish`, so that nothing is
+// published when the main package would be refused) the optionalDependencies check is
+// skipped: they are written by that step.
+//
+//   node scripts/prepublish-check.mjs [--before-platforms] [package-root]
+//   exit 0: fit; 1: the problems, one a line
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+const REQUIRED = ['name', 'version', 'description', 'license', 'repository', 'engines', 'keywords']
+
+/** A repository field npm accepts: a non-empty string or an object with a non-empty url. */
+function hasRepository(pkg) {
+  const r = pkg.repository
+  if (typeof r === 'string') return r.trim() !== ''
+  return r !== null && typeof r === 'object' && typeof r.url === 'string' && r.url.trim() !== ''
+}
+
+/**
+ * The problems of the package at `root`, as sentences; empty when it is fit to publish.
+ * `optional: false` skips the optionalDependencies check (before `napi prepublish`).
+ */
+export function check(root, { optional: checkOptional = true } = {}) {
+  const problems = []
+  const read = (file) => JSON.parse(readFileSync(file, 'utf8'))
+  const main = read(join(root, 'package.json'))
+  const fields = (pkg, where) => {
+    for (const f of REQUIRED) {
+      const ok = f === 'repository' ? hasRepository(pkg) : pkg[f] !== undefined && pkg[f] !== ''
+      if (!ok) problems.push(`${where}: "${f}" is missing`)
+    }
+  }
+  fields(main, 'package.json')
+
+  const npmDir = join(root, 'npm')
+  const platforms = existsSync(npmDir) ? readdirSync(npmDir).filter((d) => existsSync(join(npmDir, d, 'package.json'))) : []
+  if (platforms.length === 0) problems.push('npm/: no per-platform package')
+  const names = []
+  for (const dir of platforms) {
+    const where = `npm/${dir}/package.json`
+    const pkg = read(join(npmDir, dir, 'package.json'))
+    fields(pkg, where)
+    names.push(pkg.name)
+    if (pkg.version !== main.version) problems.push(`${where}: version ${pkg.version} is not the main package's ${main.version}`)
+    for (const file of pkg.files ?? [pkg.main]) {
+      if (!file || !existsSync(join(npmDir, dir, file))) problems.push(`${where}: "${file}" is not built (npx napi artifacts)`)
+    }
+  }
+
+  if (!checkOptional) return problems
+  const optional = main.optionalDependencies ?? {}
+  for (const name of names) {
+    if (optional[name] === undefined) problems.push(`package.json: optionalDependencies lacks ${name} (npx napi prepublish)`)
+    else if (optional[name] !== main.version)
+      problems.push(`package.json: optionalDependencies has ${name}@${optional[name]}, not ${main.version}`)
+  }
+  for (const name of Object.keys(optional)) {
+    if (!names.includes(name)) problems.push(`package.json: optionalDependencies names ${name}, which npm/ does not hold`)
+  }
+  return problems
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const args = process.argv.slice(2)
+  const before = args.includes('--before-platforms')
+  const root = args.find((a) => !a.startsWith('--')) ?? '.'
+  const problems = check(resolve(root), { optional: !before })
+  if (problems.length > 0) {
+    process.stderr.write(`not fit to publish:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`)
+    process.exit(1)
+  }
+  process.stdout.write('fit to publish\n')
+}

@@ -38,6 +38,7 @@ function cases(): Array<[string, Call]> {
     ['arena.read offset', (x) => a.read(n(x), 1)],
     ['arena.read length', (x) => a.read(0, n(x))],
     ['arena.write offset', (x) => a.write(n(x), Buffer.from('x'))],
+    ['arena.readInto offset', (x) => a.readInto(n(x), Buffer.alloc(1))],
     ['arena.view offset', (x) => a.view(n(x), 1)],
     ['arena.view length', (x) => a.view(0, n(x))],
     ['MemoryMappingArena.reserve size', (x) => MemoryMappingArena.reserve(n(x))],

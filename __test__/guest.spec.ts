@@ -34,6 +34,9 @@ test('regions map where KVM expects them: userspaceAddress = base + guestAddress
   // Both RAM regions are windows on one memfd: the second starts 2 MiB into it.
   guest.write(0x400010n, Buffer.from('high half'))
   t.is(guest.read(0x400010n, 9).toString(), 'high half')
+  const into = Buffer.alloc(9)
+  t.is(guest.readInto(0x400010n, into), 9)
+  t.is(into.toString(), 'high half')
   using whole = MemoryMapping.fromFd(ram.fd, ram.size)
   t.is(whole.read(2 * MiB + 0x10, 9).toString(), 'high half')
   t.throws(() => guest.read(2 * MiB + 0x10, 1), { code: 'ERR_GUEST_ADDRESS' }, 'a hole between the regions')
@@ -51,6 +54,8 @@ test('accesses must stay inside one region', (t) => {
   // Crossing from one region into the next, even when they touch, is refused (as vm-memory does).
   t.throws(() => guest.read(2 * P - 4, 8), { code: 'ERR_GUEST_ADDRESS', instanceOf: RangeError })
   t.throws(() => guest.write(2 * P - 1, Buffer.from('ab')), { code: 'ERR_GUEST_ADDRESS' })
+  t.throws(() => guest.readInto(2 * P - 1, Buffer.alloc(2)), { code: 'ERR_GUEST_ADDRESS' })
+  t.throws(() => guest.readInto(0, 'ab' as unknown as Buffer), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => guest.view(4 * P - 1, 2), { code: 'ERR_GUEST_ADDRESS' })
   t.throws(() => guest.read(5 * P, 1), { code: 'ERR_GUEST_ADDRESS' })
   t.throws(() => guest.translate(4 * P), { code: 'ERR_GUEST_ADDRESS' })

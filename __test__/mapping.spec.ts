@@ -35,6 +35,51 @@ test('write accepts any ArrayBufferView or ArrayBuffer', (t) => {
   t.is(m.read(PAGE_SIZE, 0).length, 0)
 })
 
+test('readInto fills any ArrayBufferView or ArrayBuffer from any byte offset, and returns the count', (t) => {
+  using m = MemoryMapping.anonymous(2 * PAGE_SIZE)
+  const pattern = Buffer.from(Array.from({ length: 64 }, (_, i) => i + 1))
+  m.write(PAGE_SIZE - 32, pattern) // across a page boundary
+  const b = Buffer.alloc(64)
+  t.is(m.readInto(PAGE_SIZE - 32, b), 64)
+  t.deepEqual(b, pattern)
+  const words = new Uint32Array(2)
+  t.is(m.readInto(PAGE_SIZE - 32, words), 8)
+  t.deepEqual([...new Uint8Array(words.buffer)], [1, 2, 3, 4, 5, 6, 7, 8])
+  const ab = new ArrayBuffer(3)
+  t.is(m.readInto(PAGE_SIZE - 29, ab), 3)
+  t.deepEqual([...new Uint8Array(ab)], [4, 5, 6])
+  // A DataView or subarray fills only its own window of the larger buffer.
+  const big = Buffer.alloc(8, 0xee)
+  t.is(m.readInto(PAGE_SIZE - 32, new DataView(big.buffer, big.byteOffset + 2, 3)), 3)
+  t.is(m.readInto(PAGE_SIZE - 30, big.subarray(6)), 2)
+  t.deepEqual([...big], [0xee, 0xee, 1, 2, 3, 0xee, 3, 4])
+  // An empty target at the very end is a no-op.
+  t.is(m.readInto(2 * PAGE_SIZE, new Uint8Array(0)), 0)
+})
+
+test('readInto refuses what read refuses, and leaves the target untouched when it does', (t) => {
+  using m = MemoryMapping.anonymous(PAGE_SIZE)
+  m.write(0, Buffer.from('data'))
+  const target = Buffer.alloc(8, 7)
+  t.throws(() => m.readInto(PAGE_SIZE - 4, target), { code: 'ERR_MMAP_OUT_OF_BOUNDS', instanceOf: RangeError })
+  for (const value of ['text', 8, null, undefined, {}, [1, 2]]) {
+    t.throws(() => m.readInto(0, value as Buffer), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
+  }
+  using none = MemoryMapping.anonymous(PAGE_SIZE, { protection: Protection.NONE })
+  t.throws(() => none.readInto(0, target), { code: 'ERR_MMAP_ACCESS' })
+  t.deepEqual(target, Buffer.alloc(8, 7))
+  m.close()
+  t.throws(() => m.readInto(0, target), { code: 'ERR_MMAP_CLOSED' })
+})
+
+test('readInto a view of the same region copies like memmove', (t) => {
+  using m = MemoryMapping.anonymous(PAGE_SIZE)
+  m.write(0, Buffer.from('abcdefgh'))
+  const view = m.view(2, 8) // overlaps the source range [0, 8)
+  t.is(m.readInto(0, view), 8)
+  t.is(m.read(0, 10).toString('latin1'), 'ababcdefgh')
+})
+
 test('read-only mapping: read works, write is ERR_MMAP_ACCESS; PROT_NONE refuses both', (t) => {
   using ro = MemoryMapping.anonymous(PAGE_SIZE, { protection: Protection.READ })
   t.deepEqual(ro.read(0, 4), Buffer.alloc(4))
@@ -163,14 +208,14 @@ test('a file truncated under the mapping: read/write throw EFAULT instead of SIG
     const fd = fs.openSync(file, 'r+')
     const m = mr.MemoryMapping.fromFd(fd, 2 * mr.PAGE_SIZE)
     fs.ftruncateSync(fd, 0)
-    for (const f of [() => m.read(0, 8), () => m.write(mr.PAGE_SIZE, Buffer.from('x'))]) {
+    for (const f of [() => m.read(0, 8), () => m.write(mr.PAGE_SIZE, Buffer.from('x')), () => m.readInto(4, Buffer.alloc(8))]) {
       try { f(); console.log('no error') } catch (e) { console.log(e.code, e.errno, e.syscall) }
     }
     fs.rmSync(dir, { recursive: true })
   `)
   t.is(r.signal, null, r.stderr)
   t.is(r.status, 0, r.stderr)
-  t.deepEqual(r.stdout.trim().split('\n'), ['EFAULT -14 process_vm_readv', 'EFAULT -14 process_vm_writev'])
+  t.deepEqual(r.stdout.trim().split('\n'), ['EFAULT -14 process_vm_readv', 'EFAULT -14 process_vm_writev', 'EFAULT -14 process_vm_readv'])
 })
 
 test('addFdMapping/removeMapping on a MemoryMapping are ERR_MMAP_UNSUPPORTED', (t) => {

@@ -268,18 +268,26 @@ class ViewWrite extends Cmd {
   }
 }
 
+/** `read`, or `readInto` a pre-filled target that a refused call must leave untouched. */
 class Read extends Cmd {
   constructor(
     readonly offset: number,
     readonly len: number,
+    readonly into = false,
   ) {
     super()
   }
   run(m: Model, r: Real): void {
     let got: Buffer | undefined
-    const code = codeOf(() => (got = r.arena.read(this.offset, this.len)))
+    const code = this.into
+      ? codeOf(() => {
+          got = Buffer.alloc(this.len, 0xa5)
+          r.arena.readInto(this.offset, got)
+        })
+      : codeOf(() => (got = r.arena.read(this.offset, this.len)))
     if (!allows(m, this.offset, this.len, Protection.READ)) {
       expectCode(code, 'ERR_MMAP_ACCESS')
+      if (this.into && got?.some((b) => b !== 0xa5)) throw new Error('a refused readInto changed its target')
       return
     }
     expectCode(code, undefined)
@@ -290,7 +298,7 @@ class Read extends Cmd {
     check(m, r)
   }
   toString(): string {
-    return `read(${this.offset}, ${this.len})`
+    return this.into ? `readInto(${this.offset}, Buffer(${this.len}))` : `read(${this.offset}, ${this.len})`
   }
 }
 
@@ -393,7 +401,7 @@ const commands = fc.commands(
       {
         weight: 12,
         arbitrary: fc
-          .tuple(byteOffset, fc.integer({ min: 0, max: 600 }))
+          .tuple(byteOffset, fc.integer({ min: 0, max: 600 }), fc.boolean())
           .filter(([o, l]) => o + l <= PAGES * P)
           .map((a): Cmd => new Read(...a)),
       },

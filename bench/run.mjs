@@ -211,6 +211,9 @@ async function runOurs() {
     r[`read_${tag}`] = await measure(() => bigArena.read(0, len))
     r[`write_${tag}`] = await measure(() => bigArena.write(0, data))
     r[`read_${tag}_faultsafe`] = await measure(() => fileMap.read(0, len))
+    const into = Buffer.alloc(len)
+    r[`readinto_${tag}`] = await measure(() => bigArena.readInto(0, into))
+    r[`readinto_${tag}_faultsafe`] = await measure(() => fileMap.readInto(0, into))
     r[`write_${tag}_faultsafe`] = await measure(() => fileMap.write(0, data))
     r[`fs_read_${tag}`] = await measure(() => readSync(fileFd, data, 0, len, 0))
     r[`fs_write_${tag}`] = await measure(() => writeSync(fileFd, data, 0, len, 0))
@@ -422,6 +425,20 @@ for (const tag of ['8', '4k', '1m']) {
   timeRow(
     `read() ${size}, ext4 file (fault-safe copy)`,
     o(`read_${tag}_faultsafe`),
+    c(`read_${tag}`),
+    undefined,
+    `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`,
+  )
+  timeRow(
+    `readInto() ${size}, memfd (plain copy, no allocation)`,
+    o(`readinto_${tag}`),
+    c(`read_${tag}`),
+    undefined,
+    `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`,
+  )
+  timeRow(
+    `readInto() ${size}, ext4 file (fault-safe, no allocation)`,
+    o(`readinto_${tag}_faultsafe`),
     c(`read_${tag}`),
     undefined,
     `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`,

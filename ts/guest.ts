@@ -261,6 +261,21 @@ export class GuestMemory implements Disposable {
   }
 
   /**
+   * Copies `target.byteLength` guest bytes at `guestAddress` into `target`, inside one
+   * region: {@link read} without the allocation.
+   * @returns the number of bytes copied.
+   * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`, `ERR_INVALID_ARG_TYPE`.
+   * @example
+   * const descriptor = Buffer.allocUnsafe(16)
+   * guest.readInto(ringAddress + 16n * BigInt(index), descriptor)
+   */
+  readInto(guestAddress: bigint | number, target: ArrayBufferView | ArrayBuffer): number {
+    const addr = gpa('guestAddress', guestAddress)
+    this.#slotFor(addr, v.bytes('target', target).byteLength)
+    return this.#arena.readInto(addr, target)
+  }
+
+  /**
    * Copies `data` to `guestAddress`, inside one region.
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`, `ERR_INVALID_ARG_TYPE`.
    * @example

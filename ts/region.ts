@@ -100,6 +100,20 @@ export interface MappedRegion extends Disposable {
    */
   read(offset: number, length: number): Buffer
   /**
+   * Copies `target.byteLength` bytes at `offset` (any byte offset) into `target`: the
+   * allocation-free form of {@link read}, for hot loops and large copies (a fresh `Buffer`
+   * of 1 MiB costs more than copying into it). Pass a `subarray` to fill part of a buffer.
+   * Fault-safe like {@link read}. `target` may be a view of this very region; the copy then
+   * behaves like `memmove`.
+   * @returns the number of bytes copied, `target.byteLength`.
+   * @throws `ERR_INVALID_ARG_TYPE` (not bytes), `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`
+   * (no `READ`, or a hole), `EFAULT`.
+   * @example
+   * const sector = Buffer.allocUnsafe(512)
+   * disk.readInto(lba * 512, sector)
+   */
+  readInto(offset: number, target: ArrayBufferView | ArrayBuffer): number
+  /**
    * Copies `data` to `offset` (any byte offset); fault-safe like {@link read}.
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (no `WRITE`, or a hole), `EFAULT`.
    * @example
@@ -219,6 +233,14 @@ abstract class Region implements MappedRegion {
     const out = Buffer.allocUnsafe(length)
     regionReadInto(this.h, offset, out)
     return out
+  }
+
+  readInto(offset: number, target: ArrayBufferView | ArrayBuffer): number {
+    this.live()
+    const bytes = v.bytes('target', target)
+    v.bounds(v.index('offset', offset), bytes.byteLength, this.size)
+    regionReadInto(this.h, offset, bytes)
+    return bytes.byteLength
   }
 
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void {

@@ -18,7 +18,8 @@ arena.addFdMapping(0, 4096, shm.fd, 0n, Protection.READ | Protection.WRITE)
 const entry: MappingInfo = arena.mappings()[0]
 const kind: 'fd' | 'anonymous' = entry.kind
 const disposable: Disposable = mapping
-void [address, kind, disposable]
+const copied: number = mapping.readInto(0, new Uint32Array(4))
+void [address, kind, disposable, copied]
 
 // @ts-expect-error the address is a bigint, not a number
 const wrongAddress: number = arena.address
@@ -28,6 +29,8 @@ arena.madvise(0, 4096, 'dontneeed')
 arena.read('0', 1)
 // @ts-expect-error write takes bytes, not strings
 arena.write(0, 'text')
+// @ts-expect-error readInto fills bytes, not a length
+arena.readInto(0, 16)
 // @ts-expect-error unknown option
 MemoryMapping.anonymous(4096, { protect: Protection.READ })
 // @ts-expect-error populate is a boolean

@@ -218,6 +218,39 @@ test('a file truncated under the mapping: read/write throw EFAULT instead of SIG
   t.deepEqual(r.stdout.trim().split('\n'), ['EFAULT -14 process_vm_readv', 'EFAULT -14 process_vm_writev', 'EFAULT -14 process_vm_readv'])
 })
 
+test('fault-safe copies stay fault-safe with a SIGBUS listener installed and in a worker thread (in a child)', (t) => {
+  // process.on('SIGBUS') installs libuv's handler over the copy guard's: the copy must notice
+  // and take the syscall path (a guarded fault sent to libuv's handler would hang or crash).
+  const r = runChild(`
+    const fs = require('node:fs'), os = require('node:os'), path = require('node:path')
+    const { Worker } = require('node:worker_threads')
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-guard-'))
+    const file = path.join(dir, 't')
+    fs.writeFileSync(file, Buffer.alloc(mr.PAGE_SIZE, 1))
+    const fd = fs.openSync(file, 'r+')
+    const m = mr.MemoryMapping.fromFd(fd, mr.PAGE_SIZE)
+    console.log(m.read(0, 1)[0]) // the guard is installed by the first fault-safe copy
+    fs.ftruncateSync(fd, 0)
+    const tryRead = () => { try { m.readInto(0, Buffer.alloc(8)); return 'no error' } catch (e) { return e.code } }
+    console.log('guarded', tryRead())
+    const w = new Worker(\`
+      const { parentPort, workerData } = require('node:worker_threads')
+      const mr = require(workerData.entry)
+      const m = mr.MemoryMapping.fromFd(workerData.fd, mr.PAGE_SIZE, { checkEof: false })
+      try { m.write(0, Buffer.from('x')); parentPort.postMessage('no error') } catch (e) { parentPort.postMessage(e.code) }
+    \`, { eval: true, workerData: { fd, entry: require.resolve(ROOT + 'dist/index.js') } })
+    w.on('message', (code) => {
+      console.log('worker', code)
+      process.on('SIGBUS', () => {})
+      console.log('with listener', tryRead())
+      fs.rmSync(dir, { recursive: true })
+    })
+  `)
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(r.stdout.trim().split('\n'), ['1', 'guarded EFAULT', 'worker EFAULT', 'with listener EFAULT'])
+})
+
 test('addFdMapping/removeMapping on a MemoryMapping are ERR_MMAP_UNSUPPORTED', (t) => {
   using m = MemoryMapping.anonymous(PAGE_SIZE)
   using shm = SharedMemory.create('x', PAGE_SIZE)

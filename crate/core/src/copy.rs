@@ -1,8 +1,31 @@
-//! Fault-safe copies: `process_vm_readv`/`process_vm_writev` on the own process
-//! report a page that cannot be accessed (e.g. a truncated file) as `EFAULT`
-//! instead of raising `SIGBUS`.
+//! Fault-safe copies: a page that cannot be accessed (e.g. of a truncated file)
+//! is `EFAULT`, never `SIGBUS`.
+//!
+//! The copy is first tried as a plain copy guarded by a `SIGBUS` handler (see
+//! `guard`, x86-64). When the guard is not armed, or the copy did fault, it is
+//! done again with `process_vm_readv`/`process_vm_writev` on the own process,
+//! which reports the fault (`EFAULT`, with that syscall's name) or — should the
+//! page be back — succeeds. Errors are therefore the same on both paths.
 
 use crate::{Error, Result};
+
+/// Whether the guarded plain copy did the whole copy. `false` when the guard
+/// is not armed, is not built for this architecture, or the copy faulted: the
+/// caller then copies with the syscall, which reports the fault.
+fn guarded(dst: *mut u8, src: *const u8, len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: callers pass ranges of this process that are mapped with the
+        // access the copy needs (checked against the layout); only a page that
+        // vanished under a mapping can fault, as SIGBUS, which the guard catches.
+        unsafe { crate::guard::copy(dst, src, len) == Some(true) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dst, src, len);
+        false
+    }
+}
 
 fn iov(ptr: *const u8, len: usize) -> libc::iovec {
     libc::iovec {
@@ -11,12 +34,27 @@ fn iov(ptr: *const u8, len: usize) -> libc::iovec {
     }
 }
 
-/// Copies `dst.len()` bytes from `src` into `dst`.
+/// Copies `dst.len()` bytes from `src` into `dst`; a page that vanished under
+/// the mapping is `EFAULT`.
 ///
 /// # Safety
-/// `src` must point into this process's address space; the kernel checks each
-/// page, so an unmapped or unreadable one yields `EFAULT`, never a signal.
+/// `src..src + dst.len()` must be mapped readable (as the region's layout says):
+/// the guarded copy catches `SIGBUS`, not `SIGSEGV`. For memory that may not be
+/// mapped at all, use [`read_via_kernel`].
 pub unsafe fn read_fault_safe(src: *const u8, dst: &mut [u8]) -> Result<()> {
+    if guarded(dst.as_mut_ptr(), src, dst.len()) {
+        return Ok(());
+    }
+    // SAFETY: as the caller vouched; the kernel checks each page anyway.
+    unsafe { read_via_kernel(src, dst) }
+}
+
+/// Copies `dst.len()` bytes from `src` into `dst` with `process_vm_readv`: an
+/// unmapped, unreadable or vanished page is `EFAULT`, never a signal.
+///
+/// # Safety
+/// `src` must point into this process's address space.
+pub unsafe fn read_via_kernel(src: *const u8, dst: &mut [u8]) -> Result<()> {
     let mut done = 0;
     while done < dst.len() {
         let local = iov(dst[done..].as_ptr(), dst.len() - done);
@@ -39,12 +77,15 @@ pub unsafe fn read_fault_safe(src: *const u8, dst: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-/// Copies `src` to `dst`.
+/// Copies `src` to `dst`; a page that vanished under the mapping is `EFAULT`.
 ///
 /// # Safety
-/// `dst` must point into this process's address space, at memory the caller
-/// owns and may overwrite; faults are reported as `EFAULT`.
+/// `dst..dst + src.len()` must be mapped writable (as the region's layout says),
+/// at memory the caller owns and may overwrite.
 pub unsafe fn write_fault_safe(dst: *mut u8, src: &[u8]) -> Result<()> {
+    if guarded(dst, src.as_ptr(), src.len()) {
+        return Ok(());
+    }
     let mut done = 0;
     while done < src.len() {
         let local = iov(src[done..].as_ptr(), src.len() - done);

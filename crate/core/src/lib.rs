@@ -14,6 +14,8 @@ mod arena;
 pub mod budget;
 pub mod copy;
 mod error;
+#[cfg(target_arch = "x86_64")]
+mod guard;
 mod layout;
 mod mapping;
 mod protection;

@@ -147,7 +147,8 @@ pub fn populate_supported() -> bool {
 }
 
 /// Reads one byte of every page of `[addr, addr + len)` through
-/// `process_vm_readv`, so that a page that cannot be faulted in is `EFAULT`.
+/// `process_vm_readv`, so that a page that cannot be faulted in is `EFAULT`
+/// (including `PROT_NONE` holes, which a guarded copy would not catch).
 ///
 /// # Safety
 /// The range must lie inside a mapping that stays mapped for the whole call.
@@ -156,7 +157,7 @@ pub unsafe fn touch_pages(addr: *mut u8, len: usize) -> Result<()> {
     let mut at = 0;
     while at < len {
         // SAFETY: `addr + at` is inside the range; the read is fault-safe.
-        unsafe { copy::read_fault_safe(addr.add(at), &mut byte) }?;
+        unsafe { copy::read_via_kernel(addr.add(at), &mut byte) }?;
         at += page_size();
     }
     Ok(())
@@ -254,7 +255,8 @@ pub(crate) unsafe fn copy_out(
             std::ptr::copy(src, dst.as_mut_ptr(), dst.len());
             Ok(())
         },
-        // SAFETY: process_vm_readv reports a fault as EFAULT instead of a signal.
+        // SAFETY: the layout says the range is readable; a page that vanished
+        // under it is EFAULT instead of a signal.
         CopyMode::FaultSafe => unsafe { copy::read_fault_safe(src, dst) },
     }
 }
@@ -278,7 +280,8 @@ pub(crate) unsafe fn copy_in(
             std::ptr::copy(src.as_ptr(), dst, src.len());
             Ok(())
         },
-        // SAFETY: process_vm_writev reports a fault as EFAULT instead of a signal.
+        // SAFETY: the layout says the range is writable; a page that vanished
+        // under it is EFAULT instead of a signal.
         CopyMode::FaultSafe => unsafe { copy::write_fault_safe(dst, src) },
     }
 }

@@ -466,44 +466,26 @@ timeRow(
 )
 timeRow('reserve(1 TiB) + close()', o('reserve_1t'), c('reserve_1t'), 3, '—', ratioOf('reserve_1t'))
 bwRow('view().set() 1 MiB chunks, 256 MiB pre-faulted', o('copy_bandwidth_gbps'), c('copy_bandwidth_gbps'), 1 / 0.9)
-for (const tag of ['8', '4k', '1m']) {
-  const size = tag === '8' ? '8 B' : tag === '4k' ? '4 KiB' : '1 MiB'
-  timeRow(`read() ${size}, memfd (plain copy)`, o(`read_${tag}`), c(`read_${tag}`), undefined, `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`)
-  timeRow(
-    `read() ${size}, ext4 file (fault-safe copy)`,
-    o(`read_${tag}_faultsafe`),
-    c(`read_${tag}`),
-    undefined,
-    `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`,
-  )
-  timeRow(
-    `readInto() ${size}, memfd (plain copy, no allocation)`,
-    o(`readinto_${tag}`),
-    c(`read_${tag}`),
-    undefined,
-    `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`,
-  )
-  timeRow(
-    `readInto() ${size}, ext4 file (fault-safe, no allocation)`,
-    o(`readinto_${tag}_faultsafe`),
-    c(`read_${tag}`),
-    undefined,
-    `fs.readSync ${fmtNs(o(`fs_read_${tag}`))}`,
-  )
-  timeRow(
-    `write() ${size}, memfd (plain copy)`,
-    o(`write_${tag}`),
-    c(`write_${tag}`),
-    undefined,
-    `fs.writeSync ${fmtNs(o(`fs_write_${tag}`))}`,
-  )
-  timeRow(
-    `write() ${size}, ext4 file (fault-safe copy)`,
-    o(`write_${tag}_faultsafe`),
-    c(`write_${tag}`),
-    undefined,
-    `fs.writeSync ${fmtNs(o(`fs_write_${tag}`))}`,
-  )
+// Copies: [label, our key, C key, alternative key]; read() and readInto() against memcpy and
+// fs.readSync, write() against memcpy and fs.writeSync.
+const COPY_ROWS = [
+  ['read() SIZE, memfd (plain copy)', 'read_TAG', 'read_TAG', 'fs_read_TAG'],
+  ['read() SIZE, ext4 file (fault-safe copy)', 'read_TAG_faultsafe', 'read_TAG', 'fs_read_TAG'],
+  ['readInto() SIZE, memfd (plain copy, no allocation)', 'readinto_TAG', 'read_TAG', 'fs_read_TAG'],
+  ['readInto() SIZE, ext4 file (fault-safe, no allocation)', 'readinto_TAG_faultsafe', 'read_TAG', 'fs_read_TAG'],
+  ['write() SIZE, memfd (plain copy)', 'write_TAG', 'write_TAG', 'fs_write_TAG'],
+  ['write() SIZE, ext4 file (fault-safe copy)', 'write_TAG_faultsafe', 'write_TAG', 'fs_write_TAG'],
+]
+for (const [tag, size] of [
+  ['8', '8 B'],
+  ['4k', '4 KiB'],
+  ['1m', '1 MiB'],
+]) {
+  for (const [label, ours, base, alt] of COPY_ROWS) {
+    const k = (key) => key.replace('TAG', tag)
+    const altName = alt.startsWith('fs_read') ? 'fs.readSync' : 'fs.writeSync'
+    timeRow(label.replace('SIZE', size), o(k(ours)), c(k(base)), undefined, `${altName} ${fmtNs(o(k(alt)))}`)
+  }
 }
 timeRow('first touch per page through a view (memfd)', o('first_touch'), c('first_touch'), undefined)
 bwRow('populateAsync 1 GiB memfd (vs C MADV_POPULATE_WRITE)', o('populate_gbps'), c('populate_gbps'), undefined)

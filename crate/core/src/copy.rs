@@ -12,12 +12,15 @@ use crate::{Error, Result};
 /// Whether the guarded plain copy did the whole copy. `false` when the guard
 /// is not armed, is not built for this architecture, or the copy faulted: the
 /// caller then copies with the syscall, which reports the fault.
-fn guarded(dst: *mut u8, src: *const u8, len: usize) -> bool {
+///
+/// # Safety
+/// Both ranges must be mapped with the access the copy needs (the callers
+/// check them against the region's layout); only a page that vanished under a
+/// mapping may fault, as `SIGBUS`, which the guard catches.
+unsafe fn guarded(dst: *mut u8, src: *const u8, len: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: callers pass ranges of this process that are mapped with the
-        // access the copy needs (checked against the layout); only a page that
-        // vanished under a mapping can fault, as SIGBUS, which the guard catches.
+        // SAFETY: the ranges are mapped as required; see above.
         unsafe { crate::guard::copy(dst, src, len) == Some(true) }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -42,7 +45,8 @@ fn iov(ptr: *const u8, len: usize) -> libc::iovec {
 /// the guarded copy catches `SIGBUS`, not `SIGSEGV`. For memory that may not be
 /// mapped at all, use [`read_via_kernel`].
 pub unsafe fn read_fault_safe(src: *const u8, dst: &mut [u8]) -> Result<()> {
-    if guarded(dst.as_mut_ptr(), src, dst.len()) {
+    // SAFETY: `dst` is ours to write; the caller vouches for `src`.
+    if unsafe { guarded(dst.as_mut_ptr(), src, dst.len()) } {
         return Ok(());
     }
     // SAFETY: as the caller vouched; the kernel checks each page anyway.
@@ -83,7 +87,8 @@ pub unsafe fn read_via_kernel(src: *const u8, dst: &mut [u8]) -> Result<()> {
 /// `dst..dst + src.len()` must be mapped writable (as the region's layout says),
 /// at memory the caller owns and may overwrite.
 pub unsafe fn write_fault_safe(dst: *mut u8, src: &[u8]) -> Result<()> {
-    if guarded(dst, src.as_ptr(), src.len()) {
+    // SAFETY: `src` is ours to read; the caller vouches for `dst`.
+    if unsafe { guarded(dst, src.as_ptr(), src.len()) } {
         return Ok(());
     }
     let mut done = 0;

@@ -187,3 +187,42 @@ test('an fd closed right after mapping: the mapping keeps working; close + reuse
   m.msync(0, P)
   t.is(readFileSync(path)[0], 1)
 })
+
+test('a file truncated and regrown by another process during copies: every copy succeeds or throws EFAULT, none crashes', (t) => {
+  // A second process flips the file between empty and 1 MiB as fast as it can while this
+  // child copies 1 MiB in and out: faults land in the middle of copies, not only before them.
+  const r = runChild(
+    `
+    const fs = require('node:fs'), os = require('node:os'), path = require('node:path')
+    const { spawn } = require('node:child_process')
+    const MiB = 1 << 20
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-race-'))
+    const file = path.join(dir, 'f')
+    fs.writeFileSync(file, Buffer.alloc(MiB, 1))
+    const fd = fs.openSync(file, 'r+')
+    const m = mr.MemoryMapping.fromFd(fd, MiB)
+    const flipper = spawn(process.execPath, ['-e', \`
+      const fs = require('node:fs'); const fd = fs.openSync(\${JSON.stringify(file)}, 'r+')
+      for (;;) { fs.ftruncateSync(fd, 0); fs.ftruncateSync(fd, \${MiB}) }
+    \`], { stdio: 'ignore' })
+    const into = Buffer.alloc(MiB)
+    const data = Buffer.alloc(MiB, 2)
+    const seen = { ok: 0, EFAULT: 0 }
+    const until = Date.now() + 20000
+    while ((seen.ok < 20 || seen.EFAULT < 20) && Date.now() < until) {
+      for (const f of [() => m.readInto(0, into), () => m.write(0, data), () => m.read(MiB / 2, 4096)]) {
+        try { f(); seen.ok++ } catch (e) { seen[e.code] = (seen[e.code] ?? 0) + 1 }
+      }
+    }
+    flipper.kill('SIGKILL')
+    fs.rmSync(dir, { recursive: true })
+    console.log(JSON.stringify(seen))
+  `,
+    60_000,
+  )
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  const seen = JSON.parse(r.stdout.trim()) as Record<string, number>
+  t.deepEqual(Object.keys(seen).sort(), ['EFAULT', 'ok'], r.stdout)
+  t.true(seen.ok >= 20 && seen.EFAULT >= 20, r.stdout)
+})

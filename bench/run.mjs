@@ -489,25 +489,15 @@ for (const [tag, size] of [
 }
 timeRow('first touch per page through a view (memfd)', o('first_touch'), c('first_touch'), undefined)
 bwRow('populateAsync 1 GiB memfd (vs C MADV_POPULATE_WRITE)', o('populate_gbps'), c('populate_gbps'), undefined)
-rows.push(['view() creation', fmtNs(o('view_create')), '—', '—', '—', '—', '—'])
-rows.push([
-  'view() + detach (removeMapping + addFdMapping)',
-  fmtNs(o('view_create_detach')),
-  '—',
-  '—',
-  '—',
-  '—',
-  `overlay pair alone ${fmtNs(o('fd_pair_4k'))}`,
-])
-rows.push([
+/** A figure with no C counterpart and no bar, with what to read it against. */
+const infoRow = (label, ours, extra = '—') => rows.push([label, fmtNs(ours), '—', '—', '—', '—', extra])
+infoRow('view() creation', o('view_create'))
+infoRow('view() + detach (removeMapping + addFdMapping)', o('view_create_detach'), `overlay pair alone ${fmtNs(o('fd_pair_4k'))}`)
+infoRow(
   'msyncAsync, dirty ext4 page, all in flight (per page)',
-  fmtNs(o('msync_async_dirty_per_page')),
-  '—',
-  '—',
-  '—',
-  '—',
+  o('msync_async_dirty_per_page'),
   `sync msync loop ${fmtNs(o('msync_sync_dirty_per_page'))}`,
-])
+)
 rows.push([
   'reserve(1 TiB): RSS growth per reservation',
   `${o('reserve_1t_rss_kib').toFixed(1)} KiB`,

@@ -292,9 +292,7 @@ mod tests {
         // As in Node: nothing handles SIGBUS before us. (Rust's std installs a
         // stack-overflow handler that would otherwise be the previous one.)
         set_handler(libc::SIG_DFL, 0);
-        let mut x = [0u8; 4];
-        // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, Some(true));
+        arm();
         println!("guard armed");
         // SAFETY: sends SIGBUS to ourselves; its default action ends the process.
         unsafe { libc::raise(libc::SIGBUS) };
@@ -305,9 +303,7 @@ mod tests {
     #[ignore = "run in a child process by a_sent_sigbus_keeps_its_previous_meaning"]
     fn child_sent_sigbus_ignored() {
         set_handler(libc::SIG_IGN, 0);
-        let mut x = [0u8; 4];
-        // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, Some(true));
+        arm();
         // SAFETY: sends SIGBUS to ourselves, twice: ignored before the guard, so after it.
         unsafe {
             libc::raise(libc::SIGBUS);
@@ -367,6 +363,13 @@ mod tests {
         println!("decisions ok");
     }
 
+    /// Installs the guard with a first (harmless) copy, and checks it is armed.
+    fn arm() {
+        let mut x = [0u8; 4];
+        // SAFETY: inside `x`.
+        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, Some(true));
+    }
+
     static PREVIOUS_SAW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
     extern "C" fn previous(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -405,9 +408,7 @@ mod tests {
     #[ignore = "run in a child process by foreign_sigbus_still_reaches_the_previous_handler_and_the_default_action"]
     fn child_default_action_kills() {
         set_handler(libc::SIG_DFL, 0); // as in Node; see child_sent_sigbus_default
-        let mut x = [0u8; 4];
-        // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, Some(true));
+        arm();
         println!("guard armed");
         let (page, _file) = vanished_page();
         // A fault outside the guarded copy must still end the process with SIGBUS.
@@ -419,9 +420,8 @@ mod tests {
     #[test]
     #[ignore = "run in a child process by a_replaced_handler_or_a_blocked_sigbus_disarms_the_guard"]
     fn child_disarmed() {
+        arm();
         let mut x = [0u8; 4];
-        // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, Some(true));
         // Someone installs their own handler (as process.on('SIGBUS') does).
         set_handler(previous as *const () as usize, libc::SA_SIGINFO);
         // SAFETY: inside `x`.

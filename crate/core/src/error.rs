@@ -20,7 +20,8 @@ pub enum Error {
     OutOfBounds { offset: u64, size: u64, limit: u64 },
     /// A numeric argument outside what the operation can take.
     OutOfRange { what: &'static str, reason: String },
-    /// An argument of the wrong kind (e.g. a name with a NUL byte).
+    /// An argument of the right type but an unusable value (e.g. a name with a
+    /// NUL byte): `ERR_INVALID_ARG_VALUE`, as the facade throws it.
     InvalidArgument { what: &'static str, reason: String },
     /// The range is not mapped with the protection the access needs.
     Access {
@@ -38,6 +39,10 @@ pub enum Error {
     Busy { operation: &'static str },
     /// A system call failed with `errno`.
     Syscall { syscall: &'static str, errno: i32 },
+    /// A fault-safe copy met a page that cannot be accessed (`EFAULT`) after
+    /// `copied` bytes of the destination were written (0 when it failed
+    /// before writing anything).
+    Fault { syscall: &'static str, copied: u64 },
 }
 
 /// The JavaScript class an error is thrown as.
@@ -63,7 +68,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::ZeroSize { .. } | Error::OutOfRange { .. } => "ERR_OUT_OF_RANGE",
-            Error::InvalidArgument { .. } => "ERR_INVALID_ARG_TYPE",
+            Error::InvalidArgument { .. } => "ERR_INVALID_ARG_VALUE",
             Error::Unaligned { .. } => "ERR_MMAP_UNALIGNED",
             Error::OutOfBounds { .. } => "ERR_MMAP_OUT_OF_BOUNDS",
             Error::Access { .. } => "ERR_MMAP_ACCESS",
@@ -72,6 +77,7 @@ impl Error {
             Error::Closed => "ERR_MMAP_CLOSED",
             Error::Busy { .. } => "ERR_MMAP_BUSY",
             Error::Syscall { errno, .. } => errno_name(*errno),
+            Error::Fault { .. } => "EFAULT",
         }
     }
 
@@ -88,7 +94,8 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Closed
             | Error::Busy { .. }
-            | Error::Syscall { .. } => ErrorClass::Error,
+            | Error::Syscall { .. }
+            | Error::Fault { .. } => ErrorClass::Error,
         }
     }
 
@@ -96,6 +103,16 @@ impl Error {
     pub fn syscall(&self) -> Option<(i32, &'static str)> {
         match self {
             Error::Syscall { syscall, errno } => Some((-errno, *syscall)),
+            Error::Fault { syscall, .. } => Some((-libc::EFAULT, *syscall)),
+            _ => None,
+        }
+    }
+
+    /// For [`Error::Fault`]: how many bytes of the destination were written
+    /// before the copy failed.
+    pub fn bytes_copied(&self) -> Option<u64> {
+        match self {
+            Error::Fault { copied, .. } => Some(*copied),
             _ => None,
         }
     }
@@ -139,6 +156,18 @@ impl fmt::Display for Error {
             Error::Busy { operation } => write!(
                 f,
                 "{operation} refused: an asynchronous operation is still using the range"
+            ),
+            Error::Fault { syscall, copied } => write!(
+                f,
+                "{}, {syscall} ({copied} bytes copied before the fault)",
+                Error::Syscall {
+                    syscall,
+                    errno: libc::EFAULT
+                }
+                .to_string()
+                .split(',')
+                .next()
+                .unwrap_or("EFAULT")
             ),
             Error::Syscall { syscall, errno } => {
                 let text = std::io::Error::from_raw_os_error(*errno).to_string();
@@ -235,7 +264,7 @@ mod tests {
                     what: "name",
                     reason: "r".into(),
                 },
-                "ERR_INVALID_ARG_TYPE",
+                "ERR_INVALID_ARG_VALUE",
                 ErrorClass::TypeError,
             ),
             (

@@ -21,11 +21,29 @@ core::arch::global_asm!(
     ".globl mr_guarded_copy",
     ".hidden mr_guarded_copy",
     ".type mr_guarded_copy,@function",
-    // u32 mr_guarded_copy(dst: rdi, src: rsi, len: rdx): 0 when copied, 1 when
-    // a fault was fixed up. Copies like memmove: backwards when dst lies inside
-    // [src, src + len).
+    // usize mr_guarded_copy(dst: rdi, src: rsi, len: rdx, probe: rcx): the
+    // number of bytes *not* copied — 0 when the whole copy was done, more when
+    // a fault was fixed up. With `probe` non-zero, one byte of every page of
+    // `[dst, dst + len)` is read first, so that a destination page that cannot
+    // be faulted in fails the call before any byte is written. Copies like
+    // memmove: backwards when dst lies inside [src, src + len). x86-64 pages
+    // are 4096 bytes.
     "mr_guarded_copy:",
+    "    mov r10, rcx",
     "    mov rcx, rdx",
+    "    test r10, r10",
+    "    jz 3f",
+    "    test rdx, rdx",
+    "    jz 3f",
+    "    mov r8, rdi",
+    "    lea r9, [rdi + rdx]",
+    "4:",
+    "    mov al, byte ptr [r8]",
+    "    or r8, 4095",
+    "    add r8, 1",
+    "    cmp r8, r9",
+    "    jb 4b",
+    "3:",
     "    mov rax, rdi",
     "    sub rax, rsi",
     "    cmp rax, rdx",
@@ -41,23 +59,25 @@ core::arch::global_asm!(
     "    cld",
     "    xor eax, eax",
     "    ret",
+    // A fault inside the probe leaves rcx = len; inside `rep movsb`, rcx is
+    // the count of bytes not yet copied (the faulting one included).
     ".globl mr_guarded_copy_fixup",
     ".hidden mr_guarded_copy_fixup",
     "mr_guarded_copy_fixup:",
     "    cld",
-    "    mov eax, 1",
+    "    mov rax, rcx",
     "    ret",
     ".size mr_guarded_copy, . - mr_guarded_copy",
     ".popsection",
 );
 
 extern "C" {
-    fn mr_guarded_copy(dst: *mut u8, src: *const u8, len: usize) -> u32;
+    fn mr_guarded_copy(dst: *mut u8, src: *const u8, len: usize, probe: usize) -> usize;
     static mr_guarded_copy_fixup: u8;
 }
 
 /// The start of the copy routine and of its fixup: a fault at an address in
-/// `[start, fixup)` is one of the two `rep movsb`.
+/// `[start, fixup)` is the destination probe or one of the two `rep movsb`.
 fn bounds() -> (usize, usize) {
     // Only the address of the label is taken; nothing is read.
     let fixup = std::ptr::addr_of!(mr_guarded_copy_fixup) as usize;
@@ -166,19 +186,23 @@ fn armed() -> bool {
 }
 
 /// Copies `len` bytes from `src` to `dst` (like `memmove`) with a `SIGBUS`
-/// turned into `Some(false)`; `Some(true)` when copied; `None` when the guard
-/// is not armed (the caller must take another path).
+/// turned into a return: `Some(0)` when copied, `Some(n)` with `n > 0` bytes
+/// left uncopied when a page faulted, `None` when the guard is not armed (the
+/// caller must take another path). With `probe_dst`, every page of the
+/// destination is read before the first byte is written: a destination page
+/// that is already gone fails with `Some(len)` and nothing copied.
 ///
 /// # Safety
 /// Both ranges must be mapped with the access the copy needs: the guard only
 /// catches `SIGBUS` (a page that cannot be faulted in), not `SIGSEGV`.
-pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> Option<bool> {
+pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize, probe_dst: bool) -> Option<usize> {
     if !armed() {
         return None;
     }
     // SAFETY: the caller guarantees the ranges; a vanished page raises SIGBUS
-    // inside mr_guarded_copy, which our armed handler turns into a return of 1.
-    Some(unsafe { mr_guarded_copy(dst, src, len) } == 0)
+    // inside mr_guarded_copy, which our armed handler turns into a return of
+    // the bytes left.
+    Some(unsafe { mr_guarded_copy(dst, src, len, usize::from(probe_dst)) })
 }
 
 #[cfg(test)]
@@ -235,9 +259,9 @@ mod tests {
         let base = buf.as_mut_ptr();
         // SAFETY: all ranges lie inside `buf`.
         unsafe {
-            assert_eq!(copy(base.add(8), base, 32), Some(true)); // dst after src: backwards
-            assert_eq!(copy(base, base.add(40), 16), Some(true)); // dst before src: forwards
-            assert_eq!(copy(base, base, 0), Some(true));
+            assert_eq!(copy(base.add(8), base, 32, false), Some(0)); // dst after src: backwards
+            assert_eq!(copy(base, base.add(40), 16, false), Some(0)); // dst before src: forwards
+            assert_eq!(copy(base, base, 0, false), Some(0));
         }
         let mut want: Vec<u8> = (0..64).collect();
         want.copy_within(0..32, 8);
@@ -248,14 +272,16 @@ mod tests {
         let mut out = [0u8; 16];
         // SAFETY: the page is mapped; its file is gone, so reading it is SIGBUS,
         // which the guard catches.
-        assert_eq!(unsafe { copy(out.as_mut_ptr(), page, 16) }, Some(false));
+        assert_eq!(unsafe { copy(out.as_mut_ptr(), page, 16, false) }, Some(16));
         // SAFETY: as above, for writing.
-        assert_eq!(unsafe { copy(page, out.as_ptr(), 16) }, Some(false));
+        assert_eq!(unsafe { copy(page, out.as_ptr(), 16, false) }, Some(16));
+        // SAFETY: as above; the probe fails before the copy starts.
+        assert_eq!(unsafe { copy(page, out.as_ptr(), 16, true) }, Some(16));
         // The direction flag is clear again after a fault in a backward copy.
         // SAFETY: `page + 8` overlaps `page`: a backward copy, which faults.
-        assert_eq!(unsafe { copy(page.add(8), page, 16) }, Some(false));
+        assert_eq!(unsafe { copy(page.add(8), page, 16, false) }, Some(16));
         // SAFETY: inside `buf`; a forward copy would be wrong if DF were still set.
-        unsafe { assert_eq!(copy(base, base.add(1), 4), Some(true)) };
+        unsafe { assert_eq!(copy(base, base.add(1), 4, false), Some(0)) };
         assert_eq!(&buf[..4], &want[1..5]);
         // SAFETY: the mapping is ours.
         unsafe { libc::munmap(page.cast(), crate::page_size()) };
@@ -367,7 +393,10 @@ mod tests {
     fn arm() {
         let mut x = [0u8; 4];
         // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, Some(true));
+        assert_eq!(
+            unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) },
+            Some(0)
+        );
     }
 
     static PREVIOUS_SAW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -394,8 +423,8 @@ mod tests {
         let mut x = [0u8; 4];
         // SAFETY: inside `x`; installs the guard over our `previous` handler.
         assert_eq!(
-            unsafe { copy(x.as_mut_ptr(), x.as_ptr().add(1), 2) },
-            Some(true)
+            unsafe { copy(x.as_mut_ptr(), x.as_ptr().add(1), 2, false) },
+            Some(0)
         );
         // A SIGBUS outside the guarded copy is not ours: it goes to `previous`.
         // SAFETY: raising a signal at ourselves.
@@ -425,7 +454,7 @@ mod tests {
         // Someone installs their own handler (as process.on('SIGBUS') does).
         set_handler(previous as *const () as usize, libc::SA_SIGINFO);
         // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, None);
+        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) }, None);
         // Our handler back, but SIGBUS blocked in this thread.
         set_handler(
             on_sigbus as *const () as usize,
@@ -439,7 +468,7 @@ mod tests {
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         }
         // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4) }, None);
+        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) }, None);
         println!("disarmed twice");
     }
 }

@@ -135,12 +135,19 @@ impl MemoryMapping {
             )
         }?;
         budget::update(0, 1);
+        // Pages past the end of the file raise SIGBUS whatever the seals say: a
+        // mapping that reaches past the end always copies fault-safely.
+        let copy_mode = if direct_limit < size {
+            CopyMode::FaultSafe
+        } else {
+            copy_mode_for_fd(fd)
+        };
         Ok(MemoryMapping {
             addr,
             size,
             mapped_len,
             protection: options.protection,
-            copy_mode: copy_mode_for_fd(fd),
+            copy_mode,
             direct_limit,
         })
     }
@@ -331,16 +338,16 @@ mod tests {
         f.set_len(0).unwrap();
         assert_eq!(
             m.read_into(0, &mut b).unwrap_err(),
-            Error::Syscall {
+            Error::Fault {
                 syscall: "process_vm_readv",
-                errno: libc::EFAULT
+                copied: 0
             }
         );
         assert_eq!(
             m.write_from(0, &b).unwrap_err(),
-            Error::Syscall {
+            Error::Fault {
                 syscall: "process_vm_writev",
-                errno: libc::EFAULT
+                copied: 0
             }
         );
     }
@@ -417,5 +424,31 @@ mod tests {
                 operation: "removeMapping"
             })
         );
+    }
+
+    #[test]
+    fn a_sealed_memfd_mapped_past_its_end_copies_fault_safely() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-core-past-eof", ps as u64, true, false).unwrap();
+        let m = MemoryMapping::from_fd(
+            &shm,
+            3 * ps,
+            MappingOptions {
+                check_eof: false,
+                ..MappingOptions::fd()
+            },
+        )
+        .unwrap();
+        m.write_from(0, b"in the file").unwrap();
+        let mut b = [0u8; 16];
+        // Past the end of the memfd: EFAULT, not SIGBUS, although it is sealed.
+        assert_eq!(m.read_into(ps, &mut b).unwrap_err().code(), "EFAULT");
+        assert_eq!(m.write_from(2 * ps, &b).unwrap_err().code(), "EFAULT");
+        // A copy that starts in the file and runs past its end writes nothing.
+        let err = m.write_from(ps - 4, &[1u8; 8]).unwrap_err();
+        assert_eq!(err.bytes_copied(), Some(0));
+        let mut tail = [0u8; 4];
+        m.read_into(ps - 4, &mut tail).unwrap();
+        assert_eq!(tail, [0u8; 4]);
     }
 }

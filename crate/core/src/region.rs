@@ -153,14 +153,8 @@ pub fn populate_supported() -> bool {
 /// # Safety
 /// The range must lie inside a mapping that stays mapped for the whole call.
 pub unsafe fn touch_pages(addr: *mut u8, len: usize) -> Result<()> {
-    let mut byte = [0u8; 1];
-    let mut at = 0;
-    while at < len {
-        // SAFETY: `addr + at` is inside the range; the read is fault-safe.
-        unsafe { copy::read_via_kernel(addr.add(at), &mut byte) }?;
-        at += page_size();
-    }
-    Ok(())
+    // SAFETY: guaranteed by the caller; the probe reads through the kernel.
+    unsafe { copy::probe_pages(addr, len) }
 }
 
 /// `MADV_HWPOISON` and `MADV_GUARD_INSTALL` turn pages into traps: a later

@@ -71,6 +71,11 @@ fn create(env: &Env, e: &Error) -> sys::napi_value {
             sys::napi_set_named_property(raw, err, c"errno".as_ptr(), js_errno);
             sys::napi_set_named_property(raw, err, c"syscall".as_ptr(), js_syscall);
         }
+        if let Some(copied) = e.bytes_copied() {
+            let mut js_copied = ptr::null_mut();
+            sys::napi_create_double(raw, copied as f64, &mut js_copied);
+            sys::napi_set_named_property(raw, err, c"bytesCopied".as_ptr(), js_copied);
+        }
         err
     }
 }

@@ -2,14 +2,21 @@
 //! can ever fault with `SIGBUS`.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::{sys, Error, Result};
 
 /// A sized memfd created with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
+///
+/// The fd number is handed out (`fd()`), so other code can close it and the
+/// number can be reused for an unrelated file. The memfd's identity (device
+/// and inode) is therefore kept, and the fd is sealed or closed only while its
+/// number still refers to that memfd: closing a `SharedMemory` whose fd was
+/// closed by someone else closes nothing.
 #[derive(Debug)]
 pub struct SharedMemory {
-    fd: OwnedFd,
+    fd: RawFd,
+    identity: (u64, u64),
     size: u64,
 }
 
@@ -38,30 +45,53 @@ impl SharedMemory {
         if raw < 0 {
             return Err(Error::last_os_error("memfd_create"));
         }
-        // SAFETY: memfd_create returned a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let Some(identity) = sys::file_identity(raw) else {
+            let e = Error::last_os_error("fstat");
+            sys::close(raw);
+            return Err(e);
+        };
+        // From here on, dropping `shm` closes the fresh fd on every error path.
+        let shm = SharedMemory {
+            fd: raw,
+            identity,
+            size,
+        };
         // SAFETY: ftruncate on our own fd.
-        sys::check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }, "ftruncate")?;
+        sys::check(unsafe { libc::ftruncate(shm.fd, len) }, "ftruncate")?;
         if hugetlb {
             // Huge pages come from a fixed pool: a fault on one the pool cannot
             // supply raises SIGBUS. Allocating them all now turns that into an
             // error here (ENOSPC), never a crash later.
             // SAFETY: fallocate on our own fd.
-            sys::check(
-                unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) },
-                "fallocate",
-            )?;
+            sys::check(unsafe { libc::fallocate(shm.fd, 0, 0, len) }, "fallocate")?;
         }
-        let shm = SharedMemory { fd, size };
         if seal {
             shm.add_seals(libc::F_SEAL_SHRINK)?;
         }
         Ok(shm)
     }
 
-    /// The memfd.
+    /// The memfd's number (see the type's docs on numbers reused by others).
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.fd
+    }
+
+    /// Whether the fd number still refers to this memfd.
+    pub fn is_own_fd(&self) -> bool {
+        sys::file_identity(self.fd) == Some(self.identity)
+    }
+
+    /// The fd for a call that acts on it: `EBADF` once someone else closed it
+    /// (whatever the number refers to now is not ours to seal).
+    fn own_fd(&self, syscall: &'static str) -> Result<RawFd> {
+        if self.is_own_fd() {
+            Ok(self.fd)
+        } else {
+            Err(Error::Syscall {
+                syscall,
+                errno: libc::EBADF,
+            })
+        }
     }
 
     /// The size in bytes.
@@ -71,7 +101,8 @@ impl SharedMemory {
 
     /// The current seals (`F_GET_SEALS`).
     pub fn seals(&self) -> Result<i32> {
-        sys::seals(self.fd()).ok_or_else(|| Error::last_os_error("fcntl"))
+        let fd = self.own_fd("fcntl")?;
+        sys::seals(fd).ok_or_else(|| Error::last_os_error("fcntl"))
     }
 
     /// Adds seals (`F_ADD_SEALS`): `F_SEAL_SEAL`, `F_SEAL_SHRINK`, `F_SEAL_GROW`,
@@ -88,9 +119,20 @@ impl SharedMemory {
                 reason: format!("{seals} has unknown seal bits"),
             });
         }
-        // SAFETY: F_ADD_SEALS on our own fd changes only kernel state.
-        let ret = unsafe { libc::fcntl(self.fd(), libc::F_ADD_SEALS, seals) };
+        let fd = self.own_fd("fcntl")?;
+        // SAFETY: F_ADD_SEALS on our own memfd changes only kernel state.
+        let ret = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) };
         sys::check(ret, "fcntl")
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // Close only our memfd: if someone closed it and the number now names
+        // another file, that file is not ours to close.
+        if self.is_own_fd() {
+            sys::close(self.fd);
+        }
     }
 }
 
@@ -138,6 +180,37 @@ mod tests {
             SharedMemory::create("x", u64::MAX, true, false),
             Err(Error::OutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn closes_only_its_own_memfd() {
+        let shm = SharedMemory::create("mr-core-own", 1, true, false).unwrap();
+        let fd = shm.fd();
+        // Someone else closes the memfd and the number is reused for a pipe.
+        sys::close(fd);
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two fds into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (other, spare) = if fds[0] == fd {
+            (fds[0], fds[1])
+        } else {
+            // SAFETY: dup2 onto the freed number, so it now names the pipe.
+            assert_eq!(unsafe { libc::dup2(fds[0], fd) }, fd);
+            sys::close(fds[0]);
+            (fd, fds[1])
+        };
+        assert!(!shm.is_own_fd());
+        assert_eq!(shm.seals().unwrap_err().code(), "EBADF");
+        assert_eq!(
+            shm.add_seals(libc::F_SEAL_GROW).unwrap_err().code(),
+            "EBADF"
+        );
+        drop(shm);
+        // The pipe is still open.
+        // SAFETY: F_GETFD only queries the fd.
+        assert_ne!(unsafe { libc::fcntl(other, libc::F_GETFD) }, -1);
+        sys::close(other);
+        sys::close(spare);
     }
 
     #[test]

@@ -110,6 +110,19 @@ pub fn mappable_size(fd: RawFd) -> Result<Option<u64>> {
     }
 }
 
+/// The identity (`st_dev`, `st_ino`) of the file `fd` refers to, or `None`
+/// when `fd` is not open.
+pub fn file_identity(fd: RawFd) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a full `struct stat` into the buffer on success.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat returned 0, so the struct is initialised.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
+}
+
 /// The seals of a memfd (`F_GET_SEALS`), or `None` for an fd that has none.
 pub fn seals(fd: RawFd) -> Option<libc::c_int> {
     // SAFETY: F_GET_SEALS only reads kernel state of the fd.

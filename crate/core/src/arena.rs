@@ -78,8 +78,11 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
+                let base = self.addr as usize;
                 self.layout
-                    .set(offset, offset + len, Backing::Anonymous, prot);
+                    .set_checked(offset, offset + len, Backing::Anonymous, prot, &mut |b| {
+                        kernel_merged(base + b)
+                    });
                 self.fragile.clear(offset, offset + len);
                 Ok(())
             }
@@ -138,18 +141,40 @@ impl MemoryMappingArena {
     /// After a failed `mmap(MAP_FIXED)`: whatever part of `[start, end)` the
     /// kernel left unmapped is reserved again and recorded as a hole, so that no
     /// other allocation can land inside the arena.
+    ///
+    /// Needs neither an fd nor memory (a failure can be `EMFILE` or `ENOMEM`):
+    /// `msync(MS_ASYNC)` tells whether a range is entirely mapped, and
+    /// `MAP_FIXED_NOREPLACE` re-reserves a range only if it is entirely
+    /// unmapped; ranges that are neither are halved, so the cost grows with the
+    /// number of unmapped pieces, not with the size of the range.
     fn repair(&mut self, start: usize, end: usize) {
-        let base = self.addr as usize;
-        let Ok(holes) = sys::unmapped_ranges(base + start, base + end) else {
+        let page = crate::page_size();
+        if start >= end {
             return;
-        };
-        for (a, b) in holes {
-            // SAFETY: `[a, b)` is inside our reservation and currently unmapped;
-            // MAP_FIXED_NOREPLACE never replaces anything else.
-            let _ = unsafe { self.reserve_again(a as *mut u8, b - a) };
-            self.layout.clear(a - base, b - base);
-            self.fragile.clear(a - base, b - base);
         }
+        // SAFETY: `[start, end)` lies inside the reservation.
+        let addr = unsafe { self.addr.add(start) };
+        if sys::fully_mapped(addr, end - start) {
+            return;
+        }
+        // SAFETY: inside our reservation; MAP_FIXED_NOREPLACE fails rather than
+        // replace anything that is still mapped there.
+        if unsafe { self.reserve_again(addr, end - start) }.is_ok() {
+            self.layout.clear(start, end);
+            self.fragile.clear(start, end);
+            return;
+        }
+        let pages = (end - start) / page;
+        if pages > 1 {
+            let mid = start + pages / 2 * page;
+            self.repair(start, mid);
+            self.repair(mid, end);
+            return;
+        }
+        // One unmapped page that cannot be reserved again (the process is out
+        // of mappings): the layout must at least not claim it is mapped.
+        self.layout.clear(start, end);
+        self.fragile.clear(start, end);
     }
 
     /// Reserves `[addr, addr + len)` again after it was unmapped.
@@ -179,6 +204,14 @@ impl MemoryMappingArena {
         }
         Ok(())
     }
+}
+
+/// Whether the kernel merged the two mappings that meet at `addr` (no mapping
+/// starts there). When it cannot be told (no fd free to read the process's
+/// mappings), they are taken as apart: the budget then counts one too many,
+/// never one too few.
+fn kernel_merged(addr: usize) -> bool {
+    matches!(sys::mapping_starts_at(addr), Ok(false))
 }
 
 // SAFETY: `[addr, addr + size)` is reserved or overlaid by this value until drop
@@ -254,8 +287,14 @@ impl MemoryMappingArena {
         match result {
             Ok(_) => {
                 let end = offset + len;
-                self.layout
-                    .set(offset, end, Backing::Fd { fd, fd_offset }, prot);
+                let base = self.addr as usize;
+                self.layout.set_checked(
+                    offset,
+                    end,
+                    Backing::Fd { fd, fd_offset },
+                    prot,
+                    &mut |b| kernel_merged(base + b),
+                );
                 match copy_mode_for_fd(fd) {
                     CopyMode::Plain => self.fragile.clear(offset, end),
                     CopyMode::FaultSafe => {
@@ -732,5 +771,172 @@ mod tests {
         f.set_len(0).unwrap();
         let mut b = [0u8; 8];
         assert_eq!(a.read_into(0, &mut b).unwrap_err().code(), "EFAULT");
+    }
+
+    /// Kernel mappings overlapping the arena, read from `/proc/self/maps`.
+    fn real_count(a: &MemoryMappingArena) -> usize {
+        let (start, end) = (a.as_ptr() as usize, a.as_ptr() as usize + a.size());
+        let mut n = 0;
+        sys::for_each_mapping(|s, e| {
+            n += usize::from(s < end && e > start);
+            s < end
+        })
+        .unwrap();
+        n
+    }
+
+    #[test]
+    fn the_kernel_count_holds_when_an_fd_number_is_reused_for_the_same_file() {
+        use std::os::fd::IntoRawFd;
+        let ps = page_size();
+        let path = std::env::temp_dir().join(format!("mr-core-reuse-{}", std::process::id()));
+        std::fs::write(&path, vec![3u8; 8 * ps]).unwrap();
+        let mut a = MemoryMappingArena::new(16 * ps).unwrap();
+        let mut numbers = Vec::new();
+        // Open, map the next page, close: the same number each time, a new open
+        // file each time, so the kernel keeps the pages as separate mappings.
+        for i in 0..4 {
+            let fd = std::fs::File::open(&path).unwrap().into_raw_fd();
+            numbers.push(fd);
+            a.add_fd_mapping(ps * (2 + i), ps, &Fd(fd), (i * ps) as u64, Protection::READ)
+                .unwrap();
+            sys::close(fd);
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(a.kernel_mapping_count(), real_count(&a), "fds {numbers:?}");
+        // Pieces of one open file do merge, in the kernel and in the layout.
+        let shm = SharedMemory::create("mr-core-merge", 4 * ps as u64, true, false).unwrap();
+        a.add_fd_mapping(8 * ps, ps, &shm, 0, Protection::READ_WRITE)
+            .unwrap();
+        a.add_fd_mapping(9 * ps, ps, &shm, ps as u64, Protection::READ_WRITE)
+            .unwrap();
+        assert_eq!(a.kernel_mapping_count(), real_count(&a));
+        // Anonymous memory faulted in on both sides does not merge in the kernel.
+        a.add_anonymous(11 * ps, ps, Protection::READ_WRITE)
+            .unwrap();
+        a.add_anonymous(13 * ps, ps, Protection::READ_WRITE)
+            .unwrap();
+        a.write_from(11 * ps, b"a").unwrap();
+        a.write_from(13 * ps, b"b").unwrap();
+        a.add_anonymous(12 * ps, ps, Protection::READ_WRITE)
+            .unwrap();
+        assert_eq!(a.kernel_mapping_count(), real_count(&a));
+    }
+
+    #[test]
+    fn advices_that_split_mappings_stay_inside_the_budget() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "arena::tests::split_advice_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("refused within the headroom"), "{stdout}");
+    }
+
+    #[test]
+    #[ignore = "run in a child process by advices_that_split_mappings_stay_inside_the_budget"]
+    fn split_advice_child() {
+        let ps = page_size();
+        let n = crate::budget::max_map_count();
+        let mut a = MemoryMappingArena::new(2 * n * ps).unwrap();
+        a.add_anonymous(0, 2 * n * ps, Protection::READ_WRITE)
+            .unwrap();
+        let region: &dyn MappedRegion = &a;
+        // MADV_DONTFORK on every other page splits the overlay into ever more
+        // kernel mappings, without any change to the layout.
+        let mut i = 0;
+        let refused = loop {
+            match region.madvise(2 * i * ps, ps, libc::MADV_DONTFORK) {
+                Ok(()) => i += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused.code(), "ENOMEM");
+        let free = n - crate::budget::process_map_count().unwrap();
+        assert!(
+            free + 8 >= crate::budget::headroom(),
+            "{free} mappings left after {i} advices"
+        );
+        // mapCount's measure still works there, and the arena empties.
+        a.remove_mapping(0, 2 * n * ps).unwrap();
+        println!("refused within the headroom: {i} advices, {free} mappings left");
+    }
+
+    #[test]
+    fn repair_needs_no_fd() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "arena::tests::repair_without_fds_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("repaired without fds"), "{stdout}");
+    }
+
+    #[test]
+    #[ignore = "run in a child process by repair_needs_no_fd"]
+    fn repair_without_fds_child() {
+        let ps = page_size();
+        let mut a = MemoryMappingArena::new(8 * ps).unwrap();
+        a.add_anonymous(ps, 4 * ps, Protection::READ_WRITE).unwrap();
+        // SAFETY: socket() returns a fresh fd owned by this test.
+        let sock = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        assert!(sock >= 0);
+        // No fd left for anything else (the repair used to read /proc/self/maps).
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write/read the struct we pass.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut old);
+            let low = libc::rlimit {
+                rlim_cur: sock as libc::rlim_t,
+                rlim_max: old.rlim_max,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+        }
+        // A socket cannot be mapped; the kernel fails after unmapping the range.
+        let err = a
+            .add_fd_mapping(2 * ps, 2 * ps, &Fd(sock), 0, Protection::READ)
+            .unwrap_err();
+        // SAFETY: restores the limit read above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+        let base = a.as_ptr() as usize;
+        assert!(
+            sys::unmapped_ranges(base, base + a.size())
+                .unwrap()
+                .is_empty(),
+            "a hole inside the arena after {err}"
+        );
+        // The layout says exactly what the kernel has: readable where mapped.
+        for m in a.mappings() {
+            let mut b = vec![0u8; m.size];
+            a.read_into(m.offset, &mut b).unwrap();
+        }
+        assert_eq!(a.kernel_mapping_count(), real_count(&a));
+        sys::close(sock);
+        println!("repaired without fds: {err}");
     }
 }

@@ -24,6 +24,10 @@ static OWNED: AtomicUsize = AtomicUsize::new(0);
 static OTHERS: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// `OWNED` at the last measure.
 static OWNED_AT_MEASURE: AtomicUsize = AtomicUsize::new(0);
+/// Mappings this crate may have added since the last measure without a
+/// layout that tracks them: an advice that changes a mapping's flags over part
+/// of it splits it (up to two more). The next measure counts them for real.
+static UNTRACKED: AtomicUsize = AtomicUsize::new(0);
 /// Growth of `OWNED` after which the rest of the process is measured again.
 const REMEASURE_STEP: usize = 512;
 
@@ -47,11 +51,14 @@ pub fn headroom() -> usize {
 /// The process's current number of mappings (lines of `/proc/self/maps`). Costs
 /// time proportional to that number.
 pub fn process_map_count() -> Result<usize> {
-    let maps = std::fs::read("/proc/self/maps").map_err(|e| Error::Syscall {
-        syscall: "open",
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    // Streamed through a stack buffer: this must keep working at the limit,
+    // where a heap allocation that needs a new mapping would fail.
+    let mut count = 0;
+    crate::sys::for_each_mapping(|_, _| {
+        count += 1;
+        true
     })?;
-    Ok(maps.iter().filter(|&&b| b == b'\n').count())
+    Ok(count)
 }
 
 /// Mappings this crate owns in this process.
@@ -61,7 +68,10 @@ pub fn owned_map_count() -> usize {
 
 fn measure() -> Result<usize> {
     let owned = OWNED.load(Ordering::Relaxed);
+    let untracked = UNTRACKED.load(Ordering::Relaxed);
+    // Splits made so far are in the kernel's count now, so in `others`.
     let others = process_map_count()?.saturating_sub(owned);
+    UNTRACKED.fetch_sub(untracked, Ordering::Relaxed);
     OTHERS.store(others, Ordering::Relaxed);
     OWNED_AT_MEASURE.store(owned, Ordering::Relaxed);
     Ok(others)
@@ -72,13 +82,16 @@ fn measure() -> Result<usize> {
 pub(crate) fn check_room(extra: usize) -> Result<()> {
     let owned = OWNED.load(Ordering::Relaxed);
     let mut others = OTHERS.load(Ordering::Relaxed);
+    let untracked = UNTRACKED.load(Ordering::Relaxed);
     if others == usize::MAX
-        || owned.saturating_sub(OWNED_AT_MEASURE.load(Ordering::Relaxed)) >= REMEASURE_STEP
+        || (owned + untracked).saturating_sub(OWNED_AT_MEASURE.load(Ordering::Relaxed))
+            >= REMEASURE_STEP
     {
         others = measure()?;
     }
     let allowed = max_map_count().saturating_sub(headroom());
-    if others + owned + extra > allowed {
+    let untracked = UNTRACKED.load(Ordering::Relaxed);
+    if others + owned + untracked + extra > allowed {
         // Confirm with a fresh measure before refusing.
         others = measure()?;
         if others + owned + extra > allowed {
@@ -89,6 +102,12 @@ pub(crate) fn check_room(extra: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Records that an operation may have split mappings into `n` more that no
+/// layout tracks (counted for real at the next measure).
+pub(crate) fn note_untracked(n: usize) {
+    UNTRACKED.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Records that a region now owns `new` mappings instead of `old`.

@@ -164,6 +164,25 @@ impl Layout {
     /// Makes `[start, end)` one piece of `backing` with `protection`, replacing
     /// and splitting whatever was there, then merges with its neighbours.
     pub fn set(&mut self, start: usize, end: usize, backing: Backing, protection: Protection) {
+        self.set_checked(start, end, backing, protection, &mut |_| true);
+    }
+
+    /// [`set`](Self::set), merging with a neighbour only where
+    /// `kernel_merged(boundary)` confirms that the kernel merged the two
+    /// mappings that meet at `boundary` too. Whether it does depends on more
+    /// than this layout knows: the same open file (an fd number can be closed
+    /// and reused, even for the same file), mapping flags that advices changed,
+    /// anonymous memory already faulted in on both sides. Where it did not,
+    /// the pieces stay apart, as the kernel's mappings do, so that the
+    /// kernel's mapping count derived from this layout is never too low.
+    pub fn set_checked(
+        &mut self,
+        start: usize,
+        end: usize,
+        backing: Backing,
+        protection: Protection,
+        kernel_merged: &mut dyn FnMut(usize) -> bool,
+    ) {
         if start >= end {
             return;
         }
@@ -175,7 +194,7 @@ impl Layout {
             protection,
         };
         if let Some((&s, left)) = self.pieces.range(..start).next_back() {
-            if left.end == start && left.continues_into(s, &piece) {
+            if left.end == start && left.continues_into(s, &piece) && kernel_merged(start) {
                 piece = Piece {
                     end,
                     backing: left.backing,
@@ -186,7 +205,7 @@ impl Layout {
             }
         }
         if let Some(right) = self.pieces.get(&end).copied() {
-            if piece.continues_into(start, &right) {
+            if piece.continues_into(start, &right) && kernel_merged(end) {
                 self.take(end);
                 piece.end = right.end;
             }

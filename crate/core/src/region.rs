@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 
-use crate::{copy, page_size, sys, Error, Protection, Result};
+use crate::{budget, copy, page_size, sys, Error, Protection, Result};
 
 /// A region of mapped memory that this process owns.
 ///
@@ -65,7 +65,7 @@ impl dyn MappedRegion + '_ {
         }
         // SAFETY: as for msync; the advice cannot turn memory into a trap, see
         // check_advice.
-        unsafe { sys::madvise(self.as_ptr().add(offset), len, advice) }
+        unsafe { madvise_range(self.as_ptr().add(offset), len, advice) }
     }
 }
 
@@ -91,8 +91,29 @@ pub unsafe fn msync_range(addr: *mut u8, len: usize) -> Result<()> {
 /// The range must lie inside a mapping the caller owns, mapped for the whole call.
 pub unsafe fn madvise_range(addr: *mut u8, len: usize, advice: i32) -> Result<()> {
     check_advice(advice)?;
+    let splits = len > 0 && advice_may_split(advice);
+    if splits {
+        // Changing the flags of part of a mapping splits it: up to two more
+        // kernel mappings, which must fit in the map-count budget like any other.
+        budget::check_room(2)?;
+    }
     // SAFETY: guaranteed by the caller; the advice cannot make memory fault.
-    unsafe { sys::madvise(addr, len, advice) }
+    let result = unsafe { sys::madvise(addr, len, advice) };
+    if splits {
+        // Even a failed call may have split the mappings it got to.
+        budget::note_untracked(2);
+    }
+    result
+}
+
+/// Whether `advice` changes a mapping's flags (and so may split it): every
+/// advice except those known to act on pages only. Unknown raw numbers are
+/// assumed to split.
+pub fn advice_may_split(advice: i32) -> bool {
+    // WILLNEED, DONTNEED, FREE, REMOVE, COLD, PAGEOUT, POPULATE_READ/_WRITE,
+    // DONTNEED_LOCKED, COLLAPSE, SOFT_OFFLINE, GUARD_REMOVE.
+    const PAGES_ONLY: [i32; 12] = [3, 4, 8, 9, 20, 21, 22, 23, 24, 25, 101, 103];
+    !PAGES_ONLY.contains(&advice)
 }
 
 /// Prefaults `[addr, addr + len)` with `MADV_POPULATE_READ`/`_WRITE`, in chunks

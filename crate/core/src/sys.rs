@@ -139,39 +139,119 @@ pub fn check(ret: libc::c_int, syscall: &'static str) -> Result<()> {
     }
 }
 
-/// Address ranges inside `[start, end)` that no mapping of this process covers,
-/// read from `/proc/self/maps`. Used only on failure paths.
-pub fn unmapped_ranges(start: usize, end: usize) -> Result<Vec<(usize, usize)>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| Error::Syscall {
-        syscall: "open",
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
+/// Calls `f(start, end)` for each mapping of this process, in address order,
+/// from `/proc/self/maps`, until `f` returns `false`. Reads through a buffer
+/// on the stack: no heap allocation, so it works when the process is at its
+/// map-count limit (where an allocation that needs a new mapping would fail).
+/// Needs one fd (`EMFILE` when none is free).
+pub fn for_each_mapping(mut f: impl FnMut(usize, usize) -> bool) -> Result<()> {
+    // SAFETY: a NUL-terminated path; the fd is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::last_os_error("open"));
+    }
+    let mut buf = [0u8; 8192];
+    let mut filled = 0;
+    // Parses "start-end ..." at the beginning of each line.
+    let mut result = Ok(());
+    'read: loop {
+        // SAFETY: reads into the unfilled tail of our own buffer.
+        let n = unsafe { libc::read(fd, buf[filled..].as_mut_ptr().cast(), buf.len() - filled) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            result = Err(Error::last_os_error("read"));
+            break;
+        }
+        filled += n as usize;
+        let mut line_start = 0;
+        while let Some(nl) = buf[line_start..filled].iter().position(|&b| b == b'\n') {
+            let line = &buf[line_start..line_start + nl];
+            line_start += nl + 1;
+            if let Some((a, b)) = parse_range(line) {
+                if !f(a, b) {
+                    break 'read;
+                }
+            }
+        }
+        if n == 0 {
+            // A last line without a newline (never written by the kernel).
+            if let Some((a, b)) = parse_range(&buf[line_start..filled]) {
+                f(a, b);
+            }
+            break;
+        }
+        buf.copy_within(line_start..filled, 0);
+        filled -= line_start;
+        if filled == buf.len() {
+            // A line longer than the buffer (a huge path): skip its rest.
+            filled = 0;
+        }
+    }
+    close(fd);
+    result
+}
+
+/// `start-end` at the beginning of a `/proc/self/maps` line, in hex.
+fn parse_range(line: &[u8]) -> Option<(usize, usize)> {
+    fn hex(s: &[u8]) -> Option<usize> {
+        if s.is_empty() || s.len() > 16 {
+            return None;
+        }
+        s.iter().try_fold(0usize, |acc, &c| {
+            let d = (c as char).to_digit(16)?;
+            Some((acc << 4) | d as usize)
+        })
+    }
+    let dash = line.iter().position(|&b| b == b'-')?;
+    let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    Some((hex(&line[..dash])?, hex(line.get(dash + 1..end)?)?))
+}
+
+/// Whether a mapping of this process starts exactly at `addr`: where two
+/// mappings meet there, the kernel did not merge them.
+pub fn mapping_starts_at(addr: usize) -> Result<bool> {
+    let mut found = false;
+    for_each_mapping(|a, _| {
+        found = a == addr;
+        a < addr
     })?;
+    Ok(found)
+}
+
+/// Whether every page of `[addr, addr + len)` is mapped (any protection):
+/// `msync(MS_ASYNC)` fails with `ENOMEM` over unmapped memory and otherwise
+/// does nothing. Needs no fd and no memory. `addr` must be page aligned.
+pub fn fully_mapped(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: MS_ASYNC neither writes back nor changes anything; it only
+    // walks the mappings of the range.
+    unsafe { libc::msync(addr.cast(), len, libc::MS_ASYNC) == 0 }
+}
+
+/// Address ranges inside `[start, end)` that no mapping of this process covers,
+/// read from `/proc/self/maps`.
+pub fn unmapped_ranges(start: usize, end: usize) -> Result<Vec<(usize, usize)>> {
     let mut holes = Vec::new();
     let mut cursor = start;
-    for line in maps.lines() {
-        let Some(range) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
+    for_each_mapping(|a, b| {
         if b <= cursor {
-            continue;
+            return true;
         }
         if a >= end {
-            break;
+            return false;
         }
         if a > cursor {
             holes.push((cursor, a));
         }
         cursor = b;
-        if cursor >= end {
-            break;
-        }
-    }
+        cursor < end
+    })?;
     if cursor < end {
         holes.push((cursor, end));
     }
@@ -217,6 +297,43 @@ mod tests {
             vec![(start + ps, start + 2 * ps)]
         );
         // SAFETY: the rest of the mapping made above.
+        unsafe { munmap(base, 3 * ps) }.unwrap();
+    }
+
+    #[test]
+    fn the_maps_reader_sees_every_mapping_and_probes_without_an_fd() {
+        let ps = page_size();
+        let mut lines = 0usize;
+        for_each_mapping(|a, b| {
+            assert!(a < b);
+            lines += 1;
+            true
+        })
+        .unwrap();
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        // Other threads may map meanwhile; the counts stay close.
+        assert!(lines.abs_diff(text.lines().count()) < 16, "{lines}");
+        // SAFETY: a fresh private reservation owned by this test.
+        let base = unsafe {
+            mmap(
+                no_hint(),
+                3 * ps,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        }
+        .unwrap();
+        assert!(mapping_starts_at(base as usize).unwrap());
+        assert!(!mapping_starts_at(base as usize + ps).unwrap());
+        assert!(fully_mapped(base, 3 * ps));
+        // SAFETY: the middle page of the reservation made above.
+        unsafe { munmap(base.add(ps), ps) }.unwrap();
+        assert!(!fully_mapped(base, 3 * ps));
+        assert!(fully_mapped(base, ps));
+        assert!(mapping_starts_at(base as usize + 2 * ps).unwrap());
+        // SAFETY: the rest of the reservation.
         unsafe { munmap(base, 3 * ps) }.unwrap();
     }
 

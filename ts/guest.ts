@@ -1,7 +1,7 @@
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
-import { invalidArgType, outOfRange, unaligned, type MappedRegionError } from './errors.js'
+import { invalidArgType, outOfRange, stateError, unaligned, type MappedRegionError } from './errors.js'
 import { MemoryMappingArena } from './region.js'
-import { SharedMemory } from './shm.js'
+import { sharedMemoryState, type SharedMemory } from './shm.js'
 import * as v from './validate.js'
 
 /** What backs a guest region: a {@link SharedMemory}, any fd at an offset, or private anonymous memory. */
@@ -52,6 +52,25 @@ interface Slot {
   protection: number
 }
 
+/**
+ * A region spec as validated: every property of the caller's object read exactly
+ * once (a getter could answer differently on a second read), and only this
+ * snapshot used from then on.
+ */
+interface RegionSnapshot {
+  start: number
+  size: number
+  protection: number
+  backing: { fd: number; fdOffset: number | bigint } | 'anonymous'
+}
+
+/**
+ * More regions than this cannot be mapped anyway: each is a kernel mapping, and
+ * `vm.max_map_count` defaults to 65530. The bound keeps a hostile array-like
+ * (a proxy claiming 2^32 - 1 entries) from keeping the constructor busy.
+ */
+const MAX_REGIONS = 1 << 16
+
 function guestError(code: 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS', message: string): MappedRegionError {
   const err = new RangeError(message) as MappedRegionError
   err.code = code
@@ -96,22 +115,28 @@ export class GuestMemory implements Disposable {
    */
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
-    const o = v.options('options', options)
-    const specs = regions.map((r, i) => GuestMemory.#check(r, `regions[${i}]`))
-    const end = specs.reduce((max, s) => Math.max(max, s.start + s.spec.size), 0)
+    const o = v.options('options', options, ['addressSpace'])
+    const count: unknown = regions.length
+    if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0 || count > MAX_REGIONS) {
+      throw outOfRange('regions.length', `at most ${MAX_REGIONS}`, count)
+    }
+    const specs: RegionSnapshot[] = []
+    // Indexed reads, each once: holes of a sparse array read as undefined and are refused.
+    for (let i = 0; i < count; i++) specs.push(GuestMemory.#check(regions[i], `regions[${i}]`))
+    const end = specs.reduce((max, s) => Math.max(max, s.start + s.size), 0)
     const space = o.addressSpace === undefined ? end : v.alignedIndex('addressSpace', o.addressSpace)
     if (space === 0) throw outOfRange('addressSpace', 'greater than 0 (or at least one region)', space)
     if (space < end) throw outOfRange('addressSpace', `at least the end of the highest region (${end})`, space)
     const sorted = [...specs].sort((a, b) => a.start - b.start)
     for (let i = 1; i < sorted.length; i++) {
       const prev = sorted[i - 1]
-      if (sorted[i].start < prev.start + prev.spec.size) {
+      if (sorted[i].start < prev.start + prev.size) {
         throw guestError('ERR_GUEST_OVERLAP', `Guest regions at 0x${prev.start.toString(16)} and 0x${sorted[i].start.toString(16)} overlap`)
       }
     }
     this.#arena = MemoryMappingArena.reserve(space)
     try {
-      for (const s of sorted) this.#map(s.start, s.spec)
+      for (const s of sorted) this.#map(s)
     } catch (e) {
       this.#arena.close()
       throw e
@@ -128,36 +153,40 @@ export class GuestMemory implements Disposable {
     return new GuestMemory(regions, options)
   }
 
-  static #check(spec: GuestRegionSpec, name: string): { start: number; spec: GuestRegionSpec } {
+  /** Reads and validates one region spec, each property once. */
+  static #check(spec: unknown, name: string): RegionSnapshot {
     if (spec === null || typeof spec !== 'object') throw invalidArgType(name, 'an object', spec)
-    const start = gpa(`${name}.guestAddress`, spec.guestAddress)
+    const raw = v.options(name, spec, ['guestAddress', 'size', 'backing', 'protection'])
+    const start = gpa(`${name}.guestAddress`, raw.guestAddress)
     if (start % PAGE_SIZE !== 0) throw unaligned(`${name}.guestAddress`, start, PAGE_SIZE)
-    const size = v.mappingSize(`${name}.size`, spec.size)
+    const size = v.mappingSize(`${name}.size`, raw.size)
     if (size % PAGE_SIZE !== 0) throw unaligned(`${name}.size`, size, PAGE_SIZE)
-    if (spec.protection !== undefined) v.protection(spec.protection, `${name}.protection`)
-    const b = spec.backing
-    if (b instanceof SharedMemory) {
-      if (size > b.size) {
-        const err = new RangeError(`${name} needs ${size} bytes but the SharedMemory has ${b.size}`) as MappedRegionError
+    const protection = raw.protection === undefined ? Protection.READ_WRITE : v.protection(raw.protection, `${name}.protection`)
+    const b = raw.backing
+    if (b === 'anonymous') return { start, size, protection, backing: 'anonymous' }
+    const shm = sharedMemoryState(b)
+    if (shm !== undefined) {
+      if (shm.fd === undefined) throw stateError('ERR_MMAP_CLOSED', `${name}.backing: the SharedMemory is closed`)
+      if (size > shm.size) {
+        const err = new RangeError(`${name} needs ${size} bytes but the SharedMemory has ${shm.size}`) as MappedRegionError
         err.code = 'ERR_MMAP_BEYOND_EOF'
         throw err
       }
-    } else if (b !== 'anonymous') {
-      if (b === null || typeof b !== 'object') throw invalidArgType(`${name}.backing`, "a SharedMemory, { fd, fdOffset } or 'anonymous'", b)
-      v.fd(b.fd)
-      v.fdOffset(`${name}.backing.fdOffset`, b.fdOffset)
+      return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0 } }
     }
-    return { start, spec }
+    if (b === null || typeof b !== 'object') throw invalidArgType(`${name}.backing`, "a SharedMemory, { fd, fdOffset } or 'anonymous'", b)
+    const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset'])
+    const fd = v.fd(fdSpec.fd)
+    const fdOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
+    return { start, size, protection, backing: { fd, fdOffset } }
   }
 
-  #map(start: number, spec: GuestRegionSpec): void {
-    const prot = spec.protection ?? Protection.READ_WRITE
-    const b = spec.backing
-    if (b === 'anonymous') this.#arena.addAnonymous(start, spec.size, prot)
-    else if (b instanceof SharedMemory) this.#arena.addFdMapping(start, spec.size, b.fd, 0, prot)
-    else this.#arena.addFdMapping(start, spec.size, b.fd, b.fdOffset, prot)
-    const slot = { start, end: start + spec.size, protection: prot }
-    const at = this.#slots.findIndex((s) => s.start > start)
+  #map(s: RegionSnapshot): void {
+    const b = s.backing
+    if (b === 'anonymous') this.#arena.addAnonymous(s.start, s.size, s.protection)
+    else this.#arena.addFdMapping(s.start, s.size, b.fd, b.fdOffset, s.protection)
+    const slot = { start: s.start, end: s.start + s.size, protection: s.protection }
+    const at = this.#slots.findIndex((x) => x.start > s.start)
     if (at < 0) this.#slots.push(slot)
     else this.#slots.splice(at, 0, slot)
   }
@@ -191,13 +220,13 @@ export class GuestMemory implements Disposable {
    * const slot = guest.addRegion({ guestAddress: 0x1_0000_0000n, size: dax.size, backing: dax })
    */
   addRegion(spec: GuestRegionSpec): GuestRegion {
-    const { start } = GuestMemory.#check(spec, 'region')
-    v.bounds(start, spec.size, this.#arena.size)
-    const clash = this.#slots.find((s) => s.start < start + spec.size && s.end > start)
+    const s = GuestMemory.#check(spec, 'region')
+    v.bounds(s.start, s.size, this.#arena.size)
+    const clash = this.#slots.find((x) => x.start < s.start + s.size && x.end > s.start)
     if (clash !== undefined)
-      throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
-    this.#map(start, spec)
-    return { guestAddress: BigInt(start), size: spec.size, userspaceAddress: this.#arena.address + BigInt(start) }
+      throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${s.start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
+    this.#map(s)
+    return { guestAddress: BigInt(s.start), size: s.size, userspaceAddress: this.#arena.address + BigInt(s.start) }
   }
 
   /**
@@ -271,8 +300,9 @@ export class GuestMemory implements Disposable {
    */
   readInto(guestAddress: bigint | number, target: ArrayBufferView | ArrayBuffer): number {
     const addr = gpa('guestAddress', guestAddress)
-    this.#slotFor(addr, v.bytes('target', target).byteLength)
-    return this.#arena.readInto(addr, target)
+    const bytes = v.bytes('target', target)
+    this.#slotFor(addr, v.byteLength(bytes))
+    return this.#arena.readInto(addr, bytes)
   }
 
   /**
@@ -283,8 +313,9 @@ export class GuestMemory implements Disposable {
    */
   write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
     const addr = gpa('guestAddress', guestAddress)
-    this.#slotFor(addr, v.bytes('data', data).byteLength)
-    this.#arena.write(addr, data)
+    const bytes = v.bytes('data', data)
+    this.#slotFor(addr, v.byteLength(bytes))
+    this.#arena.write(addr, bytes)
   }
 
   /**

@@ -1,6 +1,6 @@
-import { openSync, closeSync, fstatSync } from 'node:fs'
+import { openSync, closeSync, fstatSync, constants as fsConstants } from 'node:fs'
 import { Protection, type Advice, type ProtectionFlags } from './constants.js'
-import { outOfRange, stateError } from './errors.js'
+import { invalidArgType, invalidArgValue, outOfRange, stateError } from './errors.js'
 import { native, type NativeRegion } from './native.js'
 import * as v from './validate.js'
 
@@ -176,7 +176,10 @@ abstract class Region implements MappedRegion {
     if (this.#closed) throw stateError('ERR_MMAP_CLOSED', 'The region is closed')
   }
 
-  /** @internal Validates an offset that starts a kernel call and its size. */
+  /**
+   * @internal Validates an offset that starts a kernel call and its size; callers pass
+   * on the validated values (plain numbers), never the raw arguments.
+   */
   protected range(offset: unknown, size: unknown, sizeIsMapping: boolean): void {
     this.live()
     const o = v.alignedIndex('offset', offset)
@@ -217,7 +220,7 @@ abstract class Region implements MappedRegion {
    * for {@link msyncAsync}.
    */
   async populateAsync(offset: number, size: number, options?: PopulateOptions): Promise<void> {
-    const o = v.options('options', options)
+    const o = v.options('options', options, ['write'])
     this.range(offset, size, false)
     return native.regionPopulateAsync(this.h, offset, size, v.bool('write', o.write, false))
   }
@@ -238,15 +241,16 @@ abstract class Region implements MappedRegion {
   readInto(offset: number, target: ArrayBufferView | ArrayBuffer): number {
     this.live()
     const bytes = v.bytes('target', target)
-    v.bounds(v.index('offset', offset), bytes.byteLength, this.size)
+    const length = v.byteLength(bytes)
+    v.bounds(v.index('offset', offset), length, this.size)
     regionReadInto(this.h, offset, bytes)
-    return bytes.byteLength
+    return length
   }
 
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void {
     this.live()
     const bytes = v.bytes('data', data)
-    v.bounds(v.index('offset', offset), bytes.byteLength, this.size)
+    v.bounds(v.index('offset', offset), v.byteLength(bytes), this.size)
     regionWrite(this.h, offset, bytes)
   }
 
@@ -334,7 +338,7 @@ export class MemoryMapping extends Region {
    * using scratch = MemoryMapping.anonymous(1 << 20, { populate: true })
    */
   static anonymous(size: number, options?: AnonymousOptions): MemoryMapping {
-    const o = v.options('options', options)
+    const o = v.options('options', options, ['protection', 'populate', 'shared'])
     const s = v.mappingSize('size', size)
     const prot = o.protection === undefined ? Protection.READ_WRITE : v.protection(o.protection)
     const handle = native.NativeRegion.anonymous(s, prot, v.bool('populate', o.populate, false), v.bool('shared', o.shared, false))
@@ -349,7 +353,7 @@ export class MemoryMapping extends Region {
    * using second = MemoryMapping.fromFd(shm.fd, shm.size)
    */
   static fromFd(fd: number, size: number, options?: FdOptions): MemoryMapping {
-    const o = v.options('options', options)
+    const o = v.options('options', options, ['offset', 'protection', 'populate', 'shared', 'checkEof'])
     const f = v.fd(fd)
     const s = v.mappingSize('size', size)
     const offset = o.offset === undefined ? 0 : v.alignedIndex('offset', o.offset)
@@ -374,19 +378,27 @@ export class MemoryMapping extends Region {
    * using rom = MemoryMapping.fromFile('firmware.bin') // read-only, whole file
    */
   static fromFile(path: string | URL | Buffer, options?: FileOptions): MemoryMapping {
-    const o = v.options('options', options)
+    const o = v.options('options', options, ['size', 'offset', 'protection', 'shared'])
     if (typeof path !== 'string' && !(path instanceof URL) && !Buffer.isBuffer(path)) {
-      throw Object.assign(new TypeError('The "path" argument must be of type string, URL or Buffer'), { code: 'ERR_INVALID_ARG_TYPE' })
+      throw invalidArgType('path', 'of type string, URL or Buffer', path)
     }
     const offset = o.offset === undefined ? 0 : v.alignedIndex('offset', o.offset)
     const prot = o.protection === undefined ? Protection.READ : v.protection(o.protection)
     const shared = v.bool('shared', o.shared, true)
     const size = o.size === undefined ? undefined : v.mappingSize('size', o.size)
-    const fd = openSync(path, (prot & Protection.WRITE) !== 0 && shared ? 'r+' : 'r')
+    const access = (prot & Protection.WRITE) !== 0 && shared ? fsConstants.O_RDWR : fsConstants.O_RDONLY
+    // O_NONBLOCK: opening a FIFO without a writer (or a device that waits for a
+    // carrier) would otherwise block forever. It does not change how a file maps.
+    const fd = openSync(path, access | fsConstants.O_NONBLOCK)
     try {
+      const st = fstatSync(fd)
+      if (!st.isFile() && !st.isBlockDevice() && !st.isCharacterDevice()) {
+        const kind = st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a directory' : st.isSocket() ? 'a socket' : 'not a file'
+        throw invalidArgValue('path', `must name a regular file or a device that can be mapped; it is ${kind}`, String(path))
+      }
       let length = size
       if (length === undefined) {
-        const fileSize = fstatSync(fd).size
+        const fileSize = st.size
         if (fileSize <= offset) throw outOfRange('size', `greater than 0 (the file has ${fileSize} bytes from offset ${offset})`, 0)
         length = fileSize - offset
       }

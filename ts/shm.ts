@@ -1,6 +1,12 @@
 import { native, type NativeSharedMemory } from './native.js'
-import { stateError } from './errors.js'
+import { invalidArgType, outOfRange, stateError } from './errors.js'
 import * as v from './validate.js'
+
+/**
+ * @internal For {@link GuestMemory}: the fd (undefined once closed) and size of a
+ * real `SharedMemory`, read from its private state; `undefined` for anything else.
+ */
+export let sharedMemoryState: (value: unknown) => { fd: number | undefined; size: number } | undefined
 
 /** Options of {@link SharedMemory.create}. */
 export interface SharedMemoryOptions {
@@ -24,11 +30,13 @@ export class SharedMemory implements Disposable {
   /** Size in bytes. */
   readonly size: number
   readonly #fd: number
+  readonly #size: number
   #closed = false
 
   private constructor(handle: NativeSharedMemory) {
     this.#native = handle
-    this.size = handle.size
+    this.#size = handle.size
+    this.size = this.#size
     this.#fd = handle.fd
   }
 
@@ -40,7 +48,7 @@ export class SharedMemory implements Disposable {
    * using ram = SharedMemory.create('guest-ram', 512 << 20)
    */
   static create(name: string, size: number, options?: SharedMemoryOptions): SharedMemory {
-    const o = v.options('options', options)
+    const o = v.options('options', options, ['seal', 'hugetlb'])
     const n = v.memfdName(name)
     const s = v.mappingSize('size', size)
     return new SharedMemory(native.NativeSharedMemory.create(n, s, v.bool('seal', o.seal, true), v.bool('hugetlb', o.hugetlb, false)))
@@ -81,13 +89,9 @@ export class SharedMemory implements Disposable {
    */
   addSeals(seals: number): void {
     this.#live()
-    if (typeof seals !== 'number')
-      throw Object.assign(new TypeError('The "seals" argument must be of type number'), { code: 'ERR_INVALID_ARG_TYPE' })
+    if (typeof seals !== 'number') throw invalidArgType('seals', 'of type number', seals)
     if (!Number.isInteger(seals) || seals < 0 || seals > 31) {
-      throw Object.assign(
-        new RangeError(`The value of "seals" is out of range. It must be a combination of Seal bits (0 to 31). Received ${seals}`),
-        { code: 'ERR_OUT_OF_RANGE' },
-      )
+      throw outOfRange('seals', 'a combination of Seal bits (0 to 31)', seals)
     }
     this.#native.addSeals(seals)
   }
@@ -111,5 +115,15 @@ export class SharedMemory implements Disposable {
   /** Same as `close()`, for `using` declarations. */
   [Symbol.dispose](): void {
     this.close()
+  }
+
+  static {
+    sharedMemoryState = (value) => {
+      // A brand check on the private field: a proxy or an object that only
+      // borrows the prototype is not a SharedMemory; own properties named `fd`
+      // or `size` on an instance cannot change what is read here.
+      if (typeof value !== 'object' || value === null || !(#native in value)) return undefined
+      return { fd: value.#closed ? undefined : value.#fd, size: value.#size }
+    }
   }
 }

@@ -3,8 +3,9 @@
  * before crossing into native code; the native side checks again.
  */
 import { constants as bufferConstants } from 'node:buffer'
+import { types } from 'node:util'
 import { ADVICE, FORBIDDEN_ADVICE, PAGE_SIZE } from './constants.js'
-import { invalidArgType, invalidArgValue, outOfBounds, outOfRange, unaligned } from './errors.js'
+import { invalidArgType, invalidArgValue, outOfBounds, outOfRange, unaligned, type MappedRegionError } from './errors.js'
 
 const MAX_OFF_T = (1n << 63n) - 1n
 const INT32_MAX = 0x7fffffff
@@ -101,19 +102,90 @@ export function bool(name: string, value: unknown, fallback: boolean): boolean {
   return value
 }
 
-/** An options bag: `undefined` or a plain object. */
-export function options<T extends object>(name: string, value: T | undefined): Partial<T> {
-  if (value === undefined) return {}
+/**
+ * An options bag: `undefined` or an object, copied into a plain object by reading
+ * each of `keys` exactly once (a getter may answer differently on a second read, and
+ * may run arbitrary code: what is validated is what is used).
+ */
+export function options<K extends string>(name: string, value: unknown, keys: readonly K[]): Partial<Record<K, unknown>> {
+  const out: Partial<Record<K, unknown>> = {}
+  if (value === undefined) return out
   if (value === null || typeof value !== 'object') throw invalidArgType(name, 'an object', value)
-  return value
+  for (const key of keys) out[key] = (value as Record<K, unknown>)[key]
+  return out
 }
 
-/** Bytes to write: any `ArrayBufferView` or `ArrayBuffer`, as a `Uint8Array` over the same memory. */
+// Intrinsic accessors, taken once at load. They check the internal slots of their
+// receiver, so they work on values of any realm and refuse proxies and objects that
+// only fake a prototype; an own `byteLength` property on the value cannot shadow them.
+function getter(proto: object, key: PropertyKey): (this: unknown) => unknown {
+  const desc = Object.getOwnPropertyDescriptor(proto, key)
+  if (desc?.get === undefined) throw new Error(`no intrinsic getter ${String(key)}`)
+  return desc.get
+}
+const TypedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object
+const typedArrayTag = getter(TypedArrayProto, Symbol.toStringTag)
+const typedArrayBuffer = getter(TypedArrayProto, 'buffer')
+const typedArrayOffset = getter(TypedArrayProto, 'byteOffset')
+const typedArrayLength = getter(TypedArrayProto, 'byteLength')
+const dataViewBuffer = getter(DataView.prototype, 'buffer')
+const dataViewOffset = getter(DataView.prototype, 'byteOffset')
+const dataViewLength = getter(DataView.prototype, 'byteLength')
+const arrayBufferLength = getter(ArrayBuffer.prototype, 'byteLength')
+const sharedArrayBufferLength = getter(SharedArrayBuffer.prototype, 'byteLength')
+const arrayBufferDetached = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'detached')?.get
+
+/** Whether a (non-shared) `ArrayBuffer` is detached. Node 20 has no `detached` getter. */
+function isDetached(buffer: ArrayBufferLike): boolean {
+  if (types.isSharedArrayBuffer(buffer)) return false
+  if (arrayBufferDetached !== undefined) return arrayBufferDetached.call(buffer) === true
+  if (arrayBufferLength.call(buffer) !== 0) return false
+  try {
+    new Uint8Array(buffer)
+    return false
+  } catch {
+    return true
+  }
+}
+
+function detached(name: string, value: unknown): MappedRegionError {
+  return invalidArgValue(name, 'is over a detached ArrayBuffer (a view whose memory was removed, or a transferred buffer)', value)
+}
+
+/**
+ * Bytes to copy: any `ArrayBufferView` (typed array, `Buffer`, `DataView`) or
+ * `ArrayBuffer`/`SharedArrayBuffer`, of any realm, as a `Uint8Array` over the same
+ * memory. Read through intrinsic accessors, once: the result is a real `Uint8Array`
+ * whose length {@link byteLength} reads the same way, with no user code in between.
+ * Refuses detached buffers (`ERR_INVALID_ARG_VALUE`), and proxies and look-alikes
+ * (`ERR_INVALID_ARG_TYPE`).
+ */
 export function bytes(name: string, value: unknown): Uint8Array {
-  if (value instanceof Uint8Array) return value
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
-  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value)
+  const tag = typedArrayTag.call(value)
+  if (tag !== undefined) {
+    const view = value as Uint8Array
+    const length = typedArrayLength.call(view) as number
+    if (length === 0 && isDetached(typedArrayBuffer.call(view) as ArrayBufferLike)) throw detached(name, value)
+    if (tag === 'Uint8Array') return view
+    return new Uint8Array(typedArrayBuffer.call(view) as ArrayBufferLike, typedArrayOffset.call(view) as number, length)
+  }
+  if (types.isDataView(value)) {
+    const buffer = dataViewBuffer.call(value) as ArrayBufferLike
+    if (isDetached(buffer)) throw detached(name, value)
+    // DataView's getters throw on a detached buffer, which was refused just above.
+    return new Uint8Array(buffer, dataViewOffset.call(value) as number, dataViewLength.call(value) as number)
+  }
+  if (types.isArrayBuffer(value)) {
+    if (isDetached(value)) throw detached(name, value)
+    return new Uint8Array(value, 0, arrayBufferLength.call(value) as number)
+  }
+  if (types.isSharedArrayBuffer(value)) return new Uint8Array(value, 0, sharedArrayBufferLength.call(value) as number)
   throw invalidArgType(name, 'an ArrayBufferView or ArrayBuffer', value)
+}
+
+/** The byte length of a `Uint8Array` returned by {@link bytes}, read through the intrinsic accessor. */
+export function byteLength(view: Uint8Array): number {
+  return typedArrayLength.call(view) as number
 }
 
 /** A view length a `Buffer` can have. */

@@ -66,16 +66,20 @@ export interface NativeMappingInfo {
 export declare function pageSize(): number
 
 /** `addFdMapping` with a BigInt `fdOffset` beyond 2^53. */
-export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number): void
+export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number): boolean
 
 /** The start address. */
 export declare function regionAddress(handle: number): bigint
 
 /**
  * Detaches every view, then unmaps — at once, or when the last pending
- * asynchronous operation settles. Idempotent; unknown handles are ignored.
+ * asynchronous operation settles. If a view was still alive, a built-in may
+ * hold its pointer (and be calling back into the JavaScript that closes the
+ * region): the memory is then released by [`region_reclaim`], which the
+ * facade calls on the next turn of the event loop; returns `true` then.
+ * Idempotent; unknown handles are ignored.
  */
-export declare function regionClose(handle: number): void
+export declare function regionClose(handle: number): boolean
 
 /** Kernel mappings an arena occupies (overlays and reserved holes); 1 for a mapping. */
 export declare function regionKernelMappings(handle: number): number
@@ -91,6 +95,15 @@ export declare function regionPending(handle: number): number
 
 /** `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool. */
 export declare function regionPopulateAsync(handle: number, offset: number, size: number, write: boolean): Promise<void>
+
+/**
+ * Gives held ranges of an arena what their changes asked for, and releases a
+ * region whose `close()` was deferred. Called by the facade on the turn of
+ * the event loop after such a change (no synchronous frame can hold a view's
+ * pointer then). Never throws: it runs from `setImmediate`, and whatever it
+ * cannot restore is already consistent (see `MemoryMappingArena::reclaim`).
+ */
+export declare function regionReclaim(handle: number): void
 
 /** The size in bytes (page-rounded for arenas). */
 export declare function regionSize(handle: number): number

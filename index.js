@@ -847,5 +847,6 @@ module.exports.regionMappings = nativeBinding.regionMappings
 module.exports.regionMsyncAsync = nativeBinding.regionMsyncAsync
 module.exports.regionPending = nativeBinding.regionPending
 module.exports.regionPopulateAsync = nativeBinding.regionPopulateAsync
+module.exports.regionReclaim = nativeBinding.regionReclaim
 module.exports.regionSize = nativeBinding.regionSize
 module.exports.regionView = nativeBinding.regionView

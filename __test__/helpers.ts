@@ -21,12 +21,17 @@ export interface ChildResult {
  * Runs `body` (CommonJS, with `mr` bound to the package, `ROOT` to its folder and `gc` exposed) in a
  * fresh Node process, so that a crash is a result to assert on, not a dead runner.
  */
-export function runChild(body: string, timeoutMs = 60_000): ChildResult {
+export function runChild(body: string, timeoutMs = 60_000, options: { maxFds?: number } = {}): ChildResult {
   const dir = mkdtempSync(join(tmpdir(), 'mr-child-'))
   const file = join(dir, 'child.cjs')
   writeFileSync(file, `'use strict'\nconst ROOT = ${JSON.stringify(ROOT)}\nconst mr = require(${JSON.stringify(ENTRY)})\n${body}\n`)
   try {
-    const r = spawnSync(process.execPath, ['--expose-gc', file], { encoding: 'utf8', timeout: timeoutMs })
+    // With maxFds, the child runs under `ulimit -n` (Node cannot lower its own limit).
+    const [cmd, args] =
+      options.maxFds === undefined
+        ? [process.execPath, ['--expose-gc', file]]
+        : ['/bin/sh', ['-c', `ulimit -n ${options.maxFds} && exec "$0" --expose-gc "$1"`, process.execPath, file]]
+    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs })
     return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr }
   } finally {
     rmSync(dir, { recursive: true, force: true })

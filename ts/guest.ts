@@ -1,3 +1,4 @@
+import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { invalidArgType, outOfRange, stateError, unaligned, type MappedRegionError } from './errors.js'
 import { MemoryMappingArena } from './region.js'
@@ -174,7 +175,11 @@ export class GuestMemory implements Disposable {
       }
       return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0 } }
     }
-    if (b === null || typeof b !== 'object') throw invalidArgType(`${name}.backing`, "a SharedMemory, { fd, fdOffset } or 'anonymous'", b)
+    // A proxy is refused: one around a SharedMemory would run its getters with the
+    // proxy as receiver, and its traps could answer anything.
+    if (b === null || typeof b !== 'object' || types.isProxy(b)) {
+      throw invalidArgType(`${name}.backing`, "a SharedMemory, a plain { fd, fdOffset } or 'anonymous'", b)
+    }
     const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset'])
     const fd = v.fd(fdSpec.fd)
     const fdOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)

@@ -9,9 +9,10 @@ import type * as Binding from '../index.js'
 interface FastPath {
   regionMsync(handle: number, offset: number, size: number): void
   regionMadvise(handle: number, offset: number, size: number, advice: number): void
-  regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number): void
-  regionAddAnonymous(handle: number, offset: number, size: number, protection: number): void
-  regionRemoveMapping(handle: number, offset: number, size: number): void
+  /** Changes return `true` when the arena now holds ranges to reclaim on the next turn of the event loop. */
+  regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number): true | undefined
+  regionAddAnonymous(handle: number, offset: number, size: number, protection: number): true | undefined
+  regionRemoveMapping(handle: number, offset: number, size: number): true | undefined
   regionReadInto(handle: number, offset: number, target: Uint8Array): void
   regionWrite(handle: number, offset: number, source: Uint8Array): void
 }

@@ -153,6 +153,7 @@ abstract class Region implements MappedRegion {
   readonly size: number
   readonly #address: bigint
   #closed = false
+  #reclaimScheduled = false
 
   /** @internal */
   protected constructor(owner: NativeRegion) {
@@ -169,6 +170,21 @@ abstract class Region implements MappedRegion {
 
   get closed(): boolean {
     return this.#closed
+  }
+
+  /**
+   * @internal After a change (or `close()`) that detached live views: the native side
+   * keeps their memory accessible, because a built-in that called back into JavaScript
+   * may still hold a view's pointer. On the next turn of the event loop no synchronous
+   * frame can; then the memory gets what the change asked for.
+   */
+  protected afterChange(held: boolean | undefined): void {
+    if (held !== true || this.#reclaimScheduled) return
+    this.#reclaimScheduled = true
+    setImmediate(() => {
+      this.#reclaimScheduled = false
+      native.regionReclaim(this.h)
+    }).unref()
   }
 
   /** @internal Throws `ERR_MMAP_CLOSED` once closed. */
@@ -268,7 +284,7 @@ abstract class Region implements MappedRegion {
   close(): void {
     if (this.#closed) return
     this.#closed = true
-    native.regionClose(this.h)
+    this.afterChange(native.regionClose(this.h))
   }
 
   /** Same as `close()`, for `using` declarations. */
@@ -464,8 +480,11 @@ export class MemoryMappingArena extends Region {
     const f = v.fd(fd)
     const off = v.fdOffset('fdOffset', fdOffset)
     const p = v.protection(prot, 'prot')
-    if (typeof off === 'bigint') native.regionAddFdMappingBig(this.h, offset, size, f, off, p)
-    else regionAddFdMapping(this.h, offset, size, f, off, p)
+    this.afterChange(
+      typeof off === 'bigint'
+        ? native.regionAddFdMappingBig(this.h, offset, size, f, off, p)
+        : regionAddFdMapping(this.h, offset, size, f, off, p),
+    )
   }
 
   /**
@@ -478,13 +497,13 @@ export class MemoryMappingArena extends Region {
    */
   addAnonymous(offset: number, size: number, prot: ProtectionFlags): void {
     this.range(offset, size, true)
-    regionAddAnonymous(this.h, offset, size, v.protection(prot, 'prot'))
+    this.afterChange(regionAddAnonymous(this.h, offset, size, v.protection(prot, 'prot')))
   }
 
   /** Replaces the range by reserved `PROT_NONE` space; removing a hole is a no-op. Views over it are detached. */
   removeMapping(offset: number, size: number): void {
     this.range(offset, size, true)
-    regionRemoveMapping(this.h, offset, size)
+    this.afterChange(regionRemoveMapping(this.h, offset, size))
   }
 
   /**

@@ -1,14 +1,26 @@
 //! `MemoryMappingArena`: a `PROT_NONE` reservation that fds and anonymous
 //! memory are overlaid into and removed from at page granularity.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
+use crate::held::{HeldRanges, Restore};
 use crate::layout::{Backing, Layout, MappingInfo};
 use crate::mapping::{check_eof, copy_mode_for_fd};
 use crate::region::{check_bounds, check_mapping_range, copy_in, copy_out, CopyMode};
 use crate::{budget, check_aligned, sys, Error, MappedRegion, Protection, Result};
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+
+/// The hook of the `*_hooked` changes: called with `[start, end)` once the
+/// arguments are valid and right before the kernel replaces the range, so that
+/// users of the memory can let go of it, or refuse the change by returning an
+/// error (which leaves everything as it was). It returns whether pointers into
+/// the range taken before the change may still be in use (views were just
+/// detached there): the range is then *held* until [`MemoryMappingArena::reclaim`]
+/// — kept readable and writable while the layout already says what the change
+/// asked for (see the `held` module).
+pub type BeforeChange<'a> = dyn FnMut(usize, usize) -> Result<bool> + 'a;
 
 /// A reserved range of address space with tracked overlays.
 #[derive(Debug)]
@@ -21,6 +33,8 @@ pub struct MemoryMappingArena {
     fragile: Layout,
     /// Kernel mappings this arena occupies, as last reported to [`budget`].
     kernel_mappings: usize,
+    /// Ranges kept accessible after a change until the next reclaim.
+    held: HeldRanges,
 }
 
 // SAFETY: the reservation is owned by this value; the pointer is only used for
@@ -45,12 +59,13 @@ impl MemoryMappingArena {
             layout: Layout::new(),
             fragile: Layout::new(),
             kernel_mappings: 1,
+            held: HeldRanges::default(),
         })
     }
 
     /// Maps `size` bytes of private anonymous memory at `offset`.
     pub fn add_anonymous(&mut self, offset: usize, size: usize, prot: Protection) -> Result<()> {
-        self.add_anonymous_hooked(offset, size, prot, &mut |_, _| Ok(()))
+        self.add_anonymous_hooked(offset, size, prot, &mut |_, _| Ok(false))
     }
 
     /// The body of [`add_anonymous_hooked`](Self::add_anonymous_hooked).
@@ -59,18 +74,27 @@ impl MemoryMappingArena {
         offset: usize,
         size: usize,
         prot: Protection,
-        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+        before_change: &mut BeforeChange<'_>,
     ) -> Result<()> {
         let len = check_mapping_range(offset, size, self.size)?;
         budget::check_room(2)?;
-        before_change(offset, offset + len)?;
+        let in_use =
+            before_change(offset, offset + len)? || self.held.overlaps(offset, offset + len);
+        // Memory that may still be touched through an old pointer stays
+        // read-write until the reclaim, which applies the protection asked for.
+        let narrow = in_use && !prot.contains(Protection::READ_WRITE);
+        let map_prot = if narrow {
+            prot | Protection::READ_WRITE
+        } else {
+            prot
+        };
         // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
         // `self`; the caller detached every view over it before this call.
         let result = unsafe {
             sys::mmap(
                 self.addr.add(offset),
                 len,
-                prot.to_prot(),
+                map_prot.to_prot(),
                 RESERVE_FLAGS | libc::MAP_FIXED,
                 -1,
                 0,
@@ -78,6 +102,11 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
+                if narrow {
+                    self.held.hold(offset, offset + len, Restore::Protect(prot));
+                } else {
+                    self.held.release(offset, offset + len);
+                }
                 let base = self.addr as usize;
                 self.layout
                     .set_checked(offset, offset + len, Backing::Anonymous, prot, &mut |b| {
@@ -90,6 +119,99 @@ impl MemoryMappingArena {
                 self.repair(offset, offset + len);
                 Err(e)
             }
+        }
+    }
+
+    /// Gives every held range what the change that held it asked for (a
+    /// `PROT_NONE` hole, the narrower protection, the shared file mapping).
+    /// Call it once no pointer taken before those changes can be in use; for
+    /// Node, on the next turn of the event loop. A range whose shared mapping
+    /// cannot be made again becomes a hole (the layout says so); the first
+    /// error is returned.
+    pub fn reclaim(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for h in self.held.take() {
+            let len = h.end - h.start;
+            // SAFETY: held ranges lie inside the reservation; their views were
+            // detached when they were held, and no new view can be made over
+            // them (the layout refuses: a hole, or less than READ | WRITE).
+            let addr = unsafe { self.addr.add(h.start) };
+            let result = match h.restore {
+                Restore::Hole => self.make_hole(h.start, len),
+                // SAFETY: as above; only the protection changes.
+                Restore::Protect(prot) => sys::check(
+                    unsafe { libc::mprotect(addr.cast(), len, prot.to_prot()) },
+                    "mprotect",
+                ),
+                Restore::Shared {
+                    fd,
+                    fd_offset,
+                    prot,
+                } => {
+                    // SAFETY: as above; the file was mapped there (privately) already.
+                    let shared = unsafe {
+                        sys::mmap(
+                            addr,
+                            len,
+                            prot.to_prot(),
+                            libc::MAP_SHARED | libc::MAP_FIXED,
+                            fd.as_raw_fd(),
+                            fd_offset,
+                        )
+                    };
+                    shared.map(|_| ()).or_else(|e| {
+                        self.repair(h.start, h.end);
+                        let hole = self.make_hole(h.start, len);
+                        self.layout.clear(h.start, h.end);
+                        self.fragile.clear(h.start, h.end);
+                        hole.and(Err(e))
+                    })
+                }
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.sync_budget();
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether some range is held until [`reclaim`](Self::reclaim).
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Replaces `[offset, offset + len)` by a reserved `PROT_NONE` range. At
+    /// the map-count limit the remap cannot split a mapping; unmapping whole
+    /// mappings frees entries, then the hole is reserved again. Another thread
+    /// could map into the hole in between: a narrow, documented race.
+    fn make_hole(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: the range is inside our reservation; callers detached every
+        // view over it.
+        let addr = unsafe { self.addr.add(offset) };
+        // SAFETY: as above; replacing our own pages with a PROT_NONE reservation.
+        let remap = unsafe {
+            sys::mmap(
+                addr,
+                len,
+                libc::PROT_NONE,
+                RESERVE_FLAGS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        match remap {
+            Ok(_) => Ok(()),
+            Err(Error::Syscall {
+                errno: libc::ENOMEM,
+                ..
+            }) => {
+                // SAFETY: the range is ours and no view uses it any more.
+                unsafe { sys::munmap(addr, len) }?;
+                // SAFETY: the range is inside the arena and was just unmapped.
+                unsafe { self.reserve_again(addr, len) }
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -239,12 +361,12 @@ unsafe impl MappedRegion for MemoryMappingArena {
             fd.as_raw_fd(),
             fd_offset,
             prot,
-            &mut |_, _| Ok(()),
+            &mut |_, _| Ok(false),
         )
     }
 
     fn remove_mapping(&mut self, offset: usize, size: usize) -> Result<()> {
-        self.remove_mapping_hooked(offset, size, &mut |_, _| Ok(()))
+        self.remove_mapping_hooked(offset, size, &mut |_, _| Ok(false))
     }
 }
 
@@ -257,7 +379,7 @@ impl MemoryMappingArena {
         fd: RawFd,
         fd_offset: u64,
         prot: Protection,
-        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+        before_change: &mut BeforeChange<'_>,
     ) -> Result<()> {
         let len = check_mapping_range(offset, size, self.size)?;
         check_aligned("fdOffset", fd_offset)?;
@@ -271,22 +393,64 @@ impl MemoryMappingArena {
             check_eof(true, fd_offset, size, file_size)?;
         }
         budget::check_room(2)?;
-        before_change(offset, offset + len)?;
-        // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
-        // `self`; the caller detached every view over it before this call.
-        let result = unsafe {
-            sys::mmap(
-                self.addr.add(offset),
-                len,
-                prot.to_prot(),
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd,
-                fd_offset,
-            )
-        };
+        let in_use =
+            before_change(offset, offset + len)? || self.held.overlaps(offset, offset + len);
+        let mut result = Err(Error::Closed);
+        let mut held = None;
+        if in_use && !prot.contains(Protection::READ_WRITE) {
+            // Memory that may still be touched through an old pointer: a private
+            // read-write mapping of the file now (writes through such a pointer
+            // never reach the file), the shared one asked for at the reclaim,
+            // from a duplicate of the fd (the caller may close theirs). Where
+            // either is impossible, the shared mapping at once.
+            // SAFETY: F_DUPFD_CLOEXEC only creates a new fd, which we own.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if dup >= 0 {
+                // SAFETY: as for the shared mapping below.
+                result = unsafe {
+                    sys::mmap(
+                        self.addr.add(offset),
+                        len,
+                        (prot | Protection::READ_WRITE).to_prot(),
+                        libc::MAP_PRIVATE | libc::MAP_FIXED,
+                        fd,
+                        fd_offset,
+                    )
+                };
+                // SAFETY: `dup` is a fresh fd owned by nothing else.
+                held = Some(Arc::new(unsafe { OwnedFd::from_raw_fd(dup) }));
+            }
+        }
+        if result.is_err() {
+            held = None;
+            // SAFETY: `[offset, offset + len)` lies inside the reservation owned
+            // by `self`; the caller detached every view over it before this call.
+            result = unsafe {
+                sys::mmap(
+                    self.addr.add(offset),
+                    len,
+                    prot.to_prot(),
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd,
+                    fd_offset,
+                )
+            };
+        }
         match result {
             Ok(_) => {
                 let end = offset + len;
+                match held {
+                    Some(dup) => self.held.hold(
+                        offset,
+                        end,
+                        Restore::Shared {
+                            fd: dup,
+                            fd_offset,
+                            prot,
+                        },
+                    ),
+                    None => self.held.release(offset, end),
+                }
                 let base = self.addr as usize;
                 self.layout.set_checked(
                     offset,
@@ -316,48 +480,47 @@ impl MemoryMappingArena {
         &mut self,
         offset: usize,
         size: usize,
-        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+        before_change: &mut BeforeChange<'_>,
     ) -> Result<()> {
         let len = check_mapping_range(offset, size, self.size)?;
-        before_change(offset, offset + len)?;
-        // SAFETY: the range is inside our reservation; the caller detached every
-        // view over it.
-        let addr = unsafe { self.addr.add(offset) };
-        // SAFETY: as above; replacing our own pages with a PROT_NONE reservation.
-        let remap = unsafe {
-            sys::mmap(
-                addr,
-                len,
-                libc::PROT_NONE,
-                RESERVE_FLAGS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        match remap {
-            Ok(_) => {}
-            // At the map-count limit the remap cannot split a mapping; unmapping
-            // whole mappings frees entries, then the hole is reserved again. Another
-            // thread could map into the hole in between: a narrow, documented race.
-            Err(Error::Syscall {
-                errno: libc::ENOMEM,
-                ..
-            }) => {
-                // SAFETY: the range is ours and no view uses it any more.
-                unsafe { sys::munmap(addr, len) }?;
-                // SAFETY: the range is inside the arena and was just unmapped.
-                let reserved = unsafe { self.reserve_again(addr, len) };
-                if let Err(e) = reserved {
-                    self.layout.clear(offset, offset + len);
-                    self.fragile.clear(offset, offset + len);
-                    return Err(e);
-                }
+        let in_use =
+            before_change(offset, offset + len)? || self.held.overlaps(offset, offset + len);
+        // Memory that may still be touched through an old pointer: scratch
+        // pages until the reclaim makes the hole (two more kernel mappings
+        // meanwhile, if the budget has room; at the limit, the hole at once).
+        if in_use && budget::check_room(2).is_ok() {
+            // SAFETY: the range is inside our reservation; the caller detached
+            // every view over it; fresh private anonymous pages replace it.
+            let scratch = unsafe {
+                sys::mmap(
+                    self.addr.add(offset),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    RESERVE_FLAGS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if scratch.is_ok() {
+                self.held.hold(offset, offset + len, Restore::Hole);
+                self.layout.clear(offset, offset + len);
+                self.fragile.clear(offset, offset + len);
+                return Ok(());
             }
-            Err(e) => return Err(e),
         }
+        let result = self.make_hole(offset, len);
+        if let Err(Error::Syscall { errno, .. }) = result {
+            if errno != libc::ENOMEM {
+                // The remap failed before anything changed.
+                return result;
+            }
+        }
+        // Removed — or, if re-reserving after the unmap failed, unmapped: either
+        // way nothing is mapped there any more.
+        self.held.release(offset, offset + len);
         self.layout.clear(offset, offset + len);
         self.fragile.clear(offset, offset + len);
-        Ok(())
+        result
     }
 }
 
@@ -371,7 +534,7 @@ impl MemoryMappingArena {
         offset: usize,
         size: usize,
         prot: Protection,
-        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+        before_change: &mut BeforeChange<'_>,
     ) -> Result<()> {
         let result = self.add_anonymous_impl(offset, size, prot, before_change);
         self.sync_budget();
@@ -389,7 +552,7 @@ impl MemoryMappingArena {
         fd: RawFd,
         fd_offset: u64,
         prot: Protection,
-        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+        before_change: &mut BeforeChange<'_>,
     ) -> Result<()> {
         let result = self.add_fd_mapping_impl(offset, size, fd, fd_offset, prot, before_change);
         self.sync_budget();
@@ -402,7 +565,7 @@ impl MemoryMappingArena {
         &mut self,
         offset: usize,
         size: usize,
-        before_change: &mut dyn FnMut(usize, usize) -> Result<()>,
+        before_change: &mut BeforeChange<'_>,
     ) -> Result<()> {
         let result = self.remove_mapping_impl(offset, size, before_change);
         self.sync_budget();
@@ -417,7 +580,9 @@ impl MemoryMappingArena {
 
     /// Reports this arena's current kernel mapping count to the budget.
     fn sync_budget(&mut self) {
-        let now = self.layout.kernel_mappings(self.size);
+        // Scratch pages inside a hole are a mapping the layout does not list,
+        // and split the hole around them.
+        let now = self.layout.kernel_mappings(self.size) + 2 * self.held.holes();
         budget::update(self.kernel_mappings, now);
         self.kernel_mappings = now;
     }
@@ -644,7 +809,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut hook = |s: usize, e: usize| {
             seen.push((s, e));
-            Ok(())
+            Ok(false)
         };
         assert!(a
             .add_anonymous_hooked(1, ps, Protection::READ, &mut hook)
@@ -938,5 +1103,82 @@ mod tests {
         assert_eq!(a.kernel_mapping_count(), real_count(&a));
         sys::close(sock);
         println!("repaired without fds: {err}");
+    }
+
+    /// Whether every page of the range can be read through the kernel (mapped,
+    /// not `PROT_NONE`) — what a built-in holding an old pointer would need.
+    fn readable(a: &MemoryMappingArena, offset: usize, len: usize) -> bool {
+        // SAFETY: the range lies inside the arena; the probe goes through the kernel.
+        unsafe { crate::copy::probe_pages(a.as_ptr().add(offset), len) }.is_ok()
+    }
+
+    /// Whether a write through a raw pointer into the range would be allowed.
+    fn writable_now(a: &MemoryMappingArena, offset: usize) -> bool {
+        let addr = a.as_ptr() as usize + offset;
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        text.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+            let (s, e) = range.split_once('-').unwrap();
+            let (s, e) = (
+                usize::from_str_radix(s, 16).unwrap(),
+                usize::from_str_radix(e, 16).unwrap(),
+            );
+            s <= addr && addr < e && perms.starts_with("rw")
+        })
+    }
+
+    #[test]
+    fn ranges_in_use_stay_accessible_until_reclaimed() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-core-held", 4 * ps as u64, true, false).unwrap();
+        let mut a = MemoryMappingArena::new(16 * ps).unwrap();
+        a.add_fd_mapping(0, 4 * ps, &shm, 0, Protection::READ_WRITE)
+            .unwrap();
+        a.add_anonymous(8 * ps, 4 * ps, Protection::READ_WRITE)
+            .unwrap();
+        let mut in_use = |_: usize, _: usize| Ok(true);
+        // Removed while in use: a hole for every checked access, scratch pages
+        // for an old pointer.
+        a.remove_mapping_hooked(0, ps, &mut in_use).unwrap();
+        assert!(matches!(
+            a.read_into(0, &mut [0u8; 1]),
+            Err(Error::Access { .. })
+        ));
+        assert!(writable_now(&a, 0));
+        // Overlaid narrower while in use: the layout says READ (or NONE) at
+        // once, the kernel keeps read-write until the reclaim.
+        a.add_anonymous_hooked(8 * ps, ps, Protection::NONE, &mut in_use)
+            .unwrap();
+        a.add_fd_mapping_hooked(ps, ps, shm.fd(), 0, Protection::READ, &mut in_use)
+            .unwrap();
+        assert!(writable_now(&a, 8 * ps) && writable_now(&a, ps));
+        assert!(matches!(a.write_from(ps, b"x"), Err(Error::Access { .. })));
+        // An old pointer's write into the private copy never reaches the file.
+        // SAFETY: the page is mapped read-write (privately) until the reclaim.
+        unsafe { *a.as_ptr().add(ps) = 0x5a };
+        assert!(a.has_held());
+        assert!(a.kernel_mapping_count() >= real_count(&a));
+        a.reclaim().unwrap();
+        assert!(!a.has_held());
+        assert!(!readable(&a, 0, ps) && !readable(&a, 8 * ps, ps));
+        assert!(!writable_now(&a, ps) && readable(&a, ps, ps));
+        let mut b = [1u8; 1];
+        a.read_into(ps, &mut b).unwrap();
+        assert_eq!(b, [0], "the file's byte, not the old pointer's");
+        // (An anonymous PROT_NONE piece merges into the hole beside it in the
+        // kernel: the count may be one above, never below.)
+        assert!(a.kernel_mapping_count() >= real_count(&a));
+        // A range that is still held counts as in use for the next change too,
+        // even with no view left: a NONE overlay over scratch pages stays
+        // writable until the reclaim.
+        a.remove_mapping_hooked(2 * ps, ps, &mut in_use).unwrap();
+        a.add_anonymous(2 * ps, ps, Protection::NONE).unwrap();
+        assert!(writable_now(&a, 2 * ps));
+        a.reclaim().unwrap();
+        assert!(!readable(&a, 2 * ps, ps));
+        // Not in use: no holding, nothing to reclaim.
+        a.remove_mapping(3 * ps, ps).unwrap();
+        assert!(!a.has_held());
     }
 }

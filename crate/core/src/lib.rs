@@ -16,6 +16,7 @@ pub mod copy;
 mod error;
 #[cfg(target_arch = "x86_64")]
 mod guard;
+mod held;
 mod layout;
 mod mapping;
 mod protection;
@@ -23,7 +24,7 @@ mod region;
 mod shm;
 pub mod sys;
 
-pub use arena::MemoryMappingArena;
+pub use arena::{BeforeChange, MemoryMappingArena};
 pub use error::{errno_name, Error, ErrorClass, Result};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use mapping::{MappingOptions, MemoryMapping};

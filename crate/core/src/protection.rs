@@ -46,6 +46,15 @@ impl Protection {
     }
 }
 
+impl std::ops::BitOr for Protection {
+    type Output = Protection;
+
+    /// Both sets of bits.
+    fn bitor(self, other: Protection) -> Protection {
+        Protection(self.0 | other.0)
+    }
+}
+
 impl fmt::Display for Protection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0 == 0 {

@@ -106,8 +106,26 @@ fn finish(env: sys::napi_env, result: napi::Result<()>) -> sys::napi_value {
     ptr::null_mut()
 }
 
+/// As [`finish`] for a change: `true` when the arena now holds ranges that the
+/// facade must reclaim on the next turn of the event loop, else `undefined`.
+fn finish_change(env: sys::napi_env, result: napi::Result<bool>) -> sys::napi_value {
+    match result {
+        Ok(true) => {
+            let mut value = ptr::null_mut();
+            // SAFETY: creates a boolean in the current callback's scope.
+            unsafe { sys::napi_get_boolean(env, true, &mut value) };
+            value
+        }
+        Ok(false) => ptr::null_mut(),
+        Err(e) => finish(env, Err(e)),
+    }
+}
+
 macro_rules! numeric_entry {
     ($name:ident, $n:literal, |$env:ident, $a:ident| $call:expr) => {
+        numeric_entry!($name, $n, finish, |$env, $a| $call);
+    };
+    ($name:ident, $n:literal, $finish:ident, |$env:ident, $a:ident| $call:expr) => {
         unsafe extern "C" fn $name(
             env: sys::napi_env,
             info: sys::napi_callback_info,
@@ -120,7 +138,7 @@ macro_rules! numeric_entry {
                 *slot = unsafe { num(env, value) };
             }
             let $env = Env::from_raw(env);
-            finish(env, $call)
+            $finish(env, $call)
         }
     };
 }
@@ -133,17 +151,17 @@ numeric_entry!(madvise, 4, |env, a| {
     let advice = args::int_in(a[3], i32::MIN.into(), i32::MAX.into()).map_or(-1, |v| v as i32);
     region::region_madvise(env, a[0], a[1], a[2], advice)
 });
-numeric_entry!(add_fd_mapping, 6, |env, a| {
+numeric_entry!(add_fd_mapping, 6, finish_change, |env, a| {
     let prot = args::int_in(a[5], 0.0, u32::MAX.into()).map_or(u32::MAX, |v| v as u32);
     region::region_add_fd_mapping(env, a[0], a[1], a[2], a[3], a[4], prot)
 });
-numeric_entry!(add_anonymous, 4, |env, a| {
+numeric_entry!(add_anonymous, 4, finish_change, |env, a| {
     let prot = args::int_in(a[3], 0.0, u32::MAX.into()).map_or(u32::MAX, |v| v as u32);
     region::region_add_anonymous(env, a[0], a[1], a[2], prot)
 });
-numeric_entry!(remove_mapping, 3, |env, a| region::region_remove_mapping(
-    env, a[0], a[1], a[2]
-));
+numeric_entry!(remove_mapping, 3, finish_change, |env, a| {
+    region::region_remove_mapping(env, a[0], a[1], a[2])
+});
 
 unsafe extern "C" fn read_into(
     env: sys::napi_env,

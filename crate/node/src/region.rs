@@ -16,7 +16,8 @@ use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mapped_region::{
-    Backing, Error, MappedRegion, MappingOptions, MemoryMapping, MemoryMappingArena, Protection,
+    Backing, BeforeChange, Error, MappedRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
+    Protection,
 };
 use napi::bindgen_prelude::{AsyncTask, BigInt, Unknown};
 use napi::{sys, Env, Task};
@@ -62,6 +63,10 @@ struct State {
     /// pending operation to settle after a `close()`.
     kind: Option<Kind>,
     closed: bool,
+    /// Closed while views were alive: a built-in may still hold a pointer
+    /// into the memory, so it is released only by `region_reclaim` (on the
+    /// next turn of the event loop).
+    deferred: bool,
     pending: Vec<Pending>,
     next_id: u64,
 }
@@ -77,7 +82,7 @@ impl State {
 
     /// Releases the mapping once closed and no operation is pending.
     fn take_if_done(&mut self) -> Option<Kind> {
-        if self.closed && self.pending.is_empty() {
+        if self.closed && !self.deferred && self.pending.is_empty() {
             self.kind.take()
         } else {
             None
@@ -128,17 +133,21 @@ struct Views {
 }
 
 impl Views {
-    /// Detaches and forgets every view overlapping `[start, end)`.
-    fn detach(&mut self, start: usize, end: usize) {
+    /// Detaches and forgets every view overlapping `[start, end)`. Returns
+    /// whether one of them was still alive: code that took its pointer before
+    /// (a built-in that called back into JavaScript) may still write through it.
+    fn detach(&mut self, start: usize, end: usize) -> bool {
         let env = self.env;
+        let mut alive = false;
         self.entries.retain(|v| {
             if v.end <= start || v.start >= end {
                 return true;
             }
             // SAFETY: `v.buffer` is a live reference created in `view` on this env.
-            unsafe { detach_and_delete(env, v.buffer) };
+            alive |= unsafe { detach_and_delete(env, v.buffer) };
             false
         });
+        alive
     }
 
     /// Forgets views whose buffers were collected, once the list has doubled.
@@ -216,12 +225,12 @@ unsafe fn reference_value(env: sys::napi_env, reference: sys::napi_ref) -> sys::
 }
 
 /// Detaches the `ArrayBuffer` behind `reference` if it is still alive, then
-/// deletes the reference.
+/// deletes the reference. Returns whether it was alive.
 ///
 /// # Safety
 /// `reference` must be a live reference to an `ArrayBuffer` created on `env`,
 /// and must not be used afterwards.
-unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) {
+unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) -> bool {
     // SAFETY: guaranteed by the caller.
     unsafe {
         let value = reference_value(env, reference);
@@ -229,6 +238,7 @@ unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) {
             sys::napi_detach_arraybuffer(env, value);
         }
         sys::napi_delete_reference(env, reference);
+        !value.is_null()
     }
 }
 
@@ -328,6 +338,7 @@ impl NativeRegion {
                 state: Mutex::new(State {
                     kind: Some(kind),
                     closed: false,
+                    deferred: false,
                     pending: Vec::new(),
                     next_id: 0,
                 }),
@@ -424,16 +435,15 @@ fn region(env: &Env, handle: f64) -> napi::Result<std::rc::Rc<Inner>> {
 
 impl Inner {
     /// Runs a change to the arena's layout: `change` gets the arena and a hook
-    /// that refuses busy ranges and detaches views right before the kernel call.
+    /// that refuses busy ranges and detaches views right before the kernel call
+    /// (telling the arena whether one of them was alive, so that it holds the
+    /// range). Returns whether the arena now holds ranges until `region_reclaim`.
     fn change(
         &self,
         env: &Env,
         operation: &'static str,
-        change: impl FnOnce(
-            &mut MemoryMappingArena,
-            &mut dyn FnMut(usize, usize) -> mapped_region::Result<()>,
-        ) -> mapped_region::Result<()>,
-    ) -> napi::Result<()> {
+        change: impl FnOnce(&mut MemoryMappingArena, &mut BeforeChange<'_>) -> mapped_region::Result<()>,
+    ) -> napi::Result<bool> {
         let mut state = self.keep.lock();
         let State {
             kind,
@@ -445,9 +455,9 @@ impl Inner {
         let result = match (kind.as_mut(), *closed) {
             (Some(Kind::Arena(arena)), false) => change(arena, &mut |start, end| {
                 check_not_busy(pending, start, end, operation)?;
-                views.detach(start, end);
-                Ok(())
-            }),
+                Ok(views.detach(start, end))
+            })
+            .map(|()| arena.has_held()),
             (Some(Kind::Mapping(_)), false) => Err(Error::Unsupported { operation }),
             _ => Err(Error::Closed),
         };
@@ -514,7 +524,7 @@ pub fn region_add_fd_mapping(
     fd: f64,
     fd_offset: f64,
     protection: u32,
-) -> napi::Result<()> {
+) -> napi::Result<bool> {
     let fd_offset = js(&env, args::index("fdOffset", fd_offset))? as u64;
     overlay_fd(&env, handle, offset, size, fd, fd_offset, protection)
 }
@@ -529,7 +539,7 @@ pub fn region_add_fd_mapping_big(
     fd: f64,
     fd_offset: BigInt,
     protection: u32,
-) -> napi::Result<()> {
+) -> napi::Result<bool> {
     let (sign, value, lossless) = fd_offset.get_u64();
     let fd_offset = js(&env, args::big_offset(sign, value, lossless))?;
     overlay_fd(&env, handle, offset, size, fd, fd_offset, protection)
@@ -543,7 +553,7 @@ fn overlay_fd(
     fd: f64,
     fd_offset: u64,
     protection: u32,
-) -> napi::Result<()> {
+) -> napi::Result<bool> {
     let offset = js(env, args::index("offset", offset))?;
     let size = js(env, args::index("size", size))?;
     let fd = js(env, args::fd(fd))?;
@@ -560,7 +570,7 @@ pub fn region_add_anonymous(
     offset: f64,
     size: f64,
     protection: u32,
-) -> napi::Result<()> {
+) -> napi::Result<bool> {
     let offset = js(&env, args::index("offset", offset))?;
     let size = js(&env, args::index("size", size))?;
     let protection = js(&env, args::protection(protection))?;
@@ -570,7 +580,7 @@ pub fn region_add_anonymous(
 }
 
 /// `removeMapping` (arenas only; `ERR_MMAP_UNSUPPORTED` for a mapping).
-pub fn region_remove_mapping(env: Env, handle: f64, offset: f64, size: f64) -> napi::Result<()> {
+pub fn region_remove_mapping(env: Env, handle: f64, offset: f64, size: f64) -> napi::Result<bool> {
     let offset = js(&env, args::index("offset", offset))?;
     let size = js(&env, args::index("size", size))?;
     region(&env, handle)?.change(&env, "removeMapping", |arena, hook| {
@@ -794,17 +804,45 @@ pub fn region_mappings(env: Env, handle: f64) -> napi::Result<Vec<NativeMappingI
 }
 
 /// Detaches every view, then unmaps — at once, or when the last pending
-/// asynchronous operation settles. Idempotent; unknown handles are ignored.
+/// asynchronous operation settles. If a view was still alive, a built-in may
+/// hold its pointer (and be calling back into the JavaScript that closes the
+/// region): the memory is then released by [`region_reclaim`], which the
+/// facade calls on the next turn of the event loop; returns `true` then.
+/// Idempotent; unknown handles are ignored.
 #[napi]
-pub fn region_close(handle: f64) {
+pub fn region_close(handle: f64) -> bool {
     let Some(inner) = registry::get(handle) else {
-        return;
+        return false;
     };
-    inner.views.borrow_mut().detach(0, usize::MAX);
+    let alive = inner.views.borrow_mut().detach(0, usize::MAX);
     inner.closed.set(true);
     let released = {
         let mut state = inner.keep.lock();
+        let first = !state.closed;
         state.closed = true;
+        state.deferred |= alive && first;
+        state.take_if_done()
+    };
+    drop(released);
+    alive
+}
+
+/// Gives held ranges of an arena what their changes asked for, and releases a
+/// region whose `close()` was deferred. Called by the facade on the turn of
+/// the event loop after such a change (no synchronous frame can hold a view's
+/// pointer then). Never throws: it runs from `setImmediate`, and whatever it
+/// cannot restore is already consistent (see `MemoryMappingArena::reclaim`).
+#[napi]
+pub fn region_reclaim(handle: f64) {
+    let Some(inner) = registry::get(handle) else {
+        return;
+    };
+    let released = {
+        let mut state = inner.keep.lock();
+        if let Some(Kind::Arena(arena)) = state.kind.as_mut() {
+            let _ = arena.reclaim();
+        }
+        state.deferred = false;
         state.take_if_done()
     };
     drop(released);

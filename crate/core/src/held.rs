@@ -1,0 +1,182 @@
+//! Ranges of an arena whose memory must stay accessible for a while after a
+//! change: ranges that had live views when they were removed or overlaid.
+//!
+//! A view is detached before the memory under it changes, but code that took
+//! its pointer before the change may still be running: in Node, a built-in such
+//! as `Buffer#fill` takes the pointer, then calls back into JavaScript (a
+//! `valueOf`), which may remove the range; the built-in then writes through the
+//! pointer it holds. Such a range is *held*: the kernel keeps it readable and
+//! writable (scratch pages where it was removed; the new overlay mapped
+//! read-write where it is narrower), while the layout already says what the
+//! change asked for, so every checked access obeys the new layout at once.
+//! Once no such pointer can be in use (for Node: the next turn of the event
+//! loop), the arena is *reclaimed*: each held range gets what the change asked
+//! for.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use crate::Protection;
+
+/// What a held range becomes when it is reclaimed.
+#[derive(Clone, Debug)]
+pub(crate) enum Restore {
+    /// A reserved `PROT_NONE` hole (it was removed; scratch pages meanwhile).
+    Hole,
+    /// Anonymous memory with this protection (mapped read-write meanwhile).
+    Protect(Protection),
+    /// A shared mapping of the file (a private read-write mapping of it
+    /// meanwhile); the fd is a duplicate kept until then.
+    Shared {
+        fd: Arc<OwnedFd>,
+        fd_offset: u64,
+        prot: Protection,
+    },
+}
+
+/// One held range, `[start, end)` in arena offsets.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub start: usize,
+    pub end: usize,
+    pub restore: Restore,
+}
+
+impl Held {
+    /// The part of this range inside `[from, to)`, with file offsets moved along.
+    fn part(&self, from: usize, to: usize) -> Held {
+        let restore = match &self.restore {
+            Restore::Shared {
+                fd,
+                fd_offset,
+                prot,
+            } => Restore::Shared {
+                fd: Arc::clone(fd),
+                fd_offset: fd_offset + (from - self.start) as u64,
+                prot: *prot,
+            },
+            other => other.clone(),
+        };
+        Held {
+            start: from,
+            end: to,
+            restore,
+        }
+    }
+}
+
+/// The held ranges of an arena. Few and short-lived (they exist only between a
+/// change over live views and the next reclaim), so a list.
+#[derive(Debug, Default)]
+pub(crate) struct HeldRanges {
+    ranges: Vec<Held>,
+}
+
+impl HeldRanges {
+    /// Whether any part of `[start, end)` is held.
+    pub fn overlaps(&self, start: usize, end: usize) -> bool {
+        self.ranges.iter().any(|h| h.start < end && h.end > start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Ranges held as [`Restore::Hole`]: each is a kernel mapping the layout
+    /// does not list (scratch pages inside a hole), splitting that hole.
+    pub fn holes(&self) -> usize {
+        self.ranges
+            .iter()
+            .filter(|h| matches!(h.restore, Restore::Hole))
+            .count()
+    }
+
+    /// Forgets whatever is held inside `[start, end)` (a new change replaces
+    /// it), keeping the parts outside.
+    pub fn release(&mut self, start: usize, end: usize) {
+        if !self.overlaps(start, end) {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.ranges.len() + 1);
+        for h in self.ranges.drain(..) {
+            if h.end <= start || h.start >= end {
+                kept.push(h);
+                continue;
+            }
+            if h.start < start {
+                kept.push(h.part(h.start, start));
+            }
+            if h.end > end {
+                kept.push(h.part(end, h.end));
+            }
+        }
+        self.ranges = kept;
+    }
+
+    /// Holds `[start, end)` until the next reclaim, replacing what was held there.
+    pub fn hold(&mut self, start: usize, end: usize, restore: Restore) {
+        self.release(start, end);
+        self.ranges.push(Held {
+            start,
+            end,
+            restore,
+        });
+    }
+
+    /// Takes every held range, for reclaiming.
+    pub fn take(&mut self) -> Vec<Held> {
+        std::mem::take(&mut self.ranges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(h: &HeldRanges) -> Vec<(usize, usize)> {
+        let mut v: Vec<_> = h.ranges.iter().map(|h| (h.start, h.end)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn release_keeps_the_parts_outside() {
+        let mut h = HeldRanges::default();
+        h.hold(0, 10, Restore::Hole);
+        h.hold(20, 30, Restore::Protect(Protection::READ));
+        assert!(h.overlaps(9, 11) && !h.overlaps(10, 20));
+        h.release(5, 25);
+        assert_eq!(spans(&h), vec![(0, 5), (25, 30)]);
+        assert_eq!(h.holes(), 1);
+        h.hold(2, 28, Restore::Hole);
+        assert_eq!(spans(&h), vec![(0, 2), (2, 28), (28, 30)]);
+        assert_eq!(h.take().len(), 3);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn parts_of_a_file_range_keep_their_file_offsets() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fd = Arc::new(OwnedFd::from(file));
+        let mut h = HeldRanges::default();
+        h.hold(
+            100,
+            200,
+            Restore::Shared {
+                fd,
+                fd_offset: 4096,
+                prot: Protection::READ,
+            },
+        );
+        h.release(120, 150);
+        let offsets: Vec<(usize, u64)> = h
+            .ranges
+            .iter()
+            .map(|r| match r.restore {
+                Restore::Shared { fd_offset, .. } => (r.start, fd_offset),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(offsets, vec![(100, 4096), (150, 4146)]);
+    }
+}

@@ -47,6 +47,14 @@ test('1. advices that split mappings are refused within the headroom; Node keeps
   survived(t, r, 'refused within the headroom')
 })
 
+test('1. populating more memory than the machine has is ENOMEM at once, not the OOM killer', (t) => {
+  for (const shared of [false, true]) {
+    t.throws(() => MemoryMapping.anonymous(2 ** 40, { populate: true, shared }), { code: 'ENOMEM' })
+  }
+  using m = MemoryMapping.anonymous(2 ** 40) // not populated: address space only
+  t.is(m.size, 2 ** 40)
+})
+
 test('1. an fd number closed and reused for the same file: kernelMappingCount stays the kernel count', (t) => {
   const { dir, done } = tempDir()
   t.teardown(done)
@@ -102,7 +110,16 @@ test('2. a failed MAP_FIXED under EMFILE: no hole inside the arena, the layout m
 
 // 3. JavaScript that runs while a Node built-in holds a view's pointer.
 
-for (const change of ['close', 'remove', 'anonymous NONE', 'anonymous READ', 'fd READ', 'mapping close']) {
+for (const change of [
+  'close',
+  'remove',
+  'anonymous NONE',
+  'anonymous READ',
+  'fd READ',
+  'mapping close',
+  'overlay RW, then remove',
+  'overlay RW, then close',
+]) {
   test(`3. Buffer#fill whose valueOf does "${change}" under the view: no crash, memory changes as asked on the next turn (in a child)`, (t) => {
     const r = runChild(`
       const fs = require('node:fs')
@@ -118,6 +135,13 @@ for (const change of ['close', 'remove', 'anonymous NONE', 'anonymous READ', 'fd
         else if (change === 'anonymous NONE') region.addAnonymous(0, 4 * P, R.NONE)
         else if (change === 'anonymous READ') region.addAnonymous(0, 4 * P, R.READ)
         else if (change === 'fd READ') region.addFdMapping(0, 4 * P, shm.fd, 0, R.READ)
+        else if (change.startsWith('overlay RW')) {
+          // The first change leaves the memory writable; the second must still
+          // know that the built-in's pointer may be in use there.
+          region.addAnonymous(0, 4 * P, R.READ_WRITE)
+          if (change.endsWith('remove')) region.removeMapping(0, 4 * P)
+          else region.close()
+        }
         return 0xab
       } })
       if (view.length !== 0) throw new Error('view not detached')
@@ -127,7 +151,7 @@ for (const change of ['close', 'remove', 'anonymous NONE', 'anonymous READ', 'fd
           const addr = region.address
           const line = fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').find((l) => BigInt('0x' + l.split('-')[0]) === addr) ?? ''
           const perms = line.split(' ')[1]
-          const want = { remove: '---p', 'anonymous NONE': '---p', 'anonymous READ': 'r--p', 'fd READ': 'r--s' }[change]
+          const want = { remove: '---p', 'anonymous NONE': '---p', 'anonymous READ': 'r--p', 'fd READ': 'r--s', 'overlay RW, then remove': '---p' }[change]
           if (perms !== want) throw new Error('after reclaim: ' + line + ', want ' + want)
           if (change === 'fd READ') {
             // The bytes the built-in wrote after the change went to a private copy, not the file.
@@ -176,12 +200,12 @@ test('5. with the SIGBUS guard unavailable, overlapping readInto/write through a
   writeFileSync(path, Buffer.from(Array.from({ length: 4 * P }, (_, i) => i % 251)))
   const r = runChild(`
     const fs = require('node:fs')
-    process.on('SIGBUS', () => {}) // libuv's handler replaces ours: every copy takes the syscall path
     const P = mr.PAGE_SIZE
     const fd = fs.openSync(${JSON.stringify(path)}, 'r+')
     const arena = mr.MemoryMappingArena.reserve(8 * P)
     arena.addFdMapping(0, 4 * P, fd, 0, mr.Protection.READ_WRITE) // a plain file: fault-safe copies
-    const want = Buffer.from(arena.read(0, 4 * P))
+    const want = Buffer.from(arena.read(0, 4 * P)) // the first guarded copy installs the guard
+    process.on('SIGBUS', () => {}) // libuv's handler replaces it: every copy takes the syscall path
     arena.readInto(0, arena.view(100, 2 * P)) // target overlaps source, after it
     want.copy(want, 100, 0, 2 * P)
     arena.write(50, arena.view(300, 2 * P)) // source overlaps target, after it
@@ -202,12 +226,13 @@ test('6. a write over a page truncated away before the call changes nothing; EFA
   for (const guard of [true, false]) {
     const r = runChild(`
       const fs = require('node:fs')
-      if (${!guard}) process.on('SIGBUS', () => {})
       const P = mr.PAGE_SIZE
       const fd = fs.openSync(${JSON.stringify(path)}, 'r+')
       fs.ftruncateSync(fd, 2 * P); fs.writeSync(fd, Buffer.alloc(2 * P, 1), 0, 2 * P, 0)
       const arena = mr.MemoryMappingArena.reserve(4 * P)
       arena.addFdMapping(0, 2 * P, fd, 0, mr.Protection.READ_WRITE)
+      arena.read(0, 1) // installs the guard; a SIGBUS listener then replaces it
+      if (${!guard}) process.on('SIGBUS', () => {})
       fs.ftruncateSync(fd, P)
       let err
       try { arena.write(P - 8, Buffer.alloc(16, 9)) } catch (e) { err = e }

@@ -4,16 +4,21 @@
  *   are sampled every 100,000 cycles and must stay flat.
  * - 100 durability iterations: a child msyncs pages through views and is
  *   SIGKILLed; every page it reported as synced must be on disk.
- * Exits non-zero on any failure. MR_SOAK_CYCLES / MR_SOAK_KILLS shorten it.
+ * - The hostile-argument fuzzer over 100 fresh random seeds of 20,000 operations
+ *   (printed, so a failure replays: see __test__/fuzz/run.ts).
+ * Exits non-zero on any failure. MR_SOAK_CYCLES / MR_SOAK_KILLS / MR_SOAK_FUZZ_SEEDS
+ * shorten it.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PAGE_SIZE } from 'mapped-region'
+import { fuzz } from '../__test__/fuzz/run.js'
 import { killAfterSomeSyncs, overlayCycles, pagePattern, processStat, settle, type ProcessStat } from '../__test__/workloads.js'
 
 const CYCLES = Number(process.env.MR_SOAK_CYCLES ?? 1_000_000)
 const KILLS = Number(process.env.MR_SOAK_KILLS ?? 100)
+const FUZZ_SEEDS = Number(process.env.MR_SOAK_FUZZ_SEEDS ?? 100)
 const failures: string[] = []
 
 // Samples are taken inside the run (the arena and its memfd are open), the first
@@ -52,6 +57,14 @@ try {
   rmSync(dir, { recursive: true, force: true })
 }
 console.log(`${KILLS} SIGKILLed writers, ${checked} synced pages checked on disk`)
+
+const fuzzSeeds = Array.from({ length: FUZZ_SEEDS }, () => Math.floor(Math.random() * 2 ** 32))
+const fuzzStarted = Date.now()
+const fuzzed = await fuzz(fuzzSeeds, 20_000)
+for (const r of fuzzed) if (!r.ok) failures.push(`fuzzer ${r.detail}`)
+console.log(
+  `fuzzer: ${FUZZ_SEEDS} seeds x 20000 operations in ${((Date.now() - fuzzStarted) / 1000).toFixed(1)} s (seeds ${fuzzSeeds.slice(0, 4).join(', ')}, ...)`,
+)
 
 if (failures.length > 0) {
   console.error(failures.join('\n'))

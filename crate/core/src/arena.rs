@@ -104,6 +104,8 @@ impl MemoryMappingArena {
             Ok(_) => {
                 if narrow {
                     self.held.hold(offset, offset + len, Restore::Protect(prot));
+                } else if in_use {
+                    self.held.hold(offset, offset + len, Restore::Keep);
                 } else {
                     self.held.release(offset, offset + len);
                 }
@@ -137,6 +139,7 @@ impl MemoryMappingArena {
             // them (the layout refuses: a hole, or less than READ | WRITE).
             let addr = unsafe { self.addr.add(h.start) };
             let result = match h.restore {
+                Restore::Keep => Ok(()),
                 Restore::Hole => self.make_hole(h.start, len),
                 // SAFETY: as above; only the protection changes.
                 Restore::Protect(prot) => sys::check(
@@ -449,6 +452,7 @@ impl MemoryMappingArena {
                             prot,
                         },
                     ),
+                    None if in_use => self.held.hold(offset, end, Restore::Keep),
                     None => self.held.release(offset, end),
                 }
                 let base = self.addr as usize;

@@ -21,6 +21,10 @@ use crate::Protection;
 /// What a held range becomes when it is reclaimed.
 #[derive(Clone, Debug)]
 pub(crate) enum Restore {
+    /// Nothing: the change mapped what it asked for (read-write memory). The
+    /// range is held only so that a further change before the reclaim still
+    /// knows an old pointer may be in use there.
+    Keep,
     /// A reserved `PROT_NONE` hole (it was removed; scratch pages meanwhile).
     Hole,
     /// Anonymous memory with this protection (mapped read-write meanwhile).

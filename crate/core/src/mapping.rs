@@ -65,14 +65,19 @@ impl MemoryMapping {
     pub fn anonymous(size: usize, options: MappingOptions) -> Result<MemoryMapping> {
         let mapped_len = checked_len(size)?;
         budget::check_room(1)?;
-        let mut flags = libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let mut flags = libc::MAP_ANONYMOUS;
         flags |= if options.shared {
             libc::MAP_SHARED
         } else {
             libc::MAP_PRIVATE
         };
         if options.populate {
+            // Memory faulted in now is committed now: without MAP_NORESERVE the
+            // kernel's overcommit check refuses a size the machine cannot hold
+            // (ENOMEM) instead of faulting it in until the OOM killer strikes.
             flags |= libc::MAP_POPULATE;
+        } else {
+            flags |= libc::MAP_NORESERVE;
         }
         // SAFETY: no MAP_FIXED: the kernel picks free address space.
         let addr = unsafe {

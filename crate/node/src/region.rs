@@ -816,15 +816,18 @@ pub fn region_close(handle: f64) -> bool {
     };
     let alive = inner.views.borrow_mut().detach(0, usize::MAX);
     inner.closed.set(true);
-    let released = {
+    let (released, defer) = {
         let mut state = inner.keep.lock();
         let first = !state.closed;
+        // An arena that holds ranges has pointers possibly in use there too.
+        let held = matches!(&state.kind, Some(Kind::Arena(a)) if a.has_held());
+        let defer = first && (alive || held);
         state.closed = true;
-        state.deferred |= alive && first;
-        state.take_if_done()
+        state.deferred |= defer;
+        (state.take_if_done(), defer)
     };
     drop(released);
-    alive
+    defer
 }
 
 /// Gives held ranges of an arena what their changes asked for, and releases a

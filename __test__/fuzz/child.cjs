@@ -1,0 +1,592 @@
+'use strict'
+/**
+ * The hostile-argument fuzzer's child: drives every public method of the package
+ * with generated arguments — extreme numbers, wrong types, proxies, values of another
+ * realm, detached / resizable / shared buffers, views of the region itself, and
+ * getters and `valueOf` / `Symbol.toPrimitive` hooks that close, remove, overlay,
+ * detach or grow things while the call runs — plus Node built-ins (Buffer#fill,
+ * TypedArray#set, sort, Atomics …) over views with such hooks.
+ *
+ * Usage: node child.cjs <entry> <seed> <iterations>. Exits 0 and prints
+ * `fuzz ok <seed> <ops>` when every call either returned or threw an error with a
+ * documented `code`, and every successful write read back as written. Any other
+ * exit — a crash, a hang (the parent's timeout), an assertion below — is a failure
+ * that replays with the same seed.
+ */
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const vm = require('node:vm')
+const { execFileSync } = require('node:child_process')
+
+const [entry, seedArg, iterationsArg] = process.argv.slice(2)
+const mr = require(entry)
+const seed = Number(seedArg) >>> 0
+const iterations = Number(iterationsArg)
+const P = mr.PAGE_SIZE
+const R = mr.Protection
+// MR_FUZZ_TRACE=1: each operation (and hook) on stderr before it runs, for a crash's replay.
+const trace = process.env.MR_FUZZ_TRACE === '1'
+
+// mulberry32: small, seedable, good enough to pick cases.
+let state = seed || 1
+function rand() {
+  state = (state + 0x6d2b79f5) >>> 0
+  let t = state
+  t = Math.imul(t ^ (t >>> 15), t | 1)
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+const int = (n) => Math.floor(rand() * n)
+const pick = (list) => list[int(list.length)]
+const chance = (p) => rand() < p
+
+// ---------------------------------------------------------------------------
+// The world the calls act on, rebuilt as things get closed.
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-fuzz-'))
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+const filePath = path.join(dir, 'file')
+fs.writeFileSync(filePath, Buffer.alloc(16 * P, 0x11))
+const fifoPath = path.join(dir, 'fifo')
+try {
+  execFileSync('mkfifo', [fifoPath])
+} catch {}
+const fileFd = fs.openSync(filePath, 'r+')
+const roFd = fs.openSync(filePath, 'r')
+// The child's stdin is a pipe (the parent spawns it so): an fd that cannot be mapped.
+const pipeR = 0
+
+const world = { shms: [], regions: [], guests: [], views: [] }
+
+function freshShm() {
+  const s = mr.SharedMemory.create(`fuzz${int(1000)}`, (1 + int(16)) * P, { seal: chance(0.7) })
+  world.shms.push(s)
+  return s
+}
+function freshArena() {
+  // Mostly mapped: a memfd at [0, 16 pages), anonymous memory at [24, 32), holes between.
+  const a = mr.MemoryMappingArena.reserve(40 * P)
+  const s = mr.SharedMemory.create('fuzz-ram', 16 * P)
+  a.addFdMapping(0, 16 * P, s.fd, 0, R.READ_WRITE)
+  s.close()
+  a.addAnonymous(24 * P, 8 * P, R.READ_WRITE)
+  world.regions.push(a)
+  return a
+}
+function freshMapping() {
+  const m = mr.MemoryMapping.anonymous((1 + int(16)) * P)
+  world.regions.push(m)
+  return m
+}
+function freshGuest() {
+  const shm = live(world.shms) ?? freshShm()
+  const g = new mr.GuestMemory(
+    [
+      { guestAddress: 0, size: P * Math.min(4, shm.size / P), backing: shm },
+      { guestAddress: 8 * P, size: 4 * P, backing: 'anonymous' },
+    ],
+    { addressSpace: 32 * P },
+  )
+  world.guests.push(g)
+  return g
+}
+function live(list) {
+  const open = list.filter((x) => !x.closed)
+  return open.length === 0 ? undefined : pick(open)
+}
+/** The region or guest memory the current operation works on: hooks mostly act on it. */
+let current
+let inMischief = false
+function target(x) {
+  if (!inMischief) current = x
+  return x
+}
+function anyArena() {
+  if (inMischief && current instanceof mr.MemoryMappingArena && !current.closed && chance(0.8)) return current
+  return target(live(world.regions.filter((r) => r instanceof mr.MemoryMappingArena)) ?? freshArena())
+}
+function anyRegion() {
+  if (inMischief && (current instanceof mr.MemoryMappingArena || current instanceof mr.MemoryMapping) && !current.closed && chance(0.8))
+    return current
+  return target(chance(0.8) ? anyArena() : (live(world.regions.filter((r) => r instanceof mr.MemoryMapping)) ?? freshMapping()))
+}
+function anyGuest() {
+  if (inMischief && current instanceof mr.GuestMemory && !current.closed && chance(0.8)) return current
+  return target(live(world.guests) ?? freshGuest())
+}
+function anyShm() {
+  return live(world.shms) ?? freshShm()
+}
+
+// ---------------------------------------------------------------------------
+// Mischief: what a hook does while a call (ours or a built-in's) is running.
+
+let mischiefRan = false
+const mischiefs = [
+  () => anyRegion().close(),
+  () => {
+    const a = anyArena()
+    a.removeMapping(int(Math.min(8, a.size / P)) * P, (1 + int(4)) * P)
+  },
+  () => {
+    const g = anyGuest()
+    g.arena.removeMapping(0, 4 * P)
+  },
+  () => {
+    const a = anyArena()
+    a.addAnonymous(int(Math.min(8, a.size / P)) * P, (1 + int(4)) * P, pick([R.NONE, R.READ, R.READ_WRITE]))
+  },
+  () => {
+    const a = anyArena()
+    const s = anyShm()
+    a.addFdMapping(int(Math.min(8, a.size / P)) * P, P, s.fd, 0, pick([R.NONE, R.READ, R.READ_WRITE]))
+  },
+  () => anyGuest().close(),
+  () => {
+    const g = anyGuest()
+    g.removeRegion(pick([0, 8 * P]))
+  },
+  () => anyShm().close(),
+  () => {
+    for (const b of userBuffers) if (chance(0.5)) detach(b.buffer)
+  },
+  () => {
+    for (const b of userBuffers) if (b.buffer.resizable) b.buffer.resize(int(b.buffer.maxByteLength + 1))
+  },
+  () => globalThis.gc?.(),
+  () => {
+    const r = anyRegion()
+    const v = r.view(0, P)
+    world.views.push(v)
+  },
+]
+/** Runs mischief, then answers `value`: the body of every hooked getter and valueOf. */
+function hooked(value) {
+  mischief()
+  return value
+}
+
+function mischief() {
+  mischiefRan = true
+  if (inMischief) return
+  inMischief = true
+  const n = 1 + int(2)
+  for (let i = 0; i < n; i++) {
+    const which = int(mischiefs.length)
+    if (trace) fs.writeSync(2, `  mischief ${which}\n`)
+    try {
+      mischiefs[which]()
+    } catch {
+      // Mischief may itself be refused; that is not what is being tested here.
+    }
+  }
+  inMischief = false
+}
+
+function detach(buffer) {
+  if (buffer instanceof ArrayBuffer && !buffer.resizable) {
+    try {
+      structuredClone(buffer, { transfer: [buffer] })
+    } catch {}
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Values.
+
+const other = vm.createContext({})
+const inOtherRealm = (code) => vm.runInContext(code, other)
+const userBuffers = []
+
+function numberish() {
+  switch (int(14)) {
+    case 0:
+      return int(64) * P
+    case 1:
+      return int(4 * P)
+    case 2:
+      return pick([0, 1, -1, -0, 0.5, P - 1, P + 1])
+    case 3:
+      return pick([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY])
+    case 4:
+      return pick([2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, -(2 ** 53), Number.MAX_VALUE, Number.MIN_VALUE, 2 ** 40])
+    case 5:
+      return pick([0n, 4096n, -1n, 2n ** 63n, 2n ** 64n, BigInt(P) * 3n])
+    case 6:
+      return pick(['0', '4096', '', 'NaN'])
+    case 7:
+      return { valueOf: () => hooked(P) }
+    case 8:
+      return { [Symbol.toPrimitive]: () => hooked(0) }
+    case 9:
+      return pick([null, undefined, true, false, Symbol('x'), [], {}, () => 0])
+    case 10:
+      return new Proxy({}, { get: () => hooked(0) })
+    case 11:
+      return inOtherRealm('4096')
+    default:
+      return int(16) * P
+  }
+}
+
+function makeBuffer() {
+  const n = int(3 * P)
+  let b
+  switch (int(12)) {
+    case 0:
+      b = Buffer.alloc(n, int(256))
+      break
+    case 1:
+      b = new Uint8Array(n).fill(int(256))
+      break
+    case 2:
+      b = new DataView(new ArrayBuffer(n))
+      break
+    case 3:
+      b = new ArrayBuffer(n)
+      break
+    case 4:
+      b = new SharedArrayBuffer(n)
+      break
+    case 5:
+      b = new Uint8Array(new ArrayBuffer(n, { maxByteLength: 2 * n + 8 }))
+      break
+    case 6:
+      b = new Float64Array(n >> 3)
+      break
+    case 7:
+      b = inOtherRealm(`new Uint8Array(${n})`)
+      break
+    case 8: {
+      const a = new ArrayBuffer(n)
+      b = new Uint8Array(a)
+      detach(a)
+      break
+    }
+    case 9: {
+      // A view of a region itself.
+      const r = anyRegion()
+      try {
+        b = r.view(int(2) * P, int(2 * P))
+      } catch {
+        b = Buffer.alloc(n)
+      }
+      break
+    }
+    case 10:
+      b = new Proxy(new Uint8Array(n), {})
+      break
+    default:
+      b = Object.create(Uint8Array.prototype)
+  }
+  if (ArrayBuffer.isView(b) && b.buffer instanceof ArrayBuffer) userBuffers.push(b)
+  if (chance(0.15) && typeof b === 'object') {
+    try {
+      Object.defineProperty(b, 'byteLength', { get: () => hooked(int(2 * P)) })
+    } catch {}
+  }
+  return b
+}
+
+/** An options bag or spec whose properties are plain, hooked getters, or traps. */
+function bag(fields) {
+  const o = {}
+  for (const [k, v] of Object.entries(fields)) {
+    if (chance(0.2)) {
+      let reads = 0
+      Object.defineProperty(o, k, { get: () => hooked(reads++ === 0 ? v : numberish()), enumerable: true })
+    } else o[k] = v
+  }
+  if (chance(0.1)) return new Proxy(o, { get: (t, k) => (chance(0.3) ? hooked(numberish()) : Reflect.get(t, k)) })
+  return pick([o, o, o, undefined, null, 42, 'x'])
+}
+
+function protection() {
+  return chance(0.8) ? pick([R.NONE, R.READ, R.WRITE, R.READ_WRITE, R.EXEC | R.READ]) : numberish()
+}
+function advice() {
+  return chance(0.7) ? pick(Object.keys(mr.ADVICE)) : pick([0, 3, 4, 100, 102, 200, -1, 'bogus', '__proto__', numberish()])
+}
+function fd() {
+  return pick([anyShm().fd, fileFd, roFd, pipeR, 1, 2, 999, -1, 2 ** 31, numberish()])
+}
+function backing() {
+  return pick([anyShm(), 'anonymous', bag({ fd: fd(), fdOffset: numberish() }), new Proxy(anyShm(), {}), numberish()])
+}
+function spec() {
+  return bag({
+    guestAddress: pick([int(32) * P, BigInt(int(32) * P), numberish()]),
+    size: pick([P, 2 * P, numberish()]),
+    backing: backing(),
+    protection: protection(),
+  })
+}
+
+// ---------------------------------------------------------------------------
+// Operations: every public method, and built-ins over views.
+
+const asyncResults = []
+const ops = [
+  ['reserve', () => world.regions.push(mr.MemoryMappingArena.reserve(chance(0.9) ? int(64 * P) + 1 : numberish()))],
+  ['new arena', () => world.regions.push(new mr.MemoryMappingArena(numberish()))],
+  [
+    'anonymous',
+    () =>
+      world.regions.push(
+        mr.MemoryMapping.anonymous(
+          chance(0.8) ? (1 + int(16)) * P : numberish(),
+          bag({ protection: protection(), populate: chance(0.5), shared: chance(0.5) }),
+        ),
+      ),
+  ],
+  [
+    'fromFd',
+    () =>
+      world.regions.push(
+        mr.MemoryMapping.fromFd(
+          fd(),
+          chance(0.8) ? (1 + int(20)) * P : numberish(),
+          bag({ offset: pick([0, P, numberish()]), protection: protection(), shared: chance(0.5), checkEof: chance(0.5) }),
+        ),
+      ),
+  ],
+  [
+    'fromFile',
+    () =>
+      world.regions.push(
+        mr.MemoryMapping.fromFile(
+          pick([filePath, fifoPath, dir, '/dev/zero', path.join(dir, 'none'), numberish()]),
+          bag({ size: pick([undefined, P, numberish()]), protection: protection(), shared: chance(0.5) }),
+        ),
+      ),
+  ],
+  [
+    'addFdMapping',
+    () =>
+      anyRegion().addFdMapping(
+        numberish(),
+        chance(0.7) ? (1 + int(4)) * P : numberish(),
+        fd(),
+        chance(0.7) ? int(8) * P : numberish(),
+        protection(),
+      ),
+  ],
+  ['addAnonymous', () => anyArena().addAnonymous(numberish(), chance(0.7) ? (1 + int(4)) * P : numberish(), protection())],
+  ['removeMapping', () => anyRegion().removeMapping(numberish(), numberish())],
+  ['msync', () => anyRegion().msync(numberish(), numberish())],
+  ['madvise', () => anyRegion().madvise(chance(0.7) ? int(8) * P : numberish(), chance(0.7) ? int(8 * P) : numberish(), advice())],
+  ['msyncAsync', () => asyncResults.push(anyRegion().msyncAsync(numberish(), numberish()))],
+  ['populateAsync', () => asyncResults.push(anyRegion().populateAsync(int(8) * P, int(4) * P, bag({ write: chance(0.5) })))],
+  ['read', () => anyRegion().read(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish())],
+  ['readInto', () => anyRegion().readInto(chance(0.8) ? int(8 * P) : numberish(), makeBuffer())],
+  ['write', () => checkedWrite(anyRegion())],
+  ['view', () => world.views.push(anyRegion().view(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish()))],
+  ['close', () => anyRegion().close()],
+  ['mappings', () => anyArena().mappings()],
+  ['kernelMappingCount', () => anyArena().kernelMappingCount],
+  ['address', () => anyRegion().address],
+  ['pendingOperations', () => anyRegion().pendingOperations],
+  ['dispose', () => anyRegion()[Symbol.dispose]()],
+  [
+    'shm create',
+    () =>
+      world.shms.push(
+        mr.SharedMemory.create(
+          pick(['a', '', 'n\0ul', 'x'.repeat(300), numberish()]),
+          chance(0.8) ? (1 + int(8)) * P : numberish(),
+          bag({ seal: chance(0.5), hugetlb: chance(0.1) }),
+        ),
+      ),
+  ],
+  ['shm fd', () => anyShm().fd],
+  ['shm seals', () => anyShm().seals],
+  ['shm addSeals', () => anyShm().addSeals(chance(0.7) ? pick([1, 2, 4, 16, 32 - 1]) : numberish())],
+  ['shm close', () => anyShm().close()],
+  [
+    'guest new',
+    () =>
+      world.guests.push(
+        new mr.GuestMemory(
+          pick([[spec()], [spec(), spec()], [], numberish(), new Proxy([spec()], {})]),
+          bag({ addressSpace: pick([32 * P, numberish()]) }),
+        ),
+      ),
+  ],
+  ['guest addRegion', () => anyGuest().addRegion(spec())],
+  ['guest removeRegion', () => anyGuest().removeRegion(pick([0, 8 * P, 0n, numberish()]))],
+  ['guest translate', () => anyGuest().translate(pick([int(32) * P, BigInt(int(32 * P)), numberish()]))],
+  ['guest read', () => anyGuest().read(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), chance(0.8) ? int(2 * P) : numberish())],
+  ['guest readInto', () => anyGuest().readInto(pick([int(16 * P), numberish()]), makeBuffer())],
+  ['guest write', () => checkedGuestWrite(anyGuest())],
+  ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
+  ['guest regions', () => anyGuest().regions()],
+  ['guest close', () => anyGuest().close()],
+  ['mapCount', () => mr.mapCount()],
+  ['builtin over a view', () => builtinOverView()],
+]
+
+/** Node and V8 built-ins that take a view's memory and may call back into JavaScript. */
+function builtinOverView() {
+  const r = anyRegion()
+  const v = r.view(int(4) * P, 1 + int(2 * P))
+  world.views.push(v)
+  const hook = { valueOf: () => hooked(0x5a), [Symbol.toPrimitive]: undefined }
+  const which = int(10)
+  if (trace) fs.writeSync(2, `  builtin ${which} over [${v.byteOffset}, +${v.length}) of ${r.constructor.name}\n`)
+  switch (which) {
+    case 0:
+      return v.fill({ valueOf: () => hooked(0x5a) })
+    case 1:
+      return v.fill({ valueOf: () => hooked(1) }, 0, v.length)
+    case 2:
+      return new Uint8Array(v.buffer, v.byteOffset, v.length).fill(hook)
+    case 3:
+      return v.set({
+        length: 4,
+        get 0() {
+          return hooked(1)
+        },
+        1: 2,
+        2: 3,
+        3: 4,
+      })
+    case 4:
+      return new Uint8Array(v.buffer, v.byteOffset, v.length).sort((a, b) => (chance(0.01) ? hooked(a - b) : a - b))
+    case 5:
+      return v.length >= 4 && v.byteOffset % 4 === 0
+        ? Atomics.store(new Int32Array(v.buffer, v.byteOffset, v.length >> 2), 0, hook)
+        : undefined
+    case 6:
+      return new DataView(v.buffer, v.byteOffset, v.length).setUint8(0, hook)
+    case 7:
+      return v.indexOf({ valueOf: () => hooked(7) })
+    case 8:
+      return Array.prototype.forEach.call(v.subarray(0, 8), () => {
+        if (chance(0.3)) mischief()
+      })
+    default:
+      return v.write(String(int(1000)), 0)
+  }
+}
+
+/** Writes, then — if nothing ran during the call — reads back what was written. */
+function checkedWrite(r) {
+  const offset = chance(0.85) ? int(8 * P) : numberish()
+  const data = makeBuffer()
+  const before = snapshot(data)
+  mischiefRan = false
+  r.write(offset, data)
+  if (!mischiefRan && before !== undefined && !r.closed) {
+    const back = r.read(offset, before.length)
+    if (!back.equals(before)) throw new Fatal(`write(${offset}, ${before.length} bytes) read back differently`)
+  }
+}
+function checkedGuestWrite(g) {
+  const gpa = chance(0.85) ? int(16 * P) : numberish()
+  const data = makeBuffer()
+  const before = snapshot(data)
+  mischiefRan = false
+  g.write(gpa, data)
+  if (!mischiefRan && before !== undefined && !g.closed) {
+    const back = g.read(gpa, before.length)
+    if (!back.equals(before)) throw new Fatal(`guest write(${gpa}, ${before.length} bytes) read back differently`)
+  }
+}
+/** The bytes of `data` as the package should see them, or undefined if it is not plain bytes. */
+function snapshot(data) {
+  try {
+    if (data instanceof ArrayBuffer || data instanceof SharedArrayBuffer) return Buffer.from(new Uint8Array(data))
+    if (ArrayBuffer.isView(data) && Object.getOwnPropertyDescriptor(data, 'byteLength') === undefined) {
+      return Buffer.from(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+    }
+  } catch {}
+  return undefined
+}
+
+class Fatal extends Error {}
+
+// ---------------------------------------------------------------------------
+// The oracle for errors: every error the package throws carries a documented code.
+
+const CODES = new Set([
+  'ERR_INVALID_ARG_TYPE',
+  'ERR_INVALID_ARG_VALUE',
+  'ERR_OUT_OF_RANGE',
+  'ERR_MMAP_UNALIGNED',
+  'ERR_MMAP_OUT_OF_BOUNDS',
+  'ERR_MMAP_ACCESS',
+  'ERR_MMAP_BEYOND_EOF',
+  'ERR_MMAP_CLOSED',
+  'ERR_MMAP_UNSUPPORTED',
+  'ERR_MMAP_BUSY',
+  'ERR_MMAP_NO_EXTERNAL',
+  'ERR_GUEST_OVERLAP',
+  'ERR_GUEST_ADDRESS',
+])
+function documented(e) {
+  if (e === null || typeof e !== 'object' || typeof e.code !== 'string') return false
+  if (CODES.has(e.code))
+    return e.code === 'ERR_INVALID_ARG_TYPE' || e.code === 'ERR_INVALID_ARG_VALUE' ? e instanceof TypeError : e instanceof Error
+  // A failed syscall (or Node's own fs error from fromFile): errno name, errno, syscall.
+  return /^E[A-Z0-9]+$/.test(e.code) && typeof e.errno === 'number' && e.errno < 0 && typeof e.syscall === 'string'
+}
+
+let done = 0
+const log = []
+const stats = new Map()
+function count(name, outcome) {
+  const m = stats.get(name) ?? new Map()
+  m.set(outcome, (m.get(outcome) ?? 0) + 1)
+  stats.set(name, m)
+}
+for (let i = 0; i < iterations; i++) {
+  const [name, op] = pick(ops)
+  current = undefined
+  if (trace) fs.writeSync(2, `op#${i} ${name}\n`)
+  log.push(name)
+  if (log.length > 20) log.shift()
+  try {
+    op()
+    count(name, 'ok')
+  } catch (e) {
+    count(name, e?.code ?? e?.constructor?.name)
+    if (e instanceof Fatal) {
+      console.error(`FAIL seed=${seed} op#${i} ${name}: ${e.message}\nlast ops: ${log.join(', ')}`)
+      process.exit(3)
+    }
+    // Built-ins throw their own errors over detached views (a TypeError without a
+    // code, by design of the platform); only the package's errors are judged.
+    if (name !== 'builtin over a view' && !documented(e)) {
+      console.error(
+        `FAIL seed=${seed} op#${i} ${name}: an error without a documented code: ${e?.constructor?.name}: ${e?.message} (code ${e?.code})\nlast ops: ${log.join(', ')}`,
+      )
+      process.exit(4)
+    }
+  }
+  done++
+  if (world.regions.length > 64) for (const r of world.regions.splice(0, 32)) r.close()
+  if (world.views.length > 256) world.views.length = 0
+  if (userBuffers.length > 64) userBuffers.length = 0
+  if (world.shms.length > 32) for (const x of world.shms.splice(0, 16)) x.close()
+}
+
+Promise.allSettled(asyncResults).then((results) => {
+  for (const r of results) {
+    if (r.status === 'rejected' && !documented(r.reason)) {
+      console.error(`FAIL seed=${seed}: a rejection without a documented code: ${r.reason?.message}`)
+      process.exit(4)
+    }
+  }
+  // Let reclaims run, then close everything: nothing may crash on the way out.
+  setImmediate(() => {
+    for (const r of world.regions) r.close()
+    for (const g of world.guests) g.close()
+    for (const s of world.shms) s.close()
+    globalThis.gc?.()
+    if (process.env.MR_FUZZ_STATS) {
+      for (const [name, m] of [...stats].sort()) console.log(name.padEnd(22), [...m].map(([k, v]) => `${k}:${v}`).join(' '))
+    }
+    setImmediate(() => console.log(`fuzz ok ${seed} ${done}`))
+  })
+})

@@ -179,7 +179,12 @@ abstract class Region implements MappedRegion {
    * frame can; then the memory gets what the change asked for.
    */
   protected afterChange(held: boolean | undefined): void {
-    if (held !== true || this.#reclaimScheduled) return
+    // No closure here: this runs on every overlay and removal, and a closure over
+    // `this` would allocate a context on each call.
+    if (held === true && !this.#reclaimScheduled) this.#scheduleReclaim()
+  }
+
+  #scheduleReclaim(): void {
     this.#reclaimScheduled = true
     setImmediate(() => {
       this.#reclaimScheduled = false

@@ -184,10 +184,50 @@ impl MemoryMappingArena {
         !self.held.is_empty()
     }
 
+    /// For an fd overlay narrower than `READ | WRITE` over memory that may
+    /// still be touched through an old pointer: a private read-write mapping of
+    /// the file now (writes through such a pointer never reach the file), and a
+    /// duplicate of the fd for the shared mapping the reclaim makes (the caller
+    /// may close theirs). `None` where either is impossible: the caller then
+    /// makes the shared mapping at once.
+    ///
+    /// # Safety
+    /// `[offset, offset + len)` must lie inside the reservation, with every view
+    /// over it detached.
+    unsafe fn map_private_until_reclaim(
+        &mut self,
+        offset: usize,
+        len: usize,
+        fd: RawFd,
+        fd_offset: u64,
+        prot: Protection,
+    ) -> Option<Arc<OwnedFd>> {
+        // SAFETY: F_DUPFD_CLOEXEC only creates a new fd, which we own.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return None;
+        }
+        // SAFETY: `dup` is a fresh fd owned by nothing else.
+        let dup = Arc::new(unsafe { OwnedFd::from_raw_fd(dup) });
+        // SAFETY: guaranteed by the caller.
+        let mapped = unsafe {
+            sys::mmap(
+                self.addr.add(offset),
+                len,
+                (prot | Protection::READ_WRITE).to_prot(),
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                fd,
+                fd_offset,
+            )
+        };
+        mapped.ok().map(|_| dup)
+    }
+
     /// Replaces `[offset, offset + len)` by a reserved `PROT_NONE` range. At
     /// the map-count limit the remap cannot split a mapping; unmapping whole
     /// mappings frees entries, then the hole is reserved again. Another thread
     /// could map into the hole in between: a narrow, documented race.
+    #[inline]
     fn make_hole(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: the range is inside our reservation; callers detached every
         // view over it.
@@ -398,47 +438,31 @@ impl MemoryMappingArena {
         budget::check_room(2)?;
         let in_use =
             before_change(offset, offset + len)? || self.held.overlaps(offset, offset + len);
-        let mut result = Err(Error::Closed);
-        let mut held = None;
-        if in_use && !prot.contains(Protection::READ_WRITE) {
-            // Memory that may still be touched through an old pointer: a private
-            // read-write mapping of the file now (writes through such a pointer
-            // never reach the file), the shared one asked for at the reclaim,
-            // from a duplicate of the fd (the caller may close theirs). Where
-            // either is impossible, the shared mapping at once.
-            // SAFETY: F_DUPFD_CLOEXEC only creates a new fd, which we own.
-            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-            if dup >= 0 {
-                // SAFETY: as for the shared mapping below.
-                result = unsafe {
+        let private = if in_use && !prot.contains(Protection::READ_WRITE) {
+            // SAFETY: `[offset, offset + len)` lies inside the reservation owned
+            // by `self`; the caller detached every view over it before this call.
+            unsafe { self.map_private_until_reclaim(offset, len, fd, fd_offset, prot) }
+        } else {
+            None
+        };
+        let (result, held) = match private {
+            Some(dup) => (Ok(()), Some(dup)),
+            None => (
+                // SAFETY: as above.
+                unsafe {
                     sys::mmap(
                         self.addr.add(offset),
                         len,
-                        (prot | Protection::READ_WRITE).to_prot(),
-                        libc::MAP_PRIVATE | libc::MAP_FIXED,
+                        prot.to_prot(),
+                        libc::MAP_SHARED | libc::MAP_FIXED,
                         fd,
                         fd_offset,
                     )
-                };
-                // SAFETY: `dup` is a fresh fd owned by nothing else.
-                held = Some(Arc::new(unsafe { OwnedFd::from_raw_fd(dup) }));
-            }
-        }
-        if result.is_err() {
-            held = None;
-            // SAFETY: `[offset, offset + len)` lies inside the reservation owned
-            // by `self`; the caller detached every view over it before this call.
-            result = unsafe {
-                sys::mmap(
-                    self.addr.add(offset),
-                    len,
-                    prot.to_prot(),
-                    libc::MAP_SHARED | libc::MAP_FIXED,
-                    fd,
-                    fd_offset,
-                )
-            };
-        }
+                }
+                .map(|_| ()),
+                None,
+            ),
+        };
         match result {
             Ok(_) => {
                 let end = offset + len;

@@ -77,11 +77,19 @@ pub(crate) struct HeldRanges {
 }
 
 impl HeldRanges {
-    /// Whether any part of `[start, end)` is held.
+    /// Whether any part of `[start, end)` is held. Inlined: on the common path
+    /// nothing is held, and every overlay and removal asks.
+    #[inline(always)]
     pub fn overlaps(&self, start: usize, end: usize) -> bool {
+        !self.ranges.is_empty() && self.any_overlap(start, end)
+    }
+
+    #[cold]
+    fn any_overlap(&self, start: usize, end: usize) -> bool {
         self.ranges.iter().any(|h| h.start < end && h.end > start)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -97,10 +105,15 @@ impl HeldRanges {
 
     /// Forgets whatever is held inside `[start, end)` (a new change replaces
     /// it), keeping the parts outside.
+    #[inline(always)]
     pub fn release(&mut self, start: usize, end: usize) {
-        if !self.overlaps(start, end) {
-            return;
+        if self.overlaps(start, end) {
+            self.release_overlapping(start, end);
         }
+    }
+
+    #[cold]
+    fn release_overlapping(&mut self, start: usize, end: usize) {
         let mut kept = Vec::with_capacity(self.ranges.len() + 1);
         for h in self.ranges.drain(..) {
             if h.end <= start || h.start >= end {

@@ -137,6 +137,9 @@ impl Views {
     /// whether one of them was still alive: code that took its pointer before
     /// (a built-in that called back into JavaScript) may still write through it.
     fn detach(&mut self, start: usize, end: usize) -> bool {
+        if self.entries.is_empty() {
+            return false;
+        }
         let env = self.env;
         let mut alive = false;
         self.entries.retain(|v| {

@@ -380,7 +380,7 @@ const ops = [
   ['populateAsync', () => asyncResults.push(anyRegion().populateAsync(int(8) * P, int(4) * P, bag({ write: chance(0.5) })))],
   ['read', () => anyRegion().read(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish())],
   ['readInto', () => anyRegion().readInto(chance(0.8) ? int(8 * P) : numberish(), makeBuffer())],
-  ['write', () => checkedWrite(anyRegion())],
+  ['write', () => checkedWrite(anyRegion(), chance(0.85) ? int(8 * P) : numberish())],
   ['view', () => world.views.push(anyRegion().view(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish()))],
   ['close', () => anyRegion().close()],
   ['mappings', () => anyArena().mappings()],
@@ -418,7 +418,7 @@ const ops = [
   ['guest translate', () => anyGuest().translate(pick([int(32) * P, BigInt(int(32 * P)), numberish()]))],
   ['guest read', () => anyGuest().read(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), chance(0.8) ? int(2 * P) : numberish())],
   ['guest readInto', () => anyGuest().readInto(pick([int(16 * P), numberish()]), makeBuffer())],
-  ['guest write', () => checkedGuestWrite(anyGuest())],
+  ['guest write', () => checkedWrite(anyGuest(), chance(0.85) ? int(16 * P) : numberish())],
   ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
   ['guest regions', () => anyGuest().regions()],
   ['guest close', () => anyGuest().close()],
@@ -470,27 +470,18 @@ function builtinOverView() {
   }
 }
 
-/** Writes, then — if nothing ran during the call — reads back what was written. */
-function checkedWrite(r) {
-  const offset = chance(0.85) ? int(8 * P) : numberish()
+/**
+ * Writes at `at` of a region or guest memory, then — if no hook ran during the call —
+ * reads back what was written.
+ */
+function checkedWrite(target, at) {
   const data = makeBuffer()
   const before = snapshot(data)
   mischiefRan = false
-  r.write(offset, data)
-  if (!mischiefRan && before !== undefined && !r.closed) {
-    const back = r.read(offset, before.length)
-    if (!back.equals(before)) throw new Fatal(`write(${offset}, ${before.length} bytes) read back differently`)
-  }
-}
-function checkedGuestWrite(g) {
-  const gpa = chance(0.85) ? int(16 * P) : numberish()
-  const data = makeBuffer()
-  const before = snapshot(data)
-  mischiefRan = false
-  g.write(gpa, data)
-  if (!mischiefRan && before !== undefined && !g.closed) {
-    const back = g.read(gpa, before.length)
-    if (!back.equals(before)) throw new Fatal(`guest write(${gpa}, ${before.length} bytes) read back differently`)
+  target.write(at, data)
+  if (!mischiefRan && before !== undefined && !target.closed) {
+    const back = target.read(at, before.length)
+    if (!back.equals(before)) throw new Fatal(`${target.constructor.name} write(${at}, ${before.length} bytes) read back differently`)
   }
 }
 /** The bytes of `data` as the package should see them, or undefined if it is not plain bytes. */

@@ -869,24 +869,8 @@ mod tests {
 
     #[test]
     fn overlays_are_refused_before_the_process_runs_out_of_mappings() {
-        // Runs in a child process: it fills the process's map count.
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "arena::tests::at_limit_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains("emptied at the limit"), "{stdout}");
+        // In a child process: it changes process-wide state.
+        crate::testutil::child_passes("arena::tests::at_limit_child", "emptied at the limit");
     }
 
     #[test]
@@ -1018,23 +1002,11 @@ mod tests {
 
     #[test]
     fn advices_that_split_mappings_stay_inside_the_budget() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "arena::tests::split_advice_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
+        // In a child process: it changes process-wide state.
+        crate::testutil::child_passes(
+            "arena::tests::split_advice_child",
+            "refused within the headroom",
         );
-        assert!(stdout.contains("refused within the headroom"), "{stdout}");
     }
 
     #[test]
@@ -1068,23 +1040,11 @@ mod tests {
 
     #[test]
     fn repair_needs_no_fd() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "arena::tests::repair_without_fds_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
+        // In a child process: it changes process-wide state.
+        crate::testutil::child_passes(
+            "arena::tests::repair_without_fds_child",
+            "repaired without fds",
         );
-        assert!(stdout.contains("repaired without fds"), "{stdout}");
     }
 
     #[test]

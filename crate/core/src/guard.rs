@@ -208,9 +208,8 @@ pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize, probe_dst: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::unlinked_file;
+    use crate::testutil::{in_child, unlinked_file};
     use std::os::fd::AsRawFd;
-    use std::process::Command;
 
     /// A one-page shared mapping of a file truncated to nothing: touching it is SIGBUS.
     fn vanished_page() -> (*mut u8, std::fs::File) {
@@ -230,27 +229,6 @@ mod tests {
         assert_ne!(p, libc::MAP_FAILED);
         file.set_len(0).unwrap();
         (p.cast(), file)
-    }
-
-    /// Runs one ignored test of this module in a child process (signal
-    /// dispositions are process-wide), returning its exit status and output.
-    fn in_child(name: &str) -> (std::process::ExitStatus, String) {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                name,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status, text)
     }
 
     #[test]

@@ -52,4 +52,34 @@ pub(crate) mod testutil {
         std::fs::remove_file(&path).unwrap();
         file
     }
+
+    /// Runs the ignored test `name` of this test binary in a child process (for
+    /// tests that change process-wide state: signal dispositions, fd limits,
+    /// the map count), returning its exit status and output.
+    pub fn in_child(name: &str) -> (std::process::ExitStatus, String) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text)
+    }
+
+    /// Runs the ignored test `name` in a child process; it must succeed and
+    /// print `marker`.
+    pub fn child_passes(name: &str, marker: &str) {
+        let (status, text) = in_child(name);
+        assert!(status.success(), "{text}");
+        assert!(text.contains(marker), "{text}");
+    }
 }

@@ -273,21 +273,26 @@ mod tests {
         assert_eq!(page_size(), page_size());
     }
 
-    #[test]
-    fn unmapped_ranges_sees_a_hole() {
-        let ps = page_size();
-        // SAFETY: a fresh private anonymous mapping that nothing else references.
-        let base = unsafe {
+    /// A fresh private `PROT_NONE` reservation of `len` bytes, for the test to unmap.
+    fn reserve(len: usize) -> *mut u8 {
+        // SAFETY: no MAP_FIXED: the kernel picks free address space nothing else uses.
+        unsafe {
             mmap(
                 no_hint(),
-                3 * ps,
+                len,
                 libc::PROT_NONE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
         }
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn unmapped_ranges_sees_a_hole() {
+        let ps = page_size();
+        let base = reserve(3 * ps);
         let start = base as usize;
         assert!(unmapped_ranges(start, start + 3 * ps).unwrap().is_empty());
         // SAFETY: the middle page belongs to the mapping made above.
@@ -313,18 +318,7 @@ mod tests {
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
         // Other threads may map meanwhile; the counts stay close.
         assert!(lines.abs_diff(text.lines().count()) < 16, "{lines}");
-        // SAFETY: a fresh private reservation owned by this test.
-        let base = unsafe {
-            mmap(
-                no_hint(),
-                3 * ps,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        }
-        .unwrap();
+        let base = reserve(3 * ps);
         assert!(mapping_starts_at(base as usize).unwrap());
         assert!(!mapping_starts_at(base as usize + ps).unwrap());
         assert!(fully_mapped(base, 3 * ps));

@@ -380,10 +380,8 @@ mod tests {
     fn arm() {
         let mut x = [0u8; 4];
         // SAFETY: inside `x`.
-        assert_eq!(
-            unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) },
-            Some(0)
-        );
+        let left = unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) };
+        assert_eq!(left, Some(0));
     }
 
     static PREVIOUS_SAW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -409,10 +407,8 @@ mod tests {
         set_handler(previous as *const () as usize, libc::SA_SIGINFO);
         let mut x = [0u8; 4];
         // SAFETY: inside `x`; installs the guard over our `previous` handler.
-        assert_eq!(
-            unsafe { copy(x.as_mut_ptr(), x.as_ptr().add(1), 2, false) },
-            Some(0)
-        );
+        let left = unsafe { copy(x.as_mut_ptr(), x.as_ptr().add(1), 2, false) };
+        assert_eq!(left, Some(0));
         // A SIGBUS outside the guarded copy is not ours: it goes to `previous`.
         // SAFETY: raising a signal at ourselves.
         unsafe { libc::raise(libc::SIGBUS) };

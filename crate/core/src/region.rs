@@ -368,12 +368,8 @@ mod tests {
         let err = unsafe { populate_range(none.as_ptr(), ps, false) }.unwrap_err();
         assert_eq!(err.syscall().map(|(_, call)| call), Some("madvise"));
         // SAFETY: as above; the fault-safe touch reports EFAULT.
-        assert_eq!(
-            unsafe { touch_pages(none.as_ptr(), ps) }
-                .unwrap_err()
-                .code(),
-            "EFAULT"
-        );
+        let touched = unsafe { touch_pages(none.as_ptr(), ps) };
+        assert_eq!(touched.unwrap_err().code(), "EFAULT");
     }
 
     #[test]

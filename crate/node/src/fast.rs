@@ -56,11 +56,11 @@ unsafe fn num(env: sys::napi_env, value: sys::napi_value) -> f64 {
 /// must not outlive the callback.
 unsafe fn bytes<'a>(env: sys::napi_env, value: sys::napi_value) -> Option<&'a mut [u8]> {
     let mut is_typed = false;
-    // SAFETY: a live value of this scope.
-    if value.is_null()
-        || unsafe { sys::napi_is_typedarray(env, value, &mut is_typed) } != sys::Status::napi_ok
-        || !is_typed
-    {
+    let typed = !value.is_null()
+        // SAFETY: a live, non-null value of this callback's scope.
+        && unsafe { sys::napi_is_typedarray(env, value, &mut is_typed) } == sys::Status::napi_ok
+        && is_typed;
+    if !typed {
         let _ = Env::from_raw(env)
             .throw_type_error("expected a Uint8Array", Some("ERR_INVALID_ARG_TYPE"));
         return None;

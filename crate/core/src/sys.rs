@@ -99,10 +99,14 @@ pub fn mappable_size(fd: RawFd) -> Result<Option<u64>> {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => Ok(Some(st.st_size as u64)),
         libc::S_IFBLK => {
-            const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+            // _IOR(0x12, 114, size_t). The request's C type differs by libc
+            // (`unsigned long` in glibc, `int` in musl: `libc::Ioctl`); the kernel
+            // reads its low 32 bits either way.
+            const BLKGETSIZE64: u32 = 0x8008_1272;
             let mut size: u64 = 0;
             // SAFETY: BLKGETSIZE64 writes one u64 into `size`.
-            let ret = unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) };
+            let ret =
+                unsafe { libc::ioctl(fd, BLKGETSIZE64 as libc::Ioctl, &mut size as *mut u64) };
             check(ret, "ioctl")?;
             Ok(Some(size))
         }

@@ -422,6 +422,46 @@ const ops = [
   ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
   ['guest regions', () => anyGuest().regions()],
   ['guest close', () => anyGuest().close()],
+  [
+    'guest create',
+    () => world.guests.push(mr.GuestMemory.create(pick([[spec()], []]), bag({ addressSpace: pick([32 * P, numberish()]) }))),
+  ],
+  [
+    'guest arena',
+    () => {
+      // The arena behind a guest, used directly: the guest's own checks must still hold.
+      const a = anyGuest().arena
+      pick([
+        () => a.removeMapping(int(16) * P, P),
+        () => a.addAnonymous(int(16) * P, P, protection()),
+        () => a.close(),
+        () => a.mappings(),
+      ])()
+    },
+  ],
+  [
+    'guest properties',
+    () => {
+      const g = anyGuest()
+      return [g.addressSpace, g.closed, g.arena.size]
+    },
+  ],
+  ['guest dispose', () => anyGuest()[Symbol.dispose]()],
+  ['shm dispose', () => anyShm()[Symbol.dispose]()],
+  [
+    'shm properties',
+    () => {
+      const x = anyShm()
+      return [x.size, x.closed]
+    },
+  ],
+  [
+    'region properties',
+    () => {
+      const r = anyRegion()
+      return [r.size, r.closed, r instanceof mr.MemoryMapping ? r.protection : r.kernelMappingCount]
+    },
+  ],
   ['mapCount', () => mr.mapCount()],
   ['builtin over a view', () => builtinOverView()],
 ]

@@ -86,6 +86,16 @@ export function outOfBounds(offset: number, size: number, limit: number): Mapped
   return make(RangeError, 'ERR_MMAP_OUT_OF_BOUNDS', `The range [${offset}, ${offset} + ${size}) is outside the region of ${limit} bytes`)
 }
 
+/** `RangeError` `ERR_MMAP_BEYOND_EOF`: a mapping larger than what backs it. */
+export function beyondEof(message: string): MappedRegionError {
+  return make(RangeError, 'ERR_MMAP_BEYOND_EOF', message)
+}
+
+/** `RangeError` with a `GuestMemory` code. */
+export function guestError(code: 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS', message: string): MappedRegionError {
+  return make(RangeError, code, message)
+}
+
 /** `Error` with one of the state codes. */
 export function stateError(
   code: 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BUSY',

@@ -1,6 +1,6 @@
 import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
-import { invalidArgType, outOfRange, stateError, unaligned, type MappedRegionError } from './errors.js'
+import { beyondEof, guestError, invalidArgType, outOfRange, stateError, unaligned } from './errors.js'
 import { MemoryMappingArena } from './region.js'
 import { sharedMemoryState, type SharedMemory } from './shm.js'
 import * as v from './validate.js'
@@ -71,12 +71,6 @@ interface RegionSnapshot {
  * (a proxy claiming 2^32 - 1 entries) from keeping the constructor busy.
  */
 const MAX_REGIONS = 1 << 16
-
-function guestError(code: 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS', message: string): MappedRegionError {
-  const err = new RangeError(message) as MappedRegionError
-  err.code = code
-  return err
-}
 
 /** A guest address as a safe integer (the address space is reserved in this process). */
 function gpa(name: string, value: unknown): number {
@@ -168,11 +162,7 @@ export class GuestMemory implements Disposable {
     const shm = sharedMemoryState(b)
     if (shm !== undefined) {
       if (shm.fd === undefined) throw stateError('ERR_MMAP_CLOSED', `${name}.backing: the SharedMemory is closed`)
-      if (size > shm.size) {
-        const err = new RangeError(`${name} needs ${size} bytes but the SharedMemory has ${shm.size}`) as MappedRegionError
-        err.code = 'ERR_MMAP_BEYOND_EOF'
-        throw err
-      }
+      if (size > shm.size) throw beyondEof(`${name} needs ${size} bytes but the SharedMemory has ${shm.size}`)
       return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0 } }
     }
     // A proxy is refused: one around a SharedMemory would run its getters with the

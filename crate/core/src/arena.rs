@@ -1,7 +1,7 @@
 //! `MemoryMappingArena`: a `PROT_NONE` reservation that fds and anonymous
 //! memory are overlaid into and removed from at page granularity.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::held::{HeldRanges, Restore};
@@ -142,10 +142,7 @@ impl MemoryMappingArena {
                 Restore::Keep => Ok(()),
                 Restore::Hole => self.make_hole(h.start, len),
                 // SAFETY: as above; only the protection changes.
-                Restore::Protect(prot) => sys::check(
-                    unsafe { libc::mprotect(addr.cast(), len, prot.to_prot()) },
-                    "mprotect",
-                ),
+                Restore::Protect(prot) => unsafe { sys::mprotect(addr, len, prot.to_prot()) },
                 Restore::Shared {
                     fd,
                     fd_offset,
@@ -202,13 +199,7 @@ impl MemoryMappingArena {
         fd_offset: u64,
         prot: Protection,
     ) -> Option<Arc<OwnedFd>> {
-        // SAFETY: F_DUPFD_CLOEXEC only creates a new fd, which we own.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if dup < 0 {
-            return None;
-        }
-        // SAFETY: `dup` is a fresh fd owned by nothing else.
-        let dup = Arc::new(unsafe { OwnedFd::from_raw_fd(dup) });
+        let dup = Arc::new(sys::dup_cloexec(fd).ok()?);
         // SAFETY: guaranteed by the caller.
         let mapped = unsafe {
             sys::mmap(

@@ -40,11 +40,7 @@ impl SharedMemory {
         if hugetlb {
             flags |= libc::MFD_HUGETLB;
         }
-        // SAFETY: `cname` is a valid NUL-terminated string for the call.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
-        if raw < 0 {
-            return Err(Error::last_os_error("memfd_create"));
-        }
+        let raw = sys::memfd_create(&cname, flags)?;
         let Some(identity) = sys::file_identity(raw) else {
             let e = Error::last_os_error("fstat");
             sys::close(raw);
@@ -56,14 +52,12 @@ impl SharedMemory {
             identity,
             size,
         };
-        // SAFETY: ftruncate on our own fd.
-        sys::check(unsafe { libc::ftruncate(shm.fd, len) }, "ftruncate")?;
+        sys::ftruncate(shm.fd, len)?;
         if hugetlb {
             // Huge pages come from a fixed pool: a fault on one the pool cannot
             // supply raises SIGBUS. Allocating them all now turns that into an
             // error here (ENOSPC), never a crash later.
-            // SAFETY: fallocate on our own fd.
-            sys::check(unsafe { libc::fallocate(shm.fd, 0, 0, len) }, "fallocate")?;
+            sys::fallocate(shm.fd, len)?;
         }
         if seal {
             shm.add_seals(libc::F_SEAL_SHRINK)?;
@@ -119,10 +113,7 @@ impl SharedMemory {
                 reason: format!("{seals} has unknown seal bits"),
             });
         }
-        let fd = self.own_fd("fcntl")?;
-        // SAFETY: F_ADD_SEALS on our own memfd changes only kernel state.
-        let ret = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) };
-        sys::check(ret, "fcntl")
+        sys::add_seals(self.own_fd("fcntl")?, seals)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Small wrappers around the system calls the crate uses. Each returns a typed
 //! [`Error::Syscall`] on failure and carries no other logic.
 
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -78,6 +78,61 @@ pub unsafe fn madvise(addr: *mut u8, len: usize, advice: libc::c_int) -> Result<
     // SAFETY: the caller owns the range; see above.
     let ret = unsafe { libc::madvise(addr.cast(), len, advice) };
     check(ret, "madvise")
+}
+
+/// `mprotect(2)`.
+///
+/// # Safety
+/// `[addr, addr + len)` must be a range of mappings the caller owns; no Rust
+/// reference may rely on its old protection.
+pub unsafe fn mprotect(addr: *mut u8, len: usize, prot: libc::c_int) -> Result<()> {
+    // SAFETY: the caller owns the range; only its protection changes.
+    check(
+        unsafe { libc::mprotect(addr.cast(), len, prot) },
+        "mprotect",
+    )
+}
+
+/// A duplicate of `fd` (`F_DUPFD_CLOEXEC`), owned by the caller.
+pub fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new fd.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(Error::last_os_error("fcntl"));
+    }
+    // SAFETY: `dup` is a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// `memfd_create(2)`; the fd is the caller's to close.
+pub fn memfd_create(name: &std::ffi::CStr, flags: libc::c_uint) -> Result<RawFd> {
+    // SAFETY: `name` is a valid NUL-terminated string for the call.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Error::last_os_error("memfd_create"));
+    }
+    Ok(fd)
+}
+
+/// `ftruncate(2)`.
+pub fn ftruncate(fd: RawFd, len: libc::off_t) -> Result<()> {
+    // SAFETY: changes only the size of the file behind `fd`.
+    check(unsafe { libc::ftruncate(fd, len) }, "ftruncate")
+}
+
+/// `fallocate(2)` of `[0, len)` with mode 0 (allocate the blocks).
+pub fn fallocate(fd: RawFd, len: libc::off_t) -> Result<()> {
+    // SAFETY: allocates storage of the file behind `fd`; no memory is touched.
+    check(unsafe { libc::fallocate(fd, 0, 0, len) }, "fallocate")
+}
+
+/// `fcntl(F_ADD_SEALS)`.
+pub fn add_seals(fd: RawFd, seals: libc::c_int) -> Result<()> {
+    // SAFETY: F_ADD_SEALS changes only kernel state of the file behind `fd`.
+    check(
+        unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) },
+        "fcntl",
+    )
 }
 
 /// `close(2)`; errors are ignored as the fd is gone either way.

@@ -12,15 +12,42 @@ use crate::{budget, check_aligned, sys, Error, MappedRegion, Protection, Result}
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
-/// The hook of the `*_hooked` changes: called with `[start, end)` once the
-/// arguments are valid and right before the kernel replaces the range, so that
-/// users of the memory can let go of it, or refuse the change by returning an
-/// error (which leaves everything as it was). It returns whether pointers into
-/// the range taken before the change may still be in use (views were just
-/// detached there): the range is then *held* until [`MemoryMappingArena::reclaim`]
-/// — kept readable and writable while the layout already says what the change
-/// asked for (see the `held` module).
-pub type BeforeChange<'a> = dyn FnMut(usize, usize) -> Result<bool> + 'a;
+/// A change to an arena, validated but not yet made: returned by
+/// [`MemoryMappingArena::plan_fd_mapping`], [`plan_anonymous`] and
+/// [`plan_removal`], made by [`MemoryMappingArena::apply`]. In between, whoever
+/// else uses the memory of [`range`](Change::range) (views, asynchronous
+/// operations) lets go of it, or refuses the change by not applying it, which
+/// leaves everything as it was.
+///
+/// [`plan_anonymous`]: MemoryMappingArena::plan_anonymous
+/// [`plan_removal`]: MemoryMappingArena::plan_removal
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a planned change does nothing until it is applied"]
+pub struct Change {
+    start: usize,
+    end: usize,
+    what: What,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What {
+    Fd {
+        fd: RawFd,
+        fd_offset: u64,
+        prot: Protection,
+    },
+    Anonymous {
+        prot: Protection,
+    },
+    Remove,
+}
+
+impl Change {
+    /// The page range `[start, end)` of the arena the change replaces.
+    pub fn range(&self) -> (usize, usize) {
+        (self.start, self.end)
+    }
+}
 
 /// A reserved range of address space with tracked overlays.
 #[derive(Debug)]
@@ -65,21 +92,100 @@ impl MemoryMappingArena {
 
     /// Maps `size` bytes of private anonymous memory at `offset`.
     pub fn add_anonymous(&mut self, offset: usize, size: usize, prot: Protection) -> Result<()> {
-        self.add_anonymous_hooked(offset, size, prot, &mut |_, _| Ok(false))
+        let change = self.plan_anonymous(offset, size, prot)?;
+        self.apply(change, false)
     }
 
-    /// The body of [`add_anonymous_hooked`](Self::add_anonymous_hooked).
-    fn add_anonymous_impl(
-        &mut self,
-        offset: usize,
-        size: usize,
-        prot: Protection,
-        before_change: &mut BeforeChange<'_>,
-    ) -> Result<()> {
+    /// Validates an anonymous overlay of `size` bytes at `offset` (range, map
+    /// count) without making it.
+    pub fn plan_anonymous(&self, offset: usize, size: usize, prot: Protection) -> Result<Change> {
         let len = check_mapping_range(offset, size, self.size)?;
         budget::check_room(2)?;
-        let in_use =
-            before_change(offset, offset + len)? || self.held.overlaps(offset, offset + len);
+        Ok(Change {
+            start: offset,
+            end: offset + len,
+            what: What::Anonymous { prot },
+        })
+    }
+
+    /// Validates an overlay of `size` bytes of `fd` from `fd_offset` at
+    /// `offset` without making it: range, alignment, `off_t`, end of file and
+    /// map count. Regular files (memfds included) and block devices shorter
+    /// than `fd_offset + size` are refused: touching pages past their end would
+    /// raise `SIGBUS`.
+    pub fn plan_fd_mapping(
+        &self,
+        offset: usize,
+        size: usize,
+        fd: RawFd,
+        fd_offset: u64,
+        prot: Protection,
+    ) -> Result<Change> {
+        let len = check_mapping_range(offset, size, self.size)?;
+        check_aligned("fdOffset", fd_offset)?;
+        if fd_offset > i64::MAX as u64 {
+            return Err(Error::OutOfRange {
+                what: "fdOffset",
+                reason: format!("{fd_offset} does not fit in off_t"),
+            });
+        }
+        if let Some(file_size) = sys::mappable_size(fd)? {
+            check_eof(true, fd_offset, size, file_size)?;
+        }
+        budget::check_room(2)?;
+        Ok(Change {
+            start: offset,
+            end: offset + len,
+            what: What::Fd {
+                fd,
+                fd_offset,
+                prot,
+            },
+        })
+    }
+
+    /// Validates the removal of `[offset, offset + size)` without making it.
+    /// Never refused for the map-count budget: removal must work at the limit.
+    pub fn plan_removal(&self, offset: usize, size: usize) -> Result<Change> {
+        let len = check_mapping_range(offset, size, self.size)?;
+        Ok(Change {
+            start: offset,
+            end: offset + len,
+            what: What::Remove,
+        })
+    }
+
+    /// Makes a planned change. `in_use` says whether pointers into its range
+    /// taken before may still be used (views were just detached there): the
+    /// range is then *held* until [`reclaim`](Self::reclaim) — kept readable
+    /// and writable while the layout already says what the change asked for
+    /// (see the `held` module). A range still held from an earlier change
+    /// counts as in use too. A failed change leaves the range as it was where
+    /// the kernel kept it, and re-reserves what the kernel destroyed.
+    pub fn apply(&mut self, change: Change, in_use: bool) -> Result<()> {
+        let (start, end) = change.range();
+        let in_use = in_use || self.held.overlaps(start, end);
+        let result = match change.what {
+            What::Anonymous { prot } => self.apply_anonymous(start, end, prot, in_use),
+            What::Fd {
+                fd,
+                fd_offset,
+                prot,
+            } => self.apply_fd_mapping(start, end, fd, fd_offset, prot, in_use),
+            What::Remove => self.apply_removal(start, end, in_use),
+        };
+        self.sync_budget();
+        result
+    }
+
+    fn apply_anonymous(
+        &mut self,
+        offset: usize,
+        end: usize,
+        prot: Protection,
+        in_use: bool,
+    ) -> Result<()> {
+        let len = end - offset;
         // Memory that may still be touched through an old pointer stays
         // read-write until the reclaim, which applies the protection asked for.
         let narrow = in_use && !prot.contains(Protection::READ_WRITE);
@@ -88,8 +194,8 @@ impl MemoryMappingArena {
         } else {
             prot
         };
-        // SAFETY: `[offset, offset + len)` lies inside the reservation owned by
-        // `self`; the caller detached every view over it before this call.
+        // SAFETY: `[offset, end)` lies inside the reservation owned by `self`
+        // (a planned change); the caller let go of every view over it.
         let result = unsafe {
             sys::mmap(
                 self.addr.add(offset),
@@ -103,22 +209,22 @@ impl MemoryMappingArena {
         match result {
             Ok(_) => {
                 if narrow {
-                    self.held.hold(offset, offset + len, Restore::Protect(prot));
+                    self.held.hold(offset, end, Restore::Protect(prot));
                 } else if in_use {
-                    self.held.hold(offset, offset + len, Restore::Keep);
+                    self.held.hold(offset, end, Restore::Keep);
                 } else {
-                    self.held.release(offset, offset + len);
+                    self.held.release(offset, end);
                 }
                 let base = self.addr as usize;
                 self.layout
-                    .set_checked(offset, offset + len, Backing::Anonymous, prot, &mut |b| {
+                    .set_checked(offset, end, Backing::Anonymous, prot, &mut |b| {
                         kernel_merged(base + b)
                     });
-                self.fragile.clear(offset, offset + len);
+                self.fragile.clear(offset, end);
                 Ok(())
             }
             Err(e) => {
-                self.repair(offset, offset + len);
+                self.repair(offset, end);
                 Err(e)
             }
         }
@@ -360,75 +466,18 @@ impl MemoryMappingArena {
         }
         Ok(())
     }
-}
 
-/// Whether the kernel merged the two mappings that meet at `addr` (no mapping
-/// starts there). When it cannot be told (no fd free to read the process's
-/// mappings), they are taken as apart: the budget then counts one too many,
-/// never one too few.
-fn kernel_merged(addr: usize) -> bool {
-    matches!(sys::mapping_starts_at(addr), Ok(false))
-}
-
-// SAFETY: `[addr, addr + size)` is reserved or overlaid by this value until drop
-// and owned by it alone.
-unsafe impl MappedRegion for MemoryMappingArena {
-    fn as_ptr(&self) -> *mut u8 {
-        self.addr
-    }
-
-    fn size(&self) -> usize {
-        self.size
-    }
-
-    fn add_fd_mapping(
+    #[allow(clippy::too_many_arguments)]
+    fn apply_fd_mapping(
         &mut self,
         offset: usize,
-        size: usize,
-        fd: &dyn AsRawFd,
-        fd_offset: u64,
-        prot: Protection,
-    ) -> Result<()> {
-        self.add_fd_mapping_hooked(
-            offset,
-            size,
-            fd.as_raw_fd(),
-            fd_offset,
-            prot,
-            &mut |_, _| Ok(false),
-        )
-    }
-
-    fn remove_mapping(&mut self, offset: usize, size: usize) -> Result<()> {
-        self.remove_mapping_hooked(offset, size, &mut |_, _| Ok(false))
-    }
-}
-
-impl MemoryMappingArena {
-    /// The body of [`add_fd_mapping_hooked`](Self::add_fd_mapping_hooked).
-    fn add_fd_mapping_impl(
-        &mut self,
-        offset: usize,
-        size: usize,
+        end: usize,
         fd: RawFd,
         fd_offset: u64,
         prot: Protection,
-        before_change: &mut BeforeChange<'_>,
+        in_use: bool,
     ) -> Result<()> {
-        let len = check_mapping_range(offset, size, self.size)?;
-        check_aligned("fdOffset", fd_offset)?;
-        if fd_offset > i64::MAX as u64 {
-            return Err(Error::OutOfRange {
-                what: "fdOffset",
-                reason: format!("{fd_offset} does not fit in off_t"),
-            });
-        }
-        if let Some(file_size) = sys::mappable_size(fd)? {
-            check_eof(true, fd_offset, size, file_size)?;
-        }
-        budget::check_room(2)?;
-        let in_use =
-            before_change(offset, offset + len)? || self.held.overlaps(offset, offset + len);
+        let len = end - offset;
         let private = if in_use && !prot.contains(Protection::READ_WRITE) {
             // SAFETY: `[offset, offset + len)` lies inside the reservation owned
             // by `self`; the caller detached every view over it before this call.
@@ -456,7 +505,6 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
-                let end = offset + len;
                 match held {
                     Some(dup) => self.held.hold(
                         offset,
@@ -494,16 +542,8 @@ impl MemoryMappingArena {
         }
     }
 
-    /// The body of [`remove_mapping_hooked`](Self::remove_mapping_hooked).
-    fn remove_mapping_impl(
-        &mut self,
-        offset: usize,
-        size: usize,
-        before_change: &mut BeforeChange<'_>,
-    ) -> Result<()> {
-        let len = check_mapping_range(offset, size, self.size)?;
-        let in_use =
-            before_change(offset, offset + len)? || self.held.overlaps(offset, offset + len);
+    fn apply_removal(&mut self, offset: usize, end: usize, in_use: bool) -> Result<()> {
+        let len = end - offset;
         // Memory that may still be touched through an old pointer: scratch
         // pages until the reclaim makes the hole (two more kernel mappings
         // meanwhile, if the budget has room; at the limit, the hole at once).
@@ -541,55 +581,6 @@ impl MemoryMappingArena {
         self.fragile.clear(offset, offset + len);
         result
     }
-}
-
-impl MemoryMappingArena {
-    /// [`add_anonymous`](Self::add_anonymous), calling `before_change(start, end)`
-    /// once the arguments are valid and right before the kernel replaces
-    /// `[start, end)`, so that users of the memory can let go of it — or refuse
-    /// the change by returning an error, which leaves everything as it was.
-    pub fn add_anonymous_hooked(
-        &mut self,
-        offset: usize,
-        size: usize,
-        prot: Protection,
-        before_change: &mut BeforeChange<'_>,
-    ) -> Result<()> {
-        let result = self.add_anonymous_impl(offset, size, prot, before_change);
-        self.sync_budget();
-        result
-    }
-
-    /// [`MappedRegion::add_fd_mapping`] with a `before_change` hook, as
-    /// [`add_anonymous_hooked`](Self::add_anonymous_hooked). Regular files
-    /// (memfds included) and block devices shorter than `fd_offset + size` are
-    /// refused: touching pages past their end would raise `SIGBUS`.
-    pub fn add_fd_mapping_hooked(
-        &mut self,
-        offset: usize,
-        size: usize,
-        fd: RawFd,
-        fd_offset: u64,
-        prot: Protection,
-        before_change: &mut BeforeChange<'_>,
-    ) -> Result<()> {
-        let result = self.add_fd_mapping_impl(offset, size, fd, fd_offset, prot, before_change);
-        self.sync_budget();
-        result
-    }
-
-    /// [`MappedRegion::remove_mapping`] with a `before_change` hook. Never
-    /// refused for the map-count budget: removal must work at the limit.
-    pub fn remove_mapping_hooked(
-        &mut self,
-        offset: usize,
-        size: usize,
-        before_change: &mut BeforeChange<'_>,
-    ) -> Result<()> {
-        let result = self.remove_mapping_impl(offset, size, before_change);
-        self.sync_budget();
-        result
-    }
 
     /// Kernel mappings (VMAs) this arena occupies: its overlays and the
     /// reserved holes between them.
@@ -604,6 +595,43 @@ impl MemoryMappingArena {
         let now = self.layout.kernel_mappings(self.size) + 2 * self.held.holes();
         budget::update(self.kernel_mappings, now);
         self.kernel_mappings = now;
+    }
+}
+
+/// Whether the kernel merged the two mappings that meet at `addr` (no mapping
+/// starts there). When it cannot be told (no fd free to read the process's
+/// mappings), they are taken as apart: the budget then counts one too many,
+/// never one too few.
+fn kernel_merged(addr: usize) -> bool {
+    matches!(sys::mapping_starts_at(addr), Ok(false))
+}
+
+// SAFETY: `[addr, addr + size)` is reserved or overlaid by this value until drop
+// and owned by it alone.
+unsafe impl MappedRegion for MemoryMappingArena {
+    fn as_ptr(&self) -> *mut u8 {
+        self.addr
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn add_fd_mapping(
+        &mut self,
+        offset: usize,
+        size: usize,
+        fd: &dyn AsRawFd,
+        fd_offset: u64,
+        prot: Protection,
+    ) -> Result<()> {
+        let change = self.plan_fd_mapping(offset, size, fd.as_raw_fd(), fd_offset, prot)?;
+        self.apply(change, false)
+    }
+
+    fn remove_mapping(&mut self, offset: usize, size: usize) -> Result<()> {
+        let change = self.plan_removal(offset, size)?;
+        self.apply(change, false)
     }
 }
 
@@ -821,38 +849,34 @@ mod tests {
     }
 
     #[test]
-    fn hooks_run_after_validation_and_before_the_change() {
+    fn plans_validate_everything_and_change_nothing() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-hook", 2 * ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-plan", 2 * ps as u64, true, false).unwrap();
         let mut a = MemoryMappingArena::new(4 * ps).unwrap();
-        let mut seen = Vec::new();
-        let mut hook = |s: usize, e: usize| {
-            seen.push((s, e));
-            Ok(false)
-        };
+        // Every refusal comes from the plan.
+        assert!(a.plan_anonymous(1, ps, Protection::READ).is_err());
         assert!(a
-            .add_anonymous_hooked(1, ps, Protection::READ, &mut hook)
+            .plan_fd_mapping(0, 3 * ps, shm.fd(), 0, Protection::READ)
             .is_err());
-        assert!(a
-            .add_fd_mapping_hooked(0, 3 * ps, shm.fd(), 0, Protection::READ, &mut hook)
-            .is_err());
-        assert!(a.remove_mapping_hooked(0, 0, &mut hook).is_err());
-        a.add_fd_mapping_hooked(0, ps + 1, shm.fd(), 0, Protection::READ, &mut hook)
+        assert!(a.plan_removal(0, 0).is_err());
+        // A plan names the whole pages it replaces, and changes nothing.
+        let fd = a
+            .plan_fd_mapping(0, ps + 1, shm.fd(), 0, Protection::READ)
             .unwrap();
-        a.add_anonymous_hooked(2 * ps, ps, Protection::READ, &mut hook)
-            .unwrap();
-        a.remove_mapping_hooked(ps, 2 * ps, &mut hook).unwrap();
-        assert_eq!(seen, vec![(0, 2 * ps), (2 * ps, 3 * ps), (ps, 3 * ps)]);
-        assert_eq!(a.mapping_count(), 1);
-        // A hook that refuses leaves the arena as it was.
-        let mut refuse = |_: usize, _: usize| Err(Error::Busy { operation: "test" });
+        let anon = a.plan_anonymous(2 * ps, ps, Protection::READ).unwrap();
+        let removal = a.plan_removal(ps, 2 * ps).unwrap();
         assert_eq!(
-            a.remove_mapping_hooked(0, ps, &mut refuse),
-            Err(Error::Busy { operation: "test" })
+            [fd.range(), anon.range(), removal.range()],
+            [(0, 2 * ps), (2 * ps, 3 * ps), (ps, 3 * ps)]
         );
-        assert!(a
-            .add_anonymous_hooked(0, ps, Protection::NONE, &mut refuse)
-            .is_err());
+        assert_eq!(a.mapping_count(), 0);
+        a.apply(fd, false).unwrap();
+        a.apply(anon, false).unwrap();
+        a.apply(removal, false).unwrap();
+        assert_eq!(a.mapping_count(), 1);
+        // A plan never applied (a user of the memory refused it) leaves the
+        // arena as it was.
+        let _refused = a.plan_removal(0, ps).unwrap();
         assert_eq!(a.mapping_count(), 1);
         let mut b = [0u8; 1];
         a.read_into(0, &mut b).unwrap();
@@ -1123,10 +1147,14 @@ mod tests {
             .unwrap();
         a.add_anonymous(8 * ps, 4 * ps, Protection::READ_WRITE)
             .unwrap();
-        let mut in_use = |_: usize, _: usize| Ok(true);
+        // Applies a change as the binding does when it detached a live view.
+        let in_use = |a: &mut MemoryMappingArena, change: Result<Change>| {
+            a.apply(change.unwrap(), true).unwrap()
+        };
         // Removed while in use: a hole for every checked access, scratch pages
         // for an old pointer.
-        a.remove_mapping_hooked(0, ps, &mut in_use).unwrap();
+        let c = a.plan_removal(0, ps);
+        in_use(&mut a, c);
         assert!(matches!(
             a.read_into(0, &mut [0u8; 1]),
             Err(Error::Access { .. })
@@ -1134,10 +1162,10 @@ mod tests {
         assert!(writable_now(&a, 0));
         // Overlaid narrower while in use: the layout says READ (or NONE) at
         // once, the kernel keeps read-write until the reclaim.
-        a.add_anonymous_hooked(8 * ps, ps, Protection::NONE, &mut in_use)
-            .unwrap();
-        a.add_fd_mapping_hooked(ps, ps, shm.fd(), 0, Protection::READ, &mut in_use)
-            .unwrap();
+        let c = a.plan_anonymous(8 * ps, ps, Protection::NONE);
+        in_use(&mut a, c);
+        let c = a.plan_fd_mapping(ps, ps, shm.fd(), 0, Protection::READ);
+        in_use(&mut a, c);
         assert!(writable_now(&a, 8 * ps) && writable_now(&a, ps));
         assert!(matches!(a.write_from(ps, b"x"), Err(Error::Access { .. })));
         // An old pointer's write into the private copy never reaches the file.
@@ -1158,7 +1186,8 @@ mod tests {
         // A range that is still held counts as in use for the next change too,
         // even with no view left: a NONE overlay over scratch pages stays
         // writable until the reclaim.
-        a.remove_mapping_hooked(2 * ps, ps, &mut in_use).unwrap();
+        let c = a.plan_removal(2 * ps, ps);
+        in_use(&mut a, c);
         a.add_anonymous(2 * ps, ps, Protection::NONE).unwrap();
         assert!(writable_now(&a, 2 * ps));
         a.reclaim().unwrap();

@@ -24,7 +24,7 @@ mod region;
 mod shm;
 pub mod sys;
 
-pub use arena::{BeforeChange, MemoryMappingArena};
+pub use arena::{Change, MemoryMappingArena};
 pub use error::{errno_name, Error, ErrorClass, Result};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use mapping::{MappingOptions, MemoryMapping};

@@ -16,7 +16,7 @@ use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mapped_region::{
-    Backing, BeforeChange, Error, MappedRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
+    Backing, Change, Error, MappedRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
     Protection,
 };
 use napi::bindgen_prelude::{AsyncTask, BigInt, Unknown};
@@ -437,15 +437,17 @@ fn region(env: &Env, handle: f64) -> napi::Result<std::rc::Rc<Inner>> {
 }
 
 impl Inner {
-    /// Runs a change to the arena's layout: `change` gets the arena and a hook
-    /// that refuses busy ranges and detaches views right before the kernel call
-    /// (telling the arena whether one of them was alive, so that it holds the
-    /// range). Returns whether the arena now holds ranges until `region_reclaim`.
+    /// Runs a change to the arena's layout: `plan` asks the arena to validate
+    /// it and say which range it replaces; a range an asynchronous operation is
+    /// using refuses it (nothing applied, nothing changed); otherwise the views
+    /// over the range are detached and the change applied, telling the arena
+    /// whether one of them was alive (so that it holds the range). Returns
+    /// whether the arena now holds ranges until `region_reclaim`.
     fn change(
         &self,
         env: &Env,
         operation: &'static str,
-        change: impl FnOnce(&mut MemoryMappingArena, &mut BeforeChange<'_>) -> mapped_region::Result<()>,
+        plan: impl FnOnce(&MemoryMappingArena) -> mapped_region::Result<Change>,
     ) -> napi::Result<bool> {
         let mut state = self.keep.lock();
         let State {
@@ -456,11 +458,13 @@ impl Inner {
         } = &mut *state;
         let mut views = self.views.borrow_mut();
         let result = match (kind.as_mut(), *closed) {
-            (Some(Kind::Arena(arena)), false) => change(arena, &mut |start, end| {
+            (Some(Kind::Arena(arena)), false) => plan(arena).and_then(|change| {
+                let (start, end) = change.range();
                 check_not_busy(pending, start, end, operation)?;
-                Ok(views.detach(start, end))
-            })
-            .map(|()| arena.has_held()),
+                let in_use = views.detach(start, end);
+                arena.apply(change, in_use)?;
+                Ok(arena.has_held())
+            }),
             (Some(Kind::Mapping(_)), false) => Err(Error::Unsupported { operation }),
             _ => Err(Error::Closed),
         };
@@ -561,8 +565,8 @@ fn overlay_fd(
     let size = js(env, args::index("size", size))?;
     let fd = js(env, args::fd(fd))?;
     let protection = js(env, args::protection(protection))?;
-    region(env, handle)?.change(env, "addFdMapping", |arena, hook| {
-        arena.add_fd_mapping_hooked(offset, size, fd, fd_offset, protection, hook)
+    region(env, handle)?.change(env, "addFdMapping", |arena| {
+        arena.plan_fd_mapping(offset, size, fd, fd_offset, protection)
     })
 }
 
@@ -577,8 +581,8 @@ pub fn region_add_anonymous(
     let offset = js(&env, args::index("offset", offset))?;
     let size = js(&env, args::index("size", size))?;
     let protection = js(&env, args::protection(protection))?;
-    region(&env, handle)?.change(&env, "addAnonymous", |arena, hook| {
-        arena.add_anonymous_hooked(offset, size, protection, hook)
+    region(&env, handle)?.change(&env, "addAnonymous", |arena| {
+        arena.plan_anonymous(offset, size, protection)
     })
 }
 
@@ -586,8 +590,8 @@ pub fn region_add_anonymous(
 pub fn region_remove_mapping(env: Env, handle: f64, offset: f64, size: f64) -> napi::Result<bool> {
     let offset = js(&env, args::index("offset", offset))?;
     let size = js(&env, args::index("size", size))?;
-    region(&env, handle)?.change(&env, "removeMapping", |arena, hook| {
-        arena.remove_mapping_hooked(offset, size, hook)
+    region(&env, handle)?.change(&env, "removeMapping", |arena| {
+        arena.plan_removal(offset, size)
     })
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crate::held::{HeldRanges, Restore};
 use crate::layout::{Backing, Layout, MappingInfo};
 use crate::mapping::{check_eof, copy_mode_for_fd};
-use crate::region::{check_bounds, check_mapping_range, copy_in, copy_out, CopyMode};
+use crate::region::{
+    check_bounds, check_mapping_range, copy_in, copy_out, round_up_to_page, CopyMode,
+};
 use crate::{budget, check_aligned, sys, Error, MappedRegion, Protection, Result};
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
@@ -280,6 +282,20 @@ impl MemoryMappingArena {
         }
         self.sync_budget();
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Marks `[start, end)` (rounded out to whole pages, clipped to the arena)
+    /// as memory that may still be touched through pointers taken before: the
+    /// whole range of a live view that a change detached, of which the change
+    /// itself may cover only part. Until [`reclaim`](Self::reclaim), every
+    /// change there is held, as [`apply`](Self::apply) with `in_use` is.
+    pub fn hold_in_use(&mut self, start: usize, end: usize) {
+        let page = crate::page_size();
+        let start = start & !(page - 1);
+        let end = round_up_to_page(end).unwrap_or(self.size).min(self.size);
+        if start < end {
+            self.held.hold_gaps(start, end);
+        }
     }
 
     /// Whether some range is held until [`reclaim`](Self::reclaim).
@@ -1192,6 +1208,18 @@ mod tests {
         assert!(writable_now(&a, 2 * ps));
         a.reclaim().unwrap();
         assert!(!readable(&a, 2 * ps, ps));
+        // A view over pages 5-6 detached by a change to page 5 alone: page 6 is
+        // in use too, and a later removal of it (with no view left) is held.
+        a.hold_in_use(5 * ps, 6 * ps + 100);
+        let c = a.plan_anonymous(5 * ps, ps, Protection::READ);
+        in_use(&mut a, c);
+        a.remove_mapping(6 * ps, ps).unwrap();
+        assert!(
+            writable_now(&a, 6 * ps),
+            "page 6 stays accessible until the reclaim"
+        );
+        a.reclaim().unwrap();
+        assert!(!readable(&a, 6 * ps, ps));
         // Not in use: no holding, nothing to reclaim.
         a.remove_mapping(3 * ps, ps).unwrap();
         assert!(!a.has_held());

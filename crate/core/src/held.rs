@@ -140,6 +140,37 @@ impl HeldRanges {
         });
     }
 
+    /// Holds whatever part of `[start, end)` is not held yet as
+    /// [`Restore::Keep`]: memory there may still be touched through an old
+    /// pointer, though nothing needs restoring.
+    pub fn hold_gaps(&mut self, start: usize, end: usize) {
+        let mut taken: Vec<(usize, usize)> = self
+            .ranges
+            .iter()
+            .filter(|h| h.start < end && h.end > start)
+            .map(|h| (h.start.max(start), h.end.min(end)))
+            .collect();
+        taken.sort_unstable();
+        let mut cursor = start;
+        for (a, b) in taken {
+            if a > cursor {
+                self.ranges.push(Held {
+                    start: cursor,
+                    end: a,
+                    restore: Restore::Keep,
+                });
+            }
+            cursor = cursor.max(b);
+        }
+        if cursor < end {
+            self.ranges.push(Held {
+                start: cursor,
+                end,
+                restore: Restore::Keep,
+            });
+        }
+    }
+
     /// Takes every held range, for reclaiming.
     pub fn take(&mut self) -> Vec<Held> {
         std::mem::take(&mut self.ranges)
@@ -169,6 +200,21 @@ mod tests {
         assert_eq!(spans(&h), vec![(0, 2), (2, 28), (28, 30)]);
         assert_eq!(h.take().len(), 3);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn gaps_are_held_without_replacing_what_is_held() {
+        let mut h = HeldRanges::default();
+        h.hold(10, 20, Restore::Hole);
+        h.hold(30, 40, Restore::Protect(Protection::READ));
+        h.hold_gaps(0, 50);
+        assert_eq!(
+            spans(&h),
+            vec![(0, 10), (10, 20), (20, 30), (30, 40), (40, 50)]
+        );
+        assert_eq!(h.holes(), 1);
+        h.hold_gaps(5, 45);
+        assert_eq!(h.ranges.len(), 5, "nothing new: all of it is held");
     }
 
     #[test]

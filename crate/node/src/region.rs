@@ -133,21 +133,25 @@ struct Views {
 }
 
 impl Views {
-    /// Detaches and forgets every view overlapping `[start, end)`. Returns
-    /// whether one of them was still alive: code that took its pointer before
-    /// (a built-in that called back into JavaScript) may still write through it.
-    fn detach(&mut self, start: usize, end: usize) -> bool {
+    /// Detaches and forgets every view overlapping `[start, end)`. Returns the
+    /// span of those still alive: code that took their pointers before (a
+    /// built-in that called back into JavaScript) may still write anywhere in
+    /// them, also outside `[start, end)`.
+    fn detach(&mut self, start: usize, end: usize) -> Option<(usize, usize)> {
         if self.entries.is_empty() {
-            return false;
+            return None;
         }
         let env = self.env;
-        let mut alive = false;
+        let mut alive: Option<(usize, usize)> = None;
         self.entries.retain(|v| {
             if v.end <= start || v.start >= end {
                 return true;
             }
             // SAFETY: `v.buffer` is a live reference created in `view` on this env.
-            alive |= unsafe { detach_and_delete(env, v.buffer) };
+            if unsafe { detach_and_delete(env, v.buffer) } {
+                alive =
+                    Some(alive.map_or((v.start, v.end), |(s, e)| (s.min(v.start), e.max(v.end))));
+            }
             false
         });
         alive
@@ -462,7 +466,10 @@ impl Inner {
                 let (start, end) = change.range();
                 check_not_busy(pending, start, end, operation)?;
                 let in_use = views.detach(start, end);
-                arena.apply(change, in_use)?;
+                if let Some((view_start, view_end)) = in_use {
+                    arena.hold_in_use(view_start, view_end);
+                }
+                arena.apply(change, in_use.is_some())?;
                 Ok(arena.has_held())
             }),
             (Some(Kind::Mapping(_)), false) => Err(Error::Unsupported { operation }),
@@ -821,7 +828,7 @@ pub fn region_close(handle: f64) -> bool {
     let Some(inner) = registry::get(handle) else {
         return false;
     };
-    let alive = inner.views.borrow_mut().detach(0, usize::MAX);
+    let alive = inner.views.borrow_mut().detach(0, usize::MAX).is_some();
     inner.closed.set(true);
     let (released, defer) = {
         let mut state = inner.keep.lock();

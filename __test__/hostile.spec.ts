@@ -181,6 +181,27 @@ for (const change of [
   })
 }
 
+test('3. a device mapping that faults on every page (shared /dev/zero at an offset): copies are EFAULT, views refused (in a child)', (t) => {
+  const r = runChild(`
+    const fs = require('node:fs')
+    const P = mr.PAGE_SIZE
+    const zero = fs.openSync('/dev/zero', 'r+')
+    const m = mr.MemoryMapping.fromFd(zero, P, { offset: 2 ** 32 })
+    const arena = mr.MemoryMappingArena.reserve(4 * P)
+    arena.addFdMapping(0, P, zero, 2 ** 32, mr.Protection.READ_WRITE)
+    for (const region of [m, arena]) {
+      let code
+      try { region.read(0, 4) } catch (e) { code = e.code }
+      if (code !== 'EFAULT') throw new Error('read: ' + code)
+      code = undefined
+      try { region.view(0, 16).fill(1) } catch (e) { code = e.code }
+      if (code !== 'ERR_MMAP_ACCESS') throw new Error('view: ' + code)
+    }
+    console.log('no view over a device')
+  `)
+  survived(t, r, 'no view over a device')
+})
+
 // 4. Opening never blocks.
 
 test('4. fromFile on a FIFO without a writer, a directory: a clear error at once (in a child)', (t) => {

@@ -37,6 +37,9 @@ enum What {
         fd: RawFd,
         fd_offset: u64,
         prot: Protection,
+        /// Whether the fd has a size that was checked (regular file, memfd,
+        /// block device); views need it.
+        sized: bool,
     },
     Anonymous {
         prot: Protection,
@@ -60,6 +63,11 @@ pub struct MemoryMappingArena {
     /// Overlays of fds whose pages may vanish (not sealed against shrinking),
     /// as a layout of their own so that copies know when to be fault-safe.
     fragile: Layout,
+    /// Overlays of fds whose size cannot be checked (character devices and
+    /// the like): a device's mapping can fault wherever its driver says (a
+    /// shared `/dev/zero` at a non-zero offset faults on every page), so no
+    /// view is made over them; copies of them are fault-safe.
+    opaque: Layout,
     /// Kernel mappings this arena occupies, as last reported to [`budget`].
     kernel_mappings: usize,
     /// Ranges kept accessible after a change until the next reclaim.
@@ -87,6 +95,7 @@ impl MemoryMappingArena {
             size,
             layout: Layout::new(),
             fragile: Layout::new(),
+            opaque: Layout::new(),
             kernel_mappings: 1,
             held: HeldRanges::default(),
         })
@@ -131,7 +140,8 @@ impl MemoryMappingArena {
                 reason: format!("{fd_offset} does not fit in off_t"),
             });
         }
-        if let Some(file_size) = sys::mappable_size(fd)? {
+        let file_size = sys::mappable_size(fd)?;
+        if let Some(file_size) = file_size {
             check_eof(true, fd_offset, size, file_size)?;
         }
         budget::check_room(2)?;
@@ -142,6 +152,7 @@ impl MemoryMappingArena {
                 fd,
                 fd_offset,
                 prot,
+                sized: file_size.is_some(),
             },
         })
     }
@@ -173,7 +184,19 @@ impl MemoryMappingArena {
                 fd,
                 fd_offset,
                 prot,
-            } => self.apply_fd_mapping(start, end, fd, fd_offset, prot, in_use),
+                sized,
+            } => {
+                let result = self.apply_fd_mapping(start, end, fd, fd_offset, prot, in_use);
+                if result.is_ok() {
+                    if sized {
+                        self.opaque.clear(start, end);
+                    } else {
+                        self.opaque
+                            .set(start, end, Backing::Anonymous, Protection::NONE);
+                    }
+                }
+                result
+            }
             What::Remove => self.apply_removal(start, end, in_use),
         };
         self.sync_budget();
@@ -223,6 +246,7 @@ impl MemoryMappingArena {
                         kernel_merged(base + b)
                     });
                 self.fragile.clear(offset, end);
+                self.opaque.clear(offset, end);
                 Ok(())
             }
             Err(e) => {
@@ -272,6 +296,7 @@ impl MemoryMappingArena {
                         let hole = self.make_hole(h.start, len);
                         self.layout.clear(h.start, h.end);
                         self.fragile.clear(h.start, h.end);
+                        self.opaque.clear(h.start, h.end);
                         hole.and(Err(e))
                     })
                 }
@@ -402,6 +427,22 @@ impl MemoryMappingArena {
         }
     }
 
+    /// Whether `[offset, offset + len)` may be touched directly, as a view does:
+    /// mapped `READ | WRITE`, and not an overlay of an fd whose size cannot be
+    /// checked (a device: its pages may fault wherever its driver says).
+    pub fn check_direct(&self, offset: usize, len: usize) -> Result<()> {
+        self.check_access(offset, len, Protection::READ_WRITE)?;
+        let page = crate::page_size();
+        if len > 0 && self.opaque.overlaps(offset & !(page - 1), offset + len) {
+            return Err(Error::Access {
+                offset: offset as u64,
+                size: len as u64,
+                needed: Protection::READ_WRITE,
+            });
+        }
+        Ok(())
+    }
+
     /// Copies `dst.len()` bytes from `offset`; needs `READ` over the range.
     pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         let mode = self.check_access(offset, dst.len(), Protection::READ)?;
@@ -440,6 +481,7 @@ impl MemoryMappingArena {
         if unsafe { self.reserve_again(addr, end - start) }.is_ok() {
             self.layout.clear(start, end);
             self.fragile.clear(start, end);
+            self.opaque.clear(start, end);
             return;
         }
         let pages = (end - start) / page;
@@ -453,6 +495,7 @@ impl MemoryMappingArena {
         // of mappings): the layout must at least not claim it is mapped.
         self.layout.clear(start, end);
         self.fragile.clear(start, end);
+        self.opaque.clear(start, end);
     }
 
     /// Reserves `[addr, addr + len)` again after it was unmapped.
@@ -580,6 +623,7 @@ impl MemoryMappingArena {
                 self.held.hold(offset, offset + len, Restore::Hole);
                 self.layout.clear(offset, offset + len);
                 self.fragile.clear(offset, offset + len);
+                self.opaque.clear(offset, offset + len);
                 return Ok(());
             }
         }
@@ -595,6 +639,7 @@ impl MemoryMappingArena {
         self.held.release(offset, offset + len);
         self.layout.clear(offset, offset + len);
         self.fragile.clear(offset, offset + len);
+        self.opaque.clear(offset, offset + len);
         result
     }
 
@@ -1223,5 +1268,39 @@ mod tests {
         // Not in use: no holding, nothing to reclaim.
         a.remove_mapping(3 * ps, ps).unwrap();
         assert!(!a.has_held());
+    }
+
+    #[test]
+    fn device_overlays_get_fault_safe_copies_and_no_views() {
+        use std::os::fd::AsRawFd;
+        let ps = page_size();
+        let zero = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/zero")
+            .unwrap();
+        let mut a = MemoryMappingArena::new(4 * ps).unwrap();
+        // A shared /dev/zero at a non-zero offset faults on every page.
+        a.add_fd_mapping(0, ps, &zero, 1 << 32, Protection::READ_WRITE)
+            .unwrap();
+        assert!(matches!(a.check_direct(0, 1), Err(Error::Access { .. })));
+        assert_eq!(a.read_into(0, &mut [0u8; 4]).unwrap_err().code(), "EFAULT");
+        // A memfd overlay over it may be viewed again.
+        let shm = SharedMemory::create("mr-core-opaque", ps as u64, true, false).unwrap();
+        a.add_fd_mapping(0, ps, &shm, 0, Protection::READ_WRITE)
+            .unwrap();
+        a.check_direct(0, ps).unwrap();
+        // A MemoryMapping of a device: no view at all.
+        let m = crate::MemoryMapping::from_fd(
+            &Fd(zero.as_raw_fd()),
+            ps,
+            crate::MappingOptions {
+                offset: 1 << 32,
+                ..crate::MappingOptions::fd()
+            },
+        )
+        .unwrap();
+        assert!(matches!(m.check_direct(0, 1), Err(Error::Access { .. })));
+        assert_eq!(m.read_into(0, &mut [0u8; 4]).unwrap_err().code(), "EFAULT");
     }
 }

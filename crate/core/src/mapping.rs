@@ -112,7 +112,10 @@ impl MemoryMapping {
         let fd = fd.as_raw_fd();
         let file_size = sys::mappable_size(fd)?;
         budget::check_room(1)?;
-        let mut direct_limit = size;
+        // An fd whose size cannot be checked (a device) gets no view at all: its
+        // mapping may fault wherever its driver says (a shared /dev/zero at a
+        // non-zero offset faults on every page); copies are fault-safe.
+        let mut direct_limit = if file_size.is_some() { size } else { 0 };
         if let Some(file_size) = file_size {
             check_eof(options.check_eof, options.offset, size, file_size)?;
             let backed = file_size.saturating_sub(options.offset);

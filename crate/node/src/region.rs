@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mapped_region::{
     Backing, Change, Error, MappedRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
-    Protection,
 };
 use napi::bindgen_prelude::{AsyncTask, BigInt, Unknown};
 use napi::{sys, Env, Task};
@@ -44,9 +43,7 @@ impl Kind {
     fn check_view(&self, offset: usize, len: usize) -> mapped_region::Result<()> {
         match self {
             Kind::Mapping(m) => m.check_direct(offset, len),
-            Kind::Arena(a) => a
-                .check_access(offset, len, Protection::READ_WRITE)
-                .map(|_| ()),
+            Kind::Arena(a) => a.check_direct(offset, len),
         }
     }
 }

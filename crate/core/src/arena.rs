@@ -185,18 +185,7 @@ impl MemoryMappingArena {
                 fd_offset,
                 prot,
                 sized,
-            } => {
-                let result = self.apply_fd_mapping(start, end, fd, fd_offset, prot, in_use);
-                if result.is_ok() {
-                    if sized {
-                        self.opaque.clear(start, end);
-                    } else {
-                        self.opaque
-                            .set(start, end, Backing::Anonymous, Protection::NONE);
-                    }
-                }
-                result
-            }
+            } => self.apply_fd_mapping(start, end, fd, fd_offset, prot, sized, in_use),
             What::Remove => self.apply_removal(start, end, in_use),
         };
         self.sync_budget();
@@ -233,13 +222,12 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
-                if narrow {
-                    self.held.hold(offset, end, Restore::Protect(prot));
-                } else if in_use {
-                    self.held.hold(offset, end, Restore::Keep);
-                } else {
-                    self.held.release(offset, end);
-                }
+                self.settle_held(
+                    offset,
+                    end,
+                    in_use,
+                    narrow.then_some(Restore::Protect(prot)),
+                );
                 let base = self.addr as usize;
                 self.layout
                     .set_checked(offset, end, Backing::Anonymous, prot, &mut |b| {
@@ -320,6 +308,17 @@ impl MemoryMappingArena {
         let end = round_up_to_page(end).unwrap_or(self.size).min(self.size);
         if start < end {
             self.held.hold_gaps(start, end);
+        }
+    }
+
+    /// After a successful overlay of `[start, end)`: held with `restore` where
+    /// the overlay was mapped differently from what it asked for, held as it is
+    /// where old pointers may still be in use, released otherwise.
+    fn settle_held(&mut self, start: usize, end: usize, in_use: bool, restore: Option<Restore>) {
+        match restore {
+            Some(restore) => self.held.hold(start, end, restore),
+            None if in_use => self.held.hold(start, end, Restore::Keep),
+            None => self.held.release(start, end),
         }
     }
 
@@ -534,6 +533,7 @@ impl MemoryMappingArena {
         fd: RawFd,
         fd_offset: u64,
         prot: Protection,
+        sized: bool,
         in_use: bool,
     ) -> Result<()> {
         let len = end - offset;
@@ -564,18 +564,17 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
-                match held {
-                    Some(dup) => self.held.hold(
-                        offset,
-                        end,
-                        Restore::Shared {
-                            fd: dup,
-                            fd_offset,
-                            prot,
-                        },
-                    ),
-                    None if in_use => self.held.hold(offset, end, Restore::Keep),
-                    None => self.held.release(offset, end),
+                let restore = held.map(|fd| Restore::Shared {
+                    fd,
+                    fd_offset,
+                    prot,
+                });
+                self.settle_held(offset, end, in_use, restore);
+                if sized {
+                    self.opaque.clear(offset, end);
+                } else {
+                    self.opaque
+                        .set(offset, end, Backing::Anonymous, Protection::NONE);
                 }
                 let base = self.addr as usize;
                 self.layout.set_checked(

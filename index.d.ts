@@ -9,107 +9,183 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/**
- * The lifetime anchor of a region: when the JS object is collected, its
- * `Drop` releases the handle (and with it the region, unless views or pending
- * operations still hold the mapping).
- */
-export declare class NativeRegion {
-  /** Anonymous memory (`MemoryMapping.anonymous`). */
-  static anonymous(size: number, protection: number, populate: boolean, shared: boolean): NativeRegion
-  /** A mapping of an fd (`MemoryMapping.fromFd`). */
-  static fromFd(fd: number, size: number, offset: number, protection: number, populate: boolean, shared: boolean, checkEof: boolean): NativeRegion
-  /** A `PROT_NONE` reservation (`MemoryMappingArena.reserve`). */
-  static reserve(size: number): NativeRegion
-  /** The handle the `region*` functions take. Valid while this object lives. */
-  get handle(): number
-}
-
+/** A sealed memfd. */
 export declare class NativeSharedMemory {
   /** `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`, sized, sealed. */
   static create(name: string, size: number, seal: boolean, hugetlb: boolean): NativeSharedMemory
+  /** The memfd's number. */
   get fd(): number
+  /** The size in bytes. */
   get size(): number
+  /** The current seals. */
   seals(): number
+  /** Adds seals (`F_ADD_SEALS`). */
   addSeals(seals: number): void
   /** Closes the memfd. Mappings of it stay valid. Idempotent. */
   close(): void
+  /** Whether it was closed. */
   get closed(): boolean
 }
 
-/** Counts the process's mappings against `vm.max_map_count`. */
+/**
+ * Every stable `code` the package throws, besides errno names (`'EBADF'`…)
+ * for failed system calls. Each variant's name is its code (its `Debug`
+ * text, and the string napi-rs writes into the generated union type).
+ */
+export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS'
+
+/**
+ * Whether `value` is a multiple of the page size (the core's alignment rule,
+ * for facade checks of values that reach no native call as an offset).
+ */
+export declare function isPageAligned(value: number): boolean
+
+/** Counts the process's kernel mappings against `vm.max_map_count`. */
 export declare function mapCount(): MapCount
 
-/** The process's map-count budget, see `mapCount()` in the facade. */
+/** How close the process is to `vm.max_map_count`; see `mapCount()`. */
 export interface MapCount {
-  /** Mappings in the whole process now (`/proc/self/maps`). */
+  /** Kernel mappings in the whole process right now (lines of `/proc/self/maps`). */
   process: number
-  /** Mappings owned by this library (arenas with their holes, mappings). */
+  /** Of those, the ones this library owns: each mapping, and each arena's overlays and reserved holes. */
   owned: number
-  /** `vm.max_map_count`. */
+  /** `vm.max_map_count`: past it every `mmap` in the process fails — the JavaScript heap's included. */
   limit: number
-  /** Mappings kept free for the runtime: overlays are refused within this of the limit. */
+  /**
+   * Mappings kept free for the runtime and for removals (1/16 of the limit, at least 1024):
+   * creating a mapping or an overlay that would come closer than this to the limit fails
+   * with `ENOMEM`, so that the process never runs out while removals keep working.
+   */
   headroom: number
 }
 
-/** What `mappings()` returns for each entry. */
-export interface NativeMappingInfo {
+/** One entry of `MemoryMappingArena.mappings()`: a run of pages the kernel sees as one mapping. */
+export interface MappingInfo {
+  /** Byte offset inside the arena (page aligned). */
   offset: number
+  /** Length in bytes (whole pages). */
   size: number
-  kind: string
+  /** `'fd'` for a shared file/memfd overlay, `'anonymous'` for private anonymous memory. */
+  kind: 'fd' | 'anonymous'
+  /** For `'fd'`: the fd number the caller passed (the region does not keep it open). */
   fd?: number
+  /** For `'fd'`: the file offset of the first byte. */
   fdOffset?: number
+  /** The `Protection` bits. */
   protection: number
 }
 
 /** The system page size. */
 export declare function pageSize(): number
 
-/** `addFdMapping` with a BigInt `fdOffset` beyond 2^53. */
-export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number): boolean
-
-/** The start address. */
-export declare function regionAddress(handle: number): bigint
-
-/**
- * Detaches every view, then unmaps — at once, or when the last pending
- * asynchronous operation settles. If a view was still alive, a built-in may
- * hold its pointer (and be calling back into the JavaScript that closes the
- * region): the memory is then released by [`region_reclaim`], which the
- * facade calls on the next turn of the event loop; returns `true` then.
- * Idempotent; unknown handles are ignored.
- */
-export declare function regionClose(handle: number): boolean
-
-/** Kernel mappings an arena occupies (overlays and reserved holes); 1 for a mapping. */
-export declare function regionKernelMappings(handle: number): number
-
 /** The layout of an arena. */
-export declare function regionMappings(handle: number): Array<NativeMappingInfo>
+export declare function regionMappings(handle: number): Array<MappingInfo>
 
 /** `msync(MS_SYNC)` on the libuv thread pool. */
 export declare function regionMsyncAsync(handle: number, offset: number, size: number): Promise<void>
 
-/** Number of asynchronous operations still pending (0 for an unknown handle). */
-export declare function regionPending(handle: number): number
-
 /** `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool. */
 export declare function regionPopulateAsync(handle: number, offset: number, size: number, write: boolean): Promise<void>
 
-/**
- * Gives held ranges of an arena what their changes asked for, and releases a
- * region whose `close()` was deferred. Called by the facade on the turn of
- * the event loop after such a change (no synchronous frame can hold a view's
- * pointer then). Never throws: it runs from `setImmediate`, and whatever it
- * cannot restore is already consistent (see `MemoryMappingArena::reclaim`).
- */
-export declare function regionReclaim(handle: number): void
+/* Raw N-API entry points: generated from crate/node/src/entries.rs by scripts/typings.mjs. */
 
-/** The size in bytes (page-rounded for arenas). */
+/**
+ * A `PROT_NONE` reservation of `size` bytes owned by `owner`; returns its handle.
+ */
+export declare function regionReserve(owner: object, size: number): number
+
+/**
+ * Anonymous memory owned by `owner`; returns its handle.
+ */
+export declare function regionAnonymous(owner: object, size: number, protection: number, populate: boolean, shared: boolean): number
+
+/**
+ * A mapping of `fd` owned by `owner`; returns its handle.
+ */
+export declare function regionFromFd(owner: object, fd: number, size: number, offset: number, protection: number, populate: boolean, shared: boolean, checkEof: boolean): number
+
+/**
+ * The start address (`ERR_MMAP_CLOSED` once closed).
+ */
+export declare function regionAddress(handle: number): bigint
+
+/**
+ * The size in bytes (whole pages for an arena).
+ */
 export declare function regionSize(handle: number): number
 
 /**
- * A zero-copy `Buffer` over `[offset, offset + length)`, which must be mapped
- * `READ | WRITE`. Detached when the memory under it changes.
+ * Whether the region is closed.
+ */
+export declare function regionClosed(handle: number): boolean
+
+/**
+ * Detaches every view and unmaps (once nothing uses the memory). `true`
+ * when the facade must call `regionReclaim` on the next turn of the event loop.
+ */
+export declare function regionClose(handle: number): true | undefined
+
+/**
+ * Gives held ranges what their changes asked for; releases a deferred close.
+ */
+export declare function regionReclaim(handle: number): void
+
+/**
+ * `msync(MS_SYNC)`.
+ */
+export declare function regionMsync(handle: number, offset: number, size: number): void
+
+/**
+ * `madvise` with the Linux advice number.
+ */
+export declare function regionMadvise(handle: number, offset: number, size: number, advice: number): void
+
+/**
+ * An fd overlay. `true` when the arena now holds ranges to reclaim.
+ */
+export declare function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number): true | undefined
+
+/**
+ * An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
+ */
+export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number): true | undefined
+
+/**
+ * A private anonymous overlay.
+ */
+export declare function regionAddAnonymous(handle: number, offset: number, size: number, protection: number): true | undefined
+
+/**
+ * Replaces the range by reserved `PROT_NONE` space.
+ */
+export declare function regionRemoveMapping(handle: number, offset: number, size: number): true | undefined
+
+/**
+ * Copies `target.length` bytes at `offset` into `target`.
+ */
+export declare function regionReadInto(handle: number, offset: number, target: Uint8Array): void
+
+/**
+ * Copies `source` to `offset`.
+ */
+export declare function regionWrite(handle: number, offset: number, source: Uint8Array): void
+
+/**
+ * A new `Buffer` with a copy of `length` bytes at `offset`.
+ */
+export declare function regionRead(handle: number, offset: number, length: number): Buffer
+
+/**
+ * A zero-copy `Buffer` over the range, detached when the memory under it changes.
  */
 export declare function regionView(handle: number, offset: number, length: number): Buffer
+
+/**
+ * Asynchronous operations still pending.
+ */
+export declare function regionPending(handle: number): number
+
+/**
+ * Kernel mappings an arena occupies.
+ */
+export declare function regionKernelMappings(handle: number): number

@@ -835,18 +835,11 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.NativeRegion = nativeBinding.NativeRegion
 module.exports.NativeSharedMemory = nativeBinding.NativeSharedMemory
+module.exports.ErrorCode = nativeBinding.ErrorCode
+module.exports.isPageAligned = nativeBinding.isPageAligned
 module.exports.mapCount = nativeBinding.mapCount
 module.exports.pageSize = nativeBinding.pageSize
-module.exports.regionAddFdMappingBig = nativeBinding.regionAddFdMappingBig
-module.exports.regionAddress = nativeBinding.regionAddress
-module.exports.regionClose = nativeBinding.regionClose
-module.exports.regionKernelMappings = nativeBinding.regionKernelMappings
 module.exports.regionMappings = nativeBinding.regionMappings
 module.exports.regionMsyncAsync = nativeBinding.regionMsyncAsync
-module.exports.regionPending = nativeBinding.regionPending
 module.exports.regionPopulateAsync = nativeBinding.regionPopulateAsync
-module.exports.regionReclaim = nativeBinding.regionReclaim
-module.exports.regionSize = nativeBinding.regionSize
-module.exports.regionView = nativeBinding.regionView

@@ -1,24 +1,15 @@
 /**
- * Errors in Node's conventions: `TypeError`/`RangeError` with a stable `code` for
- * bad arguments; failed syscalls (thrown by the native side) carry `code`
- * (`'EBADF'`…), `errno` (negative) and `syscall`.
+ * Every error the facade throws is built here, in Node's conventions: `TypeError`/`RangeError`
+ * with a stable `code` for bad arguments. Errors about argument values and failed syscalls come
+ * from the native side's one table (`crate/node/src/errors.rs`), with the same codes; failed
+ * syscalls carry `code` (`'EBADF'`…), `errno` (negative) and `syscall`.
  */
+import type { ErrorCode } from '../index.js'
 
-/** Every stable `code` this package throws besides errno names. */
-export type ErrorCode =
-  | 'ERR_INVALID_ARG_TYPE'
-  | 'ERR_INVALID_ARG_VALUE'
-  | 'ERR_OUT_OF_RANGE'
-  | 'ERR_MMAP_UNALIGNED'
-  | 'ERR_MMAP_OUT_OF_BOUNDS'
-  | 'ERR_MMAP_ACCESS'
-  | 'ERR_MMAP_BEYOND_EOF'
-  | 'ERR_MMAP_CLOSED'
-  | 'ERR_MMAP_UNSUPPORTED'
-  | 'ERR_MMAP_BUSY'
-  | 'ERR_MMAP_NO_EXTERNAL'
-  | 'ERR_GUEST_OVERLAP'
-  | 'ERR_GUEST_ADDRESS'
+// Every stable `code` this package throws besides errno names (`'EBADF'`…) is defined once, in
+// the binding (`crate/node/src/errors.rs`), and generated into its typings: the codes the native
+// side throws and the ones this module builds are the same type.
+export type { ErrorCode }
 
 /**
  * The shape of every error this package throws.
@@ -81,25 +72,12 @@ export function unaligned(name: string, value: number | bigint, pageSize: number
   )
 }
 
-/** `RangeError` `ERR_MMAP_OUT_OF_BOUNDS`. */
-export function outOfBounds(offset: number, size: number, limit: number): MappedRegionError {
-  return make(RangeError, 'ERR_MMAP_OUT_OF_BOUNDS', `The range [${offset}, ${offset} + ${size}) is outside the region of ${limit} bytes`)
-}
-
-/** `RangeError` `ERR_MMAP_BEYOND_EOF`: a mapping larger than what backs it. */
-export function beyondEof(message: string): MappedRegionError {
-  return make(RangeError, 'ERR_MMAP_BEYOND_EOF', message)
-}
-
 /** `RangeError` with a `GuestMemory` code. */
 export function guestError(code: 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS', message: string): MappedRegionError {
   return make(RangeError, code, message)
 }
 
 /** `Error` with one of the state codes. */
-export function stateError(
-  code: 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BUSY',
-  message: string,
-): MappedRegionError {
+export function stateError(code: 'ERR_MMAP_CLOSED', message: string): MappedRegionError {
   return make(Error, code, message)
 }

@@ -1,6 +1,7 @@
 import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
-import { beyondEof, guestError, invalidArgType, outOfRange, stateError, unaligned } from './errors.js'
+import { guestError, invalidArgType, outOfRange, stateError, unaligned } from './errors.js'
+import { native } from './native.js'
 import { MemoryMappingArena } from './region.js'
 import { sharedMemoryState, type SharedMemory } from './shm.js'
 import * as v from './validate.js'
@@ -72,14 +73,31 @@ interface RegionSnapshot {
  */
 const MAX_REGIONS = 1 << 16
 
-/** A guest address as a safe integer (the address space is reserved in this process). */
+/**
+ * A guest address or size, narrowed to a safe integer: `GuestMemory` does arithmetic on
+ * them to find regions (the address space is reserved in this process, so every valid
+ * address is one). Values reaching the arena are checked there again.
+ */
 function gpa(name: string, value: unknown): number {
   if (typeof value === 'bigint') {
     if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(name, `>= 0 and <= ${Number.MAX_SAFE_INTEGER}`, `${value}n`)
     return Number(value)
   }
   if (typeof value !== 'number') throw invalidArgType(name, 'of type bigint or number', value)
-  return v.index(name, value)
+  return index(name, value)
+}
+
+/** A size or length, narrowed to a safe integer for the same reason. */
+function index(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (!Number.isSafeInteger(value) || value < 0) throw outOfRange(name, 'a non-negative safe integer', value)
+  return value
+}
+
+/** A whole number of pages: KVM memory slots are (the core's alignment rule). */
+function pages(name: string, value: number): number {
+  if (!native.isPageAligned(value)) throw unaligned(name, value, PAGE_SIZE)
+  return value
 }
 
 /**
@@ -119,7 +137,7 @@ export class GuestMemory implements Disposable {
     // Indexed reads, each once: holes of a sparse array read as undefined and are refused.
     for (let i = 0; i < count; i++) specs.push(GuestMemory.#check(regions[i], `regions[${i}]`))
     const end = specs.reduce((max, s) => Math.max(max, s.start + s.size), 0)
-    const space = o.addressSpace === undefined ? end : v.alignedIndex('addressSpace', o.addressSpace)
+    const space = o.addressSpace === undefined ? end : pages('addressSpace', index('addressSpace', o.addressSpace))
     if (space === 0) throw outOfRange('addressSpace', 'greater than 0 (or at least one region)', space)
     if (space < end) throw outOfRange('addressSpace', `at least the end of the highest region (${end})`, space)
     const sorted = [...specs].sort((a, b) => a.start - b.start)
@@ -152,17 +170,15 @@ export class GuestMemory implements Disposable {
   static #check(spec: unknown, name: string): RegionSnapshot {
     if (spec === null || typeof spec !== 'object') throw invalidArgType(name, 'an object', spec)
     const raw = v.options(name, spec, ['guestAddress', 'size', 'backing', 'protection'])
-    const start = gpa(`${name}.guestAddress`, raw.guestAddress)
-    if (start % PAGE_SIZE !== 0) throw unaligned(`${name}.guestAddress`, start, PAGE_SIZE)
-    const size = v.mappingSize(`${name}.size`, raw.size)
-    if (size % PAGE_SIZE !== 0) throw unaligned(`${name}.size`, size, PAGE_SIZE)
+    const start = pages(`${name}.guestAddress`, gpa(`${name}.guestAddress`, raw.guestAddress))
+    const size = pages(`${name}.size`, index(`${name}.size`, raw.size))
     const protection = raw.protection === undefined ? Protection.READ_WRITE : v.protection(raw.protection, `${name}.protection`)
     const b = raw.backing
     if (b === 'anonymous') return { start, size, protection, backing: 'anonymous' }
     const shm = sharedMemoryState(b)
     if (shm !== undefined) {
       if (shm.fd === undefined) throw stateError('ERR_MMAP_CLOSED', `${name}.backing: the SharedMemory is closed`)
-      if (size > shm.size) throw beyondEof(`${name} needs ${size} bytes but the SharedMemory has ${shm.size}`)
+      // A region larger than the memfd is refused by the overlay (ERR_MMAP_BEYOND_EOF).
       return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0 } }
     }
     // A proxy is refused: one around a SharedMemory would run its getters with the
@@ -171,7 +187,7 @@ export class GuestMemory implements Disposable {
       throw invalidArgType(`${name}.backing`, "a SharedMemory, a plain { fd, fdOffset } or 'anonymous'", b)
     }
     const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset'])
-    const fd = v.fd(fdSpec.fd)
+    const fd = v.number(`${name}.backing.fd`, fdSpec.fd)
     const fdOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
     return { start, size, protection, backing: { fd, fdOffset } }
   }
@@ -216,7 +232,6 @@ export class GuestMemory implements Disposable {
    */
   addRegion(spec: GuestRegionSpec): GuestRegion {
     const s = GuestMemory.#check(spec, 'region')
-    v.bounds(s.start, s.size, this.#arena.size)
     const clash = this.#slots.find((x) => x.start < s.start + s.size && x.end > s.start)
     if (clash !== undefined)
       throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${s.start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
@@ -280,7 +295,7 @@ export class GuestMemory implements Disposable {
    */
   read(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
-    this.#slotFor(addr, v.index('length', length))
+    this.#slotFor(addr, index('length', length))
     return this.#arena.read(addr, length)
   }
 
@@ -321,7 +336,7 @@ export class GuestMemory implements Disposable {
    */
   view(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
-    this.#slotFor(addr, v.index('length', length))
+    this.#slotFor(addr, index('length', length))
     return this.#arena.view(addr, length)
   }
 

@@ -1,29 +1,36 @@
 import { openSync, closeSync, fstatSync, constants as fsConstants } from 'node:fs'
+import type { MappingInfo } from '../index.js'
 import { Protection, type Advice, type ProtectionFlags } from './constants.js'
-import { invalidArgType, invalidArgValue, outOfRange, stateError } from './errors.js'
-import { native, type NativeRegion } from './native.js'
+import { invalidArgType, invalidArgValue, outOfRange } from './errors.js'
+import { native } from './native.js'
 import * as v from './validate.js'
 
-// Hot-path functions bound once: a property load on the large exports object per
-// call shows up next to a 300 ns msync.
-const { regionMsync, regionMadvise, regionAddFdMapping, regionAddAnonymous, regionRemoveMapping, regionReadInto, regionWrite, regionView } =
-  native
+export type { MappingInfo }
 
-/** One entry of {@link MemoryMappingArena.mappings}: a run of pages the kernel sees as one mapping. */
-export interface MappingInfo {
-  /** Byte offset inside the arena (page aligned). */
-  offset: number
-  /** Length in bytes (whole pages). */
-  size: number
-  /** `'fd'` for a shared file/memfd overlay, `'anonymous'` for private anonymous memory. */
-  kind: 'fd' | 'anonymous'
-  /** For `'fd'`: the fd number the caller passed (the region does not keep it open). */
-  fd?: number
-  /** For `'fd'`: the file offset of the first byte. */
-  fdOffset?: number
-  /** The {@link Protection} bits. */
-  protection: ProtectionFlags
-}
+// Entry points bound once: a property load on the large exports object per call
+// shows up next to a one-page msync. Every one of them re-checks its arguments natively.
+const {
+  regionReserve,
+  regionAnonymous,
+  regionFromFd,
+  regionSize,
+  regionAddress,
+  regionClosed,
+  regionClose,
+  regionReclaim,
+  regionMsync,
+  regionMadvise,
+  regionAddFdMapping,
+  regionAddFdMappingBig,
+  regionAddAnonymous,
+  regionRemoveMapping,
+  regionRead,
+  regionReadInto,
+  regionWrite,
+  regionView,
+  regionPending,
+  regionKernelMappings,
+} = native
 
 /**
  * What every region offers (crosvm's `MappedRegion`, plus copies and views).
@@ -146,30 +153,23 @@ export interface PopulateOptions {
 
 /** Shared implementation of {@link MemoryMapping} and {@link MemoryMappingArena}. */
 abstract class Region implements MappedRegion {
-  /** @internal The native object: its finalizer unmaps once this region is collected. */
-  protected readonly owner: NativeRegion
-  /** @internal The handle the `native.region*` functions take (cheaper than class methods). */
+  /** @internal The handle the `native.region*` entry points take; released when this object is collected. */
   protected readonly h: number
   readonly size: number
-  readonly #address: bigint
-  #closed = false
   #reclaimScheduled = false
 
-  /** @internal */
-  protected constructor(owner: NativeRegion) {
-    this.owner = owner
-    this.h = owner.handle
-    this.size = native.regionSize(this.h)
-    this.#address = native.regionAddress(this.h)
+  /** @internal `create` makes the native region, owned by this object, and returns its handle. */
+  protected constructor(create: (owner: object) => number) {
+    this.h = create(this)
+    this.size = regionSize(this.h)
   }
 
   get address(): bigint {
-    this.live()
-    return this.#address
+    return regionAddress(this.h)
   }
 
   get closed(): boolean {
-    return this.#closed
+    return regionClosed(this.h)
   }
 
   /**
@@ -178,7 +178,7 @@ abstract class Region implements MappedRegion {
    * may still hold a view's pointer. On the next turn of the event loop no synchronous
    * frame can; then the memory gets what the change asked for.
    */
-  protected afterChange(held: boolean | undefined): void {
+  protected afterChange(held: true | undefined): void {
     // No closure here: this runs on every overlay and removal, and a closure over
     // `this` would allocate a context on each call.
     if (held === true && !this.#reclaimScheduled) this.#scheduleReclaim()
@@ -188,37 +188,39 @@ abstract class Region implements MappedRegion {
     this.#reclaimScheduled = true
     setImmediate(() => {
       this.#reclaimScheduled = false
-      native.regionReclaim(this.h)
+      regionReclaim(this.h)
     }).unref()
   }
 
-  /** @internal Throws `ERR_MMAP_CLOSED` once closed. */
-  protected live(): void {
-    if (this.#closed) throw stateError('ERR_MMAP_CLOSED', 'The region is closed')
+  /**
+   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`),
+   * replacing whatever was there. Regular files and memfds shorter than
+   * `fdOffset + size` are refused (`ERR_MMAP_BEYOND_EOF`). Views over the range are
+   * detached. A {@link MemoryMapping} refuses with `ERR_MMAP_UNSUPPORTED`, as in crosvm.
+   */
+  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void {
+    const o = v.number('offset', offset)
+    const s = v.number('size', size)
+    const f = v.number('fd', fd)
+    const off = v.fdOffset('fdOffset', fdOffset)
+    const p = v.protection(prot, 'prot')
+    this.afterChange(typeof off === 'bigint' ? regionAddFdMappingBig(this.h, o, s, f, off, p) : regionAddFdMapping(this.h, o, s, f, off, p))
   }
 
   /**
-   * @internal Validates an offset that starts a kernel call and its size; callers pass
-   * on the validated values (plain numbers), never the raw arguments.
+   * Replaces the range by reserved `PROT_NONE` space; removing a hole is a no-op. Views
+   * over it are detached. A {@link MemoryMapping} refuses with `ERR_MMAP_UNSUPPORTED`.
    */
-  protected range(offset: unknown, size: unknown, sizeIsMapping: boolean): void {
-    this.live()
-    const o = v.alignedIndex('offset', offset)
-    const s = sizeIsMapping ? v.mappingSize('size', size) : v.index('size', size)
-    v.bounds(o, s, this.size)
+  removeMapping(offset: number, size: number): void {
+    this.afterChange(regionRemoveMapping(this.h, v.number('offset', offset), v.number('size', size)))
   }
 
-  abstract addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void
-  abstract removeMapping(offset: number, size: number): void
-
   msync(offset: number, size: number): void {
-    this.range(offset, size, false)
-    regionMsync(this.h, offset, size)
+    regionMsync(this.h, v.number('offset', offset), v.number('size', size))
   }
 
   madvise(offset: number, size: number, advice: Advice | number): void {
-    this.range(offset, size, false)
-    regionMadvise(this.h, offset, size, v.advice(advice))
+    regionMadvise(this.h, v.number('offset', offset), v.number('size', size), v.advice(advice))
   }
 
   /**
@@ -229,8 +231,7 @@ abstract class Region implements MappedRegion {
    * same errors the synchronous {@link msync} throws.
    */
   async msyncAsync(offset: number, size: number): Promise<void> {
-    this.range(offset, size, false)
-    return native.regionMsyncAsync(this.h, offset, size)
+    return native.regionMsyncAsync(this.h, v.number('offset', offset), v.number('size', size))
   }
 
   /**
@@ -242,43 +243,33 @@ abstract class Region implements MappedRegion {
    */
   async populateAsync(offset: number, size: number, options?: PopulateOptions): Promise<void> {
     const o = v.options('options', options, ['write'])
-    this.range(offset, size, false)
-    return native.regionPopulateAsync(this.h, offset, size, v.bool('write', o.write, false))
+    const write = v.bool('write', o.write, false)
+    return native.regionPopulateAsync(this.h, v.number('offset', offset), v.number('size', size), write)
   }
 
   /** Asynchronous operations ({@link msyncAsync}, {@link populateAsync}) still in flight. */
   get pendingOperations(): number {
-    return native.regionPending(this.h)
+    return regionPending(this.h)
   }
 
   read(offset: number, length: number): Buffer {
-    this.live()
-    v.bounds(v.index('offset', offset), v.index('length', length), this.size)
-    const out = Buffer.allocUnsafe(length)
-    regionReadInto(this.h, offset, out)
-    return out
+    return regionRead(this.h, v.number('offset', offset), v.number('length', length))
   }
 
   readInto(offset: number, target: ArrayBufferView | ArrayBuffer): number {
-    this.live()
     const bytes = v.bytes('target', target)
-    const length = v.byteLength(bytes)
-    v.bounds(v.index('offset', offset), length, this.size)
-    regionReadInto(this.h, offset, bytes)
-    return length
+    regionReadInto(this.h, v.number('offset', offset), bytes)
+    return v.byteLength(bytes)
   }
 
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void {
-    this.live()
     const bytes = v.bytes('data', data)
-    v.bounds(v.index('offset', offset), v.byteLength(bytes), this.size)
-    regionWrite(this.h, offset, bytes)
+    regionWrite(this.h, v.number('offset', offset), bytes)
   }
 
   view(offset: number, length: number): Buffer {
-    this.live()
-    v.bounds(v.index('offset', offset), v.viewLength(length), this.size)
-    return regionView(this.h, offset, length)
+    const o = v.number('offset', offset)
+    return regionView(this.h, o, v.viewLength(length))
   }
 
   /**
@@ -287,9 +278,7 @@ abstract class Region implements MappedRegion {
    * Idempotent.
    */
   close(): void {
-    if (this.#closed) return
-    this.#closed = true
-    this.afterChange(native.regionClose(this.h))
+    this.afterChange(regionClose(this.h))
   }
 
   /** Same as `close()`, for `using` declarations. */
@@ -347,8 +336,8 @@ export class MemoryMapping extends Region {
   /** The protection the mapping was made with. */
   readonly protection: ProtectionFlags
 
-  private constructor(handle: NativeRegion, prot: ProtectionFlags) {
-    super(handle)
+  private constructor(create: (owner: object) => number, prot: ProtectionFlags) {
+    super(create)
     this.protection = prot
   }
 
@@ -360,10 +349,11 @@ export class MemoryMapping extends Region {
    */
   static anonymous(size: number, options?: AnonymousOptions): MemoryMapping {
     const o = v.options('options', options, ['protection', 'populate', 'shared'])
-    const s = v.mappingSize('size', size)
+    const s = v.number('size', size)
     const prot = o.protection === undefined ? Protection.READ_WRITE : v.protection(o.protection)
-    const handle = native.NativeRegion.anonymous(s, prot, v.bool('populate', o.populate, false), v.bool('shared', o.shared, false))
-    return new MemoryMapping(handle, prot)
+    const populate = v.bool('populate', o.populate, false)
+    const shared = v.bool('shared', o.shared, false)
+    return new MemoryMapping((owner) => regionAnonymous(owner, s, prot, populate, shared), prot)
   }
 
   /**
@@ -375,20 +365,14 @@ export class MemoryMapping extends Region {
    */
   static fromFd(fd: number, size: number, options?: FdOptions): MemoryMapping {
     const o = v.options('options', options, ['offset', 'protection', 'populate', 'shared', 'checkEof'])
-    const f = v.fd(fd)
-    const s = v.mappingSize('size', size)
-    const offset = o.offset === undefined ? 0 : v.alignedIndex('offset', o.offset)
+    const f = v.number('fd', fd)
+    const s = v.number('size', size)
+    const offset = o.offset === undefined ? 0 : v.number('offset', o.offset)
     const prot = o.protection === undefined ? Protection.READ_WRITE : v.protection(o.protection)
-    const handle = native.NativeRegion.fromFd(
-      f,
-      s,
-      offset,
-      prot,
-      v.bool('populate', o.populate, false),
-      v.bool('shared', o.shared, true),
-      v.bool('checkEof', o.checkEof, true),
-    )
-    return new MemoryMapping(handle, prot)
+    const populate = v.bool('populate', o.populate, false)
+    const shared = v.bool('shared', o.shared, true)
+    const checkEof = v.bool('checkEof', o.checkEof, true)
+    return new MemoryMapping((owner) => regionFromFd(owner, f, s, offset, prot, populate, shared, checkEof), prot)
   }
 
   /**
@@ -403,10 +387,10 @@ export class MemoryMapping extends Region {
     if (typeof path !== 'string' && !(path instanceof URL) && !Buffer.isBuffer(path)) {
       throw invalidArgType('path', 'of type string, URL or Buffer', path)
     }
-    const offset = o.offset === undefined ? 0 : v.alignedIndex('offset', o.offset)
+    const offset = o.offset === undefined ? 0 : v.number('offset', o.offset)
     const prot = o.protection === undefined ? Protection.READ : v.protection(o.protection)
     const shared = v.bool('shared', o.shared, true)
-    const size = o.size === undefined ? undefined : v.mappingSize('size', o.size)
+    const size = o.size === undefined ? undefined : v.number('size', o.size)
     const access = (prot & Protection.WRITE) !== 0 && shared ? fsConstants.O_RDWR : fsConstants.O_RDONLY
     // O_NONBLOCK: opening a FIFO without a writer (or a device that waits for a
     // carrier) would otherwise block forever. It does not change how a file maps.
@@ -423,22 +407,11 @@ export class MemoryMapping extends Region {
         if (fileSize <= offset) throw outOfRange('size', `greater than 0 (the file has ${fileSize} bytes from offset ${offset})`, 0)
         length = fileSize - offset
       }
-      return new MemoryMapping(native.NativeRegion.fromFd(fd, length, offset, prot, false, shared, true), prot)
+      const mapped = length
+      return new MemoryMapping((owner) => regionFromFd(owner, fd, mapped, offset, prot, false, shared, true), prot)
     } finally {
       closeSync(fd)
     }
-  }
-
-  /** Always throws `ERR_MMAP_UNSUPPORTED`, as in crosvm: use a {@link MemoryMappingArena}. */
-  addFdMapping(_offset: number, _size: number, _fd: number, _fdOffset: number | bigint, _prot: ProtectionFlags): void {
-    this.live()
-    throw stateError('ERR_MMAP_UNSUPPORTED', 'addFdMapping is not supported by a MemoryMapping; use a MemoryMappingArena')
-  }
-
-  /** Always throws `ERR_MMAP_UNSUPPORTED`, as in crosvm: use a {@link MemoryMappingArena}. */
-  removeMapping(_offset: number, _size: number): void {
-    this.live()
-    throw stateError('ERR_MMAP_UNSUPPORTED', 'removeMapping is not supported by a MemoryMapping; use a MemoryMappingArena')
   }
 }
 
@@ -462,7 +435,8 @@ export class MemoryMappingArena extends Region {
    * using arena = new MemoryMappingArena(2 ** 40) // 1 TiB of address space
    */
   constructor(size: number) {
-    super(native.NativeRegion.reserve(v.mappingSize('size', size)))
+    const s = v.number('size', size)
+    super((owner) => regionReserve(owner, s))
   }
 
   /**
@@ -476,23 +450,6 @@ export class MemoryMappingArena extends Region {
   }
 
   /**
-   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`),
-   * replacing whatever was there. Regular files and memfds shorter than
-   * `fdOffset + size` are refused (`ERR_MMAP_BEYOND_EOF`). Views over the range are detached.
-   */
-  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void {
-    this.range(offset, size, true)
-    const f = v.fd(fd)
-    const off = v.fdOffset('fdOffset', fdOffset)
-    const p = v.protection(prot, 'prot')
-    this.afterChange(
-      typeof off === 'bigint'
-        ? native.regionAddFdMappingBig(this.h, offset, size, f, off, p)
-        : regionAddFdMapping(this.h, offset, size, f, off, p),
-    )
-  }
-
-  /**
    * Maps `size` bytes of private anonymous memory at `offset` (`MAP_FIXED | MAP_NORESERVE`),
    * replacing whatever was there; views over the range are detached.
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0, bad
@@ -501,14 +458,9 @@ export class MemoryMappingArena extends Region {
    * arena.addAnonymous(0, 1 << 20, Protection.READ_WRITE)
    */
   addAnonymous(offset: number, size: number, prot: ProtectionFlags): void {
-    this.range(offset, size, true)
-    this.afterChange(regionAddAnonymous(this.h, offset, size, v.protection(prot, 'prot')))
-  }
-
-  /** Replaces the range by reserved `PROT_NONE` space; removing a hole is a no-op. Views over it are detached. */
-  removeMapping(offset: number, size: number): void {
-    this.range(offset, size, true)
-    this.afterChange(regionRemoveMapping(this.h, offset, size))
+    const o = v.number('offset', offset)
+    const s = v.number('size', size)
+    this.afterChange(regionAddAnonymous(this.h, o, s, v.protection(prot, 'prot')))
   }
 
   /**
@@ -519,8 +471,7 @@ export class MemoryMappingArena extends Region {
    * arena.kernelMappingCount // 3 after one overlay in the middle of a reservation
    */
   get kernelMappingCount(): number {
-    this.live()
-    return native.regionKernelMappings(this.h)
+    return regionKernelMappings(this.h)
   }
 
   /**
@@ -531,7 +482,6 @@ export class MemoryMappingArena extends Region {
    * for (const m of arena.mappings()) console.log(m.offset, m.size, m.kind, m.protection)
    */
   mappings(): MappingInfo[] {
-    this.live()
-    return native.regionMappings(this.h) as MappingInfo[]
+    return native.regionMappings(this.h)
   }
 }

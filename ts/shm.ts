@@ -1,5 +1,5 @@
 import { native, type NativeSharedMemory } from './native.js'
-import { invalidArgType, outOfRange, stateError } from './errors.js'
+import { stateError } from './errors.js'
 import * as v from './validate.js'
 
 /**
@@ -49,8 +49,8 @@ export class SharedMemory implements Disposable {
    */
   static create(name: string, size: number, options?: SharedMemoryOptions): SharedMemory {
     const o = v.options('options', options, ['seal', 'hugetlb'])
-    const n = v.memfdName(name)
-    const s = v.mappingSize('size', size)
+    const n = v.string('name', name)
+    const s = v.number('size', size)
     return new SharedMemory(native.NativeSharedMemory.create(n, s, v.bool('seal', o.seal, true), v.bool('hugetlb', o.hugetlb, false)))
   }
 
@@ -89,11 +89,7 @@ export class SharedMemory implements Disposable {
    */
   addSeals(seals: number): void {
     this.#live()
-    if (typeof seals !== 'number') throw invalidArgType('seals', 'of type number', seals)
-    if (!Number.isInteger(seals) || seals < 0 || seals > 31) {
-      throw outOfRange('seals', 'a combination of Seal bits (0 to 31)', seals)
-    }
-    this.#native.addSeals(seals)
+    this.#native.addSeals(v.number('seals', seals))
   }
 
   /** Whether {@link close} was called. */

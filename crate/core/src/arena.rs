@@ -1,16 +1,15 @@
 //! `MemoryMappingArena`: a `PROT_NONE` reservation that fds and anonymous
 //! memory are overlaid into and removed from at page granularity.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::held::{HeldRanges, Restore};
 use crate::layout::{Backing, Layout, MappingInfo};
-use crate::mapping::{check_eof, copy_mode_for_fd};
-use crate::region::{
-    check_bounds, check_mapping_range, copy_in, copy_out, round_up_to_page, CopyMode,
-};
-use crate::{budget, check_aligned, sys, Error, MappedRegion, Protection, Result};
+use crate::mapping::copy_mode_for_fd;
+use crate::region::{copy_in, copy_out, CopyMode};
+use crate::rules::{check_bounds, check_eof, file_offset, mapping_range, round_up_to_page};
+use crate::{budget, sys, Error, MappedRegion, Protection, Result};
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
@@ -23,19 +22,20 @@ const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | lib
 ///
 /// [`plan_anonymous`]: MemoryMappingArena::plan_anonymous
 /// [`plan_removal`]: MemoryMappingArena::plan_removal
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 #[must_use = "a planned change does nothing until it is applied"]
-pub struct Change {
+pub struct Change<'fd> {
     start: usize,
     end: usize,
-    what: What,
+    what: What<'fd>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum What {
+#[derive(Clone, Copy, Debug)]
+enum What<'fd> {
     Fd {
-        fd: RawFd,
-        fd_offset: u64,
+        fd: BorrowedFd<'fd>,
+        /// Checked by [`file_offset`]: page aligned, within `off_t`.
+        fd_offset: libc::off_t,
         prot: Protection,
         /// Whether the fd has a size that was checked (regular file, memfd,
         /// block device); views need it.
@@ -47,7 +47,7 @@ enum What {
     Remove,
 }
 
-impl Change {
+impl Change<'_> {
     /// The page range `[start, end)` of the arena the change replaces.
     pub fn range(&self) -> (usize, usize) {
         (self.start, self.end)
@@ -84,11 +84,19 @@ impl MemoryMappingArena {
     /// Reserves `size` bytes (rounded up to whole pages) of `PROT_NONE` address
     /// space. Reserving costs no memory.
     pub fn new(size: usize) -> Result<MemoryMappingArena> {
-        let size = crate::mapping::checked_len(size)?;
+        let size = crate::rules::mapping_len(size)?;
         budget::check_room(1)?;
         // SAFETY: no MAP_FIXED: the kernel picks free address space.
-        let addr =
-            unsafe { sys::mmap(sys::no_hint(), size, libc::PROT_NONE, RESERVE_FLAGS, -1, 0) }?;
+        let addr = unsafe {
+            sys::mmap(
+                sys::no_hint(),
+                size,
+                libc::PROT_NONE,
+                RESERVE_FLAGS,
+                None,
+                0,
+            )
+        }?;
         budget::update(0, 1);
         Ok(MemoryMappingArena {
             addr,
@@ -109,8 +117,13 @@ impl MemoryMappingArena {
 
     /// Validates an anonymous overlay of `size` bytes at `offset` (range, map
     /// count) without making it.
-    pub fn plan_anonymous(&self, offset: usize, size: usize, prot: Protection) -> Result<Change> {
-        let len = check_mapping_range(offset, size, self.size)?;
+    pub fn plan_anonymous(
+        &self,
+        offset: usize,
+        size: usize,
+        prot: Protection,
+    ) -> Result<Change<'static>> {
+        let len = mapping_range(offset, size, self.size)?;
         budget::check_room(2)?;
         Ok(Change {
             start: offset,
@@ -124,25 +137,19 @@ impl MemoryMappingArena {
     /// map count. Regular files (memfds included) and block devices shorter
     /// than `fd_offset + size` are refused: touching pages past their end would
     /// raise `SIGBUS`.
-    pub fn plan_fd_mapping(
+    pub fn plan_fd_mapping<'fd>(
         &self,
         offset: usize,
         size: usize,
-        fd: RawFd,
+        fd: BorrowedFd<'fd>,
         fd_offset: u64,
         prot: Protection,
-    ) -> Result<Change> {
-        let len = check_mapping_range(offset, size, self.size)?;
-        check_aligned("fdOffset", fd_offset)?;
-        if fd_offset > i64::MAX as u64 {
-            return Err(Error::OutOfRange {
-                what: "fdOffset",
-                reason: format!("{fd_offset} does not fit in off_t"),
-            });
-        }
+    ) -> Result<Change<'fd>> {
+        let len = mapping_range(offset, size, self.size)?;
+        let off = file_offset("fdOffset", fd_offset)?;
         let file_size = sys::mappable_size(fd)?;
         if let Some(file_size) = file_size {
-            check_eof(true, fd_offset, size, file_size)?;
+            check_eof(fd_offset, size, file_size)?;
         }
         budget::check_room(2)?;
         Ok(Change {
@@ -150,7 +157,7 @@ impl MemoryMappingArena {
             end: offset + len,
             what: What::Fd {
                 fd,
-                fd_offset,
+                fd_offset: off,
                 prot,
                 sized: file_size.is_some(),
             },
@@ -159,8 +166,8 @@ impl MemoryMappingArena {
 
     /// Validates the removal of `[offset, offset + size)` without making it.
     /// Never refused for the map-count budget: removal must work at the limit.
-    pub fn plan_removal(&self, offset: usize, size: usize) -> Result<Change> {
-        let len = check_mapping_range(offset, size, self.size)?;
+    pub fn plan_removal(&self, offset: usize, size: usize) -> Result<Change<'static>> {
+        let len = mapping_range(offset, size, self.size)?;
         Ok(Change {
             start: offset,
             end: offset + len,
@@ -175,7 +182,7 @@ impl MemoryMappingArena {
     /// (see the `held` module). A range still held from an earlier change
     /// counts as in use too. A failed change leaves the range as it was where
     /// the kernel kept it, and re-reserves what the kernel destroyed.
-    pub fn apply(&mut self, change: Change, in_use: bool) -> Result<()> {
+    pub fn apply(&mut self, change: Change<'_>, in_use: bool) -> Result<()> {
         let (start, end) = change.range();
         let in_use = in_use || self.held.overlaps(start, end);
         let result = match change.what {
@@ -216,7 +223,7 @@ impl MemoryMappingArena {
                 len,
                 map_prot.to_prot(),
                 RESERVE_FLAGS | libc::MAP_FIXED,
-                -1,
+                None,
                 0,
             )
         };
@@ -269,16 +276,16 @@ impl MemoryMappingArena {
                     prot,
                 } => {
                     // SAFETY: as above; the file was mapped there (privately) already.
-                    let shared = unsafe {
+                    let shared = file_offset("fdOffset", fd_offset).and_then(|off| unsafe {
                         sys::mmap(
                             addr,
                             len,
                             prot.to_prot(),
                             libc::MAP_SHARED | libc::MAP_FIXED,
-                            fd.as_raw_fd(),
-                            fd_offset,
+                            Some(fd.as_fd()),
+                            off,
                         )
-                    };
+                    });
                     shared.map(|_| ()).or_else(|e| {
                         self.repair(h.start, h.end);
                         let hole = self.make_hole(h.start, len);
@@ -341,8 +348,8 @@ impl MemoryMappingArena {
         &mut self,
         offset: usize,
         len: usize,
-        fd: RawFd,
-        fd_offset: u64,
+        fd: BorrowedFd<'_>,
+        fd_offset: libc::off_t,
         prot: Protection,
     ) -> Option<Arc<OwnedFd>> {
         let dup = Arc::new(sys::dup_cloexec(fd).ok()?);
@@ -353,7 +360,7 @@ impl MemoryMappingArena {
                 len,
                 (prot | Protection::READ_WRITE).to_prot(),
                 libc::MAP_PRIVATE | libc::MAP_FIXED,
-                fd,
+                Some(fd),
                 fd_offset,
             )
         };
@@ -376,7 +383,7 @@ impl MemoryMappingArena {
                 len,
                 libc::PROT_NONE,
                 RESERVE_FLAGS | libc::MAP_FIXED,
-                -1,
+                None,
                 0,
             )
         };
@@ -509,7 +516,7 @@ impl MemoryMappingArena {
                 len,
                 libc::PROT_NONE,
                 RESERVE_FLAGS | libc::MAP_FIXED_NOREPLACE,
-                -1,
+                None,
                 0,
             )
         }?;
@@ -530,8 +537,8 @@ impl MemoryMappingArena {
         &mut self,
         offset: usize,
         end: usize,
-        fd: RawFd,
-        fd_offset: u64,
+        fd: BorrowedFd<'_>,
+        fd_offset: libc::off_t,
         prot: Protection,
         sized: bool,
         in_use: bool,
@@ -554,7 +561,7 @@ impl MemoryMappingArena {
                         len,
                         prot.to_prot(),
                         libc::MAP_SHARED | libc::MAP_FIXED,
-                        fd,
+                        Some(fd),
                         fd_offset,
                     )
                 }
@@ -564,6 +571,8 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
+                // Non-negative: checked by `file_offset` when planned.
+                let fd_offset = fd_offset as u64;
                 let restore = held.map(|fd| Restore::Shared {
                     fd,
                     fd_offset,
@@ -580,7 +589,10 @@ impl MemoryMappingArena {
                 self.layout.set_checked(
                     offset,
                     end,
-                    Backing::Fd { fd, fd_offset },
+                    Backing::Fd {
+                        fd: fd.as_raw_fd(),
+                        fd_offset,
+                    },
                     prot,
                     &mut |b| kernel_merged(base + b),
                 );
@@ -614,7 +626,7 @@ impl MemoryMappingArena {
                     len,
                     libc::PROT_READ | libc::PROT_WRITE,
                     RESERVE_FLAGS | libc::MAP_FIXED,
-                    -1,
+                    None,
                     0,
                 )
             };
@@ -681,11 +693,11 @@ unsafe impl MappedRegion for MemoryMappingArena {
         &mut self,
         offset: usize,
         size: usize,
-        fd: &dyn AsRawFd,
+        fd: BorrowedFd<'_>,
         fd_offset: u64,
         prot: Protection,
     ) -> Result<()> {
-        let change = self.plan_fd_mapping(offset, size, fd.as_raw_fd(), fd_offset, prot)?;
+        let change = self.plan_fd_mapping(offset, size, fd, fd_offset, prot)?;
         self.apply(change, false)
     }
 
@@ -709,12 +721,8 @@ mod tests {
     use crate::testutil::unlinked_file;
     use crate::{page_size, SharedMemory};
 
-    struct Fd(i32);
-    impl AsRawFd for Fd {
-        fn as_raw_fd(&self) -> i32 {
-            self.0
-        }
-    }
+    use crate::testutil::borrow;
+    use crate::Advice;
 
     fn layout(a: &MemoryMappingArena) -> Vec<(usize, usize, Backing, Protection)> {
         a.mappings()
@@ -747,13 +755,13 @@ mod tests {
         let shm = SharedMemory::create("mr-core-arena", 8 * ps as u64, true, false).unwrap();
         let mut a = MemoryMappingArena::new(16 * ps).unwrap();
         let fd = shm.as_raw_fd();
-        a.add_fd_mapping(2 * ps, 4 * ps, &shm, 0, Protection::READ_WRITE)
+        a.add_fd_mapping(2 * ps, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
         a.write_from(2 * ps, b"hello").unwrap();
         // Front overlap.
         a.add_anonymous(ps, 2 * ps, Protection::READ_WRITE).unwrap();
         // Back overlap.
-        a.add_fd_mapping(5 * ps, 2 * ps, &shm, 6 * ps as u64, Protection::READ)
+        a.add_fd_mapping(5 * ps, 2 * ps, shm.as_fd(), 6 * ps as u64, Protection::READ)
             .unwrap();
         assert_eq!(
             layout(&a),
@@ -780,7 +788,7 @@ mod tests {
             ]
         );
         // Spanning overlay replaces all three.
-        a.add_fd_mapping(0, 8 * ps, &shm, 0, Protection::READ_WRITE)
+        a.add_fd_mapping(0, 8 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
         assert_eq!(layout(&a).len(), 1);
         // The bytes written through the first overlay are at file offset 0.
@@ -840,7 +848,7 @@ mod tests {
             Err(Error::OutOfBounds { .. })
         ));
         assert_eq!(
-            a.add_fd_mapping(0, ps, &Fd(-1), 0, Protection::READ)
+            a.add_fd_mapping(0, ps, borrow(999_999), 0, Protection::READ)
                 .unwrap_err(),
             Error::Syscall {
                 syscall: "fstat",
@@ -849,14 +857,14 @@ mod tests {
         );
         let shm = SharedMemory::create("mr-core-args", ps as u64, true, false).unwrap();
         assert!(matches!(
-            a.add_fd_mapping(0, ps, &shm, 1, Protection::READ),
+            a.add_fd_mapping(0, ps, shm.as_fd(), 1, Protection::READ),
             Err(Error::Unaligned {
                 what: "fdOffset",
                 ..
             })
         ));
         assert!(matches!(
-            a.add_fd_mapping(0, 2 * ps, &shm, 0, Protection::READ),
+            a.add_fd_mapping(0, 2 * ps, shm.as_fd(), 0, Protection::READ),
             Err(Error::BeyondEof { .. })
         ));
         let region: &dyn MappedRegion = &a;
@@ -865,7 +873,7 @@ mod tests {
             Err(Error::OutOfBounds { .. })
         ));
         assert!(matches!(
-            region.madvise(0, 5 * ps, libc::MADV_WILLNEED),
+            region.madvise(0, 5 * ps, Advice::new(libc::MADV_WILLNEED).unwrap()),
             Err(Error::OutOfBounds { .. })
         ));
         assert!(a.mappings().next().is_none());
@@ -880,9 +888,9 @@ mod tests {
         // A read-only fd mapped writable and shared: EACCES, range untouched.
         let ro = unlinked_file("ro", &vec![0u8; 2 * ps], false);
         let err = a
-            .add_fd_mapping(0, 2 * ps, &ro, 0, Protection::READ_WRITE)
+            .add_fd_mapping(0, 2 * ps, ro.as_fd(), 0, Protection::READ_WRITE)
             .unwrap_err();
-        assert_eq!(err.code(), "EACCES");
+        assert_eq!(err.errno(), Some(libc::EACCES));
         assert_eq!(
             layout(&a),
             vec![(0, 2 * ps, Backing::Anonymous, Protection::READ_WRITE)]
@@ -895,11 +903,11 @@ mod tests {
         // SAFETY: pipe writes two fds into the array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let err = a
-            .add_fd_mapping(0, ps, &Fd(fds[0]), 0, Protection::READ)
+            .add_fd_mapping(0, ps, borrow(fds[0]), 0, Protection::READ)
             .unwrap_err();
-        assert_eq!(err.code(), "ENODEV");
-        sys::close(fds[0]);
-        sys::close(fds[1]);
+        assert_eq!(err.errno(), Some(libc::ENODEV));
+        crate::testutil::close_raw(fds[0]);
+        crate::testutil::close_raw(fds[1]);
         assert_eq!(layout(&a).len(), 1);
         // Nothing inside the arena was left unmapped.
         let base = a.as_ptr() as usize;
@@ -916,12 +924,12 @@ mod tests {
         // Every refusal comes from the plan.
         assert!(a.plan_anonymous(1, ps, Protection::READ).is_err());
         assert!(a
-            .plan_fd_mapping(0, 3 * ps, shm.fd(), 0, Protection::READ)
+            .plan_fd_mapping(0, 3 * ps, shm.as_fd(), 0, Protection::READ)
             .is_err());
         assert!(a.plan_removal(0, 0).is_err());
         // A plan names the whole pages it replaces, and changes nothing.
         let fd = a
-            .plan_fd_mapping(0, ps + 1, shm.fd(), 0, Protection::READ)
+            .plan_fd_mapping(0, ps + 1, shm.as_fd(), 0, Protection::READ)
             .unwrap();
         let anon = a.plan_anonymous(2 * ps, ps, Protection::READ).unwrap();
         let removal = a.plan_removal(ps, 2 * ps).unwrap();
@@ -961,7 +969,7 @@ mod tests {
             match a.add_fd_mapping(
                 2 * added * ps,
                 ps,
-                &shm,
+                shm.as_fd(),
                 (added % 1024 * ps) as u64,
                 Protection::READ_WRITE,
             ) {
@@ -969,7 +977,7 @@ mod tests {
                 Err(e) => break e,
             }
         };
-        assert_eq!(refused.code(), "ENOMEM");
+        assert_eq!(refused.errno(), Some(libc::ENOMEM));
         assert_eq!(a.mapping_count(), added);
         // Overlay, gap, overlay, gap, ..., overlay, the rest of the arena.
         assert_eq!(a.kernel_mapping_count(), 2 * added);
@@ -987,7 +995,7 @@ mod tests {
                 spare * ps,
                 libc::PROT_NONE,
                 RESERVE_FLAGS,
-                -1,
+                None,
                 0,
             )
         }
@@ -1025,11 +1033,14 @@ mod tests {
         let ps = page_size();
         let f = unlinked_file("trunc", &vec![1u8; ps], true);
         let mut a = MemoryMappingArena::new(2 * ps).unwrap();
-        a.add_fd_mapping(0, ps, &f, 0, Protection::READ_WRITE)
+        a.add_fd_mapping(0, ps, f.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
         f.set_len(0).unwrap();
         let mut b = [0u8; 8];
-        assert_eq!(a.read_into(0, &mut b).unwrap_err().code(), "EFAULT");
+        assert_eq!(
+            a.read_into(0, &mut b).unwrap_err().errno(),
+            Some(libc::EFAULT)
+        );
     }
 
     /// Kernel mappings overlapping the arena, read from `/proc/self/maps`.
@@ -1057,17 +1068,23 @@ mod tests {
         for i in 0..4 {
             let fd = std::fs::File::open(&path).unwrap().into_raw_fd();
             numbers.push(fd);
-            a.add_fd_mapping(ps * (2 + i), ps, &Fd(fd), (i * ps) as u64, Protection::READ)
-                .unwrap();
-            sys::close(fd);
+            a.add_fd_mapping(
+                ps * (2 + i),
+                ps,
+                borrow(fd),
+                (i * ps) as u64,
+                Protection::READ,
+            )
+            .unwrap();
+            crate::testutil::close_raw(fd);
         }
         std::fs::remove_file(&path).unwrap();
         assert_eq!(a.kernel_mapping_count(), real_count(&a), "fds {numbers:?}");
         // Pieces of one open file do merge, in the kernel and in the layout.
         let shm = SharedMemory::create("mr-core-merge", 4 * ps as u64, true, false).unwrap();
-        a.add_fd_mapping(8 * ps, ps, &shm, 0, Protection::READ_WRITE)
+        a.add_fd_mapping(8 * ps, ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
-        a.add_fd_mapping(9 * ps, ps, &shm, ps as u64, Protection::READ_WRITE)
+        a.add_fd_mapping(9 * ps, ps, shm.as_fd(), ps as u64, Protection::READ_WRITE)
             .unwrap();
         assert_eq!(a.kernel_mapping_count(), real_count(&a));
         // Anonymous memory faulted in on both sides does not merge in the kernel.
@@ -1104,12 +1121,12 @@ mod tests {
         // kernel mappings, without any change to the layout.
         let mut i = 0;
         let refused = loop {
-            match region.madvise(2 * i * ps, ps, libc::MADV_DONTFORK) {
+            match region.madvise(2 * i * ps, ps, Advice::new(libc::MADV_DONTFORK).unwrap()) {
                 Ok(()) => i += 1,
                 Err(e) => break e,
             }
         };
-        assert_eq!(refused.code(), "ENOMEM");
+        assert_eq!(refused.errno(), Some(libc::ENOMEM));
         let free = n - crate::budget::process_map_count().unwrap();
         assert!(
             free + 8 >= crate::budget::headroom(),
@@ -1154,7 +1171,7 @@ mod tests {
         }
         // A socket cannot be mapped; the kernel fails after unmapping the range.
         let err = a
-            .add_fd_mapping(2 * ps, 2 * ps, &Fd(sock), 0, Protection::READ)
+            .add_fd_mapping(2 * ps, 2 * ps, borrow(sock), 0, Protection::READ)
             .unwrap_err();
         // SAFETY: restores the limit read above.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
@@ -1171,7 +1188,7 @@ mod tests {
             a.read_into(m.offset, &mut b).unwrap();
         }
         assert_eq!(a.kernel_mapping_count(), real_count(&a));
-        sys::close(sock);
+        crate::testutil::close_raw(sock);
         println!("repaired without fds: {err}");
     }
 
@@ -1203,7 +1220,7 @@ mod tests {
         let ps = page_size();
         let shm = SharedMemory::create("mr-core-held", 4 * ps as u64, true, false).unwrap();
         let mut a = MemoryMappingArena::new(16 * ps).unwrap();
-        a.add_fd_mapping(0, 4 * ps, &shm, 0, Protection::READ_WRITE)
+        a.add_fd_mapping(0, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
         a.add_anonymous(8 * ps, 4 * ps, Protection::READ_WRITE)
             .unwrap();
@@ -1224,7 +1241,7 @@ mod tests {
         // once, the kernel keeps read-write until the reclaim.
         let c = a.plan_anonymous(8 * ps, ps, Protection::NONE);
         in_use(&mut a, c);
-        let c = a.plan_fd_mapping(ps, ps, shm.fd(), 0, Protection::READ);
+        let c = a.plan_fd_mapping(ps, ps, shm.as_fd(), 0, Protection::READ);
         in_use(&mut a, c);
         assert!(writable_now(&a, 8 * ps) && writable_now(&a, ps));
         assert!(matches!(a.write_from(ps, b"x"), Err(Error::Access { .. })));
@@ -1280,18 +1297,21 @@ mod tests {
             .unwrap();
         let mut a = MemoryMappingArena::new(4 * ps).unwrap();
         // A shared /dev/zero at a non-zero offset faults on every page.
-        a.add_fd_mapping(0, ps, &zero, 1 << 32, Protection::READ_WRITE)
+        a.add_fd_mapping(0, ps, zero.as_fd(), 1 << 32, Protection::READ_WRITE)
             .unwrap();
         assert!(matches!(a.check_direct(0, 1), Err(Error::Access { .. })));
-        assert_eq!(a.read_into(0, &mut [0u8; 4]).unwrap_err().code(), "EFAULT");
+        assert_eq!(
+            a.read_into(0, &mut [0u8; 4]).unwrap_err().errno(),
+            Some(libc::EFAULT)
+        );
         // A memfd overlay over it may be viewed again.
         let shm = SharedMemory::create("mr-core-opaque", ps as u64, true, false).unwrap();
-        a.add_fd_mapping(0, ps, &shm, 0, Protection::READ_WRITE)
+        a.add_fd_mapping(0, ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
         a.check_direct(0, ps).unwrap();
         // A MemoryMapping of a device: no view at all.
         let m = crate::MemoryMapping::from_fd(
-            &Fd(zero.as_raw_fd()),
+            borrow(zero.as_raw_fd()),
             ps,
             crate::MappingOptions {
                 offset: 1 << 32,
@@ -1300,6 +1320,9 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(m.check_direct(0, 1), Err(Error::Access { .. })));
-        assert_eq!(m.read_into(0, &mut [0u8; 4]).unwrap_err().code(), "EFAULT");
+        assert_eq!(
+            m.read_into(0, &mut [0u8; 4]).unwrap_err().errno(),
+            Some(libc::EFAULT)
+        );
     }
 }

@@ -37,7 +37,7 @@ unsafe fn guarded(dst: *mut u8, src: *const u8, len: usize, probe_dst: bool) -> 
     }
 }
 
-fn iov(ptr: *const u8, len: usize) -> libc::iovec {
+pub(crate) fn iov(ptr: *const u8, len: usize) -> libc::iovec {
     libc::iovec {
         iov_base: ptr as *mut libc::c_void,
         iov_len: len,
@@ -87,21 +87,15 @@ unsafe fn kernel_copy(
         // SAFETY: the iovecs describe ranges of this process (see above).
         let n = unsafe {
             match way {
-                Way::Read => libc::process_vm_readv(libc::getpid(), &l, 1, &r, 1, 0),
-                Way::Write => libc::process_vm_writev(libc::getpid(), &l, 1, &r, 1, 0),
+                Way::Read => crate::sys::process_vm_readv(&[l], &[r]),
+                Way::Write => crate::sys::process_vm_writev(&[l], &[r]),
             }
         };
-        if n <= 0 {
-            let errno = if n == 0 {
-                libc::EFAULT
-            } else {
-                std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO)
-            };
-            return Err((done, errno));
+        match n {
+            Ok(0) => return Err((done, libc::EFAULT)),
+            Ok(n) => done += n,
+            Err(e) => return Err((done, e.errno().unwrap_or(libc::EIO))),
         }
-        done += n as usize;
     }
     Ok(())
 }
@@ -146,10 +140,8 @@ pub unsafe fn probe_pages(addr: *const u8, len: usize) -> Result<()> {
         // SAFETY: `local` is our own buffer of `n` bytes; each remote iovec is
         // one byte of this process; the kernel reports a bad page as a short
         // read or EFAULT.
-        let got = unsafe {
-            libc::process_vm_readv(libc::getpid(), &local, 1, remote.as_ptr(), n as _, 0)
-        };
-        if got != n as isize {
+        let got = unsafe { crate::sys::process_vm_readv(&[local], &remote[..n]) };
+        if !matches!(got, Ok(read) if read == n) {
             return Err(Error::Fault {
                 syscall: "process_vm_readv",
                 copied: 0,
@@ -228,16 +220,6 @@ pub unsafe fn read_fault_safe(src: *const u8, dst: &mut [u8]) -> Result<()> {
     }
     // SAFETY: as the caller vouched; the kernel checks each page anyway.
     unsafe { kernel_memmove(Way::Read, dst.as_mut_ptr(), src, len) }
-}
-
-/// Copies `dst.len()` bytes from `src` into `dst` with `process_vm_readv`: an
-/// unmapped, unreadable or vanished page is `EFAULT`, never a signal.
-///
-/// # Safety
-/// `src` must point into this process's address space.
-pub unsafe fn read_via_kernel(src: *const u8, dst: &mut [u8]) -> Result<()> {
-    // SAFETY: guaranteed by the caller; `dst` is ours.
-    unsafe { kernel_memmove(Way::Read, dst.as_mut_ptr(), src, dst.len()) }
 }
 
 /// Copies `src` to `dst`; a page that vanished under the mapping is `EFAULT`.
@@ -381,8 +363,11 @@ mod tests {
                 // SAFETY: the mapping is 2 pages; its second page is past the end
                 // of the file, which the fault-safe copy reports.
                 let err = unsafe { write_fault_safe(p, &data) }.unwrap_err();
-                assert_eq!(err.code(), "EFAULT");
-                assert_eq!(err.bytes_copied(), Some(0), "blocked: {blocked}");
+                assert_eq!(err.errno(), Some(libc::EFAULT));
+                assert!(
+                    matches!(err, Error::Fault { copied: 0, .. }),
+                    "blocked: {blocked}"
+                );
                 // SAFETY: the first page is still backed by the file.
                 let first = unsafe { std::slice::from_raw_parts(p, ps) };
                 assert!(first.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
@@ -390,7 +375,7 @@ mod tests {
                 let mut out = vec![0u8; 2 * ps];
                 // SAFETY: as above.
                 let err = unsafe { read_fault_safe(p, &mut out) }.unwrap_err();
-                assert_eq!(err.code(), "EFAULT");
+                assert_eq!(err.errno(), Some(libc::EFAULT));
                 // SAFETY: the mapping made above.
                 unsafe { libc::munmap(p.cast(), 2 * ps) };
             });

@@ -1,5 +1,6 @@
-//! The typed error of the core, and the one place where each error is given its
-//! JavaScript class and stable `code`.
+//! The typed error of the core. It speaks Rust only: which JavaScript class
+//! and `code` each variant becomes is the binding's table
+//! (`crate/node/src/errors.rs`).
 
 use std::fmt;
 
@@ -8,49 +9,89 @@ use crate::Protection;
 /// Result of every fallible operation in this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Everything that can go wrong, as data. Each variant maps to exactly one JS
-/// error class and `code` through [`Error::class`] and [`Error::code`].
+/// Everything that can go wrong, as data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A size of 0 where a mapping is created or removed.
-    ZeroSize { what: &'static str },
+    ZeroSize {
+        /// The argument.
+        what: &'static str,
+    },
     /// An offset that must be page aligned is not.
-    Unaligned { what: &'static str, value: u64 },
+    Unaligned {
+        /// The argument.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
     /// `[offset, offset + size)` does not lie inside `[0, limit)`, or overflows.
-    OutOfBounds { offset: u64, size: u64, limit: u64 },
+    OutOfBounds {
+        /// Start of the range.
+        offset: u64,
+        /// Its length.
+        size: u64,
+        /// The size of the region.
+        limit: u64,
+    },
     /// A numeric argument outside what the operation can take.
-    OutOfRange { what: &'static str, reason: String },
-    /// An argument of the right type but an unusable value (e.g. a name with a
-    /// NUL byte): `ERR_INVALID_ARG_VALUE`, as the facade throws it.
-    InvalidArgument { what: &'static str, reason: String },
+    OutOfRange {
+        /// The argument.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An argument of a usable type but an unusable value (e.g. a name with a
+    /// NUL byte).
+    InvalidArgument {
+        /// The argument.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The range is not mapped with the protection the access needs.
     Access {
+        /// Start of the range.
         offset: u64,
+        /// Its length.
         size: u64,
+        /// The access asked for.
         needed: Protection,
     },
-    /// A regular file is shorter than `fd_offset + size`.
-    BeyondEof { needed: u64, file_size: u64 },
+    /// A file is shorter than `fd_offset + size`.
+    BeyondEof {
+        /// Bytes of the file the mapping needs (`fd_offset + size`).
+        needed: u64,
+        /// The file's size.
+        file_size: u64,
+    },
     /// The operation does not exist for this kind of region.
-    Unsupported { operation: &'static str },
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
+    },
     /// The region was closed.
     Closed,
     /// The range is in use by an asynchronous operation.
-    Busy { operation: &'static str },
+    Busy {
+        /// The operation refused.
+        operation: &'static str,
+    },
     /// A system call failed with `errno`.
-    Syscall { syscall: &'static str, errno: i32 },
+    Syscall {
+        /// The call.
+        syscall: &'static str,
+        /// The thread's `errno` after it.
+        errno: i32,
+    },
     /// A fault-safe copy met a page that cannot be accessed (`EFAULT`) after
     /// `copied` bytes of the destination were written (0 when it failed
     /// before writing anything).
-    Fault { syscall: &'static str, copied: u64 },
-}
-
-/// The JavaScript class an error is thrown as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    Error,
-    TypeError,
-    RangeError,
+    Fault {
+        /// The call, or `"memmove"` for the guarded copy.
+        syscall: &'static str,
+        /// Bytes written before the fault.
+        copied: u64,
+    },
 }
 
 impl Error {
@@ -64,55 +105,12 @@ impl Error {
         }
     }
 
-    /// The stable `code` property of the JS error.
-    pub fn code(&self) -> &'static str {
+    /// For a failed system call: its `errno` (`EFAULT` for a fault-safe copy
+    /// that met a bad page).
+    pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::ZeroSize { .. } | Error::OutOfRange { .. } => "ERR_OUT_OF_RANGE",
-            Error::InvalidArgument { .. } => "ERR_INVALID_ARG_VALUE",
-            Error::Unaligned { .. } => "ERR_MMAP_UNALIGNED",
-            Error::OutOfBounds { .. } => "ERR_MMAP_OUT_OF_BOUNDS",
-            Error::Access { .. } => "ERR_MMAP_ACCESS",
-            Error::BeyondEof { .. } => "ERR_MMAP_BEYOND_EOF",
-            Error::Unsupported { .. } => "ERR_MMAP_UNSUPPORTED",
-            Error::Closed => "ERR_MMAP_CLOSED",
-            Error::Busy { .. } => "ERR_MMAP_BUSY",
-            Error::Syscall { errno, .. } => errno_name(*errno),
-            Error::Fault { .. } => "EFAULT",
-        }
-    }
-
-    /// The JS class of the error.
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            Error::InvalidArgument { .. } => ErrorClass::TypeError,
-            Error::ZeroSize { .. }
-            | Error::OutOfRange { .. }
-            | Error::Unaligned { .. }
-            | Error::OutOfBounds { .. }
-            | Error::BeyondEof { .. } => ErrorClass::RangeError,
-            Error::Access { .. }
-            | Error::Unsupported { .. }
-            | Error::Closed
-            | Error::Busy { .. }
-            | Error::Syscall { .. }
-            | Error::Fault { .. } => ErrorClass::Error,
-        }
-    }
-
-    /// For [`Error::Syscall`]: the errno as Node reports it (negative) and the call.
-    pub fn syscall(&self) -> Option<(i32, &'static str)> {
-        match self {
-            Error::Syscall { syscall, errno } => Some((-errno, *syscall)),
-            Error::Fault { syscall, .. } => Some((-libc::EFAULT, *syscall)),
-            _ => None,
-        }
-    }
-
-    /// For [`Error::Fault`]: how many bytes of the destination were written
-    /// before the copy failed.
-    pub fn bytes_copied(&self) -> Option<u64> {
-        match self {
-            Error::Fault { copied, .. } => Some(*copied),
+            Error::Syscall { errno, .. } => Some(*errno),
+            Error::Fault { .. } => Some(libc::EFAULT),
             _ => None,
         }
     }
@@ -159,186 +157,39 @@ impl fmt::Display for Error {
             ),
             Error::Fault { syscall, copied } => write!(
                 f,
-                "{}, {syscall} ({copied} bytes copied before the fault)",
-                Error::Syscall {
-                    syscall,
-                    errno: libc::EFAULT
-                }
-                .to_string()
-                .split(',')
-                .next()
-                .unwrap_or("EFAULT")
+                "{syscall} met a page that cannot be accessed after {copied} bytes"
             ),
-            Error::Syscall { syscall, errno } => {
-                let text = std::io::Error::from_raw_os_error(*errno).to_string();
-                // std renders "Bad file descriptor (os error 9)"; Node writes
-                // "EBADF: bad file descriptor, mmap".
-                let text = text.split(" (os error").next().unwrap_or(&text);
-                let mut chars = text.chars();
-                let lowered: String = match chars.next() {
-                    Some(c) => c.to_lowercase().chain(chars).collect(),
-                    None => String::new(),
-                };
-                write!(f, "{}: {lowered}, {syscall}", errno_name(*errno))
-            }
+            Error::Syscall { syscall, errno } => write!(
+                f,
+                "{syscall} failed: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
-/// The symbolic name of a Linux errno, as Node's `err.code` spells it.
-pub fn errno_name(errno: i32) -> &'static str {
-    use libc::*;
-    match errno {
-        EPERM => "EPERM",
-        ENOENT => "ENOENT",
-        ESRCH => "ESRCH",
-        EINTR => "EINTR",
-        EIO => "EIO",
-        ENXIO => "ENXIO",
-        E2BIG => "E2BIG",
-        ENOEXEC => "ENOEXEC",
-        EBADF => "EBADF",
-        ECHILD => "ECHILD",
-        EAGAIN => "EAGAIN",
-        ENOMEM => "ENOMEM",
-        EACCES => "EACCES",
-        EFAULT => "EFAULT",
-        EBUSY => "EBUSY",
-        EEXIST => "EEXIST",
-        EXDEV => "EXDEV",
-        ENODEV => "ENODEV",
-        ENOTDIR => "ENOTDIR",
-        EISDIR => "EISDIR",
-        EINVAL => "EINVAL",
-        ENFILE => "ENFILE",
-        EMFILE => "EMFILE",
-        ENOTTY => "ENOTTY",
-        ETXTBSY => "ETXTBSY",
-        EFBIG => "EFBIG",
-        ENOSPC => "ENOSPC",
-        ESPIPE => "ESPIPE",
-        EROFS => "EROFS",
-        EMLINK => "EMLINK",
-        EPIPE => "EPIPE",
-        EDOM => "EDOM",
-        ERANGE => "ERANGE",
-        EDEADLK => "EDEADLK",
-        ENAMETOOLONG => "ENAMETOOLONG",
-        ENOLCK => "ENOLCK",
-        ENOSYS => "ENOSYS",
-        ENOTEMPTY => "ENOTEMPTY",
-        ELOOP => "ELOOP",
-        ENODATA => "ENODATA",
-        EOVERFLOW => "EOVERFLOW",
-        EOPNOTSUPP => "ENOTSUP",
-        ETIMEDOUT => "ETIMEDOUT",
-        EHWPOISON => "EHWPOISON",
-        _ => "UNKNOWN",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn codes_and_classes_match_the_spec_table() {
-        let cases: Vec<(Error, &str, ErrorClass)> = vec![
-            (
-                Error::ZeroSize { what: "size" },
-                "ERR_OUT_OF_RANGE",
-                ErrorClass::RangeError,
-            ),
-            (
-                Error::OutOfRange {
-                    what: "x",
-                    reason: "r".into(),
-                },
-                "ERR_OUT_OF_RANGE",
-                ErrorClass::RangeError,
-            ),
-            (
-                Error::InvalidArgument {
-                    what: "name",
-                    reason: "r".into(),
-                },
-                "ERR_INVALID_ARG_VALUE",
-                ErrorClass::TypeError,
-            ),
-            (
-                Error::Unaligned {
-                    what: "offset",
-                    value: 1,
-                },
-                "ERR_MMAP_UNALIGNED",
-                ErrorClass::RangeError,
-            ),
-            (
-                Error::OutOfBounds {
-                    offset: 1,
-                    size: 2,
-                    limit: 2,
-                },
-                "ERR_MMAP_OUT_OF_BOUNDS",
-                ErrorClass::RangeError,
-            ),
-            (
-                Error::Access {
-                    offset: 0,
-                    size: 1,
-                    needed: Protection::WRITE,
-                },
-                "ERR_MMAP_ACCESS",
-                ErrorClass::Error,
-            ),
-            (
-                Error::BeyondEof {
-                    needed: 2,
-                    file_size: 1,
-                },
-                "ERR_MMAP_BEYOND_EOF",
-                ErrorClass::RangeError,
-            ),
-            (
-                Error::Unsupported { operation: "x" },
-                "ERR_MMAP_UNSUPPORTED",
-                ErrorClass::Error,
-            ),
-            (Error::Closed, "ERR_MMAP_CLOSED", ErrorClass::Error),
-            (
-                Error::Busy { operation: "close" },
-                "ERR_MMAP_BUSY",
-                ErrorClass::Error,
-            ),
-            (
-                Error::Syscall {
-                    syscall: "mmap",
-                    errno: libc::ENOMEM,
-                },
-                "ENOMEM",
-                ErrorClass::Error,
-            ),
-        ];
-        for (err, code, class) in cases {
-            assert_eq!(err.code(), code, "{err:?}");
-            assert_eq!(err.class(), class, "{err:?}");
-            assert!(!err.to_string().is_empty());
-        }
-    }
-
-    #[test]
-    fn syscall_errors_read_like_node() {
+    fn errors_say_what_failed() {
         let e = Error::Syscall {
             syscall: "mmap",
             errno: libc::EBADF,
         };
-        assert_eq!(e.to_string(), "EBADF: bad file descriptor, mmap");
-        assert_eq!(e.syscall(), Some((-libc::EBADF, "mmap")));
-        assert_eq!(Error::Closed.syscall(), None);
-        assert_eq!(errno_name(libc::EOPNOTSUPP), "ENOTSUP");
-        assert_eq!(errno_name(100_000), "UNKNOWN");
+        assert_eq!(e.errno(), Some(libc::EBADF));
+        assert!(e
+            .to_string()
+            .starts_with("mmap failed: Bad file descriptor"));
+        assert_eq!(Error::Closed.errno(), None);
+        let fault = Error::Fault {
+            syscall: "process_vm_readv",
+            copied: 3,
+        };
+        assert_eq!(fault.errno(), Some(libc::EFAULT));
         let access = Error::Access {
             offset: 4,
             size: 8,

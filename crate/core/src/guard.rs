@@ -12,7 +12,7 @@
 //! it since, e.g. `process.on('SIGBUS')` in Node installs libuv's. When either
 //! check fails, [`copy`] declines and the caller takes the syscall path.
 
-use std::mem::MaybeUninit;
+use crate::sys;
 use std::sync::OnceLock;
 
 core::arch::global_asm!(
@@ -131,15 +131,10 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, context: *
             // default): restore it. A fault then runs its instruction again; a
             // sent signal is raised again (held until this handler returns).
             // Either way the process ends as it would have without us.
-            // SAFETY: sigaction and raise are async-signal-safe; a zeroed
-            // struct with SIG_DFL is a valid disposition.
-            unsafe {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
-                if !synchronous {
-                    libc::raise(sig);
-                }
+            // Both calls are async-signal-safe.
+            sys::set_sigbus_action(&sys::default_sigaction());
+            if !synchronous {
+                sys::raise(sig);
             }
         }
     }
@@ -149,23 +144,16 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, context: *
 fn install() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
-        let mut old = MaybeUninit::<libc::sigaction>::uninit();
-        // SAFETY: only queries the current disposition, into `old`.
-        if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), old.as_mut_ptr()) } != 0 {
+        let Some(old) = sys::sigbus_action() else {
             return false;
-        }
-        // SAFETY: sigaction succeeded and filled `old`.
-        let _ = PREVIOUS.set(unsafe { old.assume_init() });
-        // SAFETY: a zeroed sigaction is a valid value; handler, flags and an
-        // empty mask are set below.
-        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+        };
+        let _ = PREVIOUS.set(old);
+        let mut new = sys::default_sigaction();
         new.sa_sigaction = on_sigbus as *const () as usize;
         new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: `new.sa_mask` is a sigset_t we own.
-        unsafe { libc::sigemptyset(&mut new.sa_mask) };
-        // SAFETY: installs a handler that only touches the ucontext, an atomic
-        // and async-signal-safe calls; PREVIOUS is already set for it.
-        unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) == 0 }
+        // The handler only touches the ucontext, an atomic and async-signal-safe
+        // calls; PREVIOUS is already set for it.
+        sys::set_sigbus_action(&new)
     })
 }
 
@@ -174,15 +162,8 @@ fn armed() -> bool {
     if !install() {
         return false;
     }
-    let mut current = MaybeUninit::<libc::sigaction>::uninit();
-    let mut mask = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: both calls only query, into the buffers given.
-    unsafe {
-        libc::sigaction(libc::SIGBUS, std::ptr::null(), current.as_mut_ptr()) == 0
-            && current.assume_init().sa_sigaction == on_sigbus as *const () as usize
-            && libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), mask.as_mut_ptr()) == 0
-            && libc::sigismember(mask.as_ptr(), libc::SIGBUS) == 0
-    }
+    sys::sigbus_action().is_some_and(|a| a.sa_sigaction == on_sigbus as *const () as usize)
+        && sys::sigbus_blocked() == Some(false)
 }
 
 /// Copies `len` bytes from `src` to `dst` (like `memmove`) with a `SIGBUS`

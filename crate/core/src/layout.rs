@@ -17,15 +17,24 @@ pub enum Backing {
     /// Private anonymous memory.
     Anonymous,
     /// A shared mapping of `fd` starting at file offset `fd_offset`.
-    Fd { fd: RawFd, fd_offset: u64 },
+    Fd {
+        /// The fd number the overlay was made with (not kept open).
+        fd: RawFd,
+        /// The file offset of the piece's first byte.
+        fd_offset: u64,
+    },
 }
 
 /// One entry of an arena's layout: `[offset, offset + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MappingInfo {
+    /// Byte offset in the arena (page aligned).
     pub offset: usize,
+    /// Length in bytes (whole pages).
     pub size: usize,
+    /// What is mapped there.
     pub backing: Backing,
+    /// The access it allows.
     pub protection: Protection,
 }
 
@@ -79,6 +88,7 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// An empty layout.
     pub fn new() -> Layout {
         Layout::default()
     }
@@ -88,6 +98,7 @@ impl Layout {
         self.pieces.len()
     }
 
+    /// Whether nothing is mapped.
     pub fn is_empty(&self) -> bool {
         self.pieces.is_empty()
     }

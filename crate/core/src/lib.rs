@@ -8,11 +8,17 @@
 //!   into, with its layout kept in an ordered map.
 //! - [`SharedMemory`]: a sealed memfd.
 //!
-//! This crate has no Node dependency: the napi glue lives in the root crate.
+//! - [`AnyRegion`]: either kind, for code that holds regions of both kinds.
+//! - [`rules`]: every rule about arguments (alignment, bounds, end of file,
+//!   advice, seals), defined once.
+//!
+//! This crate has no Node dependency and speaks Rust only: the napi binding in
+//! `crate/node` converts arguments and maps [`Error`] to JavaScript errors.
 
+mod any;
 mod arena;
 pub mod budget;
-pub mod copy;
+mod copy;
 mod error;
 #[cfg(target_arch = "x86_64")]
 mod guard;
@@ -21,19 +27,18 @@ mod layout;
 mod mapping;
 mod protection;
 mod region;
+pub mod rules;
 mod shm;
 pub mod sys;
 
+pub use any::AnyRegion;
 pub use arena::{Change, MemoryMappingArena};
-pub use error::{errno_name, Error, ErrorClass, Result};
+pub use error::{Error, Result};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
-pub use region::{
-    check_advice, check_aligned, check_bounds, check_syscall_range, madvise_range, msync_range,
-    populate_range, populate_supported, round_up_to_page, touch_pages, CopyMode, MappedRegion,
-    MADV_POPULATE_READ, MADV_POPULATE_WRITE,
-};
+pub use region::{populate_supported, CopyMode, MappedRegion, PageRange};
+pub use rules::Advice;
 pub use shm::SharedMemory;
 pub use sys::page_size;
 
@@ -51,6 +56,21 @@ pub(crate) mod testutil {
             .unwrap();
         std::fs::remove_file(&path).unwrap();
         file
+    }
+
+    /// Closes a raw fd number a test opened with libc.
+    pub fn close_raw(fd: i32) {
+        // SAFETY: the test owns the number and uses it no more.
+        unsafe { libc::close(fd) };
+    }
+
+    /// Borrows a raw fd number for a call (tests only: the number may be
+    /// closed, which is what some tests check).
+    pub fn borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+        // SAFETY: tests pass numbers they keep open for the call, or numbers
+        // that are not open at all to see the call fail with EBADF; no Rust
+        // object owns them.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
     }
 
     /// Runs the ignored test `name` of this test binary in a child process (for

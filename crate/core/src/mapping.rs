@@ -1,13 +1,15 @@
 //! `MemoryMapping`: one mapping, anonymous or of an fd.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::BorrowedFd;
 
-use crate::region::{check_aligned, check_bounds, copy_in, copy_out, round_up_to_page, CopyMode};
+use crate::region::{copy_in, copy_out, CopyMode};
+use crate::rules::{check_bounds, check_eof, file_offset, mapping_len, round_up_to_page};
 use crate::{budget, sys, Error, MappedRegion, Protection, Result};
 
 /// Options of [`MemoryMapping::anonymous`] and [`MemoryMapping::from_fd`].
 #[derive(Clone, Copy, Debug)]
 pub struct MappingOptions {
+    /// The access the mapping allows.
     pub protection: Protection,
     /// `MAP_POPULATE`: prefault the pages.
     pub populate: bool,
@@ -63,7 +65,7 @@ unsafe impl Sync for MemoryMapping {}
 impl MemoryMapping {
     /// Maps `size` bytes of anonymous memory.
     pub fn anonymous(size: usize, options: MappingOptions) -> Result<MemoryMapping> {
-        let mapped_len = checked_len(size)?;
+        let mapped_len = mapping_len(size)?;
         budget::check_room(1)?;
         let mut flags = libc::MAP_ANONYMOUS;
         flags |= if options.shared {
@@ -86,7 +88,7 @@ impl MemoryMapping {
                 mapped_len,
                 options.protection.to_prot(),
                 flags,
-                -1,
+                None,
                 0,
             )
         }?;
@@ -103,13 +105,12 @@ impl MemoryMapping {
 
     /// Maps `size` bytes of `fd` from `options.offset`.
     pub fn from_fd(
-        fd: &dyn AsRawFd,
+        fd: BorrowedFd<'_>,
         size: usize,
         options: MappingOptions,
     ) -> Result<MemoryMapping> {
-        let mapped_len = checked_len(size)?;
-        check_aligned("offset", options.offset)?;
-        let fd = fd.as_raw_fd();
+        let mapped_len = mapping_len(size)?;
+        let offset = file_offset("offset", options.offset)?;
         let file_size = sys::mappable_size(fd)?;
         budget::check_room(1)?;
         // An fd whose size cannot be checked (a device) gets no view at all: its
@@ -117,7 +118,9 @@ impl MemoryMapping {
         // non-zero offset faults on every page); copies are fault-safe.
         let mut direct_limit = if file_size.is_some() { size } else { 0 };
         if let Some(file_size) = file_size {
-            check_eof(options.check_eof, options.offset, size, file_size)?;
+            if options.check_eof {
+                check_eof(options.offset, size, file_size)?;
+            }
             let backed = file_size.saturating_sub(options.offset);
             let backed = round_up_to_page(usize::try_from(backed).unwrap_or(usize::MAX))
                 .unwrap_or(usize::MAX);
@@ -138,8 +141,8 @@ impl MemoryMapping {
                 mapped_len,
                 options.protection.to_prot(),
                 flags,
-                fd,
-                options.offset,
+                Some(fd),
+                offset,
             )
         }?;
         budget::update(0, 1);
@@ -213,33 +216,11 @@ impl MemoryMapping {
 
 /// A memfd sealed against shrinking can never lose pages under a mapping, so
 /// copies may skip the fault-safe path; anything else might be truncated.
-pub(crate) fn copy_mode_for_fd(fd: i32) -> CopyMode {
+pub(crate) fn copy_mode_for_fd(fd: BorrowedFd<'_>) -> CopyMode {
     match sys::seals(fd) {
         Some(seals) if seals & libc::F_SEAL_SHRINK != 0 => CopyMode::Plain,
         _ => CopyMode::FaultSafe,
     }
-}
-
-/// Refuses a mapping of a regular file past its end.
-pub(crate) fn check_eof(enabled: bool, fd_offset: u64, size: usize, file_size: u64) -> Result<()> {
-    let needed = fd_offset.saturating_add(size as u64);
-    if enabled && needed > file_size {
-        return Err(Error::BeyondEof { needed, file_size });
-    }
-    Ok(())
-}
-
-/// A mapping's size: greater than 0, representable in whole pages.
-pub(crate) fn checked_len(size: usize) -> Result<usize> {
-    if size == 0 {
-        return Err(Error::ZeroSize { what: "size" });
-    }
-    round_up_to_page(size)
-        .filter(|&len| len <= isize::MAX as usize)
-        .ok_or_else(|| Error::OutOfRange {
-            what: "size",
-            reason: format!("{size} is larger than the address space"),
-        })
 }
 
 // SAFETY: `[addr, addr + mapped_len)` is mapped by this value until drop and
@@ -266,8 +247,11 @@ impl Drop for MemoryMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::borrow;
     use crate::testutil::unlinked_file;
+    use crate::Advice;
     use crate::{page_size, SharedMemory};
+    use std::os::fd::AsFd;
 
     #[test]
     fn anonymous_read_write_and_zero_size() {
@@ -306,14 +290,8 @@ mod tests {
 
     #[test]
     fn bad_fd_is_ebadf_and_file_checks_eof() {
-        struct Fd(i32);
-        impl AsRawFd for Fd {
-            fn as_raw_fd(&self) -> i32 {
-                self.0
-            }
-        }
         assert_eq!(
-            MemoryMapping::from_fd(&Fd(-1), 4096, MappingOptions::fd()).unwrap_err(),
+            MemoryMapping::from_fd(borrow(999_999), 4096, MappingOptions::fd()).unwrap_err(),
             Error::Syscall {
                 syscall: "fstat",
                 errno: libc::EBADF
@@ -321,19 +299,19 @@ mod tests {
         );
         let f = unlinked_file("eof", &[7u8; 100], true);
         assert_eq!(
-            MemoryMapping::from_fd(&f, 4096, MappingOptions::fd()).unwrap_err(),
+            MemoryMapping::from_fd(f.as_fd(), 4096, MappingOptions::fd()).unwrap_err(),
             Error::BeyondEof {
                 needed: 4096,
                 file_size: 100
             }
         );
-        let m = MemoryMapping::from_fd(&f, 100, MappingOptions::fd()).unwrap();
+        let m = MemoryMapping::from_fd(f.as_fd(), 100, MappingOptions::fd()).unwrap();
         let mut b = [0u8; 100];
         m.read_into(0, &mut b).unwrap();
         assert_eq!(b, [7u8; 100]);
         assert!(matches!(
             MemoryMapping::from_fd(
-                &f,
+                f.as_fd(),
                 100,
                 MappingOptions {
                     offset: 1,
@@ -364,7 +342,7 @@ mod tests {
     fn msync_and_madvise_through_the_trait() {
         let shm =
             SharedMemory::create("mr-core-msync", 2 * page_size() as u64, true, false).unwrap();
-        let m = MemoryMapping::from_fd(&shm, 2 * page_size(), MappingOptions::fd()).unwrap();
+        let m = MemoryMapping::from_fd(shm.as_fd(), 2 * page_size(), MappingOptions::fd()).unwrap();
         let region: &dyn MappedRegion = &m;
         region.msync(0, 2 * page_size()).unwrap();
         region.msync(page_size(), 1).unwrap();
@@ -374,18 +352,21 @@ mod tests {
         ));
         assert!(matches!(region.msync(1, 1), Err(Error::Unaligned { .. })));
         m.write_from(0, b"abc").unwrap();
-        region.madvise(0, page_size(), libc::MADV_REMOVE).unwrap();
+        region
+            .madvise(0, page_size(), Advice::new(libc::MADV_REMOVE).unwrap())
+            .unwrap();
         let mut b = [9u8; 3];
         m.read_into(0, &mut b).unwrap();
         assert_eq!(b, [0; 3]);
         assert!(matches!(
-            region.madvise(page_size(), page_size() + 1, libc::MADV_WILLNEED),
+            region.madvise(
+                page_size(),
+                page_size() + 1,
+                Advice::new(libc::MADV_WILLNEED).unwrap()
+            ),
             Err(Error::OutOfBounds { .. })
         ));
-        assert!(matches!(
-            region.madvise(0, 1, 100),
-            Err(Error::OutOfRange { .. })
-        ));
+        assert!(matches!(Advice::new(100), Err(Error::OutOfRange { .. })));
     }
 
     #[test]
@@ -396,7 +377,7 @@ mod tests {
             check_eof: false,
             ..MappingOptions::fd()
         };
-        let m = MemoryMapping::from_fd(&f, 4 * ps, opts).unwrap();
+        let m = MemoryMapping::from_fd(f.as_fd(), 4 * ps, opts).unwrap();
         assert_eq!(m.protection(), Protection::READ_WRITE);
         m.check_direct(0, 2 * ps).unwrap();
         m.check_direct(4 * ps, 0).unwrap();
@@ -439,7 +420,7 @@ mod tests {
         let ps = page_size();
         let shm = SharedMemory::create("mr-core-past-eof", ps as u64, true, false).unwrap();
         let m = MemoryMapping::from_fd(
-            &shm,
+            shm.as_fd(),
             3 * ps,
             MappingOptions {
                 check_eof: false,
@@ -450,11 +431,17 @@ mod tests {
         m.write_from(0, b"in the file").unwrap();
         let mut b = [0u8; 16];
         // Past the end of the memfd: EFAULT, not SIGBUS, although it is sealed.
-        assert_eq!(m.read_into(ps, &mut b).unwrap_err().code(), "EFAULT");
-        assert_eq!(m.write_from(2 * ps, &b).unwrap_err().code(), "EFAULT");
+        assert_eq!(
+            m.read_into(ps, &mut b).unwrap_err().errno(),
+            Some(libc::EFAULT)
+        );
+        assert_eq!(
+            m.write_from(2 * ps, &b).unwrap_err().errno(),
+            Some(libc::EFAULT)
+        );
         // A copy that starts in the file and runs past its end writes nothing.
         let err = m.write_from(ps - 4, &[1u8; 8]).unwrap_err();
-        assert_eq!(err.bytes_copied(), Some(0));
+        assert!(matches!(err, Error::Fault { copied: 0, .. }));
         let mut tail = [0u8; 4];
         m.read_into(ps - 4, &mut tail).unwrap();
         assert_eq!(tail, [0u8; 4]);

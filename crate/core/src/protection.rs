@@ -8,10 +8,15 @@ use std::fmt;
 pub struct Protection(u32);
 
 impl Protection {
+    /// No access: a reserved range.
     pub const NONE: Protection = Protection(0);
+    /// Readable.
     pub const READ: Protection = Protection(1);
+    /// Writable.
     pub const WRITE: Protection = Protection(2);
+    /// Executable.
     pub const EXEC: Protection = Protection(4);
+    /// `READ | WRITE`.
     pub const READ_WRITE: Protection = Protection(3);
     const ALL: u32 = 7;
 

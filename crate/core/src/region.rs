@@ -1,9 +1,11 @@
-//! The `MappedRegion` trait, range validation shared by every region, and the
-//! operations any region offers (`msync`, `madvise`, checked copies).
+//! The `MappedRegion` trait and the operations every region offers (`msync`,
+//! `madvise`, prefaulting, checked copies). The argument rules they apply
+//! live in [`rules`](crate::rules).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
+use crate::rules::{syscall_range, Advice};
 use crate::{budget, copy, page_size, sys, Error, Protection, Result};
 
 /// A region of mapped memory that this process owns.
@@ -20,130 +22,145 @@ pub unsafe trait MappedRegion: Send + Sync {
     fn size(&self) -> usize;
 
     /// Maps `size` bytes of `fd` from `fd_offset` at `offset` inside the region.
+    /// Only arenas can; other regions refuse with [`Error::Unsupported`].
     fn add_fd_mapping(
         &mut self,
         _offset: usize,
         _size: usize,
-        _fd: &dyn AsRawFd,
+        _fd: BorrowedFd<'_>,
         _fd_offset: u64,
         _prot: Protection,
     ) -> Result<()> {
-        Err(Error::Unsupported {
-            operation: "addFdMapping",
-        })
+        Err(unsupported("addFdMapping"))
     }
 
     /// Replaces `[offset, offset + size)` by a reserved `PROT_NONE` range.
+    /// Only arenas can; other regions refuse with [`Error::Unsupported`].
     fn remove_mapping(&mut self, _offset: usize, _size: usize) -> Result<()> {
-        Err(Error::Unsupported {
-            operation: "removeMapping",
-        })
+        Err(unsupported("removeMapping"))
     }
+}
+
+/// The error of an operation a kind of region does not have.
+pub(crate) fn unsupported(operation: &'static str) -> Error {
+    Error::Unsupported { operation }
 }
 
 impl dyn MappedRegion + '_ {
     /// `msync(MS_SYNC)` over the pages touched by `[offset, offset + size)`.
     /// `offset` must be page aligned. A size of 0 does nothing.
     pub fn msync(&self, offset: usize, size: usize) -> Result<()> {
-        let len = check_syscall_range(offset, size, self.size())?;
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: the range was checked to lie inside the region, which the
-        // MappedRegion contract says is mapped and owned by `self`.
-        unsafe { sys::msync(self.as_ptr().add(offset), len, libc::MS_SYNC) }
+        let range = self.page_range(offset, size)?;
+        // SAFETY: the range lies inside the region, which the MappedRegion
+        // contract keeps mapped while `self` is borrowed.
+        unsafe { range.msync() }
     }
 
     /// `madvise(advice)` over the pages touched by `[offset, offset + size)`.
-    /// `offset` must be page aligned; advices that could make a later access
-    /// fault (poisoning, guard pages) are refused. A size of 0 does nothing.
-    pub fn madvise(&self, offset: usize, size: usize, advice: i32) -> Result<()> {
-        check_advice(advice)?;
-        let len = check_syscall_range(offset, size, self.size())?;
-        if len == 0 {
+    /// `offset` must be page aligned. A size of 0 does nothing.
+    pub fn madvise(&self, offset: usize, size: usize, advice: Advice) -> Result<()> {
+        let range = self.page_range(offset, size)?;
+        // SAFETY: as for msync; `Advice` cannot turn memory into a trap.
+        unsafe { range.madvise(advice) }
+    }
+
+    /// The pages touched by `[offset, offset + size)`, validated for a kernel
+    /// call made later (e.g. on a worker thread).
+    pub fn page_range(&self, offset: usize, size: usize) -> Result<PageRange> {
+        let len = syscall_range(offset, size, self.size())?;
+        Ok(PageRange {
+            // Inside the region: offset + size <= self.size().
+            addr: self.as_ptr() as usize + offset,
+            len,
+        })
+    }
+}
+
+/// Whole pages of a region, validated by [`page_range`](MappedRegion::size)
+/// and not tied to its borrow, so that a kernel call over them can run on
+/// another thread. Whoever holds one keeps the region mapped until the call
+/// returns (the binding counts it as a pending operation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRange {
+    addr: usize,
+    len: usize,
+}
+
+impl PageRange {
+    /// The length in bytes (whole pages; 0 for an empty range).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `msync(MS_SYNC)` of the range.
+    ///
+    /// # Safety
+    /// The region the range came from must still be mapped for the whole call.
+    pub unsafe fn msync(&self) -> Result<()> {
+        if self.len == 0 {
             return Ok(());
         }
-        // SAFETY: as for msync; the advice cannot turn memory into a trap, see
-        // check_advice.
-        unsafe { madvise_range(self.as_ptr().add(offset), len, advice) }
-    }
-}
-
-/// `MADV_POPULATE_READ` (Linux 5.14).
-pub const MADV_POPULATE_READ: i32 = 22;
-/// `MADV_POPULATE_WRITE` (Linux 5.14).
-pub const MADV_POPULATE_WRITE: i32 = 23;
-
-/// `msync(MS_SYNC)` of `[addr, addr + len)`, for callers that validated the range
-/// already (e.g. a worker thread running an asynchronous msync).
-///
-/// # Safety
-/// The range must lie inside a mapping that stays mapped for the whole call.
-pub unsafe fn msync_range(addr: *mut u8, len: usize) -> Result<()> {
-    // SAFETY: guaranteed by the caller.
-    unsafe { sys::msync(addr, len, libc::MS_SYNC) }
-}
-
-/// `madvise(advice)` of `[addr, addr + len)` for callers that validated the
-/// range already; refuses the advices [`check_advice`] refuses.
-///
-/// # Safety
-/// The range must lie inside a mapping the caller owns, mapped for the whole call.
-pub unsafe fn madvise_range(addr: *mut u8, len: usize, advice: i32) -> Result<()> {
-    check_advice(advice)?;
-    let splits = len > 0 && advice_may_split(advice);
-    if splits {
-        // Changing the flags of part of a mapping splits it: up to two more
-        // kernel mappings, which must fit in the map-count budget like any other.
-        budget::check_room(2)?;
-    }
-    // SAFETY: guaranteed by the caller; the advice cannot make memory fault.
-    let result = unsafe { sys::madvise(addr, len, advice) };
-    if splits {
-        // Even a failed call may have split the mappings it got to.
-        budget::note_untracked(2);
-    }
-    result
-}
-
-/// Whether `advice` changes a mapping's flags (and so may split it): every
-/// advice except those known to act on pages only. Unknown raw numbers are
-/// assumed to split.
-pub fn advice_may_split(advice: i32) -> bool {
-    // WILLNEED, DONTNEED, FREE, REMOVE, COLD, PAGEOUT, POPULATE_READ/_WRITE,
-    // DONTNEED_LOCKED, COLLAPSE, SOFT_OFFLINE, GUARD_REMOVE.
-    const PAGES_ONLY: [i32; 12] = [3, 4, 8, 9, 20, 21, 22, 23, 24, 25, 101, 103];
-    !PAGES_ONLY.contains(&advice)
-}
-
-/// Prefaults `[addr, addr + len)` with `MADV_POPULATE_READ`/`_WRITE`, in chunks
-/// so that the process's memory-map lock is released between them (other
-/// threads that map or unmap memory are not stalled for the whole range).
-/// Where the kernel lacks these advices (before 5.14), touches each page
-/// instead through a fault-safe read, which prefaults for reading.
-///
-/// # Safety
-/// The range must be page aligned and lie inside a mapping that stays mapped for
-/// the whole call.
-pub unsafe fn populate_range(addr: *mut u8, len: usize, write: bool) -> Result<()> {
-    const CHUNK: usize = 8 << 20;
-    if !populate_supported() {
         // SAFETY: guaranteed by the caller.
-        return unsafe { touch_pages(addr, len) };
+        unsafe { sys::msync(self.addr as *mut u8, self.len, libc::MS_SYNC) }
     }
-    let advice = if write {
-        MADV_POPULATE_WRITE
-    } else {
-        MADV_POPULATE_READ
-    };
-    let mut done = 0;
-    while done < len {
-        let n = CHUNK.min(len - done);
-        // SAFETY: guaranteed by the caller; populating never changes contents.
-        unsafe { sys::madvise(addr.add(done), n, advice) }?;
-        done += n;
+
+    /// `madvise(advice)` of the range. An advice that changes the mappings'
+    /// flags may split them: it must fit in the map-count budget.
+    ///
+    /// # Safety
+    /// As [`msync`](Self::msync).
+    pub unsafe fn madvise(&self, advice: Advice) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let splits = advice.may_split();
+        if splits {
+            // Up to two more kernel mappings, which must fit in the budget
+            // like any other.
+            budget::check_room(2)?;
+        }
+        // SAFETY: guaranteed by the caller; the advice cannot make memory fault.
+        let result = unsafe { sys::madvise(self.addr as *mut u8, self.len, advice.raw()) };
+        if splits {
+            // Even a failed call may have split the mappings it got to.
+            budget::note_untracked(2);
+        }
+        result
     }
-    Ok(())
+
+    /// Prefaults the range with `MADV_POPULATE_READ`/`_WRITE`, in chunks so
+    /// that the process's memory-map lock is released between them. Where the
+    /// kernel lacks these advices (before 5.14), touches each page through a
+    /// fault-safe read instead, which prefaults for reading.
+    ///
+    /// # Safety
+    /// As [`msync`](Self::msync).
+    pub unsafe fn populate(&self, write: bool) -> Result<()> {
+        const CHUNK: usize = 8 << 20;
+        let addr = self.addr as *mut u8;
+        if !populate_supported() {
+            // SAFETY: guaranteed by the caller; the probe reads through the kernel.
+            return unsafe { copy::probe_pages(addr, self.len) };
+        }
+        let advice = if write {
+            Advice::POPULATE_WRITE
+        } else {
+            Advice::POPULATE_READ
+        };
+        let mut done = 0;
+        while done < self.len {
+            let n = CHUNK.min(self.len - done);
+            // SAFETY: guaranteed by the caller; populating never changes contents.
+            unsafe { sys::madvise(addr.add(done), n, advice.raw()) }?;
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 /// Whether the kernel knows `MADV_POPULATE_READ`, probed once on a private page.
@@ -158,86 +175,13 @@ pub fn populate_supported() -> bool {
         let region: &dyn MappedRegion = &probe;
         // SAFETY: the probe page is a live private mapping owned here.
         !matches!(
-            unsafe { sys::madvise(region.as_ptr(), page_size(), MADV_POPULATE_READ) },
+            unsafe { sys::madvise(region.as_ptr(), page_size(), Advice::POPULATE_READ.raw(),) },
             Err(Error::Syscall {
                 errno: libc::EINVAL,
                 ..
             })
         )
     })
-}
-
-/// Reads one byte of every page of `[addr, addr + len)` through
-/// `process_vm_readv`, so that a page that cannot be faulted in is `EFAULT`
-/// (including `PROT_NONE` holes, which a guarded copy would not catch).
-///
-/// # Safety
-/// The range must lie inside a mapping that stays mapped for the whole call.
-pub unsafe fn touch_pages(addr: *mut u8, len: usize) -> Result<()> {
-    // SAFETY: guaranteed by the caller; the probe reads through the kernel.
-    unsafe { copy::probe_pages(addr, len) }
-}
-
-/// `MADV_HWPOISON` and `MADV_GUARD_INSTALL` turn pages into traps: a later
-/// access through a view or a copy would kill the process.
-const FORBIDDEN_ADVICE: [i32; 2] = [100, 102];
-
-/// Refuses negative advices and those that make memory fault on access.
-pub fn check_advice(advice: i32) -> Result<()> {
-    if advice < 0 || FORBIDDEN_ADVICE.contains(&advice) {
-        return Err(Error::OutOfRange {
-            what: "advice",
-            reason: format!(
-                "{advice} is not an advice this library passes on (it could make the memory fault)"
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Checks that `offset` is page aligned.
-pub fn check_aligned(what: &'static str, value: u64) -> Result<()> {
-    if !value.is_multiple_of(page_size() as u64) {
-        return Err(Error::Unaligned { what, value });
-    }
-    Ok(())
-}
-
-/// Checks that `[offset, offset + size)` lies inside `[0, limit)`, without overflow.
-/// Returns the end of the range.
-pub fn check_bounds(offset: usize, size: usize, limit: usize) -> Result<usize> {
-    match offset.checked_add(size) {
-        Some(end) if end <= limit => Ok(end),
-        _ => Err(Error::OutOfBounds {
-            offset: offset as u64,
-            size: size as u64,
-            limit: limit as u64,
-        }),
-    }
-}
-
-/// `size` rounded up to whole pages, or `None` on overflow.
-pub fn round_up_to_page(size: usize) -> Option<usize> {
-    let mask = page_size() - 1;
-    size.checked_add(mask).map(|s| s & !mask)
-}
-
-/// Validation of a range that starts a kernel call: aligned offset, in bounds.
-/// Returns the length in whole pages the call covers.
-pub fn check_syscall_range(offset: usize, size: usize, limit: usize) -> Result<usize> {
-    check_aligned("offset", offset as u64)?;
-    check_bounds(offset, size, limit)?;
-    // offset + size <= limit; the pages it touches stay inside the mapping, whose
-    // length is whole pages. round_up cannot overflow as size <= limit.
-    Ok(round_up_to_page(size).unwrap_or(size))
-}
-
-/// Validation of a range that creates or removes a mapping: also size > 0.
-pub(crate) fn check_mapping_range(offset: usize, size: usize, limit: usize) -> Result<usize> {
-    if size == 0 {
-        return Err(Error::ZeroSize { what: "size" });
-    }
-    check_syscall_range(offset, size, limit)
 }
 
 /// How a checked copy may touch the memory.
@@ -306,48 +250,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bounds_reject_overflow_and_past_end() {
-        assert_eq!(check_bounds(0, 10, 10), Ok(10));
-        assert!(matches!(
-            check_bounds(5, 6, 10),
-            Err(Error::OutOfBounds { .. })
-        ));
-        assert!(matches!(
-            check_bounds(usize::MAX, 2, usize::MAX),
-            Err(Error::OutOfBounds { .. })
-        ));
-    }
-
-    #[test]
-    fn alignment_and_zero_size() {
-        let ps = page_size();
-        assert!(matches!(
-            check_mapping_range(1, ps, 4 * ps),
-            Err(Error::Unaligned {
-                what: "offset",
-                value: 1
-            })
-        ));
-        assert!(matches!(
-            check_mapping_range(0, 0, 4 * ps),
-            Err(Error::ZeroSize { .. })
-        ));
-        assert_eq!(check_mapping_range(ps, 1, 4 * ps), Ok(ps));
-        assert_eq!(check_syscall_range(0, 0, 4 * ps), Ok(0));
-    }
-
-    #[test]
     fn populate_and_touch_fault_in_pages() {
         use crate::{MappingOptions, MemoryMapping};
         let ps = page_size();
         let m = MemoryMapping::anonymous(4 * ps, MappingOptions::anonymous()).unwrap();
         let region: &dyn MappedRegion = &m;
+        let range = region.page_range(0, 4 * ps).unwrap();
+        assert_eq!(range.len(), 4 * ps);
         // SAFETY: the range is the whole live mapping.
         unsafe {
-            populate_range(region.as_ptr(), 4 * ps, true).unwrap();
-            populate_range(region.as_ptr(), 4 * ps, false).unwrap();
-            touch_pages(region.as_ptr(), 4 * ps).unwrap();
-            msync_range(region.as_ptr(), 4 * ps).unwrap();
+            range.populate(true).unwrap();
+            range.populate(false).unwrap();
+            copy::probe_pages(region.as_ptr(), 4 * ps).unwrap();
+            range.msync().unwrap();
         }
         let mut resident = [0u8; 4];
         // SAFETY: mincore writes one byte per page of the live mapping.
@@ -363,31 +278,40 @@ mod tests {
         )
         .unwrap();
         assert!(populate_supported());
+        let none_region: &dyn MappedRegion = &none;
+        let range = none_region.page_range(0, ps).unwrap();
         // SAFETY: the range is the whole live mapping; PROT_NONE makes it fail
         // with the kernel's own error, not the fallback's.
-        let err = unsafe { populate_range(none.as_ptr(), ps, false) }.unwrap_err();
-        assert_eq!(err.syscall().map(|(_, call)| call), Some("madvise"));
+        let err = unsafe { range.populate(false) }.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Syscall {
+                    syscall: "madvise",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         // SAFETY: as above; the fault-safe touch reports EFAULT.
-        let touched = unsafe { touch_pages(none.as_ptr(), ps) };
-        assert_eq!(touched.unwrap_err().code(), "EFAULT");
+        let touched = unsafe { copy::probe_pages(none.as_ptr(), ps) };
+        assert_eq!(touched.unwrap_err().errno(), Some(libc::EFAULT));
     }
 
     #[test]
-    fn dangerous_advices_are_refused() {
+    fn ranges_are_checked_before_the_kernel_call() {
         use crate::{MappingOptions, MemoryMapping};
-        let m = MemoryMapping::anonymous(page_size(), MappingOptions::anonymous()).unwrap();
+        let ps = page_size();
+        let m = MemoryMapping::anonymous(ps, MappingOptions::anonymous()).unwrap();
         let region: &dyn MappedRegion = &m;
-        // SAFETY: the range is the whole live mapping.
-        unsafe {
-            madvise_range(region.as_ptr(), page_size(), libc::MADV_WILLNEED).unwrap();
-            assert!(matches!(
-                madvise_range(region.as_ptr(), page_size(), 100),
-                Err(Error::OutOfRange { .. })
-            ));
-        }
-        assert!(check_advice(libc::MADV_WILLNEED).is_ok());
-        assert!(check_advice(100).is_err());
-        assert!(check_advice(102).is_err());
-        assert!(check_advice(-1).is_err());
+        let willneed = Advice::new(libc::MADV_WILLNEED).unwrap();
+        region.madvise(0, ps, willneed).unwrap();
+        region.madvise(0, 0, willneed).unwrap();
+        region.msync(0, ps).unwrap();
+        assert!(matches!(region.msync(1, ps), Err(Error::Unaligned { .. })));
+        assert!(matches!(
+            region.madvise(0, ps + 1, willneed),
+            Err(Error::OutOfBounds { .. })
+        ));
     }
 }

@@ -1,9 +1,9 @@
 //! `SharedMemory`: a memfd, sealed against shrinking so that no mapping of it
 //! can ever fault with `SIGBUS`.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
+use crate::rules::{check_seals, memfd_name};
 use crate::{sys, Error, Result};
 
 /// A sized memfd created with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
@@ -15,7 +15,8 @@ use crate::{sys, Error, Result};
 /// closed by someone else closes nothing.
 #[derive(Debug)]
 pub struct SharedMemory {
-    fd: RawFd,
+    /// `None` only during drop.
+    fd: Option<OwnedFd>,
     identity: (u64, u64),
     size: u64,
 }
@@ -32,33 +33,27 @@ impl SharedMemory {
             what: "size",
             reason: format!("{size} does not fit in off_t"),
         })?;
-        let cname = CString::new(name).map_err(|_| Error::InvalidArgument {
-            what: "name",
-            reason: "contains a NUL byte".into(),
-        })?;
+        let cname = memfd_name(name)?;
         let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
         if hugetlb {
             flags |= libc::MFD_HUGETLB;
         }
-        let raw = sys::memfd_create(&cname, flags)?;
-        let Some(identity) = sys::file_identity(raw) else {
-            let e = Error::last_os_error("fstat");
-            sys::close(raw);
-            return Err(e);
-        };
-        // From here on, dropping `shm` closes the fresh fd on every error path.
-        let shm = SharedMemory {
-            fd: raw,
-            identity,
-            size,
-        };
-        sys::ftruncate(shm.fd, len)?;
+        let fd = sys::memfd_create(&cname, flags)?;
+        // Dropping `fd` closes the fresh memfd on every error path.
+        let identity =
+            sys::file_identity(fd.as_fd()).ok_or_else(|| Error::last_os_error("fstat"))?;
+        sys::ftruncate(fd.as_fd(), len)?;
         if hugetlb {
             // Huge pages come from a fixed pool: a fault on one the pool cannot
             // supply raises SIGBUS. Allocating them all now turns that into an
             // error here (ENOSPC), never a crash later.
-            sys::fallocate(shm.fd, len)?;
+            sys::fallocate(fd.as_fd(), len)?;
         }
+        let shm = SharedMemory {
+            fd: Some(fd),
+            identity,
+            size,
+        };
         if seal {
             shm.add_seals(libc::F_SEAL_SHRINK)?;
         }
@@ -67,19 +62,19 @@ impl SharedMemory {
 
     /// The memfd's number (see the type's docs on numbers reused by others).
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.as_fd().as_raw_fd()
     }
 
     /// Whether the fd number still refers to this memfd.
     pub fn is_own_fd(&self) -> bool {
-        sys::file_identity(self.fd) == Some(self.identity)
+        sys::file_identity(self.as_fd()) == Some(self.identity)
     }
 
     /// The fd for a call that acts on it: `EBADF` once someone else closed it
     /// (whatever the number refers to now is not ours to seal).
-    fn own_fd(&self, syscall: &'static str) -> Result<RawFd> {
+    fn own_fd(&self, syscall: &'static str) -> Result<BorrowedFd<'_>> {
         if self.is_own_fd() {
-            Ok(self.fd)
+            Ok(self.as_fd())
         } else {
             Err(Error::Syscall {
                 syscall,
@@ -102,17 +97,7 @@ impl SharedMemory {
     /// Adds seals (`F_ADD_SEALS`): `F_SEAL_SEAL`, `F_SEAL_SHRINK`, `F_SEAL_GROW`,
     /// `F_SEAL_WRITE`, `F_SEAL_FUTURE_WRITE`.
     pub fn add_seals(&self, seals: i32) -> Result<()> {
-        const KNOWN: i32 = libc::F_SEAL_SEAL
-            | libc::F_SEAL_SHRINK
-            | libc::F_SEAL_GROW
-            | libc::F_SEAL_WRITE
-            | libc::F_SEAL_FUTURE_WRITE;
-        if seals & !KNOWN != 0 || seals < 0 {
-            return Err(Error::OutOfRange {
-                what: "seals",
-                reason: format!("{seals} has unknown seal bits"),
-            });
-        }
+        check_seals(seals)?;
         sys::add_seals(self.own_fd("fcntl")?, seals)
     }
 }
@@ -120,9 +105,23 @@ impl SharedMemory {
 impl Drop for SharedMemory {
     fn drop(&mut self) {
         // Close only our memfd: if someone closed it and the number now names
-        // another file, that file is not ours to close.
-        if self.is_own_fd() {
-            sys::close(self.fd);
+        // another file, that file is not ours to close, so the number is
+        // given up without closing it.
+        let own = self.is_own_fd();
+        if let Some(fd) = self.fd.take() {
+            if !own {
+                let _ = fd.into_raw_fd();
+            }
+        }
+    }
+}
+
+impl AsFd for SharedMemory {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.fd {
+            Some(fd) => fd.as_fd(),
+            // Only `drop` takes the fd, and nothing borrows `self` after it.
+            None => unreachable!("SharedMemory used during drop"),
         }
     }
 }
@@ -137,6 +136,7 @@ impl AsRawFd for SharedMemory {
 mod tests {
     use super::*;
     use crate::{page_size, MappingOptions, MemoryMapping};
+    use std::os::fd::AsFd;
 
     #[test]
     fn create_seals_against_shrinking() {
@@ -178,7 +178,7 @@ mod tests {
         let shm = SharedMemory::create("mr-core-own", 1, true, false).unwrap();
         let fd = shm.fd();
         // Someone else closes the memfd and the number is reused for a pipe.
-        sys::close(fd);
+        crate::testutil::close_raw(fd);
         let mut fds = [0; 2];
         // SAFETY: pipe writes two fds into the array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -187,29 +187,29 @@ mod tests {
         } else {
             // SAFETY: dup2 onto the freed number, so it now names the pipe.
             assert_eq!(unsafe { libc::dup2(fds[0], fd) }, fd);
-            sys::close(fds[0]);
+            crate::testutil::close_raw(fds[0]);
             (fd, fds[1])
         };
         assert!(!shm.is_own_fd());
-        assert_eq!(shm.seals().unwrap_err().code(), "EBADF");
+        assert_eq!(shm.seals().unwrap_err().errno(), Some(libc::EBADF));
         assert_eq!(
-            shm.add_seals(libc::F_SEAL_GROW).unwrap_err().code(),
-            "EBADF"
+            shm.add_seals(libc::F_SEAL_GROW).unwrap_err().errno(),
+            Some(libc::EBADF)
         );
         drop(shm);
         // The pipe is still open.
         // SAFETY: F_GETFD only queries the fd.
         assert_ne!(unsafe { libc::fcntl(other, libc::F_GETFD) }, -1);
-        sys::close(other);
-        sys::close(spare);
+        crate::testutil::close_raw(other);
+        crate::testutil::close_raw(spare);
     }
 
     #[test]
     fn two_mappings_share_memory() {
         let ps = page_size();
         let shm = SharedMemory::create("mr-core-two", ps as u64, true, false).unwrap();
-        let a = MemoryMapping::from_fd(&shm, ps, MappingOptions::fd()).unwrap();
-        let b = MemoryMapping::from_fd(&shm, ps, MappingOptions::fd()).unwrap();
+        let a = MemoryMapping::from_fd(shm.as_fd(), ps, MappingOptions::fd()).unwrap();
+        let b = MemoryMapping::from_fd(shm.as_fd(), ps, MappingOptions::fd()).unwrap();
         a.write_from(10, b"shared").unwrap();
         let mut buf = [0u8; 6];
         b.read_into(10, &mut buf).unwrap();

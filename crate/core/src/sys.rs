@@ -1,7 +1,7 @@
 //! Small wrappers around the system calls the crate uses. Each returns a typed
 //! [`Error::Syscall`] on failure and carries no other logic.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -32,13 +32,10 @@ pub unsafe fn mmap(
     len: usize,
     prot: libc::c_int,
     flags: libc::c_int,
-    fd: RawFd,
-    offset: u64,
+    fd: Option<BorrowedFd<'_>>,
+    offset: libc::off_t,
 ) -> Result<*mut u8> {
-    let offset = libc::off_t::try_from(offset).map_err(|_| Error::OutOfRange {
-        what: "fdOffset",
-        reason: format!("{offset} does not fit in off_t"),
-    })?;
+    let fd = fd.map_or(-1, |fd| fd.as_raw_fd());
     // SAFETY: the caller guarantees the MAP_FIXED contract; otherwise the kernel
     // picks free address space and touches nothing we own.
     let ret = unsafe { libc::mmap(addr.cast(), len, prot, flags, fd, offset) };
@@ -94,9 +91,9 @@ pub unsafe fn mprotect(addr: *mut u8, len: usize, prot: libc::c_int) -> Result<(
 }
 
 /// A duplicate of `fd` (`F_DUPFD_CLOEXEC`), owned by the caller.
-pub fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
+pub fn dup_cloexec(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC only creates a new fd.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
         return Err(Error::last_os_error("fcntl"));
     }
@@ -104,47 +101,46 @@ pub fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
-/// `memfd_create(2)`; the fd is the caller's to close.
-pub fn memfd_create(name: &std::ffi::CStr, flags: libc::c_uint) -> Result<RawFd> {
+/// `memfd_create(2)`.
+pub fn memfd_create(name: &std::ffi::CStr, flags: libc::c_uint) -> Result<OwnedFd> {
     // SAFETY: `name` is a valid NUL-terminated string for the call.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     if fd < 0 {
         return Err(Error::last_os_error("memfd_create"));
     }
-    Ok(fd)
+    // SAFETY: `fd` is a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `ftruncate(2)`.
-pub fn ftruncate(fd: RawFd, len: libc::off_t) -> Result<()> {
+pub fn ftruncate(fd: BorrowedFd<'_>, len: libc::off_t) -> Result<()> {
     // SAFETY: changes only the size of the file behind `fd`.
-    check(unsafe { libc::ftruncate(fd, len) }, "ftruncate")
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }, "ftruncate")
 }
 
 /// `fallocate(2)` of `[0, len)` with mode 0 (allocate the blocks).
-pub fn fallocate(fd: RawFd, len: libc::off_t) -> Result<()> {
+pub fn fallocate(fd: BorrowedFd<'_>, len: libc::off_t) -> Result<()> {
     // SAFETY: allocates storage of the file behind `fd`; no memory is touched.
-    check(unsafe { libc::fallocate(fd, 0, 0, len) }, "fallocate")
-}
-
-/// `fcntl(F_ADD_SEALS)`.
-pub fn add_seals(fd: RawFd, seals: libc::c_int) -> Result<()> {
-    // SAFETY: F_ADD_SEALS changes only kernel state of the file behind `fd`.
     check(
-        unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) },
-        "fcntl",
+        unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) },
+        "fallocate",
     )
 }
 
-/// `close(2)`; errors are ignored as the fd is gone either way.
-pub fn close(fd: RawFd) {
-    // SAFETY: closing an fd has no memory-safety consequences for this process's Rust state.
-    unsafe { libc::close(fd) };
+/// `fcntl(F_ADD_SEALS)`.
+pub fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> Result<()> {
+    // SAFETY: F_ADD_SEALS changes only kernel state of the file behind `fd`.
+    check(
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) },
+        "fcntl",
+    )
 }
 
 /// The size of what `fd` maps, where it has one: regular files (memfds
 /// included) and block devices. Pages of such an fd past its end cannot be
 /// touched without `SIGBUS`. `None` for anything else (character devices, …).
-pub fn mappable_size(fd: RawFd) -> Result<Option<u64>> {
+pub fn mappable_size(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+    let fd = fd.as_raw_fd();
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a full `struct stat` into the buffer on success.
     let ret = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
@@ -171,10 +167,10 @@ pub fn mappable_size(fd: RawFd) -> Result<Option<u64>> {
 
 /// The identity (`st_dev`, `st_ino`) of the file `fd` refers to, or `None`
 /// when `fd` is not open.
-pub fn file_identity(fd: RawFd) -> Option<(u64, u64)> {
+pub fn file_identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a full `struct stat` into the buffer on success.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
         return None;
     }
     // SAFETY: fstat returned 0, so the struct is initialised.
@@ -183,9 +179,9 @@ pub fn file_identity(fd: RawFd) -> Option<(u64, u64)> {
 }
 
 /// The seals of a memfd (`F_GET_SEALS`), or `None` for an fd that has none.
-pub fn seals(fd: RawFd) -> Option<libc::c_int> {
+pub fn seals(fd: BorrowedFd<'_>) -> Option<libc::c_int> {
     // SAFETY: F_GET_SEALS only reads kernel state of the fd.
-    let ret = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
     (ret >= 0).then_some(ret)
 }
 
@@ -204,16 +200,19 @@ pub fn check(ret: libc::c_int, syscall: &'static str) -> Result<()> {
 /// map-count limit (where an allocation that needs a new mapping would fail).
 /// Needs one fd (`EMFILE` when none is free).
 pub fn for_each_mapping(mut f: impl FnMut(usize, usize) -> bool) -> Result<()> {
-    // SAFETY: a NUL-terminated path; the fd is closed below.
-    let fd = unsafe {
+    // SAFETY: a NUL-terminated path.
+    let raw = unsafe {
         libc::open(
             c"/proc/self/maps".as_ptr(),
             libc::O_RDONLY | libc::O_CLOEXEC,
         )
     };
-    if fd < 0 {
+    if raw < 0 {
         return Err(Error::last_os_error("open"));
     }
+    // SAFETY: a fresh fd that nothing else owns; dropping it closes it.
+    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = owned.as_raw_fd();
     let mut buf = [0u8; 8192];
     let mut filled = 0;
     // Parses "start-end ..." at the beginning of each line.
@@ -253,7 +252,7 @@ pub fn for_each_mapping(mut f: impl FnMut(usize, usize) -> bool) -> Result<()> {
             filled = 0;
         }
     }
-    close(fd);
+    drop(owned);
     result
 }
 
@@ -317,6 +316,100 @@ pub fn unmapped_ranges(start: usize, end: usize) -> Result<Vec<(usize, usize)>> 
     Ok(holes)
 }
 
+/// `process_vm_readv(2)` on this process: copies from the `remote` ranges into
+/// the `local` ones. Returns the bytes copied (fewer at the first bad page).
+///
+/// # Safety
+/// Every range must lie in this process's address space, and the `local` ones
+/// must be memory the caller may overwrite. The kernel checks each page and
+/// reports `EFAULT` (or a short count) instead of raising a signal.
+pub unsafe fn process_vm_readv(local: &[libc::iovec], remote: &[libc::iovec]) -> Result<usize> {
+    // SAFETY: guaranteed by the caller; the slices give the iovec counts.
+    let n = unsafe {
+        libc::process_vm_readv(
+            libc::getpid(),
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(Error::last_os_error("process_vm_readv"));
+    }
+    Ok(n as usize)
+}
+
+/// `process_vm_writev(2)` on this process: copies from the `local` ranges into
+/// the `remote` ones. Returns the bytes copied.
+///
+/// # Safety
+/// As [`process_vm_readv`], with the `remote` ranges the ones overwritten.
+pub unsafe fn process_vm_writev(local: &[libc::iovec], remote: &[libc::iovec]) -> Result<usize> {
+    // SAFETY: guaranteed by the caller; the slices give the iovec counts.
+    let n = unsafe {
+        libc::process_vm_writev(
+            libc::getpid(),
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(Error::last_os_error("process_vm_writev"));
+    }
+    Ok(n as usize)
+}
+
+/// The current `SIGBUS` disposition, or `None` if it cannot be read.
+/// Async-signal-safe.
+pub fn sigbus_action() -> Option<libc::sigaction> {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: only queries the current disposition, into `old`.
+    if unsafe { libc::sigaction(libc::SIGBUS, ptr::null(), old.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: sigaction succeeded and filled `old`.
+    Some(unsafe { old.assume_init() })
+}
+
+/// A `SIG_DFL` disposition with no flags and an empty mask.
+pub fn default_sigaction() -> libc::sigaction {
+    // SAFETY: a zeroed sigaction is a valid value: SIG_DFL, no flags, and an
+    // empty mask on Linux (sigemptyset zeroes it too).
+    unsafe { std::mem::zeroed() }
+}
+
+/// Sets the `SIGBUS` disposition; `false` when the kernel refused.
+/// Async-signal-safe.
+pub fn set_sigbus_action(action: &libc::sigaction) -> bool {
+    // SAFETY: `action` is a valid disposition; which handler it names is the
+    // caller's choice (the guard's own, or a previous one it restores).
+    unsafe { libc::sigaction(libc::SIGBUS, action, ptr::null_mut()) == 0 }
+}
+
+/// Whether `SIGBUS` is blocked on the calling thread, or `None` if the mask
+/// cannot be read.
+pub fn sigbus_blocked() -> Option<bool> {
+    let mut mask = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: only queries the thread's mask into `mask`, then reads it.
+    unsafe {
+        if libc::pthread_sigmask(libc::SIG_BLOCK, ptr::null(), mask.as_mut_ptr()) != 0 {
+            return None;
+        }
+        Some(libc::sigismember(mask.as_ptr(), libc::SIGBUS) == 1)
+    }
+}
+
+/// `raise(3)`. Async-signal-safe.
+pub fn raise(sig: libc::c_int) {
+    // SAFETY: sending a signal to this thread; what it does is the disposition's.
+    unsafe { libc::raise(sig) };
+}
+
 /// A null pointer helper for `mmap` without a hint.
 pub fn no_hint() -> *mut u8 {
     ptr::null_mut()
@@ -341,7 +434,7 @@ mod tests {
                 len,
                 libc::PROT_NONE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
+                None,
                 0,
             )
         }
@@ -400,16 +493,16 @@ mod tests {
         }) else {
             return;
         };
-        use std::os::fd::AsRawFd;
-        assert!(mappable_size(dev.as_raw_fd()).unwrap().is_some());
+        use std::os::fd::AsFd;
+        assert!(mappable_size(dev.as_fd()).unwrap().is_some());
         let null = std::fs::File::open("/dev/null").unwrap();
-        assert_eq!(mappable_size(null.as_raw_fd()).unwrap(), None);
+        assert_eq!(mappable_size(null.as_fd()).unwrap(), None);
     }
 
     #[test]
     fn fstat_of_bad_fd_is_ebadf() {
         assert_eq!(
-            mappable_size(-1),
+            mappable_size(crate::testutil::borrow(999_999)),
             Err(Error::Syscall {
                 syscall: "fstat",
                 errno: libc::EBADF

@@ -5,20 +5,22 @@
 //! what the kernel reports in /proc/self/maps for the arena's range: the same
 //! number of mappings, the same protections, nothing unmapped.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use mapped_region::{
-    page_size, Backing, MappedRegion, MemoryMappingArena, Protection, SharedMemory,
+    page_size, Advice, Backing, MappedRegion, MemoryMappingArena, Protection, SharedMemory,
 };
 use proptest::prelude::*;
 
 const PAGES: usize = 32;
 
-struct Fd(RawFd);
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
+/// Borrows a number from the fuzzer's fd table, which holds open fds and
+/// numbers that are not open at all (-1 excluded: `BorrowedFd` cannot hold it).
+fn borrow(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the number is either one of the test's open fds, kept open for
+    // the whole run, or not open, which the calls report as EBADF; no Rust
+    // object owns it.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 #[derive(Debug, Clone)]
@@ -157,14 +159,14 @@ proptest! {
         let ps = page_size();
         let small = SharedMemory::create("fuzz-small", 4 * ps as u64, true, false).unwrap();
         let large = SharedMemory::create("fuzz-large", 16 * ps as u64, true, false).unwrap();
-        let fds = [small.as_raw_fd(), large.as_raw_fd(), -1, 1_000_000];
+        let fds = [small.as_raw_fd(), large.as_raw_fd(), 999_999, 1_000_000];
         let mut arena = MemoryMappingArena::new(PAGES * ps).unwrap();
         let base = arena.as_ptr() as usize;
         for op in ops {
             match op {
                 Op::AddFd { offset, size, fd, fd_offset, prot } => {
                     if let Some(prot) = Protection::from_bits(prot) {
-                        let _ = arena.add_fd_mapping(offset, size, &Fd(fds[fd as usize]), fd_offset, prot);
+                        let _ = arena.add_fd_mapping(offset, size, borrow(fds[fd as usize]), fd_offset, prot);
                     }
                 }
                 Op::AddAnon { offset, size, prot } => {
@@ -182,7 +184,9 @@ proptest! {
                 Op::Madvise { offset, size, advice } => {
                     let region: &dyn MappedRegion = &arena;
                     // DONTNEED on shared/anonymous pages only zeroes; never faults.
-                    let _ = region.madvise(offset, size, advice);
+                    if let Ok(advice) = Advice::new(advice) {
+                        let _ = region.madvise(offset, size, advice);
+                    }
                 }
                 Op::Read { offset, len } => {
                     let mut buf = vec![0u8; len];

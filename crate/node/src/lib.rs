@@ -1,20 +1,37 @@
-//! The napi glue: thin classes that convert arguments, call the core crate and
-//! turn its typed errors into Node-style JS errors. No memory logic lives here.
+//! The napi binding of mapped-region: converts JavaScript values, calls the
+//! core crate (`crate/core`) and turns its typed errors into Node-style
+//! JavaScript errors through one table. No memory logic lives here.
+//!
+//! - [`entries`]: every call on a region, registered with raw N-API; their
+//!   typings are generated from the declarations there.
+//! - [`handles`]: regions behind numeric handles, closing, the change protocol.
+//! - [`views`]: zero-copy `Buffer`s and their lifetimes.
+//! - [`tasks`]: asynchronous operations on the libuv thread pool.
+//! - [`errors`]: the error table and the codes.
+//! - [`convert`]: JavaScript numbers to the core's integers.
+//! - [`records`], [`shm`]: the records returned, and `SharedMemory` (napi-rs,
+//!   called once per object, not per operation).
 
 // Under `cfg(test)` napi-derive generates no module registration, so every
-// exported function looks unused to the compiler; the glue is tested through the
-// ava suite, not `cargo test`.
+// exported function looks unused to the compiler; the binding is tested
+// through the ava suite, not `cargo test`.
 #![cfg_attr(test, allow(dead_code))]
 
-mod args;
-mod errors;
-mod fast;
-mod region;
-mod shm;
+pub mod convert;
+pub mod entries;
+pub mod errors;
+pub mod handles;
+pub mod records;
+pub mod shm;
+pub mod tasks;
+pub mod views;
 
 use napi::bindgen_prelude::Object;
 use napi::{Env, JsValue};
 use napi_derive::napi;
+
+use crate::errors::to_napi;
+use crate::records::{MapCount, MappingInfo};
 
 /// The system page size.
 #[napi]
@@ -22,34 +39,42 @@ pub fn page_size() -> u32 {
     mapped_region::page_size() as u32
 }
 
-/// Registers the hot-path functions that bypass napi-rs's argument handling.
+/// Whether `value` is a multiple of the page size (the core's alignment rule,
+/// for facade checks of values that reach no native call as an offset).
+#[napi]
+pub fn is_page_aligned(value: f64) -> bool {
+    value >= 0.0 && mapped_region::rules::check_aligned("value", value as u64).is_ok()
+}
+
+/// Registers the entry points.
 #[napi(module_exports)]
 pub fn init(exports: Object, env: Env) -> napi::Result<()> {
-    fast::register(&env, exports.raw())
+    // SAFETY: the env and exports object of this module's initialisation.
+    unsafe { entries::register(env.raw(), exports.raw()) }
 }
 
-/// The process's map-count budget, see `mapCount()` in the facade.
-#[napi(object)]
-pub struct MapCount {
-    /// Mappings in the whole process now (`/proc/self/maps`).
-    pub process: u32,
-    /// Mappings owned by this library (arenas with their holes, mappings).
-    pub owned: u32,
-    /// `vm.max_map_count`.
-    pub limit: u32,
-    /// Mappings kept free for the runtime: overlays are refused within this of the limit.
-    pub headroom: u32,
+/// The TypeScript declarations of the raw entry points (for
+/// `scripts/typings.mjs`, which appends them to `index.d.ts`).
+#[napi(skip_typescript)]
+pub fn entry_typings() -> String {
+    entries::typings()
 }
 
-/// Counts the process's mappings against `vm.max_map_count`.
+/// Counts the process's kernel mappings against `vm.max_map_count`.
 #[napi]
-pub fn map_count(env: napi::Env) -> napi::Result<MapCount> {
+pub fn map_count(env: Env) -> napi::Result<MapCount> {
     use mapped_region::budget;
-    let process = errors::js(&env, budget::process_map_count())?;
+    let process = budget::process_map_count().map_err(|e| to_napi(&env, e.into()))?;
     Ok(MapCount {
         process: process as u32,
         owned: budget::owned_map_count() as u32,
         limit: budget::max_map_count() as u32,
         headroom: budget::headroom() as u32,
     })
+}
+
+/// The layout of an arena.
+#[napi]
+pub fn region_mappings(env: Env, handle: f64) -> napi::Result<Vec<MappingInfo>> {
+    handles::mappings(handle).map_err(|f| to_napi(&env, f))
 }

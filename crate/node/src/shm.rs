@@ -1,16 +1,22 @@
-//! `NativeSharedMemory`: the binding class behind the facade's `SharedMemory`.
+//! `NativeSharedMemory`: the binding class behind the facade's `SharedMemory`
+//! (napi-rs: one object per memfd, no per-operation cost that matters).
 
 use mapped_region::{Error, SharedMemory};
 use napi::Env;
 use napi_derive::napi;
 
-use crate::args;
-use crate::errors::{js, throw};
+use crate::convert;
+use crate::errors::{to_napi, Result};
 
+/// A sealed memfd.
 #[napi]
 pub struct NativeSharedMemory {
     shm: Option<SharedMemory>,
     size: f64,
+}
+
+fn js<T>(env: &Env, result: Result<T>) -> napi::Result<T> {
+    result.map_err(|f| to_napi(env, f))
 }
 
 #[napi]
@@ -24,41 +30,46 @@ impl NativeSharedMemory {
         seal: bool,
         hugetlb: bool,
     ) -> napi::Result<Self> {
-        let size = js(&env, args::index("size", size))?;
-        let shm = js(
-            &env,
-            SharedMemory::create(&name, size as u64, seal, hugetlb),
-        )?;
+        let created = convert::index("size", size).and_then(|size| {
+            Ok(SharedMemory::create(&name, size as u64, seal, hugetlb).map(|shm| (shm, size))?)
+        });
+        let (shm, size) = js(&env, created)?;
         Ok(NativeSharedMemory {
             shm: Some(shm),
             size: size as f64,
         })
     }
 
-    fn get(&self, env: &Env) -> napi::Result<&SharedMemory> {
-        self.shm.as_ref().ok_or_else(|| throw(env, &Error::Closed))
+    fn get(&self) -> Result<&SharedMemory> {
+        Ok(self.shm.as_ref().ok_or(Error::Closed)?)
     }
 
+    /// The memfd's number.
     #[napi(getter)]
     pub fn fd(&self, env: Env) -> napi::Result<i32> {
-        Ok(self.get(&env)?.fd())
+        js(&env, self.get().map(SharedMemory::fd))
     }
 
+    /// The size in bytes.
     #[napi(getter)]
     pub fn size(&self) -> f64 {
         self.size
     }
 
+    /// The current seals.
     #[napi]
     pub fn seals(&self, env: Env) -> napi::Result<i32> {
-        let shm = self.get(&env)?;
-        js(&env, shm.seals())
+        js(&env, self.get().and_then(|shm| Ok(shm.seals()?)))
     }
 
+    /// Adds seals (`F_ADD_SEALS`).
     #[napi]
-    pub fn add_seals(&self, env: Env, seals: i32) -> napi::Result<()> {
-        let shm = self.get(&env)?;
-        js(&env, shm.add_seals(seals))
+    pub fn add_seals(&self, env: Env, seals: f64) -> napi::Result<()> {
+        js(
+            &env,
+            self.get()
+                .and_then(|shm| Ok(shm.add_seals(convert::seals(seals)?)?)),
+        )
     }
 
     /// Closes the memfd. Mappings of it stay valid. Idempotent.
@@ -67,6 +78,7 @@ impl NativeSharedMemory {
         self.shm = None;
     }
 
+    /// Whether it was closed.
     #[napi(getter)]
     pub fn closed(&self) -> bool {
         self.shm.is_none()

@@ -156,8 +156,11 @@ pub fn kvm_unavailable_reason() -> Option<String> {
 /// A memory slot, as `GuestMemory.regions()` lists it.
 #[napi(object)]
 pub struct Slot {
+    /// Guest-physical start address.
     pub guest_address: BigInt,
+    /// Size in bytes.
     pub size: f64,
+    /// Where the slot is mapped in this process.
     pub userspace_address: BigInt,
 }
 

@@ -1,0 +1,531 @@
+//! The entry points the facade calls per operation, registered with raw
+//! N-API: one mechanism for every call on a region. A napi-rs `#[napi]`
+//! function costs more per call than the callback itself (argument
+//! marshalling, class borrow bookkeeping), which shows next to a one-page
+//! `msync`. Each entry is declared once in [`entries!`]: its arguments' Rust
+//! types give both the conversion and the TypeScript type, and
+//! [`typings`] writes the declarations `scripts/typings.mjs` appends to the
+//! generated `index.d.ts`. Nothing here decides a rule: the callbacks read
+//! their arguments and call `handles`, `views` and the core.
+
+use std::ffi::c_void;
+use std::fmt::Write;
+use std::ptr;
+
+use napi::sys;
+
+use crate::errors::{throw, Failure, Result};
+use crate::handles;
+
+/// Reads up to `N` arguments; missing ones are null.
+///
+/// # Safety
+/// `env` and `info` must be those of the current callback.
+unsafe fn argv<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> [sys::napi_value; N] {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    // SAFETY: argv has room for `argc` values.
+    unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    argv
+}
+
+/// An argument of an entry point: how it is read, and its TypeScript type.
+trait Arg: Sized {
+    /// The TypeScript type of the parameter.
+    const TS: &'static str;
+    /// Reads the argument named `what`.
+    ///
+    /// # Safety
+    /// `value` must be null or a value of the current callback's scope on `env`.
+    unsafe fn read(env: sys::napi_env, value: sys::napi_value, what: &'static str) -> Result<Self>;
+}
+
+/// A number. Anything else reads as NaN, which every conversion refuses with
+/// `ERR_OUT_OF_RANGE` (the facade has checked the type already).
+impl Arg for f64 {
+    const TS: &'static str = "number";
+    unsafe fn read(env: sys::napi_env, value: sys::napi_value, _: &'static str) -> Result<f64> {
+        let mut out = f64::NAN;
+        if !value.is_null() {
+            // SAFETY: a live value; on a non-number the call fails and leaves NaN.
+            unsafe { sys::napi_get_value_double(env, value, &mut out) };
+        }
+        Ok(out)
+    }
+}
+
+/// A boolean.
+impl Arg for bool {
+    const TS: &'static str = "boolean";
+    unsafe fn read(env: sys::napi_env, value: sys::napi_value, what: &'static str) -> Result<bool> {
+        let mut out = false;
+        // SAFETY: a live value (or null, which the call refuses).
+        let status = unsafe { sys::napi_get_value_bool(env, value, &mut out) };
+        if status != sys::Status::napi_ok {
+            return Err(Failure::ArgType {
+                what,
+                expected: "of type boolean",
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The bytes of a `Uint8Array`, valid for the callback (the argument roots
+/// them). They may alias a view of a region: the core copies with memmove.
+struct Bytes {
+    data: *mut u8,
+    len: usize,
+}
+
+impl Bytes {
+    fn as_mut(&mut self) -> &mut [u8] {
+        if self.len == 0 || self.data.is_null() {
+            return &mut [];
+        }
+        // SAFETY: `data` and `len` describe the typed array's memory, alive for
+        // the callback this value lives in (it is never returned from it).
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
+    }
+}
+
+impl Arg for Bytes {
+    const TS: &'static str = "Uint8Array";
+    unsafe fn read(
+        env: sys::napi_env,
+        value: sys::napi_value,
+        what: &'static str,
+    ) -> Result<Bytes> {
+        let not_bytes = Failure::ArgType {
+            what,
+            expected: "a Uint8Array",
+        };
+        let mut is_typed = false;
+        // SAFETY: a live value of this callback's scope, or null (refused).
+        let typed = !value.is_null()
+            && unsafe { sys::napi_is_typedarray(env, value, &mut is_typed) }
+                == sys::Status::napi_ok
+            && is_typed;
+        if !typed {
+            return Err(not_bytes);
+        }
+        let mut kind = 0;
+        let mut len = 0usize;
+        let mut data = ptr::null_mut();
+        // SAFETY: `value` is a typed array; napi reports its element type,
+        // length and data pointer (null for a detached or empty buffer).
+        unsafe {
+            sys::napi_get_typedarray_info(
+                env,
+                value,
+                &mut kind,
+                &mut len,
+                &mut data,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        if kind != sys::TypedarrayType::uint8_array {
+            return Err(not_bytes);
+        }
+        Ok(Bytes {
+            data: data.cast(),
+            len,
+        })
+    }
+}
+
+/// A BigInt as (negative, magnitude's low 64 bits, lossless).
+struct Big(bool, u64, bool);
+
+impl Arg for Big {
+    const TS: &'static str = "bigint";
+    unsafe fn read(env: sys::napi_env, value: sys::napi_value, what: &'static str) -> Result<Big> {
+        let mut sign = 0;
+        let mut words = [0u64; 1];
+        let mut count = 1usize;
+        // SAFETY: room for one word; napi reports how many the value needs.
+        let status = unsafe {
+            sys::napi_get_value_bigint_words(env, value, &mut sign, &mut count, words.as_mut_ptr())
+        };
+        if status != sys::Status::napi_ok {
+            return Err(Failure::ArgType {
+                what,
+                expected: "of type bigint",
+            });
+        }
+        Ok(Big(
+            sign != 0 && (count > 1 || words[0] != 0),
+            words[0],
+            count <= 1,
+        ))
+    }
+}
+
+/// The JavaScript object that owns a new region: when it is collected, the
+/// region's handle is released.
+struct Owner(sys::napi_value);
+
+impl Arg for Owner {
+    const TS: &'static str = "object";
+    unsafe fn read(_: sys::napi_env, value: sys::napi_value, what: &'static str) -> Result<Owner> {
+        if value.is_null() {
+            return Err(Failure::ArgType {
+                what,
+                expected: "an object",
+            });
+        }
+        Ok(Owner(value))
+    }
+}
+
+/// What an entry point returns, and its TypeScript type.
+trait Ret {
+    /// The TypeScript return type.
+    const TS: &'static str;
+    /// The JavaScript value (null for `undefined`).
+    ///
+    /// # Safety
+    /// `env` must be the live env of the current callback.
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value;
+}
+
+impl Ret for () {
+    const TS: &'static str = "void";
+    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
+        ptr::null_mut()
+    }
+}
+
+impl Ret for f64 {
+    const TS: &'static str = "number";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        let mut value = ptr::null_mut();
+        // SAFETY: creates a number in the current callback's scope.
+        unsafe { sys::napi_create_double(env, self, &mut value) };
+        value
+    }
+}
+
+impl Ret for bool {
+    const TS: &'static str = "boolean";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        let mut value = ptr::null_mut();
+        // SAFETY: gets a boolean in the current callback's scope.
+        unsafe { sys::napi_get_boolean(env, self, &mut value) };
+        value
+    }
+}
+
+/// Whether a change left ranges held: `true`, or `undefined` (the common
+/// case, with nothing to create).
+struct Held(bool);
+
+impl Ret for Held {
+    const TS: &'static str = "true | undefined";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        if self.0 {
+            // SAFETY: as for `bool`.
+            unsafe { true.write(env) }
+        } else {
+            ptr::null_mut()
+        }
+    }
+}
+
+/// An address, as a BigInt.
+struct Address(u64);
+
+impl Ret for Address {
+    const TS: &'static str = "bigint";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        let mut value = ptr::null_mut();
+        // SAFETY: creates a BigInt in the current callback's scope.
+        unsafe { sys::napi_create_bigint_uint64(env, self.0, &mut value) };
+        value
+    }
+}
+
+/// A `Buffer` made by the callback.
+struct Buffer(sys::napi_value);
+
+impl Ret for Buffer {
+    const TS: &'static str = "Buffer";
+    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
+        self.0
+    }
+}
+
+/// Turns a result into the callback's return value, throwing on failure.
+///
+/// # Safety
+/// `env` must be the live env of the current callback.
+unsafe fn finish<R: Ret>(env: sys::napi_env, result: Result<R>) -> sys::napi_value {
+    match result {
+        // SAFETY: guaranteed by the caller.
+        Ok(value) => unsafe { value.write(env) },
+        Err(failure) => {
+            // SAFETY: guaranteed by the caller.
+            unsafe { throw(env, &failure) };
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Finalizer of a region's owner: releases its handle.
+unsafe extern "C" fn finalize_owner(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // `data` carries the handle, an integer below 2^53.
+    handles::release(data as usize as f64);
+}
+
+/// Registers `region` and ties its handle to `owner`'s lifetime.
+///
+/// # Safety
+/// `env` must be the live env of the current callback.
+unsafe fn adopt(
+    env: sys::napi_env,
+    owner: Owner,
+    region: Result<mapped_region::AnyRegion>,
+) -> Result<f64> {
+    let handle = handles::insert(env, region?);
+    // SAFETY: `owner.0` is a live value of this callback; the finalizer gets
+    // the handle as its data and runs once, when the owner is collected.
+    let status = unsafe {
+        sys::napi_add_finalizer(
+            env,
+            owner.0,
+            handle as u64 as usize as *mut c_void,
+            Some(finalize_owner),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if status != sys::Status::napi_ok {
+        handles::release(handle);
+        return Err(Failure::ArgType {
+            what: "owner",
+            expected: "an object",
+        });
+    }
+    Ok(handle)
+}
+
+/// A registered entry point.
+struct Entry {
+    /// The export's name, NUL-terminated.
+    name: &'static str,
+    callback: unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value,
+    docs: &'static [&'static str],
+    args: &'static [(&'static str, &'static str)],
+    ret: &'static str,
+}
+
+/// Declares the entry points: `name(arg: Type, ...) -> Ret = |env| body;`.
+/// Each becomes a raw N-API callback that reads its arguments in order (the
+/// first failure throws), evaluates `body` (a `Result<Ret>`) and returns or
+/// throws; and an [`Entry`] with its TypeScript signature.
+macro_rules! entries {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = |$env:ident| $body:expr;
+    )*) => {
+        $(
+            #[allow(non_snake_case)]
+            unsafe extern "C" fn $name(
+                env: sys::napi_env,
+                info: sys::napi_callback_info,
+            ) -> sys::napi_value {
+                const N: usize = 0 $(+ { let _ = stringify!($arg); 1 })*;
+                // SAFETY: called by Node with this callback's env and info.
+                let _values = unsafe { argv::<N>(env, info) };
+                let run = || -> Result<$ret> {
+                    let mut _next = 0;
+                    $(
+                        // SAFETY: each value belongs to this callback's scope.
+                        #[allow(unused_mut)]
+                        let mut $arg = unsafe {
+                            <$ty as Arg>::read(env, _values[_next], stringify!($arg))
+                        }?;
+                        _next += 1;
+                    )*
+                    let $env = env;
+                    $body
+                };
+                let result = run();
+                // SAFETY: `env` is this callback's.
+                unsafe { finish(env, result) }
+            }
+        )*
+
+        const ENTRIES: &[Entry] = &[$(
+            Entry {
+                name: concat!(stringify!($name), "\0"),
+                callback: $name,
+                docs: &[$($doc),*],
+                args: &[$((stringify!($arg), <$ty as Arg>::TS)),*],
+                ret: <$ret as Ret>::TS,
+            },
+        )*];
+    };
+}
+
+entries! {
+    /// A `PROT_NONE` reservation of `size` bytes owned by `owner`; returns its handle.
+    regionReserve(owner: Owner, size: f64) -> f64 = |env| {
+        // SAFETY: `env` is this callback's.
+        unsafe { adopt(env, owner, handles::reserve(size)) }
+    };
+    /// Anonymous memory owned by `owner`; returns its handle.
+    regionAnonymous(owner: Owner, size: f64, protection: f64, populate: bool, shared: bool) -> f64 = |env| {
+        // SAFETY: as above.
+        unsafe { adopt(env, owner, handles::anonymous(size, protection, populate, shared)) }
+    };
+    /// A mapping of `fd` owned by `owner`; returns its handle.
+    regionFromFd(
+        owner: Owner,
+        fd: f64,
+        size: f64,
+        offset: f64,
+        protection: f64,
+        populate: bool,
+        shared: bool,
+        checkEof: bool,
+    ) -> f64 = |env| {
+        let region = handles::from_fd(fd, size, offset, protection, populate, shared, checkEof);
+        // SAFETY: as above.
+        unsafe { adopt(env, owner, region) }
+    };
+    /// The start address (`ERR_MMAP_CLOSED` once closed).
+    regionAddress(handle: f64) -> Address = |_env| handles::address(handle).map(Address);
+    /// The size in bytes (whole pages for an arena).
+    regionSize(handle: f64) -> f64 = |_env| handles::size(handle);
+    /// Whether the region is closed.
+    regionClosed(handle: f64) -> bool = |_env| Ok(handles::closed(handle));
+    /// Detaches every view and unmaps (once nothing uses the memory). `true`
+    /// when the facade must call `regionReclaim` on the next turn of the event loop.
+    regionClose(handle: f64) -> Held = |_env| Ok(Held(handles::close(handle)));
+    /// Gives held ranges what their changes asked for; releases a deferred close.
+    regionReclaim(handle: f64) -> () = |_env| {
+        handles::reclaim(handle);
+        Ok(())
+    };
+    /// `msync(MS_SYNC)`.
+    regionMsync(handle: f64, offset: f64, size: f64) -> () = |_env| handles::msync(handle, offset, size);
+    /// `madvise` with the Linux advice number.
+    regionMadvise(handle: f64, offset: f64, size: f64, advice: f64) -> () = |_env| {
+        handles::madvise(handle, offset, size, advice)
+    };
+    /// An fd overlay. `true` when the arena now holds ranges to reclaim.
+    regionAddFdMapping(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: f64, protection: f64) -> Held = |_env| {
+        handles::add_fd_mapping(handle, offset, size, fd, fdOffset, protection).map(Held)
+    };
+    /// An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
+    regionAddFdMappingBig(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: Big, protection: f64) -> Held = |_env| {
+        let Big(negative, value, lossless) = fdOffset;
+        handles::add_fd_mapping_big(handle, offset, size, fd, (negative, value, lossless), protection).map(Held)
+    };
+    /// A private anonymous overlay.
+    regionAddAnonymous(handle: f64, offset: f64, size: f64, protection: f64) -> Held = |_env| {
+        handles::add_anonymous(handle, offset, size, protection).map(Held)
+    };
+    /// Replaces the range by reserved `PROT_NONE` space.
+    regionRemoveMapping(handle: f64, offset: f64, size: f64) -> Held = |_env| {
+        handles::remove_mapping(handle, offset, size).map(Held)
+    };
+    /// Copies `target.length` bytes at `offset` into `target`.
+    regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
+        handles::read_into(handle, offset, target.as_mut())
+    };
+    /// Copies `source` to `offset`.
+    regionWrite(handle: f64, offset: f64, source: Bytes) -> () = |_env| {
+        handles::write(handle, offset, source.as_mut())
+    };
+    /// A new `Buffer` with a copy of `length` bytes at `offset`.
+    regionRead(handle: f64, offset: f64, length: f64) -> Buffer = |env| {
+        let (offset, length) = handles::read_range(handle, offset, length)?;
+        let mut data = ptr::null_mut();
+        let mut buffer = ptr::null_mut();
+        // SAFETY: `env` is this callback's; Node allocates `length` bytes.
+        let status = unsafe { sys::napi_create_buffer(env, length, &mut data, &mut buffer) };
+        if status != sys::Status::napi_ok {
+            return Err(Failure::Pending);
+        }
+        let mut bytes = Bytes { data: data.cast(), len: length };
+        handles::read_into(handle, offset as f64, bytes.as_mut())?;
+        Ok(Buffer(buffer))
+    };
+    /// A zero-copy `Buffer` over the range, detached when the memory under it changes.
+    regionView(handle: f64, offset: f64, length: f64) -> Buffer = |env| {
+        // SAFETY: `env` is this callback's, on the region's thread.
+        unsafe { crate::views::create(env, handle, offset, length) }.map(Buffer)
+    };
+    /// Asynchronous operations still pending.
+    regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));
+    /// Kernel mappings an arena occupies.
+    regionKernelMappings(handle: f64) -> f64 = |_env| handles::kernel_mappings(handle);
+}
+
+/// The TypeScript declarations of the entry points, for `index.d.ts`.
+pub fn typings() -> String {
+    let mut out = String::new();
+    for e in ENTRIES {
+        out.push_str("\n/**\n");
+        for line in e.docs {
+            let _ = writeln!(out, " *{line}");
+        }
+        out.push_str(" */\n");
+        let args: Vec<String> = e.args.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+        let _ = writeln!(
+            out,
+            "export declare function {}({}): {}",
+            e.name.trim_end_matches('\0'),
+            args.join(", "),
+            e.ret
+        );
+    }
+    out
+}
+
+/// Adds the entry points to the module's exports.
+///
+/// # Safety
+/// `env` and `exports` must be those of the module's initialisation.
+pub unsafe fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()> {
+    for e in ENTRIES {
+        let mut function = ptr::null_mut();
+        // SAFETY: `e.name` is NUL-terminated; the function and the property
+        // are created on this env during module initialisation.
+        let status = unsafe {
+            sys::napi_create_function(
+                env,
+                e.name.as_ptr().cast(),
+                (e.name.len() - 1) as isize,
+                Some(e.callback),
+                ptr::null_mut(),
+                &mut function,
+            )
+        };
+        if status != sys::Status::napi_ok {
+            return Err(napi::Error::from_reason("napi_create_function failed"));
+        }
+        // SAFETY: as above.
+        let status =
+            unsafe { sys::napi_set_named_property(env, exports, e.name.as_ptr().cast(), function) };
+        if status != sys::Status::napi_ok {
+            return Err(napi::Error::from_reason("napi_set_named_property failed"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Zero-copy views: external `Buffer`s over a region's memory, each holding
+//! the region's [`Keep`] until collected, and detached (length 0) before any
+//! change to the memory under them.
+
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::Arc;
+
+use mapped_region::Error;
+use napi::sys;
+
+use crate::convert;
+use crate::errors::{Failure, Result};
+use crate::handles::{self, Keep};
+
+/// A live view: its range and a weak reference to its `ArrayBuffer`.
+struct Entry {
+    start: usize,
+    end: usize,
+    buffer: sys::napi_ref,
+}
+
+/// The views of a region, detached on every change under them.
+pub struct Views {
+    env: sys::napi_env,
+    entries: Vec<Entry>,
+    /// Live views after the last pruning of collected ones.
+    after_prune: usize,
+}
+
+impl Views {
+    /// No views yet, on `env`.
+    pub fn new(env: sys::napi_env) -> Views {
+        Views {
+            env,
+            entries: Vec::new(),
+            after_prune: 0,
+        }
+    }
+
+    /// Detaches and forgets every view overlapping `[start, end)`. Returns the
+    /// span of those still alive: code that took their pointers before (a
+    /// built-in that called back into JavaScript) may still write anywhere in
+    /// them, also outside `[start, end)`.
+    pub fn detach(&mut self, start: usize, end: usize) -> Option<(usize, usize)> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let env = self.env;
+        let mut alive: Option<(usize, usize)> = None;
+        self.entries.retain(|v| {
+            if v.end <= start || v.start >= end {
+                return true;
+            }
+            // SAFETY: `v.buffer` is a live reference created in `create` on this env.
+            if unsafe { detach_and_delete(env, v.buffer) } {
+                alive =
+                    Some(alive.map_or((v.start, v.end), |(s, e)| (s.min(v.start), e.max(v.end))));
+            }
+            false
+        });
+        alive
+    }
+
+    /// Forgets views whose buffers were collected, once the list has doubled.
+    fn prune(&mut self) {
+        if self.entries.len() < 2 * self.after_prune + 16 {
+            return;
+        }
+        let env = self.env;
+        self.entries.retain(|v| {
+            // SAFETY: `v.buffer` is a live reference created on this env.
+            let alive = unsafe { !reference_value(env, v.buffer).is_null() };
+            if !alive {
+                // SAFETY: the reference is ours and deleted exactly once.
+                unsafe { sys::napi_delete_reference(env, v.buffer) };
+            }
+            alive
+        });
+        self.after_prune = self.entries.len();
+    }
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        // The region's handle was released: its views may still be alive and
+        // keep the memory (through their own `Arc<Keep>`); only the weak
+        // references go away here.
+        for v in self.entries.drain(..) {
+            // SAFETY: each reference was created on `self.env` and is deleted once.
+            unsafe { sys::napi_delete_reference(self.env, v.buffer) };
+        }
+    }
+}
+
+/// The value behind a weak reference, or null once collected.
+///
+/// # Safety
+/// `reference` must be a live reference created on `env`.
+unsafe fn reference_value(env: sys::napi_env, reference: sys::napi_ref) -> sys::napi_value {
+    let mut value = ptr::null_mut();
+    // SAFETY: guaranteed by the caller.
+    unsafe { sys::napi_get_reference_value(env, reference, &mut value) };
+    value
+}
+
+/// Detaches the `ArrayBuffer` behind `reference` if it is still alive, then
+/// deletes the reference. Returns whether it was alive.
+///
+/// # Safety
+/// `reference` must be a live reference to an `ArrayBuffer` created on `env`,
+/// and must not be used afterwards.
+unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let value = reference_value(env, reference);
+        if !value.is_null() {
+            sys::napi_detach_arraybuffer(env, value);
+        }
+        sys::napi_delete_reference(env, reference);
+        !value.is_null()
+    }
+}
+
+/// Finalizer of a view: releases its share of the region.
+unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the `Box<Arc<Keep>>` leaked in `create`; the runtime
+    // calls this finalizer exactly once per buffer.
+    drop(unsafe { Box::from_raw(hint.cast::<Arc<Keep>>()) });
+}
+
+/// A zero-copy `Buffer` over `[offset, offset + length)` of the region behind
+/// `handle`, which must be mapped `READ | WRITE`.
+///
+/// # Safety
+/// `env` must be the live env of the current call, on the region's thread.
+pub unsafe fn create(
+    env: sys::napi_env,
+    handle: f64,
+    offset: f64,
+    length: f64,
+) -> Result<sys::napi_value> {
+    let region = handles::get(handle)?;
+    let (offset, length) = {
+        let state = region.keep.lock();
+        let r = state.live()?;
+        let offset = convert::index("offset", offset)?;
+        let length = convert::index("length", length)?;
+        r.check_direct(offset, length)?;
+        (offset, length)
+    };
+    let mut views = region.views.borrow_mut();
+    views.prune();
+    let hint = Box::into_raw(Box::new(Arc::clone(&region.keep)));
+    let mut buffer = ptr::null_mut();
+    // The memory stays mapped while the buffer lives: `hint` keeps the region
+    // alive until `finalize_view`, and every change to the range detaches it
+    // first.
+    // SAFETY: the range is inside the region and mapped read-write (checked
+    // above); `env` is live (guaranteed by the caller).
+    let status = unsafe {
+        sys::napi_create_external_buffer(
+            env,
+            length,
+            (region.addr + offset) as *mut c_void,
+            Some(finalize_view),
+            hint.cast(),
+            &mut buffer,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        if status == sys::Status::napi_no_external_buffers_allowed {
+            // SAFETY: the runtime refused before taking ownership of `hint`,
+            // so the finalizer will never run for it.
+            drop(unsafe { Box::from_raw(hint) });
+            return Err(Failure::NoExternal);
+        }
+        // Otherwise Node already ran the finalizer (and thus freed `hint`); a
+        // failure here means the length exceeds buffer.constants.MAX_LENGTH.
+        let mut pending = ptr::null_mut();
+        // SAFETY: clearing the exception Node left pending on this env.
+        unsafe { sys::napi_get_and_clear_last_exception(env, &mut pending) };
+        return Err(Error::OutOfRange {
+            what: "length",
+            reason: format!("It must be <= buffer.constants.MAX_LENGTH. Received {length}"),
+        }
+        .into());
+    }
+    let mut array_buffer = ptr::null_mut();
+    let mut reference = ptr::null_mut();
+    // SAFETY: `buffer` is the Uint8Array just created; the weak reference is
+    // taken on its ArrayBuffer so that every typed array over it is covered.
+    unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            buffer,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut array_buffer,
+            ptr::null_mut(),
+        );
+        sys::napi_create_reference(env, array_buffer, 0, &mut reference);
+    }
+    views.entries.push(Entry {
+        start: offset,
+        end: offset + length,
+        buffer: reference,
+    });
+    Ok(buffer)
+}

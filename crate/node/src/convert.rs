@@ -3,6 +3,8 @@
 //! numbers stand for which integers. What the integers may be (aligned, in
 //! bounds, …) is the core's rule (`mapped_region::rules`).
 
+use std::os::fd::BorrowedFd;
+
 use mapped_region::{Advice, Error, Protection};
 
 use crate::errors::Result;
@@ -95,4 +97,19 @@ pub fn big_offset(what: &'static str, negative: bool, value: u64, lossless: bool
         .into());
     }
     Ok(value)
+}
+
+/// A file descriptor number (`0..=INT32_MAX`, from [`fd`]) borrowed for the
+/// system calls of one synchronous binding call.
+///
+/// # Safety
+/// The caller must not let the result outlive the current call into the
+/// binding. Within it no JavaScript runs on this thread; if the number is not
+/// open, the first system call made with it (fstat) fails with `EBADF`. The
+/// core neither closes nor keeps it (overlays that must outlive the call
+/// duplicate it).
+pub unsafe fn borrow_fd<'a>(fd: i32) -> BorrowedFd<'a> {
+    // SAFETY: `fd` is never -1 (it comes from `fd`); its lifetime is the
+    // caller's promise above.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }

@@ -5,8 +5,9 @@
 //! `msync`. Each entry is declared once in [`entries!`]: its arguments' Rust
 //! types give both the conversion and the TypeScript type, and
 //! [`typings`] writes the declarations `scripts/typings.mjs` appends to the
-//! generated `index.d.ts`. Nothing here decides a rule: the callbacks read
-//! their arguments and call `handles`, `views` and the core.
+//! generated `index.d.ts`. Nothing here decides a rule: each entry reads its
+//! arguments, converts them (`convert`) and calls the core, through
+//! `handles` for the region's state and the change protocol.
 
 use std::ffi::c_void;
 use std::fmt::Write;
@@ -14,6 +15,10 @@ use std::ptr;
 
 use napi::sys;
 
+use mapped_region::rules::check_bounds;
+use mapped_region::{AnyRegion, MappingOptions, MemoryMapping, MemoryMappingArena};
+
+use crate::convert::{self, index};
 use crate::errors::{throw, Failure, Result};
 use crate::handles;
 
@@ -294,11 +299,7 @@ unsafe extern "C" fn finalize_owner(_env: sys::napi_env, data: *mut c_void, _hin
 ///
 /// # Safety
 /// `env` must be the live env of the current callback.
-unsafe fn adopt(
-    env: sys::napi_env,
-    owner: Owner,
-    region: Result<mapped_region::AnyRegion>,
-) -> Result<f64> {
+unsafe fn adopt(env: sys::napi_env, owner: Owner, region: Result<AnyRegion>) -> Result<f64> {
     let handle = handles::insert(env, region?);
     // SAFETY: `owner.0` is a live value of this callback; the finalizer gets
     // the handle as its data and runs once, when the owner is collected.
@@ -384,13 +385,23 @@ macro_rules! entries {
 entries! {
     /// A `PROT_NONE` reservation of `size` bytes owned by `owner`; returns its handle.
     regionReserve(owner: Owner, size: f64) -> f64 = |env| {
+        let arena = index("size", size).and_then(|size| Ok(MemoryMappingArena::new(size)?));
         // SAFETY: `env` is this callback's.
-        unsafe { adopt(env, owner, handles::reserve(size)) }
+        unsafe { adopt(env, owner, arena.map(AnyRegion::Arena)) }
     };
     /// Anonymous memory owned by `owner`; returns its handle.
     regionAnonymous(owner: Owner, size: f64, protection: f64, populate: bool, shared: bool) -> f64 = |env| {
+        let mapping = (|| {
+            let options = MappingOptions {
+                protection: convert::protection(protection)?,
+                populate,
+                shared,
+                ..MappingOptions::anonymous()
+            };
+            Ok(MemoryMapping::anonymous(index("size", size)?, options)?)
+        })();
         // SAFETY: as above.
-        unsafe { adopt(env, owner, handles::anonymous(size, protection, populate, shared)) }
+        unsafe { adopt(env, owner, mapping.map(AnyRegion::Mapping)) }
     };
     /// A mapping of `fd` owned by `owner`; returns its handle.
     regionFromFd(
@@ -403,14 +414,30 @@ entries! {
         shared: bool,
         checkEof: bool,
     ) -> f64 = |env| {
-        let region = handles::from_fd(fd, size, offset, protection, populate, shared, checkEof);
+        let mapping = (|| {
+            let fd = convert::fd(fd)?;
+            let size = index("size", size)?;
+            let options = MappingOptions {
+                protection: convert::protection(protection)?,
+                populate,
+                shared,
+                offset: index("offset", offset)? as u64,
+                check_eof: checkEof,
+            };
+            // SAFETY: the borrow ends with this call.
+            Ok(MemoryMapping::from_fd(unsafe { convert::borrow_fd(fd) }, size, options)?)
+        })();
         // SAFETY: as above.
-        unsafe { adopt(env, owner, region) }
+        unsafe { adopt(env, owner, mapping.map(AnyRegion::Mapping)) }
     };
     /// The start address (`ERR_MMAP_CLOSED` once closed).
-    regionAddress(handle: f64) -> Address = |_env| handles::address(handle).map(Address);
+    regionAddress(handle: f64) -> Address = |_env| {
+        let region = handles::get(handle)?;
+        region.keep.lock().live()?;
+        Ok(Address(region.addr as u64))
+    };
     /// The size in bytes (whole pages for an arena).
-    regionSize(handle: f64) -> f64 = |_env| handles::size(handle);
+    regionSize(handle: f64) -> f64 = |_env| Ok(handles::get(handle)?.size as f64);
     /// Whether the region is closed.
     regionClosed(handle: f64) -> bool = |_env| Ok(handles::closed(handle));
     /// Detaches every view and unmaps (once nothing uses the memory). `true`
@@ -422,39 +449,79 @@ entries! {
         Ok(())
     };
     /// `msync(MS_SYNC)`.
-    regionMsync(handle: f64, offset: f64, size: f64) -> () = |_env| handles::msync(handle, offset, size);
+    regionMsync(handle: f64, offset: f64, size: f64) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let r = state.live()?.region();
+        Ok(r.msync(index("offset", offset)?, index("size", size)?)?)
+    };
     /// `madvise` with the Linux advice number.
     regionMadvise(handle: f64, offset: f64, size: f64, advice: f64) -> () = |_env| {
-        handles::madvise(handle, offset, size, advice)
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let r = state.live()?.region();
+        let (offset, size) = (index("offset", offset)?, index("size", size)?);
+        Ok(r.madvise(offset, size, convert::advice(advice)?)?)
     };
     /// An fd overlay. `true` when the arena now holds ranges to reclaim.
     regionAddFdMapping(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: f64, protection: f64) -> Held = |_env| {
-        handles::add_fd_mapping(handle, offset, size, fd, fdOffset, protection).map(Held)
+        handles::change(handle, "addFdMapping", |arena| {
+            let (offset, size, fd_offset) = (index("offset", offset)?, index("size", size)?, index("fdOffset", fdOffset)?);
+            let (fd, prot) = (convert::fd(fd)?, convert::protection(protection)?);
+            // SAFETY: the borrow ends with this call (the change is applied in it).
+            let fd = unsafe { convert::borrow_fd(fd) };
+            Ok(arena.plan_fd_mapping(offset, size, fd, fd_offset as u64, prot)?)
+        })
+        .map(Held)
     };
     /// An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
     regionAddFdMappingBig(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: Big, protection: f64) -> Held = |_env| {
-        let Big(negative, value, lossless) = fdOffset;
-        handles::add_fd_mapping_big(handle, offset, size, fd, (negative, value, lossless), protection).map(Held)
+        handles::change(handle, "addFdMapping", |arena| {
+            let Big(negative, value, lossless) = fdOffset;
+            let (offset, size) = (index("offset", offset)?, index("size", size)?);
+            let fd_offset = convert::big_offset("fdOffset", negative, value, lossless)?;
+            let (fd, prot) = (convert::fd(fd)?, convert::protection(protection)?);
+            // SAFETY: as above.
+            let fd = unsafe { convert::borrow_fd(fd) };
+            Ok(arena.plan_fd_mapping(offset, size, fd, fd_offset, prot)?)
+        })
+        .map(Held)
     };
     /// A private anonymous overlay.
     regionAddAnonymous(handle: f64, offset: f64, size: f64, protection: f64) -> Held = |_env| {
-        handles::add_anonymous(handle, offset, size, protection).map(Held)
+        handles::change(handle, "addAnonymous", |arena| {
+            let (offset, size) = (index("offset", offset)?, index("size", size)?);
+            Ok(arena.plan_anonymous(offset, size, convert::protection(protection)?)?)
+        })
+        .map(Held)
     };
     /// Replaces the range by reserved `PROT_NONE` space.
     regionRemoveMapping(handle: f64, offset: f64, size: f64) -> Held = |_env| {
-        handles::remove_mapping(handle, offset, size).map(Held)
+        handles::change(handle, "removeMapping", |arena| {
+            Ok(arena.plan_removal(index("offset", offset)?, index("size", size)?)?)
+        })
+        .map(Held)
     };
     /// Copies `target.length` bytes at `offset` into `target`.
     regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
-        handles::read_into(handle, offset, target.as_mut())
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        Ok(state.live()?.read_into(index("offset", offset)?, target.as_mut())?)
     };
     /// Copies `source` to `offset`.
     regionWrite(handle: f64, offset: f64, source: Bytes) -> () = |_env| {
-        handles::write(handle, offset, source.as_mut())
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        Ok(state.live()?.write_from(index("offset", offset)?, source.as_mut())?)
     };
     /// A new `Buffer` with a copy of `length` bytes at `offset`.
     regionRead(handle: f64, offset: f64, length: f64) -> Buffer = |env| {
-        let (offset, length) = handles::read_range(handle, offset, length)?;
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let r = state.live()?;
+        let (offset, length) = (index("offset", offset)?, index("length", length)?);
+        // A length the region cannot hold is refused before anything is allocated.
+        check_bounds(offset, length, region.size)?;
         let mut data = ptr::null_mut();
         let mut buffer = ptr::null_mut();
         // SAFETY: `env` is this callback's; Node allocates `length` bytes.
@@ -463,7 +530,7 @@ entries! {
             return Err(Failure::Pending);
         }
         let mut bytes = Bytes { data: data.cast(), len: length };
-        handles::read_into(handle, offset as f64, bytes.as_mut())?;
+        r.read_into(offset, bytes.as_mut())?;
         Ok(Buffer(buffer))
     };
     /// A zero-copy `Buffer` over the range, detached when the memory under it changes.
@@ -474,7 +541,11 @@ entries! {
     /// Asynchronous operations still pending.
     regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));
     /// Kernel mappings an arena occupies.
-    regionKernelMappings(handle: f64) -> f64 = |_env| handles::kernel_mappings(handle);
+    regionKernelMappings(handle: f64) -> f64 = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        Ok(state.live()?.arena("kernelMappingCount")?.kernel_mapping_count() as f64)
+    };
 }
 
 /// The TypeScript declarations of the entry points, for `index.d.ts`.

@@ -11,15 +11,12 @@
 //! operation uses the range, detaches the views there, then applies it.
 
 use std::cell::RefCell;
-use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mapped_region::{AnyRegion, Change, Error, MappingOptions, MemoryMapping, MemoryMappingArena};
+use mapped_region::{AnyRegion, Change, Error, MemoryMappingArena};
 
-use crate::convert;
 use crate::errors::{Failure, Result};
-use crate::records::MappingInfo;
 use crate::views::Views;
 
 /// A range an asynchronous operation is working on.
@@ -98,6 +95,7 @@ impl Keep {
 }
 
 /// One region's native state, reached from JavaScript through its handle.
+/// Operations lock [`Region::keep`] and take [`State::live`].
 pub struct Region {
     /// The region and its state.
     pub keep: Arc<Keep>,
@@ -221,249 +219,36 @@ pub fn release(handle: f64) {
     registry::remove(handle);
 }
 
-/// `MemoryMappingArena.reserve(size)`.
-pub fn reserve(size: f64) -> Result<AnyRegion> {
-    let size = convert::index("size", size)?;
-    Ok(AnyRegion::Arena(MemoryMappingArena::new(size)?))
-}
-
-/// `MemoryMapping.anonymous(size, options)`.
-pub fn anonymous(size: f64, protection: f64, populate: bool, shared: bool) -> Result<AnyRegion> {
-    let size = convert::index("size", size)?;
-    let options = MappingOptions {
-        protection: convert::protection(protection)?,
-        populate,
-        shared,
-        ..MappingOptions::anonymous()
-    };
-    Ok(AnyRegion::Mapping(MemoryMapping::anonymous(size, options)?))
-}
-
-/// `MemoryMapping.fromFd(fd, size, options)`.
-#[allow(clippy::too_many_arguments)]
-pub fn from_fd(
-    fd: f64,
-    size: f64,
-    offset: f64,
-    protection: f64,
-    populate: bool,
-    shared: bool,
-    check_eof: bool,
-) -> Result<AnyRegion> {
-    let fd = convert::fd(fd)?;
-    let size = convert::index("size", size)?;
-    let options = MappingOptions {
-        protection: convert::protection(protection)?,
-        populate,
-        shared,
-        offset: convert::index("offset", offset)? as u64,
-        check_eof,
-    };
-    with_fd(fd, |fd| Ok(MemoryMapping::from_fd(fd, size, options)?)).map(AnyRegion::Mapping)
-}
-
-/// Runs `f` with the caller's fd number borrowed.
-fn with_fd<T>(fd: i32, f: impl FnOnce(BorrowedFd<'_>) -> Result<T>) -> Result<T> {
-    // SAFETY: `fd` is in 0..=INT32_MAX (never -1, checked by `convert::fd`).
-    // The number comes from JavaScript and is used only by the system calls
-    // of this synchronous call, during which no JavaScript runs on this
-    // thread: if it is not open, the first of them (fstat) fails with EBADF;
-    // the core neither closes it nor keeps it (overlays that must outlive
-    // the call duplicate it).
-    f(unsafe { BorrowedFd::borrow_raw(fd) })
-}
-
-impl Region {
-    /// Runs a change to the arena's layout: `plan` asks the core to validate
-    /// it and say which range it replaces; a range an asynchronous operation
-    /// uses refuses it (nothing applied, nothing changed); otherwise the views
-    /// over the range are detached and the change applied, telling the core
-    /// whether one of them was alive (so that it holds the range). Returns
-    /// whether the arena now holds ranges until [`reclaim`].
-    fn change<'fd>(
-        &self,
-        operation: &'static str,
-        plan: impl FnOnce(&MemoryMappingArena) -> Result<Change<'fd>>,
-    ) -> Result<bool> {
-        let mut state = self.keep.lock();
-        let mut views = self.views.borrow_mut();
-        let arena = state.live()?.arena(operation)?;
-        let change = plan(arena)?;
-        let (start, end) = change.range();
-        state.check_not_busy(start, end, operation)?;
-        let in_use = views.detach(start, end);
-        let arena = state.live_mut()?.arena_mut(operation)?;
-        if let Some((view_start, view_end)) = in_use {
-            arena.hold_in_use(view_start, view_end);
-        }
-        arena.apply(change, in_use.is_some())?;
-        Ok(arena.has_held())
+/// Runs a change to the arena behind `handle`. A plain mapping refuses it
+/// first ([`AnyRegion::arena`]), before its arguments are looked at; then
+/// `plan` converts them and asks the core to validate the change and say
+/// which range it replaces; a range an asynchronous operation uses refuses it
+/// (nothing applied, nothing changed); otherwise the views over the range are
+/// detached and the change applied, telling the core whether one of them was
+/// alive (so that it holds the range). Returns whether the arena now holds
+/// ranges until [`reclaim`].
+pub fn change<'fd>(
+    handle: f64,
+    operation: &'static str,
+    plan: impl FnOnce(&MemoryMappingArena) -> Result<Change<'fd>>,
+) -> Result<bool> {
+    let region = get(handle)?;
+    let mut state = region.keep.lock();
+    let change = plan(state.live()?.arena(operation)?)?;
+    let (start, end) = change.range();
+    state.check_not_busy(start, end, operation)?;
+    let in_use = region.views.borrow_mut().detach(start, end);
+    let arena = state.live_mut()?.arena_mut(operation)?;
+    if let Some((view_start, view_end)) = in_use {
+        arena.hold_in_use(view_start, view_end);
     }
-}
-
-/// `addFdMapping` with `fdOffset` as a number (the common case: no BigInt).
-pub fn add_fd_mapping(
-    handle: f64,
-    offset: f64,
-    size: f64,
-    fd: f64,
-    fd_offset: f64,
-    protection: f64,
-) -> Result<bool> {
-    let region = get(handle)?;
-    // A mapping refuses before its arguments are looked at.
-    region.keep.lock().live()?.arena("addFdMapping")?;
-    let fd_offset = convert::index("fdOffset", fd_offset)? as u64;
-    overlay_fd(&region, offset, size, fd, fd_offset, protection)
-}
-
-/// `addFdMapping` with `fdOffset` as a BigInt beyond 2^53, read as (sign,
-/// magnitude, lossless).
-pub fn add_fd_mapping_big(
-    handle: f64,
-    offset: f64,
-    size: f64,
-    fd: f64,
-    fd_offset: (bool, u64, bool),
-    protection: f64,
-) -> Result<bool> {
-    let region = get(handle)?;
-    // A mapping refuses before its arguments are looked at.
-    region.keep.lock().live()?.arena("addFdMapping")?;
-    let (negative, value, lossless) = fd_offset;
-    let fd_offset = convert::big_offset("fdOffset", negative, value, lossless)?;
-    overlay_fd(&region, offset, size, fd, fd_offset, protection)
-}
-
-fn overlay_fd(
-    region: &Region,
-    offset: f64,
-    size: f64,
-    fd: f64,
-    fd_offset: u64,
-    protection: f64,
-) -> Result<bool> {
-    let offset = convert::index("offset", offset)?;
-    let size = convert::index("size", size)?;
-    let fd = convert::fd(fd)?;
-    let protection = convert::protection(protection)?;
-    with_fd(fd, |fd| {
-        region.change("addFdMapping", |arena| {
-            Ok(arena.plan_fd_mapping(offset, size, fd, fd_offset, protection)?)
-        })
-    })
-}
-
-/// `addAnonymous`.
-pub fn add_anonymous(handle: f64, offset: f64, size: f64, protection: f64) -> Result<bool> {
-    let region = get(handle)?;
-    // A mapping refuses before its arguments are looked at.
-    region.keep.lock().live()?.arena("addAnonymous")?;
-    let offset = convert::index("offset", offset)?;
-    let size = convert::index("size", size)?;
-    let protection = convert::protection(protection)?;
-    region.change("addAnonymous", |arena| {
-        Ok(arena.plan_anonymous(offset, size, protection)?)
-    })
-}
-
-/// `removeMapping`.
-pub fn remove_mapping(handle: f64, offset: f64, size: f64) -> Result<bool> {
-    let region = get(handle)?;
-    // A mapping refuses before its arguments are looked at.
-    region.keep.lock().live()?.arena("removeMapping")?;
-    let offset = convert::index("offset", offset)?;
-    let size = convert::index("size", size)?;
-    region.change("removeMapping", |arena| {
-        Ok(arena.plan_removal(offset, size)?)
-    })
-}
-
-/// `msync(MS_SYNC)`.
-pub fn msync(handle: f64, offset: f64, size: f64) -> Result<()> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    let r = state.live()?.region();
-    let (offset, size) = (
-        convert::index("offset", offset)?,
-        convert::index("size", size)?,
-    );
-    Ok(r.msync(offset, size)?)
-}
-
-/// `madvise(advice)` with the raw Linux advice number.
-pub fn madvise(handle: f64, offset: f64, size: f64, advice: f64) -> Result<()> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    let r = state.live()?.region();
-    let (offset, size) = (
-        convert::index("offset", offset)?,
-        convert::index("size", size)?,
-    );
-    let advice = convert::advice(advice)?;
-    Ok(r.madvise(offset, size, advice)?)
-}
-
-/// Copies `target.len()` bytes from `offset` into `target`.
-pub fn read_into(handle: f64, offset: f64, target: &mut [u8]) -> Result<()> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    let r = state.live()?;
-    Ok(r.read_into(convert::index("offset", offset)?, target)?)
-}
-
-/// Copies `source` to `offset`.
-pub fn write(handle: f64, offset: f64, source: &[u8]) -> Result<()> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    let r = state.live()?;
-    Ok(r.write_from(convert::index("offset", offset)?, source)?)
-}
-
-/// The validated `(offset, length)` of a `read`, before its buffer is made:
-/// a length the region cannot hold is refused before any allocation.
-pub fn read_range(handle: f64, offset: f64, length: f64) -> Result<(usize, usize)> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    state.live()?;
-    let offset = convert::index("offset", offset)?;
-    let length = convert::index("length", length)?;
-    mapped_region::rules::check_bounds(offset, length, region.size)?;
-    Ok((offset, length))
-}
-
-/// The start address.
-pub fn address(handle: f64) -> Result<u64> {
-    let region = get(handle)?;
-    region.keep.lock().live()?;
-    Ok(region.addr as u64)
-}
-
-/// The size in bytes (whole pages for an arena).
-pub fn size(handle: f64) -> Result<f64> {
-    Ok(get(handle)?.size as f64)
+    arena.apply(change, in_use.is_some())?;
+    Ok(arena.has_held())
 }
 
 /// Whether the region is closed (an unknown handle is).
 pub fn closed(handle: f64) -> bool {
     registry::get(handle).is_none_or(|r| r.keep.lock().live().is_err())
-}
-
-/// The layout of an arena.
-pub fn mappings(handle: f64) -> Result<Vec<MappingInfo>> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    let arena = state.live()?.arena("mappings")?;
-    Ok(arena.mappings().map(MappingInfo::from).collect())
-}
-
-/// Kernel mappings the region occupies.
-pub fn kernel_mappings(handle: f64) -> Result<f64> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    let r = state.live()?;
-    r.arena("kernelMappingCount")?;
-    Ok(r.kernel_mapping_count() as f64)
 }
 
 /// Number of asynchronous operations still pending (0 for an unknown handle).

@@ -76,5 +76,11 @@ pub fn map_count(env: Env) -> napi::Result<MapCount> {
 /// The layout of an arena.
 #[napi]
 pub fn region_mappings(env: Env, handle: f64) -> napi::Result<Vec<MappingInfo>> {
-    handles::mappings(handle).map_err(|f| to_napi(&env, f))
+    let mappings = (|| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let arena = state.live()?.arena("mappings")?;
+        Ok(arena.mappings().map(MappingInfo::from).collect())
+    })();
+    mappings.map_err(|f| to_napi(&env, f))
 }

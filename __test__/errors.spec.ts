@@ -1,6 +1,6 @@
 /**
  * Every argument of every method against wrong types and bad numbers: the
- * facade throws the SPEC's class and code, and the region is left unchanged.
+ * facade throws the documented class and code (README, Errors), and the region is left unchanged.
  */
 import test from 'ava'
 import { MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'

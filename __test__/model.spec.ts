@@ -105,7 +105,7 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 /**
- * Entries merged by the SPEC's rule (same kind and protection; for fds the same fd
+ * Entries merged by the documented rule (README, `mappings()`) (same kind and protection; for fds the same fd
  * with contiguous offsets). The arena may report finer pieces: it keeps apart what
  * the kernel keeps apart (e.g. anonymous memory faulted in on both sides), which the
  * model cannot predict; the kernel's own count is checked separately.

@@ -34,7 +34,10 @@ export interface RunResult {
 
 /** A memory slot, as `GuestMemory.regions()` lists it. */
 export interface Slot {
+  /** Guest-physical start address. */
   guestAddress: bigint
+  /** Size in bytes. */
   size: number
+  /** Where the slot is mapped in this process. */
   userspaceAddress: bigint
 }

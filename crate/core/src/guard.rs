@@ -2,7 +2,7 @@
 //! under a file mapping — is caught by a signal handler and turned into a
 //! failed return, the way a kernel's exception table fixes up a faulting
 //! `copy_from_user`. It costs a copy plus two cheap syscalls, against
-//! `process_vm_readv`'s page pinning (about 1.4 µs for 8 bytes, measured here).
+//! `process_vm_readv`'s page pinning (see bench/RESULTS.md for what it costs).
 //!
 //! The handler only acts on a fault whose instruction pointer lies inside
 //! [`mr_guarded_copy`]; any other `SIGBUS` goes to the handler that was there

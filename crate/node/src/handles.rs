@@ -1,6 +1,6 @@
 //! Regions as JavaScript sees them: a numeric handle per region, the state
-//! behind it (open, closed, deferred, pending operations) and the operations
-//! the entry points call. Memory logic stays in the core; what lives here is
+//! behind it (open, closed, deferred, pending operations), closing, and the
+//! protocol of a change. Memory logic stays in the core; what lives here is
 //! what only the binding knows: JavaScript objects that own a region, views
 //! that point into it, promises that use it.
 //!

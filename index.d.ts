@@ -141,6 +141,16 @@ export declare function regionMsync(handle: number, offset: number, size: number
 export declare function regionMadvise(handle: number, offset: number, size: number, advice: number): void
 
 /**
+ * `mlock` (`mlock2(MLOCK_ONFAULT)` with `onFault`).
+ */
+export declare function regionMlock(handle: number, offset: number, size: number, onFault: boolean): void
+
+/**
+ * `munlock`.
+ */
+export declare function regionMunlock(handle: number, offset: number, size: number): void
+
+/**
  * An fd overlay. `true` when the arena now holds ranges to reclaim.
  */
 export declare function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number): true | undefined

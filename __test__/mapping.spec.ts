@@ -262,3 +262,53 @@ test('addFdMapping/removeMapping on a MemoryMapping are ERR_MMAP_UNSUPPORTED', (
 function readFds(): string[] {
   return readdirSync('/proc/self/fd').sort()
 }
+
+/** The `Locked:` kB of the kernel mapping that contains `address`, from /proc/self/smaps. */
+function lockedKiB(address: bigint): number {
+  let inside = false
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const range = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
+    if (range) inside = BigInt(`0x${range[1]}`) <= address && address < BigInt(`0x${range[2]}`)
+    else if (inside && line.startsWith('Locked:')) return Number(/(\d+)/.exec(line)?.[1])
+  }
+  return -1
+}
+
+test('mlock/munlock lock pages in place; onFault locks them once touched', (t) => {
+  const P = PAGE_SIZE
+  using m = MemoryMapping.anonymous(4 * P)
+  m.write(0, Buffer.from('kept'))
+  m.mlock(0, 2 * P)
+  t.is(lockedKiB(m.address), (2 * P) / 1024, 'both pages faulted in and locked')
+  m.munlock(0, 4 * P)
+  t.is(lockedKiB(m.address), 0)
+  m.mlock(0, 4 * P, { onFault: true })
+  t.is(lockedKiB(m.address), (2 * P) / 1024, 'only the pages present so far (the first mlock faulted in two) are locked')
+  m.write(3 * P, Buffer.from([1]))
+  t.is(lockedKiB(m.address), (3 * P) / 1024, 'a page is locked once touched')
+  m.munlock(0, 4 * P)
+  m.mlock(0, 0)
+  t.deepEqual(m.read(0, 4), Buffer.from('kept'))
+  t.throws(() => m.mlock(1, P), { code: 'ERR_MMAP_UNALIGNED' })
+  t.throws(() => m.munlock(0, 5 * P), { code: 'ERR_MMAP_OUT_OF_BOUNDS' })
+  t.throws(() => m.mlock(0, P, { onFault: 1 as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => m.mlock('0' as unknown as number, P), { code: 'ERR_INVALID_ARG_TYPE' })
+  m.close()
+  t.throws(() => m.mlock(0, P), { code: 'ERR_MMAP_CLOSED' })
+  t.throws(() => m.munlock(0, P), { code: 'ERR_MMAP_CLOSED' })
+})
+
+test('mlock past RLIMIT_MEMLOCK is a syscall error with errno, not a crash (in a child)', (t) => {
+  const r = runChild(`
+    const limit = Number(require('node:child_process').execSync('ulimit -l', { shell: '/bin/sh' }).toString().trim())
+    const size = Number.isFinite(limit) ? (limit + 4096) * 1024 : 0
+    if (size === 0) { console.log('unlimited'); return }
+    const m = mr.MemoryMapping.anonymous(size)
+    try { m.mlock(0, size); console.log('locked') } catch (e) { console.log(e.code, e.syscall, typeof e.errno) }
+    m.close()
+  `)
+  t.is(r.status, 0, r.stderr)
+  const out = r.stdout.trim()
+  if (out === 'unlimited' || out === 'locked') t.pass(`no limit to exceed here (${out})`)
+  else t.regex(out, /^(ENOMEM|EPERM|EAGAIN) mlock number$/)
+})

@@ -20,6 +20,8 @@ const {
   regionReclaim,
   regionMsync,
   regionMadvise,
+  regionMlock,
+  regionMunlock,
   regionAddFdMapping,
   regionAddFdMappingBig,
   regionAddAnonymous,
@@ -82,6 +84,31 @@ export interface MappedRegion extends Disposable {
    * arena.madvise(balloonOffset, balloonSize, 'remove') // give memfd pages back
    */
   madvise(offset: number, size: number, advice: Advice | number): void
+  /**
+   * Locks the pages touched by the range in RAM (`mlock`): they are faulted in now and never
+   * swapped out. With `onFault: true`, `mlock2(MLOCK_ONFAULT)`: each page is locked once first
+   * touched, so locking guest RAM costs nothing up front. Limited by `RLIMIT_MEMLOCK`
+   * (`ulimit -l`); the lock ends with {@link munlock}, a removal or `close()`.
+   * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, or the errno of `mlock`/`mlock2`
+   * (`ENOMEM` past the limit, `EPERM`, `EAGAIN`).
+   * @example
+   * ram.mlock(0, ram.size, { onFault: true }) // never swapped once touched
+   */
+  mlock(
+    offset: number,
+    size: number,
+    options?: {
+      /** Lock each page once first touched (`MLOCK_ONFAULT`) instead of faulting them all in now; default `false`. */
+      onFault?: boolean
+    },
+  ): void
+  /**
+   * Unlocks the pages touched by the range (`munlock`).
+   * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, or the errno of `munlock`.
+   * @example
+   * ram.munlock(0, ram.size)
+   */
+  munlock(offset: number, size: number): void
   /**
    * `msync(MS_SYNC)` on the libuv thread pool; the event loop keeps going.
    * @throws (rejects with) the errors of {@link msync}.
@@ -221,6 +248,16 @@ abstract class Region implements MappedRegion {
 
   madvise(offset: number, size: number, advice: Advice | number): void {
     regionMadvise(this.h, v.number('offset', offset), v.number('size', size), v.advice(advice))
+  }
+
+  mlock(offset: number, size: number, options?: { onFault?: boolean }): void {
+    const o = v.options('options', options, ['onFault'])
+    const onFault = v.bool('onFault', o.onFault, false)
+    regionMlock(this.h, v.number('offset', offset), v.number('size', size), onFault)
+  }
+
+  munlock(offset: number, size: number): void {
+    regionMunlock(this.h, v.number('offset', offset), v.number('size', size))
   }
 
   /**

@@ -376,6 +376,16 @@ const ops = [
   ['removeMapping', () => anyRegion().removeMapping(numberish(), numberish())],
   ['msync', () => anyRegion().msync(numberish(), numberish())],
   ['madvise', () => anyRegion().madvise(chance(0.7) ? int(8) * P : numberish(), chance(0.7) ? int(8 * P) : numberish(), advice())],
+  [
+    'mlock',
+    () =>
+      anyRegion().mlock(
+        chance(0.7) ? int(8) * P : numberish(),
+        chance(0.7) ? int(8 * P) : numberish(),
+        chance(0.5) ? { onFault: chance(0.5) ? true : numberish() } : undefined,
+      ),
+  ],
+  ['munlock', () => anyRegion().munlock(chance(0.7) ? int(8) * P : numberish(), chance(0.7) ? int(8 * P) : numberish())],
   ['msyncAsync', () => asyncResults.push(anyRegion().msyncAsync(numberish(), numberish()))],
   ['populateAsync', () => asyncResults.push(anyRegion().populateAsync(int(8) * P, int(4) * P, bag({ write: chance(0.5) })))],
   ['read', () => anyRegion().read(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish())],

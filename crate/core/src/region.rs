@@ -64,6 +64,23 @@ impl dyn MappedRegion + '_ {
         unsafe { range.madvise(advice) }
     }
 
+    /// `mlock` over the pages touched by `[offset, offset + size)`: they stay
+    /// in RAM (with `on_fault`, `mlock2(MLOCK_ONFAULT)`: each once first
+    /// touched, instead of all now). Limited by `RLIMIT_MEMLOCK` (`ENOMEM`,
+    /// or `EPERM` without the privilege). A size of 0 does nothing.
+    pub fn mlock(&self, offset: usize, size: usize, on_fault: bool) -> Result<()> {
+        let range = self.page_range(offset, size)?;
+        // SAFETY: as for msync; locking never changes contents.
+        unsafe { range.mlock(on_fault) }
+    }
+
+    /// `munlock` over the pages touched by `[offset, offset + size)`.
+    pub fn munlock(&self, offset: usize, size: usize) -> Result<()> {
+        let range = self.page_range(offset, size)?;
+        // SAFETY: as for msync.
+        unsafe { range.munlock() }
+    }
+
     /// The pages touched by `[offset, offset + size)`, validated for a kernel
     /// call made later (e.g. on a worker thread).
     pub fn page_range(&self, offset: usize, size: usize) -> Result<PageRange> {
@@ -118,19 +135,40 @@ impl PageRange {
         if self.len == 0 {
             return Ok(());
         }
-        let splits = advice.may_split();
-        if splits {
-            // Up to two more kernel mappings, which must fit in the budget
-            // like any other.
-            budget::check_room(2)?;
+        let call = || {
+            // SAFETY: guaranteed by the caller; the advice cannot make memory fault.
+            unsafe { sys::madvise(self.addr as *mut u8, self.len, advice.raw()) }
+        };
+        if advice.may_split() {
+            splitting(call)
+        } else {
+            call()
         }
-        // SAFETY: guaranteed by the caller; the advice cannot make memory fault.
-        let result = unsafe { sys::madvise(self.addr as *mut u8, self.len, advice.raw()) };
-        if splits {
-            // Even a failed call may have split the mappings it got to.
-            budget::note_untracked(2);
+    }
+
+    /// `mlock` of the range (`mlock2(MLOCK_ONFAULT)` with `on_fault`).
+    /// Locking changes the mappings' flags, so it may split them.
+    ///
+    /// # Safety
+    /// As [`msync`](Self::msync).
+    pub unsafe fn mlock(&self, on_fault: bool) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
         }
-        result
+        // SAFETY: guaranteed by the caller; locking never changes contents.
+        splitting(|| unsafe { sys::mlock(self.addr as *mut u8, self.len, on_fault) })
+    }
+
+    /// `munlock` of the range; may split mappings like [`mlock`](Self::mlock).
+    ///
+    /// # Safety
+    /// As [`msync`](Self::msync).
+    pub unsafe fn munlock(&self) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        // SAFETY: guaranteed by the caller.
+        splitting(|| unsafe { sys::munlock(self.addr as *mut u8, self.len) })
     }
 
     /// Prefaults the range with `MADV_POPULATE_READ`/`_WRITE`, in chunks so
@@ -161,6 +199,17 @@ impl PageRange {
         }
         Ok(())
     }
+}
+
+/// Runs a call that changes the flags of part of a mapping, which splits it
+/// into up to two more kernel mappings: they must fit in the map-count budget
+/// like any other, and are counted even when the call fails (it may have
+/// split the mappings it got to).
+fn splitting(call: impl FnOnce() -> Result<()>) -> Result<()> {
+    budget::check_room(2)?;
+    let result = call();
+    budget::note_untracked(2);
+    result
 }
 
 /// Whether the kernel knows `MADV_POPULATE_READ`, probed once on a private page.
@@ -296,6 +345,30 @@ mod tests {
         // SAFETY: as above; the fault-safe touch reports EFAULT.
         let touched = unsafe { copy::probe_pages(none.as_ptr(), ps) };
         assert_eq!(touched.unwrap_err().errno(), Some(libc::EFAULT));
+    }
+
+    #[test]
+    fn mlock_and_munlock_lock_the_pages_in_place() {
+        use crate::{MappingOptions, MemoryMapping};
+        let ps = page_size();
+        let m = MemoryMapping::anonymous(2 * ps, MappingOptions::anonymous()).unwrap();
+        m.write_from(0, b"kept").unwrap();
+        let region: &dyn MappedRegion = &m;
+        region.mlock(0, ps, false).unwrap();
+        region.mlock(ps, ps, true).unwrap();
+        region.munlock(0, 2 * ps).unwrap();
+        region.mlock(0, 0, false).unwrap();
+        let mut b = [0u8; 4];
+        m.read_into(0, &mut b).unwrap();
+        assert_eq!(&b, b"kept");
+        assert!(matches!(
+            region.mlock(1, ps, false),
+            Err(Error::Unaligned { .. })
+        ));
+        assert!(matches!(
+            region.munlock(0, 3 * ps),
+            Err(Error::OutOfBounds { .. })
+        ));
     }
 
     #[test]

@@ -77,6 +77,33 @@ pub unsafe fn madvise(addr: *mut u8, len: usize, advice: libc::c_int) -> Result<
     check(ret, "madvise")
 }
 
+/// `mlock(2)`, or `mlock2(2)` with `MLOCK_ONFAULT` when `on_fault` (through
+/// `syscall(2)`: glibc has the wrapper only since 2.27).
+///
+/// # Safety
+/// `[addr, addr + len)` must lie inside a mapping owned by the caller.
+pub unsafe fn mlock(addr: *mut u8, len: usize, on_fault: bool) -> Result<()> {
+    const MLOCK_ONFAULT: libc::c_long = 1;
+    // SAFETY: the caller owns the range; locking changes no contents.
+    let ret = unsafe {
+        if on_fault {
+            libc::syscall(libc::SYS_mlock2, addr, len, MLOCK_ONFAULT) as libc::c_int
+        } else {
+            libc::mlock(addr.cast(), len)
+        }
+    };
+    check(ret, if on_fault { "mlock2" } else { "mlock" })
+}
+
+/// `munlock(2)`.
+///
+/// # Safety
+/// `[addr, addr + len)` must lie inside a mapping owned by the caller.
+pub unsafe fn munlock(addr: *mut u8, len: usize) -> Result<()> {
+    // SAFETY: the caller owns the range.
+    check(unsafe { libc::munlock(addr.cast(), len) }, "munlock")
+}
+
 /// `mprotect(2)`.
 ///
 /// # Safety

@@ -463,6 +463,20 @@ entries! {
         let (offset, size) = (index("offset", offset)?, index("size", size)?);
         Ok(r.madvise(offset, size, convert::advice(advice)?)?)
     };
+    /// `mlock` (`mlock2(MLOCK_ONFAULT)` with `onFault`).
+    regionMlock(handle: f64, offset: f64, size: f64, onFault: bool) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let r = state.live()?.region();
+        Ok(r.mlock(index("offset", offset)?, index("size", size)?, onFault)?)
+    };
+    /// `munlock`.
+    regionMunlock(handle: f64, offset: f64, size: f64) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let r = state.live()?.region();
+        Ok(r.munlock(index("offset", offset)?, index("size", size)?)?)
+    };
     /// An fd overlay. `true` when the arena now holds ranges to reclaim.
     regionAddFdMapping(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: f64, protection: f64) -> Held = |_env| {
         handles::change(handle, "addFdMapping", |arena| {

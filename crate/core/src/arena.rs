@@ -4,10 +4,10 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use crate::copy::{copy_in, copy_out, CopyMode};
 use crate::held::{HeldRanges, Restore};
 use crate::layout::{Backing, Layout, MappingInfo};
 use crate::mapping::copy_mode_for_fd;
-use crate::region::{copy_in, copy_out, CopyMode};
 use crate::rules::{check_bounds, check_eof, file_offset, mapping_range, round_up_to_page};
 use crate::{budget, sys, Error, MappedRegion, Protection, Result};
 

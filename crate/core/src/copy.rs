@@ -261,6 +261,67 @@ pub unsafe fn write_fault_safe(dst: *mut u8, src: &[u8]) -> Result<()> {
     })
 }
 
+/// How a checked copy may touch the memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Memory that cannot vanish under the mapping (anonymous memory): plain copy.
+    Plain,
+    /// Memory that might (a file someone could truncate): fault-safe copy.
+    FaultSafe,
+}
+
+/// Copies `dst.len()` bytes from `base + offset` after the caller checked access.
+///
+/// # Safety
+/// `[base + offset, base + offset + dst.len())` must be mapped readable for the
+/// whole call; with `CopyMode::Plain` it must also be backed by memory that
+/// cannot fault (anonymous or sealed against shrinking).
+pub(crate) unsafe fn copy_out(
+    base: *mut u8,
+    offset: usize,
+    dst: &mut [u8],
+    mode: CopyMode,
+) -> Result<()> {
+    // SAFETY: the caller checked that the source range is inside the mapping.
+    let src = unsafe { base.add(offset) };
+    match mode {
+        // SAFETY: readable, non-faulting memory of dst.len() bytes; `dst` may be
+        // a view of the same mapping, hence `copy` (memmove), not a non-overlapping copy.
+        CopyMode::Plain => unsafe {
+            std::ptr::copy(src, dst.as_mut_ptr(), dst.len());
+            Ok(())
+        },
+        // SAFETY: the layout says the range is readable; a page that vanished
+        // under it is EFAULT instead of a signal.
+        CopyMode::FaultSafe => unsafe { read_fault_safe(src, dst) },
+    }
+}
+
+/// Copies `src` to `base + offset` after the caller checked access.
+///
+/// # Safety
+/// As [`copy_out`], with the range mapped writable.
+pub(crate) unsafe fn copy_in(
+    base: *mut u8,
+    offset: usize,
+    src: &[u8],
+    mode: CopyMode,
+) -> Result<()> {
+    // SAFETY: the caller checked that the destination range is inside the mapping.
+    let dst = unsafe { base.add(offset) };
+    match mode {
+        // SAFETY: writable, non-faulting memory; `src` is a Rust slice, which may
+        // alias the mapping only if the caller passed a view, hence `copy`.
+        CopyMode::Plain => unsafe {
+            std::ptr::copy(src.as_ptr(), dst, src.len());
+            Ok(())
+        },
+        // SAFETY: the layout says the range is writable; a page that vanished
+        // under it is EFAULT instead of a signal.
+        CopyMode::FaultSafe => unsafe { write_fault_safe(dst, src) },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,11 +33,12 @@ pub mod sys;
 
 pub use any::AnyRegion;
 pub use arena::{Change, MemoryMappingArena};
+pub use copy::CopyMode;
 pub use error::{Error, Result};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
-pub use region::{populate_supported, CopyMode, MappedRegion, PageRange};
+pub use region::{populate_supported, MappedRegion, PageRange};
 pub use rules::Advice;
 pub use shm::SharedMemory;
 pub use sys::page_size;

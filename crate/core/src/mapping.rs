@@ -2,7 +2,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use crate::region::{copy_in, copy_out, CopyMode};
+use crate::copy::{copy_in, copy_out, CopyMode};
 use crate::rules::{check_bounds, check_eof, file_offset, mapping_len, round_up_to_page};
 use crate::{budget, sys, Error, MappedRegion, Protection, Result};
 

@@ -1,0 +1,377 @@
+// The bench's measures. `floorCases` are the barred ones: each pairs a mapped-region call
+// with the bare syscalls the floor addon (bench/floor.c) makes at the same address, in this
+// process. `infoCases` are figures without a floor (bandwidth, copies against memcpy and fs,
+// asynchronous operations), `peerCases` the comparison with mmap-io.
+import { closeSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { BUILD, comparePaired, measure, median, now, paired, QUICK, timeEach } from './harness.mjs'
+
+const P = PAGE_SIZE
+const RW = Protection.READ_WRITE
+const MiB = 1 << 20
+const GiB = 1 << 30
+const TIB = 2 ** 40
+export const LIVE_COUNTS = [10, 1000, 10000, 30000]
+const ROUNDS = QUICK ? 31 : 201
+const SYSCALL = { batch: 100, rounds: ROUNDS }
+const FAST = { batch: 1000, rounds: ROUNDS }
+
+const addr = (region, offset = 0) => Number(region.address) + offset
+
+/**
+ * The barred measures, each `{ key, label, bar, result }` with `result` from `paired`:
+ * the ratio is mapped-region / the floor (> 1: slower), except where `label` says what
+ * else is compared.
+ */
+export function floorCases(F) {
+  const out = []
+  const add = (key, label, bar, result, note) => out.push({ key, label, bar, result, note })
+  const shm = SharedMemory.create('bench', 4 * MiB)
+  const arena = MemoryMappingArena.reserve(64 * MiB)
+  const at = 8 * MiB
+  const a = addr(arena, at)
+
+  add(
+    'fd_pair_4k',
+    'fd overlay add+remove, 4 KiB',
+    1.1,
+    paired(
+      () => {
+        arena.addFdMapping(at, P, shm.fd, 0, RW)
+        arena.removeMapping(at, P)
+      },
+      () => {
+        F.mapFd(a, P, shm.fd, 3)
+        F.hole(a, P)
+      },
+      SYSCALL,
+    ),
+  )
+  add(
+    'fd_pair_2m',
+    'fd overlay add+remove, 2 MiB',
+    1.1,
+    paired(
+      () => {
+        arena.addFdMapping(at, 2 * MiB, shm.fd, 0, RW)
+        arena.removeMapping(at, 2 * MiB)
+      },
+      () => {
+        F.mapFd(a, 2 * MiB, shm.fd, 3)
+        F.hole(a, 2 * MiB)
+      },
+      SYSCALL,
+    ),
+  )
+  add(
+    'anon_pair',
+    'anonymous overlay add+remove, 4 KiB',
+    1.07,
+    paired(
+      () => {
+        arena.addAnonymous(at, P, RW)
+        arena.removeMapping(at, P)
+      },
+      () => {
+        F.mapAnon(a, P, 3)
+        F.hole(a, P)
+      },
+      SYSCALL,
+    ),
+  )
+
+  const page = MemoryMapping.fromFd(shm.fd, P)
+  page.write(0, Buffer.from([1]))
+  const pa = addr(page)
+  add(
+    'msync',
+    'msync, one clean memfd page',
+    1.05,
+    paired(
+      () => page.msync(0, P),
+      () => F.msync(pa, P),
+      FAST,
+    ),
+  )
+  add(
+    'madvise',
+    "madvise('willneed'), one page",
+    1.1,
+    paired(
+      () => page.madvise(0, P, 'willneed'),
+      () => F.madvise(pa, P, 3),
+      FAST,
+    ),
+  )
+  add(
+    'reserve_close',
+    'reserve(1 TiB) + close()',
+    1.3,
+    paired(
+      () => MemoryMappingArena.reserve(TIB).close(),
+      () => F.unmap(F.reserve(TIB), TIB),
+      { batch: 50, rounds: ROUNDS },
+    ),
+  )
+
+  arena.addFdMapping(at, P, shm.fd, 0, RW)
+  add(
+    'view',
+    'view() of 4 KiB (floor: an external buffer with a weak reference)',
+    1.15,
+    paired(
+      () => arena.view(at, P),
+      () => F.view(a, P),
+      { batch: 200, rounds: ROUNDS },
+    ),
+  )
+  const buf8 = Buffer.alloc(8)
+  add(
+    'readinto_8',
+    'readInto() 8 B, memfd (floor: the raw copy call)',
+    2.0,
+    paired(
+      () => arena.readInto(at, buf8),
+      () => F.readInto(a, buf8),
+      FAST,
+    ),
+  )
+  add(
+    'write_8',
+    'write() 8 B, memfd (floor: the raw copy call)',
+    2.0,
+    paired(
+      () => arena.write(at, buf8),
+      () => F.write(a, buf8),
+      FAST,
+    ),
+  )
+
+  const guest = new GuestMemory([{ guestAddress: 0, size: 4 * MiB, backing: shm }])
+  const g = 0x1000
+  add(
+    'guest_write_8',
+    'GuestMemory.write() 8 B (against the arena’s own write())',
+    1.2,
+    paired(
+      () => guest.write(g, buf8),
+      () => guest.arena.write(g, buf8),
+      FAST,
+    ),
+  )
+  add(
+    'guest_readinto_8',
+    'GuestMemory.readInto() 8 B (against the arena’s own readInto())',
+    1.2,
+    paired(
+      () => guest.readInto(g, buf8),
+      () => guest.arena.readInto(g, buf8),
+      FAST,
+    ),
+  )
+
+  // A change with 10,000 live views elsewhere in the arena, against the same change in an
+  // identical arena without views (the control compares the view-less arena with itself).
+  const plain = MemoryMappingArena.reserve(64 * MiB)
+  const viewed = MemoryMappingArena.reserve(64 * MiB)
+  for (const x of [plain, viewed]) x.addFdMapping(0, 4 * MiB, shm.fd, 0, RW)
+  const views = Array.from({ length: 10000 }, (_, i) => viewed.view((i % 1024) * P, P))
+  add(
+    'live_views',
+    'fd overlay pair with 10,000 live views elsewhere (against none)',
+    1.1,
+    paired(
+      () => {
+        viewed.addFdMapping(at, P, shm.fd, 0, RW)
+        viewed.removeMapping(at, P)
+      },
+      () => {
+        plain.addFdMapping(at, P, shm.fd, 0, RW)
+        plain.removeMapping(at, P)
+      },
+      SYSCALL,
+    ),
+    `${views.length} views alive`,
+  )
+  views.length = 0
+
+  // Live overlays: the pair past N one-page overlays (a gap page between each, so the
+  // kernel cannot merge them), against the floor at the same address.
+  const live = {}
+  for (const n of LIVE_COUNTS) {
+    const x = MemoryMappingArena.reserve((2 * n + 64) * P)
+    for (let i = 0; i < n; i++) x.addFdMapping(2 * i * P, P, shm.fd, (i % 1024) * P, RW)
+    const far = (2 * n + 32) * P
+    const fa = addr(x, far)
+    live[n] = paired(
+      () => {
+        x.addFdMapping(far, P, shm.fd, 0, RW)
+        x.removeMapping(far, P)
+      },
+      () => {
+        F.mapFd(fa, P, shm.fd, 3)
+        F.hole(fa, P)
+      },
+      SYSCALL,
+    )
+    live[n].mappings = measure(() => x.mappings(), { batch: n < 10000 ? 20 : 2 })
+    x.close()
+  }
+  const first = live[LIVE_COUNTS[0]]
+  const last = live[LIVE_COUNTS[LIVE_COUNTS.length - 1]]
+  const growth = {
+    ours: last.ours / first.ours,
+    floor: last.floor / first.floor,
+  }
+  growth.ratio = growth.ours / growth.floor
+  for (const x of [guest, page, arena, plain, viewed, shm]) x.close()
+  return { cases: out, live, growth }
+}
+
+/** Figures without a floor: bandwidth, copies against memcpy (C) and fs, async, first touch. */
+export async function infoCases() {
+  const r = {}
+  const shm = SharedMemory.create('bench', 4 * MiB)
+  const rss0 = rssKiB()
+  const held = Array.from({ length: 16 }, () => MemoryMappingArena.reserve(TIB))
+  r.reserve_1t_rss_kib = (rssKiB() - rss0) / held.length
+  for (const a of held) a.close()
+
+  // Bandwidth: view().set() of 1 MiB chunks into a pre-faulted 256 MiB overlay.
+  const big = SharedMemory.create('bench-256m', 256 * MiB)
+  const bigArena = MemoryMappingArena.reserve(256 * MiB)
+  bigArena.addFdMapping(0, big.size, big.fd, 0, RW)
+  bigArena.madvise(0, big.size, 'populate_write')
+  const view = bigArena.view(0, big.size)
+  const src = Buffer.alloc(MiB, 7)
+  const bw = []
+  for (let i = 0; i < (QUICK ? 3 : 9); i++) {
+    const s = now()
+    for (let off = 0; off < big.size; off += MiB) view.set(src, off)
+    bw.push(big.size / (now() - s))
+  }
+  r.copy_bandwidth_gbps = median(bw)
+
+  // read()/readInto()/write(): the plain path (sealed memfd) and the fault-safe path (ext4 file).
+  const file = join(BUILD, 'rw.bin')
+  writeFileSync(file, Buffer.alloc(2 * MiB, 3))
+  const fileFd = openSync(file, 'r+')
+  const fileMap = MemoryMapping.fromFd(fileFd, 2 * MiB)
+  for (const [tag, len] of [
+    ['4k', 4096],
+    ['1m', MiB],
+  ]) {
+    const data = Buffer.alloc(len)
+    const batch = len > 4096 ? 20 : 200
+    r[`read_${tag}`] = measure(() => bigArena.read(0, len), { batch })
+    r[`readinto_${tag}`] = measure(() => bigArena.readInto(0, data), { batch })
+    r[`write_${tag}`] = measure(() => bigArena.write(0, data), { batch })
+    r[`readinto_${tag}_faultsafe`] = measure(() => fileMap.readInto(0, data), { batch })
+    r[`write_${tag}_faultsafe`] = measure(() => fileMap.write(0, data), { batch })
+    r[`fs_read_${tag}`] = measure(() => readSync(fileFd, data, 0, len, 0), { batch })
+    r[`fs_write_${tag}`] = measure(() => writeSync(fileFd, data, 0, len, 0), { batch })
+  }
+  const buf8 = Buffer.alloc(8)
+  r.readinto_8_faultsafe = measure(() => fileMap.readInto(0, buf8))
+  r.write_8_faultsafe = measure(() => fileMap.write(0, buf8))
+
+  // First touch per page through a view of a fresh memfd overlay.
+  const touch = []
+  for (let i = 0; i < (QUICK ? 3 : 9); i++) {
+    const t = SharedMemory.create('touch', 64 * MiB)
+    const a = MemoryMappingArena.reserve(t.size)
+    a.addFdMapping(0, t.size, t.fd, 0, RW)
+    const v = a.view(0, t.size)
+    const s = now()
+    for (let off = 0; off < t.size; off += P) v[off] = 1
+    touch.push((now() - s) / (t.size / P))
+    a.close()
+    t.close()
+  }
+  r.first_touch = median(touch)
+
+  // populateAsync of 1 GiB of a memfd.
+  const pop = []
+  for (let i = 0; i < (QUICK ? 1 : 3); i++) {
+    const s2 = SharedMemory.create('populate', GiB)
+    const a = MemoryMappingArena.reserve(GiB)
+    a.addFdMapping(0, GiB, s2.fd, 0, RW)
+    const s = now()
+    await a.populateAsync(0, GiB, { write: true })
+    pop.push(GiB / (now() - s))
+    a.close()
+    s2.close()
+  }
+  r.populate_gbps = median(pop)
+
+  // msyncAsync: many small dirty ranges of an ext4 file, all in flight at once.
+  const pages = QUICK ? 64 : 256
+  const mfile = join(BUILD, 'msync-async.bin')
+  writeFileSync(mfile, Buffer.alloc(pages * P))
+  const fd = openSync(mfile, 'r+')
+  const m = MemoryMapping.fromFd(fd, pages * P)
+  const perPage = []
+  const syncPerPage = []
+  for (let round = 0; round < (QUICK ? 2 : 5); round++) {
+    for (let i = 0; i < pages; i++) m.write(i * P, Buffer.from([round + 1]))
+    let s = now()
+    await Promise.all(Array.from({ length: pages }, (_, i) => m.msyncAsync(i * P, P)))
+    perPage.push((now() - s) / pages)
+    for (let i = 0; i < pages; i++) m.write(i * P, Buffer.from([round + 100]))
+    s = now()
+    for (let i = 0; i < pages; i++) m.msync(i * P, P)
+    syncPerPage.push((now() - s) / pages)
+  }
+  r.msync_async_dirty_per_page = median(perPage)
+  r.msync_sync_dirty_per_page = median(syncPerPage)
+  r.reserve_each = timeEach(() => MemoryMappingArena.reserve(TIB).close(), 101)
+
+  m.close()
+  closeSync(fd)
+  closeSync(fileFd)
+  for (const x of [fileMap, bigArena, big, shm]) x.close()
+  rmSync(file, { force: true })
+  rmSync(mfile, { force: true })
+  return r
+}
+
+/**
+ * mmap-io has a blocking msync and madvise (no unmap, no overlays). Its calls take any
+ * Buffer, so it is handed a view of our own mapping: both packages then make the same
+ * syscall on the same address, and only the call paths differ. Paired batches, sign test,
+ * and an A/A control (ours in both slots).
+ */
+export function peerCases(peer, ext4File) {
+  if (!peer.mmap) return {}
+  const m = peer.mmap
+  const rounds = QUICK ? 300 : 2000
+  const shm = SharedMemory.create('peer', P)
+  const page = MemoryMapping.fromFd(shm.fd, P)
+  page.write(0, Buffer.from([1]))
+  const ext4Fd = openSync(ext4File, 'r+')
+  const ext4 = MemoryMapping.fromFd(ext4Fd, P)
+  ext4.write(0, Buffer.from([2]))
+  ext4.msync(0, P)
+  const pageView = page.view(0, P)
+  const ext4View = ext4.view(0, P)
+  const fast = { batch: 200, rounds, perCall: false }
+  const slow = { batch: 50, rounds, perCall: true }
+  const cases = {
+    msync_memfd: [() => page.msync(0, P), () => m.sync(pageView, 0, P, true, false), fast],
+    madvise_willneed: [() => page.madvise(0, P, 'willneed'), () => m.advise(pageView, 0, P, m.MADV_WILLNEED), fast],
+    msync_ext4: [() => ext4.msync(0, P), () => m.sync(ext4View, 0, P, true, false), slow],
+  }
+  const r = {}
+  for (const [k, [ours, theirs, opts]] of Object.entries(cases)) {
+    r[k] = comparePaired(ours, theirs, opts)
+    r[k].control = comparePaired(ours, ours, opts)
+  }
+  for (const x of [page, ext4, shm]) x.close()
+  closeSync(ext4Fd)
+  return r
+}
+
+function rssKiB() {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1])
+}

@@ -19,6 +19,21 @@ const FAST = { batch: 1000, rounds: ROUNDS }
 
 const addr = (region, offset = 0) => Number(region.address) + offset
 
+/** An fd overlay added and removed by mapped-region, and the floor's same two syscalls at the same address. */
+function fdPair(F, region, at, size, fd) {
+  const a = addr(region, at)
+  return [
+    () => {
+      region.addFdMapping(at, size, fd, 0, RW)
+      region.removeMapping(at, size)
+    },
+    () => {
+      F.mapFd(a, size, fd, 3)
+      F.hole(a, size)
+    },
+  ]
+}
+
 /**
  * The barred measures, each `{ key, label, bar, result }` with `result` from `paired`:
  * the ratio is mapped-region / the floor (> 1: slower), except where `label` says what
@@ -32,38 +47,8 @@ export function floorCases(F) {
   const at = 8 * MiB
   const a = addr(arena, at)
 
-  add(
-    'fd_pair_4k',
-    'fd overlay add+remove, 4 KiB',
-    1.1,
-    paired(
-      () => {
-        arena.addFdMapping(at, P, shm.fd, 0, RW)
-        arena.removeMapping(at, P)
-      },
-      () => {
-        F.mapFd(a, P, shm.fd, 3)
-        F.hole(a, P)
-      },
-      SYSCALL,
-    ),
-  )
-  add(
-    'fd_pair_2m',
-    'fd overlay add+remove, 2 MiB',
-    1.1,
-    paired(
-      () => {
-        arena.addFdMapping(at, 2 * MiB, shm.fd, 0, RW)
-        arena.removeMapping(at, 2 * MiB)
-      },
-      () => {
-        F.mapFd(a, 2 * MiB, shm.fd, 3)
-        F.hole(a, 2 * MiB)
-      },
-      SYSCALL,
-    ),
-  )
+  add('fd_pair_4k', 'fd overlay add+remove, 4 KiB', 1.1, paired(...fdPair(F, arena, at, P, shm.fd), SYSCALL))
+  add('fd_pair_2m', 'fd overlay add+remove, 2 MiB', 1.1, paired(...fdPair(F, arena, at, 2 * MiB, shm.fd), SYSCALL))
   add(
     'anon_pair',
     'anonymous overlay add+remove, 4 KiB',
@@ -181,17 +166,7 @@ export function floorCases(F) {
     'live_views',
     'fd overlay pair with 10,000 live views elsewhere (against none)',
     1.1,
-    paired(
-      () => {
-        viewed.addFdMapping(at, P, shm.fd, 0, RW)
-        viewed.removeMapping(at, P)
-      },
-      () => {
-        plain.addFdMapping(at, P, shm.fd, 0, RW)
-        plain.removeMapping(at, P)
-      },
-      SYSCALL,
-    ),
+    paired(fdPair(F, viewed, at, P, shm.fd)[0], fdPair(F, plain, at, P, shm.fd)[0], SYSCALL),
     `${views.length} views alive`,
   )
   views.length = 0
@@ -202,19 +177,7 @@ export function floorCases(F) {
   for (const n of LIVE_COUNTS) {
     const x = MemoryMappingArena.reserve((2 * n + 64) * P)
     for (let i = 0; i < n; i++) x.addFdMapping(2 * i * P, P, shm.fd, (i % 1024) * P, RW)
-    const far = (2 * n + 32) * P
-    const fa = addr(x, far)
-    live[n] = paired(
-      () => {
-        x.addFdMapping(far, P, shm.fd, 0, RW)
-        x.removeMapping(far, P)
-      },
-      () => {
-        F.mapFd(fa, P, shm.fd, 3)
-        F.hole(fa, P)
-      },
-      SYSCALL,
-    )
+    live[n] = paired(...fdPair(F, x, (2 * n + 32) * P, P, shm.fd), SYSCALL)
     live[n].mappings = measure(() => x.mappings(), { batch: n < 10000 ? 20 : 2 })
     x.close()
   }

@@ -115,27 +115,23 @@ static napi_value view(napi_env env, napi_callback_info info) {
   return buffer;
 }
 
-// readInto(addr, target): copies target.length bytes from addr.
-static napi_value read_into(napi_env env, napi_callback_info info) {
+// Copies between addr and a typed array: into it (`readInto`) or out of it (`write`).
+static napi_value copy(napi_env env, napi_callback_info info, int into) {
   ARGS(2);
   void *addr = (void *)(uintptr_t)arg_num(env, argv[0]);
   void *data;
   size_t len;
   napi_get_typedarray_info(env, argv[1], NULL, &len, &data, NULL, NULL);
-  memmove(data, addr, len);
+  if (into) memmove(data, addr, len);
+  else memmove(addr, data, len);
   return NULL;
 }
 
+// readInto(addr, target): copies target.length bytes from addr.
+static napi_value read_into(napi_env env, napi_callback_info info) { return copy(env, info, 1); }
+
 // write(addr, source): copies source.length bytes to addr.
-static napi_value write_from(napi_env env, napi_callback_info info) {
-  ARGS(2);
-  void *addr = (void *)(uintptr_t)arg_num(env, argv[0]);
-  void *data;
-  size_t len;
-  napi_get_typedarray_info(env, argv[1], NULL, &len, &data, NULL, NULL);
-  memmove(addr, data, len);
-  return NULL;
-}
+static napi_value write_from(napi_env env, napi_callback_info info) { return copy(env, info, 0); }
 
 NAPI_MODULE_INIT() {
   struct {

@@ -135,7 +135,7 @@ export function writeReport({ floor, info, c, peer, peerRun, started, counts, ch
     [
       'reserve(1 TiB): RSS growth per reservation',
       `${info.reserve_1t_rss_kib.toFixed(1)} KiB`,
-      'bar < 1024 KiB: ' + pass(info.reserve_1t_rss_kib < 1024),
+      `bar < 1024 KiB: ${pass(info.reserve_1t_rss_kib < 1024)}`,
     ],
     ["msync, clean memfd page, against mmap-io's sync", '—', peerCell(peer, peerRun, 'msync_memfd')],
     ["madvise('willneed'), against mmap-io's advise", '—', peerCell(peer, peerRun, 'madvise_willneed')],

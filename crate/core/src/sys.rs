@@ -351,21 +351,8 @@ pub fn unmapped_ranges(start: usize, end: usize) -> Result<Vec<(usize, usize)>> 
 /// must be memory the caller may overwrite. The kernel checks each page and
 /// reports `EFAULT` (or a short count) instead of raising a signal.
 pub unsafe fn process_vm_readv(local: &[libc::iovec], remote: &[libc::iovec]) -> Result<usize> {
-    // SAFETY: guaranteed by the caller; the slices give the iovec counts.
-    let n = unsafe {
-        libc::process_vm_readv(
-            libc::getpid(),
-            local.as_ptr(),
-            local.len() as libc::c_ulong,
-            remote.as_ptr(),
-            remote.len() as libc::c_ulong,
-            0,
-        )
-    };
-    if n < 0 {
-        return Err(Error::last_os_error("process_vm_readv"));
-    }
-    Ok(n as usize)
+    // SAFETY: guaranteed by the caller.
+    unsafe { process_vm(libc::process_vm_readv, "process_vm_readv", local, remote) }
 }
 
 /// `process_vm_writev(2)` on this process: copies from the `local` ranges into
@@ -374,9 +361,32 @@ pub unsafe fn process_vm_readv(local: &[libc::iovec], remote: &[libc::iovec]) ->
 /// # Safety
 /// As [`process_vm_readv`], with the `remote` ranges the ones overwritten.
 pub unsafe fn process_vm_writev(local: &[libc::iovec], remote: &[libc::iovec]) -> Result<usize> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { process_vm(libc::process_vm_writev, "process_vm_writev", local, remote) }
+}
+
+type ProcessVm = unsafe extern "C" fn(
+    libc::pid_t,
+    *const libc::iovec,
+    libc::c_ulong,
+    *const libc::iovec,
+    libc::c_ulong,
+    libc::c_ulong,
+) -> libc::ssize_t;
+
+/// One of the `process_vm_*` calls on this process.
+///
+/// # Safety
+/// As [`process_vm_readv`] for the direction `call` copies in.
+unsafe fn process_vm(
+    call: ProcessVm,
+    syscall: &'static str,
+    local: &[libc::iovec],
+    remote: &[libc::iovec],
+) -> Result<usize> {
     // SAFETY: guaranteed by the caller; the slices give the iovec counts.
     let n = unsafe {
-        libc::process_vm_writev(
+        call(
             libc::getpid(),
             local.as_ptr(),
             local.len() as libc::c_ulong,
@@ -386,7 +396,7 @@ pub unsafe fn process_vm_writev(local: &[libc::iovec], remote: &[libc::iovec]) -
         )
     };
     if n < 0 {
-        return Err(Error::last_os_error("process_vm_writev"));
+        return Err(Error::last_os_error(syscall));
     }
     Ok(n as usize)
 }

@@ -171,9 +171,9 @@ export declare function regionAddAnonymous(handle: number, offset: number, size:
 export declare function regionRemoveMapping(handle: number, offset: number, size: number): true | undefined
 
 /**
- * Copies `target.length` bytes at `offset` into `target`.
+ * Copies `target.length` bytes at `offset` into `target`; returns that length.
  */
-export declare function regionReadInto(handle: number, offset: number, target: Uint8Array): void
+export declare function regionReadInto(handle: number, offset: number, target: Uint8Array): number
 
 /**
  * Copies `source` to `offset`.

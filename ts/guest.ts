@@ -2,7 +2,7 @@ import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { guestError, invalidArgType, outOfRange, stateError, unaligned } from './errors.js'
 import { native } from './native.js'
-import { MemoryMappingArena } from './region.js'
+import { handleOf, MemoryMappingArena } from './region.js'
 import { sharedMemoryState, type SharedMemory } from './shm.js'
 import * as v from './validate.js'
 
@@ -73,6 +73,8 @@ interface RegionSnapshot {
  */
 const MAX_REGIONS = 1 << 16
 
+const { regionReadInto, regionWrite } = native
+
 /**
  * A guest address or size, narrowed to a safe integer: `GuestMemory` does arithmetic on
  * them to find regions (the address space is reserved in this process, so every valid
@@ -115,6 +117,8 @@ function pages(name: string, value: number): number {
  */
 export class GuestMemory implements Disposable {
   readonly #arena: MemoryMappingArena
+  /** The arena's native handle: copies, checked here against the regions, go straight to it. */
+  readonly #h: number
   /** Regions sorted by guest address. */
   #slots: Slot[] = []
 
@@ -148,6 +152,7 @@ export class GuestMemory implements Disposable {
       }
     }
     this.#arena = MemoryMappingArena.reserve(space)
+    this.#h = handleOf(this.#arena)
     try {
       for (const s of sorted) this.#map(s)
     } catch (e) {
@@ -312,7 +317,7 @@ export class GuestMemory implements Disposable {
     const addr = gpa('guestAddress', guestAddress)
     const bytes = v.bytes('target', target)
     this.#slotFor(addr, v.byteLength(bytes))
-    return this.#arena.readInto(addr, bytes)
+    return regionReadInto(this.#h, addr, bytes)
   }
 
   /**
@@ -325,7 +330,7 @@ export class GuestMemory implements Disposable {
     const addr = gpa('guestAddress', guestAddress)
     const bytes = v.bytes('data', data)
     this.#slotFor(addr, v.byteLength(bytes))
-    this.#arena.write(addr, bytes)
+    regionWrite(this.#h, addr, bytes)
   }
 
   /**

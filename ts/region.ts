@@ -7,6 +7,12 @@ import * as v from './validate.js'
 
 export type { MappingInfo }
 
+/**
+ * @internal For {@link GuestMemory}: the native handle of a region, so that its checked
+ * copies call the entry points directly (the arguments are validated there once).
+ */
+export let handleOf: (region: MemoryMappingArena) => number
+
 // Entry points bound once: a property load on the large exports object per call
 // shows up next to a one-page msync. Every one of them re-checks its arguments natively.
 const {
@@ -41,7 +47,7 @@ const {
  * `ERR_MMAP_CLOSED` once the region is closed.
  */
 export interface MappedRegion extends Disposable {
-  /** Size in bytes (whole pages for an arena). */
+  /** Size in bytes (whole pages for an arena). Readable after `close()`. */
   readonly size: number
   /**
    * Start address, for ioctls such as `KVM_SET_USER_MEMORY_REGION`.
@@ -90,7 +96,8 @@ export interface MappedRegion extends Disposable {
    * touched, so locking guest RAM costs nothing up front. Limited by `RLIMIT_MEMLOCK`
    * (`ulimit -l`); the lock ends with {@link munlock}, a removal or `close()`.
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, or the errno of `mlock`/`mlock2`
-   * (`ENOMEM` past the limit, `EPERM`, `EAGAIN`).
+   * (`ENOMEM` past the limit, `EPERM`, `EAGAIN`; `ENOSYS` for `onFault` where the kernel, before
+   * Linux 4.4, has no `mlock2`).
    * @example
    * ram.mlock(0, ram.size, { onFault: true }) // never swapped once touched
    */
@@ -182,13 +189,18 @@ export interface PopulateOptions {
 abstract class Region implements MappedRegion {
   /** @internal The handle the `native.region*` entry points take; released when this object is collected. */
   protected readonly h: number
-  readonly size: number
+  #size = -1
   #reclaimScheduled = false
 
   /** @internal `create` makes the native region, owned by this object, and returns its handle. */
   protected constructor(create: (owner: object) => number) {
     this.h = create(this)
-    this.size = regionSize(this.h)
+  }
+
+  get size(): number {
+    // Asked once, when first read (a region made and closed unread never asks).
+    if (this.#size < 0) this.#size = regionSize(this.h)
+    return this.#size
   }
 
   get address(): bigint {
@@ -295,8 +307,7 @@ abstract class Region implements MappedRegion {
 
   readInto(offset: number, target: ArrayBufferView | ArrayBuffer): number {
     const bytes = v.bytes('target', target)
-    regionReadInto(this.h, v.number('offset', offset), bytes)
-    return v.byteLength(bytes)
+    return regionReadInto(this.h, v.number('offset', offset), bytes)
   }
 
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void {
@@ -321,6 +332,10 @@ abstract class Region implements MappedRegion {
   /** Same as `close()`, for `using` declarations. */
   [Symbol.dispose](): void {
     this.close()
+  }
+
+  static {
+    handleOf = (region) => region.h
   }
 }
 

@@ -40,6 +40,8 @@ enum What<'fd> {
         /// Whether the fd has a size that was checked (regular file, memfd,
         /// block device); views need it.
         sized: bool,
+        /// The file's identity, from the same `fstat`.
+        identity: (u64, u64),
     },
     Anonymous {
         prot: Protection,
@@ -147,7 +149,10 @@ impl MemoryMappingArena {
     ) -> Result<Change<'fd>> {
         let len = mapping_range(offset, size, self.size)?;
         let off = file_offset("fdOffset", fd_offset)?;
-        let file_size = sys::mappable_size(fd)?;
+        let sys::Mappable {
+            size: file_size,
+            identity,
+        } = sys::mappable(fd)?;
         if let Some(file_size) = file_size {
             check_eof(fd_offset, size, file_size)?;
         }
@@ -160,6 +165,7 @@ impl MemoryMappingArena {
                 fd_offset: off,
                 prot,
                 sized: file_size.is_some(),
+                identity,
             },
         })
     }
@@ -192,7 +198,11 @@ impl MemoryMappingArena {
                 fd_offset,
                 prot,
                 sized,
-            } => self.apply_fd_mapping(start, end, fd, fd_offset, prot, sized, in_use),
+                identity,
+            } => {
+                let plain = copy_mode_for_fd(fd, identity) == CopyMode::Plain;
+                self.apply_fd_mapping(start, end, fd, fd_offset, prot, sized, plain, in_use)
+            }
             What::Remove => self.apply_removal(start, end, in_use),
         };
         self.sync_budget();
@@ -541,6 +551,7 @@ impl MemoryMappingArena {
         fd_offset: libc::off_t,
         prot: Protection,
         sized: bool,
+        plain: bool,
         in_use: bool,
     ) -> Result<()> {
         let len = end - offset;
@@ -596,12 +607,11 @@ impl MemoryMappingArena {
                     prot,
                     &mut |b| kernel_merged(base + b),
                 );
-                match copy_mode_for_fd(fd) {
-                    CopyMode::Plain => self.fragile.clear(offset, end),
-                    CopyMode::FaultSafe => {
-                        self.fragile
-                            .set(offset, end, Backing::Anonymous, Protection::NONE)
-                    }
+                if plain {
+                    self.fragile.clear(offset, end);
+                } else {
+                    self.fragile
+                        .set(offset, end, Backing::Anonymous, Protection::NONE);
                 }
                 Ok(())
             }

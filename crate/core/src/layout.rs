@@ -150,7 +150,9 @@ impl Layout {
 
     /// Makes `[start, end)` a hole.
     pub fn clear(&mut self, start: usize, end: usize) {
-        if start >= end {
+        // An empty layout (an arena's fault-safe and device ranges, mostly)
+        // has nothing to split: no tree search.
+        if start >= end || self.pieces.is_empty() {
             return;
         }
         // Split a piece that starts before `start` and reaches into the range.

@@ -111,7 +111,10 @@ impl MemoryMapping {
     ) -> Result<MemoryMapping> {
         let mapped_len = mapping_len(size)?;
         let offset = file_offset("offset", options.offset)?;
-        let file_size = sys::mappable_size(fd)?;
+        let sys::Mappable {
+            size: file_size,
+            identity,
+        } = sys::mappable(fd)?;
         budget::check_room(1)?;
         // An fd whose size cannot be checked (a device) gets no view at all: its
         // mapping may fault wherever its driver says (a shared /dev/zero at a
@@ -151,7 +154,7 @@ impl MemoryMapping {
         let copy_mode = if direct_limit < size {
             CopyMode::FaultSafe
         } else {
-            copy_mode_for_fd(fd)
+            copy_mode_for_fd(fd, identity)
         };
         Ok(MemoryMapping {
             addr,
@@ -216,7 +219,12 @@ impl MemoryMapping {
 
 /// A memfd sealed against shrinking can never lose pages under a mapping, so
 /// copies may skip the fault-safe path; anything else might be truncated.
-pub(crate) fn copy_mode_for_fd(fd: BorrowedFd<'_>) -> CopyMode {
+/// `identity` is the fd's, from the `fstat` the caller made: a live
+/// `SharedMemory` sealed against shrinking needs no `F_GET_SEALS`.
+pub(crate) fn copy_mode_for_fd(fd: BorrowedFd<'_>, identity: (u64, u64)) -> CopyMode {
+    if crate::shm::sealed::contains(identity) {
+        return CopyMode::Plain;
+    }
     match sys::seals(fd) {
         Some(seals) if seals & libc::F_SEAL_SHRINK != 0 => CopyMode::Plain,
         _ => CopyMode::FaultSafe,

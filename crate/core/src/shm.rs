@@ -2,6 +2,7 @@
 //! can ever fault with `SIGBUS`.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::RwLock;
 
 use crate::rules::{check_seals, memfd_name};
 use crate::{sys, Error, Result};
@@ -17,6 +18,10 @@ use crate::{sys, Error, Result};
 pub struct SharedMemory {
     /// `None` only during drop.
     fd: Option<OwnedFd>,
+    /// A duplicate of the memfd that is never handed out: it keeps the inode
+    /// alive for as long as this value lives, whatever happens to `fd`'s
+    /// number, so `identity` cannot come to name another file meanwhile.
+    pin: OwnedFd,
     identity: (u64, u64),
     size: u64,
 }
@@ -49,8 +54,10 @@ impl SharedMemory {
             // error here (ENOSPC), never a crash later.
             sys::fallocate(fd.as_fd(), len)?;
         }
+        let pin = sys::dup_cloexec(fd.as_fd())?;
         let shm = SharedMemory {
             fd: Some(fd),
+            pin,
             identity,
             size,
         };
@@ -98,12 +105,21 @@ impl SharedMemory {
     /// `F_SEAL_WRITE`, `F_SEAL_FUTURE_WRITE`.
     pub fn add_seals(&self, seals: i32) -> Result<()> {
         check_seals(seals)?;
-        sys::add_seals(self.own_fd("fcntl")?, seals)
+        // On the pin: the seals belong to the inode, and the pin is ours.
+        let _ = self.own_fd("fcntl")?;
+        sys::add_seals(self.pin.as_fd(), seals)?;
+        if seals & libc::F_SEAL_SHRINK != 0 {
+            sealed::insert(self.identity);
+        }
+        Ok(())
     }
 }
 
 impl Drop for SharedMemory {
     fn drop(&mut self) {
+        // The pin closes with this value: the identity may name another file
+        // from now on.
+        sealed::remove(self.identity);
         // Close only our memfd: if someone closed it and the number now names
         // another file, that file is not ours to close, so the number is
         // given up without closing it.
@@ -113,6 +129,36 @@ impl Drop for SharedMemory {
                 let _ = fd.into_raw_fd();
             }
         }
+    }
+}
+
+/// The identities of the live `SharedMemory`s sealed against shrinking. Each
+/// is pinned (its inode cannot be freed, so its identity cannot be reused)
+/// until it is removed, and seals are never taken back: a file with one of
+/// these identities cannot shrink. That lets an overlay of such a memfd take
+/// the plain copy path after one `fstat` (which it needs for the identity,
+/// the size and the type anyway) without asking for its seals.
+pub(crate) mod sealed {
+    use super::RwLock;
+
+    static LIVE: RwLock<Vec<(u64, u64)>> = RwLock::new(Vec::new());
+
+    pub(super) fn insert(identity: (u64, u64)) {
+        let mut live = LIVE.write().unwrap_or_else(|e| e.into_inner());
+        if !live.contains(&identity) {
+            live.push(identity);
+        }
+    }
+
+    pub(super) fn remove(identity: (u64, u64)) {
+        let mut live = LIVE.write().unwrap_or_else(|e| e.into_inner());
+        live.retain(|&i| i != identity);
+    }
+
+    /// Whether `identity` is a live `SharedMemory` sealed against shrinking.
+    pub(crate) fn contains(identity: (u64, u64)) -> bool {
+        let live = LIVE.read().unwrap_or_else(|e| e.into_inner());
+        live.contains(&identity)
     }
 }
 
@@ -202,6 +248,23 @@ mod tests {
         assert_ne!(unsafe { libc::fcntl(other, libc::F_GETFD) }, -1);
         crate::testutil::close_raw(other);
         crate::testutil::close_raw(spare);
+    }
+
+    #[test]
+    fn sealed_memfds_are_known_while_they_live() {
+        let sealed = SharedMemory::create("mr-core-known", 1, true, false).unwrap();
+        let open = SharedMemory::create("mr-core-unknown", 1, false, false).unwrap();
+        let (a, b) = (sealed.identity, open.identity);
+        assert!(super::sealed::contains(a));
+        assert!(!super::sealed::contains(b));
+        open.add_seals(libc::F_SEAL_GROW).unwrap();
+        assert!(!super::sealed::contains(b));
+        open.add_seals(libc::F_SEAL_SHRINK).unwrap();
+        assert!(super::sealed::contains(b));
+        drop(sealed);
+        drop(open);
+        assert!(!super::sealed::contains(a));
+        assert!(!super::sealed::contains(b));
     }
 
     #[test]

@@ -167,6 +167,21 @@ pub fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> Result<()> {
 /// included) and block devices. Pages of such an fd past its end cannot be
 /// touched without `SIGBUS`. `None` for anything else (character devices, …).
 pub fn mappable_size(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+    Ok(mappable(fd)?.size)
+}
+
+/// What one `fstat` tells about an fd to be mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mappable {
+    /// As [`mappable_size`].
+    pub size: Option<u64>,
+    /// The file's identity (`st_dev`, `st_ino`).
+    pub identity: (u64, u64),
+}
+
+/// [`mappable_size`] and the file's identity, from one `fstat` (and for a
+/// block device one `ioctl`).
+pub fn mappable(fd: BorrowedFd<'_>) -> Result<Mappable> {
     let fd = fd.as_raw_fd();
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a full `struct stat` into the buffer on success.
@@ -174,8 +189,9 @@ pub fn mappable_size(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
     check(ret, "fstat")?;
     // SAFETY: fstat returned 0, so the struct is initialised.
     let st = unsafe { st.assume_init() };
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Ok(Some(st.st_size as u64)),
+    let identity = (st.st_dev, st.st_ino);
+    let size = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Some(st.st_size as u64),
         libc::S_IFBLK => {
             // _IOR(0x12, 114, size_t). The request's C type differs by libc
             // (`unsigned long` in glibc, `int` in musl: `libc::Ioctl`); the kernel
@@ -186,10 +202,11 @@ pub fn mappable_size(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
             let ret =
                 unsafe { libc::ioctl(fd, BLKGETSIZE64 as libc::Ioctl, &mut size as *mut u64) };
             check(ret, "ioctl")?;
-            Ok(Some(size))
+            Some(size)
         }
-        _ => Ok(None),
-    }
+        _ => None,
+    };
+    Ok(Mappable { size, identity })
 }
 
 /// The identity (`st_dev`, `st_ino`) of the file `fd` refers to, or `None`

@@ -117,21 +117,17 @@ impl Arg for Bytes {
             what,
             expected: "a Uint8Array",
         };
-        let mut is_typed = false;
-        // SAFETY: a live value of this callback's scope, or null (refused).
-        let typed = !value.is_null()
-            && unsafe { sys::napi_is_typedarray(env, value, &mut is_typed) }
-                == sys::Status::napi_ok
-            && is_typed;
-        if !typed {
+        if value.is_null() {
             return Err(not_bytes);
         }
-        let mut kind = 0;
+        let mut kind = -1;
         let mut len = 0usize;
         let mut data = ptr::null_mut();
-        // SAFETY: `value` is a typed array; napi reports its element type,
-        // length and data pointer (null for a detached or empty buffer).
-        unsafe {
+        // SAFETY: a live value of this callback's scope. For anything but a
+        // typed array the call fails (napi_invalid_arg) and writes nothing;
+        // for one it reports the element type, length and data pointer (null
+        // for a detached or empty buffer).
+        let status = unsafe {
             sys::napi_get_typedarray_info(
                 env,
                 value,
@@ -142,7 +138,7 @@ impl Arg for Bytes {
                 ptr::null_mut(),
             )
         };
-        if kind != sys::TypedarrayType::uint8_array {
+        if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
             return Err(not_bytes);
         }
         Ok(Bytes {
@@ -516,11 +512,13 @@ entries! {
         })
         .map(Held)
     };
-    /// Copies `target.length` bytes at `offset` into `target`.
-    regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
+    /// Copies `target.length` bytes at `offset` into `target`; returns that length.
+    regionReadInto(handle: f64, offset: f64, target: Bytes) -> f64 = |_env| {
         let region = handles::get(handle)?;
         let state = region.keep.lock();
-        Ok(state.live()?.read_into(index("offset", offset)?, target.as_mut())?)
+        let target = target.as_mut();
+        state.live()?.read_into(index("offset", offset)?, target)?;
+        Ok(target.len() as f64)
     };
     /// Copies `source` to `offset`.
     regionWrite(handle: f64, offset: f64, source: Bytes) -> () = |_env| {

@@ -2,6 +2,7 @@
 //! the region's [`Keep`] until collected, and detached (length 0) before any
 //! change to the memory under them.
 
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
@@ -13,18 +14,24 @@ use crate::convert;
 use crate::errors::{Failure, Result};
 use crate::handles::{self, Keep};
 
-/// A live view: its range and a weak reference to its `ArrayBuffer`.
+/// A live view: where it ends and a weak reference to its `ArrayBuffer`.
 struct Entry {
-    start: usize,
     end: usize,
     buffer: sys::napi_ref,
 }
 
-/// The views of a region, detached on every change under them.
+/// The views of a region, detached on every change under them. Ordered by
+/// start (and creation, to tell apart views that start together), so that a
+/// change finds the views it overlaps without looking at the others: those
+/// start before its end and no more than the longest view's length before
+/// its start.
 pub struct Views {
     env: sys::napi_env,
-    entries: Vec<Entry>,
-    /// Live views after the last pruning of collected ones.
+    entries: BTreeMap<(usize, u64), Entry>,
+    next: u64,
+    /// The longest view's length (never lowered: a bound, not an exact figure).
+    longest: usize,
+    /// Views after the last pruning of collected ones.
     after_prune: usize,
 }
 
@@ -33,7 +40,9 @@ impl Views {
     pub fn new(env: sys::napi_env) -> Views {
         Views {
             env,
-            entries: Vec::new(),
+            entries: BTreeMap::new(),
+            next: 0,
+            longest: 0,
             after_prune: 0,
         }
     }
@@ -43,22 +52,25 @@ impl Views {
     /// built-in that called back into JavaScript) may still write anywhere in
     /// them, also outside `[start, end)`.
     pub fn detach(&mut self, start: usize, end: usize) -> Option<(usize, usize)> {
-        if self.entries.is_empty() {
+        if self.entries.is_empty() || start >= end {
             return None;
         }
-        let env = self.env;
+        let from = (start.saturating_sub(self.longest), 0);
+        let hit: Vec<(usize, u64)> = self
+            .entries
+            .range(from..(end, 0))
+            .filter(|(_, v)| v.end > start)
+            .map(|(k, _)| *k)
+            .collect();
         let mut alive: Option<(usize, usize)> = None;
-        self.entries.retain(|v| {
-            if v.end <= start || v.start >= end {
-                return true;
-            }
+        for key in hit {
+            let v = self.entries.remove(&key).expect("key just seen");
             // SAFETY: `v.buffer` is a live reference created in `create` on this env.
-            if unsafe { detach_and_delete(env, v.buffer) } {
-                alive =
-                    Some(alive.map_or((v.start, v.end), |(s, e)| (s.min(v.start), e.max(v.end))));
+            if unsafe { detach_and_delete(self.env, v.buffer) } {
+                let (s, e) = (key.0, v.end);
+                alive = Some(alive.map_or((s, e), |(a, b)| (a.min(s), b.max(e))));
             }
-            false
-        });
+        }
         alive
     }
 
@@ -68,7 +80,7 @@ impl Views {
             return;
         }
         let env = self.env;
-        self.entries.retain(|v| {
+        self.entries.retain(|_, v| {
             // SAFETY: `v.buffer` is a live reference created on this env.
             let alive = unsafe { !reference_value(env, v.buffer).is_null() };
             if !alive {
@@ -86,7 +98,7 @@ impl Drop for Views {
         // The region's handle was released: its views may still be alive and
         // keep the memory (through their own `Arc<Keep>`); only the weak
         // references go away here.
-        for v in self.entries.drain(..) {
+        for v in std::mem::take(&mut self.entries).into_values() {
             // SAFETY: each reference was created on `self.env` and is deleted once.
             unsafe { sys::napi_delete_reference(self.env, v.buffer) };
         }
@@ -202,10 +214,15 @@ pub unsafe fn create(
         );
         sys::napi_create_reference(env, array_buffer, 0, &mut reference);
     }
-    views.entries.push(Entry {
-        start: offset,
-        end: offset + length,
-        buffer: reference,
-    });
+    let id = views.next;
+    views.next += 1;
+    views.longest = views.longest.max(length);
+    views.entries.insert(
+        (offset, id),
+        Entry {
+            end: offset + length,
+            buffer: reference,
+        },
+    );
     Ok(buffer)
 }

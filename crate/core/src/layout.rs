@@ -150,26 +150,23 @@ impl Layout {
 
     /// Makes `[start, end)` a hole.
     pub fn clear(&mut self, start: usize, end: usize) {
-        // An empty layout (an arena's fault-safe and device ranges, mostly)
-        // has nothing to split: no tree search.
-        if start >= end || self.pieces.is_empty() {
+        if start >= end {
             return;
         }
-        // Split a piece that starts before `start` and reaches into the range.
-        if let Some((&s, &p)) = self.pieces.range(..start).next_back() {
-            if p.end > start {
-                self.take(s);
-                self.put(s, Piece { end: start, ..p });
-                if p.end > end {
-                    self.put(end, p.tail(s, end));
-                }
+        // From the last piece that starts before `end` backwards, while pieces
+        // reach into the range: one search when the range is a hole already,
+        // two for a range that is exactly one piece.
+        while let Some((&s, &p)) = self.pieces.range(..end).next_back() {
+            if p.end <= start {
+                break;
             }
-        }
-        // Remove pieces that start inside the range, keeping a tail past `end`.
-        while let Some((&s, _)) = self.pieces.range(start..end).next() {
-            let p = self.take(s).expect("key just seen");
+            self.take(s);
             if p.end > end {
                 self.put(end, p.tail(s, end));
+            }
+            if s < start {
+                self.put(s, Piece { end: start, ..p });
+                break;
             }
         }
     }

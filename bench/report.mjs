@@ -180,6 +180,12 @@ ${table(['live overlays', 'mapped-region pair', 'floor pair', 'ratio (spread)', 
 
 ## What was changed, and what each change bought
 
+Each figure is the paired ratio to the floor from a \`npm run bench -- --quick\` run just before
+and one just after the change (bench/changes.mjs), so that a change is compared with its own
+neighbours in time; runs differ from one another by about ±0.05 on the overlay and syscall
+ratios and up to ±0.2 on the 8-byte copies (whose floor is 80 ns), which is also why the table
+above can differ from the last figure here.
+
 ${table(['change', 'measured (this bench, paired ratio to the floor, before → after)'], changes)}
 
 ## For information

@@ -115,6 +115,19 @@ test('options must be objects; boolean options must be booleans', (t) => {
   t.throws(() => MemoryMapping.fromFile(42 as unknown as string), { code: 'ERR_INVALID_ARG_TYPE' })
 })
 
+test('unknown option keys are refused, not ignored', async (t) => {
+  const typo = { shraed: true } as unknown as { shared: boolean }
+  const err = t.throws(() => MemoryMapping.anonymous(P, typo), { code: 'ERR_INVALID_ARG_VALUE', instanceOf: TypeError })
+  t.regex(err?.message ?? '', /"shraed"/)
+  using shm = SharedMemory.create('keys', P)
+  t.throws(() => SharedMemory.create('x', P, { sealed: true } as unknown as { seal: boolean }), { code: 'ERR_INVALID_ARG_VALUE' })
+  using m = MemoryMapping.fromFd(shm.fd, P)
+  t.throws(() => m.mlock(0, P, { onfault: true } as unknown as { onFault: boolean }), { code: 'ERR_INVALID_ARG_VALUE' })
+  await t.throwsAsync(m.populateAsync(0, P, { writ: true } as unknown as { write: boolean }), { code: 'ERR_INVALID_ARG_VALUE' })
+  // Known keys, and keys inherited from a prototype, are fine.
+  t.notThrows(() => MemoryMapping.anonymous(P, Object.create({ extra: 1 }, { shared: { value: true, enumerable: true } })).close())
+})
+
 test('errors never change the region', (t) => {
   using shm = SharedMemory.create('atomic', 2 * P)
   using a = MemoryMappingArena.reserve(4 * P)

@@ -65,12 +65,19 @@ export function bool(name: string, value: unknown, fallback: boolean): boolean {
 /**
  * An options bag: `undefined` or an object, copied into a plain object by reading
  * each of `keys` exactly once (a getter may answer differently on a second read, and
- * may run arbitrary code: what is validated is what is used).
+ * may run arbitrary code: what is validated is what is used). An own key that is not
+ * one of `keys` is refused (`ERR_INVALID_ARG_VALUE`): a misspelt option (`{ shraed: true }`)
+ * would otherwise be silently ignored.
  */
 export function options<K extends string>(name: string, value: unknown, keys: readonly K[]): Partial<Record<K, unknown>> {
   const out: Partial<Record<K, unknown>> = {}
   if (value === undefined) return out
   if (value === null || typeof value !== 'object') throw invalidArgType(name, 'an object', value)
+  for (const own of Object.keys(value)) {
+    if (!(keys as readonly string[]).includes(own)) {
+      throw invalidArgValue(name, `has an unknown property "${own}" (known: ${keys.join(', ')})`, value)
+    }
+  }
   for (const key of keys) out[key] = (value as Record<K, unknown>)[key]
   return out
 }

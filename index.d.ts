@@ -171,9 +171,9 @@ export declare function regionAddAnonymous(handle: number, offset: number, size:
 export declare function regionRemoveMapping(handle: number, offset: number, size: number): true | undefined
 
 /**
- * Copies `target.length` bytes at `offset` into `target`; returns that length.
+ * Copies `target.length` bytes at `offset` into `target`.
  */
-export declare function regionReadInto(handle: number, offset: number, target: Uint8Array): number
+export declare function regionReadInto(handle: number, offset: number, target: Uint8Array): void
 
 /**
  * Copies `source` to `offset`.

@@ -316,8 +316,10 @@ export class GuestMemory implements Disposable {
   readInto(guestAddress: bigint | number, target: ArrayBufferView | ArrayBuffer): number {
     const addr = gpa('guestAddress', guestAddress)
     const bytes = v.bytes('target', target)
-    this.#slotFor(addr, v.byteLength(bytes))
-    return regionReadInto(this.#h, addr, bytes)
+    const length = v.byteLength(bytes)
+    this.#slotFor(addr, length)
+    regionReadInto(this.#h, addr, bytes)
+    return length
   }
 
   /**

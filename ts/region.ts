@@ -307,7 +307,8 @@ abstract class Region implements MappedRegion {
 
   readInto(offset: number, target: ArrayBufferView | ArrayBuffer): number {
     const bytes = v.bytes('target', target)
-    return regionReadInto(this.h, v.number('offset', offset), bytes)
+    regionReadInto(this.h, v.number('offset', offset), bytes)
+    return v.byteLength(bytes)
   }
 
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void {

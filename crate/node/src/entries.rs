@@ -512,13 +512,11 @@ entries! {
         })
         .map(Held)
     };
-    /// Copies `target.length` bytes at `offset` into `target`; returns that length.
-    regionReadInto(handle: f64, offset: f64, target: Bytes) -> f64 = |_env| {
+    /// Copies `target.length` bytes at `offset` into `target`.
+    regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
         let region = handles::get(handle)?;
         let state = region.keep.lock();
-        let target = target.as_mut();
-        state.live()?.read_into(index("offset", offset)?, target)?;
-        Ok(target.len() as f64)
+        Ok(state.live()?.read_into(index("offset", offset)?, target.as_mut())?)
     };
     /// Copies `source` to `offset`.
     regionWrite(handle: f64, offset: f64, source: Bytes) -> () = |_env| {

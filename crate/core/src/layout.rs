@@ -226,10 +226,19 @@ impl Layout {
     /// Whether every byte of `[start, end)` is mapped with at least `needed`.
     /// On success, tells whether the whole range is anonymous memory.
     pub fn check_access(&self, start: usize, end: usize, needed: Protection) -> Option<bool> {
-        let mut cursor = start;
-        let mut all_anonymous = true;
         // The piece that contains `start`, then its contiguous successors.
         let first = self.pieces.range(..=start).next_back();
+        // Most accesses lie inside one piece: one search.
+        if let Some((_, p)) = first {
+            if p.end >= end && p.end > start {
+                return p
+                    .protection
+                    .contains(needed)
+                    .then_some(p.backing == Backing::Anonymous);
+            }
+        }
+        let mut cursor = start;
+        let mut all_anonymous = true;
         let mut iter = first
             .into_iter()
             .chain(self.pieces.range(start.saturating_add(1)..end));
@@ -246,6 +255,9 @@ impl Layout {
 
     /// Whether any piece overlaps `[start, end)`.
     pub fn overlaps(&self, start: usize, end: usize) -> bool {
+        if self.pieces.is_empty() {
+            return false;
+        }
         let before = self.pieces.range(..=start).next_back();
         before.is_some_and(|(_, p)| p.end > start)
             || self

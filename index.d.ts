@@ -166,6 +166,11 @@ export declare function regionAddFdMappingBig(handle: number, offset: number, si
 export declare function regionAddAnonymous(handle: number, offset: number, size: number, protection: number): true | undefined
 
 /**
+ * Changes the protection of a mapped range in place (`mprotect`).
+ */
+export declare function regionProtect(handle: number, offset: number, size: number, protection: number): true | undefined
+
+/**
  * Replaces the range by reserved `PROT_NONE` space.
  */
 export declare function regionRemoveMapping(handle: number, offset: number, size: number): true | undefined

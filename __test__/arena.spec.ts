@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process'
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo } from 'mapped-region'
-import { mapsOverlapping, runChild, tempDir, throwsErrno } from './helpers.js'
+import { mapsOverlapping, runChild, tempDir, tempFile, throwsErrno } from './helpers.js'
 
 const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
@@ -247,4 +247,58 @@ test('a socket overlay that destroys the range leaves a reserved hole that match
   const entries = JSON.parse(out[out.length - 1]) as MappingInfo[]
   // Whatever survived is still listed; the first page is not.
   t.true(entries.every((m) => m.offset >= P && m.kind === 'anonymous'))
+})
+
+test('protect: access changes in place, views detach only when they would lose READ | WRITE', (t) => {
+  using shm = SharedMemory.create('protect', 4 * P)
+  using a = MemoryMappingArena.reserve(8 * P)
+  a.addFdMapping(0, 4 * P, shm.fd, 0, Protection.READ_WRITE)
+  a.write(P, Buffer.from('kept'))
+  const keep = a.view(3 * P, 16)
+  const lose = a.view(P, 16)
+  a.protect(0, 4 * P, Protection.READ_WRITE | Protection.EXEC)
+  t.is(keep.length, 16, 'still READ | WRITE: the view stays')
+  a.protect(P, 2 * P, Protection.READ)
+  t.is(lose.length, 0, 'read-only: the view over it is detached')
+  t.is(keep.length, 16)
+  t.is(a.read(P, 4).toString(), 'kept')
+  t.throws(() => a.write(P, Buffer.from('x')), { code: 'ERR_MMAP_ACCESS' })
+  t.throws(() => a.view(P, 1), { code: 'ERR_MMAP_ACCESS' })
+  t.deepEqual(
+    a.mappings().map((m) => [m.offset / P, m.size / P, m.protection]),
+    [
+      [0, 1, Protection.READ_WRITE | Protection.EXEC],
+      [1, 2, Protection.READ],
+      [3, 1, Protection.READ_WRITE | Protection.EXEC],
+    ],
+  )
+  t.throws(() => a.protect(2 * P, 4 * P, Protection.READ), { code: 'ERR_MMAP_ACCESS' }, 'a hole in the range')
+  t.throws(() => a.protect(1, P, Protection.READ), { code: 'ERR_MMAP_UNALIGNED' })
+  t.throws(() => a.protect(0, 0, Protection.READ), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => a.protect(0, P, 8), { code: 'ERR_OUT_OF_RANGE' })
+  a.protect(0, 4 * P, Protection.READ_WRITE)
+  a.write(P, Buffer.from('more'))
+  t.is(shm.size, 4 * P)
+  t.deepEqual(
+    a.mappings().map((m) => [m.offset / P, m.size / P, m.protection]),
+    [[0, 4, Protection.READ_WRITE]],
+  )
+  a.close()
+  t.throws(() => a.protect(0, P, Protection.READ), { code: 'ERR_MMAP_CLOSED' })
+})
+
+test('protect: refused while an asynchronous operation uses the range; EACCES for WRITE on a read-only fd', async (t) => {
+  using shm = SharedMemory.create('protect-busy', 4 * P)
+  using a = MemoryMappingArena.reserve(4 * P)
+  a.addFdMapping(0, 4 * P, shm.fd, 0, Protection.READ_WRITE)
+  const pending = a.msyncAsync(0, 4 * P)
+  t.throws(() => a.protect(0, P, Protection.READ), { code: 'ERR_MMAP_BUSY' })
+  await pending
+  a.protect(0, P, Protection.READ)
+  const { fd } = tempFile(t, Buffer.alloc(P, 1), 'r')
+  a.addFdMapping(2 * P, P, fd, 0, Protection.READ)
+  const before = a.mappings()
+  const err = t.throws(() => a.protect(2 * P, P, Protection.READ_WRITE))
+  t.is((err as { code?: string }).code, 'EACCES')
+  t.deepEqual(a.mappings(), before, 'a refused protect changes nothing')
 })

@@ -125,6 +125,7 @@ for (const change of [
   'anonymous NONE',
   'anonymous READ',
   'fd READ',
+  'protect READ',
   'mapping close',
   'overlay RW, then remove',
   'overlay RW, then close',
@@ -145,6 +146,7 @@ for (const change of [
         else if (change === 'anonymous NONE') region.addAnonymous(0, 4 * P, R.NONE)
         else if (change === 'anonymous READ') region.addAnonymous(0, 4 * P, R.READ)
         else if (change === 'fd READ') region.addFdMapping(0, 4 * P, shm.fd, 0, R.READ)
+        else if (change === 'protect READ') region.protect(0, 4 * P, R.READ)
         else if (change.startsWith('overlay one page')) {
           // The first change detaches the view but covers only its first page; the
           // second, with no view left, removes a page the built-in still writes.
@@ -166,7 +168,7 @@ for (const change of [
           const addr = region.address
           const line = fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').find((l) => BigInt('0x' + l.split('-')[0]) === addr) ?? ''
           const perms = line.split(' ')[1]
-          const want = { remove: '---p', 'anonymous NONE': '---p', 'anonymous READ': 'r--p', 'fd READ': 'r--s', 'overlay RW, then remove': '---p', 'overlay one page READ, then remove the next': 'r--s' }[change]
+          const want = { remove: '---p', 'anonymous NONE': '---p', 'anonymous READ': 'r--p', 'fd READ': 'r--s', 'protect READ': 'r--s', 'overlay RW, then remove': '---p', 'overlay one page READ, then remove the next': 'r--s' }[change]
           if (perms !== want) throw new Error('after reclaim: ' + line + ', want ' + want)
           if (change === 'fd READ') {
             // The bytes the built-in wrote after the change went to a private copy, not the file.

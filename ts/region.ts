@@ -32,6 +32,7 @@ const {
   regionAddFdMappingBig,
   regionAddAnonymous,
   regionRemoveMapping,
+  regionProtect,
   regionRead,
   regionReadInto,
   regionWrite,
@@ -514,6 +515,24 @@ export class MemoryMappingArena extends Region {
     const o = v.number('offset', offset)
     const s = v.number('size', size)
     this.afterChange(regionAddAnonymous(this.h, o, s, v.protection(prot, 'prot')))
+  }
+
+  /**
+   * Changes the protection of `[offset, offset + size)` in place (`mprotect`): contents and
+   * backing are kept, `mappings()` follows. Views over the range are detached first when the
+   * new protection lacks `READ | WRITE` (a view needs both); otherwise they stay valid.
+   * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0, bad
+   * protection), `ERR_MMAP_ACCESS` (the range has a hole), `ERR_MMAP_BUSY` (an asynchronous
+   * operation uses the range, or an fd overlay narrower than `READ | WRITE` made over live views
+   * in this turn of the event loop is not yet shared), or the errno of `mprotect` (`EACCES`:
+   * `WRITE` on an fd opened read-only).
+   * @example
+   * arena.protect(romOffset, romSize, Protection.READ) // firmware: read-only from now on
+   */
+  protect(offset: number, size: number, prot: ProtectionFlags): void {
+    const o = v.number('offset', offset)
+    const s = v.number('size', size)
+    this.afterChange(regionProtect(this.h, o, s, v.protection(prot, 'prot')))
   }
 
   /**

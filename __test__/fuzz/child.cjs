@@ -374,6 +374,7 @@ const ops = [
   ],
   ['addAnonymous', () => anyArena().addAnonymous(numberish(), chance(0.7) ? (1 + int(4)) * P : numberish(), protection())],
   ['removeMapping', () => anyRegion().removeMapping(numberish(), numberish())],
+  ['protect', () => anyArena().protect(chance(0.7) ? int(8) * P : numberish(), chance(0.7) ? (1 + int(4)) * P : numberish(), protection())],
   ['msync', () => anyRegion().msync(numberish(), numberish())],
   ['madvise', () => anyRegion().madvise(chance(0.7) ? int(8) * P : numberish(), chance(0.7) ? int(8 * P) : numberish(), advice())],
   [

@@ -46,6 +46,9 @@ enum What<'fd> {
     Anonymous {
         prot: Protection,
     },
+    Protect {
+        prot: Protection,
+    },
     Remove,
 }
 
@@ -53,6 +56,13 @@ impl Change<'_> {
     /// The page range `[start, end)` of the arena the change replaces.
     pub fn range(&self) -> (usize, usize) {
         (self.start, self.end)
+    }
+
+    /// Whether views over the range must be detached before the change: every
+    /// change but a protection change that keeps `READ | WRITE` (the memory
+    /// and its access for a view stay as they are).
+    pub fn detaches_views(&self) -> bool {
+        !matches!(self.what, What::Protect { prot } if prot.contains(Protection::READ_WRITE))
     }
 }
 
@@ -170,6 +180,54 @@ impl MemoryMappingArena {
         })
     }
 
+    /// Validates a change of the protection of `[offset, offset + size)` in
+    /// place (`mprotect`: contents and backing kept) without making it. The
+    /// range must be mapped throughout (a hole is [`Error::Access`]). Where a
+    /// narrower fd overlay over just-detached views is still mapped privately
+    /// (until [`reclaim`](Self::reclaim)), it is [`Error::Busy`].
+    pub fn plan_protect(
+        &self,
+        offset: usize,
+        size: usize,
+        prot: Protection,
+    ) -> Result<Change<'static>> {
+        let len = mapping_range(offset, size, self.size)?;
+        let end = offset + len;
+        if self
+            .layout
+            .check_access(offset, end, Protection::NONE)
+            .is_none()
+        {
+            return Err(Error::Access {
+                offset: offset as u64,
+                size: size as u64,
+                needed: Protection::NONE,
+            });
+        }
+        // Memory held for detached views takes the new protection like any
+        // other (read-write until the reclaim, if narrower) — except where a
+        // private mapping stands in for a shared one until the reclaim.
+        if self.held.shared_overlaps(offset, end) {
+            return Err(Error::Busy {
+                operation: "protect",
+            });
+        }
+        // mprotect of part of a mapping splits it.
+        budget::check_room(2)?;
+        Ok(Change {
+            start: offset,
+            end,
+            what: What::Protect { prot },
+        })
+    }
+
+    /// Changes the protection of `[offset, offset + size)` in place; see
+    /// [`plan_protect`](Self::plan_protect).
+    pub fn protect(&mut self, offset: usize, size: usize, prot: Protection) -> Result<()> {
+        let change = self.plan_protect(offset, size, prot)?;
+        self.apply(change, false)
+    }
+
     /// Validates the removal of `[offset, offset + size)` without making it.
     /// Never refused for the map-count budget: removal must work at the limit.
     pub fn plan_removal(&self, offset: usize, size: usize) -> Result<Change<'static>> {
@@ -203,6 +261,7 @@ impl MemoryMappingArena {
                 let plain = copy_mode_for_fd(fd, identity) == CopyMode::Plain;
                 self.apply_fd_mapping(start, end, fd, fd_offset, prot, sized, plain, in_use)
             }
+            What::Protect { prot } => self.apply_protect(start, end, prot, in_use),
             What::Remove => self.apply_removal(start, end, in_use),
         };
         self.sync_budget();
@@ -622,6 +681,50 @@ impl MemoryMappingArena {
         }
     }
 
+    fn apply_protect(
+        &mut self,
+        offset: usize,
+        end: usize,
+        prot: Protection,
+        in_use: bool,
+    ) -> Result<()> {
+        // Memory that may still be touched through an old pointer stays
+        // read-write until the reclaim applies the protection asked for.
+        let narrow = in_use && !prot.contains(Protection::READ_WRITE);
+        let now = if narrow {
+            prot | Protection::READ_WRITE
+        } else {
+            prot
+        };
+        // SAFETY: `[offset, end)` is mapped inside the reservation owned by
+        // `self` (planned); views that rely on read-write access were detached.
+        let result = unsafe { sys::mprotect(self.addr.add(offset), end - offset, now.to_prot()) };
+        if let Err(e) = result {
+            // mprotect may have changed part of the range before failing: put
+            // back what the layout says, piece by piece.
+            for m in self
+                .layout
+                .iter()
+                .filter(|m| m.offset < end && m.offset + m.size > offset)
+            {
+                let (s, t) = (m.offset.max(offset), (m.offset + m.size).min(end));
+                // SAFETY: as above; restoring the protection the layout records.
+                let _ = unsafe { sys::mprotect(self.addr.add(s), t - s, m.protection.to_prot()) };
+            }
+            return Err(e);
+        }
+        self.settle_held(
+            offset,
+            end,
+            in_use,
+            narrow.then_some(Restore::Protect(prot)),
+        );
+        let base = self.addr as usize;
+        self.layout
+            .set_protection(offset, end, prot, &mut |b| kernel_merged(base + b));
+        Ok(())
+    }
+
     fn apply_removal(&mut self, offset: usize, end: usize, in_use: bool) -> Result<()> {
         let len = end - offset;
         // Memory that may still be touched through an old pointer: scratch
@@ -733,6 +836,104 @@ mod tests {
 
     use crate::testutil::borrow;
     use crate::Advice;
+
+    #[test]
+    fn protect_changes_access_in_place_and_the_layout_follows() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-core-protect", 4 * ps as u64, true, false).unwrap();
+        let mut a = MemoryMappingArena::new(8 * ps).unwrap();
+        a.add_fd_mapping(0, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
+            .unwrap();
+        a.add_anonymous(4 * ps, 2 * ps, Protection::READ_WRITE)
+            .unwrap();
+        a.write_from(ps, b"kept").unwrap();
+        // The middle of the fd overlay becomes read-only: three pieces.
+        a.protect(ps, 2 * ps, Protection::READ).unwrap();
+        let fd = shm.as_fd().as_raw_fd();
+        assert_eq!(
+            layout(&a),
+            vec![
+                (
+                    0,
+                    ps,
+                    Backing::Fd { fd, fd_offset: 0 },
+                    Protection::READ_WRITE
+                ),
+                (
+                    ps,
+                    2 * ps,
+                    Backing::Fd {
+                        fd,
+                        fd_offset: ps as u64
+                    },
+                    Protection::READ
+                ),
+                (
+                    3 * ps,
+                    ps,
+                    Backing::Fd {
+                        fd,
+                        fd_offset: 3 * ps as u64
+                    },
+                    Protection::READ_WRITE
+                ),
+                (4 * ps, 2 * ps, Backing::Anonymous, Protection::READ_WRITE),
+            ]
+        );
+        let mut b = [0u8; 4];
+        a.read_into(ps, &mut b).unwrap();
+        assert_eq!(&b, b"kept");
+        assert!(matches!(a.write_from(ps, b"x"), Err(Error::Access { .. })));
+        assert_eq!(a.kernel_mapping_count(), 5);
+        assert_eq!(a.kernel_mapping_count(), real_count(&a));
+        // Back to read-write: the kernel merges the fd pieces again, and so does the layout.
+        a.protect(0, 4 * ps, Protection::READ_WRITE).unwrap();
+        assert_eq!(
+            layout(&a)[0],
+            (
+                0,
+                4 * ps,
+                Backing::Fd { fd, fd_offset: 0 },
+                Protection::READ_WRITE
+            )
+        );
+        a.write_from(ps, b"more").unwrap();
+        // A hole in the range is refused, and nothing changes.
+        let before = layout(&a);
+        assert!(matches!(
+            a.protect(4 * ps, 4 * ps, Protection::READ),
+            Err(Error::Access { .. })
+        ));
+        assert_eq!(layout(&a), before);
+        // The budget's count follows the kernel's.
+        assert_eq!(a.kernel_mapping_count(), 3);
+        assert_eq!(a.kernel_mapping_count(), real_count(&a));
+    }
+
+    #[test]
+    fn protect_over_memory_held_for_old_pointers_keeps_it_writable_until_the_reclaim() {
+        let ps = page_size();
+        let mut a = MemoryMappingArena::new(4 * ps).unwrap();
+        a.add_anonymous(0, 2 * ps, Protection::READ_WRITE).unwrap();
+        // A live view over page 0 was just detached: its pointer may still be in use.
+        a.hold_in_use(0, ps);
+        a.protect(0, 2 * ps, Protection::READ).unwrap();
+        assert!(matches!(a.write_from(0, b"x"), Err(Error::Access { .. })));
+        // SAFETY: page 0 is held read-write until the reclaim; this is the old pointer.
+        unsafe { a.as_ptr().write(7) };
+        // A second change before the reclaim takes the range back to read-write.
+        a.protect(0, ps, Protection::READ_WRITE).unwrap();
+        a.write_from(0, b"y").unwrap();
+        a.reclaim().unwrap();
+        assert_eq!(
+            layout(&a),
+            vec![
+                (0, ps, Backing::Anonymous, Protection::READ_WRITE),
+                (ps, ps, Backing::Anonymous, Protection::READ),
+            ]
+        );
+        assert_eq!(a.kernel_mapping_count(), real_count(&a));
+    }
 
     fn layout(a: &MemoryMappingArena) -> Vec<(usize, usize, Backing, Protection)> {
         a.mappings()

@@ -84,6 +84,14 @@ impl HeldRanges {
         !self.ranges.is_empty() && self.any_overlap(start, end)
     }
 
+    /// Whether a part of `[start, end)` waits for its shared file mapping
+    /// (a private mapping of the file stands in until the reclaim).
+    pub fn shared_overlaps(&self, start: usize, end: usize) -> bool {
+        self.ranges
+            .iter()
+            .any(|h| h.start < end && h.end > start && matches!(h.restore, Restore::Shared { .. }))
+    }
+
     #[cold]
     fn any_overlap(&self, start: usize, end: usize) -> bool {
         self.ranges.iter().any(|h| h.start < end && h.end > start)

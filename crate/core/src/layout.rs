@@ -223,6 +223,38 @@ impl Layout {
         self.put(start, piece);
     }
 
+    /// Gives every piece overlapping `[start, end)` the protection `protection`
+    /// there, keeping its backing (splitting pieces at `start` and `end`), and
+    /// merges as [`set_checked`](Self::set_checked) does. Holes stay holes.
+    pub fn set_protection(
+        &mut self,
+        start: usize,
+        end: usize,
+        protection: Protection,
+        kernel_merged: &mut dyn FnMut(usize) -> bool,
+    ) {
+        let parts: Vec<(usize, usize, Backing)> = self
+            .iter()
+            .filter(|m| m.offset < end && m.offset + m.size > start)
+            .map(|m| {
+                let from = m.offset.max(start);
+                let piece = Piece {
+                    end: m.offset + m.size,
+                    backing: m.backing,
+                    protection: m.protection,
+                };
+                (
+                    from,
+                    (m.offset + m.size).min(end),
+                    piece.tail(m.offset, from).backing,
+                )
+            })
+            .collect();
+        for (from, to, backing) in parts {
+            self.set_checked(from, to, backing, protection, kernel_merged);
+        }
+    }
+
     /// Whether every byte of `[start, end)` is mapped with at least `needed`.
     /// On success, tells whether the whole range is anonymous memory.
     pub fn check_access(&self, start: usize, end: usize, needed: Protection) -> Option<bool> {

@@ -41,6 +41,11 @@ enum Op {
         offset: usize,
         size: usize,
     },
+    Protect {
+        offset: usize,
+        size: usize,
+        prot: u32,
+    },
     Msync {
         offset: usize,
         size: usize,
@@ -82,12 +87,17 @@ fn op() -> impl Strategy<Value = Op> {
                 prot
             }
         ),
-        (edge_usize(), edge_usize(), prot).prop_map(|(offset, size, prot)| Op::AddAnon {
+        (edge_usize(), edge_usize(), prot.clone()).prop_map(|(offset, size, prot)| Op::AddAnon {
             offset,
             size,
             prot
         }),
         (edge_usize(), edge_usize()).prop_map(|(offset, size)| Op::Remove { offset, size }),
+        (edge_usize(), edge_usize(), prot.clone()).prop_map(|(offset, size, prot)| Op::Protect {
+            offset,
+            size,
+            prot
+        }),
         (edge_usize(), edge_usize()).prop_map(|(offset, size)| Op::Msync { offset, size }),
         (
             edge_usize(),
@@ -176,6 +186,11 @@ proptest! {
                 }
                 Op::Remove { offset, size } => {
                     let _ = arena.remove_mapping(offset, size);
+                }
+                Op::Protect { offset, size, prot } => {
+                    if let Some(prot) = Protection::from_bits(prot) {
+                        let _ = arena.protect(offset, size, prot);
+                    }
                 }
                 Op::Msync { offset, size } => {
                     let region: &dyn MappedRegion = &arena;

@@ -505,6 +505,14 @@ entries! {
         })
         .map(Held)
     };
+    /// Changes the protection of a mapped range in place (`mprotect`).
+    regionProtect(handle: f64, offset: f64, size: f64, protection: f64) -> Held = |_env| {
+        handles::change(handle, "protect", |arena| {
+            let (offset, size) = (index("offset", offset)?, index("size", size)?);
+            Ok(arena.plan_protect(offset, size, convert::protection(protection)?)?)
+        })
+        .map(Held)
+    };
     /// Replaces the range by reserved `PROT_NONE` space.
     regionRemoveMapping(handle: f64, offset: f64, size: f64) -> Held = |_env| {
         handles::change(handle, "removeMapping", |arena| {

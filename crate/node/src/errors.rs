@@ -189,7 +189,9 @@ fn shape(failure: &Failure) -> Shape {
         Error::Busy { operation } => ours(
             Class::Error,
             ERR_MMAP_BUSY,
-            format!("{operation} refused: an asynchronous operation is still using the range"),
+            format!(
+                "{operation} refused: the range is in use (by an asynchronous operation, or held for views detached in this turn of the event loop)"
+            ),
         ),
         Error::Syscall { syscall, errno } => Shape {
             class: Class::Error,

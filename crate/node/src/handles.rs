@@ -237,7 +237,11 @@ pub fn change<'fd>(
     let change = plan(state.live()?.arena(operation)?)?;
     let (start, end) = change.range();
     state.check_not_busy(start, end, operation)?;
-    let in_use = region.views.borrow_mut().detach(start, end);
+    let in_use = if change.detaches_views() {
+        region.views.borrow_mut().detach(start, end)
+    } else {
+        None
+    };
     let arena = state.live_mut()?.arena_mut(operation)?;
     if let Some((view_start, view_end)) = in_use {
         arena.hold_in_use(view_start, view_end);

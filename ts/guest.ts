@@ -105,9 +105,9 @@ function pages(name: string, value: number): number {
 /**
  * A guest-physical address space (rust-vmm's `GuestMemory`) over one
  * {@link MemoryMappingArena}: guest address `g` lives at `arena.address + g`, so
- * every region is one KVM memory slot. Accesses are checked against the regions:
- * a range that crosses a region's end or touches a hole is refused with
- * `ERR_GUEST_ADDRESS`.
+ * every region is one KVM memory slot. Accesses are checked against the regions: a
+ * range may span regions that follow each other without a gap (as in vm-memory); one
+ * that touches a hole or runs past the last region is refused with `ERR_GUEST_ADDRESS`.
  *
  * @example
  * using ram = SharedMemory.create('guest-ram', 64 << 20)
@@ -259,8 +259,13 @@ export class GuestMemory implements Disposable {
     this.#slots.splice(index, 1)
   }
 
-  /** The region containing `[addr, addr + len)` entirely, or `ERR_GUEST_ADDRESS`. */
-  #slotFor(addr: number, len: number): Slot {
+  /**
+   * Checks that `[addr, addr + len)` is covered by regions without a gap — one region, or
+   * several that follow each other (vm-memory's `try_access` carries on into the next region
+   * the same way; they are contiguous in host memory too, in one arena). `ERR_GUEST_ADDRESS`
+   * for a range that starts in no region, touches a hole or runs past the last region.
+   */
+  #covered(addr: number, len: number): void {
     let lo = 0
     let hi = this.#slots.length - 1
     while (lo <= hi) {
@@ -269,12 +274,18 @@ export class GuestMemory implements Disposable {
       if (addr < s.start) hi = mid - 1
       else if (addr >= s.end) lo = mid + 1
       else {
-        if (addr + len > s.end)
-          throw guestError(
-            'ERR_GUEST_ADDRESS',
-            `Guest range [0x${addr.toString(16)}, +${len}) crosses the end of its region at 0x${s.end.toString(16)}`,
-          )
-        return s
+        const end = addr + len
+        let i = mid
+        while (this.#slots[i].end < end) {
+          const next = this.#slots[i + 1]
+          if (next === undefined || next.start !== this.#slots[i].end)
+            throw guestError(
+              'ERR_GUEST_ADDRESS',
+              `Guest range [0x${addr.toString(16)}, +${len}) runs past the region ending at 0x${this.#slots[i].end.toString(16)} into no region`,
+            )
+          i++
+        }
+        return
       }
     }
     throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
@@ -288,25 +299,25 @@ export class GuestMemory implements Disposable {
    */
   translate(guestAddress: bigint | number): bigint {
     const addr = gpa('guestAddress', guestAddress)
-    this.#slotFor(addr, 0)
+    this.#covered(addr, 0)
     return this.#arena.address + BigInt(addr)
   }
 
   /**
-   * A copy of `length` guest bytes at `guestAddress`, inside one region.
-   * @throws `ERR_GUEST_ADDRESS` (crosses a region's end or touches a hole), `ERR_MMAP_ACCESS`.
+   * A copy of `length` guest bytes at `guestAddress` (across regions that follow each other).
+   * @throws `ERR_GUEST_ADDRESS` (touches a hole or runs past the last region), `ERR_MMAP_ACCESS`.
    * @example
    * const bootSector = guest.read(0x7c00n, 512)
    */
   read(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
-    this.#slotFor(addr, index('length', length))
+    this.#covered(addr, index('length', length))
     return this.#arena.read(addr, length)
   }
 
   /**
-   * Copies `target.byteLength` guest bytes at `guestAddress` into `target`, inside one
-   * region: {@link read} without the allocation.
+   * Copies `target.byteLength` guest bytes at `guestAddress` into `target` (across regions
+   * that follow each other): {@link read} without the allocation.
    * @returns the number of bytes copied.
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`, `ERR_INVALID_ARG_TYPE`.
    * @example
@@ -317,13 +328,13 @@ export class GuestMemory implements Disposable {
     const addr = gpa('guestAddress', guestAddress)
     const bytes = v.bytes('target', target)
     const length = v.byteLength(bytes)
-    this.#slotFor(addr, length)
+    this.#covered(addr, length)
     regionReadInto(this.#h, addr, bytes)
     return length
   }
 
   /**
-   * Copies `data` to `guestAddress`, inside one region.
+   * Copies `data` to `guestAddress` (across regions that follow each other).
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`, `ERR_INVALID_ARG_TYPE`.
    * @example
    * guest.write(0x1000n, kernelImage)
@@ -331,19 +342,20 @@ export class GuestMemory implements Disposable {
   write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
     const addr = gpa('guestAddress', guestAddress)
     const bytes = v.bytes('data', data)
-    this.#slotFor(addr, v.byteLength(bytes))
+    this.#covered(addr, v.byteLength(bytes))
     regionWrite(this.#h, addr, bytes)
   }
 
   /**
-   * A zero-copy view of guest memory inside one region (see {@link MemoryMappingArena.view}).
+   * A zero-copy view of guest memory, across regions that follow each other if every one under
+   * it is `READ | WRITE`; detached when any of them is removed (see {@link MemoryMappingArena.view}).
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`.
    * @example
    * const ring = guest.view(0x10_0000n, 4096)
    */
   view(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
-    this.#slotFor(addr, index('length', length))
+    this.#covered(addr, index('length', length))
     return this.#arena.view(addr, length)
   }
 

@@ -29,7 +29,7 @@ mod protection;
 mod region;
 pub mod rules;
 mod shm;
-pub mod sys;
+mod sys;
 
 pub use any::AnyRegion;
 pub use arena::{Change, MemoryMappingArena};

@@ -163,23 +163,18 @@ pub fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> Result<()> {
     )
 }
 
-/// The size of what `fd` maps, where it has one: regular files (memfds
-/// included) and block devices. Pages of such an fd past its end cannot be
-/// touched without `SIGBUS`. `None` for anything else (character devices, …).
-pub fn mappable_size(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
-    Ok(mappable(fd)?.size)
-}
-
 /// What one `fstat` tells about an fd to be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mappable {
-    /// As [`mappable_size`].
+    /// The size of what the fd maps, where it has one: regular files (memfds
+    /// included) and block devices. Pages past it cannot be touched without
+    /// `SIGBUS`. `None` for anything else (character devices, …).
     pub size: Option<u64>,
     /// The file's identity (`st_dev`, `st_ino`).
     pub identity: (u64, u64),
 }
 
-/// [`mappable_size`] and the file's identity, from one `fstat` (and for a
+/// What an fd to be mapped is: its mappable size and identity, from one `fstat` (and for a
 /// block device one `ioctl`).
 pub fn mappable(fd: BorrowedFd<'_>) -> Result<Mappable> {
     let fd = fd.as_raw_fd();
@@ -338,6 +333,7 @@ pub fn fully_mapped(addr: *mut u8, len: usize) -> bool {
 
 /// Address ranges inside `[start, end)` that no mapping of this process covers,
 /// read from `/proc/self/maps`.
+#[cfg(test)]
 pub fn unmapped_ranges(start: usize, end: usize) -> Result<Vec<(usize, usize)>> {
     let mut holes = Vec::new();
     let mut cursor = start;
@@ -548,15 +544,15 @@ mod tests {
             return;
         };
         use std::os::fd::AsFd;
-        assert!(mappable_size(dev.as_fd()).unwrap().is_some());
+        assert!(mappable(dev.as_fd()).unwrap().size.is_some());
         let null = std::fs::File::open("/dev/null").unwrap();
-        assert_eq!(mappable_size(null.as_fd()).unwrap(), None);
+        assert_eq!(mappable(null.as_fd()).unwrap().size, None);
     }
 
     #[test]
     fn fstat_of_bad_fd_is_ebadf() {
         assert_eq!(
-            mappable_size(crate::testutil::borrow(999_999)),
+            mappable(crate::testutil::borrow(999_999)).map(|m| m.size),
             Err(Error::Syscall {
                 syscall: "fstat",
                 errno: libc::EBADF

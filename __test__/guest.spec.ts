@@ -1,5 +1,5 @@
 import test from 'ava'
-import { closeSync, openSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GuestMemory, MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
 import { tempDir } from './helpers.js'
@@ -147,4 +147,49 @@ test('close and dispose unmap; backings stay open', (t) => {
   t.is(v.length, 0)
   t.throws(() => guest.read(0, 1), { code: 'ERR_MMAP_CLOSED' })
   t.true(ram.fd > 0)
+})
+
+/** The VmFlags of the kernel mapping that contains `address`, from /proc/self/smaps. */
+function vmFlags(address: bigint): string[] {
+  let inside = false
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const range = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
+    if (range) inside = BigInt(`0x${range[1]}`) <= address && address < BigInt(`0x${range[2]}`)
+    else if (inside && line.startsWith('VmFlags:')) return line.slice('VmFlags:'.length).trim().split(/\s+/)
+  }
+  return []
+}
+
+test('regions() carry a stable KVM slot and readonly; guest memory is left out of core dumps', (t) => {
+  using rom = SharedMemory.create('rom', P)
+  using guest = new GuestMemory(
+    [
+      { guestAddress: 0, size: 2 * P, backing: 'anonymous' },
+      { guestAddress: 4 * P, size: P, backing: rom, protection: Protection.READ },
+    ],
+    { addressSpace: 16 * P },
+  )
+  t.deepEqual(
+    guest.regions().map((r) => [r.slot, r.guestAddress, r.readonly]),
+    [
+      [0, 0n, false],
+      [1, BigInt(4 * P), true],
+    ],
+  )
+  const added = guest.addRegion({ guestAddress: 8 * P, size: P, backing: 'anonymous' })
+  t.is(added.slot, 2)
+  guest.removeRegion(0)
+  t.is(guest.addRegion({ guestAddress: 12 * P, size: P, backing: 'anonymous' }).slot, 0, 'the lowest free slot is reused')
+  t.deepEqual(
+    guest.regions().map((r) => [r.slot, r.guestAddress]),
+    [
+      [1, BigInt(4 * P)],
+      [2, BigInt(8 * P)],
+      [0, BigInt(12 * P)],
+    ],
+  )
+  for (const r of guest.regions()) t.true(vmFlags(r.userspaceAddress).includes('dd'), `region at ${r.guestAddress} is MADV_DONTDUMP`)
+  using dumped = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }], { dontDump: false })
+  t.false(vmFlags(dumped.regions()[0].userspaceAddress).includes('dd'))
+  t.throws(() => new GuestMemory([], { dontDump: 1 as unknown as boolean, addressSpace: P }), { code: 'ERR_INVALID_ARG_TYPE' })
 })

@@ -30,9 +30,9 @@ guest.write(ENTRY, CODE)
 const setup = ms(t0)
 
 console.log('\nKVM guest memory slots (GuestMemory.regions()):')
-for (const [slot, r] of guest.regions().entries()) {
+for (const r of guest.regions()) {
   console.log(
-    `  slot ${slot}: guest ${hex(r.guestAddress)}-${hex(r.guestAddress + BigInt(r.size))}  userspace_addr ${hex(r.userspaceAddress)}`,
+    `  slot ${r.slot}${r.readonly ? ' (read-only)' : ''}: guest ${hex(r.guestAddress)}-${hex(r.guestAddress + BigInt(r.size))}  userspace_addr ${hex(r.userspaceAddress)}`,
   )
 }
 

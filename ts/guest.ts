@@ -31,12 +31,19 @@ export interface GuestRegionSpec {
 
 /** One memory slot as KVM wants it (`KVM_SET_USER_MEMORY_REGION`). */
 export interface GuestRegion {
+  /**
+   * The KVM memory slot number for `KVM_SET_USER_MEMORY_REGION`: stable for the region's
+   * life; the lowest number free when it was added (a removed region's number is reused).
+   */
+  slot: number
   /** Guest-physical start address. */
   guestAddress: bigint
   /** Size in bytes. */
   size: number
   /** Where the region is mapped in this process: `userspace_addr` for KVM. */
   userspaceAddress: bigint
+  /** Whether the guest may not write it (no `WRITE` protection): set `KVM_MEM_READONLY`. */
+  readonly: boolean
 }
 
 /** Options of {@link GuestMemory}. */
@@ -46,9 +53,17 @@ export interface GuestMemoryOptions {
    * regions can be hot-plugged later. Default: the end of the highest region.
    */
   addressSpace?: number
+  /**
+   * Leave guest memory out of this process's core dumps (`MADV_DONTDUMP` on every region, as
+   * crosvm and Cloud Hypervisor do): a crash of the VMM then does not write gigabytes of guest
+   * RAM; default `true`.
+   */
+  dontDump?: boolean
 }
 
 interface Slot {
+  /** The KVM slot number. */
+  id: number
   start: number
   end: number
   protection: number
@@ -119,6 +134,7 @@ export class GuestMemory implements Disposable {
   readonly #arena: MemoryMappingArena
   /** The arena's native handle: copies, checked here against the regions, go straight to it. */
   readonly #h: number
+  readonly #dontDump: boolean
   /** Regions sorted by guest address. */
   #slots: Slot[] = []
 
@@ -132,7 +148,8 @@ export class GuestMemory implements Disposable {
    */
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
-    const o = v.options('options', options, ['addressSpace'])
+    const o = v.options('options', options, ['addressSpace', 'dontDump'])
+    this.#dontDump = v.bool('dontDump', o.dontDump, true)
     const count: unknown = regions.length
     if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0 || count > MAX_REGIONS) {
       throw outOfRange('regions.length', `at most ${MAX_REGIONS}`, count)
@@ -197,14 +214,37 @@ export class GuestMemory implements Disposable {
     return { start, size, protection, backing: { fd, fdOffset } }
   }
 
-  #map(s: RegionSnapshot): void {
+  #map(s: RegionSnapshot): Slot {
     const b = s.backing
     if (b === 'anonymous') this.#arena.addAnonymous(s.start, s.size, s.protection)
     else this.#arena.addFdMapping(s.start, s.size, b.fd, b.fdOffset, s.protection)
-    const slot = { start: s.start, end: s.start + s.size, protection: s.protection }
+    if (this.#dontDump) {
+      try {
+        this.#arena.madvise(s.start, s.size, 'dontdump')
+      } catch (e) {
+        this.#arena.removeMapping(s.start, s.size)
+        throw e
+      }
+    }
+    const used = new Set(this.#slots.map((x) => x.id))
+    let id = 0
+    while (used.has(id)) id++
+    const slot = { id, start: s.start, end: s.start + s.size, protection: s.protection }
     const at = this.#slots.findIndex((x) => x.start > s.start)
     if (at < 0) this.#slots.push(slot)
     else this.#slots.splice(at, 0, slot)
+    return slot
+  }
+
+  /** What KVM needs of a slot. */
+  #describe(s: Slot, base: bigint): GuestRegion {
+    return {
+      slot: s.id,
+      guestAddress: BigInt(s.start),
+      size: s.end - s.start,
+      userspaceAddress: base + BigInt(s.start),
+      readonly: (s.protection & Protection.WRITE) === 0,
+    }
   }
 
   /** The arena behind the guest memory (guest address = offset). */
@@ -225,7 +265,7 @@ export class GuestMemory implements Disposable {
    */
   regions(): GuestRegion[] {
     const base = this.#arena.address
-    return this.#slots.map((s) => ({ guestAddress: BigInt(s.start), size: s.end - s.start, userspaceAddress: base + BigInt(s.start) }))
+    return this.#slots.map((s) => this.#describe(s, base))
   }
 
   /**
@@ -240,8 +280,7 @@ export class GuestMemory implements Disposable {
     const clash = this.#slots.find((x) => x.start < s.start + s.size && x.end > s.start)
     if (clash !== undefined)
       throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${s.start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
-    this.#map(s)
-    return { guestAddress: BigInt(s.start), size: s.size, userspaceAddress: this.#arena.address + BigInt(s.start) }
+    return this.#describe(this.#map(s), this.#arena.address)
   }
 
   /**

@@ -1,9 +1,9 @@
 // `npm publish` runs this first (prepublishOnly): it refuses a release whose
 // manifests are not fit for the registry. Checks the main package.json and each
 // per-platform package under npm/:
-//   - the registry fields are present, `repository` among them (the public URL is
-//     not known while this is written; publishing without it would leave the
-//     registry page with no link to the source, so it is refused rather than guessed);
+//   - the registry fields are present. `repository` only warns: the public URL is not
+//     known while this is written, and publishing must not wait for it; the field stays
+//     absent (never guessed) until someone who knows it fills it in;
 //   - every npm/<platform> package has the main package's version and its binary;
 //   - `optionalDependencies` name exactly the per-platform packages, at that version
 //     (`napi prepublish` writes them; a stale one would install the wrong binary).
@@ -13,18 +13,29 @@
 // skipped: they are written by that step.
 //
 //   node scripts/prepublish-check.mjs [--before-platforms] [package-root]
-//   exit 0: fit; 1: the problems, one a line
+//   exit 0: fit (warnings on stderr, `warning: …`); 1: the problems, one a line
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
-const REQUIRED = ['name', 'version', 'description', 'license', 'repository', 'engines', 'keywords']
+const REQUIRED = ['name', 'version', 'description', 'license', 'engines', 'keywords']
 
 /** A repository field npm accepts: a non-empty string or an object with a non-empty url. */
 function hasRepository(pkg) {
   const r = pkg.repository
   if (typeof r === 'string') return r.trim() !== ''
   return r !== null && typeof r === 'object' && typeof r.url === 'string' && r.url.trim() !== ''
+}
+
+/** What is missing but does not block publishing: a `repository` field, per manifest. */
+export function warnings(root) {
+  const read = (file) => JSON.parse(readFileSync(join(root, file), 'utf8'))
+  const npmDir = join(root, 'npm')
+  const files = ['package.json']
+  if (existsSync(npmDir)) {
+    for (const d of readdirSync(npmDir)) if (existsSync(join(npmDir, d, 'package.json'))) files.push(`npm/${d}/package.json`)
+  }
+  return files.filter((f) => !hasRepository(read(f))).map((f) => `${f}: "repository" is missing (published without a link to the source)`)
 }
 
 /**
@@ -37,8 +48,7 @@ export function check(root, { optional: checkOptional = true } = {}) {
   const main = read(join(root, 'package.json'))
   const fields = (pkg, where) => {
     for (const f of REQUIRED) {
-      const ok = f === 'repository' ? hasRepository(pkg) : pkg[f] !== undefined && pkg[f] !== ''
-      if (!ok) problems.push(`${where}: "${f}" is missing`)
+      if (pkg[f] === undefined || pkg[f] === '') problems.push(`${where}: "${f}" is missing`)
     }
   }
   fields(main, 'package.json')
@@ -76,6 +86,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
   const before = args.includes('--before-platforms')
   const root = args.find((a) => !a.startsWith('--')) ?? '.'
   const problems = check(resolve(root), { optional: !before })
+  for (const w of warnings(resolve(root))) process.stderr.write(`warning: ${w}\n`)
   if (problems.length > 0) {
     process.stderr.write(`not fit to publish:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`)
     process.exit(1)

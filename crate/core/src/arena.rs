@@ -276,14 +276,7 @@ impl MemoryMappingArena {
         in_use: bool,
     ) -> Result<()> {
         let len = end - offset;
-        // Memory that may still be touched through an old pointer stays
-        // read-write until the reclaim, which applies the protection asked for.
-        let narrow = in_use && !prot.contains(Protection::READ_WRITE);
-        let map_prot = if narrow {
-            prot | Protection::READ_WRITE
-        } else {
-            prot
-        };
+        let (map_prot, restore) = interim(prot, in_use);
         // SAFETY: `[offset, end)` lies inside the reservation owned by `self`
         // (a planned change); the caller let go of every view over it.
         let result = unsafe {
@@ -298,12 +291,7 @@ impl MemoryMappingArena {
         };
         match result {
             Ok(_) => {
-                self.settle_held(
-                    offset,
-                    end,
-                    in_use,
-                    narrow.then_some(Restore::Protect(prot)),
-                );
+                self.settle_held(offset, end, in_use, restore);
                 let base = self.addr as usize;
                 self.layout
                     .set_checked(offset, end, Backing::Anonymous, prot, &mut |b| {
@@ -688,14 +676,7 @@ impl MemoryMappingArena {
         prot: Protection,
         in_use: bool,
     ) -> Result<()> {
-        // Memory that may still be touched through an old pointer stays
-        // read-write until the reclaim applies the protection asked for.
-        let narrow = in_use && !prot.contains(Protection::READ_WRITE);
-        let now = if narrow {
-            prot | Protection::READ_WRITE
-        } else {
-            prot
-        };
+        let (now, restore) = interim(prot, in_use);
         // SAFETY: `[offset, end)` is mapped inside the reservation owned by
         // `self` (planned); views that rely on read-write access were detached.
         let result = unsafe { sys::mprotect(self.addr.add(offset), end - offset, now.to_prot()) };
@@ -713,12 +694,7 @@ impl MemoryMappingArena {
             }
             return Err(e);
         }
-        self.settle_held(
-            offset,
-            end,
-            in_use,
-            narrow.then_some(Restore::Protect(prot)),
-        );
+        self.settle_held(offset, end, in_use, restore);
         let base = self.addr as usize;
         self.layout
             .set_protection(offset, end, prot, &mut |b| kernel_merged(base + b));
@@ -783,6 +759,17 @@ impl MemoryMappingArena {
     }
 }
 
+/// The protection to map `prot` with now, and what the reclaim must restore:
+/// memory that may still be touched through an old pointer (`in_use`) stays
+/// read-write until the reclaim applies a narrower `prot`.
+fn interim(prot: Protection, in_use: bool) -> (Protection, Option<Restore>) {
+    if in_use && !prot.contains(Protection::READ_WRITE) {
+        (prot | Protection::READ_WRITE, Some(Restore::Protect(prot)))
+    } else {
+        (prot, None)
+    }
+}
+
 /// Whether the kernel merged the two mappings that meet at `addr` (no mapping
 /// starts there). When it cannot be told (no fd free to read the process's
 /// mappings), they are taken as apart: the budget then counts one too many,
@@ -837,15 +824,28 @@ mod tests {
     use crate::testutil::borrow;
     use crate::Advice;
 
+    /// An arena of `pages` pages with a 4-page sealed memfd mapped read-write at
+    /// page 0 and `anon` pages of anonymous memory at page `anon_at`.
+    fn fd_then_anonymous(
+        name: &str,
+        pages: usize,
+        anon_at: usize,
+        anon: usize,
+    ) -> (SharedMemory, MemoryMappingArena) {
+        let ps = page_size();
+        let shm = SharedMemory::create(name, 4 * ps as u64, true, false).unwrap();
+        let mut a = MemoryMappingArena::new(pages * ps).unwrap();
+        a.add_fd_mapping(0, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
+            .unwrap();
+        a.add_anonymous(anon_at * ps, anon * ps, Protection::READ_WRITE)
+            .unwrap();
+        (shm, a)
+    }
+
     #[test]
     fn protect_changes_access_in_place_and_the_layout_follows() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-protect", 4 * ps as u64, true, false).unwrap();
-        let mut a = MemoryMappingArena::new(8 * ps).unwrap();
-        a.add_fd_mapping(0, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
-            .unwrap();
-        a.add_anonymous(4 * ps, 2 * ps, Protection::READ_WRITE)
-            .unwrap();
+        let (shm, mut a) = fd_then_anonymous("mr-core-protect", 8, 4, 2);
         a.write_from(ps, b"kept").unwrap();
         // The middle of the fd overlay becomes read-only: three pieces.
         a.protect(ps, 2 * ps, Protection::READ).unwrap();
@@ -1429,12 +1429,7 @@ mod tests {
     #[test]
     fn ranges_in_use_stay_accessible_until_reclaimed() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-held", 4 * ps as u64, true, false).unwrap();
-        let mut a = MemoryMappingArena::new(16 * ps).unwrap();
-        a.add_fd_mapping(0, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
-            .unwrap();
-        a.add_anonymous(8 * ps, 4 * ps, Protection::READ_WRITE)
-            .unwrap();
+        let (shm, mut a) = fd_then_anonymous("mr-core-held", 16, 8, 4);
         // Applies a change as the binding does when it detached a live view.
         let in_use = |a: &mut MemoryMappingArena, change: Result<Change>| {
             a.apply(change.unwrap(), true).unwrap()

@@ -123,10 +123,10 @@ impl Arg for Bytes {
         let mut kind = -1;
         let mut len = 0usize;
         let mut data = ptr::null_mut();
-        // SAFETY: a live value of this callback's scope. For anything but a
-        // typed array the call fails (napi_invalid_arg) and writes nothing;
-        // for one it reports the element type, length and data pointer (null
-        // for a detached or empty buffer).
+        // For anything but a typed array the call fails (napi_invalid_arg)
+        // and writes nothing; for one it reports the element type, length and
+        // data pointer (null for a detached or empty buffer).
+        // SAFETY: a live value of this callback's scope; the outputs are ours.
         let status = unsafe {
             sys::napi_get_typedarray_info(
                 env,

@@ -78,6 +78,12 @@ export interface MappingInfo {
 /** The system page size. */
 export declare function pageSize(): number
 
+/**
+ * Reads `fd` from `file_offset` into `offset` on the libuv thread pool:
+ * `length` bytes, or without it the rest of the file; resolves to the bytes loaded.
+ */
+export declare function regionLoadFileAsync(handle: number, offset: number, fd: number, fileOffset: number, length?: number | undefined | null): Promise<number>
+
 /** The layout of an arena. */
 export declare function regionMappings(handle: number): Array<MappingInfo>
 
@@ -184,6 +190,19 @@ export declare function regionReadInto(handle: number, offset: number, target: U
  * Copies `source` to `offset`.
  */
 export declare function regionWrite(handle: number, offset: number, source: Uint8Array): void
+
+/**
+ * Reads `fd` from `fileOffset` into `offset` (`pread`, no intermediate
+ * buffer): `length` bytes, or without it the rest of the file. Returns
+ * the bytes loaded (fewer where the file ends).
+ */
+export declare function regionLoadFile(handle: number, offset: number, fd: number, fileOffset: number, length: number | undefined): number
+
+/**
+ * How many bytes loading `fd` from `fileOffset` reads without a length:
+ * the rest of the file (the core's rule).
+ */
+export declare function fileLoadLength(fd: number, fileOffset: number): number
 
 /**
  * A new `Buffer` with a copy of `length` bytes at `offset`.

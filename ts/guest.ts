@@ -2,6 +2,7 @@ import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { guestError, invalidArgType, outOfRange, stateError, unaligned } from './errors.js'
 import { native } from './native.js'
+import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { handleOf, MemoryMappingArena } from './region.js'
 import { sharedMemoryState, type SharedMemory } from './shm.js'
 import * as v from './validate.js'
@@ -88,7 +89,7 @@ interface RegionSnapshot {
  */
 const MAX_REGIONS = 1 << 16
 
-const { regionReadInto, regionWrite } = native
+const { regionReadInto, regionWrite, regionLoadFile, regionLoadFileAsync, fileLoadLength } = native
 
 /**
  * A guest address or size, narrowed to a safe integer: `GuestMemory` does arithmetic on
@@ -383,6 +384,45 @@ export class GuestMemory implements Disposable {
     const bytes = v.bytes('data', data)
     this.#covered(addr, v.byteLength(bytes))
     regionWrite(this.#h, addr, bytes)
+  }
+
+  /**
+   * Reads a file straight into guest memory at `guestAddress` (`pread`, no intermediate
+   * `Buffer`), across regions that follow each other: a kernel, an initrd, firmware.
+   * @param file a path (opened read-only for the call) or an open fd (its position is unchanged).
+   * @returns the bytes loaded: `length` (default the rest of the file), or fewer where the file ends.
+   * @throws `ERR_GUEST_ADDRESS` (the range touches a hole or runs past the last region),
+   * `ERR_MMAP_ACCESS` (a read-only region), and the errors of {@link MemoryMappingArena.loadFile}.
+   * @example
+   * const size = guest.loadFile(0x100_0000n, 'bzImage', { offset: setupBytes })
+   */
+  loadFile(guestAddress: bigint | number, file: LoadSource, options?: LoadOptions): number {
+    const addr = gpa('guestAddress', guestAddress)
+    const { fileOffset, length } = loadRequest(options)
+    return withFile(file, (fd) =>
+      regionLoadFile(this.#h, addr, v.number('fd', fd), fileOffset, this.#loadLength(addr, fd, fileOffset, length)),
+    )
+  }
+
+  /**
+   * {@link loadFile} on the libuv thread pool; the range stays as it is until the promise settles.
+   * @throws (rejects with) the errors of {@link loadFile}.
+   * @example
+   * await guest.loadFileAsync(initrdAddress, 'initrd.img')
+   */
+  async loadFileAsync(guestAddress: bigint | number, file: LoadSource, options?: LoadOptions): Promise<number> {
+    const addr = gpa('guestAddress', guestAddress)
+    const { fileOffset, length } = loadRequest(options)
+    return withFile(file, (fd) =>
+      regionLoadFileAsync(this.#h, addr, v.number('fd', fd), fileOffset, this.#loadLength(addr, fd, fileOffset, length)),
+    )
+  }
+
+  /** The length a load reads (the core's rule without one), checked to be covered by regions. */
+  #loadLength(addr: number, fd: number, fileOffset: number, length: number | undefined): number {
+    const len = length === undefined ? fileLoadLength(v.number('fd', fd), fileOffset) : index('length', length)
+    this.#covered(addr, len)
+    return len
   }
 
   /**

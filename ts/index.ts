@@ -17,6 +17,7 @@ export {
   type FileOptions,
   type PopulateOptions,
 } from './region.js'
+export type { LoadOptions, LoadSource } from './load.js'
 export { SharedMemory, type SharedMemoryOptions } from './shm.js'
 export { mapCount, type MapCount } from './budget.js'
 export { GuestMemory, type GuestBacking, type GuestMemoryOptions, type GuestRegion, type GuestRegionSpec } from './guest.js'

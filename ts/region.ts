@@ -2,6 +2,7 @@ import { openSync, closeSync, fstatSync, constants as fsConstants } from 'node:f
 import type { MappingInfo } from '../index.js'
 import { Protection, type Advice, type ProtectionFlags } from './constants.js'
 import { invalidArgType, invalidArgValue, outOfRange } from './errors.js'
+import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { native } from './native.js'
 import * as v from './validate.js'
 
@@ -35,6 +36,8 @@ const {
   regionProtect,
   regionRead,
   regionReadInto,
+  regionLoadFile,
+  regionLoadFileAsync,
   regionWrite,
   regionView,
   regionPending,
@@ -162,6 +165,28 @@ export interface MappedRegion extends Disposable {
    * arena.write(0x7000, Buffer.from('boot params'))
    */
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void
+  /**
+   * Reads a file straight into the region at `offset` (any byte offset): `pread` into the
+   * mapping, no intermediate `Buffer` — for kernels, initrds, firmware and disk images. The
+   * range must be mapped `WRITE` without a hole (it is checked before anything is read).
+   * @param file a path (opened read-only for the call) or an open fd (its position is unchanged).
+   * @returns the bytes loaded: `length`, or fewer where the file ends.
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (no `WRITE`, or
+   * a hole), `ERR_INVALID_ARG_VALUE` (no `length` for a file of unknown size), the errors of
+   * `fs.openSync` for a path, or the errno of `pread` (`EBADF`, `EISDIR`, `EFAULT` for a page
+   * of the region that cannot be written, with `bytesCopied`).
+   * @example
+   * const loaded = ram.loadFile(0x20_0000, 'vmlinux.bin')
+   */
+  loadFile(offset: number, file: LoadSource, options?: LoadOptions): number
+  /**
+   * {@link loadFile} on the libuv thread pool; the range stays as it is until the promise settles
+   * (changes over it are refused with `ERR_MMAP_BUSY`, `close()` defers the unmap).
+   * @throws (rejects with) the errors of {@link loadFile}.
+   * @example
+   * await ram.loadFileAsync(initrdOffset, 'initrd.img')
+   */
+  loadFileAsync(offset: number, file: LoadSource, options?: LoadOptions): Promise<number>
   /**
    * A zero-copy `Buffer` over the range, which must be mapped `READ | WRITE`. It is
    * detached (length 0) when any part of its range is removed, overlaid again or the
@@ -315,6 +340,18 @@ abstract class Region implements MappedRegion {
   write(offset: number, data: ArrayBufferView | ArrayBuffer): void {
     const bytes = v.bytes('data', data)
     regionWrite(this.h, v.number('offset', offset), bytes)
+  }
+
+  loadFile(offset: number, file: LoadSource, options?: LoadOptions): number {
+    const o = v.number('offset', offset)
+    const { fileOffset, length } = loadRequest(options)
+    return withFile(file, (fd) => regionLoadFile(this.h, o, v.number('fd', fd), fileOffset, length))
+  }
+
+  async loadFileAsync(offset: number, file: LoadSource, options?: LoadOptions): Promise<number> {
+    const o = v.number('offset', offset)
+    const { fileOffset, length } = loadRequest(options)
+    return withFile(file, (fd) => regionLoadFileAsync(this.h, o, v.number('fd', fd), fileOffset, length))
   }
 
   view(offset: number, length: number): Buffer {

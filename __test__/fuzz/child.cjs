@@ -311,6 +311,12 @@ function advice() {
 function fd() {
   return pick([anyShm().fd, fileFd, roFd, pipeR, 1, 2, 999, -1, 2 ** 31, numberish()])
 }
+function loadSource() {
+  return pick([filePath, fifoPath, dir, '/dev/zero', path.join(dir, 'none'), fd(), numberish()])
+}
+function loadOptions() {
+  return bag({ offset: pick([0, int(16 * P), numberish()]), length: pick([undefined, int(4 * P), numberish()]) })
+}
 function backing() {
   return pick([anyShm(), 'anonymous', bag({ fd: fd(), fdOffset: numberish() }), new Proxy(anyShm(), {}), numberish()])
 }
@@ -392,6 +398,11 @@ const ops = [
   ['read', () => anyRegion().read(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish())],
   ['readInto', () => anyRegion().readInto(chance(0.8) ? int(8 * P) : numberish(), makeBuffer())],
   ['write', () => checkedWrite(anyRegion(), chance(0.85) ? int(8 * P) : numberish())],
+  ['loadFile', () => anyRegion().loadFile(chance(0.8) ? int(8 * P) : numberish(), loadSource(), loadOptions())],
+  [
+    'loadFileAsync',
+    () => asyncResults.push(anyRegion().loadFileAsync(chance(0.8) ? int(8 * P) : numberish(), loadSource(), loadOptions())),
+  ],
   ['view', () => world.views.push(anyRegion().view(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish()))],
   ['close', () => anyRegion().close()],
   ['mappings', () => anyArena().mappings()],
@@ -430,6 +441,8 @@ const ops = [
   ['guest read', () => anyGuest().read(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), chance(0.8) ? int(2 * P) : numberish())],
   ['guest readInto', () => anyGuest().readInto(pick([int(16 * P), numberish()]), makeBuffer())],
   ['guest write', () => checkedWrite(anyGuest(), chance(0.85) ? int(16 * P) : numberish())],
+  ['guest loadFile', () => anyGuest().loadFile(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), loadSource(), loadOptions())],
+  ['guest loadFileAsync', () => asyncResults.push(anyGuest().loadFileAsync(pick([int(16 * P), numberish()]), loadSource(), loadOptions()))],
   ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
   ['guest regions', () => anyGuest().regions()],
   ['guest close', () => anyGuest().close()],

@@ -8,7 +8,8 @@
 //!   into, with its layout kept in an ordered map.
 //! - [`SharedMemory`]: a sealed memfd.
 //!
-//! - [`AnyRegion`]: either kind, for code that holds regions of both kinds.
+//! - [`AnyRegion`]: either kind, for code that holds regions of both kinds;
+//!   [`AnyRegion::load`] reads a file straight into one.
 //! - [`rules`]: every rule about arguments (alignment, bounds, end of file,
 //!   advice, seals), defined once.
 //!
@@ -24,6 +25,7 @@ mod error;
 mod guard;
 mod held;
 mod layout;
+mod load;
 mod mapping;
 mod protection;
 mod region;
@@ -36,6 +38,7 @@ pub use arena::{Change, MemoryMappingArena};
 pub use copy::CopyMode;
 pub use error::{Error, Result};
 pub use layout::{Backing, Layout, MappingInfo};
+pub use load::{file_load_length, LoadTarget};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
 pub use region::{populate_supported, MappedRegion, PageRange};

@@ -70,13 +70,37 @@ fn check_size(size: usize) -> Result<()> {
     Ok(())
 }
 
-/// An offset into a file: page aligned and within `off_t`.
+/// An offset into a file that a mapping starts at: page aligned and within `off_t`.
 pub fn file_offset(what: &'static str, offset: u64) -> Result<libc::off_t> {
     check_aligned(what, offset)?;
+    file_position(what, offset)
+}
+
+/// A byte position in a file (where a read starts): within `off_t`.
+pub fn file_position(what: &'static str, offset: u64) -> Result<libc::off_t> {
     libc::off_t::try_from(offset).map_err(|_| Error::OutOfRange {
         what,
         reason: format!("{offset} does not fit in off_t"),
     })
+}
+
+/// How many bytes a load of a file from `offset` reads: `length` when given;
+/// otherwise the rest of the file (`file_size`, from `fstat`, for regular
+/// files and block devices), 0 from past its end. A file whose size is not
+/// known (a character device) needs a length.
+pub fn load_length(offset: u64, length: Option<usize>, file_size: Option<u64>) -> Result<usize> {
+    file_position("offset", offset)?;
+    match (length, file_size) {
+        (Some(length), _) => Ok(length),
+        (None, Some(size)) => usize::try_from(size.saturating_sub(offset)).map_err(|_| Error::OutOfRange {
+            what: "length",
+            reason: format!("the rest of the file, {} bytes, is larger than the address space", size - offset),
+        }),
+        (None, None) => Err(Error::InvalidArgument {
+            what: "length",
+            reason: "must be given for a file whose size is not known (not a regular file or block device)".into(),
+        }),
+    }
 }
 
 /// Refuses a mapping of `size` bytes from `fd_offset` of a file (or memfd, or

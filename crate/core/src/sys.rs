@@ -117,6 +117,27 @@ pub unsafe fn mprotect(addr: *mut u8, len: usize, prot: libc::c_int) -> Result<(
     )
 }
 
+/// `pread(2)`: up to `len` bytes of `fd` at `offset` into `buf`. Returns the
+/// bytes read (0 at the end of the file).
+///
+/// # Safety
+/// `[buf, buf + len)` must lie in this process's address space, at memory the
+/// caller may overwrite. The kernel writes it as the process would and reports
+/// a page it cannot fault in as `EFAULT` (never a signal).
+pub unsafe fn pread(
+    fd: BorrowedFd<'_>,
+    buf: *mut u8,
+    len: usize,
+    offset: libc::off_t,
+) -> Result<usize> {
+    // SAFETY: guaranteed by the caller.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.cast(), len, offset) };
+    if n < 0 {
+        return Err(Error::last_os_error("pread"));
+    }
+    Ok(n as usize)
+}
+
 /// A duplicate of `fd` (`F_DUPFD_CLOEXEC`), owned by the caller.
 pub fn dup_cloexec(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC only creates a new fd.

@@ -16,7 +16,9 @@ use std::ptr;
 use napi::sys;
 
 use mapped_region::rules::check_bounds;
-use mapped_region::{AnyRegion, MappingOptions, MemoryMapping, MemoryMappingArena};
+use mapped_region::{
+    file_load_length, AnyRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
+};
 
 use crate::convert::{self, index};
 use crate::errors::{throw, Failure, Result};
@@ -68,6 +70,25 @@ impl Arg for f64 {
             unsafe { sys::napi_get_value_double(env, value, &mut out) };
         }
         Ok(out)
+    }
+}
+
+/// An optional number: `undefined` (or a missing argument) is `None`;
+/// anything else reads as an [`f64`] does.
+impl Arg for Option<f64> {
+    const TS: &'static str = "number | undefined";
+    unsafe fn read(env: sys::napi_env, value: sys::napi_value, what: &'static str) -> Result<Self> {
+        if value.is_null() {
+            return Ok(None);
+        }
+        let mut kind = sys::ValueType::napi_undefined;
+        // SAFETY: a live value of this callback's scope.
+        unsafe { sys::napi_typeof(env, value, &mut kind) };
+        if kind == sys::ValueType::napi_undefined {
+            return Ok(None);
+        }
+        // SAFETY: as guaranteed by the caller.
+        unsafe { f64::read(env, value, what) }.map(Some)
     }
 }
 
@@ -531,6 +552,28 @@ entries! {
         let region = handles::get(handle)?;
         let state = region.keep.lock();
         Ok(state.live()?.write_from(index("offset", offset)?, source.as_mut())?)
+    };
+    /// Reads `fd` from `fileOffset` into `offset` (`pread`, no intermediate
+    /// buffer): `length` bytes, or without it the rest of the file. Returns
+    /// the bytes loaded (fewer where the file ends).
+    regionLoadFile(handle: f64, offset: f64, fd: f64, fileOffset: f64, length: Option<f64>) -> f64 = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let r = state.live()?;
+        let (offset, file_offset, fd) = (index("offset", offset)?, index("fileOffset", fileOffset)? as u64, convert::fd(fd)?);
+        let length = length.map(|l| index("length", l)).transpose()?;
+        // SAFETY: the borrow ends with this call.
+        let fd = unsafe { convert::borrow_fd(fd) };
+        let length = file_load_length(fd, file_offset, length)?;
+        Ok(r.load(offset, length, fd, file_offset)? as f64)
+    };
+    /// How many bytes loading `fd` from `fileOffset` reads without a length:
+    /// the rest of the file (the core's rule).
+    fileLoadLength(fd: f64, fileOffset: f64) -> f64 = |_env| {
+        let (fd, file_offset) = (convert::fd(fd)?, index("fileOffset", fileOffset)? as u64);
+        // SAFETY: the borrow ends with this call.
+        let fd = unsafe { convert::borrow_fd(fd) };
+        Ok(file_load_length(fd, file_offset, None)? as f64)
     };
     /// A new `Buffer` with a copy of `length` bytes at `offset`.
     regionRead(handle: f64, offset: f64, length: f64) -> Buffer = |env| {

@@ -1,11 +1,14 @@
 //! Asynchronous operations on the libuv thread pool (`msyncAsync`,
-//! `populateAsync`). Each registers its range as pending on the region until
+//! `populateAsync`, `loadFileAsync`). Each registers its range as pending on the region until
 //! it settles: changes over the range are refused with `ERR_MMAP_BUSY`, and a
 //! `close()` meanwhile unmaps only when the last one settles.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use mapped_region::{Error, PageRange};
+use std::os::fd::OwnedFd;
+
+use mapped_region::{file_load_length, AnyRegion, Error, LoadTarget, PageRange};
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -18,7 +21,6 @@ use crate::handles::{self, Keep, Pending};
 pub struct Lease {
     keep: Arc<Keep>,
     id: u64,
-    range: PageRange,
 }
 
 impl Drop for Lease {
@@ -33,24 +35,34 @@ impl Drop for Lease {
     }
 }
 
-/// Registers an asynchronous operation over `[offset, offset + size)`.
-fn lease(handle: f64, offset: f64, size: f64) -> Result<Lease> {
+/// Registers an asynchronous operation over the range `check` validates on
+/// the live region: it returns what the task works on and the byte range
+/// `[start, end)` it needs kept as it is.
+fn lease<T>(
+    handle: f64,
+    check: impl FnOnce(&AnyRegion) -> Result<(T, usize, usize)>,
+) -> Result<(Lease, T)> {
     let region = handles::get(handle)?;
     let mut state = region.keep.lock();
-    let r = state.live()?.region();
-    let start = convert::index("offset", offset)?;
-    let range = r.page_range(start, convert::index("size", size)?)?;
+    let (target, start, end) = check(state.live()?)?;
     let id = state.next_id;
     state.next_id += 1;
-    state.pending.push(Pending {
-        id,
-        start,
-        end: start + range.len(),
-    });
-    Ok(Lease {
+    state.pending.push(Pending { id, start, end });
+    let lease = Lease {
         keep: Arc::clone(&region.keep),
         id,
-        range,
+    };
+    Ok((lease, target))
+}
+
+/// Registers an operation over the pages touched by `[offset, offset + size)`.
+fn lease_pages(handle: f64, offset: f64, size: f64) -> Result<(Lease, PageRange)> {
+    lease(handle, |r| {
+        let start = convert::index("offset", offset)?;
+        let range = r
+            .region()
+            .page_range(start, convert::index("size", size)?)?;
+        Ok((range, start, start + range.len()))
     })
 }
 
@@ -68,6 +80,7 @@ pub enum Op {
 /// One asynchronous operation over a leased range.
 pub struct RangeTask {
     lease: Lease,
+    range: PageRange,
     op: Op,
     error: Option<Error>,
 }
@@ -77,7 +90,8 @@ impl Task for RangeTask {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<()> {
-        let range = &self.lease.range;
+        let _lease = &self.lease;
+        let range = &self.range;
         // SAFETY: the range was validated when the task started and is leased:
         // overlays and removals over it are refused, and `close()` leaves it
         // mapped until this task's lease is dropped.
@@ -112,9 +126,10 @@ fn start(
     size: f64,
     op: Op,
 ) -> napi::Result<AsyncTask<RangeTask>> {
-    let lease = lease(handle, offset, size).map_err(|f| to_napi(env, f))?;
+    let (lease, range) = lease_pages(handle, offset, size).map_err(|f| to_napi(env, f))?;
     Ok(AsyncTask::new(RangeTask {
         lease,
+        range,
         op,
         error: None,
     }))
@@ -141,4 +156,82 @@ pub fn region_populate_async(
     write: bool,
 ) -> napi::Result<AsyncTask<RangeTask>> {
     start(&env, handle, offset, size, Op::Populate { write })
+}
+
+/// A file read into a leased range on the thread pool (`loadFileAsync`). It
+/// owns a duplicate of the fd: the caller may close its own meanwhile.
+pub struct LoadTask {
+    lease: Lease,
+    target: LoadTarget,
+    fd: OwnedFd,
+    file_offset: u64,
+    error: Option<Error>,
+}
+
+impl Task for LoadTask {
+    type Output = usize;
+    type JsValue = f64;
+
+    fn compute(&mut self) -> napi::Result<usize> {
+        let _lease = &self.lease;
+        // SAFETY: the target was checked writable when the task started and is
+        // leased: changes over it are refused and `close()` leaves it mapped
+        // until this task's lease is dropped.
+        let result = unsafe { self.target.load(self.fd.as_fd(), self.file_offset) };
+        result.map_err(|e| {
+            self.error = Some(e);
+            napi::Error::from_status(napi::Status::GenericFailure)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, loaded: usize) -> napi::Result<f64> {
+        Ok(loaded as f64)
+    }
+
+    fn reject(&mut self, env: Env, err: napi::Error) -> napi::Result<f64> {
+        match self.error.take() {
+            Some(e) => Err(rejection(&env, &Failure::Core(e))),
+            None => Err(err),
+        }
+    }
+}
+
+/// Reads `fd` from `file_offset` into `offset` on the libuv thread pool:
+/// `length` bytes, or without it the rest of the file; resolves to the bytes loaded.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn region_load_file_async(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    fd: f64,
+    file_offset: f64,
+    length: Option<f64>,
+) -> napi::Result<AsyncTask<LoadTask>> {
+    let started = (|| {
+        let (offset, file_offset) = (
+            convert::index("offset", offset)?,
+            convert::index("fileOffset", file_offset)? as u64,
+        );
+        let length = length.map(|l| convert::index("length", l)).transpose()?;
+        // SAFETY: the borrow ends with this call; the task keeps a duplicate.
+        let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
+        let length = file_load_length(fd, file_offset, length)?;
+        let (lease, target) = lease(handle, |r| {
+            Ok((r.load_target(offset, length)?, offset, offset + length))
+        })?;
+        let fd = fd.try_clone_to_owned().map_err(|e| Error::Syscall {
+            syscall: "fcntl",
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        })?;
+        Ok(LoadTask {
+            lease,
+            target,
+            fd,
+            file_offset,
+            error: None,
+        })
+    })();
+    started
+        .map(AsyncTask::new)
+        .map_err(|f: Failure| to_napi(&env, f))
 }

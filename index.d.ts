@@ -215,6 +215,19 @@ export declare function regionRead(handle: number, offset: number, length: numbe
 export declare function regionView(handle: number, offset: number, length: number): Buffer
 
 /**
+ * The facade's window for typed access around `offset`:
+ * `[start, length, buffer]`, `[start, length, undefined]` where memory
+ * may not be touched directly, or `undefined` in a hole.
+ */
+export declare function regionWindow(handle: number, offset: number): [start: number, length: number, window: Buffer | undefined] | undefined
+
+/**
+ * Refuses an atomic access of `width` bytes at `offset` that may not be
+ * made (bounds, natural alignment, memory that may be touched directly).
+ */
+export declare function regionAtomicCheck(handle: number, offset: number, width: number): void
+
+/**
  * Asynchronous operations still pending.
  */
 export declare function regionPending(handle: number): number

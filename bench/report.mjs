@@ -137,6 +137,11 @@ export function writeReport({ floor, info, c, peer, peerRun, started, counts, ch
       `${info.reserve_1t_rss_kib.toFixed(1)} KiB`,
       `bar < 1024 KiB: ${pass(info.reserve_1t_rss_kib < 1024)}`,
     ],
+    [
+      'readU32() / writeU32(), against a DataView in a closure constant (V8 folds its checks out of the loop)',
+      `${fmtR(floor.typedInfo.typed_read_vs_constant)}× / ${fmtR(floor.typedInfo.typed_write_vs_constant)}×`,
+      'the barred rows hold the DataView in an object, as the package holds its window',
+    ],
     ["msync, clean memfd page, against mmap-io's sync", '—', peerCell(peer, peerRun, 'msync_memfd')],
     ["madvise('willneed'), against mmap-io's advise", '—', peerCell(peer, peerRun, 'madvise_willneed')],
     ["msync, clean ext4 page, against mmap-io's sync", '—', peerCell(peer, peerRun, 'msync_ext4')],

@@ -3,8 +3,9 @@ import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { guestError, invalidArgType, outOfRange, stateError, unaligned } from './errors.js'
 import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
-import { handleOf, MemoryMappingArena } from './region.js'
+import { epochOf, handleOf, MemoryMappingArena } from './region.js'
 import { sharedMemoryState, type SharedMemory } from './shm.js'
+import { TypedAccess, type WindowAnswer } from './typed.js'
 import * as v from './validate.js'
 
 /** What backs a guest region: a {@link SharedMemory}, any fd at an offset, or private anonymous memory. */
@@ -89,7 +90,7 @@ interface RegionSnapshot {
  */
 const MAX_REGIONS = 1 << 16
 
-const { regionReadInto, regionWrite, regionLoadFile, regionLoadFileAsync, fileLoadLength } = native
+const { regionReadInto, regionWrite, regionLoadFile, regionLoadFileAsync, fileLoadLength, regionWindow, regionAtomicCheck } = native
 
 /**
  * A guest address or size, narrowed to a safe integer: `GuestMemory` does arithmetic on
@@ -131,7 +132,7 @@ function pages(name: string, value: number): number {
  * guest.write(0x7000n, Buffer.from('boot params'))
  * for (const [slot, r] of guest.regions().entries()) kvmSetUserMemoryRegion(vm, slot, r)
  */
-export class GuestMemory implements Disposable {
+export class GuestMemory extends TypedAccess<bigint | number> implements Disposable {
   readonly #arena: MemoryMappingArena
   /** The arena's native handle: copies, checked here against the regions, go straight to it. */
   readonly #h: number
@@ -148,6 +149,7 @@ export class GuestMemory implements Disposable {
    * using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }], { addressSpace: 2 ** 32 })
    */
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
+    super()
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
     const o = v.options('options', options, ['addressSpace', 'dontDump'])
     this.#dontDump = v.bool('dontDump', o.dontDump, true)
@@ -306,6 +308,22 @@ export class GuestMemory implements Disposable {
    * for a range that starts in no region, touches a hole or runs past the last region.
    */
   #covered(addr: number, len: number): void {
+    let i = this.#slotIndex(addr)
+    if (i < 0) throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
+    const end = addr + len
+    while (this.#slots[i].end < end) {
+      const next = this.#slots[i + 1]
+      if (next === undefined || next.start !== this.#slots[i].end)
+        throw guestError(
+          'ERR_GUEST_ADDRESS',
+          `Guest range [0x${addr.toString(16)}, +${len}) runs past the region ending at 0x${this.#slots[i].end.toString(16)} into no region`,
+        )
+      i++
+    }
+  }
+
+  /** The index of the region that contains `addr`, or -1. */
+  #slotIndex(addr: number): number {
     let lo = 0
     let hi = this.#slots.length - 1
     while (lo <= hi) {
@@ -313,22 +331,46 @@ export class GuestMemory implements Disposable {
       const s = this.#slots[mid]
       if (addr < s.start) hi = mid - 1
       else if (addr >= s.end) lo = mid + 1
-      else {
-        const end = addr + len
-        let i = mid
-        while (this.#slots[i].end < end) {
-          const next = this.#slots[i + 1]
-          if (next === undefined || next.start !== this.#slots[i].end)
-            throw guestError(
-              'ERR_GUEST_ADDRESS',
-              `Guest range [0x${addr.toString(16)}, +${len}) runs past the region ending at 0x${this.#slots[i].end.toString(16)} into no region`,
-            )
-          i++
-        }
-        return
-      }
+      else return mid
     }
-    throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
+    return -1
+  }
+
+  /** The arena's window around `at`, cut to the region that contains it. */
+  protected typedWindow(at: number): WindowAnswer {
+    const slot = this.#slots[this.#slotIndex(at)]
+    if (slot === undefined) return undefined
+    const answer = regionWindow(this.#h, at)
+    if (answer === undefined) return undefined
+    const [start, length, buffer] = answer
+    const lo = Math.max(start, slot.start)
+    const hi = Math.min(start + length, slot.end)
+    if (buffer === undefined) return [lo, hi - lo, undefined]
+    const [memory, offset] = v.memoryOf(buffer)
+    return [lo, hi - lo, new Uint8Array(memory, offset + lo - start, hi - lo)]
+  }
+
+  /** Regions come and go through the arena's changes: its counter is the guest's. */
+  protected typedEpoch(): number {
+    return epochOf(this.#arena)
+  }
+
+  protected typedAddress(at: bigint): number {
+    return gpa('guestAddress', at)
+  }
+
+  protected typedCopyOut(at: unknown, target: Uint8Array): void {
+    this.readInto(at as number, target)
+  }
+
+  protected typedCopyIn(at: unknown, data: Uint8Array): void {
+    this.write(at as number, data)
+  }
+
+  protected typedAtomicCheck(at: unknown, width: 4 | 8): void {
+    const addr = gpa('guestAddress', at)
+    this.#covered(addr, width)
+    regionAtomicCheck(this.#h, addr, width)
   }
 
   /**

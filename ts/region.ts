@@ -4,6 +4,7 @@ import { Protection, type Advice, type ProtectionFlags } from './constants.js'
 import { invalidArgType, invalidArgValue, outOfRange } from './errors.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { native } from './native.js'
+import { TypedAccess, type TypedMemory, type WindowAnswer } from './typed.js'
 import * as v from './validate.js'
 
 export type { MappingInfo }
@@ -13,6 +14,12 @@ export type { MappingInfo }
  * copies call the entry points directly (the arguments are validated there once).
  */
 export let handleOf: (region: MemoryMappingArena) => number
+
+/**
+ * @internal For {@link GuestMemory}'s typed access: a counter that changes with every change
+ * made to the region (an overlay, a removal, a protection, `close()`).
+ */
+export let epochOf: (region: MemoryMappingArena) => number
 
 // Entry points bound once: a property load on the large exports object per call
 // shows up next to a one-page msync. Every one of them re-checks its arguments natively.
@@ -42,6 +49,8 @@ const {
   regionView,
   regionPending,
   regionKernelMappings,
+  regionWindow,
+  regionAtomicCheck,
 } = native
 
 /**
@@ -50,7 +59,7 @@ const {
  * not be (the call covers the pages they touch). Every method throws
  * `ERR_MMAP_CLOSED` once the region is closed.
  */
-export interface MappedRegion extends Disposable {
+export interface MappedRegion extends Disposable, TypedMemory<number> {
   /** Size in bytes (whole pages for an arena). Readable after `close()`. */
   readonly size: number
   /**
@@ -212,14 +221,17 @@ export interface PopulateOptions {
 }
 
 /** Shared implementation of {@link MemoryMapping} and {@link MemoryMappingArena}. */
-abstract class Region implements MappedRegion {
+abstract class Region extends TypedAccess<number> implements MappedRegion {
   /** @internal The handle the `native.region*` entry points take; released when this object is collected. */
   protected readonly h: number
   #size = -1
   #reclaimScheduled = false
+  /** Changes made so far: typed access keeps a "no window here" until the next one. */
+  #epoch = 0
 
   /** @internal `create` makes the native region, owned by this object, and returns its handle. */
   protected constructor(create: (owner: object) => number) {
+    super()
     this.h = create(this)
   }
 
@@ -246,7 +258,32 @@ abstract class Region implements MappedRegion {
   protected afterChange(held: true | undefined): void {
     // No closure here: this runs on every overlay and removal, and a closure over
     // `this` would allocate a context on each call.
+    this.#epoch++
     if (held === true && !this.#reclaimScheduled) this.#scheduleReclaim()
+  }
+
+  protected typedWindow(at: number): WindowAnswer {
+    return regionWindow(this.h, at)
+  }
+
+  protected typedEpoch(): number {
+    return this.#epoch
+  }
+
+  protected typedAddress(at: bigint): number {
+    throw invalidArgType('offset', 'of type number', at)
+  }
+
+  protected typedCopyOut(at: unknown, target: Uint8Array): void {
+    this.readInto(at as number, target)
+  }
+
+  protected typedCopyIn(at: unknown, data: Uint8Array): void {
+    this.write(at as number, data)
+  }
+
+  protected typedAtomicCheck(at: unknown, width: 4 | 8): void {
+    regionAtomicCheck(this.h, v.number('offset', at), width)
   }
 
   #scheduleReclaim(): void {
@@ -375,6 +412,7 @@ abstract class Region implements MappedRegion {
 
   static {
     handleOf = (region) => region.h
+    epochOf = (region) => region.#epoch
   }
 }
 

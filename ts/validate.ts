@@ -150,6 +150,11 @@ export function bytes(name: string, value: unknown): Uint8Array {
   throw invalidArgType(name, 'an ArrayBufferView or ArrayBuffer', value)
 }
 
+/** The `ArrayBuffer` and byte offset of a `Uint8Array`, read through the intrinsic accessors. */
+export function memoryOf(view: Uint8Array): [ArrayBuffer, number] {
+  return [typedArrayBuffer.call(view) as ArrayBuffer, typedArrayOffset.call(view) as number]
+}
+
 /** The byte length of a `Uint8Array` returned by {@link bytes}, read through the intrinsic accessor. */
 export function byteLength(view: Uint8Array): number {
   return typedArrayLength.call(view) as number

@@ -11,7 +11,8 @@
  * `fuzz ok <seed> <ops>` when every call either returned or threw an error with a
  * documented `code`, and every successful write read back as written. Any other
  * exit — a crash, a hang (the parent's timeout), an assertion below — is a failure
- * that replays with the same seed.
+ * that replays with the same seed. `MR_FUZZ_STATS=1` prints each operation's outcomes;
+ * `MR_FUZZ_WHY=<code>` prints where each error with that code came from.
  */
 const fs = require('node:fs')
 const os = require('node:os')
@@ -311,6 +312,38 @@ function advice() {
 function fd() {
   return pick([anyShm().fd, fileFd, roFd, pipeR, 1, 2, 999, -1, 2 ** 31, numberish()])
 }
+/** One typed access (any width, plain or atomic) at `at`; a store reads back what it stored. */
+function typed(target, at) {
+  const value = () => (chance(0.8) ? int(256) : numberish())
+  const big = () => (chance(0.8) ? BigInt(int(1 << 30)) * 3n : pick([-1n, 2n ** 64n, 2n ** 64n - 1n, 0n, numberish()]))
+  const op = pick([
+    () => target.readU8(at),
+    () => target.readU16(at),
+    () => target.readU32(at),
+    () => target.readU64(at),
+    () => target.readU32Atomic(at),
+    () => target.readU64Atomic(at),
+    () => target.compareExchangeU32(at, value(), value()),
+    () => target.compareExchangeU64(at, big(), big()),
+    () => {
+      const v = value()
+      target.writeU32(at, v)
+      const back = target.readU32(at)
+      if (back !== v) throw new Fatal(`writeU32(${at}, ${v}) read back ${back}`)
+    },
+    () => {
+      const v = big()
+      target.writeU64(at, v)
+      const back = target.readU64(at)
+      if (back !== v) throw new Fatal(`writeU64(${at}, ${v}) read back ${back}`)
+    },
+    () => target.writeU8(at, value()),
+    () => target.writeU16(at, value()),
+    () => target.writeU32Atomic(at, value()),
+    () => target.writeU64Atomic(at, big()),
+  ])
+  return op()
+}
 function loadSource() {
   return pick([filePath, fifoPath, dir, '/dev/zero', path.join(dir, 'none'), fd(), numberish()])
 }
@@ -403,6 +436,7 @@ const ops = [
     'loadFileAsync',
     () => asyncResults.push(anyRegion().loadFileAsync(chance(0.8) ? int(8 * P) : numberish(), loadSource(), loadOptions())),
   ],
+  ['typed', () => typed(anyRegion(), chance(0.8) ? int(8 * P) : numberish())],
   ['view', () => world.views.push(anyRegion().view(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish()))],
   ['close', () => anyRegion().close()],
   ['mappings', () => anyArena().mappings()],
@@ -443,6 +477,7 @@ const ops = [
   ['guest write', () => checkedWrite(anyGuest(), chance(0.85) ? int(16 * P) : numberish())],
   ['guest loadFile', () => anyGuest().loadFile(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), loadSource(), loadOptions())],
   ['guest loadFileAsync', () => asyncResults.push(anyGuest().loadFileAsync(pick([int(16 * P), numberish()]), loadSource(), loadOptions()))],
+  ['guest typed', () => typed(anyGuest(), pick([int(16 * P), BigInt(int(16 * P)), numberish()]))],
   ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
   ['guest regions', () => anyGuest().regions()],
   ['guest close', () => anyGuest().close()],
@@ -606,6 +641,7 @@ for (let i = 0; i < iterations; i++) {
     count(name, 'ok')
   } catch (e) {
     count(name, e?.code ?? e?.constructor?.name)
+    if (process.env.MR_FUZZ_WHY === e?.code) console.error(name, e?.syscall, e?.message, e?.stack)
     if (e instanceof Fatal) {
       console.error(`FAIL seed=${seed} op#${i} ${name}: ${e.message}\nlast ops: ${log.join(', ')}`)
       process.exit(3)

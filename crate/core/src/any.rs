@@ -2,7 +2,8 @@
 //! the arena-only ones refused in one place for a plain mapping.
 
 use crate::region::unsupported;
-use crate::{MappedRegion, MemoryMapping, MemoryMappingArena, Result};
+use crate::rules::{check_atomic, check_bounds};
+use crate::{CopyMode, Error, MappedRegion, MemoryMapping, MemoryMappingArena, Protection, Result};
 
 /// A [`MemoryMapping`] or a [`MemoryMappingArena`].
 #[derive(Debug)]
@@ -64,6 +65,48 @@ impl AnyRegion {
         }
     }
 
+    /// The window around `offset` where typed accesses may touch memory
+    /// directly: the mapping (or the arena's layout entry) that contains
+    /// `offset`, cut to the `max`-aligned block of `max` bytes (a power of two)
+    /// around it. `direct` says whether memory there is mapped `READ | WRITE`
+    /// and can never fault — anonymous memory or a memfd sealed against
+    /// shrinking, not a file someone could truncate nor a device — so that a
+    /// load or store through a view there (or an atomic one) is as safe as a
+    /// checked copy. `None` in a hole or past the end.
+    pub fn window(&self, offset: usize, max: usize) -> Option<Window> {
+        let (start, end) = match self {
+            AnyRegion::Mapping(m) => (offset < m.size()).then_some((0, m.size()))?,
+            AnyRegion::Arena(a) => a.mapping_at(offset)?,
+        };
+        let block = offset & !(max - 1);
+        let (start, end) = (start.max(block), end.min(block.saturating_add(max)));
+        let len = end - start;
+        let plain = match self {
+            AnyRegion::Mapping(m) => m.copy_mode() == CopyMode::Plain,
+            AnyRegion::Arena(a) => {
+                a.check_access(start, len, Protection::READ_WRITE) == Ok(CopyMode::Plain)
+            }
+        };
+        let direct = plain && self.check_direct(start, len).is_ok();
+        Some(Window { start, end, direct })
+    }
+
+    /// Whether an atomic access of `width` bytes at `offset` may be made
+    /// (through a window): in bounds, naturally aligned, mapped `READ | WRITE`
+    /// and in memory that cannot vanish (a [`Window`] that is `direct`).
+    pub fn check_atomic(&self, offset: usize, width: usize) -> Result<()> {
+        check_bounds(offset, width, self.region().size())?;
+        check_atomic(offset, width)?;
+        self.check_direct(offset, width)?;
+        match self.window(offset, width.next_power_of_two()) {
+            Some(w) if w.direct => Ok(()),
+            _ => Err(Error::NotDirect {
+                offset: offset as u64,
+                width: width as u64,
+            }),
+        }
+    }
+
     /// Kernel mappings the region occupies: 1 for a mapping, the overlays and
     /// holes of an arena.
     pub fn kernel_mapping_count(&self) -> usize {
@@ -71,5 +114,143 @@ impl AnyRegion {
             AnyRegion::Mapping(_) => 1,
             AnyRegion::Arena(a) => a.kernel_mapping_count(),
         }
+    }
+}
+
+/// See [`AnyRegion::window`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Start of the window (bytes from the region's start).
+    pub start: usize,
+    /// Its end.
+    pub end: usize,
+    /// Whether memory there may be touched directly.
+    pub direct: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::unlinked_file;
+    use crate::{MappingOptions, SharedMemory};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn windows_cover_one_layout_entry_cut_to_an_aligned_block() {
+        let ps = crate::page_size();
+        let shm = SharedMemory::create("window", 4 * ps as u64, true, false).unwrap();
+        let file = unlinked_file("window", &vec![0u8; 4 * ps], true);
+        let mut arena = MemoryMappingArena::new(16 * ps).unwrap();
+        arena
+            .add_anonymous(0, 2 * ps, Protection::READ_WRITE)
+            .unwrap();
+        arena
+            .add_fd_mapping(2 * ps, 2 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
+            .unwrap();
+        arena
+            .add_fd_mapping(6 * ps, 2 * ps, file.as_fd(), 0, Protection::READ_WRITE)
+            .unwrap();
+        arena.add_anonymous(8 * ps, ps, Protection::READ).unwrap();
+        let r = AnyRegion::Arena(arena);
+        let w = |offset| r.window(offset, 1 << 30);
+        assert_eq!(
+            w(5),
+            Some(Window {
+                start: 0,
+                end: 2 * ps,
+                direct: true
+            })
+        );
+        // A sealed memfd cannot shrink: direct.
+        assert_eq!(
+            w(3 * ps),
+            Some(Window {
+                start: 2 * ps,
+                end: 4 * ps,
+                direct: true
+            })
+        );
+        assert_eq!(w(4 * ps), None, "a hole");
+        // A file someone could truncate, read-only memory: no direct access.
+        assert_eq!(
+            w(6 * ps + 1),
+            Some(Window {
+                start: 6 * ps,
+                end: 8 * ps,
+                direct: false
+            })
+        );
+        assert_eq!(
+            w(8 * ps),
+            Some(Window {
+                start: 8 * ps,
+                end: 9 * ps,
+                direct: false
+            })
+        );
+        assert_eq!(w(16 * ps), None, "past the end");
+        // Cut to the block of `max` bytes around the offset.
+        assert_eq!(
+            r.window(ps + 3, ps),
+            Some(Window {
+                start: ps,
+                end: 2 * ps,
+                direct: true
+            })
+        );
+        assert!(r.check_atomic(8, 8).is_ok());
+        assert!(matches!(
+            r.check_atomic(6, 4),
+            Err(Error::Misaligned {
+                offset: 6,
+                width: 4
+            })
+        ));
+        assert!(matches!(
+            r.check_atomic(6 * ps, 4),
+            Err(Error::NotDirect { .. })
+        ));
+        assert!(matches!(
+            r.check_atomic(8 * ps, 4),
+            Err(Error::Access { .. })
+        ));
+        assert!(matches!(
+            r.check_atomic(4 * ps, 4),
+            Err(Error::Access { .. })
+        ));
+        assert!(matches!(
+            r.check_atomic(16 * ps - 4, 8),
+            Err(Error::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn a_mapping_is_one_window() {
+        let ps = crate::page_size();
+        let m = AnyRegion::Mapping(
+            MemoryMapping::anonymous(3 * ps, MappingOptions::anonymous()).unwrap(),
+        );
+        assert_eq!(
+            m.window(ps, 1 << 30),
+            Some(Window {
+                start: 0,
+                end: 3 * ps,
+                direct: true
+            })
+        );
+        assert_eq!(m.window(3 * ps, 1 << 30), None);
+        let ro = MappingOptions {
+            protection: Protection::READ,
+            ..MappingOptions::anonymous()
+        };
+        let m = AnyRegion::Mapping(MemoryMapping::anonymous(ps, ro).unwrap());
+        assert_eq!(
+            m.window(0, 1 << 30),
+            Some(Window {
+                start: 0,
+                end: ps,
+                direct: false
+            })
+        );
     }
 }

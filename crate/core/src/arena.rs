@@ -464,6 +464,12 @@ impl MemoryMappingArena {
         self.layout.iter()
     }
 
+    /// The extent `[start, end)` of the layout entry that contains `offset`
+    /// (`None` in a hole).
+    pub fn mapping_at(&self, offset: usize) -> Option<(usize, usize)> {
+        self.layout.piece_at(offset)
+    }
+
     /// Number of entries in the layout.
     pub fn mapping_count(&self) -> usize {
         self.layout.len()

@@ -24,6 +24,22 @@ pub enum Error {
         /// Its value.
         value: u64,
     },
+    /// An atomic access whose offset is not a multiple of its width.
+    Misaligned {
+        /// The offset.
+        offset: u64,
+        /// The width (and alignment) of the access in bytes.
+        width: u64,
+    },
+    /// An atomic access to memory that may not be touched directly: not
+    /// mapped `READ | WRITE`, or memory that could vanish under the mapping
+    /// (a file someone could truncate, a device).
+    NotDirect {
+        /// The offset.
+        offset: u64,
+        /// The width of the access.
+        width: u64,
+    },
     /// `[offset, offset + size)` does not lie inside `[0, limit)`, or overflows.
     OutOfBounds {
         /// Start of the range.
@@ -132,6 +148,14 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "range [{offset}, {offset} + {size}) is outside the region of {limit} bytes"
+            ),
+            Error::Misaligned { offset, width } => write!(
+                f,
+                "an atomic {width}-byte access needs an offset that is a multiple of {width}, got {offset}"
+            ),
+            Error::NotDirect { offset, width } => write!(
+                f,
+                "an atomic {width}-byte access at {offset} needs memory mapped READ | WRITE that cannot vanish (anonymous memory or a memfd sealed against shrinking)"
             ),
             Error::OutOfRange { what, reason } => write!(f, "{what} is out of range: {reason}"),
             Error::InvalidArgument { what, reason } => write!(f, "invalid {what}: {reason}"),

@@ -299,6 +299,12 @@ impl Layout {
                 .is_some()
     }
 
+    /// The extent `[start, end)` of the piece that contains `offset`.
+    pub fn piece_at(&self, offset: usize) -> Option<(usize, usize)> {
+        let (&start, p) = self.pieces.range(..=offset).next_back()?;
+        (p.end > offset).then_some((start, p.end))
+    }
+
     /// The entries, sorted by offset.
     pub fn iter(&self) -> impl Iterator<Item = MappingInfo> + '_ {
         self.pieces.iter().map(|(&offset, p)| MappingInfo {

@@ -203,6 +203,11 @@ impl MemoryMapping {
         Ok(())
     }
 
+    /// How checked copies touch this mapping's memory.
+    pub fn copy_mode(&self) -> CopyMode {
+        self.copy_mode
+    }
+
     /// Whether `[offset, offset + size)` (already bounds-checked) allows `needed`.
     pub fn check_access(&self, offset: usize, size: usize, needed: Protection) -> Result<()> {
         if self.protection.contains(needed) {

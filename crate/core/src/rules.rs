@@ -103,6 +103,19 @@ pub fn load_length(offset: u64, length: Option<usize>, file_size: Option<u64>) -
     }
 }
 
+/// An atomic access of `width` bytes (4 or 8) at `offset`: naturally aligned,
+/// as the hardware needs (the region starts on a page, so alignment of the
+/// offset is alignment of the address).
+pub fn check_atomic(offset: usize, width: usize) -> Result<()> {
+    if !offset.is_multiple_of(width) {
+        return Err(Error::Misaligned {
+            offset: offset as u64,
+            width: width as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a mapping of `size` bytes from `fd_offset` of a file (or memfd, or
 /// block device) of `file_size` bytes that reaches past its end: touching a
 /// page there raises `SIGBUS`.

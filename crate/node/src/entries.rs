@@ -290,6 +290,17 @@ impl Ret for Buffer {
     }
 }
 
+/// The answer of `regionWindow`, made by the callback.
+struct WindowAnswer(sys::napi_value);
+
+impl Ret for WindowAnswer {
+    const TS: &'static str =
+        "[start: number, length: number, window: Buffer | undefined] | undefined";
+    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
+        self.0
+    }
+}
+
 /// Turns a result into the callback's return value, throwing on failure.
 ///
 /// # Safety
@@ -598,6 +609,21 @@ entries! {
     regionView(handle: f64, offset: f64, length: f64) -> Buffer = |env| {
         // SAFETY: `env` is this callback's, on the region's thread.
         unsafe { crate::views::create(env, handle, offset, length) }.map(Buffer)
+    };
+    /// The facade's window for typed access around `offset`:
+    /// `[start, length, buffer]`, `[start, length, undefined]` where memory
+    /// may not be touched directly, or `undefined` in a hole.
+    regionWindow(handle: f64, offset: f64) -> WindowAnswer = |env| {
+        // SAFETY: `env` is this callback's, on the region's thread.
+        unsafe { crate::views::create_window(env, handle, offset) }.map(WindowAnswer)
+    };
+    /// Refuses an atomic access of `width` bytes at `offset` that may not be
+    /// made (bounds, natural alignment, memory that may be touched directly).
+    regionAtomicCheck(handle: f64, offset: f64, width: f64) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let width = if width == 8.0 { 8 } else { 4 };
+        Ok(state.live()?.check_atomic(index("offset", offset)?, width)?)
     };
     /// Asynchronous operations still pending.
     regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));

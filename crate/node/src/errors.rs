@@ -166,6 +166,18 @@ fn shape(failure: &Failure) -> Shape {
             ERR_MMAP_OUT_OF_BOUNDS,
             format!("The range [{offset}, {offset} + {size}) is outside the region of {limit} bytes"),
         ),
+        Error::Misaligned { offset, width } => ours(
+            Class::RangeError,
+            ERR_MMAP_UNALIGNED,
+            format!("An atomic {width}-byte access needs an offset that is a multiple of {width}. Received {offset}"),
+        ),
+        Error::NotDirect { offset, width } => ours(
+            Class::Error,
+            ERR_MMAP_ACCESS,
+            format!(
+                "An atomic {width}-byte access at {offset} needs memory mapped READ | WRITE that cannot vanish under the mapping (anonymous memory or a memfd sealed against shrinking; not a file someone could truncate, nor a device)"
+            ),
+        ),
         Error::BeyondEof { needed, file_size } => ours(
             Class::RangeError,
             ERR_MMAP_BEYOND_EOF,

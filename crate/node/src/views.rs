@@ -33,6 +33,12 @@ pub struct Views {
     longest: usize,
     /// Views after the last pruning of collected ones.
     after_prune: usize,
+    /// The facade's own windows for typed access (`[start, end)`, weak
+    /// reference): few, never handed to user code, and only touched by
+    /// built-ins that cannot call back into JavaScript (a `DataView` load or
+    /// store, an `Atomics` operation, all with numbers already checked).
+    /// Detached like views, but a detached window never leaves memory held.
+    windows: Vec<(usize, usize, sys::napi_ref)>,
 }
 
 impl Views {
@@ -44,6 +50,7 @@ impl Views {
             next: 0,
             longest: 0,
             after_prune: 0,
+            windows: Vec::new(),
         }
     }
 
@@ -52,7 +59,23 @@ impl Views {
     /// built-in that called back into JavaScript) may still write anywhere in
     /// them, also outside `[start, end)`.
     pub fn detach(&mut self, start: usize, end: usize) -> Option<(usize, usize)> {
-        if self.entries.is_empty() || start >= end {
+        if start >= end {
+            return None;
+        }
+        if !self.windows.is_empty() {
+            let env = self.env;
+            self.windows.retain(|&(s, e, reference)| {
+                let keep = s >= end || e <= start;
+                if !keep {
+                    // SAFETY: a live reference created in `create_window` on this env,
+                    // dropped from the list here. No built-in holds a window's pointer
+                    // across JavaScript, so its memory need not stay held.
+                    unsafe { detach_and_delete(env, reference) };
+                }
+                keep
+            });
+        }
+        if self.entries.is_empty() {
             return None;
         }
         let from = (start.saturating_sub(self.longest), 0);
@@ -101,6 +124,10 @@ impl Drop for Views {
         for v in std::mem::take(&mut self.entries).into_values() {
             // SAFETY: each reference was created on `self.env` and is deleted once.
             unsafe { sys::napi_delete_reference(self.env, v.buffer) };
+        }
+        for (_, _, reference) in std::mem::take(&mut self.windows) {
+            // SAFETY: as above.
+            unsafe { sys::napi_delete_reference(self.env, reference) };
         }
     }
 }
@@ -163,13 +190,105 @@ pub unsafe fn create(
     };
     let mut views = region.views.borrow_mut();
     views.prune();
+    // SAFETY: the range was checked just above, on this call's env.
+    let (buffer, reference) = unsafe { external(env, &region, offset, length) }?;
+    let id = views.next;
+    views.next += 1;
+    views.longest = views.longest.max(length);
+    views.entries.insert(
+        (offset, id),
+        Entry {
+            end: offset + length,
+            buffer: reference,
+        },
+    );
+    Ok(buffer)
+}
+
+/// The largest window a typed access gets: a power of two, so that the
+/// facade's index check is one `>>> 0` and every window fits a `Buffer` in
+/// every supported Node (4 GiB on Node 20).
+const WINDOW: usize = 1 << 30;
+
+/// A window for the facade's typed accesses around `offset` (see
+/// `AnyRegion::window`): `[start, length, buffer]` where memory there may be
+/// touched directly; `[start, length, undefined]` where it may not (until the
+/// next change); `undefined` in a hole or out of bounds.
+///
+/// # Safety
+/// `env` must be the live env of the current call, on the region's thread.
+pub unsafe fn create_window(
+    env: sys::napi_env,
+    handle: f64,
+    offset: f64,
+) -> Result<sys::napi_value> {
+    let region = handles::get(handle)?;
+    let window = {
+        let state = region.keep.lock();
+        state
+            .live()?
+            .window(convert::index("offset", offset)?, WINDOW)
+    };
+    let Some(window) = window else {
+        return Ok(ptr::null_mut());
+    };
+    let length = window.end - window.start;
+    let buffer = if window.direct {
+        let mut views = region.views.borrow_mut();
+        if views.windows.len() >= 8 {
+            let env = views.env;
+            views.windows.retain(|&(_, _, reference)| {
+                // SAFETY: live references created on this env.
+                let alive = unsafe { !reference_value(env, reference).is_null() };
+                if !alive {
+                    // SAFETY: deleted once, and dropped from the list.
+                    unsafe { sys::napi_delete_reference(env, reference) };
+                }
+                alive
+            });
+        }
+        // SAFETY: `window.direct`: the range is mapped read-write and cannot fault.
+        let (buffer, reference) = unsafe { external(env, &region, window.start, length) }?;
+        views.windows.push((window.start, window.end, reference));
+        buffer
+    } else {
+        ptr::null_mut()
+    };
+    let mut out = ptr::null_mut();
+    // SAFETY: a three-element array on this call's env.
+    unsafe {
+        sys::napi_create_array_with_length(env, 3, &mut out);
+        let mut value = ptr::null_mut();
+        sys::napi_create_double(env, window.start as f64, &mut value);
+        sys::napi_set_element(env, out, 0, value);
+        sys::napi_create_double(env, length as f64, &mut value);
+        sys::napi_set_element(env, out, 1, value);
+        if !buffer.is_null() {
+            sys::napi_set_element(env, out, 2, buffer);
+        }
+    }
+    Ok(out)
+}
+
+/// An external `Buffer` over `[offset, offset + length)` of `region`, holding
+/// its [`Keep`] until collected, and a weak reference to its `ArrayBuffer`.
+///
+/// # Safety
+/// `env` must be the live env of the current call; the range must be inside
+/// the region and mapped read-write (its memory is touched directly).
+unsafe fn external(
+    env: sys::napi_env,
+    region: &handles::Region,
+    offset: usize,
+    length: usize,
+) -> Result<(sys::napi_value, sys::napi_ref)> {
     let hint = Box::into_raw(Box::new(Arc::clone(&region.keep)));
     let mut buffer = ptr::null_mut();
     // The memory stays mapped while the buffer lives: `hint` keeps the region
     // alive until `finalize_view`, and every change to the range detaches it
     // first.
-    // SAFETY: the range is inside the region and mapped read-write (checked
-    // above); `env` is live (guaranteed by the caller).
+    // SAFETY: the range is inside the region and mapped read-write, and `env`
+    // is live (both guaranteed by the caller).
     let status = unsafe {
         sys::napi_create_external_buffer(
             env,
@@ -214,15 +333,5 @@ pub unsafe fn create(
         );
         sys::napi_create_reference(env, array_buffer, 0, &mut reference);
     }
-    let id = views.next;
-    views.next += 1;
-    views.longest = views.longest.max(length);
-    views.entries.insert(
-        (offset, id),
-        Entry {
-            end: offset + length,
-            buffer: reference,
-        },
-    );
-    Ok(buffer)
+    Ok((buffer, reference))
 }

@@ -1,0 +1,487 @@
+/**
+ * Typed little-endian access without allocation (`readU8`…`writeU64`, and atomic 4- and 8-byte
+ * loads, stores and compare-exchanges), shared by every region and `GuestMemory`.
+ *
+ * The fast path is a `DataView` (or, for atomics, a `Uint32Array`/`BigUint64Array`) over a
+ * *window*: a view the native side made over memory that may be touched directly — mapped
+ * `READ | WRITE` and unable to vanish (anonymous memory, a memfd sealed against shrinking), the
+ * core's `AnyRegion::window`. Windows are detached like any view when memory under them changes
+ * (a removal, an overlay, a protection without `READ | WRITE`, `close()`); an access through a
+ * detached one throws inside V8 and is retried here on the slow path. They are never handed to
+ * user code, and only touched by built-ins called with checked numbers (nothing can call back
+ * into JavaScript while they run), so a detached window never leaves memory held.
+ *
+ * The slow path is the checked copy (`readInto`/`write` of 1–8 bytes through a scratch buffer),
+ * with its errors: used for memory without a window (a file someone could truncate, read-only
+ * memory, a device), for an access across a window's edge, and for every refused access (the
+ * copy throws its error). Atomics have no copy: the native `atomicCheck` throws why one is
+ * refused (bounds, alignment, memory that may not be touched directly).
+ */
+import { invalidArgType, outOfRange } from './errors.js'
+import { memoryOf } from './validate.js'
+
+/** A window answer of the native side: see {@link TypedAccess.typedWindow}. */
+export type WindowAnswer = readonly [number, number, Uint8Array | undefined] | undefined
+
+const EMPTY = new ArrayBuffer(0)
+const NO_VIEW = new DataView(EMPTY)
+const NO_U32 = new Uint32Array(EMPTY)
+const NO_U64 = new BigUint64Array(EMPTY)
+const MAX_U64 = (1n << 64n) - 1n
+
+// Scratch for the slow path: one 8-byte buffer, a Uint8Array per width and a DataView.
+// Nothing re-enters between filling and reading it (the checked copies run no user code).
+const SCRATCH = new ArrayBuffer(8)
+const S1 = new Uint8Array(SCRATCH, 0, 1)
+const S2 = new Uint8Array(SCRATCH, 0, 2)
+const S4 = new Uint8Array(SCRATCH, 0, 4)
+const S8 = new Uint8Array(SCRATCH, 0, 8)
+const SV = new DataView(SCRATCH)
+const SCRATCH_BY_WIDTH = { 1: S1, 2: S2, 4: S4, 8: S8 } as const
+
+function u8(value: unknown): number {
+  if (typeof value !== 'number') throw invalidArgType('value', 'of type number', value)
+  if ((value & 0xff) !== value) throw outOfRange('value', '>= 0 and <= 255 (an integer)', value)
+  return value
+}
+function u16(value: unknown): number {
+  if (typeof value !== 'number') throw invalidArgType('value', 'of type number', value)
+  if ((value & 0xffff) !== value) throw outOfRange('value', '>= 0 and <= 65535 (an integer)', value)
+  return value
+}
+function u32(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (value >>> 0 !== value) throw outOfRange(name, '>= 0 and <= 4294967295 (an integer)', value)
+  return value
+}
+function u64(name: string, value: unknown): bigint {
+  if (typeof value !== 'bigint') throw invalidArgType(name, 'of type bigint', value)
+  if (value < 0n || value > MAX_U64) throw outOfRange(name, '>= 0n and <= 2n ** 64n - 1n', `${value}n`)
+  return value
+}
+
+/**
+ * The typed accesses of a region (byte offsets) or a `GuestMemory` (guest addresses),
+ * over its current window: their base class, so that an access is one method call. Offsets are
+ * checked by the window test itself: `rel >>> 0 === rel` holds only for an integer in
+ * `[0, 2^32)`, and a window is at most 1 GiB. Not exported from the package: its subclasses are.
+ */
+export abstract class TypedAccess<At> implements TypedMemory<At> {
+  #view = NO_VIEW
+  #u32 = NO_U32
+  #u64 = NO_U64
+  #start = 0
+  #length = 0
+  #missStart = 0
+  #missLength = 0
+  #missEpoch = -1
+
+  /**
+   * The native answer around `at` (a non-negative safe integer): `[start, length, buffer]`,
+   * `[start, length, undefined]` where memory may not be touched directly, `undefined` in a hole.
+   * The buffer is `length` bytes over `[start, start + length)`.
+   */
+  protected abstract typedWindow(at: number): WindowAnswer
+  /** Changes whenever the memory may have changed: a "no window here" is kept until then. */
+  protected abstract typedEpoch(): number
+  /** A bigint address as a number (a guest address narrowed), or the error a bigint gets. */
+  protected abstract typedAddress(at: bigint): number
+  /** The checked copy out, with every error of `readInto`. */
+  protected abstract typedCopyOut(at: unknown, target: Uint8Array): void
+  /** The checked copy in, with every error of `write`. */
+  protected abstract typedCopyIn(at: unknown, data: Uint8Array): void
+  /** Throws the error an atomic access of `width` bytes at `at` gets; returns if it may be made. */
+  protected abstract typedAtomicCheck(at: unknown, width: 4 | 8): void
+
+  /** The window offset of `[at, at + width)`, or -1 when it is not inside the window. */
+  #at(at: unknown, width: number): number {
+    if (typeof at !== 'number') return -1
+    const rel = at - this.#start
+    return rel >>> 0 === rel && rel + width <= this.#length ? rel : -1
+  }
+
+  #drop(): void {
+    this.#view = NO_VIEW
+    this.#u32 = NO_U32
+    this.#u64 = NO_U64
+    this.#start = 0
+    this.#length = 0
+  }
+
+  /** Asks for a window around `at`; whether it covers `[at, at + width)`. */
+  #refill(at: unknown, width: number): boolean {
+    if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) return false
+    const epoch = this.typedEpoch()
+    if (epoch === this.#missEpoch && at >= this.#missStart && at - this.#missStart < this.#missLength) return false
+    const answer = this.typedWindow(at)
+    if (answer === undefined) return false
+    const [start, length, buffer] = answer
+    if (buffer === undefined) {
+      this.#missStart = start
+      this.#missLength = length
+      this.#missEpoch = epoch
+      return false
+    }
+    // Windows start on a page (of a region that starts on one): the typed arrays are aligned.
+    const [memory, offset] = memoryOf(buffer)
+    this.#view = new DataView(memory, offset, length)
+    this.#u32 = new Uint32Array(memory, offset, length >>> 2)
+    this.#u64 = new BigUint64Array(memory, offset, Math.floor(length / 8))
+    this.#start = start
+    this.#length = length
+    return at + width <= start + length
+  }
+
+  // Each access is its fast path only (small enough for V8 to inline into the caller's loop);
+  // everything else is in #readSlow/#writeSlow.
+
+  /**
+   * The slow path of a load: leaves the `width` bytes at `at` in the scratch buffer, read through
+   * a new window if one covers them, or by the checked copy (which throws what a read gets).
+   */
+  #readSlow(at: unknown, width: 1 | 2 | 4 | 8): void {
+    const a = typeof at === 'bigint' ? this.typedAddress(at) : at
+    let rel = this.#at(a, width)
+    if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
+    if (rel < 0) {
+      this.typedCopyOut(a, SCRATCH_BY_WIDTH[width])
+      return
+    }
+    // A window just made (or still valid): nothing can have detached it since.
+    const view = this.#view
+    if (width === 1) SV.setUint8(0, view.getUint8(rel))
+    else if (width === 2) SV.setUint16(0, view.getUint16(rel, true), true)
+    else if (width === 4) SV.setUint32(0, view.getUint32(rel, true), true)
+    else SV.setBigUint64(0, view.getBigUint64(rel, true), true)
+  }
+
+  /** The slow path of a store of the checked `value`: through a new window, or the checked copy. */
+  #writeSlow(at: unknown, width: 1 | 2 | 4 | 8, value: number | bigint): void {
+    const a = typeof at === 'bigint' ? this.typedAddress(at) : at
+    let rel = this.#at(a, width)
+    if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
+    const view = rel < 0 ? SV : this.#view
+    const to = Math.max(rel, 0)
+    if (width === 1) view.setUint8(to, value as number)
+    else if (width === 2) view.setUint16(to, value as number, true)
+    else if (width === 4) view.setUint32(to, value as number, true)
+    else view.setBigUint64(to, value as bigint, true)
+    if (rel < 0) this.typedCopyIn(a, SCRATCH_BY_WIDTH[width])
+  }
+
+  readU8(at: At): number {
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 1 <= this.#length) {
+        try {
+          return this.#view.getUint8(rel)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#readSlow(at, 1)
+    return SV.getUint8(0)
+  }
+
+  readU16(at: At): number {
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 2 <= this.#length) {
+        try {
+          return this.#view.getUint16(rel, true)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#readSlow(at, 2)
+    return SV.getUint16(0, true)
+  }
+
+  readU32(at: At): number {
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 4 <= this.#length) {
+        try {
+          return this.#view.getUint32(rel, true)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#readSlow(at, 4)
+    return SV.getUint32(0, true)
+  }
+
+  readU64(at: At): bigint {
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 8 <= this.#length) {
+        try {
+          return this.#view.getBigUint64(rel, true)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#readSlow(at, 8)
+    return SV.getBigUint64(0, true)
+  }
+
+  writeU8(at: At, value: unknown): void {
+    const v = u8(value)
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 1 <= this.#length) {
+        try {
+          return this.#view.setUint8(rel, v)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#writeSlow(at, 1, v)
+  }
+
+  writeU16(at: At, value: unknown): void {
+    const v = u16(value)
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 2 <= this.#length) {
+        try {
+          return this.#view.setUint16(rel, v, true)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#writeSlow(at, 2, v)
+  }
+
+  writeU32(at: At, value: unknown): void {
+    const v = u32('value', value)
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 4 <= this.#length) {
+        try {
+          return this.#view.setUint32(rel, v, true)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#writeSlow(at, 4, v)
+  }
+
+  writeU64(at: At, value: unknown): void {
+    const v = u64('value', value)
+    if (typeof at === 'number') {
+      const rel = at - this.#start
+      if (rel >>> 0 === rel && rel + 8 <= this.#length) {
+        try {
+          return this.#view.setBigUint64(rel, v, true)
+        } catch {
+          this.#drop()
+        }
+      }
+    }
+    this.#writeSlow(at, 8, v)
+  }
+
+  /** The window offset of an atomic access, after the slow path made sure there is one. */
+  #atomic(at: unknown, width: 4 | 8): number {
+    const rel = this.#at(at, width)
+    if (rel >= 0 && rel % width === 0) return rel
+    if (typeof at === 'bigint') return this.#atomic(this.typedAddress(at), width)
+    this.typedAtomicCheck(at, width)
+    if (this.#refill(at, width)) return (at as number) - this.#start
+    // atomicCheck passed, so the native side has a window here: only a change between the
+    // two calls (none can run: no user code in between) could make this happen.
+    throw new Error('mapped-region: no window for a checked atomic access')
+  }
+
+  readU32Atomic(at: At): number {
+    const rel = this.#atomic(at, 4)
+    try {
+      return Atomics.load(this.#u32, rel >>> 2)
+    } catch {
+      this.#drop()
+      return this.readU32Atomic(at)
+    }
+  }
+
+  readU64Atomic(at: At): bigint {
+    const rel = this.#atomic(at, 8)
+    try {
+      return Atomics.load(this.#u64, rel / 8)
+    } catch {
+      this.#drop()
+      return this.readU64Atomic(at)
+    }
+  }
+
+  writeU32Atomic(at: At, value: unknown): void {
+    const v = u32('value', value)
+    const rel = this.#atomic(at, 4)
+    try {
+      Atomics.store(this.#u32, rel >>> 2, v)
+    } catch {
+      this.#drop()
+      this.writeU32Atomic(at, v)
+    }
+  }
+
+  writeU64Atomic(at: At, value: unknown): void {
+    const v = u64('value', value)
+    const rel = this.#atomic(at, 8)
+    try {
+      Atomics.store(this.#u64, rel / 8, v)
+    } catch {
+      this.#drop()
+      this.writeU64Atomic(at, v)
+    }
+  }
+
+  compareExchangeU32(at: At, expected: unknown, replacement: unknown): number {
+    const e = u32('expected', expected)
+    const r = u32('replacement', replacement)
+    const rel = this.#atomic(at, 4)
+    try {
+      return Atomics.compareExchange(this.#u32, rel >>> 2, e, r)
+    } catch {
+      this.#drop()
+      return this.compareExchangeU32(at, e, r)
+    }
+  }
+
+  compareExchangeU64(at: At, expected: unknown, replacement: unknown): bigint {
+    const e = u64('expected', expected)
+    const r = u64('replacement', replacement)
+    const rel = this.#atomic(at, 8)
+    try {
+      return Atomics.compareExchange(this.#u64, rel / 8, e, r)
+    } catch {
+      this.#drop()
+      return this.compareExchangeU64(at, e, r)
+    }
+  }
+}
+
+/**
+ * Typed little-endian access, on every region (`At` = a byte offset) and on `GuestMemory`
+ * (`At` = a guest address). No call allocates a `Buffer`; the checks and errors are those of
+ * `read` (for loads) and `write` (for stores): `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`,
+ * `ERR_MMAP_CLOSED`, `ERR_GUEST_ADDRESS` on a `GuestMemory`, `EFAULT` from the fault-safe copy;
+ * a value out of range is `ERR_OUT_OF_RANGE`, one of the wrong type `ERR_INVALID_ARG_TYPE`.
+ * Any byte offset works for the plain forms; an access across the end of a mapping continues
+ * into the next one as `read`/`write` do.
+ *
+ * The atomic forms (sequentially consistent, as `Atomics`) are for rings and flags shared with a
+ * guest or another process: they need a naturally aligned offset (`ERR_MMAP_UNALIGNED`) and
+ * memory that may be touched directly — mapped `READ | WRITE` and unable to vanish, i.e.
+ * anonymous memory or a memfd sealed against shrinking (`ERR_MMAP_ACCESS` otherwise: a file
+ * someone could truncate would turn an atomic access into `SIGBUS`).
+ */
+export interface TypedMemory<At> {
+  /**
+   * The byte at `at`.
+   * @throws the errors of `read`.
+   * @example
+   * const status = ram.readU8(0x7000)
+   */
+  readU8(at: At): number
+  /**
+   * The little-endian `u16` at `at`.
+   * @throws the errors of `read`.
+   * @example
+   * const flags = ram.readU16(descriptor + 12)
+   */
+  readU16(at: At): number
+  /**
+   * The little-endian `u32` at `at`.
+   * @throws the errors of `read`.
+   * @example
+   * const length = ram.readU32(descriptor + 8)
+   */
+  readU32(at: At): number
+  /**
+   * The little-endian `u64` at `at`, as a `bigint`.
+   * @throws the errors of `read`.
+   * @example
+   * const address = ram.readU64(descriptor)
+   */
+  readU64(at: At): bigint
+  /**
+   * Stores the byte `value` (an integer 0–255) at `at`.
+   * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value).
+   * @example
+   * ram.writeU8(0x7000, 1)
+   */
+  writeU8(at: At, value: number): void
+  /**
+   * Stores `value` (an integer 0–65535) little-endian at `at`.
+   * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value).
+   * @example
+   * ram.writeU16(usedRing + 2, usedIndex)
+   */
+  writeU16(at: At, value: number): void
+  /**
+   * Stores `value` (an integer 0–2^32-1) little-endian at `at`.
+   * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value).
+   * @example
+   * ram.writeU32(0x7000, 0xdeadbeef)
+   */
+  writeU32(at: At, value: number): void
+  /**
+   * Stores the `bigint` `value` (0–2^64-1) little-endian at `at`.
+   * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value), `ERR_INVALID_ARG_TYPE` (not a bigint).
+   * @example
+   * ram.writeU64(pageTable, 0x1000n | 3n)
+   */
+  writeU64(at: At, value: bigint): void
+  /**
+   * Atomically loads the `u32` at `at` (a multiple of 4).
+   * @throws the errors of `read`; `ERR_MMAP_UNALIGNED`; `ERR_MMAP_ACCESS` (memory that may not be touched directly).
+   * @example
+   * const head = shared.readU32Atomic(0)
+   */
+  readU32Atomic(at: At): number
+  /**
+   * Atomically loads the `u64` at `at` (a multiple of 8).
+   * @throws as {@link readU32Atomic}.
+   * @example
+   * const sequence = shared.readU64Atomic(8)
+   */
+  readU64Atomic(at: At): bigint
+  /**
+   * Atomically stores the `u32` `value` at `at` (a multiple of 4).
+   * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (value).
+   * @example
+   * shared.writeU32Atomic(4, tail)
+   */
+  writeU32Atomic(at: At, value: number): void
+  /**
+   * Atomically stores the `u64` `value` at `at` (a multiple of 8).
+   * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (value).
+   * @example
+   * shared.writeU64Atomic(8, sequence + 1n)
+   */
+  writeU64Atomic(at: At, value: bigint): void
+  /**
+   * Atomically replaces the `u32` at `at` (a multiple of 4) by `replacement` if it equals
+   * `expected`; returns the value that was there (equal to `expected` when it was replaced).
+   * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (expected, replacement).
+   * @example
+   * const won = shared.compareExchangeU32(LOCK, 0, 1) === 0
+   */
+  compareExchangeU32(at: At, expected: number, replacement: number): number
+  /**
+   * Atomically replaces the `u64` at `at` (a multiple of 8) by `replacement` if it equals
+   * `expected`; returns the value that was there.
+   * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (expected, replacement).
+   * @example
+   * shared.compareExchangeU64(8, seen, seen + 1n)
+   */
+  compareExchangeU64(at: At, expected: bigint, replacement: bigint): bigint
+}

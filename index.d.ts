@@ -12,7 +12,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** A sealed memfd. */
 export declare class NativeSharedMemory {
   /** `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`, sized, sealed. */
-  static create(name: string, size: number, seal: boolean, hugetlb: boolean): NativeSharedMemory
+  static create(name: string, size: number, seal: boolean, hugetlb: number): NativeSharedMemory
   /** The memfd's number. */
   get fd(): number
   /** The size in bytes. */
@@ -96,9 +96,10 @@ export declare function regionPopulateAsync(handle: number, offset: number, size
 /* Raw N-API entry points: generated from crate/node/src/entries.rs by scripts/typings.mjs. */
 
 /**
- * A `PROT_NONE` reservation of `size` bytes owned by `owner`; returns its handle.
+ * A `PROT_NONE` reservation of `size` bytes starting at a multiple of
+ * `align`, owned by `owner`; returns its handle.
  */
-export declare function regionReserve(owner: object, size: number): number
+export declare function regionReserve(owner: object, size: number, align: number): number
 
 /**
  * Anonymous memory owned by `owner`; returns its handle.

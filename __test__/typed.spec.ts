@@ -212,6 +212,20 @@ test('GuestMemory typed access by guest address: across regions, never a hole, n
   t.throws(() => guest.readU32(0x10), { code: 'ERR_GUEST_ADDRESS' }, 'an unplugged region')
   guest.addRegion({ guestAddress: 0, size: 2 * P, backing: 'anonymous' })
   t.is(guest.readU32(0x10), 0, 'a new region, fresh memory')
+  // A bigint address reaches the window on the slow path: a detached one is asked for again
+  // (found by the fuzzer: it was read through and threw the platform's TypeError).
+  guest.writeU32(0x20n, 5)
+  guest.removeRegion(0)
+  guest.addRegion({ guestAddress: 0, size: 2 * P, backing: 'anonymous' })
+  t.is(guest.readU32(0x20n), 0)
+  guest.writeU64(0x20n, 6n)
+  guest.removeRegion(0n)
+  guest.addRegion({ guestAddress: 0, size: 2 * P, backing: 'anonymous' })
+  guest.writeU16(0x20n, 7)
+  t.is(guest.readU16(0x20n), 7)
+  guest.removeRegion(0n)
+  guest.addRegion({ guestAddress: 0, size: 2 * P, backing: 'anonymous' })
+  t.is(guest.readU32Atomic(0x20n), 0)
 })
 
 test('a value with a valueOf hook that changes the layout is refused before it runs (in a child)', (t) => {

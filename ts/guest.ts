@@ -61,6 +61,12 @@ export interface GuestMemoryOptions {
    * RAM; default `true`.
    */
   dontDump?: boolean
+  /**
+   * Alignment of the reserved address space (and so of every guest address in host memory): a
+   * power of two >= `PAGE_SIZE`, e.g. `2 << 20` for 2 MiB huge-page backings; default `PAGE_SIZE`.
+   * See {@link MemoryMappingArena.reserve}.
+   */
+  align?: number
 }
 
 interface Slot {
@@ -151,7 +157,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     super()
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
-    const o = v.options('options', options, ['addressSpace', 'dontDump'])
+    const o = v.options('options', options, ['addressSpace', 'dontDump', 'align'])
     this.#dontDump = v.bool('dontDump', o.dontDump, true)
     const count: unknown = regions.length
     if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0 || count > MAX_REGIONS) {
@@ -171,7 +177,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
         throw guestError('ERR_GUEST_OVERLAP', `Guest regions at 0x${prev.start.toString(16)} and 0x${sorted[i].start.toString(16)} overlap`)
       }
     }
-    this.#arena = MemoryMappingArena.reserve(space)
+    this.#arena = MemoryMappingArena.reserve(space, o.align === undefined ? undefined : { align: o.align as number })
     this.#h = handleOf(this.#arena)
     try {
       for (const s of sorted) this.#map(s)

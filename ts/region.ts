@@ -1,6 +1,6 @@
 import { openSync, closeSync, fstatSync, constants as fsConstants } from 'node:fs'
 import type { MappingInfo } from '../index.js'
-import { Protection, type Advice, type ProtectionFlags } from './constants.js'
+import { PAGE_SIZE, Protection, type Advice, type ProtectionFlags } from './constants.js'
 import { invalidArgType, invalidArgValue, outOfRange } from './errors.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { native } from './native.js'
@@ -416,6 +416,16 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
   }
 }
 
+/** Options of {@link MemoryMappingArena.reserve}. */
+export interface ReserveOptions {
+  /**
+   * Where the reservation starts: a multiple of `align`, a power of two >= `PAGE_SIZE` (e.g.
+   * `2 << 20` or `1 << 30`, so that huge-page backings can be overlaid at their alignment). The
+   * excess reserved to align it is given back at once. Default `PAGE_SIZE`.
+   */
+  align?: number
+}
+
 /** Options of {@link MemoryMapping.anonymous}. */
 export interface AnonymousOptions {
   /** {@link Protection} bits; default `READ_WRITE`. */
@@ -558,24 +568,27 @@ export class MemoryMapping extends Region {
 export class MemoryMappingArena extends Region {
   /**
    * Reserves `size` bytes, rounded up to whole pages (`PROT_NONE`, costs no memory).
-   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (size 0), `ENOMEM` (no address space, or
-   * the process is at its map-count headroom).
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (size 0; an `align` that is not a power
+   * of two >= `PAGE_SIZE`), `ENOMEM` (no address space, or the process is at its map-count headroom).
    * @example
    * using arena = new MemoryMappingArena(2 ** 40) // 1 TiB of address space
    */
-  constructor(size: number) {
+  constructor(size: number, options?: ReserveOptions) {
     const s = v.number('size', size)
-    super((owner) => regionReserve(owner, s))
+    const o = v.options('options', options, ['align'])
+    const align = o.align === undefined ? PAGE_SIZE : v.number('align', o.align)
+    super((owner) => regionReserve(owner, s, align))
   }
 
   /**
-   * Reserves `size` bytes, rounded up to whole pages. Same as `new MemoryMappingArena(size)`.
+   * Reserves `size` bytes, rounded up to whole pages. Same as `new MemoryMappingArena(size, options)`.
    * @throws as the constructor.
    * @example
    * using arena = MemoryMappingArena.reserve(2 ** 32)
+   * using huge = MemoryMappingArena.reserve(1 << 30, { align: 2 << 20 }) // for 2 MiB pages
    */
-  static reserve(size: number): MemoryMappingArena {
-    return new MemoryMappingArena(size)
+  static reserve(size: number, options?: ReserveOptions): MemoryMappingArena {
+    return new MemoryMappingArena(size, options)
   }
 
   /**

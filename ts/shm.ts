@@ -1,5 +1,5 @@
 import { native, type NativeSharedMemory } from './native.js'
-import { stateError } from './errors.js'
+import { invalidArgType, invalidArgValue, stateError } from './errors.js'
 import * as v from './validate.js'
 
 /**
@@ -12,8 +12,22 @@ export let sharedMemoryState: (value: unknown) => { fd: number | undefined; size
 export interface SharedMemoryOptions {
   /** Seal against shrinking (`F_SEAL_SHRINK`) so no mapping of it can `SIGBUS`; default `true`. */
   seal?: boolean
-  /** Back it with huge pages (`MFD_HUGETLB`); default `false`. */
-  hugetlb?: boolean
+  /**
+   * Back it with huge pages (`MFD_HUGETLB`), all allocated up front: `true` for the system's
+   * default huge page size, `'2M'` or `'1G'` for that size (`MFD_HUGE_2MB`/`MFD_HUGE_1GB`). The
+   * size must then be a multiple of the huge page size, and so must every overlay of it (offset,
+   * size, file offset). Default `false`.
+   */
+  hugetlb?: boolean | '2M' | '1G'
+}
+
+/** The native code of a `hugetlb` option: 0 none, 1 the default size, 2 for 2 MiB, 3 for 1 GiB. */
+function hugetlbCode(value: unknown): number {
+  if (value === '2M') return 2
+  if (value === '1G') return 3
+  if (value === undefined || typeof value === 'boolean') return value === true ? 1 : 0
+  if (typeof value === 'string') throw invalidArgValue('hugetlb', "must be true, false, '2M' or '1G'", value)
+  throw invalidArgType('hugetlb', "of type boolean or one of '2M', '1G'", value)
 }
 
 /**
@@ -43,15 +57,18 @@ export class SharedMemory implements Disposable {
   /**
    * Creates a memfd called `name` (shown in `/proc/<pid>/fd`) of `size` bytes.
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` (NUL in the name), `ERR_OUT_OF_RANGE`
-   * (size 0, name over 249 bytes), `EMFILE`, `EINVAL` (`hugetlb` without huge pages).
+   * (size 0, name over 249 bytes), `ERR_MMAP_UNALIGNED` (`hugetlb` and a size that is not a
+   * multiple of the huge page size), `EMFILE`, `ENOSPC` (`hugetlb`: the pool cannot supply the
+   * pages), `EINVAL` (a huge page size the kernel does not have).
    * @example
    * using ram = SharedMemory.create('guest-ram', 512 << 20)
+   * using huge = SharedMemory.create('guest-ram-2m', 512 << 20, { hugetlb: '2M' })
    */
   static create(name: string, size: number, options?: SharedMemoryOptions): SharedMemory {
     const o = v.options('options', options, ['seal', 'hugetlb'])
     const n = v.string('name', name)
     const s = v.number('size', size)
-    return new SharedMemory(native.NativeSharedMemory.create(n, s, v.bool('seal', o.seal, true), v.bool('hugetlb', o.hugetlb, false)))
+    return new SharedMemory(native.NativeSharedMemory.create(n, s, v.bool('seal', o.seal, true), hugetlbCode(o.hugetlb)))
   }
 
   #live(): void {

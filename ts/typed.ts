@@ -137,36 +137,53 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 
   /**
    * The slow path of a load: leaves the `width` bytes at `at` in the scratch buffer, read through
-   * a new window if one covers them, or by the checked copy (which throws what a read gets).
+   * the window (a new one if needed) where it covers them, or by the checked copy (which throws
+   * what a read gets). The window may have been detached since it was last used (a bigint address
+   * reaches it only here): then it is dropped and asked for again.
    */
   #readSlow(at: unknown, width: 1 | 2 | 4 | 8): void {
     const a = typeof at === 'bigint' ? this.typedAddress(at) : at
-    let rel = this.#at(a, width)
-    if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
-    if (rel < 0) {
-      this.typedCopyOut(a, SCRATCH_BY_WIDTH[width])
-      return
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let rel = this.#at(a, width)
+      if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
+      if (rel < 0) break
+      const view = this.#view
+      try {
+        if (width === 1) SV.setUint8(0, view.getUint8(rel))
+        else if (width === 2) SV.setUint16(0, view.getUint16(rel, true), true)
+        else if (width === 4) SV.setUint32(0, view.getUint32(rel, true), true)
+        else SV.setBigUint64(0, view.getBigUint64(rel, true), true)
+        return
+      } catch {
+        this.#drop()
+      }
     }
-    // A window just made (or still valid): nothing can have detached it since.
-    const view = this.#view
-    if (width === 1) SV.setUint8(0, view.getUint8(rel))
-    else if (width === 2) SV.setUint16(0, view.getUint16(rel, true), true)
-    else if (width === 4) SV.setUint32(0, view.getUint32(rel, true), true)
-    else SV.setBigUint64(0, view.getBigUint64(rel, true), true)
+    this.typedCopyOut(a, SCRATCH_BY_WIDTH[width])
   }
 
-  /** The slow path of a store of the checked `value`: through a new window, or the checked copy. */
+  /** The slow path of a store of the checked `value`: through the window (as for a load), or the checked copy. */
   #writeSlow(at: unknown, width: 1 | 2 | 4 | 8, value: number | bigint): void {
     const a = typeof at === 'bigint' ? this.typedAddress(at) : at
-    let rel = this.#at(a, width)
-    if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
-    const view = rel < 0 ? SV : this.#view
-    const to = Math.max(rel, 0)
-    if (width === 1) view.setUint8(to, value as number)
-    else if (width === 2) view.setUint16(to, value as number, true)
-    else if (width === 4) view.setUint32(to, value as number, true)
-    else view.setBigUint64(to, value as bigint, true)
-    if (rel < 0) this.typedCopyIn(a, SCRATCH_BY_WIDTH[width])
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let rel = this.#at(a, width)
+      if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
+      if (rel < 0) break
+      const view = this.#view
+      try {
+        if (width === 1) view.setUint8(rel, value as number)
+        else if (width === 2) view.setUint16(rel, value as number, true)
+        else if (width === 4) view.setUint32(rel, value as number, true)
+        else view.setBigUint64(rel, value as bigint, true)
+        return
+      } catch {
+        this.#drop()
+      }
+    }
+    if (width === 1) SV.setUint8(0, value as number)
+    else if (width === 2) SV.setUint16(0, value as number, true)
+    else if (width === 4) SV.setUint32(0, value as number, true)
+    else SV.setBigUint64(0, value as bigint, true)
+    this.typedCopyIn(a, SCRATCH_BY_WIDTH[width])
   }
 
   readU8(at: At): number {

@@ -367,7 +367,16 @@ function spec() {
 
 const asyncResults = []
 const ops = [
-  ['reserve', () => world.regions.push(mr.MemoryMappingArena.reserve(chance(0.9) ? int(64 * P) + 1 : numberish()))],
+  [
+    'reserve',
+    () =>
+      world.regions.push(
+        mr.MemoryMappingArena.reserve(
+          chance(0.9) ? int(64 * P) + 1 : numberish(),
+          chance(0.8) ? undefined : bag({ align: pick([P, 2 << 20, 1 << 30, 3, 0, numberish()]) }),
+        ),
+      ),
+  ],
   ['new arena', () => world.regions.push(new mr.MemoryMappingArena(numberish()))],
   [
     'anonymous',
@@ -451,7 +460,7 @@ const ops = [
         mr.SharedMemory.create(
           pick(['a', '', 'n\0ul', 'x'.repeat(300), numberish()]),
           chance(0.8) ? (1 + int(8)) * P : numberish(),
-          bag({ seal: chance(0.5), hugetlb: chance(0.1) }),
+          bag({ seal: chance(0.5), hugetlb: chance(0.9) ? chance(0.1) : pick(['2M', '1G', '4K', 1, numberish()]) }),
         ),
       ),
   ],
@@ -465,7 +474,7 @@ const ops = [
       world.guests.push(
         new mr.GuestMemory(
           pick([[spec()], [spec(), spec()], [], numberish(), new Proxy([spec()], {})]),
-          bag({ addressSpace: pick([32 * P, numberish()]) }),
+          bag({ addressSpace: pick([32 * P, numberish()]), align: pick([undefined, undefined, P, 2 << 20, numberish()]) }),
         ),
       ),
   ],

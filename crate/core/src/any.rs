@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn windows_cover_one_layout_entry_cut_to_an_aligned_block() {
         let ps = crate::page_size();
-        let shm = SharedMemory::create("window", 4 * ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("window", 4 * ps as u64, true, None).unwrap();
         let file = unlinked_file("window", &vec![0u8; 4 * ps], true);
         let mut arena = MemoryMappingArena::new(16 * ps).unwrap();
         arena

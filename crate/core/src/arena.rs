@@ -8,7 +8,10 @@ use crate::copy::{copy_in, copy_out, CopyMode};
 use crate::held::{HeldRanges, Restore};
 use crate::layout::{Backing, Layout, MappingInfo};
 use crate::mapping::copy_mode_for_fd;
-use crate::rules::{check_bounds, check_eof, file_offset, mapping_range, round_up_to_page};
+use crate::rules::{
+    check_alignment, check_bounds, check_eof, check_huge, file_offset, mapping_range,
+    round_up_to_page,
+};
 use crate::{budget, sys, Error, MappedRegion, Protection, Result};
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
@@ -96,19 +99,53 @@ impl MemoryMappingArena {
     /// Reserves `size` bytes (rounded up to whole pages) of `PROT_NONE` address
     /// space. Reserving costs no memory.
     pub fn new(size: usize) -> Result<MemoryMappingArena> {
+        Self::reserve(size, crate::page_size())
+    }
+
+    /// Reserves `size` bytes (rounded up to whole pages) starting at a multiple
+    /// of `align` (a power of two, at least the page size), so that huge-page
+    /// backings can be overlaid at their natural alignment. An alignment above
+    /// the page size reserves `align - PAGE_SIZE` more and gives the excess
+    /// back at once: it costs neither memory nor a kernel mapping.
+    pub fn reserve(size: usize, align: usize) -> Result<MemoryMappingArena> {
         let size = crate::rules::mapping_len(size)?;
+        check_alignment(align)?;
+        let page = crate::page_size();
+        let total = size
+            .checked_add(align - page)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or_else(|| Error::OutOfRange {
+                what: "size",
+                reason: format!("{size} aligned to {align} is larger than the address space"),
+            })?;
         budget::check_room(1)?;
         // SAFETY: no MAP_FIXED: the kernel picks free address space.
-        let addr = unsafe {
+        let base = unsafe {
             sys::mmap(
                 sys::no_hint(),
-                size,
+                total,
                 libc::PROT_NONE,
                 RESERVE_FLAGS,
                 None,
                 0,
             )
         }?;
+        let start = (base as usize).next_multiple_of(align);
+        let (head, tail) = (
+            start - base as usize,
+            total - size - (start - base as usize),
+        );
+        // SAFETY: both ranges are the unaligned ends of the reservation just
+        // made, owned by nothing else; what stays is [start, start + size).
+        unsafe {
+            if head > 0 {
+                let _ = sys::munmap(base, head);
+            }
+            if tail > 0 {
+                let _ = sys::munmap((start + size) as *mut u8, tail);
+            }
+        }
+        let addr = start as *mut u8;
         budget::update(0, 1);
         Ok(MemoryMappingArena {
             addr,
@@ -162,7 +199,11 @@ impl MemoryMappingArena {
         let sys::Mappable {
             size: file_size,
             identity,
+            huge_page,
         } = sys::mappable(fd)?;
+        if let Some(huge) = huge_page {
+            check_huge(Some(self.addr as usize + offset), size, fd_offset, huge)?;
+        }
         if let Some(file_size) = file_size {
             check_eof(fd_offset, size, file_size)?;
         }
@@ -839,7 +880,7 @@ mod tests {
         anon: usize,
     ) -> (SharedMemory, MemoryMappingArena) {
         let ps = page_size();
-        let shm = SharedMemory::create(name, 4 * ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create(name, 4 * ps as u64, true, None).unwrap();
         let mut a = MemoryMappingArena::new(pages * ps).unwrap();
         a.add_fd_mapping(0, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
@@ -969,7 +1010,7 @@ mod tests {
     #[test]
     fn overlays_split_and_remove() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-arena", 8 * ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-arena", 8 * ps as u64, true, None).unwrap();
         let mut a = MemoryMappingArena::new(16 * ps).unwrap();
         let fd = shm.as_raw_fd();
         a.add_fd_mapping(2 * ps, 4 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
@@ -1072,7 +1113,7 @@ mod tests {
                 errno: libc::EBADF
             }
         );
-        let shm = SharedMemory::create("mr-core-args", ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-args", ps as u64, true, None).unwrap();
         assert!(matches!(
             a.add_fd_mapping(0, ps, shm.as_fd(), 1, Protection::READ),
             Err(Error::Unaligned {
@@ -1136,7 +1177,7 @@ mod tests {
     #[test]
     fn plans_validate_everything_and_change_nothing() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-plan", 2 * ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-plan", 2 * ps as u64, true, None).unwrap();
         let mut a = MemoryMappingArena::new(4 * ps).unwrap();
         // Every refusal comes from the plan.
         assert!(a.plan_anonymous(1, ps, Protection::READ).is_err());
@@ -1177,7 +1218,7 @@ mod tests {
     #[ignore = "run in a child process by overlays_are_refused_before_the_process_runs_out_of_mappings"]
     fn at_limit_child() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-limit", 1024 * ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-limit", 1024 * ps as u64, true, None).unwrap();
         let n = crate::budget::max_map_count();
         let mut a = MemoryMappingArena::new(2 * n * ps).unwrap();
         // 1. Overlays with gaps until the budget refuses: ENOMEM, layout intact.
@@ -1298,7 +1339,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(a.kernel_mapping_count(), real_count(&a), "fds {numbers:?}");
         // Pieces of one open file do merge, in the kernel and in the layout.
-        let shm = SharedMemory::create("mr-core-merge", 4 * ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-merge", 4 * ps as u64, true, None).unwrap();
         a.add_fd_mapping(8 * ps, ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
         a.add_fd_mapping(9 * ps, ps, shm.as_fd(), ps as u64, Protection::READ_WRITE)
@@ -1517,7 +1558,7 @@ mod tests {
             Some(libc::EFAULT)
         );
         // A memfd overlay over it may be viewed again.
-        let shm = SharedMemory::create("mr-core-opaque", ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-opaque", ps as u64, true, None).unwrap();
         a.add_fd_mapping(0, ps, shm.as_fd(), 0, Protection::READ_WRITE)
             .unwrap();
         a.check_direct(0, ps).unwrap();
@@ -1536,5 +1577,109 @@ mod tests {
             m.read_into(0, &mut [0u8; 4]).unwrap_err().errno(),
             Some(libc::EFAULT)
         );
+    }
+}
+
+#[cfg(test)]
+mod huge_tests {
+    use super::*;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    #[test]
+    fn reservations_start_at_the_alignment_asked_and_cost_one_mapping() {
+        let ps = crate::page_size();
+        for align in [ps, 2 << 20, 1 << 30] {
+            let arena = MemoryMappingArena::reserve(3 * ps, align).unwrap();
+            assert_eq!(arena.as_ptr() as usize % align, 0, "align {align}");
+            assert_eq!(arena.size(), 3 * ps);
+            assert_eq!(arena.kernel_mapping_count(), 1);
+            // Only the aligned part stays reserved: the page after it is free again
+            // (MAP_FIXED_NOREPLACE succeeds there) unless something else took it.
+            assert!(crate::sys::fully_mapped(arena.as_ptr(), 3 * ps));
+        }
+        for bad in [0, 3, ps + 1, ps / 2, 3 * ps] {
+            assert!(
+                matches!(
+                    MemoryMappingArena::reserve(ps, bad),
+                    Err(Error::OutOfRange { what: "align", .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(MemoryMappingArena::reserve(usize::MAX / 2, 1 << 30).is_err());
+    }
+
+    /// A hugetlbfs memfd of 2 MiB pages, sized but never mapped: no huge page
+    /// is needed for the checks (they come before the kernel is asked).
+    fn huge_memfd() -> Option<OwnedFd> {
+        let flags = crate::rules::HugePages::Size2M.memfd_flags() | libc::MFD_CLOEXEC;
+        // SAFETY: a fresh memfd owned by the result; ftruncate only sizes it.
+        unsafe {
+            let fd = libc::memfd_create(c"mr-huge".as_ptr(), flags);
+            if fd < 0 {
+                return None;
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            (libc::ftruncate(fd.as_raw_fd(), 4 << 20) == 0).then_some(fd)
+        }
+    }
+
+    #[test]
+    fn overlays_of_a_huge_page_memfd_must_be_whole_huge_pages() {
+        let Some(fd) = huge_memfd() else {
+            eprintln!("skipped: this kernel has no 2 MiB hugetlbfs");
+            return;
+        };
+        let huge = 2usize << 20;
+        let what = crate::sys::mappable(fd.as_fd()).unwrap();
+        assert_eq!(what.huge_page, Some(huge as u64));
+        let arena = MemoryMappingArena::reserve(8 << 20, huge).unwrap();
+        let rw = Protection::READ_WRITE;
+        let refused = |offset, size, fd_offset| match arena.plan_fd_mapping(
+            offset,
+            size,
+            fd.as_fd(),
+            fd_offset,
+            rw,
+        ) {
+            Err(Error::HugeUnaligned {
+                what, page_size, ..
+            }) => {
+                assert_eq!(page_size, huge as u64);
+                what
+            }
+            other => panic!("{offset} {size} {fd_offset}: {other:?}"),
+        };
+        assert_eq!(refused(4096, huge, 0), "offset");
+        assert_eq!(refused(huge, 4096, 0), "size");
+        assert_eq!(refused(huge, huge, 4096), "fdOffset");
+        assert!(arena
+            .plan_fd_mapping(huge, huge, fd.as_fd(), huge as u64, rw)
+            .is_ok());
+        let mapping = crate::MemoryMapping::from_fd(
+            fd.as_fd(),
+            4096,
+            crate::MappingOptions {
+                offset: 0,
+                ..crate::MappingOptions::fd()
+            },
+        );
+        assert!(matches!(
+            mapping,
+            Err(Error::HugeUnaligned { what: "size", .. })
+        ));
+        // An ordinary memfd pays no fstatfs and has no huge page size.
+        let shm = crate::SharedMemory::create("mr-not-huge", 4096, true, None).unwrap();
+        assert_eq!(crate::sys::mappable(shm.as_fd()).unwrap().huge_page, None);
+        // SharedMemory refuses a size that is not whole huge pages before asking for them.
+        assert!(matches!(
+            crate::SharedMemory::create(
+                "mr-huge-size",
+                4096,
+                true,
+                Some(crate::rules::HugePages::Size2M)
+            ),
+            Err(Error::HugeUnaligned { what: "size", .. })
+        ));
     }
 }

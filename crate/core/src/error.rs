@@ -24,6 +24,16 @@ pub enum Error {
         /// Its value.
         value: u64,
     },
+    /// A value that must be a multiple of a huge page size (of a huge-page
+    /// memfd or file being mapped, or the size of a new one) is not.
+    HugeUnaligned {
+        /// The argument (`"offset"`, `"size"`, `"fdOffset"`).
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The huge page size.
+        page_size: u64,
+    },
     /// An atomic access whose offset is not a multiple of its width.
     Misaligned {
         /// The offset.
@@ -148,6 +158,14 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "range [{offset}, {offset} + {size}) is outside the region of {limit} bytes"
+            ),
+            Error::HugeUnaligned {
+                what,
+                value,
+                page_size,
+            } => write!(
+                f,
+                "{what} must be a multiple of the huge page size ({page_size}), got {value}"
             ),
             Error::Misaligned { offset, width } => write!(
                 f,

@@ -3,7 +3,9 @@
 use std::os::fd::BorrowedFd;
 
 use crate::copy::{copy_in, copy_out, CopyMode};
-use crate::rules::{check_bounds, check_eof, file_offset, mapping_len, round_up_to_page};
+use crate::rules::{
+    check_bounds, check_eof, check_huge, file_offset, mapping_len, round_up_to_page,
+};
 use crate::{budget, sys, Error, MappedRegion, Protection, Result};
 
 /// Options of [`MemoryMapping::anonymous`] and [`MemoryMapping::from_fd`].
@@ -114,7 +116,11 @@ impl MemoryMapping {
         let sys::Mappable {
             size: file_size,
             identity,
+            huge_page,
         } = sys::mappable(fd)?;
+        if let Some(huge) = huge_page {
+            check_huge(None, size, options.offset, huge)?;
+        }
         budget::check_room(1)?;
         // An fd whose size cannot be checked (a device) gets no view at all: its
         // mapping may fault wherever its driver says (a shared /dev/zero at a
@@ -354,7 +360,7 @@ mod tests {
     #[test]
     fn msync_and_madvise_through_the_trait() {
         let shm =
-            SharedMemory::create("mr-core-msync", 2 * page_size() as u64, true, false).unwrap();
+            SharedMemory::create("mr-core-msync", 2 * page_size() as u64, true, None).unwrap();
         let m = MemoryMapping::from_fd(shm.as_fd(), 2 * page_size(), MappingOptions::fd()).unwrap();
         let region: &dyn MappedRegion = &m;
         region.msync(0, 2 * page_size()).unwrap();
@@ -431,7 +437,7 @@ mod tests {
     #[test]
     fn a_sealed_memfd_mapped_past_its_end_copies_fault_safely() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-past-eof", ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-past-eof", ps as u64, true, None).unwrap();
         let m = MemoryMapping::from_fd(
             shm.as_fd(),
             3 * ps,

@@ -103,6 +103,75 @@ pub fn load_length(offset: u64, length: Option<usize>, file_size: Option<u64>) -
     }
 }
 
+/// The alignment of a reservation: a power of two, at least the page size
+/// (e.g. 2 MiB or 1 GiB, so that huge-page backings can be overlaid).
+pub fn check_alignment(align: usize) -> Result<()> {
+    if !align.is_power_of_two() || align < page_size() {
+        return Err(Error::OutOfRange {
+            what: "align",
+            reason: format!(
+                "it must be a power of two >= the page size ({}). Received {align}",
+                page_size()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The huge page size a memfd asks for (`MFD_HUGETLB` with `MFD_HUGE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePages {
+    /// The system's default huge page size.
+    Default,
+    /// 2 MiB pages (`MFD_HUGE_2MB`).
+    Size2M,
+    /// 1 GiB pages (`MFD_HUGE_1GB`).
+    Size1G,
+}
+
+impl HugePages {
+    /// The `memfd_create` flags that ask for these pages.
+    pub fn memfd_flags(self) -> libc::c_uint {
+        // MFD_HUGE_SHIFT is 26; the size is log2 of the page size.
+        const SHIFT: libc::c_uint = 26;
+        libc::MFD_HUGETLB
+            | match self {
+                HugePages::Default => 0,
+                HugePages::Size2M => 21 << SHIFT,
+                HugePages::Size1G => 30 << SHIFT,
+            }
+    }
+}
+
+/// A mapping of a huge-page file (hugetlbfs, `MFD_HUGETLB`) of pages of
+/// `page_size` bytes: its address (where it is placed; `None` where the kernel
+/// picks one), size and file offset must all be multiples of it. The kernel
+/// refuses anything else (`EINVAL`) — checked here so that nothing is asked.
+pub fn check_huge(
+    address: Option<usize>,
+    size: usize,
+    fd_offset: u64,
+    page_size: u64,
+) -> Result<()> {
+    let unaligned = |what, value: u64| Error::HugeUnaligned {
+        what,
+        value,
+        page_size,
+    };
+    if let Some(address) = address {
+        if !(address as u64).is_multiple_of(page_size) {
+            return Err(unaligned("offset", address as u64));
+        }
+    }
+    if !(size as u64).is_multiple_of(page_size) {
+        return Err(unaligned("size", size as u64));
+    }
+    if !fd_offset.is_multiple_of(page_size) {
+        return Err(unaligned("fdOffset", fd_offset));
+    }
+    Ok(())
+}
+
 /// An atomic access of `width` bytes (4 or 8) at `offset`: naturally aligned,
 /// as the hardware needs (the region starts on a page, so alignment of the
 /// offset is alignment of the address).

@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::RwLock;
 
-use crate::rules::{check_seals, memfd_name};
+use crate::rules::{check_seals, memfd_name, HugePages};
 use crate::{sys, Error, Result};
 
 /// A sized memfd created with `MFD_CLOEXEC | MFD_ALLOW_SEALING`.
@@ -28,9 +28,15 @@ pub struct SharedMemory {
 
 impl SharedMemory {
     /// Creates a memfd named `name` of `size` bytes. With `seal`, adds
-    /// `F_SEAL_SHRINK`; with `hugetlb`, backs it with huge pages, all allocated
-    /// up front (`ENOSPC` if the pool cannot supply them).
-    pub fn create(name: &str, size: u64, seal: bool, hugetlb: bool) -> Result<SharedMemory> {
+    /// `F_SEAL_SHRINK`; with `hugetlb`, backs it with huge pages of that size,
+    /// all allocated up front (`ENOSPC` if the pool cannot supply them); its
+    /// size must then be a multiple of the huge page size.
+    pub fn create(
+        name: &str,
+        size: u64,
+        seal: bool,
+        hugetlb: Option<HugePages>,
+    ) -> Result<SharedMemory> {
         if size == 0 {
             return Err(Error::ZeroSize { what: "size" });
         }
@@ -40,15 +46,27 @@ impl SharedMemory {
         })?;
         let cname = memfd_name(name)?;
         let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-        if hugetlb {
-            flags |= libc::MFD_HUGETLB;
+        if let Some(pages) = hugetlb {
+            flags |= pages.memfd_flags();
         }
         let fd = sys::memfd_create(&cname, flags)?;
         // Dropping `fd` closes the fresh memfd on every error path.
-        let identity =
-            sys::file_identity(fd.as_fd()).ok_or_else(|| Error::last_os_error("fstat"))?;
+        let what = sys::mappable(fd.as_fd())?;
+        let identity = what.identity;
+        match what.huge_page {
+            // The kernel would round the size up: refused instead, so that the
+            // memfd is exactly as large as asked.
+            Some(huge) if !size.is_multiple_of(huge) => {
+                return Err(Error::HugeUnaligned {
+                    what: "size",
+                    value: size,
+                    page_size: huge,
+                })
+            }
+            _ => {}
+        }
         sys::ftruncate(fd.as_fd(), len)?;
-        if hugetlb {
+        if hugetlb.is_some() {
             // Huge pages come from a fixed pool: a fault on one the pool cannot
             // supply raises SIGBUS. Allocating them all now turns that into an
             // error here (ENOSPC), never a crash later.
@@ -186,7 +204,7 @@ mod tests {
 
     #[test]
     fn create_seals_against_shrinking() {
-        let shm = SharedMemory::create("mr-core-shm", page_size() as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-shm", page_size() as u64, true, None).unwrap();
         assert_eq!(shm.size(), page_size() as u64);
         assert_ne!(shm.seals().unwrap() & libc::F_SEAL_SHRINK, 0);
         // SAFETY: ftruncate on the memfd; must be refused by the seal.
@@ -196,7 +214,7 @@ mod tests {
             std::io::Error::last_os_error().raw_os_error(),
             Some(libc::EPERM)
         );
-        let open = SharedMemory::create("mr-core-open", 1, false, false).unwrap();
+        let open = SharedMemory::create("mr-core-open", 1, false, None).unwrap();
         assert_eq!(open.seals().unwrap() & libc::F_SEAL_SHRINK, 0);
         open.add_seals(libc::F_SEAL_GROW).unwrap();
         assert_ne!(open.seals().unwrap() & libc::F_SEAL_GROW, 0);
@@ -206,22 +224,22 @@ mod tests {
     #[test]
     fn bad_arguments() {
         assert!(matches!(
-            SharedMemory::create("x", 0, true, false),
+            SharedMemory::create("x", 0, true, None),
             Err(Error::ZeroSize { .. })
         ));
         assert!(matches!(
-            SharedMemory::create("a\0b", 1, true, false),
+            SharedMemory::create("a\0b", 1, true, None),
             Err(Error::InvalidArgument { .. })
         ));
         assert!(matches!(
-            SharedMemory::create("x", u64::MAX, true, false),
+            SharedMemory::create("x", u64::MAX, true, None),
             Err(Error::OutOfRange { .. })
         ));
     }
 
     #[test]
     fn closes_only_its_own_memfd() {
-        let shm = SharedMemory::create("mr-core-own", 1, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-own", 1, true, None).unwrap();
         let fd = shm.fd();
         // Someone else closes the memfd and the number is reused for a pipe.
         crate::testutil::close_raw(fd);
@@ -252,8 +270,8 @@ mod tests {
 
     #[test]
     fn sealed_memfds_are_known_while_they_live() {
-        let sealed = SharedMemory::create("mr-core-known", 1, true, false).unwrap();
-        let open = SharedMemory::create("mr-core-unknown", 1, false, false).unwrap();
+        let sealed = SharedMemory::create("mr-core-known", 1, true, None).unwrap();
+        let open = SharedMemory::create("mr-core-unknown", 1, false, None).unwrap();
         let (a, b) = (sealed.identity, open.identity);
         assert!(super::sealed::contains(a));
         assert!(!super::sealed::contains(b));
@@ -270,7 +288,7 @@ mod tests {
     #[test]
     fn two_mappings_share_memory() {
         let ps = page_size();
-        let shm = SharedMemory::create("mr-core-two", ps as u64, true, false).unwrap();
+        let shm = SharedMemory::create("mr-core-two", ps as u64, true, None).unwrap();
         let a = MemoryMapping::from_fd(shm.as_fd(), ps, MappingOptions::fd()).unwrap();
         let b = MemoryMapping::from_fd(shm.as_fd(), ps, MappingOptions::fd()).unwrap();
         a.write_from(10, b"shared").unwrap();

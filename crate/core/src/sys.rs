@@ -1,7 +1,7 @@
 //! Small wrappers around the system calls the crate uses. Each returns a typed
 //! [`Error::Syscall`] on failure and carries no other logic.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -193,6 +193,28 @@ pub struct Mappable {
     pub size: Option<u64>,
     /// The file's identity (`st_dev`, `st_ino`).
     pub identity: (u64, u64),
+    /// For a file of hugetlbfs (a `MFD_HUGETLB` memfd, a file under
+    /// `/dev/hugepages`): its huge page size.
+    pub huge_page: Option<u64>,
+}
+
+/// `HUGETLBFS_MAGIC`, the `f_type` of hugetlbfs.
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// The huge page size of a file of hugetlbfs. Only asked (`fstatfs`) when
+/// `fstat`'s block size is larger than a page, as hugetlbfs reports its page
+/// size there: other fds pay nothing.
+fn huge_page(fd: RawFd, block_size: u64) -> Result<Option<u64>> {
+    if block_size <= page_size() as u64 {
+        return Ok(None);
+    }
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs writes a full `struct statfs` into the buffer on success.
+    check(unsafe { libc::fstatfs(fd, fs.as_mut_ptr()) }, "fstatfs")?;
+    // SAFETY: fstatfs returned 0, so the struct is initialised.
+    let fs = unsafe { fs.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // f_type's C type differs between libcs
+    Ok((fs.f_type as i64 == HUGETLBFS_MAGIC).then_some(fs.f_bsize as u64))
 }
 
 /// What an fd to be mapped is: its mappable size and identity, from one `fstat` (and for a
@@ -222,7 +244,12 @@ pub fn mappable(fd: BorrowedFd<'_>) -> Result<Mappable> {
         }
         _ => None,
     };
-    Ok(Mappable { size, identity })
+    let huge_page = huge_page(fd, st.st_blksize as u64)?;
+    Ok(Mappable {
+        size,
+        identity,
+        huge_page,
+    })
 }
 
 /// The identity (`st_dev`, `st_ino`) of the file `fd` refers to, or `None`

@@ -167,8 +167,8 @@ proptest! {
     #[test]
     fn arena_never_panics_and_matches_the_kernel(ops in prop::collection::vec(op(), 1..40)) {
         let ps = page_size();
-        let small = SharedMemory::create("fuzz-small", 4 * ps as u64, true, false).unwrap();
-        let large = SharedMemory::create("fuzz-large", 16 * ps as u64, true, false).unwrap();
+        let small = SharedMemory::create("fuzz-small", 4 * ps as u64, true, None).unwrap();
+        let large = SharedMemory::create("fuzz-large", 16 * ps as u64, true, None).unwrap();
         let fds = [small.as_raw_fd(), large.as_raw_fd(), 999_999, 1_000_000];
         let mut arena = MemoryMappingArena::new(PAGES * ps).unwrap();
         let base = arena.as_ptr() as usize;

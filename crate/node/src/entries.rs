@@ -411,9 +411,10 @@ macro_rules! entries {
 }
 
 entries! {
-    /// A `PROT_NONE` reservation of `size` bytes owned by `owner`; returns its handle.
-    regionReserve(owner: Owner, size: f64) -> f64 = |env| {
-        let arena = index("size", size).and_then(|size| Ok(MemoryMappingArena::new(size)?));
+    /// A `PROT_NONE` reservation of `size` bytes starting at a multiple of
+    /// `align`, owned by `owner`; returns its handle.
+    regionReserve(owner: Owner, size: f64, align: f64) -> f64 = |env| {
+        let arena = (|| Ok(MemoryMappingArena::reserve(index("size", size)?, index("align", align)?)?))();
         // SAFETY: `env` is this callback's.
         unsafe { adopt(env, owner, arena.map(AnyRegion::Arena)) }
     };

@@ -166,6 +166,15 @@ fn shape(failure: &Failure) -> Shape {
             ERR_MMAP_OUT_OF_BOUNDS,
             format!("The range [{offset}, {offset} + {size}) is outside the region of {limit} bytes"),
         ),
+        Error::HugeUnaligned {
+            what,
+            value,
+            page_size,
+        } => ours(
+            Class::RangeError,
+            ERR_MMAP_UNALIGNED,
+            format!("The \"{what}\" argument must be a multiple of the huge page size ({page_size}). Received {value}"),
+        ),
         Error::Misaligned { offset, width } => ours(
             Class::RangeError,
             ERR_MMAP_UNALIGNED,

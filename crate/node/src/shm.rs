@@ -1,6 +1,7 @@
 //! `NativeSharedMemory`: the binding class behind the facade's `SharedMemory`
 //! (napi-rs: one object per memfd, no per-operation cost that matters).
 
+use mapped_region::rules::HugePages;
 use mapped_region::{Error, SharedMemory};
 use napi::Env;
 use napi_derive::napi;
@@ -28,8 +29,15 @@ impl NativeSharedMemory {
         name: String,
         size: f64,
         seal: bool,
-        hugetlb: bool,
+        hugetlb: u32,
     ) -> napi::Result<Self> {
+        // 0: no huge pages; 1: the default size; 2: 2 MiB; 3: 1 GiB.
+        let hugetlb = match hugetlb {
+            0 => None,
+            1 => Some(HugePages::Default),
+            2 => Some(HugePages::Size2M),
+            _ => Some(HugePages::Size1G),
+        };
         let created = convert::index("size", size).and_then(|size| {
             Ok(SharedMemory::create(&name, size as u64, seal, hugetlb).map(|shm| (shm, size))?)
         });

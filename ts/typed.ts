@@ -252,7 +252,8 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       const rel = at - this.#start
       if (rel >>> 0 === rel && rel + 1 <= this.#length) {
         try {
-          return this.#view.setUint8(rel, v)
+          this.#view.setUint8(rel, v)
+          return
         } catch {
           this.#drop()
         }
@@ -267,7 +268,8 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       const rel = at - this.#start
       if (rel >>> 0 === rel && rel + 2 <= this.#length) {
         try {
-          return this.#view.setUint16(rel, v, true)
+          this.#view.setUint16(rel, v, true)
+          return
         } catch {
           this.#drop()
         }
@@ -282,7 +284,8 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       const rel = at - this.#start
       if (rel >>> 0 === rel && rel + 4 <= this.#length) {
         try {
-          return this.#view.setUint32(rel, v, true)
+          this.#view.setUint32(rel, v, true)
+          return
         } catch {
           this.#drop()
         }
@@ -297,7 +300,8 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       const rel = at - this.#start
       if (rel >>> 0 === rel && rel + 8 <= this.#length) {
         try {
-          return this.#view.setBigUint64(rel, v, true)
+          this.#view.setBigUint64(rel, v, true)
+          return
         } catch {
           this.#drop()
         }

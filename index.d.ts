@@ -65,12 +65,17 @@ export interface MappingInfo {
   offset: number
   /** Length in bytes (whole pages). */
   size: number
-  /** `'fd'` for a shared file/memfd overlay, `'anonymous'` for private anonymous memory. */
+  /** `'fd'` for a file/memfd overlay, `'anonymous'` for private anonymous memory. */
   kind: 'fd' | 'anonymous'
   /** For `'fd'`: the fd number the caller passed (the region does not keep it open). */
   fd?: number
   /** For `'fd'`: the file offset of the first byte. */
   fdOffset?: number
+  /**
+   * For `'fd'`: `true` for `MAP_SHARED` (writes reach the file), `false` for a private
+   * (copy-on-write) overlay.
+   */
+  shared?: boolean
   /** The `Protection` bits. */
   protection: number
 }
@@ -158,14 +163,15 @@ export declare function regionMlock(handle: number, offset: number, size: number
 export declare function regionMunlock(handle: number, offset: number, size: number): void
 
 /**
- * An fd overlay. `true` when the arena now holds ranges to reclaim.
+ * An fd overlay (`MAP_SHARED`, or `MAP_PRIVATE` without `shared`). `true`
+ * when the arena now holds ranges to reclaim.
  */
-export declare function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number): true | undefined
+export declare function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number, shared: boolean): true | undefined
 
 /**
  * An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
  */
-export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number): true | undefined
+export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number, shared: boolean): true | undefined
 
 /**
  * A private anonymous overlay.

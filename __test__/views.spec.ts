@@ -168,14 +168,14 @@ test('the native check refuses a too-long view even without the facade', (t) => 
   const r = runChild(`
     const { native } = require(ROOT + 'dist/native.js')
     const owner = {}
-    const h = native.regionReserve(owner, 8 * 2 ** 30)
+    const h = native.regionReserve(owner, 8 * 2 ** 30, 4096)
     native.regionAddAnonymous(h, 0, 8 * 2 ** 30, 3)
     const tries = [
       () => native.regionView(h, 0, 5 * 2 ** 30),
       () => native.regionView(h, 0, 9 * 2 ** 30),
       () => native.regionView(h, -1, 1),
       () => native.regionReadInto(h, NaN, Buffer.alloc(1)),
-      () => native.regionAddFdMapping(h, 0, 4096, 1.5, 0, 3),
+      () => native.regionAddFdMapping(h, 0, 4096, 1.5, 0, 3, true),
       () => native.regionAddAnonymous(h, 0, 4096, 9),
       () => native.regionMadvise(h, 0, 4096, 100),
       () => native.regionWrite(h, 0, 'not bytes'),
@@ -190,8 +190,8 @@ test('the native check refuses a too-long view even without the facade', (t) => 
       () => native.regionMadvise(h, 0, 4096, 2 ** 31),
       () => native.regionAddAnonymous(h, 0, 4096, 2.5),
       () => native.regionAddAnonymous(h, 0, 4096, -1),
-      () => native.regionAddFdMapping(h, 0, 4096, 2 ** 31, 0, 3),
-      () => native.regionAddFdMapping(h, 0, 4096, -Infinity, 0, 3),
+      () => native.regionAddFdMapping(h, 0, 4096, 2 ** 31, 0, 3, true),
+      () => native.regionAddFdMapping(h, 0, 4096, -Infinity, 0, 3, true),
       () => native.regionRemoveMapping(h, 2 ** 53, 4096),
       () => native.regionMsync(h, 2 ** 53 - 4096, 4096),
     ]

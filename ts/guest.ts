@@ -16,6 +16,11 @@ export type GuestBacking =
       fd: number
       /** Offset in the fd of the region's first byte, page aligned. */
       fdOffset: number | bigint
+      /**
+       * `MAP_SHARED` (default `true`); `false` maps the fd copy-on-write (`MAP_PRIVATE`): guest
+       * writes stay in this process and never reach the file — how a snapshot is restored.
+       */
+      shared?: boolean
     }
   | 'anonymous'
 
@@ -86,7 +91,7 @@ interface RegionSnapshot {
   start: number
   size: number
   protection: number
-  backing: { fd: number; fdOffset: number | bigint } | 'anonymous'
+  backing: { fd: number; fdOffset: number | bigint; shared: boolean } | 'anonymous'
 }
 
 /**
@@ -210,23 +215,24 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (shm !== undefined) {
       if (shm.fd === undefined) throw stateError('ERR_MMAP_CLOSED', `${name}.backing: the SharedMemory is closed`)
       // A region larger than the memfd is refused by the overlay (ERR_MMAP_BEYOND_EOF).
-      return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0 } }
+      return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0, shared: true } }
     }
     // A proxy is refused: one around a SharedMemory would run its getters with the
     // proxy as receiver, and its traps could answer anything.
     if (b === null || typeof b !== 'object' || types.isProxy(b)) {
       throw invalidArgType(`${name}.backing`, "a SharedMemory, a plain { fd, fdOffset } or 'anonymous'", b)
     }
-    const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset'])
+    const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset', 'shared'])
     const fd = v.number(`${name}.backing.fd`, fdSpec.fd)
     const fdOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
-    return { start, size, protection, backing: { fd, fdOffset } }
+    const shared = v.bool(`${name}.backing.shared`, fdSpec.shared, true)
+    return { start, size, protection, backing: { fd, fdOffset, shared } }
   }
 
   #map(s: RegionSnapshot): Slot {
     const b = s.backing
     if (b === 'anonymous') this.#arena.addAnonymous(s.start, s.size, s.protection)
-    else this.#arena.addFdMapping(s.start, s.size, b.fd, b.fdOffset, s.protection)
+    else this.#arena.addFdMapping(s.start, s.size, b.fd, b.fdOffset, s.protection, b.shared ? undefined : { shared: false })
     if (this.#dontDump) {
       try {
         this.#arena.madvise(s.start, s.size, 'dontdump')

@@ -16,6 +16,7 @@ export {
   type FdOptions,
   type FileOptions,
   type PopulateOptions,
+  type FdMappingOptions,
   type ReserveOptions,
 } from './region.js'
 export type { LoadOptions, LoadSource } from './load.js'

@@ -70,14 +70,16 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   /** Whether {@link close} was called. */
   readonly closed: boolean
   /**
-   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`).
+   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`; with
+   * `{ shared: false }`, `MAP_PRIVATE`: copy-on-write, the file never changes).
    * @throws `ERR_MMAP_UNSUPPORTED` on a {@link MemoryMapping}; `ERR_MMAP_UNALIGNED`,
    * `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0), `ERR_MMAP_BEYOND_EOF`,
    * `ERR_MMAP_BUSY`, or the errno of `mmap` (`EBADF`, `EACCES`, `ENODEV`, `ENOMEM`…).
    * @example
    * arena.addFdMapping(0, ram.size, ram.fd, 0, Protection.READ_WRITE)
+   * arena.addFdMapping(0, size, snapshotFd, 0, Protection.READ_WRITE, { shared: false }) // a restore
    */
-  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void
+  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags, options?: FdMappingOptions): void
   /**
    * Replaces `[offset, offset + size)` by a reserved `PROT_NONE` range; views over it are detached.
    * @throws `ERR_MMAP_UNSUPPORTED` on a {@link MemoryMapping}; `ERR_MMAP_UNALIGNED`,
@@ -214,6 +216,16 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   close(): void
 }
 
+/** Options of {@link MappedRegion.addFdMapping}. */
+export interface FdMappingOptions {
+  /**
+   * `MAP_SHARED` (writes reach the file); `false` maps `MAP_PRIVATE`: copy-on-write, writes stay
+   * in this process, the file never changes, and a read-only fd may be mapped `READ_WRITE`.
+   * Default `true`.
+   */
+  shared?: boolean
+}
+
 /** Options of {@link MappedRegion.populateAsync}. */
 export interface PopulateOptions {
   /** Prefault for writing (`MADV_POPULATE_WRITE`: allocates private pages, breaks COW); default `false` (`MADV_POPULATE_READ`). */
@@ -295,18 +307,31 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
   }
 
   /**
-   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`),
-   * replacing whatever was there. Regular files and memfds shorter than
-   * `fdOffset + size` are refused (`ERR_MMAP_BEYOND_EOF`). Views over the range are
-   * detached. A {@link MemoryMapping} refuses with `ERR_MMAP_UNSUPPORTED`, as in crosvm.
+   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`, or
+   * `MAP_PRIVATE` with `{ shared: false }`), replacing whatever was there. Regular files and
+   * memfds shorter than `fdOffset + size` are refused (`ERR_MMAP_BEYOND_EOF`). Views over the
+   * range are detached. A {@link MemoryMapping} refuses with `ERR_MMAP_UNSUPPORTED`, as in crosvm.
    */
-  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags): void {
+  addFdMapping(
+    offset: number,
+    size: number,
+    fd: number,
+    fdOffset: number | bigint,
+    prot: ProtectionFlags,
+    options?: FdMappingOptions,
+  ): void {
     const o = v.number('offset', offset)
     const s = v.number('size', size)
     const f = v.number('fd', fd)
     const off = v.fdOffset('fdOffset', fdOffset)
     const p = v.protection(prot, 'prot')
-    this.afterChange(typeof off === 'bigint' ? regionAddFdMappingBig(this.h, o, s, f, off, p) : regionAddFdMapping(this.h, o, s, f, off, p))
+    // No options object (the hot path): shared, without reading anything.
+    const shared = options === undefined ? true : v.bool('shared', v.options('options', options, ['shared']).shared, true)
+    this.afterChange(
+      typeof off === 'bigint'
+        ? regionAddFdMappingBig(this.h, o, s, f, off, p, shared)
+        : regionAddFdMapping(this.h, o, s, f, off, p, shared),
+    )
   }
 
   /**

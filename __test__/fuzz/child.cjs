@@ -351,7 +351,13 @@ function loadOptions() {
   return bag({ offset: pick([0, int(16 * P), numberish()]), length: pick([undefined, int(4 * P), numberish()]) })
 }
 function backing() {
-  return pick([anyShm(), 'anonymous', bag({ fd: fd(), fdOffset: numberish() }), new Proxy(anyShm(), {}), numberish()])
+  return pick([
+    anyShm(),
+    'anonymous',
+    bag({ fd: fd(), fdOffset: numberish(), shared: pick([undefined, true, false, numberish()]) }),
+    new Proxy(anyShm(), {}),
+    numberish(),
+  ])
 }
 function spec() {
   return bag({
@@ -418,6 +424,7 @@ const ops = [
         fd(),
         chance(0.7) ? int(8) * P : numberish(),
         protection(),
+        chance(0.7) ? undefined : bag({ shared: chance(0.8) ? chance(0.5) : numberish() }),
       ),
   ],
   ['addAnonymous', () => anyArena().addAnonymous(numberish(), chance(0.7) ? (1 + int(4)) * P : numberish(), protection())],

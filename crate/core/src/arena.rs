@@ -45,6 +45,8 @@ enum What<'fd> {
         sized: bool,
         /// The file's identity, from the same `fstat`.
         identity: (u64, u64),
+        /// `MAP_SHARED`, or `MAP_PRIVATE` (copy-on-write).
+        shared: bool,
     },
     Anonymous {
         prot: Protection,
@@ -67,6 +69,17 @@ impl Change<'_> {
     pub fn detaches_views(&self) -> bool {
         !matches!(self.what, What::Protect { prot } if prot.contains(Protection::READ_WRITE))
     }
+}
+
+/// What an fd overlay being applied is, besides where it goes.
+#[derive(Clone, Copy, Debug)]
+struct FdKind {
+    /// The fd's size was checked (views may touch it).
+    sized: bool,
+    /// Its pages cannot vanish (copies may be plain).
+    plain: bool,
+    /// `MAP_SHARED` rather than `MAP_PRIVATE`.
+    shared: bool,
 }
 
 /// A reserved range of address space with tracked overlays.
@@ -194,6 +207,23 @@ impl MemoryMappingArena {
         fd_offset: u64,
         prot: Protection,
     ) -> Result<Change<'fd>> {
+        self.plan_fd_overlay(offset, size, fd, fd_offset, prot, true)
+    }
+
+    /// As [`plan_fd_mapping`](Self::plan_fd_mapping), `MAP_SHARED` (writes
+    /// reach the file) or, without `shared`, `MAP_PRIVATE`: copy-on-write,
+    /// writes stay in this process and the file never changes (so a read-only
+    /// fd may be mapped writable). The rules are the same either way: pages
+    /// not yet written are the file's, and past its end they would `SIGBUS`.
+    pub fn plan_fd_overlay<'fd>(
+        &self,
+        offset: usize,
+        size: usize,
+        fd: BorrowedFd<'fd>,
+        fd_offset: u64,
+        prot: Protection,
+        shared: bool,
+    ) -> Result<Change<'fd>> {
         let len = mapping_range(offset, size, self.size)?;
         let off = file_offset("fdOffset", fd_offset)?;
         let sys::Mappable {
@@ -217,6 +247,7 @@ impl MemoryMappingArena {
                 prot,
                 sized: file_size.is_some(),
                 identity,
+                shared,
             },
         })
     }
@@ -298,9 +329,15 @@ impl MemoryMappingArena {
                 prot,
                 sized,
                 identity,
+                shared,
             } => {
                 let plain = copy_mode_for_fd(fd, identity) == CopyMode::Plain;
-                self.apply_fd_mapping(start, end, fd, fd_offset, prot, sized, plain, in_use)
+                let kind = FdKind {
+                    sized,
+                    plain,
+                    shared,
+                };
+                self.apply_fd_mapping(start, end, fd, fd_offset, prot, kind, in_use)
             }
             What::Protect { prot } => self.apply_protect(start, end, prot, in_use),
             What::Remove => self.apply_removal(start, end, in_use),
@@ -368,23 +405,29 @@ impl MemoryMappingArena {
                 Restore::Hole => self.make_hole(h.start, len),
                 // SAFETY: as above; only the protection changes.
                 Restore::Protect(prot) => unsafe { sys::mprotect(addr, len, prot.to_prot()) },
-                Restore::Shared {
+                Restore::File {
                     fd,
                     fd_offset,
                     prot,
+                    shared,
                 } => {
+                    let flags = if shared {
+                        libc::MAP_SHARED
+                    } else {
+                        libc::MAP_PRIVATE
+                    };
                     // SAFETY: as above; the file was mapped there (privately) already.
-                    let shared = file_offset("fdOffset", fd_offset).and_then(|off| unsafe {
+                    let mapped = file_offset("fdOffset", fd_offset).and_then(|off| unsafe {
                         sys::mmap(
                             addr,
                             len,
                             prot.to_prot(),
-                            libc::MAP_SHARED | libc::MAP_FIXED,
+                            flags | libc::MAP_FIXED,
                             Some(fd.as_fd()),
                             off,
                         )
                     });
-                    shared.map(|_| ()).or_else(|e| {
+                    mapped.map(|_| ()).or_else(|e| {
                         self.repair(h.start, h.end);
                         let hole = self.make_hole(h.start, len);
                         self.layout.clear(h.start, h.end);
@@ -644,10 +687,19 @@ impl MemoryMappingArena {
         fd: BorrowedFd<'_>,
         fd_offset: libc::off_t,
         prot: Protection,
-        sized: bool,
-        plain: bool,
+        kind: FdKind,
         in_use: bool,
     ) -> Result<()> {
+        let FdKind {
+            sized,
+            plain,
+            shared,
+        } = kind;
+        let flags = if shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
         let len = end - offset;
         let private = if in_use && !prot.contains(Protection::READ_WRITE) {
             // SAFETY: `[offset, offset + len)` lies inside the reservation owned
@@ -665,7 +717,7 @@ impl MemoryMappingArena {
                         self.addr.add(offset),
                         len,
                         prot.to_prot(),
-                        libc::MAP_SHARED | libc::MAP_FIXED,
+                        flags | libc::MAP_FIXED,
                         Some(fd),
                         fd_offset,
                     )
@@ -678,10 +730,11 @@ impl MemoryMappingArena {
             Ok(_) => {
                 // Non-negative: checked by `file_offset` when planned.
                 let fd_offset = fd_offset as u64;
-                let restore = held.map(|fd| Restore::Shared {
+                let restore = held.map(|fd| Restore::File {
                     fd,
                     fd_offset,
                     prot,
+                    shared,
                 });
                 self.settle_held(offset, end, in_use, restore);
                 if sized {
@@ -697,6 +750,7 @@ impl MemoryMappingArena {
                     Backing::Fd {
                         fd: fd.as_raw_fd(),
                         fd_offset,
+                        shared,
                     },
                     prot,
                     &mut |b| kernel_merged(base + b),
@@ -903,7 +957,11 @@ mod tests {
                 (
                     0,
                     ps,
-                    Backing::Fd { fd, fd_offset: 0 },
+                    Backing::Fd {
+                        fd,
+                        fd_offset: 0,
+                        shared: true,
+                    },
                     Protection::READ_WRITE
                 ),
                 (
@@ -911,7 +969,8 @@ mod tests {
                     2 * ps,
                     Backing::Fd {
                         fd,
-                        fd_offset: ps as u64
+                        fd_offset: ps as u64,
+                        shared: true,
                     },
                     Protection::READ
                 ),
@@ -920,7 +979,8 @@ mod tests {
                     ps,
                     Backing::Fd {
                         fd,
-                        fd_offset: 3 * ps as u64
+                        fd_offset: 3 * ps as u64,
+                        shared: true,
                     },
                     Protection::READ_WRITE
                 ),
@@ -940,7 +1000,11 @@ mod tests {
             (
                 0,
                 4 * ps,
-                Backing::Fd { fd, fd_offset: 0 },
+                Backing::Fd {
+                    fd,
+                    fd_offset: 0,
+                    shared: true,
+                },
                 Protection::READ_WRITE
             )
         );
@@ -1030,7 +1094,8 @@ mod tests {
                     2 * ps,
                     Backing::Fd {
                         fd,
-                        fd_offset: ps as u64
+                        fd_offset: ps as u64,
+                        shared: true,
                     },
                     Protection::READ_WRITE
                 ),
@@ -1039,7 +1104,8 @@ mod tests {
                     2 * ps,
                     Backing::Fd {
                         fd,
-                        fd_offset: 6 * ps as u64
+                        fd_offset: 6 * ps as u64,
+                        shared: true,
                     },
                     Protection::READ
                 ),
@@ -1061,7 +1127,11 @@ mod tests {
                 (
                     0,
                     2 * ps,
-                    Backing::Fd { fd, fd_offset: 0 },
+                    Backing::Fd {
+                        fd,
+                        fd_offset: 0,
+                        shared: true,
+                    },
                     Protection::READ_WRITE
                 ),
                 (
@@ -1069,7 +1139,8 @@ mod tests {
                     5 * ps,
                     Backing::Fd {
                         fd,
-                        fd_offset: 3 * ps as u64
+                        fd_offset: 3 * ps as u64,
+                        shared: true,
                     },
                     Protection::READ_WRITE
                 ),

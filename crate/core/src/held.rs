@@ -29,12 +29,14 @@ pub(crate) enum Restore {
     Hole,
     /// Anonymous memory with this protection (mapped read-write meanwhile).
     Protect(Protection),
-    /// A shared mapping of the file (a private read-write mapping of it
-    /// meanwhile); the fd is a duplicate kept until then.
-    Shared {
+    /// The file mapped as the overlay asked (`MAP_SHARED`, or `MAP_PRIVATE`
+    /// when not `shared`), with a private read-write mapping of it meanwhile;
+    /// the fd is a duplicate kept until then.
+    File {
         fd: Arc<OwnedFd>,
         fd_offset: u64,
         prot: Protection,
+        shared: bool,
     },
 }
 
@@ -50,14 +52,16 @@ impl Held {
     /// The part of this range inside `[from, to)`, with file offsets moved along.
     fn part(&self, from: usize, to: usize) -> Held {
         let restore = match &self.restore {
-            Restore::Shared {
+            Restore::File {
                 fd,
                 fd_offset,
                 prot,
-            } => Restore::Shared {
+                shared,
+            } => Restore::File {
                 fd: Arc::clone(fd),
                 fd_offset: fd_offset + (from - self.start) as u64,
                 prot: *prot,
+                shared: *shared,
             },
             other => other.clone(),
         };
@@ -89,7 +93,7 @@ impl HeldRanges {
     pub fn shared_overlaps(&self, start: usize, end: usize) -> bool {
         self.ranges
             .iter()
-            .any(|h| h.start < end && h.end > start && matches!(h.restore, Restore::Shared { .. }))
+            .any(|h| h.start < end && h.end > start && matches!(h.restore, Restore::File { .. }))
     }
 
     #[cold]
@@ -233,10 +237,11 @@ mod tests {
         h.hold(
             100,
             200,
-            Restore::Shared {
+            Restore::File {
                 fd,
                 fd_offset: 4096,
                 prot: Protection::READ,
+                shared: true,
             },
         );
         h.release(120, 150);
@@ -244,7 +249,7 @@ mod tests {
             .ranges
             .iter()
             .map(|r| match r.restore {
-                Restore::Shared { fd_offset, .. } => (r.start, fd_offset),
+                Restore::File { fd_offset, .. } => (r.start, fd_offset),
                 _ => unreachable!(),
             })
             .collect();

@@ -16,12 +16,14 @@ use crate::Protection;
 pub enum Backing {
     /// Private anonymous memory.
     Anonymous,
-    /// A shared mapping of `fd` starting at file offset `fd_offset`.
+    /// A mapping of `fd` starting at file offset `fd_offset`.
     Fd {
         /// The fd number the overlay was made with (not kept open).
         fd: RawFd,
         /// The file offset of the piece's first byte.
         fd_offset: u64,
+        /// `MAP_SHARED` (writes reach the file) or `MAP_PRIVATE` (copy-on-write).
+        shared: bool,
     },
 }
 
@@ -49,9 +51,14 @@ impl Piece {
     /// The piece as it continues from `from` (>= its start at `start`).
     fn tail(self, start: usize, from: usize) -> Piece {
         let backing = match self.backing {
-            Backing::Fd { fd, fd_offset } => Backing::Fd {
+            Backing::Fd {
+                fd,
+                fd_offset,
+                shared,
+            } => Backing::Fd {
                 fd,
                 fd_offset: fd_offset + (from - start) as u64,
+                shared,
             },
             Backing::Anonymous => Backing::Anonymous,
         };
@@ -67,12 +74,14 @@ impl Piece {
                     Backing::Fd {
                         fd: a,
                         fd_offset: oa,
+                        shared: sa,
                     },
                     Backing::Fd {
                         fd: b,
                         fd_offset: ob,
+                        shared: sb,
                     },
-                ) => a == b && oa.checked_add((self.end - start) as u64) == Some(ob),
+                ) => a == b && sa == sb && oa.checked_add((self.end - start) as u64) == Some(ob),
                 _ => false,
             }
     }
@@ -324,7 +333,11 @@ mod tests {
     const R: Protection = Protection::READ;
 
     fn fd(fd: RawFd, fd_offset: u64) -> Backing {
-        Backing::Fd { fd, fd_offset }
+        Backing::Fd {
+            fd,
+            fd_offset,
+            shared: true,
+        }
     }
 
     fn entries(l: &Layout) -> Vec<(usize, usize, Backing, Protection)> {

@@ -38,7 +38,7 @@ pub use arena::{Change, MemoryMappingArena};
 pub use copy::CopyMode;
 pub use error::{Error, Result};
 pub use layout::{Backing, Layout, MappingInfo};
-pub use load::{file_load_length, LoadTarget};
+pub use load::{extend_file, file_load_length, IoRange};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
 pub use region::{populate_supported, MappedRegion, PageRange};

@@ -1,20 +1,22 @@
-//! Loading a file straight into a region (`pread` into the mapping, no
-//! intermediate buffer): kernels, initrds, firmware and disk images into guest
-//! memory. The kernel writes the pages as the process would, so a page it
-//! cannot fault in (one past the end of a truncated file) is `EFAULT`, never a
-//! signal; a range without `WRITE` or with a hole is refused before any read.
+//! File I/O straight between a region and a file, with no intermediate
+//! buffer: loading (`pread` into the mapping — kernels, initrds, firmware, disk
+//! images, a snapshot's pages) and dumping (`pwrite` from it — snapshots). The
+//! kernel touches the pages as the process would, so a page it cannot fault in
+//! (one past the end of a truncated file) is `EFAULT`, never a signal; a range
+//! without the access needed, or with a hole, is refused before any I/O.
 
 use std::os::fd::BorrowedFd;
 
 use crate::rules::{check_bounds, file_position, load_length};
 use crate::{sys, AnyRegion, Error, Protection, Result};
 
-/// A checked, writable range of a region that a load reads a file into, not
-/// tied to the region's borrow so that the read can run on another thread.
-/// Whoever holds one keeps the region mapped as checked until the load returns
-/// (the binding counts it as a pending operation).
+/// A checked range of a region that a load reads a file into (checked
+/// `WRITE`) or a dump writes to a file (checked `READ`), not tied to the
+/// region's borrow so that the I/O can run on another thread. Whoever holds
+/// one keeps the region mapped as checked until the I/O returns (the binding
+/// counts it as a pending operation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoadTarget {
+pub struct IoRange {
     addr: usize,
     len: usize,
 }
@@ -29,21 +31,37 @@ pub fn file_load_length(fd: BorrowedFd<'_>, offset: u64, length: Option<usize>) 
     load_length(offset, length, size)
 }
 
+/// Makes the file behind `fd` at least `len` bytes long: a dump into a fresh
+/// file that writes only some pages still leaves a file a restore can map.
+pub fn extend_file(fd: BorrowedFd<'_>, len: u64) -> Result<()> {
+    sys::extend_to(fd, len)
+}
+
 impl AnyRegion {
     /// The range `[offset, offset + len)`, checked to be in bounds and mapped
-    /// `WRITE` without a hole, as a copy into it is.
-    pub fn load_target(&self, offset: usize, len: usize) -> Result<LoadTarget> {
+    /// `WRITE` without a hole, as a copy into it is: what a load reads into.
+    pub fn load_target(&self, offset: usize, len: usize) -> Result<IoRange> {
+        self.io_range(offset, len, Protection::WRITE)
+    }
+
+    /// The range `[offset, offset + len)`, checked to be in bounds and mapped
+    /// `READ` without a hole, as a copy out of it is: what a dump writes.
+    pub fn dump_source(&self, offset: usize, len: usize) -> Result<IoRange> {
+        self.io_range(offset, len, Protection::READ)
+    }
+
+    fn io_range(&self, offset: usize, len: usize, needed: Protection) -> Result<IoRange> {
         let base = self.region().as_ptr() as usize;
         match self {
             AnyRegion::Mapping(m) => {
                 check_bounds(offset, len, self.region().size())?;
-                m.check_access(offset, len, Protection::WRITE)?;
+                m.check_access(offset, len, needed)?;
             }
             AnyRegion::Arena(a) => {
-                a.check_access(offset, len, Protection::WRITE)?;
+                a.check_access(offset, len, needed)?;
             }
         }
-        Ok(LoadTarget {
+        Ok(IoRange {
             addr: base + offset,
             len,
         })
@@ -65,7 +83,18 @@ impl AnyRegion {
     }
 }
 
-impl LoadTarget {
+/// The file position `done` bytes after `file_offset`, within `off_t`.
+fn position_after(file_offset: u64, done: usize) -> Result<libc::off_t> {
+    let at = file_offset
+        .checked_add(done as u64)
+        .ok_or_else(|| Error::OutOfRange {
+            what: "offset",
+            reason: format!("{file_offset} + {done} overflows"),
+        })?;
+    file_position("offset", at)
+}
+
+impl IoRange {
     /// The length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -87,13 +116,7 @@ impl LoadTarget {
     pub unsafe fn load(&self, fd: BorrowedFd<'_>, file_offset: u64) -> Result<usize> {
         let mut done = 0;
         while done < self.len {
-            let at = file_offset
-                .checked_add(done as u64)
-                .ok_or_else(|| Error::OutOfRange {
-                    what: "offset",
-                    reason: format!("{file_offset} + {done} overflows"),
-                })?;
-            let position = file_position("offset", at)?;
+            let position = position_after(file_offset, done)?;
             // SAFETY: `[addr + done, addr + len)` lies in the checked range,
             // mapped writable as the caller guarantees; the kernel reports a
             // page it cannot fault in as EFAULT.
@@ -113,6 +136,50 @@ impl LoadTarget {
             }
         }
         Ok(done)
+    }
+
+    /// Writes the whole range to `fd` at `file_offset` with `pwrite` (`EINTR`
+    /// retried, short writes continued). A page the kernel could not read is
+    /// [`Error::Fault`] with the bytes written before it.
+    ///
+    /// # Safety
+    /// The region the range came from must still be mapped as it was checked
+    /// (readable, no hole) for the whole call.
+    pub unsafe fn dump(&self, fd: BorrowedFd<'_>, file_offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < self.len {
+            let position = position_after(file_offset, done)?;
+            // SAFETY: `[addr + done, addr + len)` lies in the checked range,
+            // mapped readable as the caller guarantees; the kernel reports a
+            // page it cannot fault in as EFAULT.
+            let n = unsafe {
+                sys::pwrite(
+                    fd,
+                    (self.addr + done) as *const u8,
+                    self.len - done,
+                    position,
+                )
+            };
+            match n {
+                // A file that takes no more bytes (a full disk reports ENOSPC).
+                Ok(0) => {
+                    return Err(Error::Syscall {
+                        syscall: "pwrite",
+                        errno: libc::EIO,
+                    })
+                }
+                Ok(n) => done += n,
+                Err(e) if e.errno() == Some(libc::EINTR) => {}
+                Err(e) if e.errno() == Some(libc::EFAULT) => {
+                    return Err(Error::Fault {
+                        syscall: "pwrite",
+                        copied: done as u64,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -211,6 +278,48 @@ mod tests {
         assert!(matches!(
             load_length(u64::MAX, Some(1), None),
             Err(Error::OutOfRange { .. })
+        ));
+    }
+}
+
+#[cfg(test)]
+mod dump_tests {
+    use super::*;
+    use crate::testutil::unlinked_file;
+    use crate::{MemoryMappingArena, Protection};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn dumps_write_the_bytes_of_readable_memory_and_refuse_holes() {
+        let ps = crate::page_size();
+        let mut arena = MemoryMappingArena::new(4 * ps).unwrap();
+        arena
+            .add_anonymous(0, 2 * ps, Protection::READ_WRITE)
+            .unwrap();
+        let region = AnyRegion::Arena(arena);
+        let data: Vec<u8> = (0..2 * ps).map(|i| (i % 241) as u8).collect();
+        region.write_from(0, &data).unwrap();
+        let out = unlinked_file("dump", &[], true);
+        let source = region.dump_source(0, 2 * ps).unwrap();
+        // SAFETY: the arena is alive and unchanged for the call.
+        unsafe { source.dump(out.as_fd(), ps as u64) }.unwrap();
+        extend_file(out.as_fd(), 4 * ps as u64).unwrap();
+        let mut back = vec![0u8; 2 * ps];
+        let n = region.load(0, 0, out.as_fd(), 0).unwrap();
+        assert_eq!(n, 0);
+        use std::os::unix::fs::FileExt;
+        out.read_exact_at(&mut back, ps as u64).unwrap();
+        assert!(back == data);
+        assert_eq!(
+            out.metadata().unwrap().len(),
+            4 * ps as u64,
+            "extended, never shortened"
+        );
+        extend_file(out.as_fd(), ps as u64).unwrap();
+        assert_eq!(out.metadata().unwrap().len(), 4 * ps as u64);
+        assert!(matches!(
+            region.dump_source(ps, 2 * ps),
+            Err(Error::Access { .. })
         ));
     }
 }

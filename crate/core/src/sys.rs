@@ -138,6 +138,46 @@ pub unsafe fn pread(
     Ok(n as usize)
 }
 
+/// `pwrite(2)`: up to `len` bytes from `buf` to `fd` at `offset`. Returns the
+/// bytes written.
+///
+/// # Safety
+/// `[buf, buf + len)` must lie in this process's address space. The kernel
+/// reads it as the process would and reports a page it cannot fault in as
+/// `EFAULT` (never a signal).
+pub unsafe fn pwrite(
+    fd: BorrowedFd<'_>,
+    buf: *const u8,
+    len: usize,
+    offset: libc::off_t,
+) -> Result<usize> {
+    // SAFETY: guaranteed by the caller.
+    let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.cast(), len, offset) };
+    if n < 0 {
+        return Err(Error::last_os_error("pwrite"));
+    }
+    Ok(n as usize)
+}
+
+/// Grows the file behind `fd` to `len` bytes (`ftruncate`) when `fstat` says
+/// it is shorter; a longer file is left as it is.
+pub fn extend_to(fd: BorrowedFd<'_>, len: u64) -> Result<()> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a full `struct stat` into the buffer on success.
+    let ret = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    check(ret, "fstat")?;
+    // SAFETY: fstat returned 0, so the struct is initialised.
+    let size = unsafe { st.assume_init() }.st_size as u64;
+    if size < len {
+        let len = libc::off_t::try_from(len).map_err(|_| Error::Syscall {
+            syscall: "ftruncate",
+            errno: libc::EFBIG,
+        })?;
+        ftruncate(fd, len)?;
+    }
+    Ok(())
+}
+
 /// A duplicate of `fd` (`F_DUPFD_CLOEXEC`), owned by the caller.
 pub fn dup_cloexec(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC only creates a new fd.

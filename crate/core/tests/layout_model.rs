@@ -56,7 +56,7 @@ fn expand(layout: &Layout) -> Vec<Option<Page>> {
                     file_page: 0,
                     prot: m.protection.bits(),
                 },
-                Backing::Fd { fd, fd_offset } => Page {
+                Backing::Fd { fd, fd_offset, .. } => Page {
                     fd: Some(fd),
                     file_page: fd_offset + i as u64,
                     prot: m.protection.bits(),
@@ -108,7 +108,11 @@ proptest! {
                 Op::Set { start, len, fd, file_page, prot } => {
                     let protection = Protection::from_bits(prot).unwrap();
                     let backing = match fd {
-                        Some(fd) => Backing::Fd { fd, fd_offset: file_page },
+                        Some(fd) => Backing::Fd {
+                            fd,
+                            fd_offset: file_page,
+                            shared: true,
+                        },
                         None => Backing::Anonymous,
                     };
                     layout.set(start, start + len, backing, protection);

@@ -506,19 +506,20 @@ entries! {
         let r = state.live()?.region();
         Ok(r.munlock(index("offset", offset)?, index("size", size)?)?)
     };
-    /// An fd overlay. `true` when the arena now holds ranges to reclaim.
-    regionAddFdMapping(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: f64, protection: f64) -> Held = |_env| {
+    /// An fd overlay (`MAP_SHARED`, or `MAP_PRIVATE` without `shared`). `true`
+    /// when the arena now holds ranges to reclaim.
+    regionAddFdMapping(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: f64, protection: f64, shared: bool) -> Held = |_env| {
         handles::change(handle, "addFdMapping", |arena| {
             let (offset, size, fd_offset) = (index("offset", offset)?, index("size", size)?, index("fdOffset", fdOffset)?);
             let (fd, prot) = (convert::fd(fd)?, convert::protection(protection)?);
             // SAFETY: the borrow ends with this call (the change is applied in it).
             let fd = unsafe { convert::borrow_fd(fd) };
-            Ok(arena.plan_fd_mapping(offset, size, fd, fd_offset as u64, prot)?)
+            Ok(arena.plan_fd_overlay(offset, size, fd, fd_offset as u64, prot, shared)?)
         })
         .map(Held)
     };
     /// An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
-    regionAddFdMappingBig(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: Big, protection: f64) -> Held = |_env| {
+    regionAddFdMappingBig(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: Big, protection: f64, shared: bool) -> Held = |_env| {
         handles::change(handle, "addFdMapping", |arena| {
             let Big(negative, value, lossless) = fdOffset;
             let (offset, size) = (index("offset", offset)?, index("size", size)?);
@@ -526,7 +527,7 @@ entries! {
             let (fd, prot) = (convert::fd(fd)?, convert::protection(protection)?);
             // SAFETY: as above.
             let fd = unsafe { convert::borrow_fd(fd) };
-            Ok(arena.plan_fd_mapping(offset, size, fd, fd_offset, prot)?)
+            Ok(arena.plan_fd_overlay(offset, size, fd, fd_offset, prot, shared)?)
         })
         .map(Held)
     };

@@ -26,22 +26,29 @@ pub struct MappingInfo {
     pub offset: f64,
     /// Length in bytes (whole pages).
     pub size: f64,
-    /// `'fd'` for a shared file/memfd overlay, `'anonymous'` for private anonymous memory.
+    /// `'fd'` for a file/memfd overlay, `'anonymous'` for private anonymous memory.
     #[napi(ts_type = "'fd' | 'anonymous'")]
     pub kind: String,
     /// For `'fd'`: the fd number the caller passed (the region does not keep it open).
     pub fd: Option<i32>,
     /// For `'fd'`: the file offset of the first byte.
     pub fd_offset: Option<f64>,
+    /// For `'fd'`: `true` for `MAP_SHARED` (writes reach the file), `false` for a private
+    /// (copy-on-write) overlay.
+    pub shared: Option<bool>,
     /// The `Protection` bits.
     pub protection: u32,
 }
 
 impl From<mapped_region::MappingInfo> for MappingInfo {
     fn from(m: mapped_region::MappingInfo) -> MappingInfo {
-        let (kind, fd, fd_offset) = match m.backing {
-            Backing::Anonymous => ("anonymous", None, None),
-            Backing::Fd { fd, fd_offset } => ("fd", Some(fd), Some(fd_offset as f64)),
+        let (kind, fd, fd_offset, shared) = match m.backing {
+            Backing::Anonymous => ("anonymous", None, None, None),
+            Backing::Fd {
+                fd,
+                fd_offset,
+                shared,
+            } => ("fd", Some(fd), Some(fd_offset as f64), Some(shared)),
         };
         MappingInfo {
             offset: m.offset as f64,
@@ -49,6 +56,7 @@ impl From<mapped_region::MappingInfo> for MappingInfo {
             kind: kind.to_string(),
             fd,
             fd_offset,
+            shared,
             protection: m.protection.bits(),
         }
     }

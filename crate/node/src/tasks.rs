@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use std::os::fd::OwnedFd;
 
-use mapped_region::{file_load_length, AnyRegion, Error, LoadTarget, PageRange};
+use mapped_region::{file_load_length, AnyRegion, Error, IoRange, PageRange};
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -162,7 +162,7 @@ pub fn region_populate_async(
 /// owns a duplicate of the fd: the caller may close its own meanwhile.
 pub struct LoadTask {
     lease: Lease,
-    target: LoadTarget,
+    target: IoRange,
     fd: OwnedFd,
     file_offset: u64,
     error: Option<Error>,

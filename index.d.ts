@@ -84,6 +84,16 @@ export interface MappingInfo {
 export declare function pageSize(): number
 
 /**
+ * A batch of file I/O on the thread pool: `runs` is flat triples `(offset in
+ * the region, length, file offset)`. With `dump`, each run of the region is
+ * written to the file (`pwrite`), which is then grown to at least `fileLen`;
+ * otherwise each is read from the file into the region (`pread`), and a file
+ * too short for any run is refused before anything is read. Resolves to the
+ * bytes moved.
+ */
+export declare function regionFileIoAsync(handle: number, fd: number, dump: boolean, runs: Array<number>, fileLen: number): Promise<number>
+
+/**
  * Reads `fd` from `file_offset` into `offset` on the libuv thread pool:
  * `length` bytes, or without it the rest of the file; resolves to the bytes loaded.
  */
@@ -210,6 +220,14 @@ export declare function regionLoadFile(handle: number, offset: number, fd: numbe
  * the rest of the file (the core's rule).
  */
 export declare function fileLoadLength(fd: number, fileOffset: number): number
+
+/**
+ * Refuses a mapping of `size` bytes of `fd` from `fdOffset` that reaches
+ * past the end of the file (the core's end-of-file rule; a file of
+ * unknown size passes). For checking a whole snapshot manifest before
+ * anything is mapped.
+ */
+export declare function fileCheckEof(fd: number, fdOffset: number, size: number): void
 
 /**
  * A new `Buffer` with a copy of `length` bytes at `offset`.

@@ -840,6 +840,7 @@ module.exports.ErrorCode = nativeBinding.ErrorCode
 module.exports.isPageAligned = nativeBinding.isPageAligned
 module.exports.mapCount = nativeBinding.mapCount
 module.exports.pageSize = nativeBinding.pageSize
+module.exports.regionFileIoAsync = nativeBinding.regionFileIoAsync
 module.exports.regionLoadFileAsync = nativeBinding.regionLoadFileAsync
 module.exports.regionMappings = nativeBinding.regionMappings
 module.exports.regionMsyncAsync = nativeBinding.regionMsyncAsync

@@ -87,7 +87,7 @@ function expectedLayout(m: Model, fds: number[]): MappingInfo[] {
     if (continues) {
       last.size += P
     } else if (p.kind === 'fd') {
-      out.push({ offset: i * P, size: P, kind: 'fd', protection: p.prot, fd: fds[p.file], fdOffset: p.filePage * P })
+      out.push({ offset: i * P, size: P, kind: 'fd', protection: p.prot, fd: fds[p.file], fdOffset: p.filePage * P, shared: true })
     } else {
       out.push({ offset: i * P, size: P, kind: 'anonymous', protection: p.prot })
     }
@@ -105,8 +105,8 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 /**
- * Entries merged by the documented rule (README, `mappings()`) (same kind and protection; for fds the same fd
- * with contiguous offsets). The arena may report finer pieces: it keeps apart what
+ * Entries merged by the documented rule (README, `mappings()`) (same kind and protection; for fds the same fd,
+ * the same sharing and contiguous offsets). The arena may report finer pieces: it keeps apart what
  * the kernel keeps apart (e.g. anonymous memory faulted in on both sides), which the
  * model cannot predict; the kernel's own count is checked separately.
  */
@@ -119,7 +119,7 @@ function coalesce(entries: MappingInfo[]): MappingInfo[] {
       last.offset + last.size === e.offset &&
       last.kind === e.kind &&
       last.protection === e.protection &&
-      (e.kind === 'anonymous' || (last.fd === e.fd && (last.fdOffset ?? 0) + last.size === e.fdOffset))
+      (e.kind === 'anonymous' || (last.fd === e.fd && last.shared === e.shared && (last.fdOffset ?? 0) + last.size === e.fdOffset))
     if (continues) last.size += e.size
     else out.push({ ...e })
   }

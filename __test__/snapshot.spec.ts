@@ -1,7 +1,7 @@
 import test from 'ava'
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { GuestMemory, MemoryMappingArena, PAGE_SIZE, Protection } from 'mapped-region'
+import { GuestMemory, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
 import { tempDir } from './helpers.js'
 
 const P = PAGE_SIZE
@@ -76,4 +76,246 @@ test('GuestMemory backing { fd, fdOffset, shared: false }: guest writes never re
   t.is(guest.read(0x10_0000, 5).toString(), 'guest')
   t.is(readFileSync(path)[2 * P], 3)
   t.is(guest.arena.mappings()[0].shared, false)
+})
+
+/** The dirty pages of each region, as page indexes, from `takeDirty()`. */
+function dirtyPages(guest: GuestMemory): number[][] {
+  return guest.takeDirty().map(({ bitmap, size }) => {
+    const out: number[] = []
+    for (let p = 0; p < size / P; p++) if ((bitmap[p >> 6] >> BigInt(p & 63)) & 1n) out.push(p)
+    return out
+  })
+}
+
+test('dirty tracking: every writing method sets the bits of the pages it touched; takeDirty returns and clears', (t) => {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  const file = join(tmp.dir, 'image')
+  writeFileSync(file, Buffer.alloc(3 * P, 9))
+  using guest = new GuestMemory(
+    [
+      { guestAddress: 0, size: 4 * P, backing: 'anonymous' },
+      { guestAddress: 4 * P, size: 130 * P, backing: 'anonymous' },
+    ],
+    { trackDirty: true },
+  )
+  t.deepEqual(dirtyPages(guest), [[], []], 'clean at first')
+  guest.write(P + 5, Buffer.alloc(2))
+  guest.write(4 * P - 1, Buffer.alloc(2)) // across both regions
+  guest.writeU32(4n * BigInt(P) + BigInt(70 * P), 1)
+  guest.writeU64Atomic(4 * P + 129 * P, 1n)
+  guest.compareExchangeU32(2 * P, 5, 6) // not replaced, still a store attempt: marked
+  t.deepEqual(dirtyPages(guest), [
+    [1, 2, 3],
+    [0, 70, 129],
+  ])
+  t.deepEqual(dirtyPages(guest), [[], []], 'cleared by the take')
+  t.is(guest.loadFile(4 * P + 10 * P, file), 3 * P)
+  guest.markDirty(P, 1)
+  const [bits0, bits1] = guest.takeDirty()
+  t.is(bits0.guestAddress, 0n)
+  t.is(bits1.guestAddress, BigInt(4 * P))
+  t.is(bits1.bitmap.length, 3, '130 pages: three 64-bit words, as KVM_GET_DIRTY_LOG')
+  t.is(bits0.bitmap[0], 0b10n)
+  t.is(bits1.bitmap[0], 0b111n << 10n)
+  // A writable view is dirty when made and while it lives.
+  let view: Buffer | undefined = guest.view(4 * P + 64 * P, 2 * P)
+  t.deepEqual(dirtyPages(guest), [[], [64, 65]])
+  t.deepEqual(dirtyPages(guest), [[], [64, 65]], 'still alive: still dirty')
+  guest.removeRegion(4 * P)
+  t.is(view.length, 0)
+  view = undefined
+  t.deepEqual(dirtyPages(guest), [[]], 'a detached view is forgotten')
+  // Reads mark nothing; errors mark nothing.
+  guest.read(0, 10)
+  guest.readU64(8)
+  t.throws(() => guest.write(3 * P, Buffer.alloc(2 * P)), { code: 'ERR_GUEST_ADDRESS' })
+  t.deepEqual(dirtyPages(guest), [[]])
+  // A region plugged in later is all dirty (no snapshot holds it yet).
+  guest.addRegion({ guestAddress: 8 * P, size: 2 * P, backing: 'anonymous' })
+  t.deepEqual(dirtyPages(guest), [[], [0, 1]])
+})
+
+test('dirty tracking is off unless asked; takeDirty and markDirty then say so', (t) => {
+  using guest = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }])
+  t.throws(() => guest.takeDirty(), { code: 'ERR_MMAP_UNSUPPORTED', message: /trackDirty/ })
+  t.throws(() => guest.markDirty(0, 1), { code: 'ERR_MMAP_UNSUPPORTED' })
+  t.throws(() => new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }], { trackDirty: 1 as never }), {
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
+})
+
+test('snapshot, restore, diff: the restored memory equals the original at both points, byte for byte', async (t) => {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  const base = join(tmp.dir, 'vm.mem')
+  const diff = join(tmp.dir, 'vm.diff')
+  using ram = SharedMemory.create('snap', 8 * P)
+  using guest = new GuestMemory(
+    [
+      { guestAddress: 0, size: 8 * P, backing: ram },
+      { guestAddress: 16 * P, size: 4 * P, backing: 'anonymous' },
+      { guestAddress: 32 * P, size: P, backing: 'anonymous', protection: Protection.READ },
+    ],
+    { trackDirty: true },
+  )
+  const fill = (seed: number) => {
+    for (let p = 0; p < 8; p++) guest.write(p * P, Buffer.alloc(P, seed + p))
+    for (let p = 0; p < 4; p++) guest.write(16 * P + p * P, Buffer.alloc(P, seed + 100 + p))
+  }
+  const memory = () => Buffer.concat([guest.read(0, 8 * P), guest.read(16 * P, 4 * P), guest.read(32 * P, P)])
+  fill(1)
+  const full = await guest.snapshot(base)
+  t.deepEqual(JSON.parse(JSON.stringify(full)), full, 'the manifest is plain JSON')
+  t.deepEqual(
+    full.regions.map((r) => [r.guestAddress, r.size, r.fileOffset, r.backing, r.protection]),
+    [
+      [0, 8 * P, 0, 'fd', RW],
+      [16 * P, 4 * P, 8 * P, 'anonymous', RW],
+      [32 * P, P, 12 * P, 'anonymous', Protection.READ],
+    ],
+  )
+  t.is(readFileSync(base).length, 13 * P)
+  const first = memory()
+  t.deepEqual(dirtyPages(guest), [[], [], []], 'a snapshot clears the bits it wrote')
+  // The guest runs again: two pages change.
+  guest.write(3 * P + 7, Buffer.from('changed'))
+  guest.writeU32(16 * P + 2 * P, 0xfeed)
+  const second = memory()
+  const d = await guest.snapshot(diff, { dirtyOnly: true })
+  t.deepEqual(
+    d.regions.map((r) => r.dirtyPages),
+    [[[3, 1]], [[2, 1]], []],
+  )
+  // Restore the base: the memory at the first point.
+  using a = GuestMemory.restore(full, base)
+  const restored = () => Buffer.concat([a.read(0, 8 * P), a.read(16 * P, 4 * P), a.read(32 * P, P)])
+  t.deepEqual(restored(), first)
+  t.true(a.regions()[2].readonly, 'the protection came back')
+  // Apply the diff: the memory at the second point.
+  t.is(await a.applyDiff(d, diff), 2 * P)
+  t.deepEqual(restored(), second)
+  // Guest writes to a restored memory never reach the snapshot file.
+  const fileBefore = readFileSync(base)
+  a.write(0, Buffer.alloc(P, 0xee))
+  t.deepEqual(readFileSync(base), fileBefore)
+  // Or layer a diff into the file of the full snapshot it follows, and restore from that file.
+  const layeredFile = join(tmp.dir, 'layered.mem')
+  const fullAgain = await guest.snapshot(layeredFile)
+  guest.write(5 * P, Buffer.alloc(1, 0x55))
+  t.throws(() => guest.writeU8(32 * P - 1, 7), { code: 'ERR_GUEST_ADDRESS' }) // a hole: nothing marked
+  const third = memory()
+  const onto = await guest.snapshot(layeredFile, { dirtyOnly: true })
+  t.deepEqual(
+    onto.regions.map((r) => r.dirtyPages),
+    [[[5, 1]], [], []],
+  )
+  t.is(readFileSync(layeredFile).length, 13 * P, 'the diff left the rest of the file as it was')
+  using b = GuestMemory.restore(fullAgain, layeredFile)
+  t.deepEqual(Buffer.concat([b.read(0, 8 * P), b.read(16 * P, 4 * P), b.read(32 * P, P)]), third)
+})
+
+test('a restore is lazy, checks the manifest against the file first, and refuses one that does not match', async (t) => {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  const path = join(tmp.dir, 'vm.mem')
+  using guest = new GuestMemory([{ guestAddress: 0, size: 4 * P, backing: 'anonymous' }])
+  guest.write(0, Buffer.from('hello'))
+  const m = await guest.snapshot(path)
+  const bad = (patch: (x: Record<string, any>) => void) => {
+    const copy = JSON.parse(JSON.stringify(m))
+    patch(copy)
+    return copy
+  }
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => (x.version = 2)),
+        path,
+      ),
+    { code: 'ERR_INVALID_ARG_VALUE' },
+  )
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => (x.pageSize = 65536)),
+        path,
+      ),
+    { code: 'ERR_INVALID_ARG_VALUE', message: /page size/ },
+  )
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => (x.regions[0].size = 8 * P)),
+        path,
+      ),
+    { code: 'ERR_MMAP_BEYOND_EOF' },
+    'the file is too short',
+  )
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => (x.regions[0].fileOffset = 1)),
+        path,
+      ),
+    { code: 'ERR_MMAP_UNALIGNED' },
+  )
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => (x.regions[0].guestAddress = -P)),
+        path,
+      ),
+    { code: 'ERR_OUT_OF_RANGE' },
+  )
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => x.regions.push({ ...x.regions[0], guestAddress: P, fileOffset: 0 })),
+        path,
+      ),
+    { code: 'ERR_GUEST_OVERLAP' },
+  )
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => (x.regions[0].extra = 1)),
+        path,
+      ),
+    { code: 'ERR_INVALID_ARG_VALUE' },
+  )
+  t.throws(
+    () =>
+      GuestMemory.restore(
+        bad((x) => (x.regions[0].dirtyPages = [[0, 1]])),
+        path,
+      ),
+    { code: 'ERR_INVALID_ARG_VALUE' },
+  )
+  t.throws(() => GuestMemory.restore(null as never, path), { code: 'ERR_INVALID_ARG_TYPE' })
+  using restored = GuestMemory.restore(m, path)
+  t.is(restored.read(0, 5).toString(), 'hello')
+  t.is(restored.arena.mappings()[0].shared, false, 'a private overlay of the file')
+  await t.throwsAsync(guest.snapshot(path, { dirtyOnly: true }), { code: 'ERR_MMAP_UNSUPPORTED' })
+  await t.throwsAsync(
+    restored.applyDiff(
+      bad((x) => (x.regions[0].guestAddress = 8 * P)),
+      path,
+    ),
+    { code: 'ERR_GUEST_ADDRESS' },
+  )
+})
+
+test('a snapshot leases the regions until it settles; a failed one puts the dirty bits back', async (t) => {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  using guest = new GuestMemory([{ guestAddress: 0, size: 64 * P, backing: 'anonymous' }], { trackDirty: true, addressSpace: 128 * P })
+  guest.write(0, Buffer.alloc(64 * P, 1))
+  const pending = guest.snapshot(join(tmp.dir, 'a'))
+  t.throws(() => guest.removeRegion(0), { code: 'ERR_MMAP_BUSY' })
+  guest.addRegion({ guestAddress: 64 * P, size: P, backing: 'anonymous' }) // elsewhere: free
+  await pending
+  guest.write(3 * P, Buffer.alloc(1))
+  await t.throwsAsync(guest.snapshot(0x7fff_fff0, { dirtyOnly: true }), { code: 'EBADF' })
+  t.deepEqual(dirtyPages(guest), [[3], [0]], 'the failed diff lost nothing')
 })

@@ -2,10 +2,10 @@
 // with the bare syscalls the floor addon (bench/floor.c) makes at the same address, in this
 // process. `infoCases` are figures without a floor (bandwidth, copies against memcpy and fs,
 // asynchronous operations), `peerCases` the comparison with mmap-io.
-import { closeSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, ftruncateSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
-import { BUILD, comparePaired, measure, median, now, paired, QUICK, timeEach } from './harness.mjs'
+import { BUILD, comparePaired, measure, median, now, paired, pairedAsync, QUICK, timeEach } from './harness.mjs'
 
 const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
@@ -188,6 +188,23 @@ export function floorCases(F) {
   const typed = typedCases(shm)
   for (const c of typed.barred) add(c.key, c.label, 1.5, c.result)
 
+  // Dirty tracking's cost: an 8-byte GuestMemory.write with { trackDirty: true } against the
+  // same write into an identical GuestMemory without tracking.
+  const untracked = new GuestMemory([{ guestAddress: 0, size: 4 * MiB, backing: 'anonymous' }])
+  const tracked = new GuestMemory([{ guestAddress: 0, size: 4 * MiB, backing: 'anonymous' }], { trackDirty: true })
+  add(
+    'dirty_write',
+    'GuestMemory.write() 8 B with trackDirty (against the same write without)',
+    1.1,
+    paired(
+      () => tracked.write(g, buf8),
+      () => untracked.write(g, buf8),
+      FAST,
+    ),
+  )
+  untracked.close()
+  tracked.close()
+
   // A change with 10,000 live views elsewhere in the arena, against the same change in an
   // identical arena without views (the control compares the view-less arena with itself).
   const plain = MemoryMappingArena.reserve(64 * MiB)
@@ -223,6 +240,54 @@ export function floorCases(F) {
   for (const x of [guest, page, arena, plain, viewed, shm]) x.close()
   typed.close()
   return { cases: out, live, growth, typedInfo: typed.info }
+}
+
+/**
+ * Snapshots: a full dump of 64 MiB of guest memory (`snapshot` to an fd) against the floor's
+ * `pwrite` of the same memory into the same file, paired by turns; and the time of a lazy
+ * restore of a 1 GiB snapshot (`GuestMemory.restore` + `close`), whose bar is absolute.
+ */
+export async function snapshotCases(F) {
+  const size = 64 * MiB
+  const guest = new GuestMemory([{ guestAddress: 0, size, backing: 'anonymous' }], { dontDump: false })
+  guest.arena.madvise(0, size, 'populate_write')
+  guest.write(0, Buffer.alloc(size, 3))
+  const file = join(BUILD, 'snapshot.mem')
+  const fd = openSync(file, 'w+')
+  const at = Number(guest.regions()[0].userspaceAddress)
+  const dump = await pairedAsync(
+    () => guest.snapshot(fd),
+    async () => F.dump(fd, at, size),
+    { rounds: QUICK ? 5 : 21 },
+  )
+  guest.close()
+  closeSync(fd)
+
+  // A 1 GiB snapshot file (sparse) and its manifest: the restore maps it, reads nothing.
+  const big = join(BUILD, 'snapshot-1g.mem')
+  const bigFd = openSync(big, 'w+')
+  ftruncateSync(bigFd, GiB)
+  closeSync(bigFd)
+  const manifest = {
+    version: 1,
+    pageSize: P,
+    dirtyOnly: false,
+    regions: [{ guestAddress: 0, size: GiB, fileOffset: 0, backing: 'anonymous', protection: RW }],
+  }
+  const restoreMs = timeEach(() => GuestMemory.restore(manifest, big).close(), QUICK ? 11 : 51) / 1e6
+  rmSync(file, { force: true })
+  rmSync(big, { force: true })
+  return {
+    cases: [
+      {
+        key: 'snapshot_dump',
+        label: 'snapshot() of 64 MiB to a file (floor: pwrite of the same memory; throughput ≥ 0.8×)',
+        bar: 1.25,
+        result: dump,
+      },
+    ],
+    restoreMs,
+  }
 }
 
 /** The typed-access measures: barred ratios against a held DataView, and the constant-DataView ratios as information. */

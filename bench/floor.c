@@ -133,6 +133,22 @@ static napi_value read_into(napi_env env, napi_callback_info info) { return copy
 // write(addr, source): copies source.length bytes to addr.
 static napi_value write_from(napi_env env, napi_callback_info info) { return copy(env, info, 0); }
 
+// dump(fd, addr, len): pwrite of [addr, addr + len) to fd at offset 0, all of it (the floor of a
+// snapshot's dump, from the same memory into the same file).
+static napi_value dump(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int fd = (int)arg_num(env, argv[0]);
+  const char *addr = (const char *)(uintptr_t)arg_num(env, argv[1]);
+  size_t len = (size_t)arg_num(env, argv[2]);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, addr + done, len - done, (off_t)done);
+    if (n <= 0) return fail(env, "pwrite");
+    done += (size_t)n;
+  }
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   struct {
     const char *name;
@@ -140,7 +156,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {
       {"mapFd", map_fd},     {"mapAnon", map_anon},     {"hole", hole},         {"reserve", reserve},
       {"unmap", unmap},      {"msync", do_msync},       {"madvise", do_madvise}, {"view", view},
-      {"readInto", read_into}, {"write", write_from},
+      {"readInto", read_into}, {"write", write_from}, {"dump", dump},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

@@ -72,6 +72,41 @@ export function paired(ours, floor, { batch, rounds }) {
 }
 
 /**
+ * {@link paired} for asynchronous operations that take milliseconds (a snapshot's dump): each
+ * round awaits one call of `ours`, one of `floor` and one of `floor` again (the A/A control), in
+ * a rotating order; the ratio of a round is ours / floor.
+ */
+export async function pairedAsync(ours, floor, { rounds }) {
+  const fns = [ours, floor, floor]
+  for (const f of fns) await f()
+  const t = [[], [], []]
+  const ratio = []
+  const control = []
+  for (let r = 0; r < rounds; r++) {
+    const x = [0, 0, 0]
+    for (let k = 0; k < 3; k++) {
+      const i = (r + k) % 3
+      const s = now()
+      await fns[i]()
+      x[i] = now() - s
+    }
+    for (let i = 0; i < 3; i++) t[i].push(x[i])
+    ratio.push(x[0] / x[1])
+    control.push(x[2] / x[1])
+  }
+  return {
+    ours: median(t[0]),
+    floor: median(t[1]),
+    ratio: median(ratio),
+    lo: quantile(ratio, 0.25),
+    hi: quantile(ratio, 0.75),
+    control: { ratio: median(control), lo: quantile(control, 0.25), hi: quantile(control, 0.75) },
+    rounds,
+    batch: 1,
+  }
+}
+
+/**
  * A paired comparison of two functions with a one-sided exact sign test of "A is faster"
  * over the pairs (for the npm peer): `rounds` pairs of batches, A then B or B then A by turns.
  * A batch's figure is its mean per call, or with `perCall` the median of per-call times

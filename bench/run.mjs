@@ -9,7 +9,7 @@
 import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import { PAGE_SIZE } from 'mapped-region'
-import { floorCases, infoCases, LIVE_COUNTS, peerCases } from './cases.mjs'
+import { floorCases, infoCases, LIVE_COUNTS, peerCases, snapshotCases } from './cases.mjs'
 import { BUILD, buildBaseline, loadFloor, loadPeer, QUICK } from './harness.mjs'
 import { writeReport } from './report.mjs'
 import { CHANGES } from './changes.mjs'
@@ -22,6 +22,9 @@ const runC = buildBaseline(ext4File)
 const peer = loadPeer()
 
 const floor = floorCases(F)
+const snapshots = await snapshotCases(F)
+floor.cases.push(...snapshots.cases)
+floor.restoreMs = snapshots.restoreMs
 process.stderr.write('floor cases done\n')
 const info = await infoCases()
 process.stderr.write('information cases done\n')

@@ -77,6 +77,11 @@ export function guestError(code: 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS', mess
   return make(RangeError, code, message)
 }
 
+/** `Error` `ERR_MMAP_UNSUPPORTED`: an operation this object was not set up for. */
+export function unsupported(message: string): MappedRegionError {
+  return make(Error, 'ERR_MMAP_UNSUPPORTED', message)
+}
+
 /** `Error` with one of the state codes. */
 export function stateError(code: 'ERR_MMAP_CLOSED', message: string): MappedRegionError {
   return make(Error, code, message)

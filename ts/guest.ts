@@ -1,10 +1,24 @@
 import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
-import { guestError, invalidArgType, outOfRange, stateError, unaligned } from './errors.js'
+import { constants as fsConstants } from 'node:fs'
+import { guestError, invalidArgType, outOfRange, stateError, unaligned, unsupported } from './errors.js'
 import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { epochOf, handleOf, MemoryMappingArena } from './region.js'
 import { sharedMemoryState, type SharedMemory } from './shm.js'
+import {
+  markPage,
+  newBitmap,
+  pageRuns,
+  putBack,
+  readManifest,
+  setPages,
+  takeBits,
+  type DirtyBitmap,
+  type SnapshotManifest,
+  type SnapshotOptions,
+  type SnapshotRegion,
+} from './snapshot.js'
 import { TypedAccess, type WindowAnswer } from './typed.js'
 import * as v from './validate.js'
 
@@ -67,6 +81,12 @@ export interface GuestMemoryOptions {
    */
   dontDump?: boolean
   /**
+   * Keep one dirty bit per page of every region, set by every write through this object (see
+   * {@link GuestMemory.takeDirty}); needed for {@link GuestMemory.snapshot}'s `dirtyOnly`.
+   * Default `false`.
+   */
+  trackDirty?: boolean
+  /**
    * Alignment of the reserved address space (and so of every guest address in host memory): a
    * power of two >= `PAGE_SIZE`, e.g. `2 << 20` for 2 MiB huge-page backings; default `PAGE_SIZE`.
    * See {@link MemoryMappingArena.reserve}.
@@ -80,6 +100,17 @@ interface Slot {
   start: number
   end: number
   protection: number
+  /** What backs it, for a snapshot's manifest. */
+  backing: 'anonymous' | 'fd'
+  /** With `trackDirty`: one bit per page (see `snapshot.ts`). */
+  dirty: Uint32Array | undefined
+}
+
+/** A writable view handed out while tracking dirty pages: its pages stay dirty while it lives. */
+interface LiveView {
+  view: WeakRef<Buffer>
+  start: number
+  length: number
 }
 
 /**
@@ -94,6 +125,9 @@ interface RegionSnapshot {
   backing: { fd: number; fdOffset: number | bigint; shared: boolean } | 'anonymous'
 }
 
+/** The size of guest memory to the page, and its pages' count. */
+const pageOf = (offset: number): number => Math.floor(offset / PAGE_SIZE)
+
 /**
  * More regions than this cannot be mapped anyway: each is a kernel mapping, and
  * `vm.max_map_count` defaults to 65530. The bound keeps a hostile array-like
@@ -101,7 +135,17 @@ interface RegionSnapshot {
  */
 const MAX_REGIONS = 1 << 16
 
-const { regionReadInto, regionWrite, regionLoadFile, regionLoadFileAsync, fileLoadLength, regionWindow, regionAtomicCheck } = native
+const {
+  regionReadInto,
+  regionWrite,
+  regionLoadFile,
+  regionLoadFileAsync,
+  fileLoadLength,
+  regionWindow,
+  regionAtomicCheck,
+  regionFileIoAsync,
+  fileCheckEof,
+} = native
 
 /**
  * A guest address or size, narrowed to a safe integer: `GuestMemory` does arithmetic on
@@ -148,6 +192,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /** The arena's native handle: copies, checked here against the regions, go straight to it. */
   readonly #h: number
   readonly #dontDump: boolean
+  readonly #tracking: boolean
+  /** With tracking: writable views handed out (their pages are dirty while they live). */
+  #liveViews: LiveView[] = []
   /** Regions sorted by guest address. */
   #slots: Slot[] = []
 
@@ -162,8 +209,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     super()
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
-    const o = v.options('options', options, ['addressSpace', 'dontDump', 'align'])
+    const o = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty'])
     this.#dontDump = v.bool('dontDump', o.dontDump, true)
+    this.#tracking = v.bool('trackDirty', o.trackDirty, false)
+    if (this.#tracking) this.notifyStores()
     const count: unknown = regions.length
     if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0 || count > MAX_REGIONS) {
       throw outOfRange('regions.length', `at most ${MAX_REGIONS}`, count)
@@ -244,7 +293,14 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const used = new Set(this.#slots.map((x) => x.id))
     let id = 0
     while (used.has(id)) id++
-    const slot = { id, start: s.start, end: s.start + s.size, protection: s.protection }
+    const slot: Slot = {
+      id,
+      start: s.start,
+      end: s.start + s.size,
+      protection: s.protection,
+      backing: b === 'anonymous' ? 'anonymous' : 'fd',
+      dirty: this.#tracking ? newBitmap(s.size / PAGE_SIZE) : undefined,
+    }
     const at = this.#slots.findIndex((x) => x.start > s.start)
     if (at < 0) this.#slots.push(slot)
     else this.#slots.splice(at, 0, slot)
@@ -295,7 +351,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const clash = this.#slots.find((x) => x.start < s.start + s.size && x.end > s.start)
     if (clash !== undefined)
       throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${s.start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
-    return this.#describe(this.#map(s), this.#arena.address)
+    const slot = this.#map(s)
+    // A region plugged in after the last snapshot is in none of it: all its pages are new.
+    if (slot.dirty !== undefined) setPages(slot.dirty, 0, s.size / PAGE_SIZE - 1)
+    return this.#describe(slot, this.#arena.address)
   }
 
   /**
@@ -319,10 +378,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * the same way; they are contiguous in host memory too, in one arena). `ERR_GUEST_ADDRESS`
    * for a range that starts in no region, touches a hole or runs past the last region.
    */
-  #covered(addr: number, len: number): void {
-    let i = this.#slotIndex(addr)
-    if (i < 0) throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
+  #covered(addr: number, len: number): number {
+    const first = this.#slotIndex(addr)
+    if (first < 0) throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
     const end = addr + len
+    let i = first
     while (this.#slots[i].end < end) {
       const next = this.#slots[i + 1]
       if (next === undefined || next.start !== this.#slots[i].end)
@@ -332,6 +392,196 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
         )
       i++
     }
+    return first
+  }
+
+  /**
+   * Sets the dirty bits of `[addr, addr + len)`, which `#covered` checked; `first` is the index
+   * of the region that contains `addr`. Without tracking, nothing.
+   */
+  #mark(first: number, addr: number, len: number): void {
+    if (!this.#tracking || len === 0) return
+    const s0 = this.#slots[first]
+    const from = addr - s0.start
+    const p = pageOf(from)
+    // The common case, one page of one region: a plain load when its bit is set already.
+    if (from + len <= s0.end - s0.start && p === pageOf(from + len - 1)) markPage(s0.dirty as Uint32Array, p)
+    else this.#markRange(first, addr, len)
+  }
+
+  /** {@link #mark} of a range over several pages or regions. */
+  #markRange(first: number, addr: number, len: number): void {
+    const end = addr + len
+    for (let i = first; i < this.#slots.length; i++) {
+      const s = this.#slots[i]
+      if (s.start >= end) break
+      const bits = s.dirty as Uint32Array
+      setPages(bits, pageOf(Math.max(addr, s.start) - s.start), pageOf(Math.min(end, s.end) - 1 - s.start))
+    }
+  }
+
+  /** After a typed store at `at` (valid: the store succeeded) of `width` bytes. */
+  #markStore(at: bigint | number, width: number): void {
+    const addr = typeof at === 'bigint' ? Number(at) : at
+    this.#mark(this.#slotIndex(addr), addr, width)
+  }
+
+  #needTracking(operation: string): void {
+    if (!this.#tracking) {
+      throw unsupported(`${operation} needs dirty tracking: create the GuestMemory with { trackDirty: true }`)
+    }
+  }
+
+  /**
+   * Marks `[guestAddress, guestAddress + length)` dirty by hand — memory written by something
+   * this object does not see (a device thread writing through its own view, a DMA engine).
+   * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_UNSUPPORTED` (created without `trackDirty`).
+   * @example
+   * guest.markDirty(bufferAddress, bytesWritten)
+   */
+  markDirty(guestAddress: bigint | number, length: number): void {
+    this.#needTracking('markDirty')
+    const addr = gpa('guestAddress', guestAddress)
+    const len = index('length', length)
+    this.#mark(this.#covered(addr, len), addr, len)
+  }
+
+  /**
+   * The pages written through this object since the last `takeDirty()` or snapshot, and clears
+   * them: one entry per region, `bitmap` bit `i` of word `w` for page `64w + i` — the layout of
+   * `KVM_GET_DIRTY_LOG`, so OR it with KVM's log for the pages the guest wrote. The pages of a
+   * writable view still alive are always reported (it could be written at any time). Bits are
+   * taken and cleared with atomic operations.
+   * @throws `ERR_MMAP_UNSUPPORTED` (created without `trackDirty`).
+   * @example
+   * for (const { guestAddress, bitmap } of guest.takeDirty()) merge(kvmLog(guestAddress), bitmap)
+   */
+  takeDirty(): DirtyBitmap[] {
+    this.#needTracking('takeDirty')
+    this.#markLiveViews()
+    return this.#slots.map((s) => ({ guestAddress: BigInt(s.start), size: s.end - s.start, bitmap: takeBits(s.dirty as Uint32Array) }))
+  }
+
+  /** Marks the pages of the writable views still alive (and attached); forgets the others. */
+  #markLiveViews(): void {
+    this.#liveViews = this.#liveViews.filter((l) => {
+      const view = l.view.deref()
+      if (view === undefined || view.length === 0) return false
+      const first = this.#slotIndex(l.start)
+      if (first >= 0) this.#mark(first, l.start, l.length)
+      return true
+    })
+  }
+
+  /**
+   * Writes guest memory to `target` (a path, created or truncated — kept for a diff — or an fd)
+   * on the libuv thread pool and resolves to the manifest that describes the file: the regions
+   * one after another, each at `fileOffset`. With `dirtyOnly: true` (needs `trackDirty`) only the
+   * pages dirty since the last snapshot or `takeDirty()` are written, at the same offsets, and
+   * the rest of the file is left untouched — a diff to layer over a full snapshot (write it into
+   * the same file, or apply it with {@link applyDiff}). A snapshot clears the dirty bits it wrote
+   * (a failed one puts them back). The regions stay mapped until it settles: changes over them
+   * are refused with `ERR_MMAP_BUSY`, as for `msyncAsync`.
+   * @throws (rejects with) `ERR_MMAP_UNSUPPORTED` (`dirtyOnly` without tracking), `ERR_MMAP_ACCESS`
+   * (a region without `READ`), the errors of `fs.openSync`, or the errno of `pwrite` (`ENOSPC`…).
+   * @example
+   * const manifest = await guest.snapshot('vm.mem')
+   * writeFileSync('vm.json', JSON.stringify(manifest))
+   */
+  async snapshot(target: LoadSource, options?: SnapshotOptions): Promise<SnapshotManifest> {
+    const o = v.options('options', options, ['dirtyOnly'])
+    const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
+    if (dirtyOnly) this.#needTracking('snapshot({ dirtyOnly: true })')
+    if (this.#tracking) this.#markLiveViews()
+    const slots = this.#slots.slice()
+    const taken = slots.map((s) => (s.dirty === undefined ? undefined : takeBits(s.dirty)))
+    const regions: SnapshotRegion[] = []
+    const runs: number[] = []
+    let fileOffset = 0
+    for (const [i, s] of slots.entries()) {
+      const size = s.end - s.start
+      const region: SnapshotRegion = { guestAddress: s.start, size, fileOffset, backing: s.backing, protection: s.protection }
+      if (dirtyOnly) {
+        region.dirtyPages = pageRuns(taken[i] as BigUint64Array, size / PAGE_SIZE)
+        for (const [p, n] of region.dirtyPages) runs.push(s.start + p * PAGE_SIZE, n * PAGE_SIZE, fileOffset + p * PAGE_SIZE)
+      } else {
+        runs.push(s.start, size, fileOffset)
+      }
+      regions.push(region)
+      fileOffset += size
+    }
+    try {
+      await withFile(
+        target,
+        (fd) => regionFileIoAsync(this.#h, v.number('fd', fd), true, runs, fileOffset),
+        fsConstants.O_WRONLY | fsConstants.O_CREAT | (dirtyOnly ? 0 : fsConstants.O_TRUNC),
+      )
+    } catch (e) {
+      for (const [i, s] of slots.entries())
+        if (s.dirty !== undefined && this.#slots.includes(s)) putBack(s.dirty, taken[i] as BigUint64Array)
+      throw e
+    }
+    return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+  }
+
+  /**
+   * Builds guest memory from a snapshot, lazily: each region is a private (copy-on-write)
+   * overlay of the snapshot file, so nothing is read up front (a page is read when first
+   * touched) and guest writes never reach the file. The manifest is checked against itself and
+   * against the file before anything is mapped (`ERR_INVALID_ARG_VALUE`, `ERR_MMAP_UNALIGNED`,
+   * `ERR_GUEST_OVERLAP`, `ERR_MMAP_BEYOND_EOF` for a file too short). The file may be closed or
+   * deleted afterwards. A diff manifest restores only over the full snapshot it was layered on
+   * (the same file); see {@link applyDiff}.
+   * @param source the snapshot file: a path (opened read-only) or an fd.
+   * @throws as described, and the errors of the constructor.
+   * @example
+   * using guest = GuestMemory.restore(JSON.parse(readFileSync('vm.json', 'utf8')), 'vm.mem', { trackDirty: true })
+   */
+  static restore(manifest: SnapshotManifest, source: LoadSource, options?: GuestMemoryOptions): GuestMemory {
+    const m = readManifest(manifest)
+    const o = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty'])
+    return withFile(source, (fd) => {
+      const f = v.number('fd', fd)
+      for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
+      const specs: GuestRegionSpec[] = m.regions.map((r) => ({
+        guestAddress: r.guestAddress,
+        size: r.size,
+        protection: r.protection,
+        backing: { fd: f, fdOffset: r.fileOffset, shared: false },
+      }))
+      return new GuestMemory(specs, o as GuestMemoryOptions)
+    })
+  }
+
+  /**
+   * Applies a diff snapshot (`dirtyOnly`) to this guest memory: reads the pages it holds from
+   * `source` into the regions, on the thread pool, and resolves to the bytes read. Every region of
+   * the diff must be a region here (same address and size). Restoring a full snapshot and
+   * applying the diffs taken after it, in order, gives the memory of the last one. With tracking,
+   * the pages are marked dirty.
+   * @throws (rejects with) `ERR_GUEST_ADDRESS` (a region that does not match), the manifest's
+   * errors as for {@link restore}, `ERR_MMAP_BEYOND_EOF` (a file too short), `ERR_MMAP_ACCESS`.
+   * @example
+   * await guest.applyDiff(JSON.parse(readFileSync('vm.diff.json', 'utf8')), 'vm.diff')
+   */
+  async applyDiff(manifest: SnapshotManifest, source: LoadSource): Promise<number> {
+    const m = readManifest(manifest)
+    const runs: number[] = []
+    for (const r of m.regions) {
+      const i = this.#slotIndex(r.guestAddress)
+      const s = this.#slots[i]
+      if (s === undefined || s.start !== r.guestAddress || s.end - s.start !== r.size) {
+        throw guestError(
+          'ERR_GUEST_ADDRESS',
+          `The diff's region at 0x${r.guestAddress.toString(16)} (${r.size} bytes) is not a region of this guest memory`,
+        )
+      }
+      for (const [p, n] of r.dirtyPages ?? [[0, r.size / PAGE_SIZE]]) {
+        runs.push(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE, r.fileOffset + p * PAGE_SIZE)
+        this.#mark(i, r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
+      }
+    }
+    return withFile(source, (fd) => regionFileIoAsync(this.#h, v.number('fd', fd), false, runs, 0))
   }
 
   /** The index of the region that contains `addr`, or -1. */
@@ -385,6 +635,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     regionAtomicCheck(this.#h, addr, width)
   }
 
+  /** A typed store succeeded: its pages are dirty (called only while tracking). */
+  protected override typedStored(at: unknown, width: number): void {
+    this.#markStore(at as bigint | number, width)
+  }
+
   /**
    * The host (userspace) address of guest address `guestAddress`.
    * @throws `ERR_GUEST_ADDRESS` (in no region).
@@ -436,8 +691,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
     const addr = gpa('guestAddress', guestAddress)
     const bytes = v.bytes('data', data)
-    this.#covered(addr, v.byteLength(bytes))
+    const length = v.byteLength(bytes)
+    const first = this.#covered(addr, length)
     regionWrite(this.#h, addr, bytes)
+    if (this.#tracking) this.#mark(first, addr, length)
   }
 
   /**
@@ -453,9 +710,15 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   loadFile(guestAddress: bigint | number, file: LoadSource, options?: LoadOptions): number {
     const addr = gpa('guestAddress', guestAddress)
     const { fileOffset, length } = loadRequest(options)
-    return withFile(file, (fd) =>
-      regionLoadFile(this.#h, addr, v.number('fd', fd), fileOffset, this.#loadLength(addr, fd, fileOffset, length)),
-    )
+    return withFile(file, (fd) => {
+      const len = this.#loadLength(addr, fd, fileOffset, length)
+      try {
+        return regionLoadFile(this.#h, addr, v.number('fd', fd), fileOffset, len)
+      } finally {
+        // A load that failed part-way (EFAULT) may have written some of the range.
+        this.#mark(this.#slotIndex(addr), addr, len)
+      }
+    })
   }
 
   /**
@@ -467,9 +730,13 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   async loadFileAsync(guestAddress: bigint | number, file: LoadSource, options?: LoadOptions): Promise<number> {
     const addr = gpa('guestAddress', guestAddress)
     const { fileOffset, length } = loadRequest(options)
-    return withFile(file, (fd) =>
-      regionLoadFileAsync(this.#h, addr, v.number('fd', fd), fileOffset, this.#loadLength(addr, fd, fileOffset, length)),
-    )
+    return withFile(file, (fd) => {
+      const len = this.#loadLength(addr, fd, fileOffset, length)
+      const done = regionLoadFileAsync(this.#h, addr, v.number('fd', fd), fileOffset, len)
+      // Marked now: the pages are written at some point before the promise settles.
+      this.#mark(this.#slotIndex(addr), addr, len)
+      return done
+    })
   }
 
   /** The length a load reads (the core's rule without one), checked to be covered by regions. */
@@ -488,8 +755,15 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   view(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
-    this.#covered(addr, index('length', length))
-    return this.#arena.view(addr, length)
+    const len = index('length', length)
+    const first = this.#covered(addr, len)
+    const view = this.#arena.view(addr, len)
+    if (this.#tracking && len > 0) {
+      // Every view is writable (it needs READ | WRITE): dirty now, and while it lives.
+      this.#mark(first, addr, len)
+      this.#liveViews.push({ view: new WeakRef(view), start: addr, length: len })
+    }
+    return view
   }
 
   /** Whether {@link close} was called. */

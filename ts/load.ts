@@ -38,16 +38,17 @@ export function loadRequest(options: unknown): LoadRequest {
 }
 
 /**
- * Runs `use(fd)` with the file: an fd number is passed through; a path is opened read-only
- * (`O_NONBLOCK`: a FIFO without a writer cannot block the open) and closed when `use` returns —
- * an asynchronous load has taken its own duplicate by then.
+ * Runs `use(fd)` with the file: an fd number is passed through; a path is opened with `flags`
+ * (default read-only; `O_NONBLOCK` always: a FIFO without a writer cannot block the open; a file
+ * created is `0o600`) and closed when `use` returns — an asynchronous operation has taken its
+ * own duplicate by then.
  */
-export function withFile<T>(file: unknown, use: (fd: number) => T): T {
+export function withFile<T>(file: unknown, use: (fd: number) => T, flags: number = fsConstants.O_RDONLY): T {
   if (typeof file === 'number') return use(file)
   if (typeof file !== 'string' && !(file instanceof URL) && !Buffer.isBuffer(file)) {
     throw invalidArgType('file', 'of type string, URL, Buffer (a path) or number (an fd)', file)
   }
-  const fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK)
+  const fd = openSync(file, flags | fsConstants.O_NONBLOCK, 0o600)
   try {
     return use(fd)
   } finally {

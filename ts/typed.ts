@@ -75,6 +75,8 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   #missStart = 0
   #missLength = 0
   #missEpoch = -1
+  /** Whether every store is reported to {@link typedStored} (a `GuestMemory` tracking dirty pages). */
+  #notify = false
 
   /**
    * The native answer around `at` (a non-negative safe integer): `[start, length, buffer]`,
@@ -92,6 +94,14 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   protected abstract typedCopyIn(at: unknown, data: Uint8Array): void
   /** Throws the error an atomic access of `width` bytes at `at` gets; returns if it may be made. */
   protected abstract typedAtomicCheck(at: unknown, width: 4 | 8): void
+
+  /** From now on, report every store that succeeded to {@link typedStored}. */
+  protected notifyStores(): void {
+    this.#notify = true
+  }
+
+  /** After a store of `width` bytes at `at` (valid: it succeeded), once {@link notifyStores} was called. */
+  protected typedStored(_at: unknown, _width: number): void {}
 
   /** The window offset of `[at, at + width)`, or -1 when it is not inside the window. */
   #at(at: unknown, width: number): number {
@@ -174,6 +184,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
         else if (width === 2) view.setUint16(rel, value as number, true)
         else if (width === 4) view.setUint32(rel, value as number, true)
         else view.setBigUint64(rel, value as bigint, true)
+        if (this.#notify) this.typedStored(a, width)
         return
       } catch {
         this.#drop()
@@ -184,6 +195,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     else if (width === 4) SV.setUint32(0, value as number, true)
     else SV.setBigUint64(0, value as bigint, true)
     this.typedCopyIn(a, SCRATCH_BY_WIDTH[width])
+    if (this.#notify) this.typedStored(a, width)
   }
 
   readU8(at: At): number {
@@ -253,6 +265,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       if (rel >>> 0 === rel && rel + 1 <= this.#length) {
         try {
           this.#view.setUint8(rel, v)
+          if (this.#notify) this.typedStored(at, 1)
           return
         } catch {
           this.#drop()
@@ -269,6 +282,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       if (rel >>> 0 === rel && rel + 2 <= this.#length) {
         try {
           this.#view.setUint16(rel, v, true)
+          if (this.#notify) this.typedStored(at, 2)
           return
         } catch {
           this.#drop()
@@ -285,6 +299,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       if (rel >>> 0 === rel && rel + 4 <= this.#length) {
         try {
           this.#view.setUint32(rel, v, true)
+          if (this.#notify) this.typedStored(at, 4)
           return
         } catch {
           this.#drop()
@@ -301,6 +316,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
       if (rel >>> 0 === rel && rel + 8 <= this.#length) {
         try {
           this.#view.setBigUint64(rel, v, true)
+          if (this.#notify) this.typedStored(at, 8)
           return
         } catch {
           this.#drop()
@@ -347,6 +363,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const rel = this.#atomic(at, 4)
     try {
       Atomics.store(this.#u32, rel >>> 2, v)
+      if (this.#notify) this.typedStored(at, 4)
     } catch {
       this.#drop()
       this.writeU32Atomic(at, v)
@@ -358,6 +375,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const rel = this.#atomic(at, 8)
     try {
       Atomics.store(this.#u64, rel / 8, v)
+      if (this.#notify) this.typedStored(at, 8)
     } catch {
       this.#drop()
       this.writeU64Atomic(at, v)
@@ -369,7 +387,9 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const r = u32('replacement', replacement)
     const rel = this.#atomic(at, 4)
     try {
-      return Atomics.compareExchange(this.#u32, rel >>> 2, e, r)
+      const old = Atomics.compareExchange(this.#u32, rel >>> 2, e, r)
+      if (this.#notify) this.typedStored(at, 4)
+      return old
     } catch {
       this.#drop()
       return this.compareExchangeU32(at, e, r)
@@ -381,7 +401,9 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const r = u64('replacement', replacement)
     const rel = this.#atomic(at, 8)
     try {
-      return Atomics.compareExchange(this.#u64, rel / 8, e, r)
+      const old = Atomics.compareExchange(this.#u64, rel / 8, e, r)
+      if (this.#notify) this.typedStored(at, 8)
+      return old
     } catch {
       this.#drop()
       return this.compareExchangeU64(at, e, r)

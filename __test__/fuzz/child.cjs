@@ -87,7 +87,7 @@ function freshGuest() {
       { guestAddress: 0, size: P * Math.min(4, shm.size / P), backing: shm },
       { guestAddress: 8 * P, size: 4 * P, backing: 'anonymous' },
     ],
-    { addressSpace: 32 * P },
+    { addressSpace: 32 * P, trackDirty: chance(0.5) },
   )
   world.guests.push(g)
   return g
@@ -344,6 +344,43 @@ function typed(target, at) {
   ])
   return op()
 }
+const snapPath = path.join(dir, 'snapshot')
+fs.writeFileSync(snapPath, Buffer.alloc(16 * P, 0x5a))
+let lastManifest
+/**
+ * A manifest: the last one a snapshot resolved to (they settle only after the loop, so mostly one
+ * made here from a guest's regions, as a full snapshot's would be), intact or damaged, or junk.
+ */
+function manifest() {
+  if (chance(0.1)) return pick([undefined, null, {}, { version: 1 }, numberish()])
+  let m
+  if (lastManifest !== undefined && chance(0.5)) m = JSON.parse(JSON.stringify(lastManifest))
+  else {
+    let fileOffset = 0
+    const regions = []
+    try {
+      for (const r of anyGuest().regions()) {
+        regions.push({
+          guestAddress: Number(r.guestAddress),
+          size: r.size,
+          fileOffset,
+          backing: 'anonymous',
+          protection: r.readonly ? 1 : 3,
+        })
+        fileOffset += r.size
+      }
+    } catch {}
+    m = { version: 1, pageSize: P, dirtyOnly: false, regions }
+  }
+  if (chance(0.3) && m.regions.length > 0) {
+    const r = pick(m.regions)
+    const key = pick(['guestAddress', 'size', 'fileOffset', 'protection', 'backing', 'dirtyPages'])
+    r[key] = pick([numberish(), 'x', null, [[0, 1]], [[-1, 2]], undefined])
+  }
+  if (chance(0.1)) m.pageSize = numberish()
+  if (chance(0.1)) m.dirtyOnly = !m.dirtyOnly
+  return m
+}
 function loadSource() {
   return pick([filePath, fifoPath, dir, '/dev/zero', path.join(dir, 'none'), fd(), numberish()])
 }
@@ -481,7 +518,11 @@ const ops = [
       world.guests.push(
         new mr.GuestMemory(
           pick([[spec()], [spec(), spec()], [], numberish(), new Proxy([spec()], {})]),
-          bag({ addressSpace: pick([32 * P, numberish()]), align: pick([undefined, undefined, P, 2 << 20, numberish()]) }),
+          bag({
+            addressSpace: pick([32 * P, numberish()]),
+            align: pick([undefined, undefined, P, 2 << 20, numberish()]),
+            trackDirty: pick([undefined, true, true, false, numberish()]),
+          }),
         ),
       ),
   ],
@@ -494,6 +535,33 @@ const ops = [
   ['guest loadFile', () => anyGuest().loadFile(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), loadSource(), loadOptions())],
   ['guest loadFileAsync', () => asyncResults.push(anyGuest().loadFileAsync(pick([int(16 * P), numberish()]), loadSource(), loadOptions()))],
   ['guest typed', () => typed(anyGuest(), pick([int(16 * P), BigInt(int(16 * P)), numberish()]))],
+  [
+    'guest markDirty',
+    () => anyGuest().markDirty(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), chance(0.8) ? int(4 * P) : numberish()),
+  ],
+  ['guest takeDirty', () => anyGuest().takeDirty()],
+  [
+    'guest snapshot',
+    () =>
+      asyncResults.push(
+        anyGuest()
+          .snapshot(
+            pick([snapPath, snapPath, fileFd, roFd, pipeR, dir, numberish()]),
+            bag({ dirtyOnly: chance(0.5) ? chance(0.5) : numberish() }),
+          )
+          .then((m) => {
+            lastManifest = m
+          }),
+      ),
+  ],
+  [
+    'guest restore',
+    () =>
+      world.guests.push(
+        mr.GuestMemory.restore(manifest(), pick([snapPath, snapPath, fileFd, dir, numberish()]), bag({ trackDirty: chance(0.5) })),
+      ),
+  ],
+  ['guest applyDiff', () => asyncResults.push(anyGuest().applyDiff(manifest(), pick([snapPath, fileFd, numberish()])))],
   ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
   ['guest regions', () => anyGuest().regions()],
   ['guest close', () => anyGuest().close()],

@@ -15,7 +15,7 @@ use std::ptr;
 
 use napi::sys;
 
-use mapped_region::rules::check_bounds;
+use mapped_region::rules::{check_bounds, check_eof};
 use mapped_region::{
     file_load_length, AnyRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
 };
@@ -587,6 +587,21 @@ entries! {
         // SAFETY: the borrow ends with this call.
         let fd = unsafe { convert::borrow_fd(fd) };
         Ok(file_load_length(fd, file_offset, None)? as f64)
+    };
+    /// Refuses a mapping of `size` bytes of `fd` from `fdOffset` that reaches
+    /// past the end of the file (the core's end-of-file rule; a file of
+    /// unknown size passes). For checking a whole snapshot manifest before
+    /// anything is mapped.
+    fileCheckEof(fd: f64, fdOffset: f64, size: f64) -> () = |_env| {
+        let (fd, fd_offset, size) = (convert::fd(fd)?, index("fdOffset", fdOffset)? as u64, index("size", size)?);
+        // SAFETY: the borrow ends with this call.
+        let fd = unsafe { convert::borrow_fd(fd) };
+        match file_load_length(fd, 0, None) {
+            Ok(file_size) => Ok(check_eof(fd_offset, size, file_size as u64)?),
+            // No size to check against (a device): the overlay decides.
+            Err(mapped_region::Error::InvalidArgument { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     };
     /// A new `Buffer` with a copy of `length` bytes at `offset`.
     regionRead(handle: f64, offset: f64, length: f64) -> Buffer = |env| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use std::os::fd::OwnedFd;
 
-use mapped_region::{file_load_length, AnyRegion, Error, IoRange, PageRange};
+use mapped_region::{extend_file, file_load_length, AnyRegion, Error, IoRange, PageRange};
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -42,12 +42,26 @@ fn lease<T>(
     handle: f64,
     check: impl FnOnce(&AnyRegion) -> Result<(T, usize, usize)>,
 ) -> Result<(Lease, T)> {
+    lease_ranges(handle, |r| {
+        let (target, start, end) = check(r)?;
+        Ok((target, vec![(start, end)]))
+    })
+}
+
+/// As [`lease`], for an operation over several byte ranges (a snapshot of
+/// every region): each is pending until the operation settles.
+fn lease_ranges<T>(
+    handle: f64,
+    check: impl FnOnce(&AnyRegion) -> Result<(T, Vec<(usize, usize)>)>,
+) -> Result<(Lease, T)> {
     let region = handles::get(handle)?;
     let mut state = region.keep.lock();
-    let (target, start, end) = check(state.live()?)?;
+    let (target, ranges) = check(state.live()?)?;
     let id = state.next_id;
     state.next_id += 1;
-    state.pending.push(Pending { id, start, end });
+    for (start, end) in ranges {
+        state.pending.push(Pending { id, start, end });
+    }
     let lease = Lease {
         keep: Arc::clone(&region.keep),
         id,
@@ -234,4 +248,153 @@ pub fn region_load_file_async(
     started
         .map(AsyncTask::new)
         .map_err(|f: Failure| to_napi(&env, f))
+}
+
+/// A batch of file I/O between a region and one file on the thread pool: a
+/// snapshot's dump (`pwrite` of each run) or a diff's load (`pread` of each
+/// run, every byte of which the file must have). Every run is leased until
+/// the batch settles; the task owns a duplicate of the fd.
+pub struct FileIoTask {
+    lease: Lease,
+    runs: Vec<(IoRange, u64)>,
+    fd: OwnedFd,
+    dump: bool,
+    /// For a dump: the length the file is grown to (never shortened) at the end.
+    file_len: u64,
+    error: Option<Error>,
+}
+
+impl Task for FileIoTask {
+    type Output = usize;
+    type JsValue = f64;
+
+    fn compute(&mut self) -> napi::Result<usize> {
+        let _lease = &self.lease;
+        let mut moved = 0;
+        let result = (|| {
+            for (range, file_offset) in &self.runs {
+                // Every run was checked (readable for a dump, writable for a
+                // load) when the task started and is leased: changes over it are
+                // refused and `close()` leaves it mapped until the lease is dropped.
+                if self.dump {
+                    // SAFETY: see above.
+                    unsafe { range.dump(self.fd.as_fd(), *file_offset) }?;
+                } else {
+                    // SAFETY: see above. The file was checked to hold every
+                    // byte of every run; a short read is still reported.
+                    let n = unsafe { range.load(self.fd.as_fd(), *file_offset) }?;
+                    if n < range.len() {
+                        return Err(Error::BeyondEof {
+                            needed: file_offset + range.len() as u64,
+                            file_size: file_offset + n as u64,
+                        });
+                    }
+                }
+                moved += range.len();
+            }
+            if self.dump {
+                extend_file(self.fd.as_fd(), self.file_len)?;
+            }
+            Ok(moved)
+        })();
+        result.map_err(|e| {
+            self.error = Some(e);
+            napi::Error::from_status(napi::Status::GenericFailure)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, moved: usize) -> napi::Result<f64> {
+        Ok(moved as f64)
+    }
+
+    fn reject(&mut self, env: Env, err: napi::Error) -> napi::Result<f64> {
+        match self.error.take() {
+            Some(e) => Err(rejection(&env, &Failure::Core(e))),
+            None => Err(err),
+        }
+    }
+}
+
+/// A batch of file I/O on the thread pool: `runs` is flat triples `(offset in
+/// the region, length, file offset)`. With `dump`, each run of the region is
+/// written to the file (`pwrite`), which is then grown to at least `fileLen`;
+/// otherwise each is read from the file into the region (`pread`), and a file
+/// too short for any run is refused before anything is read. Resolves to the
+/// bytes moved.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn region_file_io_async(
+    env: Env,
+    handle: f64,
+    fd: f64,
+    dump: bool,
+    runs: Vec<f64>,
+    file_len: f64,
+) -> napi::Result<AsyncTask<FileIoTask>> {
+    let started = (|| {
+        if !runs.len().is_multiple_of(3) {
+            return Err(Failure::Core(Error::InvalidArgument {
+                what: "runs",
+                reason: "must hold (offset, length, file offset) triples".into(),
+            }));
+        }
+        // SAFETY: the borrow ends with this call; the task keeps a duplicate.
+        let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
+        let file_len = convert::index("fileLen", file_len)? as u64;
+        let mut triples = Vec::with_capacity(runs.len() / 3);
+        for t in runs.chunks_exact(3) {
+            let offset = convert::index("offset", t[0])?;
+            let len = convert::index("length", t[1])?;
+            let file_offset = convert::index("fileOffset", t[2])? as u64;
+            triples.push((offset, len, file_offset));
+        }
+        if !dump {
+            let needed = triples
+                .iter()
+                .map(|&(_, len, off)| off.saturating_add(len as u64))
+                .max();
+            if let (Some(needed), Some(size)) = (needed, sys_file_size(fd)?) {
+                if needed > size {
+                    return Err(Error::BeyondEof {
+                        needed,
+                        file_size: size,
+                    }
+                    .into());
+                }
+            }
+        }
+        let (lease, ranges) = lease_ranges(handle, |r| {
+            let mut ranges = Vec::with_capacity(triples.len());
+            let mut leased = Vec::with_capacity(triples.len());
+            for &(offset, len, file_offset) in &triples {
+                let range = if dump {
+                    r.dump_source(offset, len)?
+                } else {
+                    r.load_target(offset, len)?
+                };
+                ranges.push((range, file_offset));
+                leased.push((offset, offset + len));
+            }
+            Ok((ranges, leased))
+        })?;
+        let fd = fd.try_clone_to_owned().map_err(|e| Error::Syscall {
+            syscall: "fcntl",
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        })?;
+        Ok(FileIoTask {
+            lease,
+            runs: ranges,
+            fd,
+            dump,
+            file_len,
+            error: None,
+        })
+    })();
+    started
+        .map(AsyncTask::new)
+        .map_err(|f: Failure| to_napi(&env, f))
+}
+
+/// The size of the file behind `fd` where it has one (the core's `fstat`).
+fn sys_file_size(fd: std::os::fd::BorrowedFd<'_>) -> Result<Option<u64>> {
+    Ok(file_load_length(fd, 0, None).ok().map(|n| n as u64))
 }

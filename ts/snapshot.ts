@@ -1,0 +1,207 @@
+/**
+ * Snapshots of guest memory: the manifest a dump resolves to (JSON-serialisable), read back
+ * and checked when a snapshot is restored or a diff applied, and the page bitmaps dirty
+ * tracking keeps — one bit per page, in 64-bit words, bit `i` of word `w` for page `64w + i`
+ * (`KVM_GET_DIRTY_LOG`'s layout), stored as 32-bit words so that `Atomics.or` sets them.
+ */
+import { PAGE_SIZE } from './constants.js'
+import { guestError, invalidArgType, invalidArgValue, outOfRange, unaligned } from './errors.js'
+import { native } from './native.js'
+import * as v from './validate.js'
+
+/** One region of a {@link SnapshotManifest}. */
+export interface SnapshotRegion {
+  /** Guest-physical start address (a number: the manifest is plain JSON). */
+  guestAddress: number
+  /** Size in bytes. */
+  size: number
+  /** Where the region's first byte is in the snapshot file. */
+  fileOffset: number
+  /** What backed the region when it was dumped. */
+  backing: 'anonymous' | 'fd'
+  /** Its {@link Protection} bits (a restore maps it the same way). */
+  protection: number
+  /**
+   * For a diff (`dirtyOnly`): the pages written, as `[firstPage, count]` runs of pages from the
+   * region's start. Absent in a full snapshot, which holds every page.
+   */
+  dirtyPages?: [number, number][]
+}
+
+/** What {@link GuestMemory.snapshot} resolves to; keep it next to the file (`JSON.stringify` it). */
+export interface SnapshotManifest {
+  /** Format version: 1. */
+  version: 1
+  /** The page size of the machine that wrote it; a restore needs the same. */
+  pageSize: number
+  /** Whether only the pages dirty since the last snapshot were written (a diff). */
+  dirtyOnly: boolean
+  /** The regions, sorted by guest address; the file holds them one after another. */
+  regions: SnapshotRegion[]
+}
+
+/** Options of {@link GuestMemory.snapshot}. */
+export interface SnapshotOptions {
+  /**
+   * Write only the pages dirty since the last snapshot or `takeDirty()` (needs `trackDirty`), at
+   * the same file offsets as a full snapshot, leaving the rest of the file untouched. Default `false`.
+   */
+  dirtyOnly?: boolean
+}
+
+/** One region's dirty pages, as {@link GuestMemory.takeDirty} returns them. */
+export interface DirtyBitmap {
+  /** The region's guest-physical start address. */
+  guestAddress: bigint
+  /** The region's size in bytes. */
+  size: number
+  /** Bit `i` of word `w` set: page `64w + i` of the region is dirty (`KVM_GET_DIRTY_LOG`'s layout). */
+  bitmap: BigUint64Array
+}
+
+/** A bitmap for `pages` pages: 32-bit words, two per 64-bit word, shareable with workers. */
+export function newBitmap(pages: number): Uint32Array {
+  return new Uint32Array(new SharedArrayBuffer(Math.ceil(pages / 64) * 8))
+}
+
+/**
+ * Sets the bit of page `p`: an atomic OR, made only if the bit is not set yet (a hot page written
+ * again costs a plain load, no locked instruction: `Atomics.load` here cost more than the write it
+ * follows). Takes run on the same JavaScript thread as the writes they must see (a snapshot takes
+ * its bits before its dump starts), so a bit read as set is still set and will be reported.
+ */
+export function markPage(bits: Uint32Array, p: number): void {
+  const w = p >>> 5
+  const m = 1 << (p & 31)
+  if ((bits[w] & m) === 0) Atomics.or(bits, w, m)
+}
+
+/** Sets the bits of pages `[first, last]` (inclusive), atomically. */
+export function setPages(bits: Uint32Array, first: number, last: number): void {
+  for (let w = first >>> 5; w <= last >>> 5; w++) {
+    const lo = w === first >>> 5 ? first & 31 : 0
+    const hi = w === last >>> 5 ? last & 31 : 31
+    const mask = hi === 31 ? ~0 << lo : ((1 << (hi + 1)) - 1) & (~0 << lo)
+    Atomics.or(bits, w, mask)
+  }
+}
+
+/** Takes the bits (atomically clearing them) into a fresh `BigUint64Array`. */
+export function takeBits(bits: Uint32Array): BigUint64Array {
+  const out = new BigUint64Array(bits.length / 2)
+  const words = new Uint32Array(out.buffer)
+  for (let i = 0; i < bits.length; i++) if (bits[i] !== 0) words[i] = Atomics.exchange(bits, i, 0)
+  return out
+}
+
+/** ORs taken bits back (a snapshot that failed must not lose them). */
+export function putBack(bits: Uint32Array, taken: BigUint64Array): void {
+  const words = new Uint32Array(taken.buffer)
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) Atomics.or(bits, i, words[i])
+}
+
+/** The runs `[firstPage, count]` of set bits among the first `pages` pages. */
+export function pageRuns(taken: BigUint64Array, pages: number): [number, number][] {
+  const words = new Uint32Array(taken.buffer)
+  const runs: [number, number][] = []
+  let start = -1
+  for (let p = 0; p <= pages; p++) {
+    const set = p < pages && (words[p >>> 5] & (1 << (p & 31))) !== 0
+    if (set && start < 0) start = p
+    else if (!set && start >= 0) {
+      runs.push([start, p - start])
+      start = -1
+    }
+  }
+  return runs
+}
+
+/** A non-negative safe integer field of the manifest. */
+function integer(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (!Number.isSafeInteger(value) || value < 0) throw outOfRange(name, 'a non-negative safe integer', value)
+  return value
+}
+
+/** A whole number of pages (the core's alignment rule). */
+function pages(name: string, value: number): number {
+  if (!native.isPageAligned(value)) throw unaligned(name, value, PAGE_SIZE)
+  return value
+}
+
+/**
+ * Reads and checks a manifest, each property once: the version and page size, each region's
+ * fields (whole pages, within the file's layout), sorted, non-overlapping in guest memory and in
+ * the file, page runs inside their region. Returns a snapshot of it; the caller's object is not
+ * read again. Whether the file is long enough is checked against the file (`fileCheckEof`).
+ */
+export function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
+  if (value === null || typeof value !== 'object') throw invalidArgType(name, 'a snapshot manifest object', value)
+  const m = v.options(name, value, ['version', 'pageSize', 'dirtyOnly', 'regions'])
+  if (m.version !== 1) throw invalidArgValue(`${name}.version`, 'must be 1 (the only format this version reads)', m.version)
+  if (m.pageSize !== PAGE_SIZE) {
+    throw invalidArgValue(
+      `${name}.pageSize`,
+      `must be this machine's page size (${PAGE_SIZE}): the snapshot was taken with another`,
+      m.pageSize,
+    )
+  }
+  const dirtyOnly = v.bool(`${name}.dirtyOnly`, m.dirtyOnly, false)
+  const list = m.regions
+  if (!Array.isArray(list)) throw invalidArgType(`${name}.regions`, 'an array', list)
+  const count = list.length
+  if (count > 1 << 16) throw outOfRange(`${name}.regions.length`, `at most ${1 << 16}`, count)
+  const regions: SnapshotRegion[] = []
+  for (let i = 0; i < count; i++) {
+    const at = `${name}.regions[${i}]`
+    const raw = list[i]
+    if (raw === null || typeof raw !== 'object') throw invalidArgType(at, 'an object', raw)
+    const r = v.options(at, raw, ['guestAddress', 'size', 'fileOffset', 'backing', 'protection', 'dirtyPages'])
+    const guestAddress = pages(`${at}.guestAddress`, integer(`${at}.guestAddress`, r.guestAddress))
+    const size = pages(`${at}.size`, integer(`${at}.size`, r.size))
+    if (size === 0) throw outOfRange(`${at}.size`, 'greater than 0', size)
+    const fileOffset = pages(`${at}.fileOffset`, integer(`${at}.fileOffset`, r.fileOffset))
+    if (r.backing !== 'anonymous' && r.backing !== 'fd') throw invalidArgValue(`${at}.backing`, "must be 'anonymous' or 'fd'", r.backing)
+    const protection = v.protection(r.protection, `${at}.protection`)
+    const region: SnapshotRegion = { guestAddress, size, fileOffset, backing: r.backing, protection }
+    if (r.dirtyPages !== undefined) {
+      if (!dirtyOnly) throw invalidArgValue(`${at}.dirtyPages`, 'is only for a diff (dirtyOnly: true)', r.dirtyPages)
+      if (!Array.isArray(r.dirtyPages)) throw invalidArgType(`${at}.dirtyPages`, 'an array of [firstPage, count]', r.dirtyPages)
+      const runs: [number, number][] = []
+      const total = size / PAGE_SIZE
+      let next = 0
+      for (let k = 0; k < r.dirtyPages.length; k++) {
+        const run: unknown = r.dirtyPages[k]
+        if (!Array.isArray(run) || run.length !== 2) throw invalidArgType(`${at}.dirtyPages[${k}]`, 'a [firstPage, count] pair', run)
+        const first = integer(`${at}.dirtyPages[${k}][0]`, run[0])
+        const n = integer(`${at}.dirtyPages[${k}][1]`, run[1])
+        if (n === 0 || first < next || first + n > total) {
+          throw invalidArgValue(
+            `${at}.dirtyPages[${k}]`,
+            `must be a sorted, non-empty run of pages inside the region (${total} pages)`,
+            run,
+          )
+        }
+        next = first + n
+        runs.push([first, n])
+      }
+      region.dirtyPages = runs
+    } else if (dirtyOnly) {
+      throw invalidArgValue(`${at}.dirtyPages`, 'must list the pages a diff (dirtyOnly: true) holds', undefined)
+    }
+    const prev = regions[regions.length - 1]
+    if (prev !== undefined) {
+      if (guestAddress < prev.guestAddress + prev.size) {
+        throw guestError(
+          'ERR_GUEST_OVERLAP',
+          `${at} at 0x${guestAddress.toString(16)} overlaps the region before it, or the regions are not sorted`,
+        )
+      }
+      if (fileOffset < prev.fileOffset + prev.size) {
+        throw invalidArgValue(`${at}.fileOffset`, 'overlaps the region before it in the file', fileOffset)
+      }
+    }
+    regions.push(region)
+  }
+  return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+}

@@ -1,7 +1,7 @@
 import test from 'ava'
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { GuestMemory, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { GuestMemory, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type SnapshotManifest } from 'mapped-region'
 import { tempDir } from './helpers.js'
 
 const P = PAGE_SIZE
@@ -222,10 +222,12 @@ test('a restore is lazy, checks the manifest against the file first, and refuses
   using guest = new GuestMemory([{ guestAddress: 0, size: 4 * P, backing: 'anonymous' }])
   guest.write(0, Buffer.from('hello'))
   const m = await guest.snapshot(path)
-  const bad = (patch: (x: Record<string, any>) => void) => {
-    const copy = JSON.parse(JSON.stringify(m))
+  // A copy of the manifest, damaged by `patch` (plain JSON: any field may be set to anything).
+  type Json = { regions: Record<string, unknown>[] } & Record<string, unknown>
+  const bad = (patch: (x: Json) => void): SnapshotManifest => {
+    const copy = JSON.parse(JSON.stringify(m)) as Json
     patch(copy)
-    return copy
+    return copy as unknown as SnapshotManifest
   }
   t.throws(
     () =>

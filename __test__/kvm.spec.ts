@@ -5,8 +5,10 @@
  */
 import test from 'ava'
 import { createRequire } from 'node:module'
+import { join } from 'node:path'
 import { GuestMemory, MemoryMapping, SharedMemory, type GuestRegion } from 'mapped-region'
 import { CODE, ENTRY, EXPECTED, PATTERN_AT, PATTERN_LENGTH } from '../examples/kvm/program.mjs'
+import { tempDir } from './helpers.js'
 
 interface RunResult {
   exit: string
@@ -58,6 +60,52 @@ kvmTest('a guest address space with a hole and a second slot', (t) => {
   t.is(result.exit, 'hlt')
   t.true(guest.read(PATTERN_AT, PATTERN_LENGTH).equals(EXPECTED))
   t.deepEqual(guest.read(0x100000n, 4), Buffer.alloc(4))
+})
+
+kvmTest("snapshot a running guest (full, then a diff merging KVM's dirty log), restore it, byte for byte", async (t) => {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  const base = join(tmp.dir, 'vm.mem')
+  const diffFile = join(tmp.dir, 'vm.diff')
+  using ram = SharedMemory.create('guest-ram', 1 << 20)
+  using guest = new GuestMemory(
+    [
+      { guestAddress: 0n, size: ram.size, backing: ram },
+      { guestAddress: 0x200000n, size: 64 * 1024, backing: 'anonymous' },
+    ],
+    { trackDirty: true },
+  )
+  const memory = (g: GuestMemory) => Buffer.concat([g.read(0, ram.size), g.read(0x200000, 64 * 1024)])
+  guest.write(ENTRY, CODE)
+  t.is(kvm.runRealMode(guest.regions(), ENTRY, 1000).exit, 'hlt')
+  const full = await guest.snapshot(base)
+  const first = memory(guest)
+  // The VMM points the program at another page (a write of its own: tracked), and the guest runs
+  // again (its writes: in KVM's dirty log, which the VMM merges in).
+  guest.writeU16(ENTRY + 1, 0x3000)
+  const again = kvm.runRealMode(guest.regions(), ENTRY, 1000)
+  t.is(again.exit, 'hlt')
+  t.deepEqual(again.dirtyPages, [3], 'KVM saw the guest write page 3')
+  for (const page of again.dirtyPages) guest.markDirty(page * 4096, 4096)
+  const second = memory(guest)
+  t.false(second.equals(first))
+  const diff = await guest.snapshot(diffFile, { dirtyOnly: true })
+  t.deepEqual(
+    diff.regions[0].dirtyPages,
+    [
+      [1, 1],
+      [3, 1],
+    ],
+    "the VMM's page and the guest's",
+  )
+  t.deepEqual(diff.regions[1].dirtyPages, [])
+  // A fresh GuestMemory from the snapshot: the memory at the first point, then at the second.
+  using restored = GuestMemory.restore(full, base)
+  t.true(memory(restored).equals(first))
+  await restored.applyDiff(diff, diffFile)
+  t.true(memory(restored).equals(second))
+  // And it runs: the restored memory is a guest KVM can execute.
+  t.is(kvm.runRealMode(restored.regions(), ENTRY, 1000).exit, 'hlt')
 })
 
 test('the KVM example module loads and answers', (t) => {

@@ -46,6 +46,9 @@ const chance = (p) => rand() < p
 // The world the calls act on, rebuilt as things get closed.
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-fuzz-'))
+// Relative paths the generators make up (a number as a string, '0') land in the scratch folder,
+// never in the working tree.
+process.chdir(dir)
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
 const filePath = path.join(dir, 'file')
 fs.writeFileSync(filePath, Buffer.alloc(16 * P, 0x11))

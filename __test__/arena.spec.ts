@@ -2,7 +2,7 @@ import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo } from 'mapped-region'
+import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo, type ProtectionFlags } from 'mapped-region'
 import { mapsOverlapping, runChild, tempDir, tempFile, throwsErrno } from './helpers.js'
 
 const P = PAGE_SIZE
@@ -146,7 +146,7 @@ test('argument errors: alignment, zero size, bounds, overflow, EOF', (t) => {
   t.throws(() => a.addFdMapping(0, P, shm.fd, 2 * P, RW), { code: 'ERR_MMAP_BEYOND_EOF' })
   t.throws(() => a.addFdMapping(0, P, shm.fd, 2n ** 63n, RW), { code: 'ERR_OUT_OF_RANGE' })
   t.throws(() => a.addFdMapping(0, P, shm.fd, -4096n, RW), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => a.addAnonymous(0, P, 8), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => a.addAnonymous(0, P, 8 as ProtectionFlags), { code: 'ERR_OUT_OF_RANGE' })
   t.deepEqual(a.mappings(), [])
 })
 
@@ -256,7 +256,7 @@ test('protect: access changes in place, views detach only when they would lose R
   a.write(P, Buffer.from('kept'))
   const keep = a.view(3 * P, 16)
   const lose = a.view(P, 16)
-  a.protect(0, 4 * P, Protection.READ_WRITE | Protection.EXEC)
+  a.protect(0, 4 * P, Protection.of(Protection.READ_WRITE, Protection.EXEC))
   t.is(keep.length, 16, 'still READ | WRITE: the view stays')
   a.protect(P, 2 * P, Protection.READ)
   t.is(lose.length, 0, 'read-only: the view over it is detached')
@@ -275,7 +275,7 @@ test('protect: access changes in place, views detach only when they would lose R
   t.throws(() => a.protect(2 * P, 4 * P, Protection.READ), { code: 'ERR_MMAP_ACCESS' }, 'a hole in the range')
   t.throws(() => a.protect(1, P, Protection.READ), { code: 'ERR_MMAP_UNALIGNED' })
   t.throws(() => a.protect(0, 0, Protection.READ), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => a.protect(0, P, 8), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => a.protect(0, P, 8 as ProtectionFlags), { code: 'ERR_OUT_OF_RANGE' })
   a.protect(0, 4 * P, Protection.READ_WRITE)
   a.write(P, Buffer.from('more'))
   t.is(shm.size, 4 * P)

@@ -20,7 +20,8 @@ function cases(): Array<[string, Call]> {
   const a = MemoryMappingArena.reserve(8 * P)
   a.addFdMapping(0, 4 * P, shm.fd, 0, RW)
   const m = MemoryMapping.anonymous(4 * P)
-  const n = (x: unknown) => x as number
+  // Any value, typed as whatever the parameter takes (the facade judges it at run time).
+  const n = (x: unknown) => x as never
   return [
     ['arena.addFdMapping offset', (x) => a.addFdMapping(n(x), P, shm.fd, 0, RW)],
     ['arena.addFdMapping size', (x) => a.addFdMapping(0, n(x), shm.fd, 0, RW)],

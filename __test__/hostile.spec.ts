@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process'
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import vm from 'node:vm'
-import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, Seal, SharedMemory } from 'mapped-region'
 import { mapsOverlapping, runChild, tempDir, tempFile, type ChildResult } from './helpers.js'
 
 const P = PAGE_SIZE
@@ -414,6 +414,6 @@ test("10. seals of a SharedMemory whose fd was closed by someone else are EBADF,
   t.teardown(() => closeSync(other))
   ftruncateSync(other, 0)
   t.throws(() => shm.seals, { code: 'EBADF' })
-  t.throws(() => shm.addSeals(1), { code: 'EBADF' })
+  t.throws(() => shm.addSeals(Seal.SEAL), { code: 'EBADF' })
   shm.close()
 })

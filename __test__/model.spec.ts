@@ -11,7 +11,7 @@
  */
 import test from 'ava'
 import fc from 'fast-check'
-import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo } from 'mapped-region'
+import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo, type ProtectionFlags } from 'mapped-region'
 import { mapsOverlapping } from './helpers.js'
 
 const P = PAGE_SIZE
@@ -20,7 +20,7 @@ const FILE_PAGES = 12
 const SEED = Number(process.env.MR_MODEL_SEED ?? 20261126)
 const RUNS = Number(process.env.MR_MODEL_RUNS ?? 3000)
 const MAX_COMMANDS = 200
-const PROTS = [0, 1, 2, 3, 5, 7]
+const PROTS = [0, 1, 2, 3, 5, 7] as ProtectionFlags[]
 
 type PageState = { kind: 'fd'; file: number; filePage: number; prot: number } | { kind: 'anonymous'; prot: number; data: Uint8Array } | null
 
@@ -173,7 +173,7 @@ class AddFd extends Cmd {
     readonly size: number,
     readonly file: number,
     readonly filePage: number,
-    readonly prot: number,
+    readonly prot: ProtectionFlags,
   ) {
     super()
   }
@@ -204,7 +204,7 @@ class AddAnon extends Cmd {
   constructor(
     readonly page: number,
     readonly size: number,
-    readonly prot: number,
+    readonly prot: ProtectionFlags,
   ) {
     super()
   }

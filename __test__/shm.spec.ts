@@ -1,6 +1,6 @@
 import test from 'ava'
 import { ftruncateSync, readlinkSync } from 'node:fs'
-import { MemoryMapping, PAGE_SIZE, Seal, SharedMemory } from 'mapped-region'
+import { MemoryMapping, PAGE_SIZE, Seal, SharedMemory, type SealFlags } from 'mapped-region'
 import { runChild, throwsErrno } from './helpers.js'
 
 test('create: a sized memfd, close-on-exec, sealed against shrinking', (t) => {
@@ -25,12 +25,12 @@ test('create: a sized memfd, close-on-exec, sealed against shrinking', (t) => {
 test('seal: false leaves it shrinkable; addSeals adds seals', (t) => {
   using shm = SharedMemory.create('open', PAGE_SIZE, { seal: false })
   t.is(shm.seals & Seal.SHRINK, 0)
-  shm.addSeals(Seal.GROW | Seal.SHRINK)
+  shm.addSeals(Seal.of(Seal.GROW, Seal.SHRINK))
   t.is(shm.seals & (Seal.GROW | Seal.SHRINK), Seal.GROW | Seal.SHRINK)
   shm.addSeals(Seal.SEAL)
   throwsErrno(t, () => shm.addSeals(Seal.WRITE), 'EPERM', 'fcntl')
-  t.throws(() => shm.addSeals(64), { code: 'ERR_OUT_OF_RANGE' })
-  t.throws(() => shm.addSeals('2' as unknown as number), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => shm.addSeals(64 as SealFlags), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => shm.addSeals('2' as unknown as SealFlags), { code: 'ERR_INVALID_ARG_TYPE' })
 })
 
 test('two mappings of one SharedMemory see each other, also after close()', (t) => {

@@ -3,7 +3,7 @@
  * the API must be a type error. Each `@ts-expect-error` fails the type check if
  * the line below it compiles.
  */
-import { MemoryMapping, type MemoryMappingArena, Protection, SharedMemory, type Advice, type MappingInfo } from 'mapped-region'
+import { MemoryMapping, type MemoryMappingArena, Protection, Seal, SharedMemory, type Advice, type MappingInfo } from 'mapped-region'
 
 declare const arena: MemoryMappingArena
 declare const mapping: MemoryMapping
@@ -14,7 +14,9 @@ const size: number = arena.size
 const advice: Advice = 'willneed'
 arena.madvise(0, size, advice)
 arena.madvise(0, size, 3)
-arena.addFdMapping(0, 4096, shm.fd, 0n, Protection.READ | Protection.WRITE)
+arena.addFdMapping(0, 4096, shm.fd, 0n, Protection.READ_WRITE)
+arena.protect(0, 4096, Protection.of(Protection.READ, Protection.EXEC))
+shm.addSeals(Seal.of(Seal.GROW, Seal.SEAL))
 const entry: MappingInfo = arena.mappings()[0]
 const kind: 'fd' | 'anonymous' = entry.kind
 const disposable: Disposable = mapping
@@ -41,4 +43,12 @@ mapping.addAnonymous(0, 4096, Protection.READ)
 arena.size = 1
 // @ts-expect-error SharedMemory options are typed
 SharedMemory.create('x', 4096, { sealed: false })
+// @ts-expect-error a seal is not a protection
+arena.addAnonymous(0, 4096, Seal.GROW)
+// @ts-expect-error a protection is not a seal
+shm.addSeals(Protection.WRITE)
+// @ts-expect-error a plain number is neither (combine with Protection.of / Seal.of)
+arena.addAnonymous(0, 4096, 3)
+// @ts-expect-error \`|\` makes a plain number
+arena.protect(0, 4096, Protection.READ | Protection.EXEC)
 void wrongAddress

@@ -1,6 +1,6 @@
 import test from 'ava'
 import { constants as bufferConstants } from 'node:buffer'
-import { MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, Seal, SharedMemory } from 'mapped-region'
 import { runChild } from './helpers.js'
 
 const P = PAGE_SIZE
@@ -74,7 +74,7 @@ test('a validation failure leaves views attached; a failed kernel call detaches 
   // EPERM (a write-sealed memfd mapped writable) comes from mmap itself: views are
   // detached before the call, whatever its outcome.
   using shm = SharedMemory.create('ro', P)
-  shm.addSeals(8 /* Seal.WRITE */)
+  shm.addSeals(Seal.WRITE)
   t.throws(() => a.addFdMapping(0, P, shm.fd, 0, RW), { code: 'EPERM' })
   t.is(v.length, 0)
   t.deepEqual(a.mappings(), [{ offset: 0, size: P, kind: 'anonymous', protection: RW }])

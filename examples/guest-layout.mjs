@@ -30,7 +30,7 @@ try {
   writeFileSync(romPath, rom)
   const romFd = openSync(romPath, 'r')
   const romBase = 4 * GiB - rom.length
-  arena.addFdMapping(romBase, rom.length, romFd, 0, Protection.READ | Protection.EXEC)
+  arena.addFdMapping(romBase, rom.length, romFd, 0, Protection.READ_EXEC)
   closeSync(romFd) // the mapping keeps the file; the fd is no longer needed
 
   // 4. A hole for a device's MMIO window at 160 MiB: accesses must trap to the VMM.

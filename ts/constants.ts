@@ -7,27 +7,64 @@ import { native } from './native.js'
  */
 export const PAGE_SIZE: number = native.pageSize()
 
+declare const protectionBrand: unique symbol
+declare const sealBrand: unique symbol
+
 /**
- * Page protection bit flags, combined with `|`.
+ * A protection value: a combination of the {@link Protection} bits (0–7). A branded number: only
+ * `Protection` members and `Protection.of(...)` make one, so a {@link Seal} (or a stray number)
+ * passed as a protection is a type error. At run time it is the plain number.
+ */
+export type ProtectionFlags = number & {
+  /** The brand (types only): what tells a protection from a seal or a plain number. */
+  readonly [protectionBrand]: 'Protection'
+}
+
+/**
+ * Seal bits for {@link SharedMemory.addSeals}: a branded number, made by {@link Seal} members and
+ * `Seal.of(...)`, so that a {@link Protection} cannot be passed as seals. At run time, a number.
+ */
+export type SealFlags = number & {
+  /** The brand (types only): what tells a seal from a protection or a plain number. */
+  readonly [sealBrand]: 'Seal'
+}
+
+/**
+ * Page protection bit flags. Every combination has a name; `Protection.of(a, b, …)` combines
+ * members (`a | b` would be a plain `number`, which the API does not take).
  *
  * @example
- * arena.addFdMapping(0, PAGE_SIZE, fd, 0, Protection.READ | Protection.WRITE)
+ * arena.addFdMapping(0, PAGE_SIZE, fd, 0, Protection.READ_WRITE)
+ * arena.protect(0, PAGE_SIZE, Protection.of(Protection.READ, Protection.EXEC))
  */
 export const Protection = {
   /** No access: a reserved range. */
-  NONE: 0,
+  NONE: 0 as ProtectionFlags,
   /** Readable. */
-  READ: 1,
+  READ: 1 as ProtectionFlags,
   /** Writable. */
-  WRITE: 2,
-  /** Executable. */
-  EXEC: 4,
+  WRITE: 2 as ProtectionFlags,
   /** `READ | WRITE`. */
-  READ_WRITE: 3,
+  READ_WRITE: 3 as ProtectionFlags,
+  /** Executable. */
+  EXEC: 4 as ProtectionFlags,
+  /** `READ | EXEC`. */
+  READ_EXEC: 5 as ProtectionFlags,
+  /** `WRITE | EXEC`. */
+  WRITE_EXEC: 6 as ProtectionFlags,
+  /** `READ | WRITE | EXEC`. */
+  READ_WRITE_EXEC: 7 as ProtectionFlags,
+  /**
+   * The combination of `flags` (their bitwise OR).
+   * @example
+   * Protection.of(Protection.READ, Protection.EXEC) // Protection.READ_EXEC
+   */
+  of(...flags: ProtectionFlags[]): ProtectionFlags {
+    let bits = 0
+    for (const f of flags) bits |= f
+    return bits as ProtectionFlags
+  },
 } as const
-
-/** A protection value: any combination of the {@link Protection} bits (0–7). */
-export type ProtectionFlags = number
 
 /**
  * The Linux `madvise(2)` advices by name. Destructive ones change what the memory
@@ -83,21 +120,31 @@ export const ADVICE = {
 export type Advice = keyof typeof ADVICE
 
 /**
- * `memfd` seals for {@link SharedMemory.addSeals}, combined with `|`.
+ * `memfd` seals for {@link SharedMemory.addSeals}; `Seal.of(a, b, …)` combines them.
  * @example
- * rom.addSeals(Seal.WRITE | Seal.GROW | Seal.SEAL) // immutable from now on
+ * rom.addSeals(Seal.of(Seal.WRITE, Seal.GROW, Seal.SEAL)) // immutable from now on
  */
 export const Seal = {
   /** No further seals can be added. */
-  SEAL: 1,
+  SEAL: 1 as SealFlags,
   /** The file cannot shrink (so mappings of it never `SIGBUS`). */
-  SHRINK: 2,
+  SHRINK: 2 as SealFlags,
   /** The file cannot grow. */
-  GROW: 4,
+  GROW: 4 as SealFlags,
   /** The contents cannot change (fails while writable shared mappings exist). */
-  WRITE: 8,
+  WRITE: 8 as SealFlags,
   /** No new writable mappings; existing ones keep working. */
-  FUTURE_WRITE: 16,
+  FUTURE_WRITE: 16 as SealFlags,
+  /**
+   * The combination of `seals` (their bitwise OR).
+   * @example
+   * Seal.of(Seal.GROW, Seal.SHRINK)
+   */
+  of(...seals: SealFlags[]): SealFlags {
+    let bits = 0
+    for (const s of seals) bits |= s
+    return bits as SealFlags
+  },
 } as const
 
 /** Raw advices refused because they turn memory into a trap (`MADV_HWPOISON`, `MADV_GUARD_INSTALL`). */

@@ -99,7 +99,7 @@ interface Slot {
   id: number
   start: number
   end: number
-  protection: number
+  protection: ProtectionFlags
   /** What backs it, for a snapshot's manifest. */
   backing: 'anonymous' | 'fd'
   /** With `trackDirty`: one bit per page (see `snapshot.ts`). */
@@ -121,7 +121,7 @@ interface LiveView {
 interface RegionSnapshot {
   start: number
   size: number
-  protection: number
+  protection: ProtectionFlags
   backing: { fd: number; fdOffset: number | bigint; shared: boolean } | 'anonymous'
 }
 

@@ -5,7 +5,7 @@
  *
  * @packageDocumentation
  */
-export { PAGE_SIZE, Protection, ADVICE, Seal, type Advice, type ProtectionFlags } from './constants.js'
+export { PAGE_SIZE, Protection, ADVICE, Seal, type Advice, type ProtectionFlags, type SealFlags } from './constants.js'
 export type { ErrorCode, MappedRegionError } from './errors.js'
 export {
   MemoryMapping,

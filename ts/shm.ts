@@ -1,3 +1,4 @@
+import type { SealFlags } from './constants.js'
 import { native, type NativeSharedMemory } from './native.js'
 import { invalidArgType, invalidArgValue, stateError } from './errors.js'
 import * as v from './validate.js'
@@ -92,9 +93,9 @@ export class SharedMemory implements Disposable {
    * @example
    * (ram.seals & Seal.SHRINK) !== 0 // true unless created with seal: false
    */
-  get seals(): number {
+  get seals(): SealFlags {
     this.#live()
-    return this.#native.seals()
+    return this.#native.seals() as SealFlags
   }
 
   /**
@@ -102,9 +103,9 @@ export class SharedMemory implements Disposable {
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (unknown bits), `EPERM` (sealed with
    * `SEAL`), `EBUSY` (`WRITE` while writable shared mappings exist), `ERR_MMAP_CLOSED`.
    * @example
-   * rom.addSeals(Seal.GROW | Seal.SEAL)
+   * rom.addSeals(Seal.of(Seal.GROW, Seal.SEAL))
    */
-  addSeals(seals: number): void {
+  addSeals(seals: SealFlags): void {
     this.#live()
     this.#native.addSeals(v.number('seals', seals))
   }

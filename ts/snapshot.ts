@@ -4,7 +4,7 @@
  * tracking keeps — one bit per page, in 64-bit words, bit `i` of word `w` for page `64w + i`
  * (`KVM_GET_DIRTY_LOG`'s layout), stored as 32-bit words so that `Atomics.or` sets them.
  */
-import { PAGE_SIZE } from './constants.js'
+import { PAGE_SIZE, type ProtectionFlags } from './constants.js'
 import { guestError, invalidArgType, invalidArgValue, outOfRange, unaligned } from './errors.js'
 import { native } from './native.js'
 import * as v from './validate.js'
@@ -20,7 +20,7 @@ export interface SnapshotRegion {
   /** What backed the region when it was dumped. */
   backing: 'anonymous' | 'fd'
   /** Its {@link Protection} bits (a restore maps it the same way). */
-  protection: number
+  protection: ProtectionFlags
   /**
    * For a diff (`dirtyOnly`): the pages written, as `[firstPage, count]` runs of pages from the
    * region's start. Absent in a full snapshot, which holds every page.

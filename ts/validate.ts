@@ -7,7 +7,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer'
 import { types } from 'node:util'
-import { ADVICE } from './constants.js'
+import { ADVICE, type ProtectionFlags } from './constants.js'
 import { invalidArgType, invalidArgValue, outOfRange, type MappedRegionError } from './errors.js'
 
 /** A number (what it may be is checked natively). */
@@ -30,9 +30,9 @@ export function fdOffset(name: string, value: unknown): number | bigint {
 }
 
 /** Protection bits (which combinations exist is checked natively). */
-export function protection(value: unknown, name = 'protection'): number {
+export function protection(value: unknown, name = 'protection'): ProtectionFlags {
   if (typeof value !== 'number') throw invalidArgType(name, 'of type number (Protection flags)', value)
-  return value
+  return value as ProtectionFlags
 }
 
 /**

@@ -56,6 +56,7 @@ export const Protection = {
   READ_WRITE_EXEC: 7 as ProtectionFlags,
   /**
    * The combination of `flags` (their bitwise OR).
+   * @param flags the protection bits to combine
    * @example
    * Protection.of(Protection.READ, Protection.EXEC) // Protection.READ_EXEC
    */
@@ -137,6 +138,7 @@ export const Seal = {
   FUTURE_WRITE: 16 as SealFlags,
   /**
    * The combination of `seals` (their bitwise OR).
+   * @param seals the seals to combine
    * @example
    * Seal.of(Seal.GROW, Seal.SHRINK)
    */

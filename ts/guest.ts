@@ -200,6 +200,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * Reserves the guest-physical address space and maps each region at its guest address.
+   * @param regions the guest regions
+   * @param options the options: see {@link GuestMemoryOptions}
    * @throws `ERR_GUEST_OVERLAP`, `ERR_MMAP_UNALIGNED` (address or size), `ERR_MMAP_BEYOND_EOF`
    * (a region larger than its memfd or file), `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_TYPE`, and
    * the errors of `addFdMapping`.
@@ -243,6 +245,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * Same as `new GuestMemory(regions, options)`.
+   * @param regions the guest regions
+   * @param options the options: see {@link GuestMemoryOptions}
    * @throws as the constructor.
    * @example
    * const guest = GuestMemory.create([{ guestAddress: 0, size: 1 << 20, backing: 'anonymous' }])
@@ -341,6 +345,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * Hot-plugs a region (memory hot-plug, a DAX window); refused if it overlaps one.
+   * @param spec the region to add
    * @throws `ERR_GUEST_OVERLAP`, `ERR_MMAP_OUT_OF_BOUNDS` (outside the address space), and the
    * constructor's per-region errors.
    * @example
@@ -359,6 +364,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * Unplugs the region that starts at `guestAddress`; its range becomes a hole (views are detached).
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
    * @throws `ERR_GUEST_ADDRESS` (no region starts there), `ERR_MMAP_BUSY`.
    * @example
    * guest.removeRegion(0x1_0000_0000n)
@@ -435,6 +441,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /**
    * Marks `[guestAddress, guestAddress + length)` dirty by hand — memory written by something
    * this object does not see (a device thread writing through its own view, a DMA engine).
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param length length in bytes
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_UNSUPPORTED` (created without `trackDirty`).
    * @example
    * guest.markDirty(bufferAddress, bytesWritten)
@@ -482,6 +490,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * the same file, or apply it with {@link applyDiff}). A snapshot clears the dirty bits it wrote
    * (a failed one puts them back). The regions stay mapped until it settles: changes over them
    * are refused with `ERR_MMAP_BUSY`, as for `msyncAsync`.
+   * @param target the bytes to fill: any `ArrayBufferView` or `ArrayBuffer`
+   * @param options the options: see {@link SnapshotOptions}
    * @throws (rejects with) `ERR_MMAP_UNSUPPORTED` (`dirtyOnly` without tracking), `ERR_MMAP_ACCESS`
    * (a region without `READ`), the errors of `fs.openSync`, or the errno of `pwrite` (`ENOSPC`…).
    * @example
@@ -533,6 +543,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * deleted afterwards. A diff manifest restores only over the full snapshot it was layered on
    * (the same file); see {@link applyDiff}.
    * @param source the snapshot file: a path (opened read-only) or an fd.
+   * @param manifest what {@link GuestMemory.snapshot} resolved to (as read back from JSON)
+   * @param options the options: see {@link GuestMemoryOptions}
    * @throws as described, and the errors of the constructor.
    * @example
    * using guest = GuestMemory.restore(JSON.parse(readFileSync('vm.json', 'utf8')), 'vm.mem', { trackDirty: true })
@@ -559,6 +571,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * the diff must be a region here (same address and size). Restoring a full snapshot and
    * applying the diffs taken after it, in order, gives the memory of the last one. With tracking,
    * the pages are marked dirty.
+   * @param manifest what {@link GuestMemory.snapshot} resolved to (as read back from JSON)
+   * @param source the snapshot file: a path (opened read-only) or an fd
    * @throws (rejects with) `ERR_GUEST_ADDRESS` (a region that does not match), the manifest's
    * errors as for {@link restore}, `ERR_MMAP_BEYOND_EOF` (a file too short), `ERR_MMAP_ACCESS`.
    * @example
@@ -642,6 +656,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * The host (userspace) address of guest address `guestAddress`.
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
    * @throws `ERR_GUEST_ADDRESS` (in no region).
    * @example
    * guest.translate(0x1000n) // guest.arena.address + 0x1000n
@@ -654,6 +669,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * A copy of `length` guest bytes at `guestAddress` (across regions that follow each other).
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param length length in bytes
    * @throws `ERR_GUEST_ADDRESS` (touches a hole or runs past the last region), `ERR_MMAP_ACCESS`.
    * @example
    * const bootSector = guest.read(0x7c00n, 512)
@@ -667,6 +684,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /**
    * Copies `target.byteLength` guest bytes at `guestAddress` into `target` (across regions
    * that follow each other): {@link read} without the allocation.
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param target the bytes to fill: any `ArrayBufferView` or `ArrayBuffer`
    * @returns the number of bytes copied.
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`, `ERR_INVALID_ARG_TYPE`.
    * @example
@@ -684,6 +703,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * Copies `data` to `guestAddress` (across regions that follow each other).
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param data the bytes to copy: any `ArrayBufferView` or `ArrayBuffer`
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`, `ERR_INVALID_ARG_TYPE`.
    * @example
    * guest.write(0x1000n, kernelImage)
@@ -701,6 +722,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * Reads a file straight into guest memory at `guestAddress` (`pread`, no intermediate
    * `Buffer`), across regions that follow each other: a kernel, an initrd, firmware.
    * @param file a path (opened read-only for the call) or an open fd (its position is unchanged).
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param options the options: see {@link LoadOptions}
    * @returns the bytes loaded: `length` (default the rest of the file), or fewer where the file ends.
    * @throws `ERR_GUEST_ADDRESS` (the range touches a hole or runs past the last region),
    * `ERR_MMAP_ACCESS` (a read-only region), and the errors of {@link MemoryMappingArena.loadFile}.
@@ -723,6 +746,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /**
    * {@link loadFile} on the libuv thread pool; the range stays as it is until the promise settles.
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param file a path (opened read-only for the call) or an open fd (its position is unchanged)
+   * @param options the options: see {@link LoadOptions}
    * @throws (rejects with) the errors of {@link loadFile}.
    * @example
    * await guest.loadFileAsync(initrdAddress, 'initrd.img')
@@ -749,6 +775,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /**
    * A zero-copy view of guest memory, across regions that follow each other if every one under
    * it is `READ | WRITE`; detached when any of them is removed (see {@link MemoryMappingArena.view}).
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param length length in bytes
    * @throws `ERR_GUEST_ADDRESS`, `ERR_MMAP_ACCESS`.
    * @example
    * const ring = guest.view(0x10_0000n, 4096)

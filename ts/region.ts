@@ -71,7 +71,16 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   readonly closed: boolean
   /**
    * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`; with
-   * `{ shared: false }`, `MAP_PRIVATE`: copy-on-write, the file never changes).
+   * `{ shared: false }`, `MAP_PRIVATE`: copy-on-write, the file never changes), replacing whatever
+   * was there. Regular files and memfds shorter than `fdOffset + size` are refused (touching
+   * pages past the end would `SIGBUS`). Views over the range are detached. A
+   * {@link MemoryMapping} refuses, as in crosvm.
+   * @param offset byte offset in the region
+   * @param size size in bytes
+   * @param fd an open file descriptor
+   * @param fdOffset offset in the file of the first byte, a multiple of `PAGE_SIZE` (a `bigint` beyond 2^53)
+   * @param prot the {@link Protection} to map with
+   * @param options the options: see {@link FdMappingOptions}
    * @throws `ERR_MMAP_UNSUPPORTED` on a {@link MemoryMapping}; `ERR_MMAP_UNALIGNED`,
    * `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0), `ERR_MMAP_BEYOND_EOF`,
    * `ERR_MMAP_BUSY`, or the errno of `mmap` (`EBADF`, `EACCES`, `ENODEV`, `ENOMEM`…).
@@ -81,7 +90,10 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    */
   addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags, options?: FdMappingOptions): void
   /**
-   * Replaces `[offset, offset + size)` by a reserved `PROT_NONE` range; views over it are detached.
+   * Replaces `[offset, offset + size)` by a reserved `PROT_NONE` range (removing a hole is a
+   * no-op); views over it are detached. A {@link MemoryMapping} refuses.
+   * @param offset byte offset in the region
+   * @param size size in bytes
    * @throws `ERR_MMAP_UNSUPPORTED` on a {@link MemoryMapping}; `ERR_MMAP_UNALIGNED`,
    * `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0), `ERR_MMAP_BUSY`.
    * @example
@@ -90,6 +102,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   removeMapping(offset: number, size: number): void
   /**
    * `msync(MS_SYNC)` over the pages touched by the range: dirty file pages reach the file.
+   * @param offset byte offset in the region
+   * @param size size in bytes
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, or the errno of `msync`.
    * @example
    * disk.write(0, sector)
@@ -98,6 +112,9 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   msync(offset: number, size: number): void
   /**
    * `madvise` over the pages touched by the range; see {@link ADVICE} for which advices destroy contents.
+   * @param offset byte offset in the region
+   * @param size size in bytes
+   * @param advice an {@link ADVICE} name, or a raw advice number
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_INVALID_ARG_VALUE` (unknown
    * name), `ERR_OUT_OF_RANGE` (refused raw advice), or the errno of `madvise`.
    * @example
@@ -110,6 +127,9 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * swapped out. With `onFault: true`, `mlock2(MLOCK_ONFAULT)`: each page is locked once first
    * touched, so locking guest RAM costs nothing up front. Limited by `RLIMIT_MEMLOCK`
    * (`ulimit -l`); the lock ends with {@link munlock}, a removal or `close()`.
+   * @param offset byte offset in the region
+   * @param size size in bytes
+   * @param options `{ onFault }`: lock each page once first touched (`MLOCK_ONFAULT`) instead of now
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, or the errno of `mlock`/`mlock2`
    * (`ENOMEM` past the limit, `EPERM`, `EAGAIN`; `ENOSYS` for `onFault` where the kernel, before
    * Linux 4.4, has no `mlock2`).
@@ -126,20 +146,31 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   ): void
   /**
    * Unlocks the pages touched by the range (`munlock`).
+   * @param offset byte offset in the region
+   * @param size size in bytes
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, or the errno of `munlock`.
    * @example
    * ram.munlock(0, ram.size)
    */
   munlock(offset: number, size: number): void
   /**
-   * `msync(MS_SYNC)` on the libuv thread pool; the event loop keeps going.
+   * `msync(MS_SYNC)` on the libuv thread pool; the event loop keeps going. Until the promise
+   * settles the range stays mapped: overlays and removals over it are refused with
+   * `ERR_MMAP_BUSY`, and `close()` defers the unmap until it settles.
+   * @param offset byte offset in the region
+   * @param size size in bytes
    * @throws (rejects with) the errors of {@link msync}.
    * @example
    * await disk.msyncAsync(0, disk.size)
    */
   msyncAsync(offset: number, size: number): Promise<void>
   /**
-   * Prefaults the range (`MADV_POPULATE_READ`, or `_WRITE` with `write: true`) on the libuv thread pool.
+   * Prefaults the range (`MADV_POPULATE_READ`, or `_WRITE` with `write: true`) on the libuv thread
+   * pool — e.g. gigabytes of guest RAM before a VM starts. Kernels before 5.14 lack these
+   * advices; there each page is touched for reading instead. Lifetime rules as for {@link msyncAsync}.
+   * @param offset byte offset in the region
+   * @param size size in bytes
+   * @param options the options: see {@link PopulateOptions}
    * @throws (rejects with) the errors of {@link madvise}.
    * @example
    * await arena.populateAsync(0, ram.size, { write: true })
@@ -150,6 +181,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   /**
    * A copy of `length` bytes at `offset` (any byte offset). Fault-safe: a page that
    * vanished under the mapping is `EFAULT`, not `SIGBUS`.
+   * @param offset byte offset in the region
+   * @param length length in bytes
    * @throws `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (no `READ`, or a hole), `EFAULT`.
    * @example
    * const header = arena.read(0x7000, 64)
@@ -161,6 +194,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * of 1 MiB costs more than copying into it). Pass a `subarray` to fill part of a buffer.
    * Fault-safe like {@link read}. `target` may be a view of this very region; the copy then
    * behaves like `memmove`.
+   * @param offset byte offset in the region
+   * @param target the bytes to fill: any `ArrayBufferView` or `ArrayBuffer`
    * @returns the number of bytes copied, `target.byteLength`.
    * @throws `ERR_INVALID_ARG_TYPE` (not bytes), `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`
    * (no `READ`, or a hole), `EFAULT`.
@@ -171,6 +206,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   readInto(offset: number, target: ArrayBufferView | ArrayBuffer): number
   /**
    * Copies `data` to `offset` (any byte offset); fault-safe like {@link read}.
+   * @param offset byte offset in the region
+   * @param data the bytes to copy: any `ArrayBufferView` or `ArrayBuffer`
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (no `WRITE`, or a hole), `EFAULT`.
    * @example
    * arena.write(0x7000, Buffer.from('boot params'))
@@ -181,6 +218,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * mapping, no intermediate `Buffer` — for kernels, initrds, firmware and disk images. The
    * range must be mapped `WRITE` without a hole (it is checked before anything is read).
    * @param file a path (opened read-only for the call) or an open fd (its position is unchanged).
+   * @param offset byte offset in the region
+   * @param options the options: see {@link LoadOptions}
    * @returns the bytes loaded: `length`, or fewer where the file ends.
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (no `WRITE`, or
    * a hole), `ERR_INVALID_ARG_VALUE` (no `length` for a file of unknown size), the errors of
@@ -193,6 +232,9 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
   /**
    * {@link loadFile} on the libuv thread pool; the range stays as it is until the promise settles
    * (changes over it are refused with `ERR_MMAP_BUSY`, `close()` defers the unmap).
+   * @param offset byte offset in the region
+   * @param file a path (opened read-only for the call) or an open fd (its position is unchanged)
+   * @param options the options: see {@link LoadOptions}
    * @throws (rejects with) the errors of {@link loadFile}.
    * @example
    * await ram.loadFileAsync(initrdOffset, 'initrd.img')
@@ -202,6 +244,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * A zero-copy `Buffer` over the range, which must be mapped `READ | WRITE`. It is
    * detached (length 0) when any part of its range is removed, overlaid again or the
    * region closed; it keeps the memory mapped while it lives.
+   * @param offset byte offset in the region
+   * @param length length in bytes
    * @throws `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`, `ERR_OUT_OF_RANGE` (longer than
    * `buffer.constants.MAX_LENGTH`), `ERR_MMAP_NO_EXTERNAL` (runtime forbids external buffers).
    * @example
@@ -209,7 +253,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    */
   view(offset: number, length: number): Buffer
   /**
-   * Unmaps (after pending asynchronous operations settle) and detaches every view. Idempotent.
+   * Detaches every view and unmaps; with asynchronous operations in flight the region is closed
+   * at once but stays mapped until the last of them settles. Idempotent; never throws.
    * @example
    * arena.close()
    */
@@ -232,7 +277,11 @@ export interface PopulateOptions {
   write?: boolean
 }
 
-/** Shared implementation of {@link MemoryMapping} and {@link MemoryMappingArena}. */
+/**
+ * Shared implementation of {@link MemoryMapping} and {@link MemoryMappingArena}; not part of the
+ * API (hidden from the docs, whose classes show its members as their own).
+ * @hidden
+ */
 abstract class Region extends TypedAccess<number> implements MappedRegion {
   /** @internal The handle the `native.region*` entry points take; released when this object is collected. */
   protected readonly h: number
@@ -306,12 +355,6 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
     }).unref()
   }
 
-  /**
-   * Maps `size` bytes of `fd` from `fdOffset` at `offset` (`MAP_SHARED | MAP_FIXED`, or
-   * `MAP_PRIVATE` with `{ shared: false }`), replacing whatever was there. Regular files and
-   * memfds shorter than `fdOffset + size` are refused (`ERR_MMAP_BEYOND_EOF`). Views over the
-   * range are detached. A {@link MemoryMapping} refuses with `ERR_MMAP_UNSUPPORTED`, as in crosvm.
-   */
   addFdMapping(
     offset: number,
     size: number,
@@ -334,10 +377,6 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
     )
   }
 
-  /**
-   * Replaces the range by reserved `PROT_NONE` space; removing a hole is a no-op. Views
-   * over it are detached. A {@link MemoryMapping} refuses with `ERR_MMAP_UNSUPPORTED`.
-   */
   removeMapping(offset: number, size: number): void {
     this.afterChange(regionRemoveMapping(this.h, v.number('offset', offset), v.number('size', size)))
   }
@@ -360,24 +399,10 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
     regionMunlock(this.h, v.number('offset', offset), v.number('size', size))
   }
 
-  /**
-   * `msync(MS_SYNC)` over the pages touched by the range, on the libuv thread
-   * pool. Until the promise settles the range stays mapped: overlays and
-   * removals over it are refused with `ERR_MMAP_BUSY`, and `close()` defers the
-   * unmap until it settles. Argument errors and failed syscalls reject with the
-   * same errors the synchronous {@link msync} throws.
-   */
   async msyncAsync(offset: number, size: number): Promise<void> {
     return native.regionMsyncAsync(this.h, v.number('offset', offset), v.number('size', size))
   }
 
-  /**
-   * Prefaults the pages touched by the range with `MADV_POPULATE_READ` (or
-   * `MADV_POPULATE_WRITE` with `write: true`) on the libuv thread pool — e.g.
-   * gigabytes of guest RAM before a VM starts. Kernels before 5.14 lack these
-   * advices; there each page is touched for reading instead. Lifetime rules as
-   * for {@link msyncAsync}.
-   */
   async populateAsync(offset: number, size: number, options?: PopulateOptions): Promise<void> {
     const o = v.options('options', options, ['write'])
     const write = v.bool('write', o.write, false)
@@ -421,11 +446,6 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
     return regionView(this.h, o, v.viewLength(length))
   }
 
-  /**
-   * Detaches every view and unmaps. With asynchronous operations in flight the
-   * region is closed at once but stays mapped until the last of them settles.
-   * Idempotent.
-   */
   close(): void {
     this.afterChange(regionClose(this.h))
   }
@@ -507,6 +527,8 @@ export class MemoryMapping extends Region {
 
   /**
    * Maps `size` bytes of anonymous memory (zero-filled).
+   * @param size size in bytes
+   * @param options the options: see {@link AnonymousOptions}
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (size 0, bad protection), `ENOMEM`.
    * @example
    * using scratch = MemoryMapping.anonymous(1 << 20, { populate: true })
@@ -522,6 +544,9 @@ export class MemoryMapping extends Region {
 
   /**
    * Maps `size` bytes of `fd` from `options.offset`. The fd may be closed afterwards.
+   * @param fd an open file descriptor
+   * @param size size in bytes
+   * @param options the options: see {@link FdOptions}
    * @throws `ERR_MMAP_UNALIGNED` (offset), `ERR_MMAP_BEYOND_EOF` (a regular file too short,
    * unless `checkEof: false`), `EBADF`, `EACCES` (a read-only fd mapped writable and shared), `ENODEV`.
    * @example
@@ -541,6 +566,8 @@ export class MemoryMapping extends Region {
 
   /**
    * Opens `path` (read-only unless `WRITE` is asked with `shared`), maps it, closes the fd.
+   * @param path the file to map
+   * @param options the options: see {@link FileOptions}
    * @throws the errors of `fs.openSync` (`ENOENT`, `EACCES`…), `ERR_OUT_OF_RANGE` (nothing
    * to map), and those of {@link MemoryMapping.fromFd}.
    * @example
@@ -593,6 +620,8 @@ export class MemoryMapping extends Region {
 export class MemoryMappingArena extends Region {
   /**
    * Reserves `size` bytes, rounded up to whole pages (`PROT_NONE`, costs no memory).
+   * @param size size in bytes
+   * @param options the options: see {@link ReserveOptions}
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (size 0; an `align` that is not a power
    * of two >= `PAGE_SIZE`), `ENOMEM` (no address space, or the process is at its map-count headroom).
    * @example
@@ -607,6 +636,8 @@ export class MemoryMappingArena extends Region {
 
   /**
    * Reserves `size` bytes, rounded up to whole pages. Same as `new MemoryMappingArena(size, options)`.
+   * @param size size in bytes
+   * @param options the options: see {@link ReserveOptions}
    * @throws as the constructor.
    * @example
    * using arena = MemoryMappingArena.reserve(2 ** 32)
@@ -619,6 +650,9 @@ export class MemoryMappingArena extends Region {
   /**
    * Maps `size` bytes of private anonymous memory at `offset` (`MAP_FIXED | MAP_NORESERVE`),
    * replacing whatever was there; views over the range are detached.
+   * @param offset byte offset in the region
+   * @param size size in bytes
+   * @param prot the {@link Protection} to map with
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0, bad
    * protection), `ERR_MMAP_BUSY`, `ENOMEM`.
    * @example
@@ -634,6 +668,9 @@ export class MemoryMappingArena extends Region {
    * Changes the protection of `[offset, offset + size)` in place (`mprotect`): contents and
    * backing are kept, `mappings()` follows. Views over the range are detached first when the
    * new protection lacks `READ | WRITE` (a view needs both); otherwise they stay valid.
+   * @param offset byte offset in the region
+   * @param size size in bytes
+   * @param prot the {@link Protection} to map with
    * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0, bad
    * protection), `ERR_MMAP_ACCESS` (the range has a hole), `ERR_MMAP_BUSY` (an asynchronous
    * operation uses the range, or an fd overlay narrower than `READ | WRITE` made over live views

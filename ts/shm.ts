@@ -57,6 +57,9 @@ export class SharedMemory implements Disposable {
 
   /**
    * Creates a memfd called `name` (shown in `/proc/<pid>/fd`) of `size` bytes.
+   * @param name the memfd's name, shown in `/proc/<pid>/fd` (at most 249 bytes, no NUL)
+   * @param size size in bytes
+   * @param options the options: see {@link SharedMemoryOptions}
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_INVALID_ARG_VALUE` (NUL in the name), `ERR_OUT_OF_RANGE`
    * (size 0, name over 249 bytes), `ERR_MMAP_UNALIGNED` (`hugetlb` and a size that is not a
    * multiple of the huge page size), `EMFILE`, `ENOSPC` (`hugetlb`: the pool cannot supply the
@@ -100,6 +103,7 @@ export class SharedMemory implements Disposable {
 
   /**
    * Adds {@link Seal} bits (`F_ADD_SEALS`).
+   * @param seals the {@link Seal} bits to add
    * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE` (unknown bits), `EPERM` (sealed with
    * `SEAL`), `EBUSY` (`WRITE` while writable shared mappings exist), `ERR_MMAP_CLOSED`.
    * @example

@@ -65,6 +65,7 @@ function u64(name: string, value: unknown): bigint {
  * over its current window: their base class, so that an access is one method call. Offsets are
  * checked by the window test itself: `rel >>> 0 === rel` holds only for an integer in
  * `[0, 2^32)`, and a window is at most 1 GiB. Not exported from the package: its subclasses are.
+ * @hidden
  */
 export abstract class TypedAccess<At> implements TypedMemory<At> {
   #view = NO_VIEW
@@ -429,6 +430,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 export interface TypedMemory<At> {
   /**
    * The byte at `at`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
    * @throws the errors of `read`.
    * @example
    * const status = ram.readU8(0x7000)
@@ -436,6 +438,7 @@ export interface TypedMemory<At> {
   readU8(at: At): number
   /**
    * The little-endian `u16` at `at`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
    * @throws the errors of `read`.
    * @example
    * const flags = ram.readU16(descriptor + 12)
@@ -443,6 +446,7 @@ export interface TypedMemory<At> {
   readU16(at: At): number
   /**
    * The little-endian `u32` at `at`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
    * @throws the errors of `read`.
    * @example
    * const length = ram.readU32(descriptor + 8)
@@ -450,6 +454,7 @@ export interface TypedMemory<At> {
   readU32(at: At): number
   /**
    * The little-endian `u64` at `at`, as a `bigint`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
    * @throws the errors of `read`.
    * @example
    * const address = ram.readU64(descriptor)
@@ -457,6 +462,8 @@ export interface TypedMemory<At> {
   readU64(at: At): bigint
   /**
    * Stores the byte `value` (an integer 0–255) at `at`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param value the value to store
    * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value).
    * @example
    * ram.writeU8(0x7000, 1)
@@ -464,6 +471,8 @@ export interface TypedMemory<At> {
   writeU8(at: At, value: number): void
   /**
    * Stores `value` (an integer 0–65535) little-endian at `at`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param value the value to store
    * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value).
    * @example
    * ram.writeU16(usedRing + 2, usedIndex)
@@ -471,6 +480,8 @@ export interface TypedMemory<At> {
   writeU16(at: At, value: number): void
   /**
    * Stores `value` (an integer 0–2^32-1) little-endian at `at`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param value the value to store
    * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value).
    * @example
    * ram.writeU32(0x7000, 0xdeadbeef)
@@ -478,6 +489,8 @@ export interface TypedMemory<At> {
   writeU32(at: At, value: number): void
   /**
    * Stores the `bigint` `value` (0–2^64-1) little-endian at `at`.
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param value the value to store
    * @throws the errors of `write`; `ERR_OUT_OF_RANGE` (value), `ERR_INVALID_ARG_TYPE` (not a bigint).
    * @example
    * ram.writeU64(pageTable, 0x1000n | 3n)
@@ -485,6 +498,7 @@ export interface TypedMemory<At> {
   writeU64(at: At, value: bigint): void
   /**
    * Atomically loads the `u32` at `at` (a multiple of 4).
+   * @param at a byte offset (a guest address on `GuestMemory`)
    * @throws the errors of `read`; `ERR_MMAP_UNALIGNED`; `ERR_MMAP_ACCESS` (memory that may not be touched directly).
    * @example
    * const head = shared.readU32Atomic(0)
@@ -492,6 +506,7 @@ export interface TypedMemory<At> {
   readU32Atomic(at: At): number
   /**
    * Atomically loads the `u64` at `at` (a multiple of 8).
+   * @param at a byte offset (a guest address on `GuestMemory`)
    * @throws as {@link readU32Atomic}.
    * @example
    * const sequence = shared.readU64Atomic(8)
@@ -499,6 +514,8 @@ export interface TypedMemory<At> {
   readU64Atomic(at: At): bigint
   /**
    * Atomically stores the `u32` `value` at `at` (a multiple of 4).
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param value the value to store
    * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (value).
    * @example
    * shared.writeU32Atomic(4, tail)
@@ -506,6 +523,8 @@ export interface TypedMemory<At> {
   writeU32Atomic(at: At, value: number): void
   /**
    * Atomically stores the `u64` `value` at `at` (a multiple of 8).
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param value the value to store
    * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (value).
    * @example
    * shared.writeU64Atomic(8, sequence + 1n)
@@ -514,6 +533,9 @@ export interface TypedMemory<At> {
   /**
    * Atomically replaces the `u32` at `at` (a multiple of 4) by `replacement` if it equals
    * `expected`; returns the value that was there (equal to `expected` when it was replaced).
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param expected the value the memory must hold for the exchange
+   * @param replacement the value stored when it does
    * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (expected, replacement).
    * @example
    * const won = shared.compareExchangeU32(LOCK, 0, 1) === 0
@@ -522,6 +544,9 @@ export interface TypedMemory<At> {
   /**
    * Atomically replaces the `u64` at `at` (a multiple of 8) by `replacement` if it equals
    * `expected`; returns the value that was there.
+   * @param at a byte offset (a guest address on `GuestMemory`)
+   * @param expected the value the memory must hold for the exchange
+   * @param replacement the value stored when it does
    * @throws as {@link readU32Atomic}; `ERR_OUT_OF_RANGE` (expected, replacement).
    * @example
    * shared.compareExchangeU64(8, seen, seen + 1n)

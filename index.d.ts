@@ -32,7 +32,7 @@ export declare class NativeSharedMemory {
  * for failed system calls. Each variant's name is its code (its `Debug`
  * text, and the string napi-rs writes into the generated union type).
  */
-export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS'
+export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS' | 'ERR_MMAP_NO_BINARY'
 
 /**
  * Whether `value` is a multiple of the page size (the core's alignment rule,

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
-import { ROOT, tempDir } from './helpers.js'
+import { ROOT, runChild, tempDir } from './helpers.js'
 
 const CHECK = join(ROOT, 'scripts', 'prepublish-check.mjs')
 
@@ -114,10 +114,40 @@ test('prepublish check: optionalDependencies must name exactly the platform pack
 
 test('prepublish check: the real manifests lack nothing but what a release fills in', (t) => {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Manifest
-  t.is((pkg.scripts as Record<string, string>).prepublishOnly, 'node scripts/prepublish-check.mjs')
+  // The root is never published itself: the staged package is (scripts/stage-package.mjs).
+  t.regex((pkg.scripts as Record<string, string>).prepublishOnly, /Publish the staged package/)
   const r = run('--before-platforms', ROOT)
   // The platform binary is a release artifact (npx napi artifacts); anything else is a defect.
   // (`repository` only warns: the public URL is not known yet.)
   for (const p of r.problems) t.regex(p, /is not built \(npx napi artifacts\)$/)
   t.is(r.status, r.problems.length === 0 ? 0 : 1)
+})
+
+test('the staged manifest is what a consumer needs: no scripts or dev config, the binary as an optional dependency', async (t) => {
+  const { publishedManifest } = (await import(join(ROOT, 'scripts', 'stage-package.mjs'))) as {
+    publishedManifest: () => Manifest
+  }
+  const m = publishedManifest()
+  for (const key of ['scripts', 'ava', 'devDependencies', 'overrides', 'os', 'cpu', 'napi']) t.false(key in m, key)
+  t.deepEqual(m.optionalDependencies, { 'mapped-region-linux-x64-gnu': m.version })
+  t.deepEqual(Object.keys(m.exports as object), ['.', './package.json'])
+  t.is((m.exports as Record<string, Record<string, Record<string, string>>>)['.'].import.types, './dist/index.d.mts')
+})
+
+test("a platform without a binary gets an error naming the supported targets, not napi-rs's text (in a child)", (t) => {
+  const r = runChild(`
+    // Make the loader find nothing: hide the binary from require.
+    const Module = require('node:module')
+    const orig = Module._resolveFilename
+    Module._resolveFilename = function (request, ...rest) {
+      if (/mapped-region.linux-x64-gnu.node$|mapped-region-linux-x64-gnu/.test(request)) throw Object.assign(new Error('not found: ' + request), { code: 'MODULE_NOT_FOUND' })
+      return orig.call(this, request, ...rest)
+    }
+    for (const k of Object.keys(require.cache)) delete require.cache[k]
+    try { require(ROOT + 'dist/index.js'); console.log('loaded') } catch (e) { console.log(e.code + ' ' + e.message) }
+  `)
+  t.is(r.status, 0, r.stderr)
+  t.regex(r.stdout, /^ERR_MMAP_NO_BINARY mapped-region: no prebuilt binary loads on this platform/)
+  t.regex(r.stdout, /linux-x64-gnu \(x86-64 Linux with glibc 2\.17 or newer\)/)
+  t.notRegex(r.stdout, /npm has a bug|wasm/i)
 })

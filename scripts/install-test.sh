@@ -9,7 +9,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cp "$root/mapped-region.linux-x64-gnu.node" "$root/npm/linux-x64-gnu/"
-(cd "$root" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
+# The main package is packed as it is published: from its staged form (scripts/stage-package.mjs).
+node "$root/scripts/stage-package.mjs" "$work/staging" >/dev/null
+(cd "$work/staging" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
 (cd "$root/npm/linux-x64-gnu" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
 main_tgz=$(ls "$work"/mapped-region-[0-9]*.tgz)
 native_tgz=$(ls "$work"/mapped-region-linux-x64-gnu-*.tgz)
@@ -18,6 +20,20 @@ if tar -tzf "$main_tgz" | grep -E '\.(node|rs|ts)$' | grep -v '\.d\.ts$'; then
   echo "the main tarball ships native binaries, Rust or TypeScript sources" >&2
   exit 1
 fi
+# The packed manifest: nothing a consumer's npm would run or read for development, the
+# binary through optionalDependencies, no os/cpu that would refuse a supported platform.
+tar -xzf "$main_tgz" -C "$work" package/package.json
+node -e '
+  const m = require(process.argv[1])
+  const bad = ["scripts", "ava", "devDependencies", "overrides", "os", "cpu", "napi"].filter((k) => k in m)
+  if (bad.length) { console.error("the packed package.json has " + bad.join(", ")); process.exit(1) }
+  const opt = m.optionalDependencies ?? {}
+  if (opt["mapped-region-linux-x64-gnu"] !== m.version) { console.error("optionalDependencies lack the linux-x64-gnu binary at " + m.version); process.exit(1) }
+  console.log("packed manifest ok: no scripts or dev config; optionalDependencies", JSON.stringify(opt))
+' "$work/package/package.json"
+# Typings for both module systems (arethetypeswrong) and the package's shape (publint).
+NO_COLOR=1 "$root/node_modules/.bin/attw" --profile node16 "$main_tgz"
+"$root/node_modules/.bin/publint" run "$work/staging" --strict
 
 # A PATH with node and npm only: no cargo, rustc, cc, make.
 bin="$work/bin"

@@ -1,12 +1,38 @@
 import { createRequire } from 'node:module'
 import type * as Binding from '../index.js'
+import type { ErrorCode } from './errors.js'
 
 // The napi-generated loader sits at the package root, next to `dist/`. Its typings
 // (index.d.ts) are generated too: napi-rs writes the classes, records and cold functions,
 // and scripts/typings.mjs appends the raw entry points declared in crate/node/src/entries.rs.
 const load = createRequire(__filename)
 
+/** The prebuilt binaries this version ships, and what each needs. */
+const SUPPORTED = 'linux-x64-gnu (x86-64 Linux with glibc 2.17 or newer)'
+
+/**
+ * Loads the binding; where there is no binary for this platform, says so plainly (napi-rs's
+ * own text blames npm, and mentions a WebAssembly fallback this package does not have).
+ */
+function loadBinding(): typeof Binding {
+  try {
+    return load('../index.js') as typeof Binding
+  } catch (e) {
+    const glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime
+    const libc = process.platform !== 'linux' ? '' : glibc === undefined ? '-musl' : `-gnu, glibc ${glibc}`
+    const here = `${process.platform}-${process.arch}${libc}`
+    const err = new Error(
+      `mapped-region: no prebuilt binary loads on this platform (${here}). This version ships ${SUPPORTED}; its package ` +
+        `(mapped-region-linux-x64-gnu) is installed as an optional dependency — check that it is in node_modules and ` +
+        `that optional dependencies were not omitted. To build from source: clone the repository and run npm install.`,
+      { cause: e },
+    ) as Error & { code: ErrorCode }
+    err.code = 'ERR_MMAP_NO_BINARY'
+    throw err
+  }
+}
+
 /** The native binding. Internal: use the facade classes. */
-export const native = load('../index.js') as typeof Binding
+export const native = loadBinding()
 
 export type NativeSharedMemory = Binding.NativeSharedMemory

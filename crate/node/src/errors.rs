@@ -42,6 +42,8 @@ pub enum ErrorCode {
     ERR_GUEST_OVERLAP,
     /// A guest address in no region (`RangeError`, thrown by the facade).
     ERR_GUEST_ADDRESS,
+    /// No prebuilt binary loads on this platform (`Error`, thrown by the facade's loader).
+    ERR_MMAP_NO_BINARY,
 }
 
 /// Why a binding call failed.

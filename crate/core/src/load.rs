@@ -117,11 +117,11 @@ impl IoRange {
         let mut done = 0;
         while done < self.len {
             let position = position_after(file_offset, done)?;
+            let at = (self.addr + done) as *mut u8;
             // SAFETY: `[addr + done, addr + len)` lies in the checked range,
             // mapped writable as the caller guarantees; the kernel reports a
             // page it cannot fault in as EFAULT.
-            let n =
-                unsafe { sys::pread(fd, (self.addr + done) as *mut u8, self.len - done, position) };
+            let n = unsafe { sys::pread(fd, at, self.len - done, position) };
             match n {
                 Ok(0) => break,
                 Ok(n) => done += n,

@@ -46,29 +46,16 @@ function batchTime(f, n) {
 export function paired(ours, floor, { batch, rounds }) {
   const fns = [ours, floor, floor]
   for (let i = 0; i < batch * 5; i++) for (const f of fns) f()
-  const t = [[], [], []]
-  const ratio = []
-  const control = []
+  const rows = []
   for (let r = 0; r < rounds; r++) {
     const x = [0, 0, 0]
     for (let k = 0; k < 3; k++) {
       const i = (r + k) % 3
       x[i] = batchTime(fns[i], batch)
     }
-    for (let i = 0; i < 3; i++) t[i].push(x[i])
-    ratio.push(x[0] / x[1])
-    control.push(x[2] / x[1])
+    rows.push(x)
   }
-  return {
-    ours: median(t[0]),
-    floor: median(t[1]),
-    ratio: median(ratio),
-    lo: quantile(ratio, 0.25),
-    hi: quantile(ratio, 0.75),
-    control: { ratio: median(control), lo: quantile(control, 0.25), hi: quantile(control, 0.75) },
-    rounds,
-    batch,
-  }
+  return summary(rows, batch)
 }
 
 /**
@@ -79,9 +66,7 @@ export function paired(ours, floor, { batch, rounds }) {
 export async function pairedAsync(ours, floor, { rounds }) {
   const fns = [ours, floor, floor]
   for (const f of fns) await f()
-  const t = [[], [], []]
-  const ratio = []
-  const control = []
+  const rows = []
   for (let r = 0; r < rounds; r++) {
     const x = [0, 0, 0]
     for (let k = 0; k < 3; k++) {
@@ -90,19 +75,24 @@ export async function pairedAsync(ours, floor, { rounds }) {
       await fns[i]()
       x[i] = now() - s
     }
-    for (let i = 0; i < 3; i++) t[i].push(x[i])
-    ratio.push(x[0] / x[1])
-    control.push(x[2] / x[1])
+    rows.push(x)
   }
+  return summary(rows, 1)
+}
+
+/** The result of a paired run from its rounds' `[ours, floor, floor again]` times. */
+function summary(rows, batch) {
+  const ratio = rows.map((x) => x[0] / x[1])
+  const control = rows.map((x) => x[2] / x[1])
   return {
-    ours: median(t[0]),
-    floor: median(t[1]),
+    ours: median(rows.map((x) => x[0])),
+    floor: median(rows.map((x) => x[1])),
     ratio: median(ratio),
     lo: quantile(ratio, 0.25),
     hi: quantile(ratio, 0.75),
     control: { ratio: median(control), lo: quantile(control, 0.25), hi: quantile(control, 0.75) },
-    rounds,
-    batch: 1,
+    rounds: rows.length,
+    batch,
   }
 }
 

@@ -7,6 +7,13 @@ import { native } from './native.js'
  */
 export const PAGE_SIZE: number = native.pageSize()
 
+/** The bitwise OR of `bits`. */
+function bitwiseOr(bits: readonly number[]): number {
+  let out = 0
+  for (const b of bits) out |= b
+  return out
+}
+
 declare const protectionBrand: unique symbol
 declare const sealBrand: unique symbol
 
@@ -61,9 +68,7 @@ export const Protection = {
    * Protection.of(Protection.READ, Protection.EXEC) // Protection.READ_EXEC
    */
   of(...flags: ProtectionFlags[]): ProtectionFlags {
-    let bits = 0
-    for (const f of flags) bits |= f
-    return bits as ProtectionFlags
+    return bitwiseOr(flags) as ProtectionFlags
   },
 } as const
 
@@ -143,9 +148,7 @@ export const Seal = {
    * Seal.of(Seal.GROW, Seal.SHRINK)
    */
   of(...seals: SealFlags[]): SealFlags {
-    let bits = 0
-    for (const s of seals) bits |= s
-    return bits as SealFlags
+    return bitwiseOr(seals) as SealFlags
   },
 } as const
 

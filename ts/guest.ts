@@ -1,7 +1,7 @@
 import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { constants as fsConstants } from 'node:fs'
-import { guestError, invalidArgType, outOfRange, stateError, unaligned, unsupported } from './errors.js'
+import { guestError, invalidArgType, outOfRange, stateError, unsupported } from './errors.js'
 import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { epochOf, handleOf, MemoryMappingArena } from './region.js'
@@ -162,17 +162,10 @@ function gpa(name: string, value: unknown): number {
 }
 
 /** A size or length, narrowed to a safe integer for the same reason. */
-function index(name: string, value: unknown): number {
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
-  if (!Number.isSafeInteger(value) || value < 0) throw outOfRange(name, 'a non-negative safe integer', value)
-  return value
-}
+const index = v.safeInteger
 
 /** A whole number of pages: KVM memory slots are (the core's alignment rule). */
-function pages(name: string, value: number): number {
-  if (!native.isPageAligned(value)) throw unaligned(name, value, PAGE_SIZE)
-  return value
-}
+const pages = v.wholePages
 
 /**
  * A guest-physical address space (rust-vmm's `GuestMemory`) over one

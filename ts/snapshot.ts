@@ -5,8 +5,7 @@
  * (`KVM_GET_DIRTY_LOG`'s layout), stored as 32-bit words so that `Atomics.or` sets them.
  */
 import { PAGE_SIZE, type ProtectionFlags } from './constants.js'
-import { guestError, invalidArgType, invalidArgValue, outOfRange, unaligned } from './errors.js'
-import { native } from './native.js'
+import { guestError, invalidArgType, invalidArgValue, outOfRange } from './errors.js'
 import * as v from './validate.js'
 
 /** One region of a {@link SnapshotManifest}. */
@@ -116,18 +115,8 @@ export function pageRuns(taken: BigUint64Array, pages: number): [number, number]
   return runs
 }
 
-/** A non-negative safe integer field of the manifest. */
-function integer(name: string, value: unknown): number {
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
-  if (!Number.isSafeInteger(value) || value < 0) throw outOfRange(name, 'a non-negative safe integer', value)
-  return value
-}
-
-/** A whole number of pages (the core's alignment rule). */
-function pages(name: string, value: number): number {
-  if (!native.isPageAligned(value)) throw unaligned(name, value, PAGE_SIZE)
-  return value
-}
+const integer = v.safeInteger
+const pages = v.wholePages
 
 /**
  * Reads and checks a manifest, each property once: the version and page size, each region's

@@ -7,8 +7,9 @@
  */
 import { constants as bufferConstants } from 'node:buffer'
 import { types } from 'node:util'
-import { ADVICE, type ProtectionFlags } from './constants.js'
-import { invalidArgType, invalidArgValue, outOfRange, type MappedRegionError } from './errors.js'
+import { ADVICE, PAGE_SIZE, type ProtectionFlags } from './constants.js'
+import { invalidArgType, invalidArgValue, outOfRange, unaligned, type MappedRegionError } from './errors.js'
+import { native } from './native.js'
 
 /** A number (what it may be is checked natively). */
 export function number(name: string, value: unknown): number {
@@ -52,6 +53,23 @@ export function advice(value: unknown): number {
     return number
   }
   if (typeof value !== 'number') throw invalidArgType('advice', 'an Advice name or a number', value)
+  return value
+}
+
+/**
+ * A size, length or address narrowed to a non-negative safe integer, for the facade's own
+ * arithmetic (`GuestMemory` finds regions with it; a snapshot's manifest is laid out with it).
+ * Values that reach native code are checked there again.
+ */
+export function safeInteger(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (!Number.isSafeInteger(value) || value < 0) throw outOfRange(name, 'a non-negative safe integer', value)
+  return value
+}
+
+/** A whole number of pages, by the core's alignment rule (`isPageAligned`). */
+export function wholePages(name: string, value: number): number {
+  if (!native.isPageAligned(value)) throw unaligned(name, value, PAGE_SIZE)
   return value
 }
 

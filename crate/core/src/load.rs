@@ -114,28 +114,12 @@ impl IoRange {
     /// The region the range came from must still be mapped as it was checked
     /// (writable, no hole) for the whole call.
     pub unsafe fn load(&self, fd: BorrowedFd<'_>, file_offset: u64) -> Result<usize> {
-        let mut done = 0;
-        while done < self.len {
-            let position = position_after(file_offset, done)?;
-            let at = (self.addr + done) as *mut u8;
-            // SAFETY: `[addr + done, addr + len)` lies in the checked range,
-            // mapped writable as the caller guarantees; the kernel reports a
-            // page it cannot fault in as EFAULT.
-            let n = unsafe { sys::pread(fd, at, self.len - done, position) };
-            match n {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.errno() == Some(libc::EINTR) => {}
-                Err(e) if e.errno() == Some(libc::EFAULT) => {
-                    return Err(Error::Fault {
-                        syscall: "pread",
-                        copied: done as u64,
-                    })
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        self.transfer(file_offset, "pread", true, |at, len, position| {
+            // SAFETY: `[at, at + len)` lies in the checked range, mapped
+            // writable as the caller guarantees; the kernel reports a page it
+            // cannot fault in as EFAULT.
+            unsafe { sys::pread(fd, at, len, position) }
+        })
     }
 
     /// Writes the whole range to `fd` at `file_offset` with `pwrite` (`EINTR`
@@ -146,25 +130,36 @@ impl IoRange {
     /// The region the range came from must still be mapped as it was checked
     /// (readable, no hole) for the whole call.
     pub unsafe fn dump(&self, fd: BorrowedFd<'_>, file_offset: u64) -> Result<()> {
+        self.transfer(file_offset, "pwrite", false, |at, len, position| {
+            // SAFETY: `[at, at + len)` lies in the checked range, mapped
+            // readable as the caller guarantees; the kernel reports a page it
+            // cannot fault in as EFAULT.
+            unsafe { sys::pwrite(fd, at, len, position) }
+        })
+        .map(|_| ())
+    }
+
+    /// The loop of [`load`](Self::load) and [`dump`](Self::dump): `call(at,
+    /// len, position)` moves up to `len` bytes at `at` (inside the range) from
+    /// or to the file at `position`, until the range is done. `EINTR` is
+    /// retried; 0 bytes ends a read (`at_eof_stops`: the file ended) and fails
+    /// a write (the file takes no more); `EFAULT` is [`Error::Fault`] with the
+    /// bytes moved before it. Returns the bytes moved.
+    fn transfer(
+        &self,
+        file_offset: u64,
+        syscall: &'static str,
+        at_eof_stops: bool,
+        mut call: impl FnMut(*mut u8, usize, libc::off_t) -> Result<usize>,
+    ) -> Result<usize> {
         let mut done = 0;
         while done < self.len {
             let position = position_after(file_offset, done)?;
-            // SAFETY: `[addr + done, addr + len)` lies in the checked range,
-            // mapped readable as the caller guarantees; the kernel reports a
-            // page it cannot fault in as EFAULT.
-            let n = unsafe {
-                sys::pwrite(
-                    fd,
-                    (self.addr + done) as *const u8,
-                    self.len - done,
-                    position,
-                )
-            };
-            match n {
-                // A file that takes no more bytes (a full disk reports ENOSPC).
+            match call((self.addr + done) as *mut u8, self.len - done, position) {
+                Ok(0) if at_eof_stops => break,
                 Ok(0) => {
                     return Err(Error::Syscall {
-                        syscall: "pwrite",
+                        syscall,
                         errno: libc::EIO,
                     })
                 }
@@ -172,14 +167,14 @@ impl IoRange {
                 Err(e) if e.errno() == Some(libc::EINTR) => {}
                 Err(e) if e.errno() == Some(libc::EFAULT) => {
                     return Err(Error::Fault {
-                        syscall: "pwrite",
+                        syscall,
                         copied: done as u64,
                     })
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(done)
     }
 }
 

@@ -321,3 +321,24 @@ test('a snapshot leases the regions until it settles; a failed one puts the dirt
   await t.throwsAsync(guest.snapshot(0x7fff_fff0, { dirtyOnly: true }), { code: 'EBADF' })
   t.deepEqual(dirtyPages(guest), [[3], [0]], 'the failed diff lost nothing')
 })
+
+test('a snapshot into the file this memory was restored from is safe: never truncated, consistent', async (t) => {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  const path = join(tmp.dir, 'vm.mem')
+  using guest = new GuestMemory([{ guestAddress: 0, size: 8 * P, backing: 'anonymous' }])
+  for (let p = 0; p < 8; p++) guest.write(p * P, Buffer.alloc(P, p + 1))
+  const m = await guest.snapshot(path)
+  using restored = GuestMemory.restore(m, path)
+  restored.write(2 * P, Buffer.alloc(P, 0xaa)) // one page copied, the others still the file's
+  const expected = restored.read(0, 8 * P)
+  const again = await restored.snapshot(path) // into the very file behind its private overlays
+  t.deepEqual(
+    again.regions.map((r) => [r.guestAddress, r.size, r.fileOffset]),
+    m.regions.map((r) => [r.guestAddress, r.size, r.fileOffset]),
+  )
+  t.deepEqual(restored.read(0, 8 * P), expected, 'every page still readable and as it was')
+  t.is(readFileSync(path).length, 8 * P)
+  using second = GuestMemory.restore(again, path)
+  t.deepEqual(second.read(0, 8 * P), expected)
+})

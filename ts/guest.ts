@@ -475,7 +475,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   }
 
   /**
-   * Writes guest memory to `target` (a path, created or truncated — kept for a diff — or an fd)
+   * Writes guest memory to `target` (a path, created if needed and never truncated — it may be
+   * the snapshot this memory was restored from — or an fd)
    * on the libuv thread pool and resolves to the manifest that describes the file: the regions
    * one after another, each at `fileOffset`. With `dirtyOnly: true` (needs `trackDirty`) only the
    * pages dirty since the last snapshot or `takeDirty()` are written, at the same offsets, and
@@ -517,7 +518,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       await withFile(
         target,
         (fd) => regionFileIoAsync(this.#h, v.number('fd', fd), true, runs, fileOffset),
-        fsConstants.O_WRONLY | fsConstants.O_CREAT | (dirtyOnly ? 0 : fsConstants.O_TRUNC),
+        // Never O_TRUNC: the file may be the very snapshot this memory was restored from (its
+        // private overlays read the pages not yet written from it); truncating it would leave
+        // those pages past the end of their file. Writing the memory back over it is safe: a page
+        // not yet copied is the file's own bytes, a copied one is private. The file only grows.
+        fsConstants.O_WRONLY | fsConstants.O_CREAT,
       )
     } catch (e) {
       for (const [i, s] of slots.entries())

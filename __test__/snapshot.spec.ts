@@ -342,3 +342,24 @@ test('a snapshot into the file this memory was restored from is safe: never trun
   using second = GuestMemory.restore(again, path)
   t.deepEqual(second.read(0, 8 * P), expected)
 })
+
+test('an eager restore ({ lazy: false }) reads everything into anonymous memory: atomics work, the file is no longer needed', async (t) => {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  const path = join(tmp.dir, 'vm.mem')
+  using guest = new GuestMemory([
+    { guestAddress: 0, size: 4 * P, backing: 'anonymous' },
+    { guestAddress: 8 * P, size: P, backing: 'anonymous', protection: Protection.READ },
+  ])
+  guest.write(0, Buffer.alloc(4 * P, 7))
+  const m = await guest.snapshot(path)
+  using lazy = GuestMemory.restore(m, path)
+  t.throws(() => lazy.readU32Atomic(0), { code: 'ERR_MMAP_ACCESS' }, 'lazily restored memory is a file')
+  using eager = GuestMemory.restore(m, path, { lazy: false })
+  t.deepEqual(eager.read(0, 4 * P), guest.read(0, 4 * P))
+  t.is(eager.readU32Atomic(0), 0x07070707)
+  t.true(eager.regions()[1].readonly, 'the protection came back')
+  t.throws(() => eager.write(8 * P, Buffer.alloc(1)), { code: 'ERR_MMAP_ACCESS' })
+  t.is(eager.arena.mappings()[0].kind, 'anonymous')
+  t.throws(() => GuestMemory.restore(m, path, { lazy: 'no' as never }), { code: 'ERR_INVALID_ARG_TYPE' })
+})

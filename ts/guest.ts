@@ -106,6 +106,15 @@ interface Slot {
   dirty: Uint32Array | undefined
 }
 
+/** Options of {@link GuestMemory.restore}. */
+export interface RestoreOptions extends GuestMemoryOptions {
+  /**
+   * Map the snapshot file copy-on-write and read pages on first touch (default `true`); `false`
+   * reads every region into anonymous memory now.
+   */
+  lazy?: boolean
+}
+
 /** A writable view handed out while tracking dirty pages: its pages stay dirty while it lives. */
 interface LiveView {
   view: WeakRef<Buffer>
@@ -535,31 +544,50 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /**
    * Builds guest memory from a snapshot, lazily: each region is a private (copy-on-write)
    * overlay of the snapshot file, so nothing is read up front (a page is read when first
-   * touched) and guest writes never reach the file. The manifest is checked against itself and
+   * touched) and guest writes never reach the file. Such memory is a file's: copies are
+   * fault-safe, and atomic access is refused there (a file can be truncated). With
+   * `{ lazy: false }` every region is anonymous memory read from the file now (time and memory
+   * in proportion to its size), on which atomics work and which no longer depends on the file. The manifest is checked against itself and
    * against the file before anything is mapped (`ERR_INVALID_ARG_VALUE`, `ERR_MMAP_UNALIGNED`,
    * `ERR_GUEST_OVERLAP`, `ERR_MMAP_BEYOND_EOF` for a file too short). The file may be closed or
    * deleted afterwards. A diff manifest restores only over the full snapshot it was layered on
    * (the same file); see {@link applyDiff}.
    * @param source the snapshot file: a path (opened read-only) or an fd.
    * @param manifest what {@link GuestMemory.snapshot} resolved to (as read back from JSON)
-   * @param options the options: see {@link GuestMemoryOptions}
+   * @param options the options: see {@link RestoreOptions}
    * @throws as described, and the errors of the constructor.
    * @example
    * using guest = GuestMemory.restore(JSON.parse(readFileSync('vm.json', 'utf8')), 'vm.mem', { trackDirty: true })
    */
-  static restore(manifest: SnapshotManifest, source: LoadSource, options?: GuestMemoryOptions): GuestMemory {
+  static restore(manifest: SnapshotManifest, source: LoadSource, options?: RestoreOptions): GuestMemory {
     const m = readManifest(manifest)
-    const o = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty'])
+    const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
+    const lazy = v.bool('lazy', lazyOption, true)
     return withFile(source, (fd) => {
       const f = v.number('fd', fd)
       for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
       const specs: GuestRegionSpec[] = m.regions.map((r) => ({
         guestAddress: r.guestAddress,
         size: r.size,
-        protection: r.protection,
-        backing: { fd: f, fdOffset: r.fileOffset, shared: false },
+        protection: lazy ? r.protection : Protection.READ_WRITE,
+        backing: lazy ? { fd: f, fdOffset: r.fileOffset, shared: false } : 'anonymous',
       }))
-      return new GuestMemory(specs, o as GuestMemoryOptions)
+      const guest = new GuestMemory(specs, o as GuestMemoryOptions)
+      if (lazy) return guest
+      // Eager: anonymous memory read from the file now, then given the snapshot's protection.
+      try {
+        for (const [i, r] of m.regions.entries()) {
+          regionLoadFile(guest.#h, r.guestAddress, f, r.fileOffset, r.size)
+          if (r.protection !== Protection.READ_WRITE) {
+            guest.#arena.protect(r.guestAddress, r.size, r.protection)
+            guest.#slots[i].protection = r.protection
+          }
+        }
+      } catch (e) {
+        guest.close()
+        throw e
+      }
+      return guest
     })
   }
 

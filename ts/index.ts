@@ -22,5 +22,12 @@ export {
 export type { LoadOptions, LoadSource } from './load.js'
 export { SharedMemory, type SharedMemoryOptions } from './shm.js'
 export { mapCount, type MapCount } from './budget.js'
-export { GuestMemory, type GuestBacking, type GuestMemoryOptions, type GuestRegion, type GuestRegionSpec } from './guest.js'
+export {
+  GuestMemory,
+  type GuestBacking,
+  type GuestMemoryOptions,
+  type GuestRegion,
+  type GuestRegionSpec,
+  type RestoreOptions,
+} from './guest.js'
 export type { DirtyBitmap, SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'

@@ -561,7 +561,11 @@ const ops = [
     'guest restore',
     () =>
       world.guests.push(
-        mr.GuestMemory.restore(manifest(), pick([snapPath, snapPath, fileFd, dir, numberish()]), bag({ trackDirty: chance(0.5) })),
+        mr.GuestMemory.restore(
+          manifest(),
+          pick([snapPath, snapPath, fileFd, dir, numberish()]),
+          bag({ trackDirty: chance(0.5), lazy: pick([undefined, true, false, numberish()]) }),
+        ),
       ),
   ],
   ['guest applyDiff', () => asyncResults.push(anyGuest().applyDiff(manifest(), pick([snapPath, fileFd, numberish()])))],

@@ -1,7 +1,7 @@
 import test from 'ava'
 import { createRequire } from 'node:module'
 import * as esm from 'mapped-region'
-import { MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, Seal, SharedMemory } from 'mapped-region'
 import { ENTRY, mapsOverlapping, runChild } from './helpers.js'
 
 const P = PAGE_SIZE
@@ -100,5 +100,9 @@ test('require and import load the same API', (t) => {
 
 test('PAGE_SIZE and Protection constants', (t) => {
   t.is(PAGE_SIZE, 4096)
-  t.deepEqual({ ...Protection }, { NONE: 0, READ: 1, WRITE: 2, EXEC: 4, READ_WRITE: 3 })
+  const { of, ...names } = Protection
+  t.deepEqual({ ...names }, { NONE: 0, READ: 1, WRITE: 2, READ_WRITE: 3, EXEC: 4, READ_EXEC: 5, WRITE_EXEC: 6, READ_WRITE_EXEC: 7 })
+  t.is(of(Protection.READ, Protection.EXEC), Protection.READ_EXEC)
+  t.is(of(), Protection.NONE)
+  t.is(Seal.of(Seal.GROW, Seal.SHRINK, Seal.SEAL) as number, 7)
 })

@@ -33,7 +33,7 @@ node -e '
 ' "$work/package/package.json"
 # Typings for both module systems (arethetypeswrong) and the package's shape (publint).
 NO_COLOR=1 "$root/node_modules/.bin/attw" --profile node16 "$main_tgz"
-"$root/node_modules/.bin/publint" run "$work/staging" --strict
+NO_COLOR=1 "$root/node_modules/.bin/publint" run "$work/staging" --strict
 
 # A PATH with node and npm only: no cargo, rustc, cc, make.
 bin="$work/bin"

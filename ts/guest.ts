@@ -195,6 +195,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   readonly #h: number
   readonly #dontDump: boolean
   readonly #tracking: boolean
+  /** The region of the last typed store while tracking (a hint: checked before use). */
+  #lastStore = 0
   /** With tracking: writable views handed out (their pages are dirty while they live). */
   #liveViews: LiveView[] = []
   /** Regions sorted by guest address. */
@@ -431,7 +433,14 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /** After a typed store at `at` (valid: the store succeeded) of `width` bytes. */
   #markStore(at: bigint | number, width: number): void {
     const addr = typeof at === 'bigint' ? Number(at) : at
-    this.#mark(this.#slotIndex(addr), addr, width)
+    // Typed stores come in runs on one region: the last one found is asked first.
+    let i = this.#lastStore
+    const s = this.#slots[i]
+    if (s === undefined || addr < s.start || addr >= s.end) {
+      i = this.#slotIndex(addr)
+      this.#lastStore = i
+    }
+    this.#mark(i, addr, width)
   }
 
   #needTracking(operation: string): void {

@@ -253,6 +253,12 @@ export declare function regionWindow(handle: number, offset: number): [start: nu
 export declare function regionAtomicCheck(handle: number, offset: number, width: number): void
 
 /**
+ * A `SharedArrayBuffer` over the range (Node 24.16+ / 26.1+), pinning
+ * it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
+ */
+export declare function regionSharedView(handle: number, offset: number, length: number): SharedArrayBuffer
+
+/**
  * Asynchronous operations still pending.
  */
 export declare function regionPending(handle: number): number

@@ -829,6 +829,26 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     return view
   }
 
+  /**
+   * A `SharedArrayBuffer` over guest memory (inside one region or regions that follow each other);
+   * see {@link MemoryMappingArena.sharedView} for how it pins the range. With tracking, its pages
+   * are marked dirty now (it can be written from any thread: mark them again, or keep them in
+   * every diff, as long as it lives).
+   * @param guestAddress a guest-physical address (`bigint` or `number`)
+   * @param length length in bytes
+   * @throws `ERR_GUEST_ADDRESS`, and the errors of {@link MemoryMappingArena.sharedView}.
+   * @example
+   * const ring = new Int32Array(guest.sharedView(0x10_0000n, 4096))
+   */
+  sharedView(guestAddress: bigint | number, length: number): SharedArrayBuffer {
+    const addr = gpa('guestAddress', guestAddress)
+    const len = index('length', length)
+    const first = this.#covered(addr, len)
+    const buffer = this.#arena.sharedView(addr, len)
+    this.#mark(first, addr, len)
+    return buffer
+  }
+
   /** Whether {@link close} was called. */
   get closed(): boolean {
     return this.#arena.closed

@@ -51,6 +51,7 @@ const {
   regionKernelMappings,
   regionWindow,
   regionAtomicCheck,
+  regionSharedView,
 } = native
 
 /**
@@ -253,6 +254,23 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    */
   view(offset: number, length: number): Buffer
   /**
+   * A `SharedArrayBuffer` over the range — for `Atomics.wait`/`notify`, and to post to a worker
+   * (where it shares the same memory). It can never be detached, so it *pins* the range until it
+   * is garbage-collected in every thread that holds it: changes over the range are refused with
+   * `ERR_MMAP_BUSY` meanwhile, `close()` leaves the memory mapped until then, and it counts among
+   * {@link pendingOperations}. Only memory mapped `READ | WRITE` that cannot vanish (anonymous, or
+   * a memfd sealed against shrinking) is handed out. Needs Node 24.16+ or 26.1+
+   * (`node_api_create_external_sharedarraybuffer`).
+   * @param offset byte offset in the region
+   * @param length length in bytes
+   * @throws `ERR_MMAP_UNSUPPORTED` (an older runtime), `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`
+   * (not `READ | WRITE`, a hole, or memory that could vanish), `ERR_MMAP_CLOSED`.
+   * @example
+   * const doorbell = new Int32Array(ram.sharedView(ringOffset, PAGE_SIZE))
+   * worker.postMessage(doorbell) // the worker Atomics.wait()s on it
+   */
+  sharedView(offset: number, length: number): SharedArrayBuffer
+  /**
    * Detaches every view and unmaps; with asynchronous operations in flight the region is closed
    * at once but stays mapped until the last of them settles. Idempotent; never throws.
    * @example
@@ -439,6 +457,10 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
     const o = v.number('offset', offset)
     const { fileOffset, length } = loadRequest(options)
     return withFile(file, (fd) => regionLoadFileAsync(this.h, o, v.number('fd', fd), fileOffset, length))
+  }
+
+  sharedView(offset: number, length: number): SharedArrayBuffer {
+    return regionSharedView(this.h, v.number('offset', offset), v.number('length', length))
   }
 
   view(offset: number, length: number): Buffer {

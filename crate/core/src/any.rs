@@ -107,6 +107,29 @@ impl AnyRegion {
         }
     }
 
+    /// Whether `[offset, offset + len)` may be handed out as memory that is
+    /// never detached (a `SharedArrayBuffer` over it): in bounds, mapped
+    /// `READ | WRITE` throughout, and memory that cannot vanish (anonymous, or
+    /// a memfd sealed against shrinking), so that touching it can never fault.
+    /// The caller keeps the range from changing while it is handed out.
+    pub fn check_pinnable(&self, offset: usize, len: usize) -> Result<()> {
+        check_bounds(offset, len, self.region().size())?;
+        self.check_direct(offset, len)?;
+        let plain = match self {
+            AnyRegion::Mapping(m) => m.copy_mode() == CopyMode::Plain,
+            AnyRegion::Arena(a) => {
+                a.check_access(offset, len, Protection::READ_WRITE) == Ok(CopyMode::Plain)
+            }
+        };
+        if !plain {
+            return Err(Error::NotDirect {
+                offset: offset as u64,
+                width: len as u64,
+            });
+        }
+        Ok(())
+    }
+
     /// Kernel mappings the region occupies: 1 for a mapping, the overlays and
     /// holes of an arena.
     pub fn kernel_mapping_count(&self) -> usize {

@@ -41,9 +41,9 @@ pub enum Error {
         /// The width (and alignment) of the access in bytes.
         width: u64,
     },
-    /// An atomic access to memory that may not be touched directly: not
-    /// mapped `READ | WRITE`, or memory that could vanish under the mapping
-    /// (a file someone could truncate, a device).
+    /// Direct access (an atomic, a shared view) to memory that may not be
+    /// touched directly: not mapped `READ | WRITE`, or memory that could
+    /// vanish under the mapping (a file someone could truncate, a device).
     NotDirect {
         /// The offset.
         offset: u64,
@@ -173,7 +173,7 @@ impl fmt::Display for Error {
             ),
             Error::NotDirect { offset, width } => write!(
                 f,
-                "an atomic {width}-byte access at {offset} needs memory mapped READ | WRITE that cannot vanish (anonymous memory or a memfd sealed against shrinking)"
+                "direct access (atomics, a shared view) to {width} bytes at {offset} needs memory mapped READ | WRITE that cannot vanish (anonymous memory or a memfd sealed against shrinking)"
             ),
             Error::OutOfRange { what, reason } => write!(f, "{what} is out of range: {reason}"),
             Error::InvalidArgument { what, reason } => write!(f, "invalid {what}: {reason}"),

@@ -290,6 +290,16 @@ impl Ret for Buffer {
     }
 }
 
+/// A `SharedArrayBuffer` made by the callback.
+struct SharedBuffer(sys::napi_value);
+
+impl Ret for SharedBuffer {
+    const TS: &'static str = "SharedArrayBuffer";
+    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
+        self.0
+    }
+}
+
 /// The answer of `regionWindow`, made by the callback.
 struct WindowAnswer(sys::napi_value);
 
@@ -641,6 +651,12 @@ entries! {
         let state = region.keep.lock();
         let width = if width == 8.0 { 8 } else { 4 };
         Ok(state.live()?.check_atomic(index("offset", offset)?, width)?)
+    };
+    /// A `SharedArrayBuffer` over the range (Node 24.16+ / 26.1+), pinning
+    /// it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
+    regionSharedView(handle: f64, offset: f64, length: f64) -> SharedBuffer = |env| {
+        // SAFETY: `env` is this callback's, on the region's thread.
+        unsafe { crate::shared::create(env, handle, offset, length) }.map(SharedBuffer)
     };
     /// Asynchronous operations still pending.
     regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));

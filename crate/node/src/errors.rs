@@ -60,6 +60,13 @@ pub enum Failure {
     },
     /// `napi_create_external_buffer` is not allowed in this runtime.
     NoExternal,
+    /// The runtime lacks an N-API function an operation needs.
+    NoRuntimeSupport {
+        /// The operation.
+        operation: &'static str,
+        /// The function, and the runtimes that have it.
+        needs: &'static str,
+    },
     /// A JavaScript exception is already pending (thrown by Node itself).
     Pending,
 }
@@ -133,6 +140,13 @@ fn shape(failure: &Failure) -> Shape {
                 "This runtime forbids external buffers; view() never hands out a copy".into(),
             )
         }
+        Failure::NoRuntimeSupport { operation, needs } => {
+            return ours(
+                Class::Error,
+                ERR_MMAP_UNSUPPORTED,
+                format!("{operation} needs {needs}, which this runtime does not have"),
+            )
+        }
         Failure::Pending => unreachable!("a pending exception has no shape"),
     };
     match e {
@@ -186,7 +200,7 @@ fn shape(failure: &Failure) -> Shape {
             Class::Error,
             ERR_MMAP_ACCESS,
             format!(
-                "An atomic {width}-byte access at {offset} needs memory mapped READ | WRITE that cannot vanish under the mapping (anonymous memory or a memfd sealed against shrinking; not a file someone could truncate, nor a device)"
+                "Direct access (atomics, a shared view) to {width} bytes at {offset} needs memory mapped READ | WRITE that cannot vanish under the mapping (anonymous memory or a memfd sealed against shrinking; not a file someone could truncate, nor a device)"
             ),
         ),
         Error::BeyondEof { needed, file_size } => ours(

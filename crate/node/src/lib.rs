@@ -7,6 +7,7 @@
 //! - [`handles`]: regions behind numeric handles, closing, the change protocol.
 //! - [`views`]: zero-copy `Buffer`s and their lifetimes.
 //! - [`tasks`]: asynchronous operations on the libuv thread pool.
+//! - [`shared`]: `SharedArrayBuffer` views, each pinning its range until collected.
 //! - [`errors`]: the error table and the codes.
 //! - [`convert`]: JavaScript numbers to the core's integers.
 //! - [`records`], [`shm`]: the records returned, and `SharedMemory` (napi-rs,
@@ -22,6 +23,7 @@ pub mod entries;
 pub mod errors;
 pub mod handles;
 pub mod records;
+pub mod shared;
 pub mod shm;
 pub mod tasks;
 pub mod views;

@@ -38,7 +38,7 @@ impl Drop for Lease {
 /// Registers an asynchronous operation over the range `check` validates on
 /// the live region: it returns what the task works on and the byte range
 /// `[start, end)` it needs kept as it is.
-fn lease<T>(
+pub(crate) fn lease<T>(
     handle: f64,
     check: impl FnOnce(&AnyRegion) -> Result<(T, usize, usize)>,
 ) -> Result<(Lease, T)> {

@@ -98,7 +98,13 @@ withShared(`Atomics across threads: N workers × M increments through shared vie
     parentPort.postMessage('done')
   `
   const workers = Array.from({ length: N }, () => new Worker(body, { eval: true, workerData: { sab, m: M } }))
-  const done = workers.map((w) => new Promise((resolve, reject) => (w.once('message', resolve), w.once('error', reject))))
+  const done = workers.map(
+    (w) =>
+      new Promise((resolve, reject) => {
+        w.once('message', resolve)
+        w.once('error', reject)
+      }),
+  )
   await new Promise((r) => setTimeout(r, 100))
   const a = new Int32Array(sab)
   Atomics.store(a, 1, 1)

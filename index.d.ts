@@ -253,7 +253,7 @@ export declare function regionWindow(handle: number, offset: number): [start: nu
 export declare function regionAtomicCheck(handle: number, offset: number, width: number): void
 
 /**
- * A `SharedArrayBuffer` over the range (Node 24.16+ / 26.1+), pinning
+ * A `SharedArrayBuffer` over the range (where the runtime can make one), pinning
  * it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
  */
 export declare function regionSharedView(handle: number, offset: number, length: number): SharedArrayBuffer

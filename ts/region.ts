@@ -259,8 +259,8 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * is garbage-collected in every thread that holds it: changes over the range are refused with
    * `ERR_MMAP_BUSY` meanwhile, `close()` leaves the memory mapped until then, and it counts among
    * {@link pendingOperations}. Only memory mapped `READ | WRITE` that cannot vanish (anonymous, or
-   * a memfd sealed against shrinking) is handed out. Needs Node 24.16+ or 26.1+
-   * (`node_api_create_external_sharedarraybuffer`).
+   * a memfd sealed against shrinking) is handed out. Needs a runtime with
+   * `node_api_create_external_sharedarraybuffer` (recent Node 22, 24 and 26; not Node 20).
    * @param offset byte offset in the region
    * @param length length in bytes
    * @throws `ERR_MMAP_UNSUPPORTED` (an older runtime), `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`

@@ -652,7 +652,7 @@ entries! {
         let width = if width == 8.0 { 8 } else { 4 };
         Ok(state.live()?.check_atomic(index("offset", offset)?, width)?)
     };
-    /// A `SharedArrayBuffer` over the range (Node 24.16+ / 26.1+), pinning
+    /// A `SharedArrayBuffer` over the range (where the runtime can make one), pinning
     /// it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
     regionSharedView(handle: f64, offset: f64, length: f64) -> SharedBuffer = |env| {
         // SAFETY: `env` is this callback's, on the region's thread.

@@ -1,5 +1,5 @@
 //! Shared views: `SharedArrayBuffer`s over a region's memory
-//! (`node_api_create_external_sharedarraybuffer`, Node >= 24.16 and >= 26.1,
+//! (`node_api_create_external_sharedarraybuffer`: recent Node 22, 24 and 26,
 //! looked up at run time so that the addon still loads elsewhere). They can be
 //! posted to workers and used with `Atomics.wait`/`notify`, and they can never
 //! be detached. So each one *pins* its range, as a pending asynchronous
@@ -43,7 +43,7 @@ fn create_external_sab() -> Option<CreateExternalSab> {
             )
         };
         // SAFETY: node declares the function with exactly this signature
-        // (js_native_api.h, since Node 24.16 and 26.1).
+        // (js_native_api.h, in the releases that have it).
         (!symbol.is_null())
             .then(|| unsafe { std::mem::transmute::<*mut c_void, CreateExternalSab>(symbol) })
     })
@@ -71,7 +71,7 @@ pub unsafe fn create(
 ) -> Result<sys::napi_value> {
     let make = create_external_sab().ok_or(Failure::NoRuntimeSupport {
         operation: "sharedView",
-        needs: "node_api_create_external_sharedarraybuffer (Node 24.16+ or 26.1+)",
+        needs: "node_api_create_external_sharedarraybuffer (recent Node 22, 24 and 26 releases; not Node 20)",
     })?;
     let (offset, length) = (
         convert::index("offset", offset)?,

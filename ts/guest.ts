@@ -535,7 +535,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     try {
       await withFile(
         target,
-        (fd) => regionFileIoAsync(this.#h, v.number('fd', fd), true, runs, fileOffset),
+        (fd) => regionFileIoAsync(this.#h, fd, true, runs, fileOffset),
         // Never O_TRUNC: the file may be the very snapshot this memory was restored from (its
         // private overlays read the pages not yet written from it); truncating it would leave
         // those pages past the end of their file. Writing the memory back over it is safe: a page
@@ -572,8 +572,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const m = readManifest(manifest)
     const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
     const lazy = v.bool('lazy', lazyOption, true)
-    return withFile(source, (fd) => {
-      const f = v.number('fd', fd)
+    return withFile(source, (f) => {
       for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
       const specs: GuestRegionSpec[] = m.regions.map((r) => ({
         guestAddress: r.guestAddress,
@@ -630,7 +629,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
         this.#mark(i, r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
       }
     }
-    return withFile(source, (fd) => regionFileIoAsync(this.#h, v.number('fd', fd), false, runs, 0))
+    return withFile(source, (fd) => regionFileIoAsync(this.#h, fd, false, runs, 0))
   }
 
   /** The index of the region that contains `addr`, or -1. */
@@ -771,7 +770,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     return withFile(file, (fd) => {
       const len = this.#loadLength(addr, fd, fileOffset, length)
       try {
-        return regionLoadFile(this.#h, addr, v.number('fd', fd), fileOffset, len)
+        return regionLoadFile(this.#h, addr, fd, fileOffset, len)
       } finally {
         // A load that failed part-way (EFAULT) may have written some of the range.
         this.#mark(this.#slotIndex(addr), addr, len)
@@ -793,7 +792,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const { fileOffset, length } = loadRequest(options)
     return withFile(file, (fd) => {
       const len = this.#loadLength(addr, fd, fileOffset, length)
-      const done = regionLoadFileAsync(this.#h, addr, v.number('fd', fd), fileOffset, len)
+      const done = regionLoadFileAsync(this.#h, addr, fd, fileOffset, len)
       // Marked now: the pages are written at some point before the promise settles.
       this.#mark(this.#slotIndex(addr), addr, len)
       return done
@@ -802,7 +801,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /** The length a load reads (the core's rule without one), checked to be covered by regions. */
   #loadLength(addr: number, fd: number, fileOffset: number, length: number | undefined): number {
-    const len = length === undefined ? fileLoadLength(v.number('fd', fd), fileOffset) : index('length', length)
+    const len = length === undefined ? fileLoadLength(fd, fileOffset) : index('length', length)
     this.#covered(addr, len)
     return len
   }

@@ -450,13 +450,13 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
   loadFile(offset: number, file: LoadSource, options?: LoadOptions): number {
     const o = v.number('offset', offset)
     const { fileOffset, length } = loadRequest(options)
-    return withFile(file, (fd) => regionLoadFile(this.h, o, v.number('fd', fd), fileOffset, length))
+    return withFile(file, (fd) => regionLoadFile(this.h, o, fd, fileOffset, length))
   }
 
   async loadFileAsync(offset: number, file: LoadSource, options?: LoadOptions): Promise<number> {
     const o = v.number('offset', offset)
     const { fileOffset, length } = loadRequest(options)
-    return withFile(file, (fd) => regionLoadFileAsync(this.h, o, v.number('fd', fd), fileOffset, length))
+    return withFile(file, (fd) => regionLoadFileAsync(this.h, o, fd, fileOffset, length))
   }
 
   sharedView(offset: number, length: number): SharedArrayBuffer {

@@ -81,14 +81,19 @@ impl AnyRegion {
         let block = offset & !(max - 1);
         let (start, end) = (start.max(block), end.min(block.saturating_add(max)));
         let len = end - start;
-        let plain = match self {
+        let direct = self.cannot_vanish(start, len) && self.check_direct(start, len).is_ok();
+        Some(Window { start, end, direct })
+    }
+
+    /// Whether `[offset, offset + len)` is mapped `READ | WRITE` over memory
+    /// that cannot vanish under the mapping (copies there may be plain).
+    fn cannot_vanish(&self, offset: usize, len: usize) -> bool {
+        match self {
             AnyRegion::Mapping(m) => m.copy_mode() == CopyMode::Plain,
             AnyRegion::Arena(a) => {
-                a.check_access(start, len, Protection::READ_WRITE) == Ok(CopyMode::Plain)
+                a.check_access(offset, len, Protection::READ_WRITE) == Ok(CopyMode::Plain)
             }
-        };
-        let direct = plain && self.check_direct(start, len).is_ok();
-        Some(Window { start, end, direct })
+        }
     }
 
     /// Whether an atomic access of `width` bytes at `offset` may be made
@@ -115,13 +120,7 @@ impl AnyRegion {
     pub fn check_pinnable(&self, offset: usize, len: usize) -> Result<()> {
         check_bounds(offset, len, self.region().size())?;
         self.check_direct(offset, len)?;
-        let plain = match self {
-            AnyRegion::Mapping(m) => m.copy_mode() == CopyMode::Plain,
-            AnyRegion::Arena(a) => {
-                a.check_access(offset, len, Protection::READ_WRITE) == Ok(CopyMode::Plain)
-            }
-        };
-        if !plain {
+        if !self.cannot_vanish(offset, len) {
             return Err(Error::NotDirect {
                 offset: offset as u64,
                 width: len as u64,

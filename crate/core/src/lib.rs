@@ -38,7 +38,7 @@ pub use arena::{Change, MemoryMappingArena};
 pub use copy::CopyMode;
 pub use error::{Error, Result};
 pub use layout::{Backing, Layout, MappingInfo};
-pub use load::{extend_file, file_load_length, IoRange};
+pub use load::{extend_file, file_load_length, file_size, IoRange};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
 pub use region::{populate_supported, MappedRegion, PageRange};

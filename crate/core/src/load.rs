@@ -21,12 +21,18 @@ pub struct IoRange {
     len: usize,
 }
 
+/// The size of the file behind `fd` where it has one (regular files, memfds,
+/// block devices; `None` for a character device and the like): one `fstat`.
+pub fn file_size(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+    Ok(sys::mappable(fd)?.size)
+}
+
 /// How many bytes loading `fd` from `offset` reads (see [`load_length`]): one
 /// `fstat` when `length` is not given.
 pub fn file_load_length(fd: BorrowedFd<'_>, offset: u64, length: Option<usize>) -> Result<usize> {
     let size = match length {
         Some(_) => None,
-        None => sys::mappable(fd)?.size,
+        None => file_size(fd)?,
     };
     load_length(offset, length, size)
 }

@@ -17,7 +17,7 @@ use napi::sys;
 
 use mapped_region::rules::{check_bounds, check_eof};
 use mapped_region::{
-    file_load_length, AnyRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
+    file_load_length, file_size, AnyRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
 };
 
 use crate::convert::{self, index};
@@ -606,11 +606,10 @@ entries! {
         let (fd, fd_offset, size) = (convert::fd(fd)?, index("fdOffset", fdOffset)? as u64, index("size", size)?);
         // SAFETY: the borrow ends with this call.
         let fd = unsafe { convert::borrow_fd(fd) };
-        match file_load_length(fd, 0, None) {
-            Ok(file_size) => Ok(check_eof(fd_offset, size, file_size as u64)?),
-            // No size to check against (a device): the overlay decides.
-            Err(mapped_region::Error::InvalidArgument { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        // No size to check against (a device): the overlay decides.
+        match file_size(fd)? {
+            Some(file_size) => Ok(check_eof(fd_offset, size, file_size)?),
+            None => Ok(()),
         }
     };
     /// A new `Buffer` with a copy of `length` bytes at `offset`.

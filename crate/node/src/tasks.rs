@@ -3,12 +3,14 @@
 //! it settles: changes over the range are refused with `ERR_MMAP_BUSY`, and a
 //! `close()` meanwhile unmaps only when the last one settles.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use std::os::fd::OwnedFd;
 
-use mapped_region::{extend_file, file_load_length, AnyRegion, Error, IoRange, PageRange};
+use mapped_region::{
+    extend_file, file_load_length, file_size, AnyRegion, Error, IoRange, PageRange,
+};
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
 use napi_derive::napi;
@@ -93,7 +95,8 @@ pub enum Op {
 
 /// One asynchronous operation over a leased range.
 pub struct RangeTask {
-    lease: Lease,
+    /// Held for its `Drop`: the range stays pending until the task is dropped.
+    _lease: Lease,
     range: PageRange,
     op: Op,
     error: Option<Error>,
@@ -104,7 +107,6 @@ impl Task for RangeTask {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<()> {
-        let _lease = &self.lease;
         let range = &self.range;
         // SAFETY: the range was validated when the task started and is leased:
         // overlays and removals over it are refused, and `close()` leaves it
@@ -142,7 +144,7 @@ fn start(
 ) -> napi::Result<AsyncTask<RangeTask>> {
     let (lease, range) = lease_pages(handle, offset, size).map_err(|f| to_napi(env, f))?;
     Ok(AsyncTask::new(RangeTask {
-        lease,
+        _lease: lease,
         range,
         op,
         error: None,
@@ -172,93 +174,27 @@ pub fn region_populate_async(
     start(&env, handle, offset, size, Op::Populate { write })
 }
 
-/// A file read into a leased range on the thread pool (`loadFileAsync`). It
-/// owns a duplicate of the fd: the caller may close its own meanwhile.
-pub struct LoadTask {
-    lease: Lease,
-    target: IoRange,
-    fd: OwnedFd,
-    file_offset: u64,
-    error: Option<Error>,
+/// What a [`FileIoTask`] does with each of its runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Io {
+    /// `pread` into the region, stopping where the file ends (`loadFileAsync`).
+    Load,
+    /// `pread` into the region, every byte of which the file must hold (a diff).
+    LoadWhole,
+    /// `pwrite` from the region (a snapshot).
+    Dump,
 }
 
-impl Task for LoadTask {
-    type Output = usize;
-    type JsValue = f64;
-
-    fn compute(&mut self) -> napi::Result<usize> {
-        let _lease = &self.lease;
-        // SAFETY: the target was checked writable when the task started and is
-        // leased: changes over it are refused and `close()` leaves it mapped
-        // until this task's lease is dropped.
-        let result = unsafe { self.target.load(self.fd.as_fd(), self.file_offset) };
-        result.map_err(|e| {
-            self.error = Some(e);
-            napi::Error::from_status(napi::Status::GenericFailure)
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, loaded: usize) -> napi::Result<f64> {
-        Ok(loaded as f64)
-    }
-
-    fn reject(&mut self, env: Env, err: napi::Error) -> napi::Result<f64> {
-        match self.error.take() {
-            Some(e) => Err(rejection(&env, &Failure::Core(e))),
-            None => Err(err),
-        }
-    }
-}
-
-/// Reads `fd` from `file_offset` into `offset` on the libuv thread pool:
-/// `length` bytes, or without it the rest of the file; resolves to the bytes loaded.
-#[napi(ts_return_type = "Promise<number>")]
-pub fn region_load_file_async(
-    env: Env,
-    handle: f64,
-    offset: f64,
-    fd: f64,
-    file_offset: f64,
-    length: Option<f64>,
-) -> napi::Result<AsyncTask<LoadTask>> {
-    let started = (|| {
-        let (offset, file_offset) = (
-            convert::index("offset", offset)?,
-            convert::index("fileOffset", file_offset)? as u64,
-        );
-        let length = length.map(|l| convert::index("length", l)).transpose()?;
-        // SAFETY: the borrow ends with this call; the task keeps a duplicate.
-        let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
-        let length = file_load_length(fd, file_offset, length)?;
-        let (lease, target) = lease(handle, |r| {
-            Ok((r.load_target(offset, length)?, offset, offset + length))
-        })?;
-        let fd = fd.try_clone_to_owned().map_err(|e| Error::Syscall {
-            syscall: "fcntl",
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        })?;
-        Ok(LoadTask {
-            lease,
-            target,
-            fd,
-            file_offset,
-            error: None,
-        })
-    })();
-    started
-        .map(AsyncTask::new)
-        .map_err(|f: Failure| to_napi(&env, f))
-}
-
-/// A batch of file I/O between a region and one file on the thread pool: a
-/// snapshot's dump (`pwrite` of each run) or a diff's load (`pread` of each
-/// run, every byte of which the file must have). Every run is leased until
-/// the batch settles; the task owns a duplicate of the fd.
+/// File I/O between a region and one file on the thread pool: `loadFileAsync`
+/// (one run), a snapshot's dump or a diff's load (a run per page range). Every
+/// run is leased until the task settles; the task owns a duplicate of the fd,
+/// so the caller may close its own meanwhile.
 pub struct FileIoTask {
-    lease: Lease,
+    /// Held for its `Drop`: the runs stay pending until the task is dropped.
+    _lease: Lease,
     runs: Vec<(IoRange, u64)>,
     fd: OwnedFd,
-    dump: bool,
+    io: Io,
     /// For a dump: the length the file is grown to (never shortened) at the end.
     file_len: u64,
     error: Option<Error>,
@@ -269,30 +205,31 @@ impl Task for FileIoTask {
     type JsValue = f64;
 
     fn compute(&mut self) -> napi::Result<usize> {
-        let _lease = &self.lease;
         let mut moved = 0;
         let result = (|| {
             for (range, file_offset) in &self.runs {
                 // Every run was checked (readable for a dump, writable for a
                 // load) when the task started and is leased: changes over it are
                 // refused and `close()` leaves it mapped until the lease is dropped.
-                if self.dump {
+                if self.io == Io::Dump {
                     // SAFETY: see above.
                     unsafe { range.dump(self.fd.as_fd(), *file_offset) }?;
-                } else {
-                    // SAFETY: see above. The file was checked to hold every
-                    // byte of every run; a short read is still reported.
-                    let n = unsafe { range.load(self.fd.as_fd(), *file_offset) }?;
-                    if n < range.len() {
-                        return Err(Error::BeyondEof {
-                            needed: file_offset + range.len() as u64,
-                            file_size: file_offset + n as u64,
-                        });
-                    }
+                    moved += range.len();
+                    continue;
                 }
-                moved += range.len();
+                // SAFETY: see above.
+                let n = unsafe { range.load(self.fd.as_fd(), *file_offset) }?;
+                // A diff's file was checked to hold every byte of every run; one
+                // that shrank since is still reported.
+                if self.io == Io::LoadWhole && n < range.len() {
+                    return Err(Error::BeyondEof {
+                        needed: file_offset + range.len() as u64,
+                        file_size: file_offset + n as u64,
+                    });
+                }
+                moved += n;
             }
-            if self.dump {
+            if self.io == Io::Dump {
                 extend_file(self.fd.as_fd(), self.file_len)?;
             }
             Ok(moved)
@@ -313,6 +250,70 @@ impl Task for FileIoTask {
             None => Err(err),
         }
     }
+}
+
+/// Starts a [`FileIoTask`] over `triples` (offset in the region, length, file
+/// offset): each run checked and leased, the fd duplicated.
+fn start_file_io(
+    handle: f64,
+    fd: BorrowedFd<'_>,
+    io: Io,
+    triples: &[(usize, usize, u64)],
+    file_len: u64,
+) -> Result<FileIoTask> {
+    let (lease, runs) = lease_ranges(handle, |r| {
+        let mut runs = Vec::with_capacity(triples.len());
+        let mut leased = Vec::with_capacity(triples.len());
+        for &(offset, len, file_offset) in triples {
+            let range = if io == Io::Dump {
+                r.dump_source(offset, len)?
+            } else {
+                r.load_target(offset, len)?
+            };
+            runs.push((range, file_offset));
+            leased.push((offset, offset + len));
+        }
+        Ok((runs, leased))
+    })?;
+    let fd = fd.try_clone_to_owned().map_err(|e| Error::Syscall {
+        syscall: "fcntl",
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })?;
+    Ok(FileIoTask {
+        _lease: lease,
+        runs,
+        fd,
+        io,
+        file_len,
+        error: None,
+    })
+}
+
+/// Reads `fd` from `file_offset` into `offset` on the libuv thread pool:
+/// `length` bytes, or without it the rest of the file; resolves to the bytes loaded.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn region_load_file_async(
+    env: Env,
+    handle: f64,
+    offset: f64,
+    fd: f64,
+    file_offset: f64,
+    length: Option<f64>,
+) -> napi::Result<AsyncTask<FileIoTask>> {
+    let started = (|| {
+        let (offset, file_offset) = (
+            convert::index("offset", offset)?,
+            convert::index("fileOffset", file_offset)? as u64,
+        );
+        let length = length.map(|l| convert::index("length", l)).transpose()?;
+        // SAFETY: the borrow ends with this call; the task keeps a duplicate.
+        let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
+        let length = file_load_length(fd, file_offset, length)?;
+        start_file_io(handle, fd, Io::Load, &[(offset, length, file_offset)], 0)
+    })();
+    started
+        .map(AsyncTask::new)
+        .map_err(|f: Failure| to_napi(&env, f))
 }
 
 /// A batch of file I/O on the thread pool: `runs` is flat triples `(offset in
@@ -352,7 +353,7 @@ pub fn region_file_io_async(
                 .iter()
                 .map(|&(_, len, off)| off.saturating_add(len as u64))
                 .max();
-            if let (Some(needed), Some(size)) = (needed, sys_file_size(fd)?) {
+            if let (Some(needed), Some(size)) = (needed, file_size(fd)?) {
                 if needed > size {
                     return Err(Error::BeyondEof {
                         needed,
@@ -362,39 +363,10 @@ pub fn region_file_io_async(
                 }
             }
         }
-        let (lease, ranges) = lease_ranges(handle, |r| {
-            let mut ranges = Vec::with_capacity(triples.len());
-            let mut leased = Vec::with_capacity(triples.len());
-            for &(offset, len, file_offset) in &triples {
-                let range = if dump {
-                    r.dump_source(offset, len)?
-                } else {
-                    r.load_target(offset, len)?
-                };
-                ranges.push((range, file_offset));
-                leased.push((offset, offset + len));
-            }
-            Ok((ranges, leased))
-        })?;
-        let fd = fd.try_clone_to_owned().map_err(|e| Error::Syscall {
-            syscall: "fcntl",
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        })?;
-        Ok(FileIoTask {
-            lease,
-            runs: ranges,
-            fd,
-            dump,
-            file_len,
-            error: None,
-        })
+        let io = if dump { Io::Dump } else { Io::LoadWhole };
+        start_file_io(handle, fd, io, &triples, file_len)
     })();
     started
         .map(AsyncTask::new)
         .map_err(|f: Failure| to_napi(&env, f))
-}
-
-/// The size of the file behind `fd` where it has one (the core's `fstat`).
-fn sys_file_size(fd: std::os::fd::BorrowedFd<'_>) -> Result<Option<u64>> {
-    Ok(file_load_length(fd, 0, None).ok().map(|n| n as u64))
 }

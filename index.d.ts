@@ -32,7 +32,7 @@ export declare class NativeSharedMemory {
  * for failed system calls. Each variant's name is its code (its `Debug`
  * text, and the string napi-rs writes into the generated union type).
  */
-export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS' | 'ERR_MMAP_NO_BINARY'
+export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS' | 'ERR_MMAP_NO_BINARY' | 'ERR_MMAP_STALE_HANDLE' | 'ERR_MMAP_INVALID_HANDLE'
 
 /**
  * Whether `value` is a multiple of the page size (the core's alignment rule,
@@ -257,6 +257,56 @@ export declare function regionAtomicCheck(handle: number, offset: number, width:
  * it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
  */
 export declare function regionSharedView(handle: number, offset: number, length: number): SharedArrayBuffer
+
+/**
+ * Shares the region with other threads: `[id, token, isArena]` for
+ * `regionAttach`. From now on views are recorded and no window is handed out.
+ */
+export declare function regionShare(handle: number): [id: number, token: number, arena: boolean]
+
+/**
+ * A new handle, owned by `owner`, over the region shared as `id`/`token`
+ * (in any thread); `arena` must match its kind.
+ */
+export declare function regionAttach(owner: object, id: number, token: number, arena: boolean): number
+
+/**
+ * A checked atomic 4-byte operation at `offset` (for memory without a
+ * window): `op` 0 load, 1 store `value`, 2 compare `expected` and
+ * exchange for `value`; returns the value loaded (or stored).
+ */
+export declare function regionAtomic32(handle: number, offset: number, op: number, value: number, expected: number): number
+
+/**
+ * As `regionAtomic32`, for 8 bytes (values as BigInts).
+ */
+export declare function regionAtomic64(handle: number, offset: number, op: number, value: bigint, expected: bigint): bigint
+
+/**
+ * Takes the lock of the table the facade keeps with the region (for
+ * every object that owns it, in any thread), waiting while another holds it.
+ */
+export declare function regionTableLock(handle: number): void
+
+/**
+ * Releases the table's lock (if this object holds it).
+ */
+export declare function regionTableUnlock(handle: number): void
+
+/**
+ * Replaces the table (the lock must be held); returns its new version.
+ */
+export declare function regionTableWrite(handle: number, bytes: Uint8Array): number
+
+/**
+ * The table's version (0 before the first write), read without the lock.
+ */
+export declare function regionTableVersion(handle: number): number
+
+/**
+ * A copy of the table, its version written into its first 8 bytes.
+ */
+export declare function regionTableRead(handle: number): Buffer
 
 /**
  * Asynchronous operations still pending.

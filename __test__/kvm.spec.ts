@@ -6,6 +6,7 @@
 import test from 'ava'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import { GuestMemory, MemoryMapping, SharedMemory, type GuestRegion } from 'mapped-region'
 import { CODE, ENTRY, EXPECTED, PATTERN_AT, PATTERN_LENGTH } from '../examples/kvm/program.mjs'
 import { tempDir } from './helpers.js'
@@ -19,7 +20,7 @@ interface RunResult {
 }
 interface KvmExample {
   kvmUnavailableReason(): string | null
-  runRealMode(slots: GuestRegion[], entry: number, maxExits: number): RunResult
+  runRealMode(slots: GuestRegion[], entry: number, maxExits: number, onSerial?: (byte: number) => void): RunResult
 }
 
 const kvm = createRequire(import.meta.url)('../examples/kvm/index.js') as KvmExample
@@ -111,4 +112,33 @@ kvmTest("snapshot a running guest (full, then a diff merging KVM's dirty log), r
 test('the KVM example module loads and answers', (t) => {
   t.true(unavailable === null || typeof unavailable === 'string')
   if (unavailable !== null) t.log(`KVM unavailable here: ${unavailable}`)
+})
+
+kvmTest('the vCPU on a worker thread over an attached GuestMemory, the serial port served by the main thread', async (t) => {
+  using ram = SharedMemory.create('guest-ram-threads', 1 << 20)
+  using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }], { addressSpace: 4 << 20 })
+  guest.write(ENTRY, CODE)
+  const view = guest.view(PATTERN_AT, PATTERN_LENGTH)
+  t.false(view.equals(EXPECTED))
+  const vcpu = new Worker(new URL('../examples/kvm-vcpu-worker.mjs', import.meta.url), {
+    workerData: { guest: guest.share(), entry: ENTRY },
+  })
+  let serial = ''
+  const done = await new Promise<{ result: RunResult; userspaceAddresses: bigint[] }>((resolve, reject) => {
+    vcpu.on('message', (m) => {
+      if (m.serial !== undefined) serial += String.fromCharCode(m.serial)
+      else resolve(m)
+    })
+    vcpu.once('error', reject)
+  })
+  await vcpu.terminate()
+  t.is(done.result.exit, 'hlt')
+  t.is(serial, 'OK\n', 'every byte reached the main thread')
+  t.deepEqual(
+    done.userspaceAddresses,
+    guest.regions().map((r) => r.userspaceAddress),
+    'one memory at the same host addresses',
+  )
+  t.true(view.equals(EXPECTED), "the main thread's own view shows what the guest wrote on the worker")
+  t.deepEqual(done.result.dirtyPages, [PATTERN_AT / 4096])
 })

@@ -82,6 +82,11 @@ export function unsupported(message: string): MappedRegionError {
   return make(Error, 'ERR_MMAP_UNSUPPORTED', message)
 }
 
+/** `TypeError` `ERR_MMAP_INVALID_HANDLE`: not a share handle of the kind asked for. */
+export function invalidHandle(reason: string): MappedRegionError {
+  return make(TypeError, 'ERR_MMAP_INVALID_HANDLE', `The "handle" argument is not a share handle of this process: ${reason}`)
+}
+
 /** `Error` with one of the state codes. */
 export function stateError(code: 'ERR_MMAP_CLOSED', message: string): MappedRegionError {
   return make(Error, code, message)

@@ -1,10 +1,10 @@
 import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { constants as fsConstants } from 'node:fs'
-import { guestError, invalidArgType, outOfRange, stateError, unsupported } from './errors.js'
+import { guestError, invalidArgType, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
 import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
-import { epochOf, handleOf, MemoryMappingArena } from './region.js'
+import { epochOf, HANDLE_KEYS, handleOf, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
 import { sharedMemoryState, type SharedMemory } from './shm.js'
 import {
   markPage,
@@ -144,7 +144,31 @@ const pageOf = (offset: number): number => Math.floor(offset / PAGE_SIZE)
  */
 const MAX_REGIONS = 1 << 16
 
+/**
+ * What {@link GuestMemory.share} returns: a plain object that `postMessage` and
+ * `structuredClone` copy as they are, for {@link GuestMemory.attach} in another thread.
+ */
+export interface GuestShareHandle {
+  /** The class whose `attach()` takes it. */
+  readonly kind: 'GuestMemory'
+  /** The guest's arena. */
+  readonly arena: ShareHandle
+  /** Whether regions added get `MADV_DONTDUMP` (the option the guest was created with). */
+  readonly dontDump: boolean
+}
+
+/** Numbers per region in the table shared by the objects of one guest memory. */
+const TABLE_FIELDS = 5
+
+/** Set by `GuestMemory.attach` for the constructor it calls next (nothing runs in between). */
+let attaching: { arena: MemoryMappingArena; dontDump: boolean } | undefined
+
 const {
+  regionTableLock,
+  regionTableUnlock,
+  regionTableWrite,
+  regionTableVersion,
+  regionTableRead,
   regionReadInto,
   regionWrite,
   regionLoadFile,
@@ -195,6 +219,13 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   readonly #h: number
   readonly #dontDump: boolean
   readonly #tracking: boolean
+  /**
+   * Shared with other objects (other threads): the regions are a copy of the table kept with the
+   * native arena, reloaded when its version moves, and changed only under its lock.
+   */
+  #shared = false
+  /** The version of the table `#slots` was loaded from (or last written as). */
+  #version = 0
   /** The region of the last typed store while tracking (a hint: checked before use). */
   #lastStore = 0
   /** With tracking: writable views handed out (their pages are dirty while they live). */
@@ -214,6 +245,17 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     super()
+    const attached = attaching
+    attaching = undefined
+    if (attached !== undefined) {
+      this.#arena = attached.arena
+      this.#h = handleOf(this.#arena)
+      this.#dontDump = attached.dontDump
+      this.#tracking = false
+      this.#shared = true
+      this.#load()
+      return
+    }
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
     const o = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty'])
     this.#dontDump = v.bool('dontDump', o.dontDump, true)
@@ -326,6 +368,111 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     }
   }
 
+  /**
+   * A handle for {@link GuestMemory.attach} in another thread (a vCPU or device worker): posted
+   * there (`postMessage` copies it), it gives an object over **this** guest memory — the same
+   * arena at the same host addresses (so `regions()[i].userspaceAddress` is the same in every
+   * thread) and one list of regions: `addRegion`/`removeRegion` made through any object are seen
+   * by every object's next call, and are serialised by a lock kept with the native arena (released
+   * if a thread ends while holding it). Each object is closed on its own; the memory is unmapped
+   * when the last one is closed or collected. Views follow {@link MemoryMappingArena.share}'s
+   * rule: a change over another object's live view is `ERR_MMAP_BUSY`.
+   * @returns a new handle each time (naming the same memory).
+   * @throws `ERR_MMAP_CLOSED`; `ERR_MMAP_UNSUPPORTED` with `trackDirty` (the dirty bits are this
+   * object's: track the VMM's writes in the thread that snapshots, and KVM's dirty log for the guest's).
+   * @example
+   * const vcpu = new Worker('./vcpu.js', { workerData: guest.share() })
+   */
+  share(): GuestShareHandle {
+    if (this.#tracking) throw unsupported('share() of a GuestMemory created with { trackDirty: true }: dirty bits are kept per object')
+    const arena = this.#arena.share()
+    if (!this.#shared) {
+      this.#shared = true
+      this.#change(() => undefined)
+    }
+    return { kind: 'GuestMemory', arena, dontDump: this.#dontDump }
+  }
+
+  /**
+   * An object over the guest memory a {@link share} handle names, in this thread.
+   * @param handle what `share()` returned (in any thread)
+   * @throws `ERR_INVALID_ARG_TYPE`/`ERR_INVALID_ARG_VALUE` (not a handle's shape),
+   * `ERR_MMAP_INVALID_HANDLE`, `ERR_MMAP_STALE_HANDLE` (closed or collected in every thread).
+   * @example
+   * using guest = GuestMemory.attach(workerData)
+   */
+  static attach(handle: GuestShareHandle): GuestMemory {
+    if (handle === null || typeof handle !== 'object' || types.isProxy(handle)) {
+      throw invalidArgType('handle', 'a share handle from GuestMemory.prototype.share()', handle)
+    }
+    const h = v.options('handle', handle, HANDLE_KEYS)
+    if (h.kind !== 'GuestMemory')
+      throw invalidHandle(`it is for ${typeof h.kind === 'string' ? h.kind : 'nothing'}, not for GuestMemory.attach()`)
+    if (h.id !== undefined || h.token !== undefined || h.protection !== undefined)
+      throw invalidHandle("it has a region handle's properties")
+    const dontDump = v.bool('handle.dontDump', h.dontDump, true)
+    // The arena's handle is read once, here; only that snapshot is passed on.
+    const [id, token] = readShareHandle(h.arena, 'MemoryMappingArena')
+    const arena = MemoryMappingArena.attach({ kind: 'MemoryMappingArena', id, token })
+    attaching = { arena, dontDump }
+    try {
+      return new GuestMemory([])
+    } catch (e) {
+      arena.close()
+      throw e
+    } finally {
+      attaching = undefined
+    }
+  }
+
+  /** Shared: reloads the regions if another object changed them since this one last looked. */
+  #sync(): void {
+    if (this.#shared && regionTableVersion(this.#h) !== this.#version) this.#load()
+  }
+
+  /** Shared: the regions from the table kept with the arena. */
+  #load(): void {
+    const table = regionTableRead(this.#h)
+    const data = new DataView(table.buffer, table.byteOffset, table.byteLength)
+    const slots: Slot[] = []
+    for (let at = 8; at + TABLE_FIELDS * 8 <= table.byteLength; at += TABLE_FIELDS * 8) {
+      const f = (i: number) => data.getFloat64(at + i * 8, true)
+      slots.push({
+        id: f(0),
+        start: f(1),
+        end: f(2),
+        protection: f(3) as ProtectionFlags,
+        backing: f(4) === 0 ? 'anonymous' : 'fd',
+        dirty: undefined,
+      })
+    }
+    this.#slots = slots
+    this.#version = data.getFloat64(0, true)
+  }
+
+  /**
+   * Runs a change of the regions: for a shared guest memory under the table's lock, on the
+   * current regions, and writes them back (only if it succeeded).
+   */
+  #change<T>(change: () => T): T {
+    if (!this.#shared) return change()
+    regionTableLock(this.#h)
+    try {
+      this.#sync()
+      const result = change()
+      const data = new DataView(new ArrayBuffer(this.#slots.length * TABLE_FIELDS * 8))
+      for (const [i, s] of this.#slots.entries()) {
+        const at = i * TABLE_FIELDS * 8
+        const fields = [s.id, s.start, s.end, s.protection, s.backing === 'anonymous' ? 0 : 1]
+        for (const [j, value] of fields.entries()) data.setFloat64(at + j * 8, value, true)
+      }
+      this.#version = regionTableWrite(this.#h, new Uint8Array(data.buffer))
+      return result
+    } finally {
+      regionTableUnlock(this.#h)
+    }
+  }
+
   /** The arena behind the guest memory (guest address = offset). */
   get arena(): MemoryMappingArena {
     return this.#arena
@@ -343,6 +490,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * for (const [slot, r] of guest.regions().entries()) setUserMemoryRegion(vm, slot, r.guestAddress, r.size, r.userspaceAddress)
    */
   regions(): GuestRegion[] {
+    this.#sync()
     const base = this.#arena.address
     return this.#slots.map((s) => this.#describe(s, base))
   }
@@ -357,10 +505,12 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   addRegion(spec: GuestRegionSpec): GuestRegion {
     const s = GuestMemory.#check(spec, 'region')
-    const clash = this.#slots.find((x) => x.start < s.start + s.size && x.end > s.start)
-    if (clash !== undefined)
-      throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${s.start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
-    const slot = this.#map(s)
+    const slot = this.#change(() => {
+      const clash = this.#slots.find((x) => x.start < s.start + s.size && x.end > s.start)
+      if (clash !== undefined)
+        throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${s.start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
+      return this.#map(s)
+    })
     // A region plugged in after the last snapshot is in none of it: all its pages are new.
     if (slot.dirty !== undefined) setPages(slot.dirty, 0, s.size / PAGE_SIZE - 1)
     return this.#describe(slot, this.#arena.address)
@@ -375,11 +525,13 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   removeRegion(guestAddress: bigint | number): void {
     const start = gpa('guestAddress', guestAddress)
-    const index = this.#slots.findIndex((s) => s.start === start)
-    if (index < 0) throw guestError('ERR_GUEST_ADDRESS', `No guest region starts at 0x${start.toString(16)}`)
-    const slot = this.#slots[index]
-    this.#arena.removeMapping(slot.start, slot.end - slot.start)
-    this.#slots.splice(index, 1)
+    this.#change(() => {
+      const index = this.#slots.findIndex((s) => s.start === start)
+      if (index < 0) throw guestError('ERR_GUEST_ADDRESS', `No guest region starts at 0x${start.toString(16)}`)
+      const slot = this.#slots[index]
+      this.#arena.removeMapping(slot.start, slot.end - slot.start)
+      this.#slots.splice(index, 1)
+    })
   }
 
   /**
@@ -389,6 +541,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * for a range that starts in no region, touches a hole or runs past the last region.
    */
   #covered(addr: number, len: number): number {
+    this.#sync()
     const first = this.#slotIndex(addr)
     if (first < 0) throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
     const end = addr + len
@@ -515,6 +668,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
     if (dirtyOnly) this.#needTracking('snapshot({ dirtyOnly: true })')
     if (this.#tracking) this.#markLiveViews()
+    this.#sync()
     const slots = this.#slots.slice()
     const taken = slots.map((s) => (s.dirty === undefined ? undefined : takeBits(s.dirty)))
     const regions: SnapshotRegion[] = []
@@ -615,6 +769,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   async applyDiff(manifest: SnapshotManifest, source: LoadSource): Promise<number> {
     const m = readManifest(manifest)
     const runs: number[] = []
+    this.#sync()
     for (const r of m.regions) {
       const i = this.#slotIndex(r.guestAddress)
       const s = this.#slots[i]
@@ -648,6 +803,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /** The arena's window around `at`, cut to the region that contains it. */
   protected typedWindow(at: number): WindowAnswer {
+    this.#sync()
     const slot = this.#slots[this.#slotIndex(at)]
     if (slot === undefined) return undefined
     const answer = regionWindow(this.#h, at)
@@ -681,6 +837,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const addr = gpa('guestAddress', at)
     this.#covered(addr, width)
     regionAtomicCheck(this.#h, addr, width)
+  }
+
+  protected typedHandle(): number {
+    return this.#h
   }
 
   /** A typed store succeeded: its pages are dirty (called only while tracking). */

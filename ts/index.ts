@@ -18,6 +18,7 @@ export {
   type PopulateOptions,
   type FdMappingOptions,
   type ReserveOptions,
+  type ShareHandle,
 } from './region.js'
 export type { LoadOptions, LoadSource } from './load.js'
 export { SharedMemory, type SharedMemoryOptions } from './shm.js'
@@ -29,5 +30,6 @@ export {
   type GuestRegion,
   type GuestRegionSpec,
   type RestoreOptions,
+  type GuestShareHandle,
 } from './guest.js'
 export type { DirtyBitmap, SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'

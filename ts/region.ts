@@ -1,7 +1,8 @@
 import { openSync, closeSync, fstatSync, constants as fsConstants } from 'node:fs'
 import type { MappingInfo } from '../index.js'
 import { PAGE_SIZE, Protection, type Advice, type ProtectionFlags } from './constants.js'
-import { invalidArgType, invalidArgValue, outOfRange } from './errors.js'
+import { types } from 'node:util'
+import { invalidArgType, invalidArgValue, invalidHandle, outOfRange } from './errors.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { native } from './native.js'
 import { TypedAccess, type TypedMemory, type WindowAnswer } from './typed.js'
@@ -52,7 +53,43 @@ const {
   regionWindow,
   regionAtomicCheck,
   regionSharedView,
+  regionShare,
+  regionAttach,
 } = native
+
+/**
+ * What {@link MemoryMappingArena.share} and {@link MemoryMapping.share} return: a plain object
+ * that `postMessage` and `structuredClone` copy as they are, for `attach()` in another thread
+ * (or the same one). It names the region in this process; it grants nothing outside it.
+ */
+export interface ShareHandle {
+  /** The class whose `attach()` takes it. */
+  readonly kind: 'MemoryMappingArena' | 'MemoryMapping'
+  /** The region's entry in the process's share table. */
+  readonly id: number
+  /** A random number that must come with `id` (a handle made up by hand is refused). */
+  readonly token: number
+  /** For a `MemoryMapping`: the protection it was made with. */
+  readonly protection?: ProtectionFlags
+}
+
+/** @internal The properties of every kind of share handle (a handle of one kind passed to another's `attach` is `ERR_MMAP_INVALID_HANDLE`). */
+export const HANDLE_KEYS = ['kind', 'id', 'token', 'protection', 'arena', 'dontDump'] as const
+
+/**
+ * @internal Reads a share handle once (each property once, a proxy refused) and checks its kind:
+ * `[id, token, protection]`. The native side checks the id and token.
+ */
+export function readShareHandle(value: unknown, kind: string): [number, number, unknown] {
+  if (value === null || typeof value !== 'object' || types.isProxy(value)) {
+    throw invalidArgType('handle', `a share handle from ${kind}.prototype.share()`, value)
+  }
+  const h = v.options('handle', value, HANDLE_KEYS)
+  if (h.kind !== kind) throw invalidHandle(`it is for ${typeof h.kind === 'string' ? h.kind : 'nothing'}, not for ${kind}.attach()`)
+  if (h.arena !== undefined || h.dontDump !== undefined) throw invalidHandle('it has the properties of a GuestMemory handle')
+  if (typeof h.id !== 'number' || typeof h.token !== 'number') throw invalidHandle('its id and token must be numbers')
+  return [h.id, h.token, h.protection]
+}
 
 /**
  * What every region offers (crosvm's `MappedRegion`, plus copies and views).
@@ -365,6 +402,20 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
     regionAtomicCheck(this.h, v.number('offset', at), width)
   }
 
+  protected typedHandle(): number {
+    return this.h
+  }
+
+  /**
+   * @internal Shares the native region (see {@link MemoryMappingArena.share}); `[id, token]`.
+   * Typed-access windows are gone from then on: the next access asks again (and gets none).
+   */
+  protected shareNative(): [number, number] {
+    const [id, token] = regionShare(this.h)
+    this.afterChange(undefined)
+    return [id, token]
+  }
+
   #scheduleReclaim(): void {
     this.#reclaimScheduled = true
     setImmediate(() => {
@@ -483,6 +534,9 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
   }
 }
 
+/** Set by `MemoryMappingArena.attach` for the constructor it calls next (nothing runs in between). */
+let attaching: ((owner: object) => number) | undefined
+
 /** Options of {@link MemoryMappingArena.reserve}. */
 export interface ReserveOptions {
   /**
@@ -545,6 +599,33 @@ export class MemoryMapping extends Region {
   private constructor(create: (owner: object) => number, prot: ProtectionFlags) {
     super(create)
     this.protection = prot
+  }
+
+  /**
+   * A handle for {@link MemoryMapping.attach} in another thread; see
+   * {@link MemoryMappingArena.share} for what sharing means (one mapping at the same address,
+   * closed per object, views checked across objects, typed accesses without windows).
+   * @returns the same handle every time.
+   * @throws `ERR_MMAP_CLOSED`.
+   * @example
+   * worker.postMessage(ring.share())
+   */
+  share(): ShareHandle {
+    const [id, token] = this.shareNative()
+    return { kind: 'MemoryMapping', id, token, protection: this.protection }
+  }
+
+  /**
+   * An object over the mapping a {@link share} handle names, in this thread (same `address`).
+   * @param handle what `share()` returned (in any thread)
+   * @throws as {@link MemoryMappingArena.attach} (`ERR_MMAP_INVALID_HANDLE` for an arena's handle).
+   * @example
+   * using ring = MemoryMapping.attach(message)
+   */
+  static attach(handle: ShareHandle): MemoryMapping {
+    const [id, token, protection] = readShareHandle(handle, 'MemoryMapping')
+    const prot = v.protection(protection, 'handle.protection')
+    return new MemoryMapping((owner) => regionAttach(owner, id, token, false), prot)
   }
 
   /**
@@ -650,10 +731,59 @@ export class MemoryMappingArena extends Region {
    * using arena = new MemoryMappingArena(2 ** 40) // 1 TiB of address space
    */
   constructor(size: number, options?: ReserveOptions) {
+    const attached = attaching
+    attaching = undefined
+    super(attached ?? MemoryMappingArena.#reserve(size, options))
+  }
+
+  static #reserve(size: number, options: ReserveOptions | undefined): (owner: object) => number {
     const s = v.number('size', size)
     const o = v.options('options', options, ['align'])
     const align = o.align === undefined ? PAGE_SIZE : v.number('align', o.align)
-    super((owner) => regionReserve(owner, s, align))
+    return (owner) => regionReserve(owner, s, align)
+  }
+
+  /**
+   * A handle for {@link MemoryMappingArena.attach} in another thread: post it to a worker
+   * (`postMessage` copies it) and attach there to get an object over **this** reservation, at the
+   * same address, with one layout behind one lock — an overlay or removal made through any of the
+   * objects is seen by every thread's next call. Each object is closed on its own; the memory is
+   * unmapped when the last one is closed or collected (and nothing else uses it).
+   *
+   * From the first `share()` on, views are checked across objects: a change over a live view of
+   * another object (another thread's, which only that thread can detach) is refused with
+   * `ERR_MMAP_BUSY` until that view is collected, detached by a change in its own thread, or its
+   * object closed. Typed accesses stop using windows (they take the checked copy; atomics the
+   * native checked atomic operation), so that no thread can touch memory another thread replaced.
+   * @returns the same handle every time.
+   * @throws `ERR_MMAP_CLOSED`.
+   * @example
+   * const worker = new Worker('./vcpu.js', { workerData: arena.share() })
+   * // in the worker: using arena = MemoryMappingArena.attach(workerData)
+   */
+  share(): ShareHandle {
+    const [id, token] = this.shareNative()
+    return { kind: 'MemoryMappingArena', id, token }
+  }
+
+  /**
+   * An object over the arena a {@link share} handle names, in this thread: same `address`, same
+   * layout, owning the memory until closed or collected.
+   * @param handle what `share()` returned (in any thread)
+   * @throws `ERR_INVALID_ARG_TYPE`/`ERR_INVALID_ARG_VALUE` (not a handle's shape),
+   * `ERR_MMAP_INVALID_HANDLE` (not a handle this process handed out, or a `MemoryMapping`'s),
+   * `ERR_MMAP_STALE_HANDLE` (the arena was closed or collected in every thread).
+   * @example
+   * using arena = MemoryMappingArena.attach(workerData)
+   */
+  static attach(handle: ShareHandle): MemoryMappingArena {
+    const [id, token] = readShareHandle(handle, 'MemoryMappingArena')
+    attaching = (owner) => regionAttach(owner, id, token, true)
+    try {
+      return new MemoryMappingArena(0)
+    } finally {
+      attaching = undefined
+    }
   }
 
   /**

@@ -15,10 +15,19 @@
  * with its errors: used for memory without a window (a file someone could truncate, read-only
  * memory, a device), for an access across a window's edge, and for every refused access (the
  * copy throws its error). Atomics have no copy: the native `atomicCheck` throws why one is
- * refused (bounds, alignment, memory that may not be touched directly).
+ * refused (bounds, alignment, memory that may not be touched directly); one that may be made
+ * where there is no window (a region shared with other threads hands out none: another thread
+ * could change memory under it) is the core's checked atomic operation, under the region's lock.
  */
 import { invalidArgType, outOfRange } from './errors.js'
+import { native } from './native.js'
 import { memoryOf } from './validate.js'
+
+const { regionAtomic32, regionAtomic64 } = native
+/** The operations of the native atomics (`regionAtomic32/64`). */
+const LOAD = 0
+const STORE = 1
+const CAS = 2
 
 /** A window answer of the native side: see {@link TypedAccess.typedWindow}. */
 export type WindowAnswer = readonly [number, number, Uint8Array | undefined] | undefined
@@ -95,6 +104,10 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   protected abstract typedCopyIn(at: unknown, data: Uint8Array): void
   /** Throws the error an atomic access of `width` bytes at `at` gets; returns if it may be made. */
   protected abstract typedAtomicCheck(at: unknown, width: 4 | 8): void
+  /** The native handle whose offsets are this object's addresses (for the native atomics). */
+  protected abstract typedHandle(): number
+  /** Where the last {@link #atomic} that found no window was (a checked address). */
+  #nativeAt = 0
 
   /** From now on, report every store that succeeded to {@link typedStored}. */
   protected notifyStores(): void {
@@ -327,20 +340,23 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     this.#writeSlow(at, 8, v)
   }
 
-  /** The window offset of an atomic access, after the slow path made sure there is one. */
+  /**
+   * The window offset of an atomic access; or, once the access is checked to be allowed where
+   * no window is handed out, -1 with the address in `#nativeAt` (for the native atomics).
+   */
   #atomic(at: unknown, width: 4 | 8): number {
     const rel = this.#at(at, width)
     if (rel >= 0 && rel % width === 0) return rel
     if (typeof at === 'bigint') return this.#atomic(this.typedAddress(at), width)
     this.typedAtomicCheck(at, width)
     if (this.#refill(at, width)) return (at as number) - this.#start
-    // atomicCheck passed, so the native side has a window here: only a change between the
-    // two calls (none can run: no user code in between) could make this happen.
-    throw new Error('mapped-region: no window for a checked atomic access')
+    this.#nativeAt = at as number
+    return -1
   }
 
   readU32Atomic(at: At): number {
     const rel = this.#atomic(at, 4)
+    if (rel < 0) return regionAtomic32(this.typedHandle(), this.#nativeAt, LOAD, 0, 0)
     try {
       return Atomics.load(this.#u32, rel >>> 2)
     } catch {
@@ -351,6 +367,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 
   readU64Atomic(at: At): bigint {
     const rel = this.#atomic(at, 8)
+    if (rel < 0) return regionAtomic64(this.typedHandle(), this.#nativeAt, LOAD, 0n, 0n)
     try {
       return Atomics.load(this.#u64, rel / 8)
     } catch {
@@ -362,6 +379,11 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   writeU32Atomic(at: At, value: unknown): void {
     const v = u32('value', value)
     const rel = this.#atomic(at, 4)
+    if (rel < 0) {
+      regionAtomic32(this.typedHandle(), this.#nativeAt, STORE, v, 0)
+      if (this.#notify) this.typedStored(at, 4)
+      return
+    }
     try {
       Atomics.store(this.#u32, rel >>> 2, v)
       if (this.#notify) this.typedStored(at, 4)
@@ -374,6 +396,11 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   writeU64Atomic(at: At, value: unknown): void {
     const v = u64('value', value)
     const rel = this.#atomic(at, 8)
+    if (rel < 0) {
+      regionAtomic64(this.typedHandle(), this.#nativeAt, STORE, v, 0n)
+      if (this.#notify) this.typedStored(at, 8)
+      return
+    }
     try {
       Atomics.store(this.#u64, rel / 8, v)
       if (this.#notify) this.typedStored(at, 8)
@@ -387,6 +414,11 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const e = u32('expected', expected)
     const r = u32('replacement', replacement)
     const rel = this.#atomic(at, 4)
+    if (rel < 0) {
+      const old = regionAtomic32(this.typedHandle(), this.#nativeAt, CAS, r, e)
+      if (this.#notify) this.typedStored(at, 4)
+      return old
+    }
     try {
       const old = Atomics.compareExchange(this.#u32, rel >>> 2, e, r)
       if (this.#notify) this.typedStored(at, 4)
@@ -401,6 +433,11 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const e = u64('expected', expected)
     const r = u64('replacement', replacement)
     const rel = this.#atomic(at, 8)
+    if (rel < 0) {
+      const old = regionAtomic64(this.typedHandle(), this.#nativeAt, CAS, r, e)
+      if (this.#notify) this.typedStored(at, 8)
+      return old
+    }
     try {
       const old = Atomics.compareExchange(this.#u64, rel / 8, e, r)
       if (this.#notify) this.typedStored(at, 8)

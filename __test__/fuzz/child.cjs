@@ -62,6 +62,8 @@ const roFd = fs.openSync(filePath, 'r')
 const pipeR = 0
 
 const world = { shms: [], regions: [], guests: [], views: [] }
+// Share handles handed out so far (attach takes them as they are, altered, or made up).
+const handles = []
 
 function freshShm() {
   const s = mr.SharedMemory.create(`fuzz${int(1000)}`, (1 + int(16)) * P, { seal: chance(0.7) })
@@ -294,6 +296,28 @@ function makeBuffer() {
 }
 
 /** An options bag or spec whose properties are plain, hooked getters, or traps. */
+/** A share handle: one handed out, one altered, or one made up (forged, hooked, a proxy). */
+function shareHandle() {
+  const real = handles.length > 0 ? pick(handles) : undefined
+  switch (int(6)) {
+    case 0:
+    case 1:
+      return real ?? numberish()
+    case 2:
+      return real === undefined ? numberish() : { ...real, token: pick([real.token + 1, 0, numberish()]) }
+    case 3:
+      return bag({
+        kind: pick(['MemoryMappingArena', 'MemoryMapping', 'GuestMemory', numberish()]),
+        id: pick([1, 2, 2 ** 53, numberish()]),
+        token: numberish(),
+      })
+    case 4:
+      return real === undefined ? {} : bag({ ...real })
+    default:
+      return real === undefined ? null : { ...real, arena: pick([real.arena, numberish(), { ...real, kind: 'GuestMemory' }]) }
+  }
+}
+
 function bag(fields) {
   const o = {}
   for (const [k, v] of Object.entries(fields)) {
@@ -600,6 +624,23 @@ const ops = [
   ['guest applyDiff', () => asyncResults.push(asyncTarget().applyDiff(manifest(), pick([snapPath, fileFd, numberish()])))],
   ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
   ['guest regions', () => anyGuest().regions()],
+  ['share', () => handles.push(anyRegion().share())],
+  ['guest share', () => handles.push(anyGuest().share())],
+  [
+    'attach',
+    () => {
+      const h = shareHandle()
+      const byKind = { MemoryMappingArena: mr.MemoryMappingArena, MemoryMapping: mr.MemoryMapping, GuestMemory: mr.GuestMemory }
+      const kind = h !== null && typeof h === 'object' && !require('node:util').types.isProxy(h) ? h.kind : undefined
+      const own = typeof kind === 'string' && Object.hasOwn(byKind, kind) ? byKind[kind] : undefined
+      const attached =
+        own !== undefined && chance(0.6)
+          ? own.attach(h)
+          : pick([() => mr.MemoryMappingArena.attach(h), () => mr.MemoryMapping.attach(h), () => mr.GuestMemory.attach(h)])()
+      if (attached instanceof mr.GuestMemory) world.guests.push(attached)
+      else world.regions.push(attached)
+    },
+  ],
   ['guest close', () => anyGuest().close()],
   [
     'guest create',
@@ -730,6 +771,8 @@ const CODES = new Set([
   'ERR_MMAP_CLOSED',
   'ERR_MMAP_UNSUPPORTED',
   'ERR_MMAP_BUSY',
+  'ERR_MMAP_STALE_HANDLE',
+  'ERR_MMAP_INVALID_HANDLE',
   'ERR_MMAP_NO_EXTERNAL',
   'ERR_GUEST_OVERLAP',
   'ERR_GUEST_ADDRESS',

@@ -14,9 +14,12 @@ export declare function kvmUnavailableReason(): string | null
 
 /**
  * Creates a VM with `slots`, runs one vCPU in real mode from `entry` (CS = 0)
- * until `hlt` or `max_exits` exits.
+ * until `hlt` or `max_exits` exits. With `on_serial`, each byte the guest
+ * writes to the serial port is also handed to it as it is written (from the
+ * thread running the vCPU: a worker forwards it to the thread that serves
+ * the console).
  */
-export declare function runRealMode(slots: Array<Slot>, entry: number, maxExits: number): RunResult
+export declare function runRealMode(slots: Array<Slot>, entry: number, maxExits: number, onSerial?: ((arg: number) => void) | undefined | null): RunResult
 
 /** What the run did. */
 export interface RunResult {

@@ -89,14 +89,7 @@ pub fn seals(value: f64) -> Result<i32> {
 /// A BigInt file offset read as (sign, magnitude, lossless): non-negative and
 /// 64-bit (the core checks alignment and `off_t`).
 pub fn big_offset(what: &'static str, negative: bool, value: u64, lossless: bool) -> Result<u64> {
-    if negative || !lossless {
-        return Err(Error::OutOfRange {
-            what,
-            reason: "it must be a non-negative 64-bit integer".into(),
-        }
-        .into());
-    }
-    Ok(value)
+    u64_value(what, negative, value, lossless)
 }
 
 /// A file descriptor number (`0..=INT32_MAX`, from [`fd`]) borrowed for the
@@ -112,4 +105,30 @@ pub unsafe fn borrow_fd<'a>(fd: i32) -> BorrowedFd<'a> {
     // SAFETY: `fd` is never -1 (it comes from `fd`); its lifetime is the
     // caller's promise above.
     unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// A 32-bit unsigned value (of an atomic operation): an integer in `[0, 2^32)`.
+pub fn u32_value(what: &'static str, value: f64) -> Result<u32> {
+    int_in(value, 0.0, u32::MAX.into())
+        .map(|v| v as u32)
+        .ok_or_else(|| {
+            Error::OutOfRange {
+                what,
+                reason: format!("it must be an integer >= 0 and <= 4294967295. Received {value}"),
+            }
+            .into()
+        })
+}
+
+/// A 64-bit unsigned value (of an atomic operation) read from a BigInt as
+/// (sign, magnitude, lossless).
+pub fn u64_value(what: &'static str, negative: bool, value: u64, lossless: bool) -> Result<u64> {
+    if negative || !lossless {
+        return Err(Error::OutOfRange {
+            what,
+            reason: "it must be a non-negative 64-bit integer".into(),
+        }
+        .into());
+    }
+    Ok(value)
 }

@@ -17,7 +17,8 @@ use napi::sys;
 
 use mapped_region::rules::{check_bounds, check_eof};
 use mapped_region::{
-    file_load_length, file_size, AnyRegion, MappingOptions, MemoryMapping, MemoryMappingArena,
+    file_load_length, file_size, AnyRegion, Atomic, MappingOptions, MemoryMapping,
+    MemoryMappingArena,
 };
 
 use crate::convert::{self, index};
@@ -267,6 +268,34 @@ impl Ret for Held {
     }
 }
 
+/// What `regionShare` returns: `[id, token, isArena]`.
+struct Share(handles::ShareHandle);
+
+impl Ret for Share {
+    const TS: &'static str = "[id: number, token: number, arena: boolean]";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        let mut out = ptr::null_mut();
+        // SAFETY: a three-element array of this callback's scope.
+        unsafe {
+            sys::napi_create_array_with_length(env, 3, &mut out);
+            sys::napi_set_element(env, out, 0, (self.0.id as f64).write(env));
+            sys::napi_set_element(env, out, 1, (self.0.token as f64).write(env));
+            sys::napi_set_element(env, out, 2, self.0.arena.write(env));
+        }
+        out
+    }
+}
+
+/// The operation of `regionAtomic32`/`regionAtomic64`: 0 load, 1 store, 2
+/// compare-exchange (anything else is a load: the facade passes constants).
+fn atomic_op<T>(op: f64, value: T, expected: T) -> Atomic<T> {
+    match op as u8 {
+        1 => Atomic::Store(value),
+        2 => Atomic::CompareExchange(expected, value),
+        _ => Atomic::Load,
+    }
+}
+
 /// An address, as a BigInt.
 struct Address(u64);
 
@@ -339,6 +368,15 @@ unsafe extern "C" fn finalize_owner(_env: sys::napi_env, data: *mut c_void, _hin
 /// `env` must be the live env of the current callback.
 unsafe fn adopt(env: sys::napi_env, owner: Owner, region: Result<AnyRegion>) -> Result<f64> {
     let handle = handles::insert(env, region?);
+    // SAFETY: guaranteed by the caller.
+    unsafe { own(env, owner, handle) }
+}
+
+/// Ties `handle` (just registered) to `owner`'s lifetime.
+///
+/// # Safety
+/// `env` must be the live env of the current callback.
+unsafe fn own(env: sys::napi_env, owner: Owner, handle: f64) -> Result<f64> {
     // SAFETY: `owner.0` is a live value of this callback; the finalizer gets
     // the handle as its data and runs once, when the owner is collected.
     let status = unsafe {
@@ -476,7 +514,7 @@ entries! {
         Ok(Address(region.addr as u64))
     };
     /// The size in bytes (whole pages for an arena).
-    regionSize(handle: f64) -> f64 = |_env| Ok(handles::get(handle)?.size as f64);
+    regionSize(handle: f64) -> f64 = |_env| handles::size(handle);
     /// Whether the region is closed.
     regionClosed(handle: f64) -> bool = |_env| Ok(handles::closed(handle));
     /// Detaches every view and unmaps (once nothing uses the memory). `true`
@@ -656,6 +694,60 @@ entries! {
     regionSharedView(handle: f64, offset: f64, length: f64) -> SharedBuffer = |env| {
         // SAFETY: `env` is this callback's, on the region's thread.
         unsafe { crate::shared::create(env, handle, offset, length) }.map(SharedBuffer)
+    };
+    /// Shares the region with other threads: `[id, token, isArena]` for
+    /// `regionAttach`. From now on views are recorded and no window is handed out.
+    regionShare(handle: f64) -> Share = |_env| Ok(Share(handles::share(handle)?));
+    /// A new handle, owned by `owner`, over the region shared as `id`/`token`
+    /// (in any thread); `arena` must match its kind.
+    regionAttach(owner: Owner, id: f64, token: f64, arena: bool) -> f64 = |env| {
+        let handle = handles::attach(env, id, token, arena)?;
+        // SAFETY: `env` is this callback's.
+        unsafe { own(env, owner, handle) }
+    };
+    /// A checked atomic 4-byte operation at `offset` (for memory without a
+    /// window): `op` 0 load, 1 store `value`, 2 compare `expected` and
+    /// exchange for `value`; returns the value loaded (or stored).
+    regionAtomic32(handle: f64, offset: f64, op: f64, value: f64, expected: f64) -> f64 = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let (value, expected) = (convert::u32_value("value", value)?, convert::u32_value("expected", expected)?);
+        Ok(state.live()?.atomic_u32(index("offset", offset)?, atomic_op(op, value, expected))? as f64)
+    };
+    /// As `regionAtomic32`, for 8 bytes (values as BigInts).
+    regionAtomic64(handle: f64, offset: f64, op: f64, value: Big, expected: Big) -> Address = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let (value, expected) = (convert::u64_value("value", value.0, value.1, value.2)?, convert::u64_value("expected", expected.0, expected.1, expected.2)?);
+        Ok(Address(state.live()?.atomic_u64(index("offset", offset)?, atomic_op(op, value, expected))?))
+    };
+    /// Takes the lock of the table the facade keeps with the region (for
+    /// every object that owns it, in any thread), waiting while another holds it.
+    regionTableLock(handle: f64) -> () = |_env| handles::table_lock(handle);
+    /// Releases the table's lock (if this object holds it).
+    regionTableUnlock(handle: f64) -> () = |_env| {
+        handles::table_unlock(handle);
+        Ok(())
+    };
+    /// Replaces the table (the lock must be held); returns its new version.
+    regionTableWrite(handle: f64, bytes: Bytes) -> f64 = |_env| handles::table_write(handle, bytes.as_mut());
+    /// The table's version (0 before the first write), read without the lock.
+    regionTableVersion(handle: f64) -> f64 = |_env| handles::table_version(handle);
+    /// A copy of the table, its version written into its first 8 bytes.
+    regionTableRead(handle: f64) -> Buffer = |env| {
+        let (table, version) = handles::table_read(handle)?;
+        let mut data = ptr::null_mut();
+        let mut buffer = ptr::null_mut();
+        // SAFETY: `env` is this callback's; Node allocates the bytes asked for.
+        let status = unsafe { sys::napi_create_buffer(env, table.len() + 8, &mut data, &mut buffer) };
+        if status != sys::Status::napi_ok {
+            return Err(Failure::Pending);
+        }
+        let mut bytes = Bytes { data: data.cast(), len: table.len() + 8 };
+        let out = bytes.as_mut();
+        out[..8].copy_from_slice(&version.to_le_bytes());
+        out[8..].copy_from_slice(&table);
+        Ok(Buffer(buffer))
     };
     /// Asynchronous operations still pending.
     regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));

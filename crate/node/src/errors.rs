@@ -44,6 +44,10 @@ pub enum ErrorCode {
     ERR_GUEST_ADDRESS,
     /// No prebuilt binary loads on this platform (`Error`, thrown by the facade's loader).
     ERR_MMAP_NO_BINARY,
+    /// A share handle whose region is gone: closed or collected in every thread (`Error`).
+    ERR_MMAP_STALE_HANDLE,
+    /// Not a share handle this process handed out: forged, altered, or of another kind (`TypeError`).
+    ERR_MMAP_INVALID_HANDLE,
 }
 
 /// Why a binding call failed.
@@ -69,6 +73,16 @@ pub enum Failure {
     },
     /// A JavaScript exception is already pending (thrown by Node itself).
     Pending,
+    /// A change over a live view of another object (another thread's, which
+    /// only that thread can detach).
+    ForeignViews {
+        /// The operation refused.
+        operation: &'static str,
+    },
+    /// A share handle whose region was closed or collected everywhere.
+    StaleHandle,
+    /// A share handle this process did not hand out (why).
+    BadHandle(&'static str),
 }
 
 impl From<Error> for Failure {
@@ -145,6 +159,29 @@ fn shape(failure: &Failure) -> Shape {
                 Class::Error,
                 ERR_MMAP_UNSUPPORTED,
                 format!("{operation} needs {needs}, which this runtime does not have"),
+            )
+        }
+        Failure::ForeignViews { operation } => {
+            return ours(
+                Class::Error,
+                ERR_MMAP_BUSY,
+                format!(
+                    "{operation} refused: a view of this memory made by another object (another thread's, or another attached object's) is alive over the range; that thread must drop or detach it first"
+                ),
+            )
+        }
+        Failure::StaleHandle => {
+            return ours(
+                Class::Error,
+                ERR_MMAP_STALE_HANDLE,
+                "The shared region is gone: it was closed or collected in every thread".into(),
+            )
+        }
+        Failure::BadHandle(why) => {
+            return ours(
+                Class::TypeError,
+                ERR_MMAP_INVALID_HANDLE,
+                format!("The \"handle\" argument is not a share handle of this process: {why}"),
             )
         }
         Failure::Pending => unreachable!("a pending exception has no shape"),

@@ -9,13 +9,26 @@
 //! so memory never goes away under any of them. A change first asks the core
 //! which range it touches ([`Change::range`]), refuses it if an asynchronous
 //! operation uses the range, detaches the views there, then applies it.
+//!
+//! Threads: a [`Keep`] may be owned by objects in several threads
+//! ([`share`] and [`attach`]): one region at the same addresses, one layout
+//! behind one lock. Each object is closed on its own; the region is closed
+//! when the last one is. Views belong to the thread that made them and only
+//! it can detach them, so once a region is shared every view of every object
+//! is *recorded* in the state, and a change over another object's live view
+//! is refused (`ERR_MMAP_BUSY`) instead of replacing memory that view still
+//! shows; typed-access windows are no longer handed out (the accesses take
+//! the checked copy, atomics the core's checked atomic operations).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 
 use mapped_region::{AnyRegion, Change, Error, MemoryMappingArena};
 
+use crate::convert;
 use crate::errors::{Failure, Result};
 use crate::views::Views;
 
@@ -38,12 +51,27 @@ pub struct State {
     closed: bool,
     /// Closed while views were alive: a built-in may still hold a pointer
     /// into the memory, so it is released only by [`reclaim`] (on the next
-    /// turn of the event loop).
-    deferred: bool,
+    /// turn of the event loop) of the object that closed it (its owner id).
+    deferred: Option<u64>,
     /// The asynchronous operations in flight.
     pub pending: Vec<Pending>,
     /// The id of the next one.
     pub next_id: u64,
+    /// Objects, in any thread, that own the region and are neither closed
+    /// nor collected. The region is closed when the last one closes.
+    owners: usize,
+    /// Set by the first [`share`]: views are recorded, windows are off.
+    shared: bool,
+    /// Once shared: every live view of every object, `(start, owner, id)` to
+    /// its end. Removed when the view is detached (by its own thread) or
+    /// collected (its finalizer).
+    records: BTreeMap<(usize, u64, u64), usize>,
+    /// A table the facade keeps with the region for every object that owns
+    /// it (`GuestMemory`'s regions): opaque bytes, changed only by the owner
+    /// holding [`State::table_holder`].
+    table: Vec<u8>,
+    /// The owner that holds the table's lock, if any.
+    table_holder: Option<u64>,
 }
 
 impl State {
@@ -62,13 +90,57 @@ impl State {
         }
     }
 
-    /// Releases the region once closed and no operation is pending.
+    /// Releases the region once closed, no operation is pending and no view
+    /// of another thread's may still show it.
     pub fn take_if_done(&mut self) -> Option<AnyRegion> {
-        if self.closed && !self.deferred && self.pending.is_empty() {
+        if self.closed
+            && self.deferred.is_none()
+            && self.pending.is_empty()
+            && self.records.is_empty()
+        {
             self.region.take()
         } else {
             None
         }
+    }
+
+    /// Whether the region was shared: views are recorded and windows are off.
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Records a view `(start, owner, id)` ending at `end` (only once shared);
+    /// returns whether it was recorded.
+    pub fn record_view(&mut self, key: (usize, u64, u64), end: usize) -> bool {
+        if self.shared {
+            self.records.insert(key, end);
+        }
+        self.shared
+    }
+
+    /// Forgets the recorded view `key` (detached or collected).
+    pub fn forget_view(&mut self, key: (usize, u64, u64)) {
+        self.records.remove(&key);
+    }
+
+    /// Refuses a change to `[start, end)` while a live view of another object
+    /// (in this thread or another) is over it: only its own thread could
+    /// detach it.
+    fn check_no_foreign_views(
+        &self,
+        start: usize,
+        end: usize,
+        owner: u64,
+        operation: &'static str,
+    ) -> Result<()> {
+        let foreign = self
+            .records
+            .range(..(end, 0, 0))
+            .any(|(&(_, o, _), &e)| o != owner && e > start);
+        if foreign {
+            return Err(Failure::ForeignViews { operation });
+        }
+        Ok(())
     }
 
     /// Refuses a change to `[start, end)` while an asynchronous operation uses it.
@@ -80,10 +152,19 @@ impl State {
     }
 }
 
-/// The region, owned jointly by its handle, its live views and its pending
-/// asynchronous operations.
+/// The region, owned jointly by its handles (one per owning object, in any
+/// thread), its live views and its pending asynchronous operations.
 pub struct Keep {
     state: Mutex<State>,
+    /// Signalled when the table's lock is released.
+    table_free: Condvar,
+    /// How many times the table was written: read without the lock on every
+    /// call of an object that keeps a copy of it.
+    table_version: AtomicU64,
+    /// Mirrors [`State::shared`], for view finalizers that need the lock only then.
+    recorded: AtomicBool,
+    /// Its entry in the share table, once shared.
+    share: OnceLock<(u64, u64)>,
 }
 
 impl Keep {
@@ -92,9 +173,34 @@ impl Keep {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A view `key` was collected: forgets its record (once shared), and
+    /// unmaps if it was the last thing keeping a closed region.
+    pub fn view_collected(&self, key: (usize, u64, u64)) {
+        if !self.recorded.load(Ordering::Acquire) {
+            return;
+        }
+        let released = {
+            let mut state = self.lock();
+            state.forget_view(key);
+            state.take_if_done()
+        };
+        drop(released);
+    }
 }
 
-/// One region's native state, reached from JavaScript through its handle.
+impl Drop for Keep {
+    fn drop(&mut self) {
+        if let Some((id, _)) = self.share.get() {
+            share_table()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+        }
+    }
+}
+
+/// One object's native state, reached from JavaScript through its handle.
 /// Operations lock [`Region::keep`] and take [`State::live`].
 pub struct Region {
     /// The region and its state.
@@ -103,9 +209,114 @@ pub struct Region {
     pub addr: usize,
     /// Its size in bytes.
     pub size: usize,
+    /// Which owning object this is (unique in the process): recorded views
+    /// are told apart by it.
+    pub owner: u64,
+    /// Whether this object was closed (others may still own the region).
+    closed: Cell<bool>,
     /// Only touched on the JS thread.
     pub views: RefCell<Views>,
 }
+
+impl Drop for Region {
+    /// The owning object was collected without `close()` (or its thread
+    /// ended): it owns the region no more, and a table lock it held is
+    /// released. Its views, still alive, keep the memory (and their records).
+    fn drop(&mut self) {
+        let mut state = self.keep.lock();
+        if !self.closed.get() {
+            state.owners = state.owners.saturating_sub(1);
+        }
+        self.release_table(&mut state);
+    }
+}
+
+impl Region {
+    /// Releases the table's lock if this object holds it.
+    fn release_table(&self, state: &mut State) {
+        if state.table_holder == Some(self.owner) {
+            state.table_holder = None;
+            self.keep.table_free.notify_one();
+        }
+    }
+}
+
+/// Takes the table's lock of the region behind `handle` for this object,
+/// waiting while another object (in another thread) holds it. Refused if this
+/// object holds it already.
+pub fn table_lock(handle: f64) -> Result<()> {
+    let region = get(handle)?;
+    let mut state = region.keep.lock();
+    state.live()?;
+    if state.table_holder == Some(region.owner) {
+        return Err(Failure::Core(Error::Busy {
+            operation: "the table lock (held already by this object)",
+        }));
+    }
+    while state.table_holder.is_some() {
+        state = region
+            .keep
+            .table_free
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+    state.table_holder = Some(region.owner);
+    Ok(())
+}
+
+/// Releases the table's lock if this object holds it.
+pub fn table_unlock(handle: f64) {
+    if let Some(region) = registry::get(handle) {
+        let mut state = region.keep.lock();
+        region.release_table(&mut state);
+    }
+}
+
+/// Replaces the table (this object must hold its lock); returns its new version.
+pub fn table_write(handle: f64, bytes: &[u8]) -> Result<f64> {
+    let region = get(handle)?;
+    let mut state = region.keep.lock();
+    if state.table_holder != Some(region.owner) {
+        return Err(Failure::Core(Error::Busy {
+            operation: "writing the table without holding its lock",
+        }));
+    }
+    state.table.clear();
+    state.table.extend_from_slice(bytes);
+    Ok((region.keep.table_version.fetch_add(1, Ordering::AcqRel) + 1) as f64)
+}
+
+/// The table's version, without the lock (0 before the first write).
+pub fn table_version(handle: f64) -> Result<f64> {
+    Ok(get(handle)?.keep.table_version.load(Ordering::Acquire) as f64)
+}
+
+/// The table and its version, read under the lock (so together).
+pub fn table_read(handle: f64) -> Result<(Vec<u8>, f64)> {
+    let region = get(handle)?;
+    let state = region.keep.lock();
+    Ok((
+        state.table.clone(),
+        region.keep.table_version.load(Ordering::Acquire) as f64,
+    ))
+}
+
+/// A fresh owner id.
+fn next_owner() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Shared regions: id to (token, region). An entry goes when its [`Keep`] does.
+type ShareTable = Mutex<HashMap<u64, (u64, Weak<Keep>)>>;
+
+fn share_table() -> &'static ShareTable {
+    static TABLE: OnceLock<ShareTable> = OnceLock::new();
+    TABLE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Share ids handed out so far (ids are 1, 2, …).
+static SHARE_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Handles: a thread-local table of regions. A handle is `generation << 32 |
 /// index` as an `f64` (exact below 2^53), so a stale handle never reaches a
@@ -187,9 +398,19 @@ mod registry {
     }
 }
 
-/// The region behind `handle`, or `ERR_MMAP_CLOSED`.
+/// The region behind `handle`, or `ERR_MMAP_CLOSED` (also once this object
+/// was closed, whoever else owns the region).
 pub fn get(handle: f64) -> Result<Rc<Region>> {
-    registry::get(handle).ok_or(Failure::Core(Error::Closed))
+    registry::get(handle)
+        .filter(|r| !r.closed.get())
+        .ok_or(Failure::Core(Error::Closed))
+}
+
+/// The size of the region behind `handle`, also once this object is closed.
+pub fn size(handle: f64) -> Result<f64> {
+    registry::get(handle)
+        .map(|r| r.size as f64)
+        .ok_or(Failure::Core(Error::Closed))
 }
 
 /// Registers a new region; returns its handle. The caller ties the handle to
@@ -197,21 +418,148 @@ pub fn get(handle: f64) -> Result<Rc<Region>> {
 pub fn insert(env: napi::sys::napi_env, region: AnyRegion) -> f64 {
     let r = region.region();
     let (addr, size) = (r.as_ptr() as usize, r.size());
-    registry::insert(Region {
-        keep: Arc::new(Keep {
-            state: Mutex::new(State {
-                region: Some(region),
-                closed: false,
-                deferred: false,
-                pending: Vec::new(),
-                next_id: 0,
-            }),
+    let keep = Arc::new(Keep {
+        state: Mutex::new(State {
+            region: Some(region),
+            closed: false,
+            deferred: None,
+            pending: Vec::new(),
+            next_id: 0,
+            owners: 1,
+            shared: false,
+            records: BTreeMap::new(),
+            table: Vec::new(),
+            table_holder: None,
         }),
+        table_free: Condvar::new(),
+        table_version: AtomicU64::new(0),
+        recorded: AtomicBool::new(false),
+        share: OnceLock::new(),
+    });
+    register(env, keep, addr, size)
+}
+
+fn register(env: napi::sys::napi_env, keep: Arc<Keep>, addr: usize, size: usize) -> f64 {
+    registry::insert(Region {
+        keep,
         addr,
         size,
+        owner: next_owner(),
+        closed: Cell::new(false),
         views: RefCell::new(Views::new(env)),
     })
 }
+
+/// What [`share`] hands out: the share table's id and token, and whether the
+/// region is an arena.
+pub struct ShareHandle {
+    /// The id, an integer below 2^53.
+    pub id: u64,
+    /// A random number below 2^53 that must come with the id.
+    pub token: u64,
+    /// Whether the region is an arena (else a plain mapping).
+    pub arena: bool,
+}
+
+/// A random number below 2^53.
+fn random_token() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let mut token = u64::from_ne_bytes(bytes);
+    if n != bytes.len() as isize {
+        // No entropy source: still distinct per region, only not unguessable.
+        token ^= std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    }
+    token & ((1 << 53) - 1)
+}
+
+/// Shares the region behind `handle` with other threads: from now on every
+/// view of every object is recorded and no typed-access window is handed out
+/// (this object's are detached now). Returns the handle [`attach`] takes;
+/// the same one every time.
+pub fn share(handle: f64) -> Result<ShareHandle> {
+    let region = get(handle)?;
+    let mut views = region.views.borrow_mut();
+    views.detach_windows();
+    let mut state = region.keep.lock();
+    let arena = matches!(state.live()?, AnyRegion::Arena(_));
+    if !state.shared {
+        state.shared = true;
+        region.keep.recorded.store(true, Ordering::Release);
+        // The views this object made before: recorded like every later one.
+        for (start, id, end) in views.live() {
+            state.records.insert((start, region.owner, id), end);
+        }
+    }
+    drop(state);
+    let &(id, token) = region.keep.share.get_or_init(|| {
+        let id = SHARE_IDS.fetch_add(1, Ordering::Relaxed);
+        let token = random_token();
+        share_table()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (token, Arc::downgrade(&region.keep)));
+        (id, token)
+    });
+    Ok(ShareHandle { id, token, arena })
+}
+
+/// A new object's handle over the region [`share`] handed out as `id` and
+/// `token`, on this thread's `env`, owning the region until closed or
+/// released. `arena` must match the region's kind.
+pub fn attach(env: napi::sys::napi_env, id: f64, token: f64, arena: bool) -> Result<f64> {
+    let (id, token) = match (
+        convert::int_in(id, 1.0, MAX_SAFE),
+        convert::int_in(token, 0.0, MAX_SAFE),
+    ) {
+        (Some(id), Some(token)) => (id as u64, token as u64),
+        _ => {
+            return Err(Failure::BadHandle(
+                "its id or token is not an integer below 2^53",
+            ))
+        }
+    };
+    // The entry is copied out: the upgrade (and a drop of the region, which
+    // takes the table's lock) happens outside the table's lock.
+    let entry = share_table()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .cloned();
+    let keep = match entry {
+        Some((t, _)) if t != token => return Err(Failure::BadHandle("its token does not match")),
+        Some((_, weak)) => weak.upgrade(),
+        None if id < SHARE_IDS.load(Ordering::Relaxed) => None,
+        None => return Err(Failure::BadHandle("no region was shared under its id")),
+    };
+    let Some(keep) = keep else {
+        return Err(Failure::StaleHandle);
+    };
+    let (addr, size) = {
+        let mut state = keep.lock();
+        if state.closed || state.owners == 0 {
+            return Err(Failure::StaleHandle);
+        }
+        let r = state.live()?;
+        if matches!(r, AnyRegion::Arena(_)) != arena {
+            return Err(Failure::BadHandle(if arena {
+                "it is a MemoryMapping's, not an arena's"
+            } else {
+                "it is an arena's, not a MemoryMapping's"
+            }));
+        }
+        let r = r.region();
+        let at = (r.as_ptr() as usize, r.size());
+        state.owners += 1;
+        at
+    };
+    Ok(register(env, keep, addr, size))
+}
+
+const MAX_SAFE: f64 = ((1u64 << 53) - 1) as f64;
 
 /// The owning JavaScript object was collected: forget the handle (views and
 /// pending operations may still keep the memory).
@@ -238,7 +586,12 @@ pub fn change<'fd>(
     let (start, end) = change.range();
     state.check_not_busy(start, end, operation)?;
     let in_use = if change.detaches_views() {
-        region.views.borrow_mut().detach(start, end)
+        state.check_no_foreign_views(start, end, region.owner, operation)?;
+        let (alive, detached) = region.views.borrow_mut().detach(start, end);
+        for (view_start, id) in detached {
+            state.forget_view((view_start, region.owner, id));
+        }
+        alive
     } else {
         None
     };
@@ -250,9 +603,9 @@ pub fn change<'fd>(
     Ok(arena.has_held())
 }
 
-/// Whether the region is closed (an unknown handle is).
+/// Whether the object behind `handle` is closed (an unknown handle is).
 pub fn closed(handle: f64) -> bool {
-    registry::get(handle).is_none_or(|r| r.keep.lock().live().is_err())
+    registry::get(handle).is_none_or(|r| r.closed.get() || r.keep.lock().live().is_err())
 }
 
 /// Number of asynchronous operations still pending (0 for an unknown handle).
@@ -260,25 +613,43 @@ pub fn pending(handle: f64) -> f64 {
     registry::get(handle).map_or(0.0, |r| r.keep.lock().pending.len() as f64)
 }
 
-/// Detaches every view, then unmaps — at once, or when the last pending
-/// asynchronous operation settles. If a view was still alive, a built-in may
-/// hold its pointer (and be calling back into the JavaScript that closes the
-/// region): the memory is then released by [`reclaim`], which the facade
-/// calls on the next turn of the event loop; returns `true` then.
-/// Idempotent; unknown handles are ignored.
+/// Closes the object behind `handle`: detaches its views; if it was the last
+/// object owning the region, unmaps — at once, or when the last pending
+/// asynchronous operation settles (and the last recorded view of another
+/// thread is gone). If one of its views was still alive, a built-in may hold
+/// its pointer (and be calling back into the JavaScript that closes the
+/// region): the memory is then released (and, for a shared region, that
+/// view's record dropped) by [`reclaim`], which the facade calls on the next
+/// turn of the event loop; returns `true` then. Idempotent; unknown handles
+/// are ignored.
 pub fn close(handle: f64) -> bool {
     let Some(region) = registry::get(handle) else {
         return false;
     };
-    let alive = region.views.borrow_mut().detach(0, usize::MAX).is_some();
+    if region.closed.replace(true) {
+        return false;
+    }
+    let (alive, detached) = region.views.borrow_mut().detach(0, usize::MAX);
+    let alive = alive.is_some();
     let (released, defer) = {
         let mut state = region.keep.lock();
-        let first = !state.closed;
+        if !alive {
+            for (start, id) in detached {
+                state.forget_view((start, region.owner, id));
+            }
+        }
+        state.owners = state.owners.saturating_sub(1);
+        region.release_table(&mut state);
+        let last = state.owners == 0 && !state.closed;
         // An arena that holds ranges has pointers possibly in use there too.
         let held = matches!(&state.region, Some(AnyRegion::Arena(a)) if a.has_held());
-        let defer = first && (alive || held);
-        state.closed = true;
-        state.deferred |= defer;
+        let defer = alive || (last && held);
+        if last {
+            state.closed = true;
+            if defer {
+                state.deferred = Some(region.owner);
+            }
+        }
         (state.take_if_done(), defer)
     };
     drop(released);
@@ -299,7 +670,14 @@ pub fn reclaim(handle: f64) {
         if let Some(AnyRegion::Arena(arena)) = state.region.as_mut() {
             let _ = arena.reclaim();
         }
-        state.deferred = false;
+        if region.closed.get() {
+            // Its views, detached by close(), can no longer be in use.
+            let owner = region.owner;
+            state.records.retain(|&(_, o, _), _| o != owner);
+            if state.deferred == Some(owner) {
+                state.deferred = None;
+            }
+        }
         state.take_if_done()
     };
     drop(released);

@@ -7,12 +7,15 @@ use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
 
-use mapped_region::Error;
+use mapped_region::{Error, Window};
 use napi::sys;
 
 use crate::convert;
 use crate::errors::{Failure, Result};
 use crate::handles::{self, Keep};
+
+/// A view's key in its object's list: `(start, id)`.
+pub type ViewKey = (usize, u64);
 
 /// A live view: where it ends and a weak reference to its `ArrayBuffer`.
 struct Entry {
@@ -54,29 +57,51 @@ impl Views {
         }
     }
 
+    /// Detaches every typed-access window (a region shared with other
+    /// threads hands out none).
+    pub fn detach_windows(&mut self) {
+        self.detach_windows_in(0, usize::MAX);
+    }
+
+    fn detach_windows_in(&mut self, start: usize, end: usize) {
+        if self.windows.is_empty() {
+            return;
+        }
+        let env = self.env;
+        self.windows.retain(|&(s, e, reference)| {
+            let keep = s >= end || e <= start;
+            if !keep {
+                // SAFETY: a live reference created in `create_window` on this env,
+                // dropped from the list here. No built-in holds a window's pointer
+                // across JavaScript, so its memory need not stay held.
+                unsafe { detach_and_delete(env, reference) };
+            }
+            keep
+        });
+    }
+
+    /// The views still alive: `(start, id, end)`.
+    pub fn live(&self) -> Vec<(usize, u64, usize)> {
+        self.entries
+            .iter()
+            // SAFETY: each reference is live and was created on this env.
+            .filter(|(_, v)| unsafe { !reference_value(self.env, v.buffer).is_null() })
+            .map(|(&(start, id), v)| (start, id, v.end))
+            .collect()
+    }
+
     /// Detaches and forgets every view overlapping `[start, end)`. Returns the
-    /// span of those still alive: code that took their pointers before (a
+    /// span of those still alive — code that took their pointers before (a
     /// built-in that called back into JavaScript) may still write anywhere in
-    /// them, also outside `[start, end)`.
-    pub fn detach(&mut self, start: usize, end: usize) -> Option<(usize, usize)> {
+    /// them, also outside `[start, end)` — and the `(start, id)` of every view
+    /// forgotten.
+    pub fn detach(&mut self, start: usize, end: usize) -> (Option<(usize, usize)>, Vec<ViewKey>) {
         if start >= end {
-            return None;
+            return (None, Vec::new());
         }
-        if !self.windows.is_empty() {
-            let env = self.env;
-            self.windows.retain(|&(s, e, reference)| {
-                let keep = s >= end || e <= start;
-                if !keep {
-                    // SAFETY: a live reference created in `create_window` on this env,
-                    // dropped from the list here. No built-in holds a window's pointer
-                    // across JavaScript, so its memory need not stay held.
-                    unsafe { detach_and_delete(env, reference) };
-                }
-                keep
-            });
-        }
+        self.detach_windows_in(start, end);
         if self.entries.is_empty() {
-            return None;
+            return (None, Vec::new());
         }
         let from = (start.saturating_sub(self.longest), 0);
         let hit: Vec<(usize, u64)> = self
@@ -86,15 +111,15 @@ impl Views {
             .map(|(k, _)| *k)
             .collect();
         let mut alive: Option<(usize, usize)> = None;
-        for key in hit {
-            let v = self.entries.remove(&key).expect("key just seen");
+        for key in &hit {
+            let v = self.entries.remove(key).expect("key just seen");
             // SAFETY: `v.buffer` is a live reference created in `create` on this env.
             if unsafe { detach_and_delete(self.env, v.buffer) } {
                 let (s, e) = (key.0, v.end);
                 alive = Some(alive.map_or((s, e), |(a, b)| (a.min(s), b.max(e))));
             }
         }
-        alive
+        (alive, hit)
     }
 
     /// Forgets views whose buffers were collected, once the list has doubled.
@@ -161,11 +186,21 @@ unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) -> boo
     }
 }
 
-/// Finalizer of a view: releases its share of the region.
+/// What a view holds until collected: the region, and its record's key
+/// (`(start, owner, id)`; none for a window).
+struct Hold {
+    keep: Arc<Keep>,
+    key: Option<(usize, u64, u64)>,
+}
+
+/// Finalizer of a view: forgets its record, releases its share of the region.
 unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    // SAFETY: `hint` is the `Box<Arc<Keep>>` leaked in `create`; the runtime
+    // SAFETY: `hint` is the `Box<Hold>` leaked in `external`; the runtime
     // calls this finalizer exactly once per buffer.
-    drop(unsafe { Box::from_raw(hint.cast::<Arc<Keep>>()) });
+    let hold = unsafe { Box::from_raw(hint.cast::<Hold>()) };
+    if let Some(key) = hold.key {
+        hold.keep.view_collected(key);
+    }
 }
 
 /// A zero-copy `Buffer` over `[offset, offset + length)` of the region behind
@@ -180,20 +215,26 @@ pub unsafe fn create(
     length: f64,
 ) -> Result<sys::napi_value> {
     let region = handles::get(handle)?;
-    let (offset, length) = {
-        let state = region.keep.lock();
+    let mut views = region.views.borrow_mut();
+    let id = views.next;
+    views.next += 1;
+    // Checked and, once the region is shared, recorded under one lock: no
+    // other thread can change the range between the two.
+    let (offset, length, key) = {
+        let mut state = region.keep.lock();
         let r = state.live()?;
         let offset = convert::index("offset", offset)?;
         let length = convert::index("length", length)?;
         r.check_direct(offset, length)?;
-        (offset, length)
+        let key = (offset, region.owner, id);
+        state.record_view(key, offset + length);
+        (offset, length, key)
     };
-    let mut views = region.views.borrow_mut();
     views.prune();
-    // SAFETY: the range was checked just above, on this call's env.
-    let (buffer, reference) = unsafe { external(env, &region, offset, length) }?;
-    let id = views.next;
-    views.next += 1;
+    // SAFETY: the range was checked just above, on this call's env, and is
+    // recorded (if shared) so that no other thread changes it.
+    let made = unsafe { external(env, &region, offset, length, Some(key)) };
+    let (buffer, reference) = made.inspect_err(|_| region.keep.lock().forget_view(key))?;
     views.longest = views.longest.max(length);
     views.entries.insert(
         (offset, id),
@@ -225,9 +266,15 @@ pub unsafe fn create_window(
     let region = handles::get(handle)?;
     let window = {
         let state = region.keep.lock();
-        state
+        let window = state
             .live()?
-            .window(convert::index("offset", offset)?, WINDOW)
+            .window(convert::index("offset", offset)?, WINDOW);
+        // Another thread could change memory under a window and could not
+        // detach it: a shared region hands out none.
+        window.map(|w| Window {
+            direct: w.direct && !state.shared(),
+            ..w
+        })
     };
     let Some(window) = window else {
         return Ok(ptr::null_mut());
@@ -248,7 +295,7 @@ pub unsafe fn create_window(
             });
         }
         // SAFETY: `window.direct`: the range is mapped read-write and cannot fault.
-        let (buffer, reference) = unsafe { external(env, &region, window.start, length) }?;
+        let (buffer, reference) = unsafe { external(env, &region, window.start, length, None) }?;
         views.windows.push((window.start, window.end, reference));
         buffer
     } else {
@@ -271,7 +318,9 @@ pub unsafe fn create_window(
 }
 
 /// An external `Buffer` over `[offset, offset + length)` of `region`, holding
-/// its [`Keep`] until collected, and a weak reference to its `ArrayBuffer`.
+/// its [`Keep`] (and its record's `key`, for a view) until collected, and a
+/// weak reference to its `ArrayBuffer`. If it fails after the runtime took
+/// the hint, the finalizer has run (and forgotten the record).
 ///
 /// # Safety
 /// `env` must be the live env of the current call; the range must be inside
@@ -281,8 +330,12 @@ unsafe fn external(
     region: &handles::Region,
     offset: usize,
     length: usize,
+    key: Option<(usize, u64, u64)>,
 ) -> Result<(sys::napi_value, sys::napi_ref)> {
-    let hint = Box::into_raw(Box::new(Arc::clone(&region.keep)));
+    let hint = Box::into_raw(Box::new(Hold {
+        keep: Arc::clone(&region.keep),
+        key,
+    }));
     let mut buffer = ptr::null_mut();
     // The memory stays mapped while the buffer lives: `hint` keeps the region
     // alive until `finalize_view`, and every change to the range detaches it

@@ -8,7 +8,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
-use napi::bindgen_prelude::BigInt;
+use napi::bindgen_prelude::{BigInt, Function};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
 
@@ -191,9 +191,17 @@ fn big_u64(value: &BigInt, what: &str) -> Result<u64> {
 }
 
 /// Creates a VM with `slots`, runs one vCPU in real mode from `entry` (CS = 0)
-/// until `hlt` or `max_exits` exits.
+/// until `hlt` or `max_exits` exits. With `on_serial`, each byte the guest
+/// writes to the serial port is also handed to it as it is written (from the
+/// thread running the vCPU: a worker forwards it to the thread that serves
+/// the console).
 #[napi]
-pub fn run_real_mode(slots: Vec<Slot>, entry: u32, max_exits: u32) -> Result<RunResult> {
+pub fn run_real_mode(
+    slots: Vec<Slot>,
+    entry: u32,
+    max_exits: u32,
+    on_serial: Option<Function<u32, ()>>,
+) -> Result<RunResult> {
     let kvm = open_kvm()?;
     // SAFETY: KVM_CREATE_VM takes the machine type (0).
     let vm = owned(unsafe { ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM") }?);
@@ -246,7 +254,15 @@ pub fn run_real_mode(slots: Vec<Slot>, entry: u32, max_exits: u32) -> Result<Run
         return Err(os_error("mmap kvm_run"));
     }
     let run = run.cast::<u8>();
-    let result = drive(vcpu.as_raw_fd(), run, entry, max_exits);
+    let mut forward = |bytes: &[u8]| -> Result<()> {
+        if let Some(f) = &on_serial {
+            for &b in bytes {
+                f.call(b as u32)?;
+            }
+        }
+        Ok(())
+    };
+    let result = drive(vcpu.as_raw_fd(), run, entry, max_exits, &mut forward);
     // SAFETY: unmapping the kvm_run mapping made above.
     unsafe { libc::munmap(run.cast(), run_size) };
     let (exit, serial, io_exits, rip) = result?;
@@ -265,6 +281,7 @@ fn drive(
     run: *mut u8,
     entry: u32,
     max_exits: u32,
+    on_serial: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<(String, String, u32, u64)> {
     let mut sregs = Sregs::default();
     // SAFETY: KVM_GET_SREGS writes a kvm_sregs.
@@ -327,10 +344,9 @@ fn drive(
                     let count = ptr::read_unaligned(run.add(36).cast::<u32>()) as usize;
                     let data_offset = ptr::read_unaligned(run.add(40).cast::<u64>()) as usize;
                     if direction == KVM_EXIT_IO_OUT && port == 0x3f8 && size == 1 {
-                        serial.extend_from_slice(std::slice::from_raw_parts(
-                            run.add(data_offset),
-                            count,
-                        ));
+                        let bytes = std::slice::from_raw_parts(run.add(data_offset), count);
+                        serial.extend_from_slice(bytes);
+                        on_serial(bytes)?;
                     }
                 }
             }

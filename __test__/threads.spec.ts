@@ -1,0 +1,430 @@
+/**
+ * One memory, many threads: `share()` handles posted to `worker_threads`, `attach()` there —
+ * the same native region at the same addresses, one layout, objects closed on their own, views
+ * that never see memory another thread replaced, atomics across threads, and no mapping leaked
+ * by a worker that is terminated with attached objects, live views and pending operations.
+ */
+import test from 'ava'
+import { Worker } from 'node:worker_threads'
+import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, mapCount } from 'mapped-region'
+import { ENTRY, runChild } from './helpers.js'
+
+const P = PAGE_SIZE
+const RW = Protection.READ_WRITE
+
+/** A worker running `body` (CommonJS; `mr` is the package, `data` its workerData, `port` its parentPort). */
+function worker(body: string, data: unknown): Worker {
+  const src = `
+    const { parentPort: port, workerData: data } = require('node:worker_threads')
+    const mr = require(${JSON.stringify(ENTRY)})
+    const P = mr.PAGE_SIZE
+    ${body}
+  `
+  return new Worker(src, { eval: true, workerData: data })
+}
+
+/** The next message of `w` (rejects on its error or an exit first). */
+function next<T = unknown>(w: Worker): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const off = () => {
+      w.off('message', onMessage)
+      w.off('error', onError)
+      w.off('exit', onExit)
+    }
+    const onMessage = (m: T) => {
+      off()
+      resolve(m)
+    }
+    const onError = (e: Error) => {
+      off()
+      reject(e)
+    }
+    const onExit = (code: number) => {
+      off()
+      reject(new Error(`worker exited (${code}) before answering`))
+    }
+    w.on('message', onMessage)
+    w.on('error', onError)
+    w.on('exit', onExit)
+  })
+}
+
+test.serial(
+  'an attached arena is the same reservation: same address, one layout, changes from either thread seen by the other',
+  async (t) => {
+    using ram = SharedMemory.create('threads-arena', 4 * P)
+    using arena = MemoryMappingArena.reserve(16 * P)
+    arena.addFdMapping(0, 4 * P, ram.fd, 0, RW)
+    arena.writeU32(P + 8, 0xabcd)
+    const handle = arena.share()
+    t.deepEqual(structuredClone(handle), handle, 'a plain, clonable object')
+    t.deepEqual(arena.share(), handle, 'the same handle every time')
+    const w = worker(
+      `
+    const a = mr.MemoryMappingArena.attach(data)
+    port.postMessage({ address: a.address, size: a.size, value: a.readU32(P + 8), mappings: a.mappings() })
+    port.once('message', () => {
+      // The main thread removed [0, P) and added an anonymous page at 8P: seen here at once.
+      const layout = a.mappings().map((m) => [m.offset, m.size, m.kind])
+      let hole
+      try { a.read(0, 1) } catch (e) { hole = e.code }
+      a.addAnonymous(12 * P, P, mr.Protection.READ_WRITE)
+      a.writeU32(12 * P, 77)
+      a.close()
+      port.postMessage({ layout, hole, closed: a.closed })
+    })
+  `,
+      handle,
+    )
+    const first = await next<{ address: bigint; size: number; value: number; mappings: unknown }>(w)
+    t.is(first.address, arena.address)
+    t.is(first.size, arena.size)
+    t.is(first.value, 0xabcd)
+    t.deepEqual(first.mappings, arena.mappings())
+    arena.removeMapping(0, P)
+    arena.addAnonymous(8 * P, P, RW)
+    w.postMessage('go')
+    const second = await next<{ layout: unknown[]; hole: string; closed: boolean }>(w)
+    t.deepEqual(second.layout, [
+      [P, 3 * P, 'fd'],
+      [8 * P, P, 'anonymous'],
+    ])
+    t.is(second.hole, 'ERR_MMAP_ACCESS')
+    t.true(second.closed)
+    t.false(arena.closed, "the worker's close() closed its own object only")
+    t.is(arena.readU32(12 * P), 77, "the worker's overlay is here")
+    t.is(arena.readU32(P + 8), 0xabcd)
+    await w.terminate()
+  },
+)
+
+test.serial('a MemoryMapping shares too; close() in one thread leaves the other working, the last close unmaps', async (t) => {
+  const m = MemoryMapping.anonymous(2 * P)
+  m.write(0, Buffer.from('shared'))
+  const w = worker(
+    `
+    const m = mr.MemoryMapping.attach(data)
+    port.postMessage({ address: m.address, protection: m.protection })
+    port.once('message', () => {
+      port.postMessage(m.read(0, 6).toString())
+      m.close()
+      port.postMessage(m.closed)
+    })
+  `,
+    m.share(),
+  )
+  const first = await next<{ address: bigint; protection: number }>(w)
+  t.is(first.address, m.address)
+  t.is(first.protection, RW)
+  const handle = m.share()
+  m.close()
+  t.true(m.closed)
+  w.postMessage('read after the main thread closed')
+  t.is(await next(w), 'shared', 'still mapped for the worker')
+  t.true(await next(w))
+  await w.terminate()
+  t.throws(() => MemoryMapping.attach(handle), { code: 'ERR_MMAP_STALE_HANDLE' })
+})
+
+test.serial('attach refuses handles that are forged, altered, of another kind or outlived their region', (t) => {
+  using arena = MemoryMappingArena.reserve(4 * P)
+  const h = arena.share()
+  t.throws(() => MemoryMappingArena.attach({ ...h, token: h.token + 1 }), { code: 'ERR_MMAP_INVALID_HANDLE', message: /token/ })
+  t.throws(() => MemoryMappingArena.attach({ ...h, id: 2 ** 40 }), { code: 'ERR_MMAP_INVALID_HANDLE', message: /no region/ })
+  t.throws(() => MemoryMappingArena.attach({ ...h, id: 1.5 }), { code: 'ERR_MMAP_INVALID_HANDLE' })
+  t.throws(() => MemoryMapping.attach({ ...h, kind: 'MemoryMapping', protection: RW }), {
+    code: 'ERR_MMAP_INVALID_HANDLE',
+    message: /arena/,
+  })
+  t.throws(() => MemoryMapping.attach(h), { code: 'ERR_MMAP_INVALID_HANDLE', message: /MemoryMappingArena/ })
+  t.throws(() => GuestMemory.attach(h as never), { code: 'ERR_MMAP_INVALID_HANDLE' })
+  t.throws(() => MemoryMappingArena.attach(null as never), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => MemoryMappingArena.attach(new Proxy(h, {})), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => MemoryMappingArena.attach({ ...h, extra: 1 } as never), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.throws(() => MemoryMappingArena.attach({ ...h, id: '1' } as never), { code: 'ERR_MMAP_INVALID_HANDLE' })
+  // Read once: a getter that answers differently on a second read gets no second read.
+  let reads = 0
+  const hooked = {
+    kind: 'MemoryMappingArena',
+    get id() {
+      reads++
+      return h.id
+    },
+    token: h.token,
+  }
+  const again = MemoryMappingArena.attach(hooked as never)
+  t.is(reads, 1)
+  t.is(again.address, arena.address)
+  again.close()
+  arena.close()
+  t.throws(() => MemoryMappingArena.attach(h), { code: 'ERR_MMAP_STALE_HANDLE' })
+})
+
+test.serial(
+  'an attached GuestMemory has the same regions at the same host addresses; addRegion/removeRegion in any thread are seen by every thread',
+  async (t) => {
+    using ram = SharedMemory.create('threads-guest', 8 * P)
+    using guest = new GuestMemory([{ guestAddress: 0n, size: 4 * P, backing: ram }], { addressSpace: 64 * P })
+    guest.write(0x10n, Buffer.from('boot'))
+    const w = worker(
+      `
+    const g = mr.GuestMemory.attach(data)
+    port.postMessage({ regions: g.regions(), boot: g.read(0x10, 4).toString() })
+    port.once('message', () => {
+    g.addRegion({ guestAddress: 16 * mr.PAGE_SIZE, size: 2 * mr.PAGE_SIZE, backing: 'anonymous' })
+    g.write(16 * mr.PAGE_SIZE, Buffer.from('hotplug'))
+    port.postMessage('added')
+    port.once('message', () => {
+      let err
+      try { g.read(16 * mr.PAGE_SIZE, 1) } catch (e) { err = e.code }
+      port.postMessage({ regions: g.regions().length, err })
+    })
+    })
+  `,
+      guest.share(),
+    )
+    const first = await next<{ regions: unknown; boot: string }>(w)
+    t.deepEqual(first.regions, guest.regions(), 'slots, guest and userspace addresses agree')
+    t.is(first.boot, 'boot')
+    w.postMessage('add')
+    t.is(await next(w), 'added')
+    const regions = guest.regions()
+    t.is(regions.length, 2, "the worker's hot-plug is seen by the main thread's next call")
+    t.is(regions[1].guestAddress, BigInt(16 * P))
+    t.is(regions[1].slot, 1)
+    t.is(guest.read(BigInt(16 * P), 7).toString(), 'hotplug')
+    t.throws(() => guest.addRegion({ guestAddress: BigInt(17 * P), size: P, backing: 'anonymous' }), { code: 'ERR_GUEST_OVERLAP' })
+    guest.removeRegion(BigInt(16 * P))
+    w.postMessage('removed')
+    t.deepEqual(await next(w), { regions: 1, err: 'ERR_GUEST_ADDRESS' })
+    await w.terminate()
+    const tracked = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }], { trackDirty: true })
+    t.throws(() => tracked.share(), { code: 'ERR_MMAP_UNSUPPORTED', message: /trackDirty/ })
+    tracked.close()
+  },
+)
+
+test.serial(
+  'views across threads: a change over a live view of another thread is ERR_MMAP_BUSY until it is gone, and never shows it other memory',
+  (t) => {
+    // In a child process: if a view could see replaced memory, this is where it would crash.
+    const r = runChild(`
+    const { Worker } = require('node:worker_threads')
+    const P = mr.PAGE_SIZE, RW = mr.Protection.READ_WRITE
+    const arena = mr.MemoryMappingArena.reserve(8 * P)
+    arena.addAnonymous(0, 4 * P, RW)
+    const mine = arena.view(2 * P, P) // made before share(): recorded too
+    mine[0] = 42
+    const w = new Worker(\`
+      const { parentPort: port, workerData } = require('node:worker_threads')
+      const mr = require(\${JSON.stringify(${JSON.stringify(ENTRY)})})
+      const P = mr.PAGE_SIZE
+      const a = mr.MemoryMappingArena.attach(workerData)
+      let v = a.view(0, P)
+      v[0] = 7
+      const out = {}
+      try { a.removeMapping(2 * P, P) } catch (e) { out.mine = e.code }
+      port.postMessage(out)
+      port.on('message', (m) => {
+        if (m === 'read') port.postMessage({ len: v.length, first: v.length ? v[0] : -1 })
+        if (m === 'drop') { v = undefined; globalThis.gc(); setTimeout(() => { globalThis.gc(); port.postMessage('dropped') }, 50) }
+        if (m === 'own change') { v = a.view(P, P); a.removeMapping(P, P); port.postMessage({ len: v.length }) }
+      })
+    \`, { eval: true, workerData: arena.share() })
+    const ask = (m) => new Promise((res) => { w.once('message', res); if (m) w.postMessage(m) })
+    ;(async () => {
+      const first = await ask()
+      console.log('worker change over main view:', first.mine)
+      try { arena.removeMapping(0, P) } catch (e) { console.log('main change over worker view:', e.code) }
+      try { arena.addAnonymous(0, 2 * P, RW) } catch (e) { console.log('overlay too:', e.code) }
+      arena.addAnonymous(3 * P, P, RW); console.log('elsewhere: ok')
+      console.log('worker view:', JSON.stringify(await ask('read')))
+      await ask('drop')
+      for (let i = 0; i < 50; i++) {
+        try { arena.removeMapping(0, P); console.log('after the view is collected: removed'); break } catch (e) { await new Promise((r) => setTimeout(r, 20)) }
+      }
+      console.log('own change:', JSON.stringify(await ask('own change')))
+      await w.terminate()
+      console.log('main view still:', mine.length, mine[0])
+      arena.close()
+      console.log('done')
+    })()
+  `)
+    t.is(r.status, 0, r.stderr)
+    t.regex(r.stdout, /worker change over main view: ERR_MMAP_BUSY/)
+    t.regex(r.stdout, /main change over worker view: ERR_MMAP_BUSY/)
+    t.regex(r.stdout, /overlay too: ERR_MMAP_BUSY/)
+    t.regex(r.stdout, /elsewhere: ok/)
+    t.regex(r.stdout, /worker view: \{"len":4096,"first":7\}/, 'the refused change left the view showing its memory')
+    t.regex(r.stdout, /after the view is collected: removed/)
+    t.regex(r.stdout, /own change: \{"len":0\}/, "a thread's own change detaches its own view")
+    t.regex(r.stdout, /main view still: 4096 42/)
+    t.regex(r.stdout, /done/)
+  },
+)
+
+test.serial(
+  'atomics from several threads on one guest address are coherent: N workers × M compare-exchange increments = N·M',
+  async (t) => {
+    using ram = SharedMemory.create('threads-atomics', 4 * P)
+    using guest = new GuestMemory([{ guestAddress: 0x10_0000n, size: ram.size, backing: ram }])
+    const N = 4
+    const M = 5000
+    const at = 0x10_0000 + P + 8
+    const body = `
+    const g = mr.GuestMemory.attach(data.handle)
+    for (let i = 0; i < data.m; i++) {
+      for (;;) {
+        const old = g.readU32Atomic(data.at)
+        if (g.compareExchangeU32(data.at, old, old + 1) === old) break
+      }
+      g.compareExchangeU64(data.at + 8, 0n, 0n) // 8-byte atomics on the same page
+    }
+    port.postMessage('done')
+  `
+    const handle = guest.share()
+    const workers = Array.from({ length: N }, () => worker(body, { handle, m: M, at }))
+    for (let i = 0; i < M; i++) {
+      for (;;) {
+        const old = guest.readU32Atomic(at)
+        if (guest.compareExchangeU32(at, old, old + 1) === old) break
+      }
+    }
+    await Promise.all(workers.map((w) => next(w)))
+    await Promise.all(workers.map((w) => w.terminate()))
+    t.is(guest.readU32Atomic(at), (N + 1) * M)
+    guest.writeU64Atomic(at, 5n)
+    t.is(guest.readU64Atomic(at), 5n)
+  },
+)
+
+test.serial(
+  'two threads changing one arena at once serialise: every overlay and removal lands whole, copies always match the layout',
+  async (t) => {
+    using ram = SharedMemory.create('threads-load', 64 * P)
+    using arena = MemoryMappingArena.reserve(64 * P)
+    const handle = arena.share()
+    const rounds = 400
+    // Each thread owns its half and checks, after each change, that its pages hold what it mapped;
+    // both read the other's half (any answer but a crash is fine there).
+    const body = `
+    const a = mr.MemoryMappingArena.attach(data.handle)
+    const RW = mr.Protection.READ_WRITE
+    let bad = 0
+    for (let i = 0; i < data.rounds; i++) {
+      const page = data.base + (i % 16)
+      a.addFdMapping(page * P, P, data.fd, page * P, RW)
+      a.writeU32(page * P, i)
+      if (a.readU32(page * P) !== i) bad++
+      try { a.read(((data.base + 32) % 64 + (i % 16)) * P, 8) } catch (e) { if (e.code !== 'ERR_MMAP_ACCESS') throw e }
+      if (i % 3 === 0) a.removeMapping(page * P, P)
+    }
+    a.close()
+    port.postMessage(bad)
+  `
+    const w = worker(body, { handle, rounds, fd: ram.fd, base: 32 })
+    let bad = 0
+    for (let i = 0; i < rounds; i++) {
+      const page = i % 16
+      arena.addFdMapping(page * P, P, ram.fd, page * P, RW)
+      arena.writeU32(page * P, i)
+      if (arena.readU32(page * P) !== i) bad++
+      try {
+        arena.read((32 + (i % 16)) * P, 8)
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ERR_MMAP_ACCESS') throw e
+      }
+      if (i % 3 === 0) arena.removeMapping(page * P, P)
+    }
+    t.is(await next(w), 0, 'the worker always read what it wrote')
+    t.is(bad, 0)
+    await w.terminate()
+    // The layout both threads made, and the kernel's count of it, agree.
+    const layout = arena.mappings()
+    for (const m of layout) t.is(m.kind, 'fd')
+    t.true(arena.kernelMappingCount >= layout.length)
+  },
+)
+
+test.serial('GuestMemory hot-plug from several threads at once: every region lands, slots distinct', async (t) => {
+  using guest = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }], { addressSpace: 1024 * P })
+  const handle = guest.share()
+  const N = 3
+  const body = `
+    const g = mr.GuestMemory.attach(data.handle)
+    for (let i = 0; i < 20; i++) g.addRegion({ guestAddress: (1 + data.k * 100 + i * 2) * P, size: P, backing: 'anonymous' })
+    port.postMessage(g.regions().length)
+  `
+  const workers = Array.from({ length: N }, (_, k) => worker(body, { handle, k }))
+  for (let i = 0; i < 20; i++) guest.addRegion({ guestAddress: (1 + N * 100 + i * 2) * P, size: P, backing: 'anonymous' })
+  await Promise.all(workers.map((w) => next(w)))
+  await Promise.all(workers.map((w) => w.terminate()))
+  const regions = guest.regions()
+  t.is(regions.length, 1 + (N + 1) * 20)
+  t.is(new Set(regions.map((r) => r.slot)).size, regions.length, 'distinct KVM slots')
+  for (const r of regions) t.is(r.userspaceAddress, guest.arena.address + r.guestAddress)
+})
+
+test.serial(
+  'no thread leaks a mapping: a worker terminated with attached objects, live views and pending operations leaves mapCount().owned as before',
+  (t) => {
+    const r = runChild(`
+    const { Worker } = require('node:worker_threads')
+    const P = mr.PAGE_SIZE, RW = mr.Protection.READ_WRITE
+    const before = mr.mapCount().owned
+    const ram = mr.SharedMemory.create('threads-leak', 16 * P)
+    const arena = mr.MemoryMappingArena.reserve(32 * P)
+    arena.addFdMapping(0, 16 * P, ram.fd, 0, RW)
+    const guest = new mr.GuestMemory([{ guestAddress: 0, size: 8 * P, backing: 'anonymous' }], { addressSpace: 16 * P })
+    const m = mr.MemoryMapping.anonymous(4 * P)
+    const w = new Worker(\`
+      const { parentPort: port, workerData: d } = require('node:worker_threads')
+      const mr = require(\${JSON.stringify(${JSON.stringify(ENTRY)})})
+      const P = mr.PAGE_SIZE
+      const a = mr.MemoryMappingArena.attach(d.arena)
+      const g = mr.GuestMemory.attach(d.guest)
+      const m = mr.MemoryMapping.attach(d.m)
+      globalThis.keep = [a.view(0, 4 * P), g.view(0, P), m.view(0, P), a.view(8 * P, P)]
+      a.addAnonymous(20 * P, 2 * P, mr.Protection.READ_WRITE)
+      g.addRegion({ guestAddress: 8 * P, size: 4 * P, backing: 'anonymous' })
+      for (let i = 0; i < 16; i++) { a.msyncAsync(0, 16 * P); a.populateAsync(0, 16 * P); g.loadFileAsync(0, '/proc/self/stat') }
+      port.postMessage(a.pendingOperations + g.arena.pendingOperations)
+      setInterval(() => {}, 1000)
+    \`, { eval: true, workerData: { arena: arena.share(), guest: guest.share(), m: m.share() } })
+    w.once('message', async (pending) => {
+      console.log('pending when terminated', pending > 0)
+      const during = mr.mapCount().owned
+      await w.terminate()
+      // Every object of the worker is gone: the main thread may change what its views covered.
+      arena.removeMapping(0, 16 * P)
+      guest.removeRegion(8 * P)
+      console.log('after terminate: changes over the worker views allowed')
+      arena.close(); guest.close(); m.close(); ram.close()
+      for (let i = 0; i < 20; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)) }
+      console.log('owned', before, during > before, mr.mapCount().owned)
+    })
+  `)
+    t.is(r.status, 0, r.stderr)
+    t.regex(r.stdout, /pending when terminated true/)
+    t.regex(r.stdout, /after terminate: changes over the worker views allowed/)
+    const m = /owned (\d+) (true|false) (\d+)/.exec(r.stdout)
+    t.truthy(m, r.stdout)
+    t.is(m?.[2], 'true', 'the objects mapped memory while the worker ran')
+    t.is(m?.[3], m?.[1], 'mapCount().owned is back to its value before')
+  },
+)
+
+test.serial('mapCount is per process: attached objects add no mappings of their own', async (t) => {
+  using arena = MemoryMappingArena.reserve(8 * P)
+  arena.addAnonymous(0, P, RW)
+  const owned = mapCount().owned
+  const w = worker(
+    `
+    const a = mr.MemoryMappingArena.attach(data)
+    port.postMessage(mr.mapCount().owned)
+  `,
+    arena.share(),
+  )
+  t.is(await next(w), owned)
+  await w.terminate()
+})

@@ -67,11 +67,18 @@ pub fn owned_map_count() -> usize {
 }
 
 fn measure() -> Result<usize> {
+    // One measure at a time: regions in several threads (worker_threads, the thread pool) check
+    // the budget at once, and two measures that both subtracted the same untracked splits would
+    // wrap the counter (found by the ThreadSanitizer stress run: an add overflow in debug builds).
+    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let owned = OWNED.load(Ordering::Relaxed);
     let untracked = UNTRACKED.load(Ordering::Relaxed);
     // Splits made so far are in the kernel's count now, so in `others`.
     let others = process_map_count()?.saturating_sub(owned);
-    UNTRACKED.fetch_sub(untracked, Ordering::Relaxed);
+    let _ = UNTRACKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        Some(n.saturating_sub(untracked))
+    });
     OTHERS.store(others, Ordering::Relaxed);
     OWNED_AT_MEASURE.store(owned, Ordering::Relaxed);
     Ok(others)
@@ -91,10 +98,16 @@ pub(crate) fn check_room(extra: usize) -> Result<()> {
     }
     let allowed = max_map_count().saturating_sub(headroom());
     let untracked = UNTRACKED.load(Ordering::Relaxed);
-    if others + owned + untracked + extra > allowed {
+    let total = |others: usize, untracked: usize| {
+        others
+            .saturating_add(owned)
+            .saturating_add(untracked)
+            .saturating_add(extra)
+    };
+    if total(others, untracked) > allowed {
         // Confirm with a fresh measure before refusing.
         others = measure()?;
-        if others + owned + extra > allowed {
+        if total(others, 0) > allowed {
             return Err(Error::Syscall {
                 syscall: "mmap",
                 errno: libc::ENOMEM,

@@ -112,48 +112,19 @@ impl AnyRegion {
         }
     }
 
-    /// An atomic access of 4 bytes at `offset` (sequentially consistent), for
-    /// callers that have no window over the memory (a region shared with other
-    /// threads hands out none): checked as [`check_atomic`](Self::check_atomic)
-    /// first. The caller keeps the region from changing during the call (the
-    /// binding holds its lock).
-    pub fn atomic_u32(&self, offset: usize, op: Atomic<u32>) -> Result<u32> {
-        use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-        self.check_atomic(offset, 4)?;
-        // SAFETY: `check_atomic` proved the 4 bytes in bounds, naturally
-        // aligned, mapped READ | WRITE and backed by memory that cannot vanish,
-        // so they can be loaded and stored without a fault; the caller keeps
-        // the layout unchanged until this returns. Other threads touch the
-        // word only atomically or through memory the kernel keeps coherent.
-        let cell = unsafe { AtomicU32::from_ptr(self.region().as_ptr().add(offset).cast()) };
-        Ok(match op {
-            Atomic::Load => cell.load(SeqCst),
-            Atomic::Store(v) => {
-                cell.store(v, SeqCst);
-                v
-            }
-            Atomic::CompareExchange(e, r) => cell
-                .compare_exchange(e, r, SeqCst, SeqCst)
-                .unwrap_or_else(|old| old),
-        })
-    }
-
-    /// As [`atomic_u32`](Self::atomic_u32), for 8 bytes.
-    pub fn atomic_u64(&self, offset: usize, op: Atomic<u64>) -> Result<u64> {
-        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-        self.check_atomic(offset, 8)?;
-        // SAFETY: as in `atomic_u32`, for 8 naturally aligned bytes.
-        let cell = unsafe { AtomicU64::from_ptr(self.region().as_ptr().add(offset).cast()) };
-        Ok(match op {
-            Atomic::Load => cell.load(SeqCst),
-            Atomic::Store(v) => {
-                cell.store(v, SeqCst);
-                v
-            }
-            Atomic::CompareExchange(e, r) => cell
-                .compare_exchange(e, r, SeqCst, SeqCst)
-                .unwrap_or_else(|old| old),
-        })
+    /// An atomic access of a 4- or 8-byte word at `offset` (sequentially
+    /// consistent), for callers that have no window over the memory (a region
+    /// shared with other threads hands out none): checked as
+    /// [`check_atomic`](Self::check_atomic) first. The caller keeps the region
+    /// from changing during the call (the binding holds its lock).
+    pub fn atomic<T: AtomicWord>(&self, offset: usize, op: Atomic<T>) -> Result<T> {
+        self.check_atomic(offset, std::mem::size_of::<T>())?;
+        // SAFETY: `check_atomic` proved the word in bounds, naturally aligned,
+        // mapped READ | WRITE and backed by memory that cannot vanish, so it
+        // can be loaded and stored without a fault; the caller keeps the
+        // layout unchanged until this returns. Other threads touch the word
+        // only atomically or through memory the kernel keeps coherent.
+        Ok(unsafe { T::apply(self.region().as_ptr().add(offset), op) })
     }
 
     /// Whether `[offset, offset + len)` may be handed out as memory that is
@@ -183,7 +154,7 @@ impl AnyRegion {
     }
 }
 
-/// An atomic operation of [`AnyRegion::atomic_u32`]/[`atomic_u64`](AnyRegion::atomic_u64).
+/// An atomic operation of [`AnyRegion::atomic`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Atomic<T> {
     /// Load; returns the value.
@@ -193,6 +164,47 @@ pub enum Atomic<T> {
     /// Store the second value if the word holds the first; returns the old value.
     CompareExchange(T, T),
 }
+
+/// A word [`AnyRegion::atomic`] works on: `u32` or `u64`.
+pub trait AtomicWord: Copy + private::Sealed {
+    /// Applies `op` to the word at `at`, returning the value loaded, stored or
+    /// found.
+    ///
+    /// # Safety
+    /// `at` must be valid for atomic loads and stores of `Self` (in bounds,
+    /// naturally aligned, mapped read-write, unable to fault) for the call.
+    unsafe fn apply(at: *mut u8, op: Atomic<Self>) -> Self;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+}
+
+macro_rules! atomic_word {
+    ($t:ty, $atomic:ty) => {
+        impl AtomicWord for $t {
+            unsafe fn apply(at: *mut u8, op: Atomic<$t>) -> $t {
+                use std::sync::atomic::Ordering::SeqCst;
+                // SAFETY: guaranteed by the caller.
+                let cell = unsafe { <$atomic>::from_ptr(at.cast()) };
+                match op {
+                    Atomic::Load => cell.load(SeqCst),
+                    Atomic::Store(v) => {
+                        cell.store(v, SeqCst);
+                        v
+                    }
+                    Atomic::CompareExchange(e, r) => cell
+                        .compare_exchange(e, r, SeqCst, SeqCst)
+                        .unwrap_or_else(|old| old),
+                }
+            }
+        }
+    };
+}
+atomic_word!(u32, std::sync::atomic::AtomicU32);
+atomic_word!(u64, std::sync::atomic::AtomicU64);
 
 /// See [`AnyRegion::window`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,38 +350,42 @@ mod tests {
         arena.add_anonymous(0, ps, Protection::READ_WRITE).unwrap();
         arena.add_anonymous(ps, ps, Protection::READ).unwrap();
         let r = AnyRegion::Arena(arena);
-        assert_eq!(r.atomic_u32(8, Atomic::Store(5)), Ok(5));
+        assert_eq!(r.atomic::<u32>(8, Atomic::Store(5)), Ok(5));
         assert_eq!(
-            r.atomic_u32(8, Atomic::CompareExchange(4, 9)),
+            r.atomic::<u32>(8, Atomic::CompareExchange(4, 9)),
             Ok(5),
             "no exchange: the old value"
         );
-        assert_eq!(r.atomic_u32(8, Atomic::CompareExchange(5, 9)), Ok(5));
-        assert_eq!(r.atomic_u32(8, Atomic::Load), Ok(9));
-        assert_eq!(r.atomic_u64(16, Atomic::Store(u64::MAX)), Ok(u64::MAX));
-        assert_eq!(r.atomic_u64(16, Atomic::Load), Ok(u64::MAX));
+        assert_eq!(r.atomic::<u32>(8, Atomic::CompareExchange(5, 9)), Ok(5));
+        assert_eq!(r.atomic::<u32>(8, Atomic::Load), Ok(9));
+        assert_eq!(r.atomic::<u64>(16, Atomic::Store(u64::MAX)), Ok(u64::MAX));
+        assert_eq!(r.atomic::<u64>(16, Atomic::Load), Ok(u64::MAX));
         assert!(matches!(
-            r.atomic_u32(2, Atomic::Load),
+            r.atomic::<u32>(2, Atomic::Load),
             Err(Error::Misaligned { .. })
         ));
         assert!(matches!(
-            r.atomic_u64(12, Atomic::Load),
+            r.atomic::<u64>(12, Atomic::Load),
             Err(Error::Misaligned { .. })
         ));
         assert!(
-            r.atomic_u32(ps, Atomic::Load).is_err(),
+            r.atomic::<u32>(ps, Atomic::Load).is_err(),
             "read-only memory"
         );
-        assert!(r.atomic_u32(2 * ps, Atomic::Load).is_err(), "a hole");
-        assert!(r.atomic_u32(4 * ps, Atomic::Load).is_err(), "out of bounds");
+        assert!(r.atomic::<u32>(2 * ps, Atomic::Load).is_err(), "a hole");
+        assert!(
+            r.atomic::<u32>(4 * ps, Atomic::Load).is_err(),
+            "out of bounds"
+        );
         // Four threads x 10,000 compare-exchange increments of one word: exact.
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for _ in 0..10_000 {
                         loop {
-                            let old = r.atomic_u32(64, Atomic::Load).unwrap();
-                            if r.atomic_u32(64, Atomic::CompareExchange(old, old + 1)) == Ok(old) {
+                            let old = r.atomic::<u32>(64, Atomic::Load).unwrap();
+                            if r.atomic::<u32>(64, Atomic::CompareExchange(old, old + 1)) == Ok(old)
+                            {
                                 break;
                             }
                         }
@@ -377,6 +393,6 @@ mod tests {
                 });
             }
         });
-        assert_eq!(r.atomic_u32(64, Atomic::Load), Ok(40_000));
+        assert_eq!(r.atomic::<u32>(64, Atomic::Load), Ok(40_000));
     }
 }

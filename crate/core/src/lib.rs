@@ -33,7 +33,7 @@ pub mod rules;
 mod shm;
 mod sys;
 
-pub use any::{AnyRegion, Atomic, Window};
+pub use any::{AnyRegion, Atomic, AtomicWord, Window};
 pub use arena::{Change, MemoryMappingArena};
 pub use copy::CopyMode;
 pub use error::{Error, Result};

@@ -712,14 +712,14 @@ entries! {
         let region = handles::get(handle)?;
         let state = region.keep.lock();
         let (value, expected) = (convert::u32_value("value", value)?, convert::u32_value("expected", expected)?);
-        Ok(state.live()?.atomic_u32(index("offset", offset)?, atomic_op(op, value, expected))? as f64)
+        Ok(state.live()?.atomic::<u32>(index("offset", offset)?, atomic_op(op, value, expected))? as f64)
     };
     /// As `regionAtomic32`, for 8 bytes (values as BigInts).
     regionAtomic64(handle: f64, offset: f64, op: f64, value: Big, expected: Big) -> Address = |_env| {
         let region = handles::get(handle)?;
         let state = region.keep.lock();
         let (value, expected) = (convert::u64_value("value", value.0, value.1, value.2)?, convert::u64_value("expected", expected.0, expected.1, expected.2)?);
-        Ok(Address(state.live()?.atomic_u64(index("offset", offset)?, atomic_op(op, value, expected))?))
+        Ok(Address(state.live()?.atomic::<u64>(index("offset", offset)?, atomic_op(op, value, expected))?))
     };
     /// Takes the lock of the table the facade keeps with the region (for
     /// every object that owns it, in any thread), waiting while another holds it.

@@ -425,9 +425,12 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     }
   }
 
-  /** Shared: reloads the regions if another object changed them since this one last looked. */
+  /**
+   * Shared: reloads the regions if another object changed them since this one last looked. Called
+   * as `if (this.#shared) this.#sync()`, so that an unshared guest memory pays one field test.
+   */
   #sync(): void {
-    if (this.#shared && regionTableVersion(this.#h) !== this.#version) this.#load()
+    if (regionTableVersion(this.#h) !== this.#version) this.#load()
   }
 
   /** Shared: the regions from the table kept with the arena. */
@@ -458,7 +461,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (!this.#shared) return change()
     regionTableLock(this.#h)
     try {
-      this.#sync()
+      if (this.#shared) this.#sync()
       const result = change()
       const data = new DataView(new ArrayBuffer(this.#slots.length * TABLE_FIELDS * 8))
       for (const [i, s] of this.#slots.entries()) {
@@ -490,7 +493,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * for (const [slot, r] of guest.regions().entries()) setUserMemoryRegion(vm, slot, r.guestAddress, r.size, r.userspaceAddress)
    */
   regions(): GuestRegion[] {
-    this.#sync()
+    if (this.#shared) this.#sync()
     const base = this.#arena.address
     return this.#slots.map((s) => this.#describe(s, base))
   }
@@ -541,7 +544,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * for a range that starts in no region, touches a hole or runs past the last region.
    */
   #covered(addr: number, len: number): number {
-    this.#sync()
+    if (this.#shared) this.#sync()
     const first = this.#slotIndex(addr)
     if (first < 0) throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
     const end = addr + len
@@ -668,7 +671,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
     if (dirtyOnly) this.#needTracking('snapshot({ dirtyOnly: true })')
     if (this.#tracking) this.#markLiveViews()
-    this.#sync()
+    if (this.#shared) this.#sync()
     const slots = this.#slots.slice()
     const taken = slots.map((s) => (s.dirty === undefined ? undefined : takeBits(s.dirty)))
     const regions: SnapshotRegion[] = []
@@ -769,7 +772,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   async applyDiff(manifest: SnapshotManifest, source: LoadSource): Promise<number> {
     const m = readManifest(manifest)
     const runs: number[] = []
-    this.#sync()
+    if (this.#shared) this.#sync()
     for (const r of m.regions) {
       const i = this.#slotIndex(r.guestAddress)
       const s = this.#slots[i]
@@ -803,7 +806,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /** The arena's window around `at`, cut to the region that contains it. */
   protected typedWindow(at: number): WindowAnswer {
-    this.#sync()
+    if (this.#shared) this.#sync()
     const slot = this.#slots[this.#slotIndex(at)]
     if (slot === undefined) return undefined
     const answer = regionWindow(this.#h, at)

@@ -13,28 +13,70 @@ const ROUNDS = Number(process.env.ROUNDS ?? 200)
 function work(a, g, k) {
   for (let i = 0; i < ROUNDS; i++) {
     const page = k * 8 + (i % 8)
-    try { a.addAnonymous(page * P, P, RW) } catch (e) { if (e.code !== 'ERR_MMAP_BUSY') throw e }
-    try { a.writeU32(page * P, i); a.compareExchangeU32(page * P, i, i + 1) } catch (e) { if (!['ERR_MMAP_ACCESS'].includes(e.code)) throw e }
+    try {
+      a.addAnonymous(page * P, P, RW)
+    } catch (e) {
+      if (e.code !== 'ERR_MMAP_BUSY') throw e
+    }
+    try {
+      a.writeU32(page * P, i)
+      a.compareExchangeU32(page * P, i, i + 1)
+    } catch (e) {
+      if (!['ERR_MMAP_ACCESS'].includes(e.code)) throw e
+    }
     let v
-    try { v = a.view(((k + 1) % 4) * 8 * P, P) } catch (e) { if (e.code !== 'ERR_MMAP_ACCESS') throw e }
-    try { a.removeMapping(page * P, P) } catch (e) { if (e.code !== 'ERR_MMAP_BUSY') throw e }
+    try {
+      v = a.view(((k + 1) % 4) * 8 * P, P)
+    } catch (e) {
+      if (e.code !== 'ERR_MMAP_ACCESS') throw e
+    }
+    try {
+      a.removeMapping(page * P, P)
+    } catch (e) {
+      if (e.code !== 'ERR_MMAP_BUSY') throw e
+    }
     v = undefined
-    try { g.addRegion({ guestAddress: (100 + k * 50 + (i % 50)) * P, size: P, backing: 'anonymous' }) } catch (e) { if (e.code !== 'ERR_GUEST_OVERLAP') throw e }
-    try { g.removeRegion((100 + k * 50 + ((i + 25) % 50)) * P) } catch (e) { if (e.code !== 'ERR_GUEST_ADDRESS') throw e }
+    try {
+      g.addRegion({ guestAddress: (100 + k * 50 + (i % 50)) * P, size: P, backing: 'anonymous' })
+    } catch (e) {
+      if (e.code !== 'ERR_GUEST_OVERLAP') throw e
+    }
+    try {
+      g.removeRegion((100 + k * 50 + ((i + 25) % 50)) * P)
+    } catch (e) {
+      if (e.code !== 'ERR_GUEST_ADDRESS') throw e
+    }
     g.regions()
-    if (i % 50 === 0) { const b = mr.MemoryMappingArena.attach(a.share()); b.view(0, 0); b.close() }
+    if (i % 50 === 0) {
+      const b = mr.MemoryMappingArena.attach(a.share())
+      b.view(0, 0)
+      b.close()
+    }
   }
 }
 if (isMainThread) {
   const arena = mr.MemoryMappingArena.reserve(64 * P)
   const guest = new mr.GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }], { addressSpace: 512 * P })
-  const ah = arena.share(), gh = guest.share()
+  const ah = arena.share(),
+    gh = guest.share()
   const ws = [1, 2, 3].map((k) => new Worker(__filename, { workerData: { ah, gh, k, entry } }))
   work(arena, guest, 0)
-  Promise.all(ws.map((w) => new Promise((res, rej) => { w.on('message', res); w.on('error', rej) }))).then(async () => {
+  Promise.all(
+    ws.map(
+      (w) =>
+        new Promise((res, rej) => {
+          w.on('message', res)
+          w.on('error', rej)
+        }),
+    ),
+  ).then(async () => {
     await Promise.all(ws.map((w) => w.terminate()))
-    arena.close(); guest.close()
-    for (let i = 0; i < 20; i++) { globalThis.gc?.(); await new Promise((r) => setTimeout(r, 20)) }
+    arena.close()
+    guest.close()
+    for (let i = 0; i < 20; i++) {
+      globalThis.gc?.()
+      await new Promise((r) => setTimeout(r, 20))
+    }
     console.log('stress done', mr.mapCount().owned)
   })
 } else {

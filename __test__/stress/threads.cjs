@@ -35,6 +35,8 @@ function work(a, g, k) {
     } catch (e) {
       if (e.code !== 'ERR_MMAP_BUSY') throw e
     }
+    // Touched after the other threads' changes: a view is never left over replaced memory.
+    if (v !== undefined && v.length > 0) v[0] ^= 1
     v = undefined
     try {
       g.addRegion({ guestAddress: (100 + k * 50 + (i % 50)) * P, size: P, backing: 'anonymous' })

@@ -12,7 +12,18 @@ import { ENTRY, runChild } from './helpers.js'
 const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
 
-/** A worker running `body` (CommonJS; `mr` is the package, `data` its workerData, `port` its parentPort). */
+/** Messages a worker sent and nobody took yet, and who waits for the next one. */
+interface Inbox {
+  queue: unknown[]
+  waiting: { resolve: (m: unknown) => void; reject: (e: Error) => void }[]
+  failed?: Error
+}
+const inboxes = new WeakMap<Worker, Inbox>()
+
+/**
+ * A worker running `body` (CommonJS; `mr` is the package, `data` its workerData, `port` its
+ * parentPort), whose messages are queued from the start: two sent back to back are both kept.
+ */
 function worker(body: string, data: unknown): Worker {
   const src = `
     const { parentPort: port, workerData: data } = require('node:worker_threads')
@@ -20,33 +31,30 @@ function worker(body: string, data: unknown): Worker {
     const P = mr.PAGE_SIZE
     ${body}
   `
-  return new Worker(src, { eval: true, workerData: data })
+  const w = new Worker(src, { eval: true, workerData: data })
+  const inbox: Inbox = { queue: [], waiting: [] }
+  inboxes.set(w, inbox)
+  w.on('message', (m) => {
+    const waiter = inbox.waiting.shift()
+    if (waiter === undefined) inbox.queue.push(m)
+    else waiter.resolve(m)
+  })
+  const fail = (e: Error) => {
+    inbox.failed = e
+    for (const waiter of inbox.waiting.splice(0)) waiter.reject(e)
+  }
+  w.on('error', fail)
+  w.on('exit', (code) => fail(new Error(`worker exited (${code})`)))
+  return w
 }
 
-/** The next message of `w` (rejects on its error or an exit first). */
+/** The next message of `w` (rejects if it failed or exited with none left). */
 function next<T = unknown>(w: Worker): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const off = () => {
-      w.off('message', onMessage)
-      w.off('error', onError)
-      w.off('exit', onExit)
-    }
-    const onMessage = (m: T) => {
-      off()
-      resolve(m)
-    }
-    const onError = (e: Error) => {
-      off()
-      reject(e)
-    }
-    const onExit = (code: number) => {
-      off()
-      reject(new Error(`worker exited (${code}) before answering`))
-    }
-    w.on('message', onMessage)
-    w.on('error', onError)
-    w.on('exit', onExit)
-  })
+  const inbox = inboxes.get(w)
+  if (inbox === undefined) throw new Error('not a worker of worker()')
+  if (inbox.queue.length > 0) return Promise.resolve(inbox.queue.shift() as T)
+  if (inbox.failed !== undefined) return Promise.reject(inbox.failed)
+  return new Promise<T>((resolve, reject) => inbox.waiting.push({ resolve: resolve as (m: unknown) => void, reject }))
 }
 
 test.serial(

@@ -9,6 +9,75 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The machine: a VM and its one vCPU. */
+export declare class Machine {
+  /**
+   * A VM over `slots` (`readonly` ones as `KVM_MEM_READONLY`), with an
+   * in-kernel IRQ chip (PIC, IOAPIC, LAPIC) and PIT, and one vCPU whose
+   * CPUID is what KVM supports on this host.
+   */
+  constructor(slots: Array<Slot>, readonly: Array<boolean>)
+  /** The VM's fd, for [`irq_line_fd`] from another thread. */
+  get vmFd(): number
+  /**
+   * Starts the vCPU as the Linux boot protocol's 32-bit entry wants it:
+   * protected mode, paging off, flat 4 GiB code (selector 0x10) and data
+   * (0x18) segments, interrupts off, `eip = entry`, `esi = boot_params`.
+   */
+  setBootState(entry: number, bootParams: number): void
+  /** Runs the vCPU until the VMM must serve an exit. */
+  run(): Exit
+  /** Answers the port-I/O read of the last exit (the next `run()` hands it to the guest). */
+  answerIo(value: number): void
+  /** Answers the MMIO read of the last exit. */
+  answerMmio(value: number): void
+  /** The general registers: `[rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8..r15, rip, rflags]`. */
+  regs(): Array<bigint>
+  /** Moves the instruction pointer (past an instruction the VMM emulated). */
+  setRip(rip: bigint): void
+  /**
+   * The guest-physical address of the guest-virtual `address` in the
+   * vCPU's current paging mode (`KVM_TRANSLATE`), or null if unmapped.
+   */
+  translate(address: bigint): bigint | null
+  /** Sets the SSE control/status register (`MXCSR`), as `LDMXCSR` would. */
+  setMxcsr(value: number): void
+  /** Injects exception `vector` (no error code) before the next instruction. */
+  injectException(vector: number): void
+  /** Sets interrupt line `irq` of the in-kernel IRQ chip to `level`. */
+  irqLine(irq: number, level: boolean): void
+}
+
+/** An exit the VMM serves. */
+export interface Exit {
+  /**
+   * `io`, `mmio`, `hlt`, `shutdown`, `system-event`, `internal-error`,
+   * `fail-entry`, `intr`, `debug`, or `exit <n>`.
+   */
+  reason: string
+  /** Port I/O: the port; MMIO: 0. */
+  port: number
+  /** Port I/O and MMIO: bytes per access. */
+  size: number
+  /** Port I/O and MMIO: a write (else a read, to be answered). */
+  write: boolean
+  /** The value written (port I/O, MMIO up to 4 bytes). */
+  value: number
+  /** MMIO: the guest-physical address. */
+  address: bigint
+  /**
+   * `internal-error`: KVM's suberror (1: the emulator met an instruction it cannot do);
+   * `fail-entry`: the hardware reason; `system-event`: its type.
+   */
+  detail: number
+}
+
+/**
+ * `KVM_IRQ_LINE` on the VM `vm_fd` (from any thread: the console thread
+ * raises the UART's interrupt while the vCPU thread is in `KVM_RUN`).
+ */
+export declare function irqLineFd(vmFd: number, irq: number, level: boolean): void
+
 /** Whether `/dev/kvm` can be opened and speaks API version 12; otherwise why not. */
 export declare function kvmUnavailableReason(): string | null
 

@@ -694,5 +694,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.Machine = nativeBinding.Machine
+module.exports.irqLineFd = nativeBinding.irqLineFd
 module.exports.kvmUnavailableReason = nativeBinding.kvmUnavailableReason
 module.exports.runRealMode = nativeBinding.runRealMode

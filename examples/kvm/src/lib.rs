@@ -2,6 +2,7 @@
 //! slots it is given (userspace addresses from `GuestMemory.regions()`), one
 //! vCPU started in real mode at a given entry point, run until `hlt`.
 //! Serial output (port 0x3f8) is collected; slot 0 logs dirty pages.
+//! [`machine`] is the Linux example's machine (`examples/linux`).
 #![cfg_attr(test, allow(dead_code))]
 
 use std::fs::OpenOptions;
@@ -11,6 +12,8 @@ use std::ptr;
 use napi::bindgen_prelude::{BigInt, Function};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
+
+mod machine;
 
 // ioctl numbers from <linux/kvm.h> (x86-64).
 const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
@@ -118,6 +121,62 @@ unsafe fn ioctl(fd: RawFd, request: libc::c_ulong, arg: libc::c_ulong, what: &st
     }
 }
 
+/// `ioctl` with a pointer to `arg`.
+///
+/// # Safety
+/// `T` must be the structure the ioctl `request` reads or writes.
+unsafe fn ioctl_with<T>(fd: RawFd, request: libc::c_ulong, arg: &mut T, what: &str) -> Result<i32> {
+    // SAFETY: guaranteed by the caller; `arg` is valid for reads and writes of a `T`.
+    unsafe { ioctl(fd, request, arg as *mut T as libc::c_ulong, what) }
+}
+
+/// Gives the VM `vm` its memory slots, slot `i` with `flags(i, slot)`.
+fn set_slots(vm: RawFd, slots: &[Slot], flags: impl Fn(usize) -> u32) -> Result<()> {
+    for (i, slot) in slots.iter().enumerate() {
+        let mut region = UserspaceMemoryRegion {
+            slot: i as u32,
+            flags: flags(i),
+            guest_phys_addr: big_u64(&slot.guest_address, "guestAddress")?,
+            memory_size: slot.size as u64,
+            userspace_addr: big_u64(&slot.userspace_address, "userspaceAddress")?,
+        };
+        // SAFETY: a kvm_userspace_memory_region; KVM checks that the userspace
+        // range is accessible memory of this process.
+        unsafe {
+            ioctl_with(
+                vm,
+                KVM_SET_USER_MEMORY_REGION,
+                &mut region,
+                "KVM_SET_USER_MEMORY_REGION",
+            )
+        }?;
+    }
+    Ok(())
+}
+
+/// A vCPU of `vm` and its mapped `kvm_run` structure (address, size).
+fn create_vcpu(kvm: RawFd, vm: RawFd) -> Result<(OwnedFd, *mut u8, usize)> {
+    // SAFETY: KVM_CREATE_VCPU takes the vCPU id.
+    let vcpu = owned(unsafe { ioctl(vm, KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU") }?);
+    // SAFETY: KVM_GET_VCPU_MMAP_SIZE takes no argument.
+    let size = unsafe { ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE") }? as usize;
+    // SAFETY: mapping the vCPU's shared kvm_run structure, as KVM documents.
+    let run = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            vcpu.as_raw_fd(),
+            0,
+        )
+    };
+    if run == libc::MAP_FAILED {
+        return Err(os_error("mmap kvm_run"));
+    }
+    Ok((vcpu, run.cast(), size))
+}
+
 fn owned(fd: i32) -> OwnedFd {
     // SAFETY: `fd` was just returned by a KVM ioctl and is owned by nobody else.
     unsafe { OwnedFd::from_raw_fd(fd) }
@@ -205,55 +264,17 @@ pub fn run_real_mode(
     let kvm = open_kvm()?;
     // SAFETY: KVM_CREATE_VM takes the machine type (0).
     let vm = owned(unsafe { ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM") }?);
-    let mut slot0_pages = 0usize;
-    for (i, slot) in slots.iter().enumerate() {
-        let region = UserspaceMemoryRegion {
-            slot: i as u32,
-            flags: if i == 0 { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
-            guest_phys_addr: big_u64(&slot.guest_address, "guestAddress")?,
-            memory_size: slot.size as u64,
-            userspace_addr: big_u64(&slot.userspace_address, "userspaceAddress")?,
-        };
+    let slot0_pages = slots
+        .first()
+        .map_or(0, |s| (s.size as usize).div_ceil(4096));
+    set_slots(vm.as_raw_fd(), &slots, |i| {
         if i == 0 {
-            slot0_pages = (slot.size as usize).div_ceil(4096);
+            KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
         }
-        // SAFETY: the argument is a valid kvm_userspace_memory_region; KVM checks
-        // that the userspace range is accessible memory of this process.
-        unsafe {
-            ioctl(
-                vm.as_raw_fd(),
-                KVM_SET_USER_MEMORY_REGION,
-                &region as *const _ as libc::c_ulong,
-                "KVM_SET_USER_MEMORY_REGION",
-            )
-        }?;
-    }
-    // SAFETY: KVM_CREATE_VCPU takes the vCPU id.
-    let vcpu = owned(unsafe { ioctl(vm.as_raw_fd(), KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU") }?);
-    // SAFETY: KVM_GET_VCPU_MMAP_SIZE takes no argument.
-    let run_size = unsafe {
-        ioctl(
-            kvm.as_raw_fd(),
-            KVM_GET_VCPU_MMAP_SIZE,
-            0,
-            "KVM_GET_VCPU_MMAP_SIZE",
-        )
-    }? as usize;
-    // SAFETY: mapping the vCPU's shared kvm_run structure, as KVM documents.
-    let run = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            run_size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            vcpu.as_raw_fd(),
-            0,
-        )
-    };
-    if run == libc::MAP_FAILED {
-        return Err(os_error("mmap kvm_run"));
-    }
-    let run = run.cast::<u8>();
+    })?;
+    let (vcpu, run, run_size) = create_vcpu(kvm.as_raw_fd(), vm.as_raw_fd())?;
     let mut forward = |bytes: &[u8]| -> Result<()> {
         if let Some(f) = &on_serial {
             for &b in bytes {

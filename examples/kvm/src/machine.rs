@@ -1,0 +1,490 @@
+//! A KVM machine for the Linux example (`examples/linux`): one VM with an
+//! in-kernel IRQ chip and PIT, the memory slots it is given (userspace
+//! addresses from `GuestMemory.regions()`), one vCPU with the host's supported
+//! CPUID, started in 32-bit protected mode at the kernel's entry (the Linux
+//! boot protocol's 32-bit entry). `run()` returns each exit the VMM must serve
+//! (port I/O, MMIO, what KVM's emulator could not do, shutdown); the device
+//! models and the boot logic are TypeScript. Not part of the package.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use napi::bindgen_prelude::BigInt;
+use napi::{Error, Result, Status};
+use napi_derive::napi;
+
+use crate::{
+    big_u64, create_vcpu, ioctl, ioctl_with, open_kvm, owned, set_slots, Regs, Segment, Slot,
+    Sregs, KVM_CREATE_VM, KVM_GET_REGS, KVM_GET_SREGS, KVM_RUN, KVM_SET_REGS, KVM_SET_SREGS,
+};
+
+const KVM_GET_SUPPORTED_CPUID: libc::c_ulong = 0xC008_AE05;
+const KVM_SET_TSS_ADDR: libc::c_ulong = 0xAE47;
+const KVM_SET_IDENTITY_MAP_ADDR: libc::c_ulong = 0x4008_AE48;
+const KVM_CREATE_IRQCHIP: libc::c_ulong = 0xAE60;
+const KVM_IRQ_LINE: libc::c_ulong = 0x4008_AE61;
+const KVM_CREATE_PIT2: libc::c_ulong = 0x4040_AE77;
+const KVM_TRANSLATE: libc::c_ulong = 0xC018_AE85;
+const KVM_GET_FPU: libc::c_ulong = 0x81A0_AE8C;
+const KVM_SET_FPU: libc::c_ulong = 0x41A0_AE8D;
+const KVM_SET_CPUID2: libc::c_ulong = 0x4008_AE90;
+const KVM_GET_VCPU_EVENTS: libc::c_ulong = 0x8040_AE9F;
+const KVM_SET_VCPU_EVENTS: libc::c_ulong = 0x4040_AEA0;
+const KVM_MEM_READONLY: u32 = 2;
+
+const EXIT_IO: u32 = 2;
+const EXIT_DEBUG: u32 = 4;
+const EXIT_HLT: u32 = 5;
+const EXIT_MMIO: u32 = 6;
+const EXIT_SHUTDOWN: u32 = 8;
+const EXIT_FAIL_ENTRY: u32 = 9;
+const EXIT_INTR: u32 = 10;
+const EXIT_INTERNAL_ERROR: u32 = 17;
+const EXIT_SYSTEM_EVENT: u32 = 24;
+
+/// Entries of `KVM_GET_SUPPORTED_CPUID` room is made for.
+const CPUID_ENTRIES: usize = 256;
+
+#[repr(C)]
+#[derive(Default)]
+struct Translation {
+    linear_address: u64,
+    physical_address: u64,
+    valid: u8,
+    writeable: u8,
+    usermode: u8,
+    pad: [u8; 5],
+}
+
+const _: () = assert!(std::mem::size_of::<Translation>() == 24);
+
+/// `struct kvm_fpu` as bytes: `mxcsr` is the `u32` at offset 408.
+const FPU_SIZE: usize = 416;
+const FPU_MXCSR: usize = 408;
+/// `struct kvm_vcpu_events` as bytes: the exception is the first 8.
+const EVENTS_SIZE: usize = 64;
+
+/// An exit the VMM serves.
+#[napi(object)]
+pub struct Exit {
+    /// `io`, `mmio`, `hlt`, `shutdown`, `system-event`, `internal-error`,
+    /// `fail-entry`, `intr`, `debug`, or `exit <n>`.
+    pub reason: String,
+    /// Port I/O: the port; MMIO: 0.
+    pub port: u32,
+    /// Port I/O and MMIO: bytes per access.
+    pub size: u32,
+    /// Port I/O and MMIO: a write (else a read, to be answered).
+    pub write: bool,
+    /// The value written (port I/O, MMIO up to 4 bytes).
+    pub value: u32,
+    /// MMIO: the guest-physical address.
+    pub address: BigInt,
+    /// `internal-error`: KVM's suberror (1: the emulator met an instruction it cannot do);
+    /// `fail-entry`: the hardware reason; `system-event`: its type.
+    pub detail: u32,
+}
+
+/// The machine: a VM and its one vCPU.
+#[napi]
+pub struct Machine {
+    _kvm: File,
+    vm: OwnedFd,
+    vcpu: OwnedFd,
+    run: *mut u8,
+    run_size: usize,
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // SAFETY: `run` is the kvm_run mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.run.cast(), self.run_size) };
+    }
+}
+
+#[napi]
+impl Machine {
+    /// A VM over `slots` (`readonly` ones as `KVM_MEM_READONLY`), with an
+    /// in-kernel IRQ chip (PIC, IOAPIC, LAPIC) and PIT, and one vCPU whose
+    /// CPUID is what KVM supports on this host.
+    #[napi(constructor)]
+    pub fn new(slots: Vec<Slot>, readonly: Vec<bool>) -> Result<Machine> {
+        let kvm = open_kvm()?;
+        // SAFETY: KVM_CREATE_VM takes the machine type (0).
+        let vm = owned(unsafe { ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM") }?);
+        let fd = vm.as_raw_fd();
+        // Intel needs three pages for the TSS and one for the identity map
+        // below 4 GiB, outside guest RAM: just under the BIOS area's end.
+        // SAFETY: KVM_SET_TSS_ADDR takes the address as its argument.
+        unsafe { ioctl(fd, KVM_SET_TSS_ADDR, 0xfffb_d000, "KVM_SET_TSS_ADDR") }?;
+        let identity: u64 = 0xfffb_c000;
+        // SAFETY: KVM_SET_IDENTITY_MAP_ADDR reads a u64.
+        unsafe {
+            ioctl(
+                fd,
+                KVM_SET_IDENTITY_MAP_ADDR,
+                &identity as *const u64 as libc::c_ulong,
+                "KVM_SET_IDENTITY_MAP_ADDR",
+            )
+        }?;
+        // SAFETY: KVM_CREATE_IRQCHIP takes no argument.
+        unsafe { ioctl(fd, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP") }?;
+        let mut pit = [0u8; 64]; // struct kvm_pit_config: flags 0
+                                 // SAFETY: KVM_CREATE_PIT2 reads a 64-byte kvm_pit_config.
+        unsafe { ioctl_with(fd, KVM_CREATE_PIT2, &mut pit, "KVM_CREATE_PIT2") }?;
+        set_slots(fd, &slots, |i| {
+            if readonly.get(i).copied().unwrap_or(false) {
+                KVM_MEM_READONLY
+            } else {
+                0
+            }
+        })?;
+        let (vcpu, run, run_size) = create_vcpu(kvm.as_raw_fd(), fd)?;
+        set_cpuid(kvm.as_raw_fd(), vcpu.as_raw_fd())?;
+        Ok(Machine {
+            _kvm: kvm,
+            vm,
+            vcpu,
+            run,
+            run_size,
+        })
+    }
+
+    /// The VM's fd, for [`irq_line_fd`] from another thread.
+    #[napi(getter)]
+    pub fn vm_fd(&self) -> i32 {
+        self.vm.as_raw_fd()
+    }
+
+    /// Starts the vCPU as the Linux boot protocol's 32-bit entry wants it:
+    /// protected mode, paging off, flat 4 GiB code (selector 0x10) and data
+    /// (0x18) segments, interrupts off, `eip = entry`, `esi = boot_params`.
+    #[napi]
+    pub fn set_boot_state(&mut self, entry: u32, boot_params: u32) -> Result<()> {
+        let mut sregs = Sregs::default();
+        // SAFETY: KVM_GET_SREGS writes a kvm_sregs.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_GET_SREGS,
+                &mut sregs,
+                "KVM_GET_SREGS",
+            )
+        }?;
+        let flat = |selector: u16, type_: u8| Segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_,
+            present: 1,
+            dpl: 0,
+            db: 1,
+            s: 1,
+            l: 0,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        sregs.segs[0] = flat(0x10, 0xb); // cs: execute/read, accessed
+        for i in 1..6 {
+            sregs.segs[i] = flat(0x18, 0x3); // ds es fs gs ss: read/write, accessed
+        }
+        sregs.tr = Segment {
+            selector: 0x20,
+            limit: 0x67,
+            type_: 0xb, // busy 32-bit TSS
+            present: 1,
+            ..Segment::default()
+        };
+        sregs.ldt = Segment {
+            type_: 0x2,
+            present: 1,
+            unusable: 1,
+            ..Segment::default()
+        };
+        sregs.cr[0] = 0x11; // PE | ET
+        sregs.cr[4] = 0;
+        sregs.efer = 0;
+        // SAFETY: KVM_SET_SREGS reads a kvm_sregs.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_SET_SREGS,
+                &mut sregs,
+                "KVM_SET_SREGS",
+            )
+        }?;
+        let mut regs = Regs {
+            rip: entry as u64,
+            rflags: 2,
+            ..Regs::default()
+        };
+        regs.gpr[4] = boot_params as u64; // rsi
+        self.put_regs(&regs)
+    }
+
+    /// Runs the vCPU until the VMM must serve an exit.
+    #[napi]
+    pub fn run(&mut self) -> Result<Exit> {
+        // SAFETY: KVM_RUN takes no argument; exit details land in `run`.
+        let ret = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_RUN, 0) };
+        let mut exit = Exit {
+            reason: String::new(),
+            port: 0,
+            size: 0,
+            write: false,
+            value: 0,
+            address: BigInt::from(0u64),
+            detail: 0,
+        };
+        if ret < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                exit.reason = "intr".into();
+                return Ok(exit);
+            }
+            return Err(Error::new(Status::GenericFailure, format!("KVM_RUN: {e}")));
+        }
+        // SAFETY: `run` maps a kvm_run; exit_reason is the u32 at offset 8 and
+        // the exit's union starts at offset 32.
+        let reason = unsafe { ptr::read_unaligned(self.run.add(8).cast::<u32>()) };
+        let at = |offset: usize| {
+            // SAFETY: offsets inside the kvm_run mapping's first page.
+            unsafe { self.run.add(offset) }
+        };
+        exit.reason = match reason {
+            EXIT_IO => {
+                // SAFETY: a port-I/O exit fills kvm_run.io.
+                unsafe {
+                    exit.write = *at(32) == 1;
+                    exit.size = *at(33) as u32;
+                    exit.port = ptr::read_unaligned(at(34).cast::<u16>()) as u32;
+                    let count = ptr::read_unaligned(at(36).cast::<u32>());
+                    let data = ptr::read_unaligned(at(40).cast::<u64>()) as usize;
+                    if count != 1 {
+                        return Err(Error::new(
+                            Status::GenericFailure,
+                            format!("string port I/O (count {count}) is not served"),
+                        ));
+                    }
+                    if exit.write {
+                        let mut v = [0u8; 4];
+                        ptr::copy_nonoverlapping(
+                            at(data),
+                            v.as_mut_ptr(),
+                            exit.size.min(4) as usize,
+                        );
+                        exit.value = u32::from_le_bytes(v);
+                    }
+                }
+                "io".into()
+            }
+            EXIT_MMIO => {
+                // SAFETY: an MMIO exit fills kvm_run.mmio: phys_addr, data[8], len, is_write.
+                unsafe {
+                    exit.address = BigInt::from(ptr::read_unaligned(at(32).cast::<u64>()));
+                    exit.size = ptr::read_unaligned(at(48).cast::<u32>());
+                    exit.write = *at(52) != 0;
+                    exit.value = ptr::read_unaligned(at(40).cast::<u32>());
+                    if !exit.write {
+                        // Nothing is there: reads see all ones until the VMM answers.
+                        ptr::write_bytes(at(40), 0xff, 8);
+                    }
+                }
+                "mmio".into()
+            }
+            EXIT_HLT => "hlt".into(),
+            EXIT_SHUTDOWN => "shutdown".into(),
+            EXIT_INTR => "intr".into(),
+            EXIT_DEBUG => "debug".into(),
+            EXIT_FAIL_ENTRY => {
+                // SAFETY: kvm_run.fail_entry starts with the hardware reason (u64).
+                exit.detail = unsafe { ptr::read_unaligned(at(32).cast::<u64>()) } as u32;
+                "fail-entry".into()
+            }
+            EXIT_INTERNAL_ERROR => {
+                // SAFETY: kvm_run.internal starts with the suberror (u32).
+                exit.detail = unsafe { ptr::read_unaligned(at(32).cast::<u32>()) };
+                "internal-error".into()
+            }
+            EXIT_SYSTEM_EVENT => {
+                // SAFETY: kvm_run.system_event starts with its type (u32).
+                exit.detail = unsafe { ptr::read_unaligned(at(32).cast::<u32>()) };
+                "system-event".into()
+            }
+            other => format!("exit {other}"),
+        };
+        Ok(exit)
+    }
+
+    /// Answers the port-I/O read of the last exit (the next `run()` hands it to the guest).
+    #[napi]
+    pub fn answer_io(&mut self, value: u32) {
+        // SAFETY: the last exit was a port-I/O read: its data offset points at
+        // `size` bytes inside the kvm_run mapping.
+        unsafe {
+            let size = *self.run.add(33) as usize;
+            let data = ptr::read_unaligned(self.run.add(40).cast::<u64>()) as usize;
+            let bytes = value.to_le_bytes();
+            ptr::copy_nonoverlapping(bytes.as_ptr(), self.run.add(data), size.min(4));
+        }
+    }
+
+    /// Answers the MMIO read of the last exit.
+    #[napi]
+    pub fn answer_mmio(&mut self, value: u32) {
+        // SAFETY: the last exit was an MMIO read: its data field is 8 bytes at offset 40.
+        unsafe {
+            ptr::write_bytes(self.run.add(40), 0, 8);
+            ptr::write_unaligned(self.run.add(40).cast::<u32>(), value);
+        }
+    }
+
+    /// The general registers: `[rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8..r15, rip, rflags]`.
+    #[napi]
+    pub fn regs(&self) -> Result<Vec<BigInt>> {
+        let regs = self.get_regs()?;
+        let mut out: Vec<BigInt> = regs.gpr.iter().map(|&r| BigInt::from(r)).collect();
+        out.push(BigInt::from(regs.rip));
+        out.push(BigInt::from(regs.rflags));
+        Ok(out)
+    }
+
+    /// Moves the instruction pointer (past an instruction the VMM emulated).
+    #[napi]
+    pub fn set_rip(&mut self, rip: BigInt) -> Result<()> {
+        let mut regs = self.get_regs()?;
+        regs.rip = big_u64(&rip, "rip")?;
+        self.put_regs(&regs)
+    }
+
+    /// The guest-physical address of the guest-virtual `address` in the
+    /// vCPU's current paging mode (`KVM_TRANSLATE`), or null if unmapped.
+    #[napi]
+    pub fn translate(&self, address: BigInt) -> Result<Option<BigInt>> {
+        let mut t = Translation {
+            linear_address: big_u64(&address, "address")?,
+            ..Translation::default()
+        };
+        // SAFETY: KVM_TRANSLATE reads and writes a kvm_translation.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_TRANSLATE,
+                &mut t,
+                "KVM_TRANSLATE",
+            )
+        }?;
+        Ok((t.valid != 0).then(|| BigInt::from(t.physical_address)))
+    }
+
+    /// Sets the SSE control/status register (`MXCSR`), as `LDMXCSR` would.
+    #[napi]
+    pub fn set_mxcsr(&mut self, value: u32) -> Result<()> {
+        let mut fpu = [0u8; FPU_SIZE];
+        // SAFETY: KVM_GET_FPU writes a 416-byte kvm_fpu.
+        unsafe { ioctl_with(self.vcpu.as_raw_fd(), KVM_GET_FPU, &mut fpu, "KVM_GET_FPU") }?;
+        fpu[FPU_MXCSR..FPU_MXCSR + 4].copy_from_slice(&value.to_le_bytes());
+        // SAFETY: KVM_SET_FPU reads a 416-byte kvm_fpu.
+        unsafe { ioctl_with(self.vcpu.as_raw_fd(), KVM_SET_FPU, &mut fpu, "KVM_SET_FPU") }?;
+        Ok(())
+    }
+
+    /// Injects exception `vector` (no error code) before the next instruction.
+    #[napi]
+    pub fn inject_exception(&mut self, vector: u32) -> Result<()> {
+        let mut events = [0u8; EVENTS_SIZE];
+        // SAFETY: KVM_GET_VCPU_EVENTS writes a 64-byte kvm_vcpu_events.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_GET_VCPU_EVENTS,
+                &mut events,
+                "KVM_GET_VCPU_EVENTS",
+            )
+        }?;
+        events[0] = 1; // exception.injected
+        events[1] = vector as u8; // exception.nr
+        events[2] = 0; // has_error_code
+        events[3] = 0; // pending
+                       // flags (offset 20): only what is set above is taken.
+        events[20..24].copy_from_slice(&0u32.to_le_bytes());
+        // SAFETY: KVM_SET_VCPU_EVENTS reads a 64-byte kvm_vcpu_events.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_SET_VCPU_EVENTS,
+                &mut events,
+                "KVM_SET_VCPU_EVENTS",
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Sets interrupt line `irq` of the in-kernel IRQ chip to `level`.
+    #[napi]
+    pub fn irq_line(&self, irq: u32, level: bool) -> Result<()> {
+        irq_line_fd(self.vm.as_raw_fd(), irq, level)
+    }
+
+    fn get_regs(&self) -> Result<Regs> {
+        let mut regs = Regs::default();
+        // SAFETY: KVM_GET_REGS writes a kvm_regs.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_GET_REGS,
+                &mut regs,
+                "KVM_GET_REGS",
+            )
+        }?;
+        Ok(regs)
+    }
+
+    fn put_regs(&self, regs: &Regs) -> Result<()> {
+        let mut regs = *regs;
+        // SAFETY: KVM_SET_REGS reads a kvm_regs.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_SET_REGS,
+                &mut regs,
+                "KVM_SET_REGS",
+            )
+        }?;
+        Ok(())
+    }
+}
+
+/// `KVM_IRQ_LINE` on the VM `vm_fd` (from any thread: the console thread
+/// raises the UART's interrupt while the vCPU thread is in `KVM_RUN`).
+#[napi]
+pub fn irq_line_fd(vm_fd: i32, irq: u32, level: bool) -> Result<()> {
+    let mut line: [u32; 2] = [irq, level as u32];
+    // SAFETY: KVM_IRQ_LINE reads a kvm_irq_level (irq, level); a wrong fd is
+    // an error of the ioctl.
+    unsafe { ioctl_with(vm_fd, KVM_IRQ_LINE, &mut line, "KVM_IRQ_LINE") }?;
+    Ok(())
+}
+
+/// Gives the vCPU the CPUID KVM supports on this host.
+fn set_cpuid(kvm: RawFd, vcpu: RawFd) -> Result<()> {
+    // struct kvm_cpuid2: nent, padding, then 40-byte entries (inline: an array, not a Vec).
+    let mut buf = Box::new([0u32; 2 + CPUID_ENTRIES * 10]);
+    buf[0] = CPUID_ENTRIES as u32;
+    // SAFETY: KVM_GET_SUPPORTED_CPUID fills up to `nent` entries of the buffer
+    // and writes back how many.
+    unsafe {
+        ioctl_with(
+            kvm,
+            KVM_GET_SUPPORTED_CPUID,
+            &mut *buf,
+            "KVM_GET_SUPPORTED_CPUID",
+        )
+    }?;
+    // SAFETY: KVM_SET_CPUID2 reads `nent` entries.
+    unsafe { ioctl_with(vcpu, KVM_SET_CPUID2, &mut *buf, "KVM_SET_CPUID2") }?;
+    Ok(())
+}

@@ -119,11 +119,10 @@ impl AnyRegion {
     /// from changing during the call (the binding holds its lock).
     pub fn atomic<T: AtomicWord>(&self, offset: usize, op: Atomic<T>) -> Result<T> {
         self.check_atomic(offset, std::mem::size_of::<T>())?;
-        // SAFETY: `check_atomic` proved the word in bounds, naturally aligned,
-        // mapped READ | WRITE and backed by memory that cannot vanish, so it
-        // can be loaded and stored without a fault; the caller keeps the
-        // layout unchanged until this returns. Other threads touch the word
-        // only atomically or through memory the kernel keeps coherent.
+        // `check_atomic` proved the word in bounds, naturally aligned, mapped
+        // READ | WRITE and backed by memory that cannot vanish; the caller
+        // keeps the layout unchanged until this returns.
+        // SAFETY: so the word can be loaded and stored atomically without a fault.
         Ok(unsafe { T::apply(self.region().as_ptr().add(offset), op) })
     }
 

@@ -13,6 +13,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeSharedMemory {
   /** `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`, sized, sealed. */
   static create(name: string, size: number, seal: boolean, hugetlb: number): NativeSharedMemory
+  /** The number `regionAddShmMapping` takes for this memfd (on this thread). */
+  get source(): number
   /** The memfd's number. */
   get fd(): number
   /** The size in bytes. */
@@ -182,6 +184,13 @@ export declare function regionAddFdMapping(handle: number, offset: number, size:
  * An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
  */
 export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number, shared: boolean): true | undefined
+
+/**
+ * An overlay of the `SharedMemory` registered as `source` (its private
+ * descriptor; no `fstat` when the core knows its size: see
+ * `MemoryMappingArena::plan_shm_overlay`).
+ */
+export declare function regionAddShmMapping(handle: number, offset: number, size: number, source: number, fdOffset: number, protection: number, shared: boolean): true | undefined
 
 /**
  * A private anonymous overlay.

@@ -72,3 +72,49 @@ test('bad arguments', (t) => {
   using big = SharedMemory.create('sparse', 2 ** 40)
   t.is(big.size, 2 ** 40)
 })
+
+test('a SharedMemory as an overlay source: its own descriptor, listed by its fd, checked against its size', async (t) => {
+  const { MemoryMappingArena, Protection } = await import('mapped-region')
+  using shm = SharedMemory.create('source', 4 * PAGE_SIZE)
+  using arena = MemoryMappingArena.reserve(8 * PAGE_SIZE)
+  arena.addFdMapping(0, 2 * PAGE_SIZE, shm, PAGE_SIZE, Protection.READ_WRITE)
+  using m = MemoryMapping.fromFd(shm.fd, 4 * PAGE_SIZE)
+  arena.write(0, Buffer.from('via source'))
+  t.is(m.read(PAGE_SIZE, 10).toString(), 'via source')
+  t.deepEqual(
+    arena.mappings().map((e) => [e.offset, e.size, e.kind, e.fd, e.fdOffset]),
+    [[0, 2 * PAGE_SIZE, 'fd', shm.fd, PAGE_SIZE]],
+  )
+  // Past the size it was sealed at: the kernel is asked (fstat), and it is past the end.
+  t.throws(() => arena.addFdMapping(4 * PAGE_SIZE, 2 * PAGE_SIZE, shm, 3 * PAGE_SIZE, Protection.READ_WRITE), {
+    code: 'ERR_MMAP_BEYOND_EOF',
+  })
+  // Grown since: the fstat path sees the new size and maps it.
+  ftruncateSync(shm.fd, 6 * PAGE_SIZE)
+  arena.addFdMapping(4 * PAGE_SIZE, 2 * PAGE_SIZE, shm, 4 * PAGE_SIZE, Protection.READ_WRITE)
+  t.is(arena.read(4 * PAGE_SIZE, 1)[0], 0)
+  t.throws(() => arena.addFdMapping(0, PAGE_SIZE, shm, 1, Protection.READ_WRITE), { code: 'ERR_MMAP_UNALIGNED' })
+  shm.close()
+  t.throws(() => arena.addFdMapping(0, PAGE_SIZE, shm, 0, Protection.READ_WRITE), { code: 'ERR_MMAP_CLOSED' })
+  // An object that only borrows the prototype is not a SharedMemory.
+  const fake = Object.create(SharedMemory.prototype) as SharedMemory
+  t.throws(() => arena.addFdMapping(0, PAGE_SIZE, fake, 0, Protection.READ_WRITE), { code: 'ERR_INVALID_ARG_TYPE' })
+  // The mapping outlives the SharedMemory.
+  t.is(arena.read(0, 10).toString(), 'via source')
+})
+
+test('a SharedMemory source that is not sealed is checked by the kernel on every overlay', async (t) => {
+  const { MemoryMappingArena, Protection } = await import('mapped-region')
+  using shm = SharedMemory.create('unsealed-source', 4 * PAGE_SIZE, { seal: false })
+  using arena = MemoryMappingArena.reserve(4 * PAGE_SIZE)
+  arena.addFdMapping(0, 4 * PAGE_SIZE, shm, 0, Protection.READ_WRITE)
+  arena.removeMapping(0, 4 * PAGE_SIZE)
+  // Shrunk behind its back: the overlay is refused, as it is for a plain fd.
+  ftruncateSync(shm.fd, PAGE_SIZE)
+  t.throws(() => arena.addFdMapping(0, 2 * PAGE_SIZE, shm, 0, Protection.READ_WRITE), { code: 'ERR_MMAP_BEYOND_EOF' })
+  // Sealed now at one page: only that page is known without asking.
+  shm.addSeals(Seal.SHRINK)
+  arena.addFdMapping(0, PAGE_SIZE, shm, 0, Protection.READ_WRITE)
+  t.throws(() => arena.addFdMapping(PAGE_SIZE, PAGE_SIZE, shm, PAGE_SIZE, Protection.READ_WRITE), { code: 'ERR_MMAP_BEYOND_EOF' })
+  t.is(arena.mappings().length, 1)
+})

@@ -131,7 +131,8 @@ interface RegionSnapshot {
   start: number
   size: number
   protection: ProtectionFlags
-  backing: { fd: number; fdOffset: number | bigint; shared: boolean } | 'anonymous'
+  /** `source`: the SharedMemory itself, mapped through its own descriptor (no `fstat` per region). */
+  backing: { fd: number; fdOffset: number | bigint; shared: boolean; source?: SharedMemory } | 'anonymous'
 }
 
 /** The size of guest memory to the page, and its pages' count. */
@@ -314,7 +315,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (shm !== undefined) {
       if (shm.fd === undefined) throw stateError('ERR_MMAP_CLOSED', `${name}.backing: the SharedMemory is closed`)
       // A region larger than the memfd is refused by the overlay (ERR_MMAP_BEYOND_EOF).
-      return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0, shared: true } }
+      return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0, shared: true, source: b as SharedMemory } }
     }
     // A proxy is refused: one around a SharedMemory would run its getters with the
     // proxy as receiver, and its traps could answer anything.
@@ -331,7 +332,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   #map(s: RegionSnapshot): Slot {
     const b = s.backing
     if (b === 'anonymous') this.#arena.addAnonymous(s.start, s.size, s.protection)
-    else this.#arena.addFdMapping(s.start, s.size, b.fd, b.fdOffset, s.protection, b.shared ? undefined : { shared: false })
+    else this.#arena.addFdMapping(s.start, s.size, b.source ?? b.fd, b.fdOffset, s.protection, b.shared ? undefined : { shared: false })
     if (this.#dontDump) {
       try {
         this.#arena.madvise(s.start, s.size, 'dontdump')

@@ -7,6 +7,7 @@ import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load
 import { native } from './native.js'
 import { TypedAccess, type TypedMemory, type WindowAnswer } from './typed.js'
 import * as v from './validate.js'
+import { sharedMemorySource, sharedMemoryState, type SharedMemory } from './shm.js'
 
 export type { MappingInfo }
 
@@ -39,6 +40,7 @@ const {
   regionMunlock,
   regionAddFdMapping,
   regionAddFdMappingBig,
+  regionAddShmMapping,
   regionAddAnonymous,
   regionRemoveMapping,
   regionProtect,
@@ -115,7 +117,10 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * {@link MemoryMapping} refuses, as in crosvm.
    * @param offset byte offset in the region
    * @param size size in bytes
-   * @param fd an open file descriptor
+   * @param fd an open file descriptor, or a {@link SharedMemory}: then its own private descriptor
+   * is mapped, and while it is sealed against shrinking (the default) the range is checked
+   * against what it knows, without asking the kernel (`fstat`) again — the faster form for
+   * guest RAM. `mappings()` lists the SharedMemory's `fd` either way.
    * @param fdOffset offset in the file of the first byte, a multiple of `PAGE_SIZE` (a `bigint` beyond 2^53)
    * @param prot the {@link Protection} to map with
    * @param options the options: see {@link FdMappingOptions}
@@ -123,10 +128,18 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_OUT_OF_RANGE` (size 0), `ERR_MMAP_BEYOND_EOF`,
    * `ERR_MMAP_BUSY`, or the errno of `mmap` (`EBADF`, `EACCES`, `ENODEV`, `ENOMEM`…).
    * @example
-   * arena.addFdMapping(0, ram.size, ram.fd, 0, Protection.READ_WRITE)
+   * arena.addFdMapping(0, ram.size, ram, 0, Protection.READ_WRITE) // a SharedMemory
+   * arena.addFdMapping(0, ram.size, ram.fd, 0, Protection.READ_WRITE) // any fd
    * arena.addFdMapping(0, size, snapshotFd, 0, Protection.READ_WRITE, { shared: false }) // a restore
    */
-  addFdMapping(offset: number, size: number, fd: number, fdOffset: number | bigint, prot: ProtectionFlags, options?: FdMappingOptions): void
+  addFdMapping(
+    offset: number,
+    size: number,
+    fd: number | SharedMemory,
+    fdOffset: number | bigint,
+    prot: ProtectionFlags,
+    options?: FdMappingOptions,
+  ): void
   /**
    * Replaces `[offset, offset + size)` by a reserved `PROT_NONE` range (removing a hole is a
    * no-op); views over it are detached. A {@link MemoryMapping} refuses.
@@ -427,22 +440,26 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
   addFdMapping(
     offset: number,
     size: number,
-    fd: number,
+    fd: number | SharedMemory,
     fdOffset: number | bigint,
     prot: ProtectionFlags,
     options?: FdMappingOptions,
   ): void {
     const o = v.number('offset', offset)
     const s = v.number('size', size)
-    const f = v.number('fd', fd)
+    // A SharedMemory maps its private descriptor (see `regionAddShmMapping`); a number is any fd.
+    const source = typeof fd === 'number' ? undefined : sharedMemorySource(fd)
+    const f = source === undefined ? v.number('fd', fd) : -1
     const off = v.fdOffset('fdOffset', fdOffset)
     const p = v.protection(prot, 'prot')
     // No options object (the hot path): shared, without reading anything.
     const shared = options === undefined ? true : v.bool('shared', v.options('options', options, ['shared']).shared, true)
     this.afterChange(
       typeof off === 'bigint'
-        ? regionAddFdMappingBig(this.h, o, s, f, off, p, shared)
-        : regionAddFdMapping(this.h, o, s, f, off, p, shared),
+        ? regionAddFdMappingBig(this.h, o, s, source === undefined ? f : (sharedMemoryState(fd)?.fd ?? -1), off, p, shared)
+        : source === undefined
+          ? regionAddFdMapping(this.h, o, s, f, off, p, shared)
+          : regionAddShmMapping(this.h, o, s, source, off, p, shared),
     )
   }
 

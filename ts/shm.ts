@@ -9,6 +9,13 @@ import * as v from './validate.js'
  */
 export let sharedMemoryState: (value: unknown) => { fd: number | undefined; size: number } | undefined
 
+/**
+ * @internal For `addFdMapping`: the native source number of a real, open `SharedMemory`
+ * (its private descriptor, mapped without asking the kernel about it again); `undefined`
+ * for anything else; `ERR_MMAP_CLOSED` for a closed one.
+ */
+export let sharedMemorySource: (value: unknown) => number | undefined
+
 /** Options of {@link SharedMemory.create}. */
 export interface SharedMemoryOptions {
   /** Seal against shrinking (`F_SEAL_SHRINK`) so no mapping of it can `SIGBUS`; default `true`. */
@@ -46,6 +53,8 @@ export class SharedMemory implements Disposable {
   readonly size: number
   readonly #fd: number
   readonly #size: number
+  /** Its number in the native table of sources for overlays (this thread's). */
+  readonly #source: number
   #closed = false
 
   private constructor(handle: NativeSharedMemory) {
@@ -53,6 +62,7 @@ export class SharedMemory implements Disposable {
     this.#size = handle.size
     this.size = this.#size
     this.#fd = handle.fd
+    this.#source = handle.source
   }
 
   /**
@@ -142,6 +152,11 @@ export class SharedMemory implements Disposable {
       // or `size` on an instance cannot change what is read here.
       if (typeof value !== 'object' || value === null || !(#native in value)) return undefined
       return { fd: value.#closed ? undefined : value.#fd, size: value.#size }
+    }
+    sharedMemorySource = (value) => {
+      if (typeof value !== 'object' || value === null || !(#native in value)) return undefined
+      value.#live()
+      return value.#source
     }
   }
 }

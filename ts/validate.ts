@@ -43,13 +43,24 @@ export function protection(value: unknown, name = 'protection'): ProtectionFlags
  */
 const ADVICE_BY_NAME: ReadonlyMap<string, number> = new Map(Object.entries(ADVICE))
 
+/**
+ * The last advice name looked up and its number: a loop that gives the same advice again
+ * and again (the common case) costs one string comparison, not a `Map` lookup. Only names
+ * found in {@link ADVICE_BY_NAME} are kept, so the pair is always one of its entries.
+ */
+let lastAdviceName = 'normal'
+let lastAdviceNumber = ADVICE.normal as number
+
 /** An advice name, as its number, or a raw advice number (which ones are refused is checked natively). */
 export function advice(value: unknown): number {
+  if (value === lastAdviceName) return lastAdviceNumber
   if (typeof value === 'string') {
     const number = ADVICE_BY_NAME.get(value)
     if (number === undefined) {
       throw invalidArgValue('advice', `must be one of ${Object.keys(ADVICE).join(', ')}`, value)
     }
+    lastAdviceName = value
+    lastAdviceNumber = number
     return number
   }
   if (typeof value !== 'number') throw invalidArgType('advice', 'an Advice name or a number', value)

@@ -337,7 +337,8 @@ function advice() {
   return chance(0.7) ? pick(Object.keys(mr.ADVICE)) : pick([0, 3, 4, 100, 102, 200, -1, 'bogus', '__proto__', numberish()])
 }
 function fd() {
-  return pick([anyShm().fd, fileFd, roFd, pipeR, 1, 2, 999, -1, 2 ** 31, numberish()])
+  // A SharedMemory itself (open or closed) is an overlay's source too.
+  return pick([anyShm().fd, anyShm(), pick(world.shms) ?? anyShm(), fileFd, roFd, pipeR, 1, 2, 999, -1, 2 ** 31, numberish()])
 }
 /** One typed access (any width, plain or atomic) at `at`; a store reads back what it stored. */
 function typed(target, at) {

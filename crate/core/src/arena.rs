@@ -1,7 +1,7 @@
 //! `MemoryMappingArena`: a `PROT_NONE` reservation that fds and anonymous
 //! memory are overlaid into and removed from at page granularity.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::copy::{copy_in, copy_out, CopyMode};
@@ -12,7 +12,7 @@ use crate::rules::{
     check_alignment, check_bounds, check_eof, check_huge, file_offset, mapping_range,
     round_up_to_page,
 };
-use crate::{budget, sys, Error, MappedRegion, Protection, Result};
+use crate::{budget, sys, Error, MappedRegion, Protection, Result, SharedMemory};
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
@@ -43,8 +43,12 @@ enum What<'fd> {
         /// Whether the fd has a size that was checked (regular file, memfd,
         /// block device); views need it.
         sized: bool,
-        /// The file's identity, from the same `fstat`.
-        identity: (u64, u64),
+        /// Whether its pages cannot vanish (a memfd sealed against shrinking):
+        /// copies of it may be plain.
+        plain: bool,
+        /// The fd number the layout records (the one the caller named; for a
+        /// [`SharedMemory`], its public fd, though its private one is mapped).
+        recorded: RawFd,
         /// `MAP_SHARED`, or `MAP_PRIVATE` (copy-on-write).
         shared: bool,
     },
@@ -80,6 +84,8 @@ struct FdKind {
     plain: bool,
     /// `MAP_SHARED` rather than `MAP_PRIVATE`.
     shared: bool,
+    /// The fd number the layout records.
+    recorded: RawFd,
 }
 
 /// A reserved range of address space with tracked overlays.
@@ -246,7 +252,61 @@ impl MemoryMappingArena {
                 fd_offset: off,
                 prot,
                 sized: file_size.is_some(),
-                identity,
+                plain: copy_mode_for_fd(fd, identity) == CopyMode::Plain,
+                recorded: fd.as_raw_fd(),
+                shared,
+            },
+        })
+    }
+
+    /// As [`plan_fd_overlay`](Self::plan_fd_overlay) for a [`SharedMemory`]:
+    /// maps its private descriptor, which it never hands out, so nothing can
+    /// close it or make its number name another file while `shm` lives. Once
+    /// sealed against shrinking its size can only grow from the size it had
+    /// then, and its huge-page size is known from its creation: a range within
+    /// that size needs no `fstat` and no `F_GET_SEALS` (the end-of-file,
+    /// huge-page and copy rules are applied to what `shm` knows). Anything
+    /// else — not sealed, or a range past the size at sealing (the memfd may
+    /// have grown since) — asks the kernel as the fd path does. The layout
+    /// records `shm`'s public fd, as if the caller had named it.
+    pub fn plan_shm_overlay<'fd>(
+        &self,
+        offset: usize,
+        size: usize,
+        shm: &'fd SharedMemory,
+        fd_offset: u64,
+        prot: Protection,
+        shared: bool,
+    ) -> Result<Change<'fd>> {
+        let fd = shm.private_fd();
+        let known = shm.sealed_size().filter(|&sealed| {
+            fd_offset
+                .checked_add(size as u64)
+                .is_some_and(|end| end <= sealed)
+        });
+        if known.is_none() {
+            let mut change = self.plan_fd_overlay(offset, size, fd, fd_offset, prot, shared)?;
+            if let What::Fd { recorded, .. } = &mut change.what {
+                *recorded = shm.fd();
+            }
+            return Ok(change);
+        }
+        let len = mapping_range(offset, size, self.size)?;
+        let off = file_offset("fdOffset", fd_offset)?;
+        if let Some(huge) = shm.huge_page_size() {
+            check_huge(Some(self.addr as usize + offset), size, fd_offset, huge)?;
+        }
+        budget::check_room(2)?;
+        Ok(Change {
+            start: offset,
+            end: offset + len,
+            what: What::Fd {
+                fd,
+                fd_offset: off,
+                prot,
+                sized: true,
+                plain: true,
+                recorded: shm.fd(),
                 shared,
             },
         })
@@ -328,14 +388,15 @@ impl MemoryMappingArena {
                 fd_offset,
                 prot,
                 sized,
-                identity,
+                plain,
+                recorded,
                 shared,
             } => {
-                let plain = copy_mode_for_fd(fd, identity) == CopyMode::Plain;
                 let kind = FdKind {
                     sized,
                     plain,
                     shared,
+                    recorded,
                 };
                 self.apply_fd_mapping(start, end, fd, fd_offset, prot, kind, in_use)
             }
@@ -694,6 +755,7 @@ impl MemoryMappingArena {
             sized,
             plain,
             shared,
+            recorded,
         } = kind;
         let flags = if shared {
             libc::MAP_SHARED
@@ -748,7 +810,7 @@ impl MemoryMappingArena {
                     offset,
                     end,
                     Backing::Fd {
-                        fd: fd.as_raw_fd(),
+                        fd: recorded,
                         fd_offset,
                         shared,
                     },

@@ -159,7 +159,7 @@ impl Layout {
 
     /// Makes `[start, end)` a hole.
     pub fn clear(&mut self, start: usize, end: usize) {
-        if start >= end {
+        if start >= end || self.pieces.is_empty() {
             return;
         }
         // From the last piece that starts before `end` backwards, while pieces

@@ -41,7 +41,7 @@ pub use layout::{Backing, Layout, MappingInfo};
 pub use load::{extend_file, file_load_length, file_size, IoRange};
 pub use mapping::{MappingOptions, MemoryMapping};
 pub use protection::Protection;
-pub use region::{populate_supported, MappedRegion, PageRange};
+pub use region::{populate_supported, MappedRegion, PageRange, Span};
 pub use rules::Advice;
 pub use shm::SharedMemory;
 pub use sys::page_size;

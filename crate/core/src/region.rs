@@ -84,10 +84,47 @@ impl dyn MappedRegion + '_ {
     /// The pages touched by `[offset, offset + size)`, validated for a kernel
     /// call made later (e.g. on a worker thread).
     pub fn page_range(&self, offset: usize, size: usize) -> Result<PageRange> {
-        let len = syscall_range(offset, size, self.size())?;
+        Span::of(self).page_range(offset, size)
+    }
+}
+
+/// Where a region lies — its start and size — copied out of it, so that a
+/// caller that keeps the region mapped by other means (the Node binding: an
+/// open object owns its region) can validate a kernel call's range without
+/// borrowing the region, and so without its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    addr: usize,
+    size: usize,
+}
+
+impl Span {
+    /// The span of `region`.
+    pub fn of(region: &(dyn MappedRegion + '_)) -> Span {
+        Span {
+            addr: region.as_ptr() as usize,
+            size: region.size(),
+        }
+    }
+
+    /// The start address.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The pages touched by `[offset, offset + size)` (the rule of
+    /// [`syscall_range`]: `offset` page aligned, the range inside the span).
+    #[inline]
+    pub fn page_range(&self, offset: usize, size: usize) -> Result<PageRange> {
+        let len = syscall_range(offset, size, self.size)?;
         Ok(PageRange {
-            // Inside the region: offset + size <= self.size().
-            addr: self.as_ptr() as usize + offset,
+            // Inside the region: offset + size <= self.size.
+            addr: self.addr + offset,
             len,
         })
     }

@@ -2,7 +2,7 @@
 //! can ever fault with `SIGBUS`.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 
 use crate::rules::{check_seals, memfd_name, HugePages};
 use crate::{sys, Error, Result};
@@ -24,6 +24,11 @@ pub struct SharedMemory {
     pin: OwnedFd,
     identity: (u64, u64),
     size: u64,
+    /// Its huge-page size, for a hugetlbfs memfd.
+    huge_page: Option<u64>,
+    /// Its size when first sealed against shrinking: it can only grow from
+    /// there, so a range within it can never reach past its end.
+    sealed_size: OnceLock<u64>,
 }
 
 impl SharedMemory {
@@ -78,6 +83,8 @@ impl SharedMemory {
             pin,
             identity,
             size,
+            huge_page: what.huge_page,
+            sealed_size: OnceLock::new(),
         };
         if seal {
             shm.add_seals(libc::F_SEAL_SHRINK)?;
@@ -113,6 +120,25 @@ impl SharedMemory {
         self.size
     }
 
+    /// The private duplicate of the memfd: never handed out, so no other
+    /// code has its number to close, and it names this memfd while `self`
+    /// lives. Mapping through it needs no check that the number is still ours.
+    pub fn private_fd(&self) -> BorrowedFd<'_> {
+        self.pin.as_fd()
+    }
+
+    /// The size the memfd had when it was first sealed against shrinking
+    /// through this value (`None` before that): a lower bound of its size
+    /// from then on, as seals are never removed.
+    pub fn sealed_size(&self) -> Option<u64> {
+        self.sealed_size.get().copied()
+    }
+
+    /// The huge-page size of a hugetlbfs memfd (`None` for ordinary pages).
+    pub fn huge_page_size(&self) -> Option<u64> {
+        self.huge_page
+    }
+
     /// The current seals (`F_GET_SEALS`).
     pub fn seals(&self) -> Result<i32> {
         let fd = self.own_fd("fcntl")?;
@@ -128,6 +154,12 @@ impl SharedMemory {
         sys::add_seals(self.pin.as_fd(), seals)?;
         if seals & libc::F_SEAL_SHRINK != 0 {
             sealed::insert(self.identity);
+            if self.sealed_size.get().is_none() {
+                // Sealed now: the size from here on is at least this.
+                if let Some(size) = crate::load::file_size(self.pin.as_fd())? {
+                    let _ = self.sealed_size.set(size);
+                }
+            }
         }
         Ok(())
     }

@@ -511,7 +511,7 @@ entries! {
     regionAddress(handle: f64) -> Address = |_env| {
         let region = handles::get(handle)?;
         region.keep.lock().live()?;
-        Ok(Address(region.addr as u64))
+        Ok(Address(region.span.addr() as u64))
     };
     /// The size in bytes (whole pages for an arena).
     regionSize(handle: f64) -> f64 = |_env| handles::size(handle);
@@ -527,32 +527,36 @@ entries! {
     };
     /// `msync(MS_SYNC)`.
     regionMsync(handle: f64, offset: f64, size: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
-        let state = region.keep.lock();
-        let r = state.live()?.region();
-        Ok(r.msync(index("offset", offset)?, index("size", size)?)?)
+        handles::with_open(handle, |span| {
+            let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
+            // SAFETY: an open object keeps its region mapped (`with_open`).
+            Ok(unsafe { range.msync() }?)
+        })
     };
     /// `madvise` with the Linux advice number.
     regionMadvise(handle: f64, offset: f64, size: f64, advice: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
-        let state = region.keep.lock();
-        let r = state.live()?.region();
-        let (offset, size) = (index("offset", offset)?, index("size", size)?);
-        Ok(r.madvise(offset, size, convert::advice(advice)?)?)
+        handles::with_open(handle, |span| {
+            let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
+            let advice = convert::advice(advice)?;
+            // SAFETY: as for msync.
+            Ok(unsafe { range.madvise(advice) }?)
+        })
     };
     /// `mlock` (`mlock2(MLOCK_ONFAULT)` with `onFault`).
     regionMlock(handle: f64, offset: f64, size: f64, onFault: bool) -> () = |_env| {
-        let region = handles::get(handle)?;
-        let state = region.keep.lock();
-        let r = state.live()?.region();
-        Ok(r.mlock(index("offset", offset)?, index("size", size)?, onFault)?)
+        handles::with_open(handle, |span| {
+            let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
+            // SAFETY: as for msync.
+            Ok(unsafe { range.mlock(onFault) }?)
+        })
     };
     /// `munlock`.
     regionMunlock(handle: f64, offset: f64, size: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
-        let state = region.keep.lock();
-        let r = state.live()?.region();
-        Ok(r.munlock(index("offset", offset)?, index("size", size)?)?)
+        handles::with_open(handle, |span| {
+            let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
+            // SAFETY: as for msync.
+            Ok(unsafe { range.munlock() }?)
+        })
     };
     /// An fd overlay (`MAP_SHARED`, or `MAP_PRIVATE` without `shared`). `true`
     /// when the arena now holds ranges to reclaim.
@@ -576,6 +580,20 @@ entries! {
             // SAFETY: as above.
             let fd = unsafe { convert::borrow_fd(fd) };
             Ok(arena.plan_fd_overlay(offset, size, fd, fd_offset, prot, shared)?)
+        })
+        .map(Held)
+    };
+    /// An overlay of the `SharedMemory` registered as `source` (its private
+    /// descriptor; no `fstat` when the core knows its size: see
+    /// `MemoryMappingArena::plan_shm_overlay`).
+    regionAddShmMapping(handle: f64, offset: f64, size: f64, source: f64, fdOffset: f64, protection: f64, shared: bool) -> Held = |_env| {
+        // Looked up first: the change borrows it, and is applied before it goes.
+        let shm = crate::shm::source(source);
+        handles::change(handle, "addFdMapping", |arena| {
+            let (offset, size) = (index("offset", offset)?, index("size", size)?);
+            let shm = shm.as_deref().map_err(|_| Failure::Core(mapped_region::Error::Closed))?;
+            let (fd_offset, prot) = (index("fdOffset", fdOffset)?, convert::protection(protection)?);
+            Ok(arena.plan_shm_overlay(offset, size, shm, fd_offset as u64, prot, shared)?)
         })
         .map(Held)
     };
@@ -657,7 +675,7 @@ entries! {
         let r = state.live()?;
         let (offset, length) = (index("offset", offset)?, index("length", length)?);
         // A length the region cannot hold is refused before anything is allocated.
-        check_bounds(offset, length, region.size)?;
+        check_bounds(offset, length, region.span.size())?;
         let mut data = ptr::null_mut();
         let mut buffer = ptr::null_mut();
         // SAFETY: `env` is this callback's; Node allocates `length` bytes.

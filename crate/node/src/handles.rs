@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 
-use mapped_region::{AnyRegion, Change, Error, MemoryMappingArena};
+use mapped_region::{AnyRegion, Change, Error, MemoryMappingArena, Span};
 
 use crate::convert;
 use crate::errors::{Failure, Result};
@@ -133,6 +133,9 @@ impl State {
         owner: u64,
         operation: &'static str,
     ) -> Result<()> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
         let foreign = self
             .records
             .range(..(end, 0, 0))
@@ -205,10 +208,8 @@ impl Drop for Keep {
 pub struct Region {
     /// The region and its state.
     pub keep: Arc<Keep>,
-    /// Its start address.
-    pub addr: usize,
-    /// Its size in bytes.
-    pub size: usize,
+    /// Where it lies (start and size), read once when the object was made.
+    pub span: Span,
     /// Which owning object this is (unique in the process): recorded views
     /// are told apart by it.
     pub owner: u64,
@@ -380,6 +381,24 @@ mod registry {
         })
     }
 
+    /// Runs `f` on the region behind `handle` inside the table's borrow: no
+    /// clone, no count. `f` must not reach the table (it makes no N-API call
+    /// that could run a finalizer).
+    #[inline]
+    pub(super) fn with<T>(handle: f64, f: impl FnOnce(Option<&Region>) -> T) -> T {
+        let Some((generation, index)) = decode(handle) else {
+            return f(None);
+        };
+        TABLE.with_borrow(|t| {
+            let region = t
+                .slots
+                .get(index)
+                .filter(|slot| slot.generation == generation)
+                .and_then(|slot| slot.region.as_deref());
+            f(region)
+        })
+    }
+
     pub(super) fn remove(handle: f64) {
         let Some((generation, index)) = decode(handle) else {
             return;
@@ -406,18 +425,36 @@ pub fn get(handle: f64) -> Result<Rc<Region>> {
         .ok_or(Failure::Core(Error::Closed))
 }
 
+/// Runs `f` with the span of the region behind `handle`, without its lock,
+/// for a kernel call that needs the memory mapped and nothing else (`msync`,
+/// `madvise`, `mlock`): `ERR_MMAP_CLOSED` once this object was closed.
+///
+/// Why no lock is needed: an object that is open counts as one of the
+/// region's owners ([`State::owners`]), and the region is unmapped only once
+/// every owner has closed or been collected — this object only by its own
+/// thread, which is running this call. So while `f` runs the region stays
+/// mapped, whatever other threads do; what they change inside it (overlays,
+/// removals) is the kernel's to order, and stays inside the reservation.
+/// `f` must not reach the handle table.
+#[inline]
+pub fn with_open<T>(handle: f64, f: impl FnOnce(Span) -> Result<T>) -> Result<T> {
+    registry::with(handle, |region| match region {
+        Some(r) if !r.closed.get() => f(r.span),
+        _ => Err(Failure::Core(Error::Closed)),
+    })
+}
+
 /// The size of the region behind `handle`, also once this object is closed.
 pub fn size(handle: f64) -> Result<f64> {
     registry::get(handle)
-        .map(|r| r.size as f64)
+        .map(|r| r.span.size() as f64)
         .ok_or(Failure::Core(Error::Closed))
 }
 
 /// Registers a new region; returns its handle. The caller ties the handle to
 /// a JavaScript object whose finalizer calls [`release`].
 pub fn insert(env: napi::sys::napi_env, region: AnyRegion) -> f64 {
-    let r = region.region();
-    let (addr, size) = (r.as_ptr() as usize, r.size());
+    let span = Span::of(region.region());
     let keep = Arc::new(Keep {
         state: Mutex::new(State {
             region: Some(region),
@@ -436,14 +473,13 @@ pub fn insert(env: napi::sys::napi_env, region: AnyRegion) -> f64 {
         recorded: AtomicBool::new(false),
         share: OnceLock::new(),
     });
-    register(env, keep, addr, size)
+    register(env, keep, span)
 }
 
-fn register(env: napi::sys::napi_env, keep: Arc<Keep>, addr: usize, size: usize) -> f64 {
+fn register(env: napi::sys::napi_env, keep: Arc<Keep>, span: Span) -> f64 {
     registry::insert(Region {
         keep,
-        addr,
-        size,
+        span,
         owner: next_owner(),
         closed: Cell::new(false),
         views: RefCell::new(Views::new(env)),
@@ -538,7 +574,7 @@ pub fn attach(env: napi::sys::napi_env, id: f64, token: f64, arena: bool) -> Res
     let Some(keep) = keep else {
         return Err(Failure::StaleHandle);
     };
-    let (addr, size) = {
+    let span = {
         let mut state = keep.lock();
         if state.closed || state.owners == 0 {
             return Err(Failure::StaleHandle);
@@ -551,12 +587,11 @@ pub fn attach(env: napi::sys::napi_env, id: f64, token: f64, arena: bool) -> Res
                 "it is an arena's, not a MemoryMapping's"
             }));
         }
-        let r = r.region();
-        let at = (r.as_ptr() as usize, r.size());
+        let span = Span::of(r.region());
         state.owners += 1;
-        at
+        span
     };
-    Ok(register(env, keep, addr, size))
+    Ok(register(env, keep, span))
 }
 
 const MAX_SAFE: f64 = ((1u64 << 53) - 1) as f64;

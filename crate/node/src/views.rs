@@ -346,7 +346,7 @@ unsafe fn external(
         sys::napi_create_external_buffer(
             env,
             length,
-            (region.addr + offset) as *mut c_void,
+            (region.span.addr() + offset) as *mut c_void,
             Some(finalize_view),
             hint.cast(),
             &mut buffer,

@@ -19,12 +19,16 @@ const FAST = { batch: 1000, rounds: ROUNDS }
 
 const addr = (region, offset = 0) => Number(region.address) + offset
 
-/** An fd overlay added and removed by mapped-region, and the floor's same two syscalls at the same address. */
-function fdPair(F, region, at, size, fd) {
+/**
+ * An fd overlay added and removed by mapped-region, and the floor's same two syscalls at the same
+ * address. `source` is what mapped-region is handed: a `SharedMemory` itself or an fd number; the
+ * floor maps `fd` (the SharedMemory's fd) either way.
+ */
+function fdPair(F, region, at, size, source, fd = typeof source === 'number' ? source : source.fd) {
   const a = addr(region, at)
   return [
     () => {
-      region.addFdMapping(at, size, fd, 0, RW)
+      region.addFdMapping(at, size, source, 0, RW)
       region.removeMapping(at, size)
     },
     () => {
@@ -47,8 +51,14 @@ export function floorCases(F) {
   const at = 8 * MiB
   const a = addr(arena, at)
 
-  add('fd_pair_4k', 'fd overlay add+remove, 4 KiB', 1.1, paired(...fdPair(F, arena, at, P, shm.fd), SYSCALL))
-  add('fd_pair_2m', 'fd overlay add+remove, 2 MiB', 1.1, paired(...fdPair(F, arena, at, 2 * MiB, shm.fd), SYSCALL))
+  add('fd_pair_4k', 'fd overlay add+remove, 4 KiB, of a SharedMemory', 1.1, paired(...fdPair(F, arena, at, P, shm), SYSCALL))
+  add('fd_pair_2m', 'fd overlay add+remove, 2 MiB, of a SharedMemory', 1.1, paired(...fdPair(F, arena, at, 2 * MiB, shm), SYSCALL))
+  add(
+    'fd_pair_4k_number',
+    'fd overlay add+remove, 4 KiB, of an fd number (one `fstat` more than the floor)',
+    1.1,
+    paired(...fdPair(F, arena, at, P, shm.fd), SYSCALL),
+  )
   add(
     'anon_pair',
     'anonymous overlay add+remove, 4 KiB',

@@ -115,7 +115,7 @@ export function writeReport({ floor, info, c, peer, peerRun, started, counts, ch
   const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? os.arch()
   const cRow = (label, key, ours) => [label, fmtNs(ours), fmtNs(c[key]), ours === undefined ? '—' : fmtR(ours / c[key])]
   const infoRows = [
-    cRow('fd overlay add+remove, 4 KiB', 'fd_pair_4k', cases.find((x) => x.key === 'fd_pair_4k')?.result.ours),
+    cRow('fd overlay add+remove, 4 KiB, of a SharedMemory', 'fd_pair_4k', cases.find((x) => x.key === 'fd_pair_4k')?.result.ours),
     cRow('anonymous overlay add+remove', 'anon_pair', cases.find((x) => x.key === 'anon_pair')?.result.ours),
     cRow('msync, clean memfd page', 'msync_memfd', cases.find((x) => x.key === 'msync')?.result.ours),
     cRow("madvise('willneed')", 'madvise_willneed', cases.find((x) => x.key === 'madvise')?.result.ours),

@@ -75,6 +75,21 @@ impl Change<'_> {
     }
 }
 
+/// What is known of an fd about to be overlaid, from `fstat` or from the
+/// [`SharedMemory`] it belongs to.
+#[derive(Clone, Copy, Debug)]
+struct FdFacts {
+    /// Its size, where it has one that was checked (regular file, memfd,
+    /// block device); `None` for a device of unknown size.
+    size: Option<u64>,
+    /// Its huge-page size (hugetlbfs).
+    huge_page: Option<u64>,
+    /// Whether its pages cannot vanish (sealed against shrinking).
+    plain: bool,
+    /// The fd number the layout records.
+    recorded: RawFd,
+}
+
 /// What an fd overlay being applied is, besides where it goes.
 #[derive(Clone, Copy, Debug)]
 struct FdKind {
@@ -230,17 +245,42 @@ impl MemoryMappingArena {
         prot: Protection,
         shared: bool,
     ) -> Result<Change<'fd>> {
+        self.plan_fd_with(offset, size, fd, fd_offset, prot, shared, || {
+            let sys::Mappable {
+                size,
+                identity,
+                huge_page,
+            } = sys::mappable(fd)?;
+            Ok(FdFacts {
+                size,
+                huge_page,
+                plain: copy_mode_for_fd(fd, identity) == CopyMode::Plain,
+                recorded: fd.as_raw_fd(),
+            })
+        })
+    }
+
+    /// The rules every fd overlay obeys: range and file offset first, then,
+    /// applied to what `known` says of the fd (asked only once those hold),
+    /// huge-page alignment, end of file and map count.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_fd_with<'fd>(
+        &self,
+        offset: usize,
+        size: usize,
+        fd: BorrowedFd<'fd>,
+        fd_offset: u64,
+        prot: Protection,
+        shared: bool,
+        known: impl FnOnce() -> Result<FdFacts>,
+    ) -> Result<Change<'fd>> {
         let len = mapping_range(offset, size, self.size)?;
         let off = file_offset("fdOffset", fd_offset)?;
-        let sys::Mappable {
-            size: file_size,
-            identity,
-            huge_page,
-        } = sys::mappable(fd)?;
-        if let Some(huge) = huge_page {
+        let known = known()?;
+        if let Some(huge) = known.huge_page {
             check_huge(Some(self.addr as usize + offset), size, fd_offset, huge)?;
         }
-        if let Some(file_size) = file_size {
+        if let Some(file_size) = known.size {
             check_eof(fd_offset, size, file_size)?;
         }
         budget::check_room(2)?;
@@ -251,9 +291,9 @@ impl MemoryMappingArena {
                 fd,
                 fd_offset: off,
                 prot,
-                sized: file_size.is_some(),
-                plain: copy_mode_for_fd(fd, identity) == CopyMode::Plain,
-                recorded: fd.as_raw_fd(),
+                sized: known.size.is_some(),
+                plain: known.plain,
+                recorded: known.recorded,
                 shared,
             },
         })
@@ -291,25 +331,13 @@ impl MemoryMappingArena {
             }
             return Ok(change);
         }
-        let len = mapping_range(offset, size, self.size)?;
-        let off = file_offset("fdOffset", fd_offset)?;
-        if let Some(huge) = shm.huge_page_size() {
-            check_huge(Some(self.addr as usize + offset), size, fd_offset, huge)?;
-        }
-        budget::check_room(2)?;
-        Ok(Change {
-            start: offset,
-            end: offset + len,
-            what: What::Fd {
-                fd,
-                fd_offset: off,
-                prot,
-                sized: true,
-                plain: true,
-                recorded: shm.fd(),
-                shared,
-            },
-        })
+        let known = FdFacts {
+            size: known,
+            huge_page: shm.huge_page_size(),
+            plain: true,
+            recorded: shm.fd(),
+        };
+        self.plan_fd_with(offset, size, fd, fd_offset, prot, shared, || Ok(known))
     }
 
     /// Validates a change of the protection of `[offset, offset + size)` in

@@ -34,9 +34,11 @@ console.table(samples)
 const first = samples[0]
 for (const s of samples) {
   if (s.rss - first.rss > 16 * 1024) failures.push(`RSS grew by ${s.rss - first.rss} KiB after ${s.cycles} cycles`)
-  // Growth only: the runtime may release mappings of its own heap meanwhile.
+  // Growth only: the runtime may release mappings of its own heap, and descriptors
+  // of its own (a CI run saw 34 -> 32 between two samples), meanwhile. A leak grows:
+  // one descriptor per thousand cycles would already show as +10 here.
   if (s.maps - first.maps > 4) failures.push(`map count ${first.maps} -> ${s.maps} after ${s.cycles} cycles`)
-  if (s.fds !== first.fds) failures.push(`fd count ${first.fds} -> ${s.fds} after ${s.cycles} cycles`)
+  if (s.fds > first.fds) failures.push(`fd count ${first.fds} -> ${s.fds} after ${s.cycles} cycles`)
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'mr-soak-'))

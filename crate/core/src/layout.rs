@@ -162,9 +162,25 @@ impl Layout {
         if start >= end || self.pieces.is_empty() {
             return;
         }
-        // From the last piece that starts before `end` backwards, while pieces
-        // reach into the range: one search when the range is a hole already,
-        // two for a range that is exactly one piece.
+        // The last piece that starts before `end`, and the one before it.
+        let mut before = self.pieces.range(..end).rev();
+        let Some((&s, &p)) = before.next() else {
+            return;
+        };
+        if p.end <= start {
+            return; // a hole already
+        }
+        if s == start && p.end == end {
+            // Exactly one piece (an overlay removed whole): its neighbours are
+            // the piece before it and the first one at or after `end`.
+            let prev_end = before.next().map(|(_, q)| q.end);
+            let next_start = self.pieces.range(end..).next().map(|(&n, _)| n);
+            self.pieces.remove(&s);
+            self.touching -= usize::from(prev_end == Some(start));
+            self.touching -= usize::from(next_start == Some(end));
+            return;
+        }
+        // Otherwise from that piece backwards, while pieces reach into the range.
         while let Some((&s, &p)) = self.pieces.range(..end).next_back() {
             if p.end <= start {
                 break;
@@ -206,30 +222,52 @@ impl Layout {
             return;
         }
         self.clear(start, end);
-        let mut start = start;
-        let mut piece = Piece {
+        // `[start, end)` is a hole now, between `left` and `right` (the pieces
+        // around it, if any), which are therefore not touching each other.
+        let left = self
+            .pieces
+            .range(..start)
+            .next_back()
+            .map(|(&s, &p)| (s, p));
+        let right = self.pieces.range(end..).next().map(|(&s, &p)| (s, p));
+        let piece = Piece {
             end,
             backing,
             protection,
         };
-        if let Some((&s, left)) = self.pieces.range(..start).next_back() {
-            if left.end == start && left.continues_into(s, &piece) && kernel_merged(start) {
-                piece = Piece {
-                    end,
-                    backing: left.backing,
-                    protection,
-                };
-                self.take(s);
-                start = s;
+        let left_touches = left.is_some_and(|(_, l)| l.end == start);
+        let right_touches = right.is_some_and(|(r, _)| r == end);
+        // The merged piece starts at `first` with `merged`'s backing.
+        let (first, mut merged) = match left {
+            Some((s, l)) if left_touches && l.continues_into(s, &piece) && kernel_merged(start) => {
+                (
+                    s,
+                    Piece {
+                        end,
+                        backing: l.backing,
+                        protection,
+                    },
+                )
+            }
+            _ => (start, piece),
+        };
+        if let Some((r, right)) = right {
+            if right_touches && merged.continues_into(first, &right) && kernel_merged(end) {
+                self.pieces.remove(&r);
+                merged.end = right.end;
+                // The pair (merged, right) is one piece now; right's own pair
+                // with the piece after it is merged's, unchanged.
+            } else {
+                self.touching += usize::from(right_touches);
             }
         }
-        if let Some(right) = self.pieces.get(&end).copied() {
-            if piece.continues_into(start, &right) && kernel_merged(end) {
-                self.take(end);
-                piece.end = right.end;
-            }
+        if first == start {
+            self.touching += usize::from(left_touches);
+            self.pieces.insert(start, merged);
+        } else if let Some(l) = self.pieces.get_mut(&first) {
+            // Merged into `left`, which keeps its place and its pair before it.
+            *l = merged;
         }
-        self.put(start, piece);
     }
 
     /// Gives every piece overlapping `[start, end)` the protection `protection`

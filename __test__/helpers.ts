@@ -10,6 +10,13 @@ export const ENTRY = fileURLToPath(new URL('../dist/index.js', import.meta.url))
 /** The package root. */
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
+/**
+ * How much slower than this machine the tests run: 1 here; the emulated arm64 guest
+ * (scripts/arm64-test.sh) sets MR_TEST_SLOWDOWN. Scales the time limits of child processes,
+ * which are there to end a hung child, not to judge speed (nothing is timed in the tests).
+ */
+export const SLOWDOWN = Math.max(1, Number(process.env.MR_TEST_SLOWDOWN) || 1)
+
 export interface ChildResult {
   status: number | null
   signal: NodeJS.Signals | null
@@ -31,7 +38,7 @@ export function runChild(body: string, timeoutMs = 60_000, options: { maxFds?: n
       options.maxFds === undefined
         ? [process.execPath, ['--expose-gc', file]]
         : ['/bin/sh', ['-c', `ulimit -n ${options.maxFds} && exec "$0" --expose-gc "$1"`, process.execPath, file]]
-    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs })
+    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs * SLOWDOWN })
     return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr }
   } finally {
     rmSync(dir, { recursive: true, force: true })

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
@@ -90,6 +91,32 @@ test('prepublish check: a platform package at another version or without its bin
   ])
 })
 
+test('prepublish check: the arm64 binary ships only if the suite ran on that very binary (scripts/arm64-test.sh)', (t) => {
+  const f = fixture()
+  t.teardown(f.done)
+  const pdir = join(f.dir, 'npm', 'linux-arm64-gnu')
+  mkdirSync(pdir, { recursive: true })
+  const name = 'mapped-region.linux-arm64-gnu.node'
+  writeFileSync(
+    join(pdir, 'package.json'),
+    JSON.stringify({ name: 'mapped-region-linux-arm64-gnu', version: '0.2.0', ...FIELDS, main: name, files: [name] }),
+  )
+  writeFileSync(join(pdir, name), 'ELF for arm64')
+  const main = JSON.parse(readFileSync(join(f.dir, 'package.json'), 'utf8')) as Manifest
+  main.optionalDependencies = { 'mapped-region-linux-x64-gnu': '0.2.0', 'mapped-region-linux-arm64-gnu': '0.2.0' }
+  writeFileSync(join(f.dir, 'package.json'), JSON.stringify(main))
+  const record = join(f.dir, 'mapped-region.linux-arm64-gnu.tested.json')
+  t.deepEqual(run(f.dir).problems, [`npm/linux-arm64-gnu/${name}: no record that the suite ran on it (bash scripts/arm64-test.sh)`])
+  writeFileSync(record, JSON.stringify({ sha256: createHash('sha256').update('another build').digest('hex') }))
+  t.deepEqual(run(f.dir).problems, [
+    `npm/linux-arm64-gnu/${name}: not the binary the suite ran on (bash scripts/arm64-test.sh tested sha256 ${createHash('sha256').update('another build').digest('hex')})`,
+  ])
+  writeFileSync(record, JSON.stringify({ sha256: createHash('sha256').update('ELF for arm64').digest('hex') }))
+  const r = run(f.dir)
+  t.is(r.status, 0)
+  t.is(r.stdout, 'fit to publish\n')
+})
+
 test('prepublish check: optionalDependencies must name exactly the platform packages at the version', (t) => {
   const cases: [Record<string, string> | undefined, string[]][] = [
     [undefined, ['package.json: optionalDependencies lacks mapped-region-linux-x64-gnu (npx napi prepublish)']],
@@ -129,7 +156,7 @@ test('the staged manifest is what a consumer needs: no scripts or dev config, th
   }
   const m = publishedManifest()
   for (const key of ['scripts', 'ava', 'devDependencies', 'overrides', 'os', 'cpu', 'napi']) t.false(key in m, key)
-  t.deepEqual(m.optionalDependencies, { 'mapped-region-linux-x64-gnu': m.version })
+  t.deepEqual(m.optionalDependencies, { 'mapped-region-linux-arm64-gnu': m.version, 'mapped-region-linux-x64-gnu': m.version })
   t.deepEqual(Object.keys(m.exports as object), ['.', './package.json'])
   t.is((m.exports as Record<string, Record<string, Record<string, string>>>)['.'].import.types, './dist/index.d.mts')
 })
@@ -140,7 +167,7 @@ test("a platform without a binary gets an error naming the supported targets, no
     const Module = require('node:module')
     const orig = Module._resolveFilename
     Module._resolveFilename = function (request, ...rest) {
-      if (/mapped-region.linux-x64-gnu.node$|mapped-region-linux-x64-gnu/.test(request)) throw Object.assign(new Error('not found: ' + request), { code: 'MODULE_NOT_FOUND' })
+      if (/mapped-region[.-]linux-[a-z0-9]+-gnu/.test(request)) throw Object.assign(new Error('not found: ' + request), { code: 'MODULE_NOT_FOUND' })
       return orig.call(this, request, ...rest)
     }
     for (const k of Object.keys(require.cache)) delete require.cache[k]
@@ -148,6 +175,6 @@ test("a platform without a binary gets an error naming the supported targets, no
   `)
   t.is(r.status, 0, r.stderr)
   t.regex(r.stdout, /^ERR_MMAP_NO_BINARY mapped-region: no prebuilt binary loads on this platform/)
-  t.regex(r.stdout, /linux-x64-gnu \(x86-64 Linux with glibc 2\.17 or newer\)/)
+  t.regex(r.stdout, /linux-x64-gnu \(x86-64 Linux\) and linux-arm64-gnu \(64-bit Arm Linux\), both for glibc 2\.17 or newer/)
   t.notRegex(r.stdout, /npm has a bug|wasm/i)
 })

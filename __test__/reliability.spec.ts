@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { closeSync, ftruncateSync, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryMapping, PAGE_SIZE, SharedMemory, mapCount } from 'mapped-region'
-import { ENTRY, ROOT, runChild, tempDir, tempFile, throwsErrno } from './helpers.js'
+import { ENTRY, ROOT, runChild, SLOWDOWN, tempDir, tempFile, throwsErrno } from './helpers.js'
 import { killAfterSomeSyncs, pagePattern } from './workloads.js'
 
 const P = PAGE_SIZE
@@ -90,7 +90,7 @@ test('leak check: add/view/remove cycles keep RSS, the map count and the fd coun
     cwd: ROOT,
     encoding: 'utf8',
     env: { ...process.env, MR_SOAK_CYCLES: '100000', MR_SOAK_KILLS: '0', MR_SOAK_FUZZ_SEEDS: '0' },
-    timeout: 120_000,
+    timeout: 120_000 * SLOWDOWN,
   })
   t.is(r.status, 0, r.stdout + r.stderr)
   t.regex(r.stdout, /100000 cycles in/)

@@ -6,7 +6,10 @@
 //     absent (never guessed) until someone who knows it fills it in;
 //   - every npm/<platform> package has the main package's version and its binary;
 //   - `optionalDependencies` name exactly the per-platform packages, at that version
-//     (`napi prepublish` writes them; a stale one would install the wrong binary).
+//     (`napi prepublish` writes them; a stale one would install the wrong binary);
+//   - a binary this machine cannot run (linux-arm64-gnu) ships only if the suite ran on it:
+//     scripts/arm64-test.sh writes <binary>.tested.json at the package root, with the sha256
+//     of the binary it tested; the platform package's binary must be that one.
 //
 // With --before-platforms (release step before `napi prepublish`, so that nothing is
 // published when the main package would be refused) the optionalDependencies check is
@@ -14,11 +17,29 @@
 //
 //   node scripts/prepublish-check.mjs [--before-platforms] [package-root]
 //   exit 0: fit (warnings on stderr, `warning: …`); 1: the problems, one a line
+import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
 const REQUIRED = ['name', 'version', 'description', 'license', 'engines', 'keywords']
+
+/** The platforms whose binary is tested in an emulated machine, by the script that does it. */
+const EMULATED = { 'linux-arm64-gnu': 'bash scripts/arm64-test.sh' }
+
+/** Why the binary `file` of platform `dir` may not ship untested, or null. */
+function untested(root, dir, file) {
+  const script = EMULATED[dir]
+  if (script === undefined) return null
+  const recordFile = join(root, file.replace(/\.node$/, '.tested.json'))
+  const where = `npm/${dir}/${file}`
+  if (!existsSync(recordFile)) return `${where}: no record that the suite ran on it (${script})`
+  const record = JSON.parse(readFileSync(recordFile, 'utf8'))
+  const sha = createHash('sha256')
+    .update(readFileSync(join(root, 'npm', dir, file)))
+    .digest('hex')
+  return record.sha256 === sha ? null : `${where}: not the binary the suite ran on (${script} tested sha256 ${record.sha256})`
+}
 
 /** A repository field npm accepts: a non-empty string or an object with a non-empty url. */
 function hasRepository(pkg) {
@@ -65,6 +86,10 @@ export function check(root, { optional: checkOptional = true } = {}) {
     if (pkg.version !== main.version) problems.push(`${where}: version ${pkg.version} is not the main package's ${main.version}`)
     for (const file of pkg.files ?? [pkg.main]) {
       if (!file || !existsSync(join(npmDir, dir, file))) problems.push(`${where}: "${file}" is not built (npx napi artifacts)`)
+      else {
+        const why = untested(root, dir, file)
+        if (why !== null) problems.push(why)
+      }
     }
   }
 

@@ -8,7 +8,7 @@ import type { ErrorCode } from './errors.js'
 const load = createRequire(__filename)
 
 /** The prebuilt binaries this version ships, and what each needs. */
-const SUPPORTED = 'linux-x64-gnu (x86-64 Linux with glibc 2.17 or newer)'
+const SUPPORTED = 'linux-x64-gnu (x86-64 Linux) and linux-arm64-gnu (64-bit Arm Linux), both for glibc 2.17 or newer'
 
 /**
  * Loads the binding; where there is no binary for this platform, says so plainly (napi-rs's
@@ -22,9 +22,10 @@ function loadBinding(): typeof Binding {
     const libc = process.platform !== 'linux' ? '' : glibc === undefined ? '-musl' : `-gnu, glibc ${glibc}`
     const here = `${process.platform}-${process.arch}${libc}`
     const err = new Error(
-      `mapped-region: no prebuilt binary loads on this platform (${here}). This version ships ${SUPPORTED}; its package ` +
-        `(mapped-region-linux-x64-gnu) is installed as an optional dependency — check that it is in node_modules and ` +
-        `that optional dependencies were not omitted. To build from source: clone the repository and run npm install.`,
+      `mapped-region: no prebuilt binary loads on this platform (${here}). This version ships ${SUPPORTED}; each is ` +
+        `a package (mapped-region-linux-x64-gnu, mapped-region-linux-arm64-gnu) installed as an optional dependency — ` +
+        `check that yours is in node_modules and that optional dependencies were not omitted. To build from source: ` +
+        `clone the repository and run npm install.`,
       { cause: e },
     ) as Error & { code: ErrorCode }
     err.code = 'ERR_MMAP_NO_BINARY'

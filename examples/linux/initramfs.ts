@@ -8,7 +8,7 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { INIT_MARKER, MAILBOX, MAILBOX_REPLY } from './layout.ts'
 
-interface Entry {
+export interface Entry {
   name: string
   mode: number
   data?: Buffer
@@ -17,8 +17,12 @@ interface Entry {
 const hex = (n: number) => n.toString(16).padStart(8, '0')
 const pad4 = (n: number) => (4 - (n % 4)) % 4
 
-/** One cpio `newc` record: a 110-byte header, the name, the data, each padded to 4 bytes. */
-function record(e: Entry, ino: number): Buffer {
+/**
+ * One cpio `newc` record: a 110-byte header, the name, the data, each padded to 4 bytes. The
+ * archive is its entries' records and then the `TRAILER!!!` record. (Also used by
+ * scripts/arm64-initramfs.mts for the arm64 test guest.)
+ */
+export function record(e: Entry, ino: number): Buffer {
   const name = Buffer.from(`${e.name}\0`)
   const data = e.data ?? Buffer.alloc(0)
   const fields = [ino, e.mode, 0, 0, 1, 0, data.length, 0, 0, 0, 0, name.length, 0]

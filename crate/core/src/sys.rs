@@ -502,6 +502,7 @@ unsafe fn process_vm(
     Ok(n as usize)
 }
 
+#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
 /// The current `SIGBUS` disposition, or `None` if it cannot be read.
 /// Async-signal-safe.
 pub fn sigbus_action() -> Option<libc::sigaction> {
@@ -514,6 +515,7 @@ pub fn sigbus_action() -> Option<libc::sigaction> {
     Some(unsafe { old.assume_init() })
 }
 
+#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
 /// A `SIG_DFL` disposition with no flags and an empty mask.
 pub fn default_sigaction() -> libc::sigaction {
     // SAFETY: a zeroed sigaction is a valid value: SIG_DFL, no flags, and an
@@ -521,6 +523,7 @@ pub fn default_sigaction() -> libc::sigaction {
     unsafe { std::mem::zeroed() }
 }
 
+#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
 /// Sets the `SIGBUS` disposition; `false` when the kernel refused.
 /// Async-signal-safe.
 pub fn set_sigbus_action(action: &libc::sigaction) -> bool {
@@ -529,6 +532,7 @@ pub fn set_sigbus_action(action: &libc::sigaction) -> bool {
     unsafe { libc::sigaction(libc::SIGBUS, action, ptr::null_mut()) == 0 }
 }
 
+#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
 /// Whether `SIGBUS` is blocked on the calling thread, or `None` if the mask
 /// cannot be read.
 pub fn sigbus_blocked() -> Option<bool> {
@@ -542,6 +546,7 @@ pub fn sigbus_blocked() -> Option<bool> {
     }
 }
 
+#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
 /// `raise(3)`. Async-signal-safe.
 pub fn raise(sig: libc::c_int) {
     // SAFETY: sending a signal to this thread; what it does is the disposition's.

@@ -502,56 +502,59 @@ unsafe fn process_vm(
     Ok(n as usize)
 }
 
-#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
-/// The current `SIGBUS` disposition, or `None` if it cannot be read.
-/// Async-signal-safe.
-pub fn sigbus_action() -> Option<libc::sigaction> {
-    let mut old = std::mem::MaybeUninit::<libc::sigaction>::uninit();
-    // SAFETY: only queries the current disposition, into `old`.
-    if unsafe { libc::sigaction(libc::SIGBUS, ptr::null(), old.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: sigaction succeeded and filled `old`.
-    Some(unsafe { old.assume_init() })
-}
+/// What the `SIGBUS` guard (guard.rs, x86-64 only) asks of signal handling.
+#[cfg(target_arch = "x86_64")]
+mod sigbus {
+    use std::ptr;
 
-#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
-/// A `SIG_DFL` disposition with no flags and an empty mask.
-pub fn default_sigaction() -> libc::sigaction {
-    // SAFETY: a zeroed sigaction is a valid value: SIG_DFL, no flags, and an
-    // empty mask on Linux (sigemptyset zeroes it too).
-    unsafe { std::mem::zeroed() }
-}
-
-#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
-/// Sets the `SIGBUS` disposition; `false` when the kernel refused.
-/// Async-signal-safe.
-pub fn set_sigbus_action(action: &libc::sigaction) -> bool {
-    // SAFETY: `action` is a valid disposition; which handler it names is the
-    // caller's choice (the guard's own, or a previous one it restores).
-    unsafe { libc::sigaction(libc::SIGBUS, action, ptr::null_mut()) == 0 }
-}
-
-#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
-/// Whether `SIGBUS` is blocked on the calling thread, or `None` if the mask
-/// cannot be read.
-pub fn sigbus_blocked() -> Option<bool> {
-    let mut mask = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: only queries the thread's mask into `mask`, then reads it.
-    unsafe {
-        if libc::pthread_sigmask(libc::SIG_BLOCK, ptr::null(), mask.as_mut_ptr()) != 0 {
+    /// The current `SIGBUS` disposition, or `None` if it cannot be read.
+    /// Async-signal-safe.
+    pub fn sigbus_action() -> Option<libc::sigaction> {
+        let mut old = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+        // SAFETY: only queries the current disposition, into `old`.
+        if unsafe { libc::sigaction(libc::SIGBUS, ptr::null(), old.as_mut_ptr()) } != 0 {
             return None;
         }
-        Some(libc::sigismember(mask.as_ptr(), libc::SIGBUS) == 1)
+        // SAFETY: sigaction succeeded and filled `old`.
+        Some(unsafe { old.assume_init() })
+    }
+
+    /// A `SIG_DFL` disposition with no flags and an empty mask.
+    pub fn default_sigaction() -> libc::sigaction {
+        // SAFETY: a zeroed sigaction is a valid value: SIG_DFL, no flags, and an
+        // empty mask on Linux (sigemptyset zeroes it too).
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// Sets the `SIGBUS` disposition; `false` when the kernel refused.
+    /// Async-signal-safe.
+    pub fn set_sigbus_action(action: &libc::sigaction) -> bool {
+        // SAFETY: `action` is a valid disposition; which handler it names is the
+        // caller's choice (the guard's own, or a previous one it restores).
+        unsafe { libc::sigaction(libc::SIGBUS, action, ptr::null_mut()) == 0 }
+    }
+
+    /// Whether `SIGBUS` is blocked on the calling thread, or `None` if the mask
+    /// cannot be read.
+    pub fn sigbus_blocked() -> Option<bool> {
+        let mut mask = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: only queries the thread's mask into `mask`, then reads it.
+        unsafe {
+            if libc::pthread_sigmask(libc::SIG_BLOCK, ptr::null(), mask.as_mut_ptr()) != 0 {
+                return None;
+            }
+            Some(libc::sigismember(mask.as_ptr(), libc::SIGBUS) == 1)
+        }
+    }
+
+    /// `raise(3)`. Async-signal-safe.
+    pub fn raise(sig: libc::c_int) {
+        // SAFETY: sending a signal to this thread; what it does is the disposition's.
+        unsafe { libc::raise(sig) };
     }
 }
-
-#[cfg(target_arch = "x86_64")] // for the SIGBUS guard (guard.rs), x86-64 only
-/// `raise(3)`. Async-signal-safe.
-pub fn raise(sig: libc::c_int) {
-    // SAFETY: sending a signal to this thread; what it does is the disposition's.
-    unsafe { libc::raise(sig) };
-}
+#[cfg(target_arch = "x86_64")]
+pub use sigbus::*;
 
 /// A null pointer helper for `mmap` without a hint.
 pub fn no_hint() -> *mut u8 {

@@ -149,6 +149,37 @@ test('a view keeps its memory mapped after the region object is collected', (t) 
   t.deepEqual(r.stdout.trim().split('\n'), [`survives 7 ${P}`, 'true'])
 })
 
+test('a collected view is forgotten without touching the views made after it', async (t) => {
+  // A detached view's slot in the list is reused by the next view; its finalizer, which runs
+  // later, must forget nothing. Views collected in bulk leave the others attached and detachable.
+  using shm = SharedMemory.create('view', 4 * P)
+  using a = MemoryMappingArena.reserve(8 * P)
+  a.addFdMapping(0, 4 * P, shm.fd, 0, RW)
+  const settle = async () => {
+    for (let i = 0; i < 6; i++) {
+      global.gc?.()
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
+  let first: Buffer | null = a.view(0, P)
+  a.removeMapping(0, P)
+  a.addFdMapping(0, P, shm.fd, 0, RW)
+  t.is(first.length, 0)
+  first = null
+  const reused = a.view(0, P)
+  const kept = a.view(P, P)
+  let dropped: Buffer[] | null = Array.from({ length: 1000 }, (_, i) => a.view((i % 3) * P, P))
+  dropped = null
+  await settle()
+  t.is(dropped, null)
+  t.is(reused.length, P)
+  a.removeMapping(0, P)
+  t.is(reused.length, 0)
+  t.is(kept.length, P)
+  a.removeMapping(P, P)
+  t.is(kept.length, 0)
+})
+
 test('a 5 GiB view request never crashes', (t) => {
   const r = runChild(`
     const a = mr.MemoryMappingArena.reserve(8 * 2 ** 30)

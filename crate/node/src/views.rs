@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::ptr;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use mapped_region::{Error, Window};
@@ -17,25 +18,38 @@ use crate::handles::{self, Keep};
 /// A view's key in its object's list: `(start, id)`.
 pub type ViewKey = (usize, u64);
 
-/// A live view: where it ends and a weak reference to its `ArrayBuffer`.
-struct Entry {
+/// No slot: the end of a list.
+const NIL: usize = usize::MAX;
+
+/// A view in its object's list, or a free slot (`id == 0`).
+struct Slot {
+    start: usize,
     end: usize,
+    /// The view's id, unique in its object (from 1); 0 when free.
+    id: u64,
+    /// A weak reference to its `ArrayBuffer`.
     buffer: sys::napi_ref,
+    /// The views before and after it that start at the same offset.
+    prev: usize,
+    next: usize,
 }
 
-/// The views of a region, detached on every change under them. Ordered by
-/// start (and creation, to tell apart views that start together), so that a
-/// change finds the views it overlaps without looking at the others: those
-/// start before its end and no more than the longest view's length before
-/// its start.
+/// The views of a region, detached on every change under them. Each view has
+/// a slot that does not move while it lives (its finalizer finds it there);
+/// views that start at the same offset are linked together, and the offsets
+/// are ordered, so that a change finds the views it overlaps without looking
+/// at the others: those start before its end and no more than the longest
+/// view's length before its start. Making a view at an offset that already
+/// has one touches no ordered-map node.
 pub struct Views {
     env: sys::napi_env,
-    entries: BTreeMap<(usize, u64), Entry>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// The first slot of the views starting at each offset.
+    starts: BTreeMap<usize, usize>,
     next: u64,
     /// The longest view's length (never lowered: a bound, not an exact figure).
     longest: usize,
-    /// Views after the last pruning of collected ones.
-    after_prune: usize,
     /// The facade's own windows for typed access (`[start, end)`, weak
     /// reference): few, never handed to user code, and only touched by
     /// built-ins that cannot call back into JavaScript (a `DataView` load or
@@ -49,10 +63,11 @@ impl Views {
     pub fn new(env: sys::napi_env) -> Views {
         Views {
             env,
-            entries: BTreeMap::new(),
-            next: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            starts: BTreeMap::new(),
+            next: 1,
             longest: 0,
-            after_prune: 0,
             windows: Vec::new(),
         }
     }
@@ -80,14 +95,85 @@ impl Views {
         });
     }
 
+    /// The slots of the views in the list.
+    fn used(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.slots.iter().enumerate().filter(|(_, s)| s.id != 0)
+    }
+
     /// The views still alive: `(start, id, end)`.
     pub fn live(&self) -> Vec<(usize, u64, usize)> {
-        self.entries
-            .iter()
+        self.used()
             // SAFETY: each reference is live and was created on this env.
-            .filter(|(_, v)| unsafe { !reference_value(self.env, v.buffer).is_null() })
-            .map(|(&(start, id), v)| (start, id, v.end))
+            .filter(|(_, s)| unsafe { !reference_value(self.env, s.buffer).is_null() })
+            .map(|(_, s)| (s.start, s.id, s.end))
             .collect()
+    }
+
+    /// The slot the next [`Views::insert`] fills, with the id it gives.
+    fn vacant(&self) -> (usize, u64) {
+        (
+            self.free.last().copied().unwrap_or(self.slots.len()),
+            self.next,
+        )
+    }
+
+    /// Puts a view in the list, in the slot and with the id [`Views::vacant`]
+    /// gave (nothing else was put in since).
+    fn insert(&mut self, start: usize, end: usize, buffer: sys::napi_ref) {
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    start,
+                    end,
+                    id: 0,
+                    buffer,
+                    prev: NIL,
+                    next: NIL,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let head = self.starts.entry(start).or_insert(NIL);
+        let next = std::mem::replace(head, slot);
+        if next != NIL {
+            self.slots[next].prev = slot;
+        }
+        self.slots[slot] = Slot {
+            start,
+            end,
+            id: self.next,
+            buffer,
+            prev: NIL,
+            next,
+        };
+        self.next += 1;
+        self.longest = self.longest.max(end - start);
+    }
+
+    /// Takes the view in `slot` out of the list; returns its weak reference,
+    /// which the caller deletes.
+    fn unlink(&mut self, slot: usize) -> sys::napi_ref {
+        let Slot {
+            start,
+            prev,
+            next,
+            buffer,
+            ..
+        } = self.slots[slot];
+        if prev != NIL {
+            self.slots[prev].next = next;
+        } else if next != NIL {
+            self.starts.insert(start, next);
+        } else {
+            self.starts.remove(&start);
+        }
+        if next != NIL {
+            self.slots[next].prev = prev;
+        }
+        self.slots[slot].id = 0;
+        self.free.push(slot);
+        buffer
     }
 
     /// Detaches and forgets every view overlapping `[start, end)`. Returns the
@@ -100,44 +186,58 @@ impl Views {
             return (None, Vec::new());
         }
         self.detach_windows_in(start, end);
-        if self.entries.is_empty() {
+        if self.starts.is_empty() {
             return (None, Vec::new());
         }
-        let from = (start.saturating_sub(self.longest), 0);
-        let hit: Vec<(usize, u64)> = self
-            .entries
-            .range(from..(end, 0))
-            .filter(|(_, v)| v.end > start)
-            .map(|(k, _)| *k)
-            .collect();
+        let mut hit = Vec::new();
+        for (_, &head) in self.starts.range(start.saturating_sub(self.longest)..end) {
+            let mut i = head;
+            while i != NIL {
+                if self.slots[i].end > start {
+                    hit.push(i);
+                }
+                i = self.slots[i].next;
+            }
+        }
         let mut alive: Option<(usize, usize)> = None;
-        for key in &hit {
-            let v = self.entries.remove(key).expect("key just seen");
-            // SAFETY: `v.buffer` is a live reference created in `create` on this env.
-            if unsafe { detach_and_delete(self.env, v.buffer) } {
-                let (s, e) = (key.0, v.end);
+        let mut keys = Vec::with_capacity(hit.len());
+        for i in hit {
+            let (s, e, id) = (self.slots[i].start, self.slots[i].end, self.slots[i].id);
+            let buffer = self.unlink(i);
+            // SAFETY: `buffer` is a live reference created in `create` on this
+            // env, out of the list now.
+            if unsafe { detach_and_delete(self.env, buffer) } {
                 alive = Some(alive.map_or((s, e), |(a, b)| (a.min(s), b.max(e))));
             }
+            keys.push((s, id));
         }
-        (alive, hit)
+        (alive, keys)
     }
 
-    /// Forgets views whose buffers were collected, once the list has doubled.
-    fn prune(&mut self) {
-        if self.entries.len() < 2 * self.after_prune + 16 {
-            return;
+    /// Forgets the view `id` in `slot`, whose buffer was collected (nothing
+    /// if it was detached and forgotten before: the slot is free, or holds
+    /// another view).
+    fn collected(&mut self, slot: usize, id: u64) {
+        if self.slots.get(slot).is_some_and(|s| s.id == id) {
+            let buffer = self.unlink(slot);
+            // SAFETY: the reference is ours, created on this env, and left the
+            // list just now: deleted exactly once.
+            unsafe { sys::napi_delete_reference(self.env, buffer) };
         }
-        let env = self.env;
-        self.entries.retain(|_, v| {
-            // SAFETY: `v.buffer` is a live reference created on this env.
-            let alive = unsafe { !reference_value(env, v.buffer).is_null() };
-            if !alive {
-                // SAFETY: the reference is ours and deleted exactly once.
-                unsafe { sys::napi_delete_reference(env, v.buffer) };
-            }
-            alive
-        });
-        self.after_prune = self.entries.len();
+    }
+
+    /// Forgets every view whose buffer was collected: for those whose
+    /// finalizer found the list in use (see [`finalize_view`]).
+    fn prune(&mut self) {
+        let dead: Vec<(usize, u64)> = self
+            .used()
+            // SAFETY: each reference is live and was created on this env.
+            .filter(|(_, s)| unsafe { reference_value(self.env, s.buffer).is_null() })
+            .map(|(i, s)| (i, s.id))
+            .collect();
+        for (slot, id) in dead {
+            self.collected(slot, id);
+        }
     }
 }
 
@@ -146,9 +246,11 @@ impl Drop for Views {
         // The region's handle was released: its views may still be alive and
         // keep the memory (through their own `Arc<Keep>`); only the weak
         // references go away here.
-        for v in std::mem::take(&mut self.entries).into_values() {
-            // SAFETY: each reference was created on `self.env` and is deleted once.
-            unsafe { sys::napi_delete_reference(self.env, v.buffer) };
+        for slot in std::mem::take(&mut self.slots) {
+            if slot.id != 0 {
+                // SAFETY: each reference was created on `self.env` and is deleted once.
+                unsafe { sys::napi_delete_reference(self.env, slot.buffer) };
+            }
         }
         for (_, _, reference) in std::mem::take(&mut self.windows) {
             // SAFETY: as above.
@@ -186,20 +288,43 @@ unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) -> boo
     }
 }
 
-/// What a view holds until collected: the region, and its record's key
-/// (`(start, owner, id)`; none for a window).
+/// What a view holds until collected: the region, and for a view (not a
+/// window) where it is listed.
 struct Hold {
     keep: Arc<Keep>,
-    key: Option<(usize, u64, u64)>,
+    view: Option<Listed>,
 }
 
-/// Finalizer of a view: forgets its record, releases its share of the region.
+/// Where a view is listed: its object, its slot there, and its record's key
+/// (`(start, owner, id)`).
+struct Listed {
+    object: Weak<handles::Region>,
+    slot: usize,
+    key: (usize, u64, u64),
+}
+
+/// Finalizer of a view: forgets its entry in its object's list (if the object
+/// is still alive) and its record, and releases its share of the region.
+///
+/// Entries are forgotten here, not by scanning the list when views are made:
+/// Node runs these finalizers once the event loop turns (not inside a
+/// synchronous loop of calls), as it does for every external buffer, and
+/// holds more per collected buffer meanwhile than its entry (a `Box`, a
+/// weak reference and its own callback record). Should the list be in use
+/// (a finalizer run while a view is being made), the entry stays and the
+/// next view prunes the list.
 unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the `Box<Hold>` leaked in `external`; the runtime
-    // calls this finalizer exactly once per buffer.
+    // calls this finalizer exactly once per buffer, on the env's thread.
     let hold = unsafe { Box::from_raw(hint.cast::<Hold>()) };
-    if let Some(key) = hold.key {
-        hold.keep.view_collected(key);
+    if let Some(listed) = &hold.view {
+        hold.keep.view_collected(listed.key);
+        if let Some(region) = listed.object.upgrade() {
+            match region.views.try_borrow_mut() {
+                Ok(mut views) => views.collected(listed.slot, listed.key.2),
+                Err(_) => region.views_stale.set(true),
+            }
+        }
     }
 }
 
@@ -216,8 +341,10 @@ pub unsafe fn create(
 ) -> Result<sys::napi_value> {
     let region = handles::get(handle)?;
     let mut views = region.views.borrow_mut();
-    let id = views.next;
-    views.next += 1;
+    if region.views_stale.replace(false) {
+        views.prune();
+    }
+    let (slot, id) = views.vacant();
     // Checked and, once the region is shared, recorded under one lock: no
     // other thread can change the range between the two.
     let (offset, length, key) = {
@@ -230,19 +357,16 @@ pub unsafe fn create(
         state.record_view(key, offset + length);
         (offset, length, key)
     };
-    views.prune();
+    let listed = Listed {
+        object: Rc::downgrade(&region),
+        slot,
+        key,
+    };
     // SAFETY: the range was checked just above, on this call's env, and is
     // recorded (if shared) so that no other thread changes it.
-    let made = unsafe { external(env, &region, offset, length, Some(key)) };
+    let made = unsafe { external(env, &region, offset, length, Some(listed)) };
     let (buffer, reference) = made.inspect_err(|_| region.keep.lock().forget_view(key))?;
-    views.longest = views.longest.max(length);
-    views.entries.insert(
-        (offset, id),
-        Entry {
-            end: offset + length,
-            buffer: reference,
-        },
-    );
+    views.insert(offset, offset + length, reference);
     Ok(buffer)
 }
 
@@ -330,11 +454,11 @@ unsafe fn external(
     region: &handles::Region,
     offset: usize,
     length: usize,
-    key: Option<(usize, u64, u64)>,
+    view: Option<Listed>,
 ) -> Result<(sys::napi_value, sys::napi_ref)> {
     let hint = Box::into_raw(Box::new(Hold {
         keep: Arc::clone(&region.keep),
-        key,
+        view,
     }));
     let mut buffer = ptr::null_mut();
     // The memory stays mapped while the buffer lives: `hint` keeps the region

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define RESERVE (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
@@ -37,6 +38,20 @@ static napi_value map_fd(napi_env env, napi_callback_info info) {
   size_t len = (size_t)arg_num(env, argv[1]);
   int fd = (int)arg_num(env, argv[2]);
   int prot = (int)arg_num(env, argv[3]);
+  if (mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) return fail(env, "mmap fd");
+  return NULL;
+}
+
+// mapFdChecked(addr, len, fd, prot): an fstat of fd (what an overlay of an fd number needs for
+// its end-of-file check: the size, the type, the identity), then mapFd's mmap.
+static napi_value map_fd_checked(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  void *addr = (void *)(uintptr_t)arg_num(env, argv[0]);
+  size_t len = (size_t)arg_num(env, argv[1]);
+  int fd = (int)arg_num(env, argv[2]);
+  int prot = (int)arg_num(env, argv[3]);
+  struct stat st;
+  if (fstat(fd, &st)) return fail(env, "fstat");
   if (mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) return fail(env, "mmap fd");
   return NULL;
 }
@@ -154,7 +169,7 @@ NAPI_MODULE_INIT() {
     const char *name;
     napi_callback cb;
   } fns[] = {
-      {"mapFd", map_fd},     {"mapAnon", map_anon},     {"hole", hole},         {"reserve", reserve},
+      {"mapFd", map_fd},     {"mapFdChecked", map_fd_checked}, {"mapAnon", map_anon},     {"hole", hole},         {"reserve", reserve},
       {"unmap", unmap},      {"msync", do_msync},       {"madvise", do_madvise}, {"view", view},
       {"readInto", read_into}, {"write", write_from}, {"dump", dump},
   };

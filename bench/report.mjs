@@ -127,7 +127,13 @@ export function writeReport({ floor, info, c, peer, peerRun, started, counts, ch
     cRow('write() 1 MiB, memfd (C: memcpy)', 'write_1m', info.write_1m),
     cRow('first touch per page through a view (memfd)', 'first_touch', info.first_touch),
   ]
+  const bare = floor.fdNumberBare
   const more = [
+    [
+      'fd overlay add+remove, 4 KiB, of an fd number, against the floor’s two `mmap`s without the `fstat` (what the `fstat` costs; a SharedMemory passed itself makes none: see the barred rows)',
+      fmtNs(bare.ours),
+      `floor ${fmtNs(bare.floor)}: **${fmtR(bare.ratio)}** (${fmtR(bare.lo)}–${fmtR(bare.hi)})`,
+    ],
     ['view().set() 1 MiB chunks into 256 MiB pre-faulted', fmtGb(info.copy_bandwidth_gbps), `C memcpy ${fmtGb(c.copy_bandwidth_gbps)}`],
     ['populateAsync 1 GiB memfd', fmtGb(info.populate_gbps), `C MADV_POPULATE_WRITE ${fmtGb(c.populate_gbps)}`],
     ['readInto() 8 B, ext4 file (fault-safe copy)', fmtNs(info.readinto_8_faultsafe), '—'],
@@ -170,8 +176,9 @@ ${failed === 0 ? '**Every bar passes.**' : `**${failed} bar(s) fail** (marked be
 
 How it is measured: the floor is bench/floor.c, a raw N-API addon built by the bench with the
 system \`cc\` and loaded into this same Node process. Each of its functions makes exactly the
-syscalls of the operation (\`mmap\` of the fd or of anonymous memory, \`mmap\` of a
-\`PROT_NONE\` hole, \`msync\`, \`madvise\`, \`mmap\`+\`munmap\` of a reservation, an external
+syscalls of the operation (\`mmap\` of the fd or of anonymous memory — for an fd number after
+the \`fstat\` its end-of-file check needs, which a \`SharedMemory\` passed itself does without —
+\`mmap\` of a \`PROT_NONE\` hole, \`msync\`, \`madvise\`, \`mmap\`+\`munmap\` of a reservation, an external
 \`Buffer\` with a weak reference, a \`memmove\` into a typed array) **at the same address**
 mapped-region uses — inside the same arena — with no validation and no bookkeeping. Each row
 is ${r0.rounds} rounds; a round times one batch of mapped-region, one of the floor and one of

@@ -135,8 +135,15 @@ interface RegionSnapshot {
   backing: { fd: number; fdOffset: number | bigint; shared: boolean; source?: SharedMemory } | 'anonymous'
 }
 
-/** The size of guest memory to the page, and its pages' count. */
-const pageOf = (offset: number): number => Math.floor(offset / PAGE_SIZE)
+/**
+ * `1 / PAGE_SIZE`: a page size is a power of two, so `offset * PAGE_INVERSE` is exactly
+ * `offset / PAGE_SIZE`, and a multiplication costs a fraction of a division (this runs on every
+ * write of a GuestMemory that tracks dirty pages).
+ */
+const PAGE_INVERSE = 1 / PAGE_SIZE
+
+/** The page of `offset` (a non-negative safe integer). */
+const pageOf = (offset: number): number => Math.floor(offset * PAGE_INVERSE)
 
 /**
  * More regions than this cannot be mapped anyway: each is a kernel mapping, and
@@ -220,6 +227,14 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   readonly #h: number
   readonly #dontDump: boolean
   readonly #tracking: boolean
+  /**
+   * The guest range `[#markedFrom, #markedTo)` of the page whose dirty bit this object set (or
+   * found set) last: a write inside it marks nothing, as the bit is still set. Emptied by every
+   * take of the bits and every change of the regions (a region there may have a new bitmap).
+   * A tracking object is never shared, so only this thread takes its bits.
+   */
+  #markedFrom = 0
+  #markedTo = 0
   /**
    * Shared with other objects (other threads): the regions are a copy of the table kept with the
    * native arena, reloaded when its version moves, and changed only under its lock.
@@ -451,6 +466,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       })
     }
     this.#slots = slots
+    this.#markedTo = 0
     this.#version = data.getFloat64(0, true)
   }
 
@@ -459,6 +475,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * current regions, and writes them back (only if it succeeded).
    */
   #change<T>(change: () => T): T {
+    this.#markedTo = 0
     if (!this.#shared) return change()
     regionTableLock(this.#h)
     try {
@@ -567,13 +584,24 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * of the region that contains `addr`. Without tracking, nothing.
    */
   #mark(first: number, addr: number, len: number): void {
-    if (!this.#tracking || len === 0) return
+    if (!this.#tracking || len === 0 || this.#inMarkedPage(addr, len)) return
     const s0 = this.#slots[first]
     const from = addr - s0.start
     const p = pageOf(from)
-    // The common case, one page of one region: a plain load when its bit is set already.
-    if (from + len <= s0.end - s0.start && p === pageOf(from + len - 1)) markPage(s0.dirty as Uint32Array, p)
-    else this.#markRange(first, addr, len)
+    // Then one page of one region: a plain load when its bit is set already.
+    if (from + len <= s0.end - s0.start && p === pageOf(from + len - 1)) {
+      markPage(s0.dirty as Uint32Array, p)
+      this.#markedFrom = s0.start + p * PAGE_SIZE
+      this.#markedTo = this.#markedFrom + PAGE_SIZE
+    } else this.#markRange(first, addr, len)
+  }
+
+  /**
+   * Whether `[addr, addr + len)` lies in the page marked last (so its bit is set): the common
+   * case of a write, asked inline before {@link #mark} is called at all.
+   */
+  #inMarkedPage(addr: number, len: number): boolean {
+    return addr >= this.#markedFrom && addr + len <= this.#markedTo
   }
 
   /** {@link #mark} of a range over several pages or regions. */
@@ -635,6 +663,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   takeDirty(): DirtyBitmap[] {
     this.#needTracking('takeDirty')
     this.#markLiveViews()
+    this.#markedTo = 0
     return this.#slots.map((s) => ({ guestAddress: BigInt(s.start), size: s.end - s.start, bitmap: takeBits(s.dirty as Uint32Array) }))
   }
 
@@ -674,6 +703,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (this.#tracking) this.#markLiveViews()
     if (this.#shared) this.#sync()
     const slots = this.#slots.slice()
+    this.#markedTo = 0
     const taken = slots.map((s) => (s.dirty === undefined ? undefined : takeBits(s.dirty)))
     const regions: SnapshotRegion[] = []
     const runs: number[] = []
@@ -913,7 +943,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const length = v.byteLength(bytes)
     const first = this.#covered(addr, length)
     regionWrite(this.#h, addr, bytes)
-    if (this.#tracking) this.#mark(first, addr, length)
+    if (this.#tracking && !this.#inMarkedPage(addr, length)) this.#mark(first, addr, length)
   }
 
   /**

@@ -112,217 +112,259 @@ export declare function regionPopulateAsync(handle: number, offset: number, size
 
 /* Raw N-API entry points: generated from crate/node/src/entries.rs by scripts/typings.mjs. */
 
+/** The thread's scratch slots: the entry points' number arguments, stored by ts/calls.ts. */
+export declare const scratch: ArrayBuffer
+
 /**
  * A `PROT_NONE` reservation of `size` bytes starting at a multiple of
  * `align`, owned by `owner`; returns its handle.
+ * Scratch slots: size, align.
  */
-export declare function regionReserve(owner: object, size: number, align: number): number
+export declare function regionReserve(owner: object): number
 
 /**
  * Anonymous memory owned by `owner`; returns its handle.
+ * Scratch slots: size, protection.
  */
-export declare function regionAnonymous(owner: object, size: number, protection: number, populate: boolean, shared: boolean): number
+export declare function regionAnonymous(owner: object, populate: boolean, shared: boolean): number
 
 /**
  * A mapping of `fd` owned by `owner`; returns its handle.
+ * Scratch slots: fd, size, offset, protection.
  */
-export declare function regionFromFd(owner: object, fd: number, size: number, offset: number, protection: number, populate: boolean, shared: boolean, checkEof: boolean): number
+export declare function regionFromFd(owner: object, populate: boolean, shared: boolean, checkEof: boolean): number
 
 /**
  * The start address (`ERR_MMAP_CLOSED` once closed).
+ * Scratch slots: handle.
  */
-export declare function regionAddress(handle: number): bigint
+export declare function regionAddress(): bigint
 
 /**
  * The size in bytes (whole pages for an arena).
+ * Scratch slots: handle.
  */
-export declare function regionSize(handle: number): number
+export declare function regionSize(): number
 
 /**
  * Whether the region is closed.
+ * Scratch slots: handle.
  */
-export declare function regionClosed(handle: number): boolean
+export declare function regionClosed(): boolean
 
 /**
  * Detaches every view and unmaps (once nothing uses the memory). `true`
  * when the facade must call `regionReclaim` on the next turn of the event loop.
+ * Scratch slots: handle.
  */
-export declare function regionClose(handle: number): true | undefined
+export declare function regionClose(): true | undefined
 
 /**
  * Gives held ranges what their changes asked for; releases a deferred close.
+ * Scratch slots: handle.
  */
-export declare function regionReclaim(handle: number): void
+export declare function regionReclaim(): void
 
 /**
  * `msync(MS_SYNC)`.
+ * Scratch slots: handle, offset, size.
  */
-export declare function regionMsync(handle: number, offset: number, size: number): void
+export declare function regionMsync(): void
 
 /**
  * `madvise` with the Linux advice number.
+ * Scratch slots: handle, offset, size, advice.
  */
-export declare function regionMadvise(handle: number, offset: number, size: number, advice: number): void
+export declare function regionMadvise(): void
 
 /**
  * `mlock` (`mlock2(MLOCK_ONFAULT)` with `onFault`).
+ * Scratch slots: handle, offset, size.
  */
-export declare function regionMlock(handle: number, offset: number, size: number, onFault: boolean): void
+export declare function regionMlock(onFault: boolean): void
 
 /**
  * `munlock`.
+ * Scratch slots: handle, offset, size.
  */
-export declare function regionMunlock(handle: number, offset: number, size: number): void
+export declare function regionMunlock(): void
 
 /**
  * An fd overlay (`MAP_SHARED`, or `MAP_PRIVATE` without `shared`). `true`
  * when the arena now holds ranges to reclaim.
+ * Scratch slots: handle, offset, size, fd, fdOffset, protection.
  */
-export declare function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number, shared: boolean): true | undefined
+export declare function regionAddFdMapping(shared: boolean): true | undefined
 
 /**
  * An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
+ * Scratch slots: handle, offset, size, fd, protection.
  */
-export declare function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number, shared: boolean): true | undefined
+export declare function regionAddFdMappingBig(fdOffset: bigint, shared: boolean): true | undefined
 
 /**
  * An overlay of the `SharedMemory` registered as `source` (its private
  * descriptor; no `fstat` when the core knows its size: see
  * `MemoryMappingArena::plan_shm_overlay`).
+ * Scratch slots: handle, offset, size, source, fdOffset, protection.
  */
-export declare function regionAddShmMapping(handle: number, offset: number, size: number, source: number, fdOffset: number, protection: number, shared: boolean): true | undefined
+export declare function regionAddShmMapping(shared: boolean): true | undefined
 
 /**
  * A private anonymous overlay.
+ * Scratch slots: handle, offset, size, protection.
  */
-export declare function regionAddAnonymous(handle: number, offset: number, size: number, protection: number): true | undefined
+export declare function regionAddAnonymous(): true | undefined
 
 /**
  * Changes the protection of a mapped range in place (`mprotect`).
+ * Scratch slots: handle, offset, size, protection.
  */
-export declare function regionProtect(handle: number, offset: number, size: number, protection: number): true | undefined
+export declare function regionProtect(): true | undefined
 
 /**
  * Replaces the range by reserved `PROT_NONE` space.
+ * Scratch slots: handle, offset, size.
  */
-export declare function regionRemoveMapping(handle: number, offset: number, size: number): true | undefined
+export declare function regionRemoveMapping(): true | undefined
 
 /**
  * Copies `target.length` bytes at `offset` into `target`.
+ * Scratch slots: handle, offset.
  */
-export declare function regionReadInto(handle: number, offset: number, target: Uint8Array): void
+export declare function regionReadInto(target: Uint8Array): void
 
 /**
  * Copies `source` to `offset`.
+ * Scratch slots: handle, offset.
  */
-export declare function regionWrite(handle: number, offset: number, source: Uint8Array): void
+export declare function regionWrite(source: Uint8Array): void
 
 /**
  * Reads `fd` from `fileOffset` into `offset` (`pread`, no intermediate
  * buffer): `length` bytes, or without it the rest of the file. Returns
  * the bytes loaded (fewer where the file ends).
+ * Scratch slots: handle, offset, fd, fileOffset.
  */
-export declare function regionLoadFile(handle: number, offset: number, fd: number, fileOffset: number, length: number | undefined): number
+export declare function regionLoadFile(length: number | undefined): number
 
 /**
  * How many bytes loading `fd` from `fileOffset` reads without a length:
  * the rest of the file (the core's rule).
+ * Scratch slots: fd, fileOffset.
  */
-export declare function fileLoadLength(fd: number, fileOffset: number): number
+export declare function fileLoadLength(): number
 
 /**
  * Refuses a mapping of `size` bytes of `fd` from `fdOffset` that reaches
  * past the end of the file (the core's end-of-file rule; a file of
  * unknown size passes). For checking a whole snapshot manifest before
  * anything is mapped.
+ * Scratch slots: fd, fdOffset, size.
  */
-export declare function fileCheckEof(fd: number, fdOffset: number, size: number): void
+export declare function fileCheckEof(): void
 
 /**
  * A new `Buffer` with a copy of `length` bytes at `offset`.
+ * Scratch slots: handle, offset, length.
  */
-export declare function regionRead(handle: number, offset: number, length: number): Buffer
+export declare function regionRead(): Buffer
 
 /**
  * A zero-copy `Buffer` over the range, detached when the memory under it changes.
+ * Scratch slots: handle, offset, length.
  */
-export declare function regionView(handle: number, offset: number, length: number): Buffer
+export declare function regionView(): Buffer
 
 /**
  * The facade's window for typed access around `offset`:
  * `[start, length, buffer]`, `[start, length, undefined]` where memory
  * may not be touched directly, or `undefined` in a hole.
+ * Scratch slots: handle, offset.
  */
-export declare function regionWindow(handle: number, offset: number): [start: number, length: number, window: Buffer | undefined] | undefined
+export declare function regionWindow(): [start: number, length: number, window: Buffer | undefined] | undefined
 
 /**
  * Refuses an atomic access of `width` bytes at `offset` that may not be
  * made (bounds, natural alignment, memory that may be touched directly).
+ * Scratch slots: handle, offset, width.
  */
-export declare function regionAtomicCheck(handle: number, offset: number, width: number): void
+export declare function regionAtomicCheck(): void
 
 /**
  * A `SharedArrayBuffer` over the range (where the runtime can make one), pinning
  * it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
+ * Scratch slots: handle, offset, length.
  */
-export declare function regionSharedView(handle: number, offset: number, length: number): SharedArrayBuffer
+export declare function regionSharedView(): SharedArrayBuffer
 
 /**
  * Shares the region with other threads: `[id, token, isArena]` for
  * `regionAttach`. From now on views are recorded and no window is handed out.
+ * Scratch slots: handle.
  */
-export declare function regionShare(handle: number): [id: number, token: number, arena: boolean]
+export declare function regionShare(): [id: number, token: number, arena: boolean]
 
 /**
  * A new handle, owned by `owner`, over the region shared as `id`/`token`
  * (in any thread); `arena` must match its kind.
+ * Scratch slots: id, token.
  */
-export declare function regionAttach(owner: object, id: number, token: number, arena: boolean): number
+export declare function regionAttach(owner: object, arena: boolean): number
 
 /**
  * A checked atomic 4-byte operation at `offset` (for memory without a
  * window): `op` 0 load, 1 store `value`, 2 compare `expected` and
  * exchange for `value`; returns the value loaded (or stored).
+ * Scratch slots: handle, offset, op, value, expected.
  */
-export declare function regionAtomic32(handle: number, offset: number, op: number, value: number, expected: number): number
+export declare function regionAtomic32(): number
 
 /**
  * As `regionAtomic32`, for 8 bytes (values as BigInts).
+ * Scratch slots: handle, offset, op.
  */
-export declare function regionAtomic64(handle: number, offset: number, op: number, value: bigint, expected: bigint): bigint
+export declare function regionAtomic64(value: bigint, expected: bigint): bigint
 
 /**
  * Takes the lock of the table the facade keeps with the region (for
  * every object that owns it, in any thread), waiting while another holds it.
+ * Scratch slots: handle.
  */
-export declare function regionTableLock(handle: number): void
+export declare function regionTableLock(): void
 
 /**
  * Releases the table's lock (if this object holds it).
+ * Scratch slots: handle.
  */
-export declare function regionTableUnlock(handle: number): void
+export declare function regionTableUnlock(): void
 
 /**
  * Replaces the table (the lock must be held); returns its new version.
+ * Scratch slots: handle.
  */
-export declare function regionTableWrite(handle: number, bytes: Uint8Array): number
+export declare function regionTableWrite(bytes: Uint8Array): number
 
 /**
  * The table's version (0 before the first write), read without the lock.
+ * Scratch slots: handle.
  */
-export declare function regionTableVersion(handle: number): number
+export declare function regionTableVersion(): number
 
 /**
  * A copy of the table, its version written into its first 8 bytes.
+ * Scratch slots: handle.
  */
-export declare function regionTableRead(handle: number): Buffer
+export declare function regionTableRead(): Buffer
 
 /**
  * Asynchronous operations still pending.
+ * Scratch slots: handle.
  */
-export declare function regionPending(handle: number): number
+export declare function regionPending(): number
 
 /**
  * Kernel mappings an arena occupies.
+ * Scratch slots: handle.
  */
-export declare function regionKernelMappings(handle: number): number
+export declare function regionKernelMappings(): number

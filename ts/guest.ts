@@ -2,6 +2,20 @@ import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { constants as fsConstants } from 'node:fs'
 import { guestError, invalidArgType, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
+import {
+  regionTableLock,
+  regionTableUnlock,
+  regionTableWrite,
+  regionTableVersion,
+  regionTableRead,
+  regionReadInto,
+  regionWrite,
+  regionLoadFile,
+  fileLoadLength,
+  regionWindow,
+  regionAtomicCheck,
+  fileCheckEof,
+} from './calls.js'
 import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { epochOf, HANDLE_KEYS, handleOf, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
@@ -171,22 +185,7 @@ const TABLE_FIELDS = 5
 /** Set by `GuestMemory.attach` for the constructor it calls next (nothing runs in between). */
 let attaching: { arena: MemoryMappingArena; dontDump: boolean } | undefined
 
-const {
-  regionTableLock,
-  regionTableUnlock,
-  regionTableWrite,
-  regionTableVersion,
-  regionTableRead,
-  regionReadInto,
-  regionWrite,
-  regionLoadFile,
-  regionLoadFileAsync,
-  fileLoadLength,
-  regionWindow,
-  regionAtomicCheck,
-  regionFileIoAsync,
-  fileCheckEof,
-} = native
+const { regionLoadFileAsync, regionFileIoAsync } = native
 
 /**
  * A guest address or size, narrowed to a safe integer: `GuestMemory` does arithmetic on

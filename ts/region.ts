@@ -4,28 +4,7 @@ import { PAGE_SIZE, Protection, type Advice, type ProtectionFlags } from './cons
 import { types } from 'node:util'
 import { invalidArgType, invalidArgValue, invalidHandle, outOfRange } from './errors.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
-import { native } from './native.js'
-import { TypedAccess, type TypedMemory, type WindowAnswer } from './typed.js'
-import * as v from './validate.js'
-import { sharedMemorySource, sharedMemoryState, type SharedMemory } from './shm.js'
-
-export type { MappingInfo }
-
-/**
- * @internal For {@link GuestMemory}: the native handle of a region, so that its checked
- * copies call the entry points directly (the arguments are validated there once).
- */
-export let handleOf: (region: MemoryMappingArena) => number
-
-/**
- * @internal For {@link GuestMemory}'s typed access: a counter that changes with every change
- * made to the region (an overlay, a removal, a protection, `close()`).
- */
-export let epochOf: (region: MemoryMappingArena) => number
-
-// Entry points bound once: a property load on the large exports object per call
-// shows up next to a one-page msync. Every one of them re-checks its arguments natively.
-const {
+import {
   regionReserve,
   regionAnonymous,
   regionFromFd,
@@ -47,7 +26,6 @@ const {
   regionRead,
   regionReadInto,
   regionLoadFile,
-  regionLoadFileAsync,
   regionWrite,
   regionView,
   regionPending,
@@ -57,7 +35,29 @@ const {
   regionSharedView,
   regionShare,
   regionAttach,
-} = native
+} from './calls.js'
+import { native } from './native.js'
+import { TypedAccess, type TypedMemory, type WindowAnswer } from './typed.js'
+import * as v from './validate.js'
+import { sharedMemorySource, sharedMemoryState, type SharedMemory } from './shm.js'
+
+export type { MappingInfo }
+
+/**
+ * @internal For {@link GuestMemory}: the native handle of a region, so that its checked
+ * copies call the entry points directly (the arguments are validated there once).
+ */
+export let handleOf: (region: MemoryMappingArena) => number
+
+/**
+ * @internal For {@link GuestMemory}'s typed access: a counter that changes with every change
+ * made to the region (an overlay, a removal, a protection, `close()`).
+ */
+export let epochOf: (region: MemoryMappingArena) => number
+
+// The entry points come from ./calls.js (generated: each stores its number arguments in the
+// scratch slots and calls the addon). Every one of them re-checks its arguments natively.
+const { regionLoadFileAsync } = native
 
 /**
  * What {@link MemoryMappingArena.share} and {@link MemoryMapping.share} return: a plain object

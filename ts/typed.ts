@@ -20,10 +20,9 @@
  * could change memory under it) is the core's checked atomic operation, under the region's lock.
  */
 import { invalidArgType, outOfRange } from './errors.js'
-import { native } from './native.js'
+import { regionAtomic32, regionAtomic64 } from './calls.js'
 import { memoryOf } from './validate.js'
 
-const { regionAtomic32, regionAtomic64 } = native
 /** The operations of the native atomics (`regionAtomic32/64`). */
 const LOAD = 0
 const STORE = 1

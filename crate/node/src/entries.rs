@@ -35,6 +35,9 @@ unsafe fn argv<const N: usize>(
 ) -> [sys::napi_value; N] {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
+    if N == 0 {
+        return argv;
+    }
     // SAFETY: argv has room for `argc` values.
     unsafe {
         sys::napi_get_cb_info(
@@ -53,17 +56,39 @@ unsafe fn argv<const N: usize>(
 trait Arg: Sized {
     /// The TypeScript type of the parameter.
     const TS: &'static str;
-    /// Reads the argument named `what`.
+    /// Whether it comes in a scratch slot ([`crate::scratch`]) rather than
+    /// through N-API.
+    const SLOT: bool = false;
+    /// Reads the argument named `what` passed through N-API.
     ///
     /// # Safety
     /// `value` must be null or a value of the current callback's scope on `env`.
     unsafe fn read(env: sys::napi_env, value: sys::napi_value, what: &'static str) -> Result<Self>;
+    /// Takes the next argument: the next scratch slot if [`Arg::SLOT`], the
+    /// next N-API value otherwise (null, or NaN, past the end).
+    ///
+    /// # Safety
+    /// As for [`Arg::read`], for each value of `values`.
+    unsafe fn take(
+        env: sys::napi_env,
+        (slots, slot): (&[f64], &mut usize),
+        (values, next): (&[sys::napi_value], &mut usize),
+        what: &'static str,
+    ) -> Result<Self> {
+        let _ = (slots, slot);
+        let value = values.get(*next).copied().unwrap_or(ptr::null_mut());
+        *next += 1;
+        // SAFETY: guaranteed by the caller.
+        unsafe { Self::read(env, value, what) }
+    }
 }
 
-/// A number. Anything else reads as NaN, which every conversion refuses with
-/// `ERR_OUT_OF_RANGE` (the facade has checked the type already).
+/// A number, in a scratch slot. The facade's wrappers store anything else as
+/// NaN, which every conversion refuses with `ERR_OUT_OF_RANGE` (the facade
+/// has checked the type already).
 impl Arg for f64 {
     const TS: &'static str = "number";
+    const SLOT: bool = true;
     unsafe fn read(env: sys::napi_env, value: sys::napi_value, _: &'static str) -> Result<f64> {
         let mut out = f64::NAN;
         if !value.is_null() {
@@ -71,6 +96,16 @@ impl Arg for f64 {
             unsafe { sys::napi_get_value_double(env, value, &mut out) };
         }
         Ok(out)
+    }
+    unsafe fn take(
+        _: sys::napi_env,
+        (slots, slot): (&[f64], &mut usize),
+        _: (&[sys::napi_value], &mut usize),
+        _: &'static str,
+    ) -> Result<f64> {
+        let value = slots.get(*slot).copied().unwrap_or(f64::NAN);
+        *slot += 1;
+        Ok(value)
     }
 }
 
@@ -405,7 +440,9 @@ struct Entry {
     name: &'static str,
     callback: unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value,
     docs: &'static [&'static str],
-    args: &'static [(&'static str, &'static str)],
+    /// Each parameter: its name, its TypeScript type, and whether it comes in
+    /// a scratch slot.
+    args: &'static [(&'static str, &'static str, bool)],
     ret: &'static str,
 }
 
@@ -424,18 +461,26 @@ macro_rules! entries {
                 env: sys::napi_env,
                 info: sys::napi_callback_info,
             ) -> sys::napi_value {
-                const N: usize = 0 $(+ { let _ = stringify!($arg); 1 })*;
+                // Numbers in scratch slots, the rest through N-API.
+                const SLOTS: usize = 0 $(+ <$ty as Arg>::SLOT as usize)*;
+                const N: usize = 0 $(+ (!<$ty as Arg>::SLOT) as usize)*;
+                // The slots first, before anything can call into JavaScript.
+                let _slots = crate::scratch::take::<SLOTS>();
                 // SAFETY: called by Node with this callback's env and info.
                 let _values = unsafe { argv::<N>(env, info) };
                 let run = || -> Result<$ret> {
-                    let mut _next = 0;
+                    let (mut _slot, mut _next) = (0, 0);
                     $(
                         // SAFETY: each value belongs to this callback's scope.
                         #[allow(unused_mut)]
                         let mut $arg = unsafe {
-                            <$ty as Arg>::read(env, _values[_next], stringify!($arg))
+                            <$ty as Arg>::take(
+                                env,
+                                (&_slots, &mut _slot),
+                                (&_values, &mut _next),
+                                stringify!($arg),
+                            )
                         }?;
-                        _next += 1;
                     )*
                     let $env = env;
                     $body
@@ -451,7 +496,7 @@ macro_rules! entries {
                 name: concat!(stringify!($name), "\0"),
                 callback: $name,
                 docs: &[$($doc),*],
-                args: &[$((stringify!($arg), <$ty as Arg>::TS)),*],
+                args: &[$((stringify!($arg), <$ty as Arg>::TS, <$ty as Arg>::SLOT)),*],
                 ret: <$ret as Ret>::TS,
             },
         )*];
@@ -777,16 +822,29 @@ entries! {
     };
 }
 
-/// The TypeScript declarations of the entry points, for `index.d.ts`.
+/// The TypeScript declarations of the entry points as the addon exports them
+/// (only the arguments that come through N-API), and of the scratch slots,
+/// for `index.d.ts`.
 pub fn typings() -> String {
-    let mut out = String::new();
+    let mut out = String::from(
+        "\n/** The thread's scratch slots: the entry points' number arguments, stored by ts/calls.ts. */\nexport declare const scratch: ArrayBuffer\n",
+    );
     for e in ENTRIES {
+        let slots: Vec<&str> = e.args.iter().filter(|a| a.2).map(|a| a.0).collect();
         out.push_str("\n/**\n");
         for line in e.docs {
             let _ = writeln!(out, " *{line}");
         }
+        if !slots.is_empty() {
+            let _ = writeln!(out, " * Scratch slots: {}.", slots.join(", "));
+        }
         out.push_str(" */\n");
-        let args: Vec<String> = e.args.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+        let args: Vec<String> = e
+            .args
+            .iter()
+            .filter(|a| !a.2)
+            .map(|(n, t, _)| format!("{n}: {t}"))
+            .collect();
         let _ = writeln!(
             out,
             "export declare function {}({}): {}",
@@ -798,11 +856,68 @@ pub fn typings() -> String {
     out
 }
 
+/// `ts/calls.ts`: for each entry point, a function with its full signature
+/// that stores the number arguments in the scratch slots, in order (anything
+/// but a number as NaN, without calling into it), and calls the entry point
+/// with the others.
+pub fn calls() -> String {
+    let mut out = String::from(concat!(
+        "// Generated from crate/node/src/entries.rs by scripts/typings.mjs: never edited by hand.\n",
+        "// Each entry point takes its number arguments in the thread's scratch slots (see\n",
+        "// crate/node/src/scratch.rs) and the others through N-API: each function here stores\n",
+        "// the numbers, in order, then calls it.\n",
+        "import type * as Binding from '../index.js'\n",
+        "import { native } from './native.js'\n\n",
+        "// Taken off the exports, so that no other code reaches the slots through them.\n",
+        "const scratch: unknown = native.scratch\n",
+        "Reflect.deleteProperty(native, 'scratch')\n",
+        "if (!(scratch instanceof ArrayBuffer)) throw new Error('mapped-region: the scratch slots were taken before the package loaded')\n",
+        "const slots = new Float64Array(scratch)\n",
+        "/** A number as it is; anything else as NaN (refused natively), never converted. */\n",
+        "const n = (value: unknown): number => (typeof value === 'number' ? value : Number.NaN)\n",
+        "const raw: typeof Binding = native\n",
+    ));
+    for e in ENTRIES {
+        let name = e.name.trim_end_matches('\0');
+        let _ = writeln!(out, "const {name}Raw = raw.{name}");
+    }
+    for e in ENTRIES {
+        let name = e.name.trim_end_matches('\0');
+        out.push_str("\n/**\n");
+        for line in e.docs {
+            let _ = writeln!(out, " *{line}");
+        }
+        out.push_str(" */\n");
+        let params: Vec<String> = e.args.iter().map(|(n, t, _)| format!("{n}: {t}")).collect();
+        let _ = writeln!(
+            out,
+            "export function {name}({}): {} {{",
+            params.join(", "),
+            e.ret
+        );
+        for (i, (arg, _, _)) in e.args.iter().filter(|a| a.2).enumerate() {
+            let _ = writeln!(out, "  slots[{i}] = n({arg})");
+        }
+        let passed: Vec<&str> = e.args.iter().filter(|a| !a.2).map(|a| a.0).collect();
+        let _ = writeln!(out, "  return {name}Raw({})", passed.join(", "));
+        out.push_str("}\n");
+    }
+    out
+}
+
 /// Adds the entry points to the module's exports.
 ///
 /// # Safety
 /// `env` and `exports` must be those of the module's initialisation.
 pub unsafe fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()> {
+    // SAFETY: the env of this module's initialisation, on its thread.
+    let scratch = unsafe { crate::scratch::attach(env) }?;
+    // SAFETY: as above.
+    let status =
+        unsafe { sys::napi_set_named_property(env, exports, c"scratch".as_ptr(), scratch) };
+    if status != sys::Status::napi_ok {
+        return Err(napi::Error::from_reason("napi_set_named_property failed"));
+    }
     for e in ENTRIES {
         let mut function = ptr::null_mut();
         // SAFETY: `e.name` is NUL-terminated; the function and the property

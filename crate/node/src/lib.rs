@@ -23,6 +23,7 @@ pub mod entries;
 pub mod errors;
 pub mod handles;
 pub mod records;
+pub mod scratch;
 pub mod shared;
 pub mod shm;
 pub mod tasks;
@@ -60,6 +61,13 @@ pub fn init(exports: Object, env: Env) -> napi::Result<()> {
 #[napi(skip_typescript)]
 pub fn entry_typings() -> String {
     entries::typings()
+}
+
+/// `ts/calls.ts`, the facade's functions that call the entry points (for
+/// `scripts/typings.mjs`, which writes it).
+#[napi(skip_typescript)]
+pub fn entry_calls() -> String {
+    entries::calls()
 }
 
 /// Counts the process's kernel mappings against `vm.max_map_count`.

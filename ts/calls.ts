@@ -1,0 +1,446 @@
+// Generated from crate/node/src/entries.rs by scripts/typings.mjs: never edited by hand.
+// Each entry point takes its number arguments in the thread's scratch slots (see
+// crate/node/src/scratch.rs) and the others through N-API: each function here stores
+// the numbers, in order, then calls it.
+import type * as Binding from '../index.js'
+import { native } from './native.js'
+
+// Taken off the exports, so that no other code reaches the slots through them.
+const scratch: unknown = native.scratch
+Reflect.deleteProperty(native, 'scratch')
+if (!(scratch instanceof ArrayBuffer)) throw new Error('mapped-region: the scratch slots were taken before the package loaded')
+const slots = new Float64Array(scratch)
+/** A number as it is; anything else as NaN (refused natively), never converted. */
+const n = (value: unknown): number => (typeof value === 'number' ? value : Number.NaN)
+const raw: typeof Binding = native
+const regionReserveRaw = raw.regionReserve
+const regionAnonymousRaw = raw.regionAnonymous
+const regionFromFdRaw = raw.regionFromFd
+const regionAddressRaw = raw.regionAddress
+const regionSizeRaw = raw.regionSize
+const regionClosedRaw = raw.regionClosed
+const regionCloseRaw = raw.regionClose
+const regionReclaimRaw = raw.regionReclaim
+const regionMsyncRaw = raw.regionMsync
+const regionMadviseRaw = raw.regionMadvise
+const regionMlockRaw = raw.regionMlock
+const regionMunlockRaw = raw.regionMunlock
+const regionAddFdMappingRaw = raw.regionAddFdMapping
+const regionAddFdMappingBigRaw = raw.regionAddFdMappingBig
+const regionAddShmMappingRaw = raw.regionAddShmMapping
+const regionAddAnonymousRaw = raw.regionAddAnonymous
+const regionProtectRaw = raw.regionProtect
+const regionRemoveMappingRaw = raw.regionRemoveMapping
+const regionReadIntoRaw = raw.regionReadInto
+const regionWriteRaw = raw.regionWrite
+const regionLoadFileRaw = raw.regionLoadFile
+const fileLoadLengthRaw = raw.fileLoadLength
+const fileCheckEofRaw = raw.fileCheckEof
+const regionReadRaw = raw.regionRead
+const regionViewRaw = raw.regionView
+const regionWindowRaw = raw.regionWindow
+const regionAtomicCheckRaw = raw.regionAtomicCheck
+const regionSharedViewRaw = raw.regionSharedView
+const regionShareRaw = raw.regionShare
+const regionAttachRaw = raw.regionAttach
+const regionAtomic32Raw = raw.regionAtomic32
+const regionAtomic64Raw = raw.regionAtomic64
+const regionTableLockRaw = raw.regionTableLock
+const regionTableUnlockRaw = raw.regionTableUnlock
+const regionTableWriteRaw = raw.regionTableWrite
+const regionTableVersionRaw = raw.regionTableVersion
+const regionTableReadRaw = raw.regionTableRead
+const regionPendingRaw = raw.regionPending
+const regionKernelMappingsRaw = raw.regionKernelMappings
+
+/**
+ * A `PROT_NONE` reservation of `size` bytes starting at a multiple of
+ * `align`, owned by `owner`; returns its handle.
+ */
+export function regionReserve(owner: object, size: number, align: number): number {
+  slots[0] = n(size)
+  slots[1] = n(align)
+  return regionReserveRaw(owner)
+}
+
+/**
+ * Anonymous memory owned by `owner`; returns its handle.
+ */
+export function regionAnonymous(owner: object, size: number, protection: number, populate: boolean, shared: boolean): number {
+  slots[0] = n(size)
+  slots[1] = n(protection)
+  return regionAnonymousRaw(owner, populate, shared)
+}
+
+/**
+ * A mapping of `fd` owned by `owner`; returns its handle.
+ */
+export function regionFromFd(owner: object, fd: number, size: number, offset: number, protection: number, populate: boolean, shared: boolean, checkEof: boolean): number {
+  slots[0] = n(fd)
+  slots[1] = n(size)
+  slots[2] = n(offset)
+  slots[3] = n(protection)
+  return regionFromFdRaw(owner, populate, shared, checkEof)
+}
+
+/**
+ * The start address (`ERR_MMAP_CLOSED` once closed).
+ */
+export function regionAddress(handle: number): bigint {
+  slots[0] = n(handle)
+  return regionAddressRaw()
+}
+
+/**
+ * The size in bytes (whole pages for an arena).
+ */
+export function regionSize(handle: number): number {
+  slots[0] = n(handle)
+  return regionSizeRaw()
+}
+
+/**
+ * Whether the region is closed.
+ */
+export function regionClosed(handle: number): boolean {
+  slots[0] = n(handle)
+  return regionClosedRaw()
+}
+
+/**
+ * Detaches every view and unmaps (once nothing uses the memory). `true`
+ * when the facade must call `regionReclaim` on the next turn of the event loop.
+ */
+export function regionClose(handle: number): true | undefined {
+  slots[0] = n(handle)
+  return regionCloseRaw()
+}
+
+/**
+ * Gives held ranges what their changes asked for; releases a deferred close.
+ */
+export function regionReclaim(handle: number): void {
+  slots[0] = n(handle)
+  return regionReclaimRaw()
+}
+
+/**
+ * `msync(MS_SYNC)`.
+ */
+export function regionMsync(handle: number, offset: number, size: number): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  return regionMsyncRaw()
+}
+
+/**
+ * `madvise` with the Linux advice number.
+ */
+export function regionMadvise(handle: number, offset: number, size: number, advice: number): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  slots[3] = n(advice)
+  return regionMadviseRaw()
+}
+
+/**
+ * `mlock` (`mlock2(MLOCK_ONFAULT)` with `onFault`).
+ */
+export function regionMlock(handle: number, offset: number, size: number, onFault: boolean): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  return regionMlockRaw(onFault)
+}
+
+/**
+ * `munlock`.
+ */
+export function regionMunlock(handle: number, offset: number, size: number): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  return regionMunlockRaw()
+}
+
+/**
+ * An fd overlay (`MAP_SHARED`, or `MAP_PRIVATE` without `shared`). `true`
+ * when the arena now holds ranges to reclaim.
+ */
+export function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number, shared: boolean): true | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  slots[3] = n(fd)
+  slots[4] = n(fdOffset)
+  slots[5] = n(protection)
+  return regionAddFdMappingRaw(shared)
+}
+
+/**
+ * An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
+ */
+export function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number, shared: boolean): true | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  slots[3] = n(fd)
+  slots[4] = n(protection)
+  return regionAddFdMappingBigRaw(fdOffset, shared)
+}
+
+/**
+ * An overlay of the `SharedMemory` registered as `source` (its private
+ * descriptor; no `fstat` when the core knows its size: see
+ * `MemoryMappingArena::plan_shm_overlay`).
+ */
+export function regionAddShmMapping(handle: number, offset: number, size: number, source: number, fdOffset: number, protection: number, shared: boolean): true | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  slots[3] = n(source)
+  slots[4] = n(fdOffset)
+  slots[5] = n(protection)
+  return regionAddShmMappingRaw(shared)
+}
+
+/**
+ * A private anonymous overlay.
+ */
+export function regionAddAnonymous(handle: number, offset: number, size: number, protection: number): true | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  slots[3] = n(protection)
+  return regionAddAnonymousRaw()
+}
+
+/**
+ * Changes the protection of a mapped range in place (`mprotect`).
+ */
+export function regionProtect(handle: number, offset: number, size: number, protection: number): true | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  slots[3] = n(protection)
+  return regionProtectRaw()
+}
+
+/**
+ * Replaces the range by reserved `PROT_NONE` space.
+ */
+export function regionRemoveMapping(handle: number, offset: number, size: number): true | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  return regionRemoveMappingRaw()
+}
+
+/**
+ * Copies `target.length` bytes at `offset` into `target`.
+ */
+export function regionReadInto(handle: number, offset: number, target: Uint8Array): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  return regionReadIntoRaw(target)
+}
+
+/**
+ * Copies `source` to `offset`.
+ */
+export function regionWrite(handle: number, offset: number, source: Uint8Array): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  return regionWriteRaw(source)
+}
+
+/**
+ * Reads `fd` from `fileOffset` into `offset` (`pread`, no intermediate
+ * buffer): `length` bytes, or without it the rest of the file. Returns
+ * the bytes loaded (fewer where the file ends).
+ */
+export function regionLoadFile(handle: number, offset: number, fd: number, fileOffset: number, length: number | undefined): number {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(fd)
+  slots[3] = n(fileOffset)
+  return regionLoadFileRaw(length)
+}
+
+/**
+ * How many bytes loading `fd` from `fileOffset` reads without a length:
+ * the rest of the file (the core's rule).
+ */
+export function fileLoadLength(fd: number, fileOffset: number): number {
+  slots[0] = n(fd)
+  slots[1] = n(fileOffset)
+  return fileLoadLengthRaw()
+}
+
+/**
+ * Refuses a mapping of `size` bytes of `fd` from `fdOffset` that reaches
+ * past the end of the file (the core's end-of-file rule; a file of
+ * unknown size passes). For checking a whole snapshot manifest before
+ * anything is mapped.
+ */
+export function fileCheckEof(fd: number, fdOffset: number, size: number): void {
+  slots[0] = n(fd)
+  slots[1] = n(fdOffset)
+  slots[2] = n(size)
+  return fileCheckEofRaw()
+}
+
+/**
+ * A new `Buffer` with a copy of `length` bytes at `offset`.
+ */
+export function regionRead(handle: number, offset: number, length: number): Buffer {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(length)
+  return regionReadRaw()
+}
+
+/**
+ * A zero-copy `Buffer` over the range, detached when the memory under it changes.
+ */
+export function regionView(handle: number, offset: number, length: number): Buffer {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(length)
+  return regionViewRaw()
+}
+
+/**
+ * The facade's window for typed access around `offset`:
+ * `[start, length, buffer]`, `[start, length, undefined]` where memory
+ * may not be touched directly, or `undefined` in a hole.
+ */
+export function regionWindow(handle: number, offset: number): [start: number, length: number, window: Buffer | undefined] | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  return regionWindowRaw()
+}
+
+/**
+ * Refuses an atomic access of `width` bytes at `offset` that may not be
+ * made (bounds, natural alignment, memory that may be touched directly).
+ */
+export function regionAtomicCheck(handle: number, offset: number, width: number): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(width)
+  return regionAtomicCheckRaw()
+}
+
+/**
+ * A `SharedArrayBuffer` over the range (where the runtime can make one), pinning
+ * it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
+ */
+export function regionSharedView(handle: number, offset: number, length: number): SharedArrayBuffer {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(length)
+  return regionSharedViewRaw()
+}
+
+/**
+ * Shares the region with other threads: `[id, token, isArena]` for
+ * `regionAttach`. From now on views are recorded and no window is handed out.
+ */
+export function regionShare(handle: number): [id: number, token: number, arena: boolean] {
+  slots[0] = n(handle)
+  return regionShareRaw()
+}
+
+/**
+ * A new handle, owned by `owner`, over the region shared as `id`/`token`
+ * (in any thread); `arena` must match its kind.
+ */
+export function regionAttach(owner: object, id: number, token: number, arena: boolean): number {
+  slots[0] = n(id)
+  slots[1] = n(token)
+  return regionAttachRaw(owner, arena)
+}
+
+/**
+ * A checked atomic 4-byte operation at `offset` (for memory without a
+ * window): `op` 0 load, 1 store `value`, 2 compare `expected` and
+ * exchange for `value`; returns the value loaded (or stored).
+ */
+export function regionAtomic32(handle: number, offset: number, op: number, value: number, expected: number): number {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(op)
+  slots[3] = n(value)
+  slots[4] = n(expected)
+  return regionAtomic32Raw()
+}
+
+/**
+ * As `regionAtomic32`, for 8 bytes (values as BigInts).
+ */
+export function regionAtomic64(handle: number, offset: number, op: number, value: bigint, expected: bigint): bigint {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(op)
+  return regionAtomic64Raw(value, expected)
+}
+
+/**
+ * Takes the lock of the table the facade keeps with the region (for
+ * every object that owns it, in any thread), waiting while another holds it.
+ */
+export function regionTableLock(handle: number): void {
+  slots[0] = n(handle)
+  return regionTableLockRaw()
+}
+
+/**
+ * Releases the table's lock (if this object holds it).
+ */
+export function regionTableUnlock(handle: number): void {
+  slots[0] = n(handle)
+  return regionTableUnlockRaw()
+}
+
+/**
+ * Replaces the table (the lock must be held); returns its new version.
+ */
+export function regionTableWrite(handle: number, bytes: Uint8Array): number {
+  slots[0] = n(handle)
+  return regionTableWriteRaw(bytes)
+}
+
+/**
+ * The table's version (0 before the first write), read without the lock.
+ */
+export function regionTableVersion(handle: number): number {
+  slots[0] = n(handle)
+  return regionTableVersionRaw()
+}
+
+/**
+ * A copy of the table, its version written into its first 8 bytes.
+ */
+export function regionTableRead(handle: number): Buffer {
+  slots[0] = n(handle)
+  return regionTableReadRaw()
+}
+
+/**
+ * Asynchronous operations still pending.
+ */
+export function regionPending(handle: number): number {
+  slots[0] = n(handle)
+  return regionPendingRaw()
+}
+
+/**
+ * Kernel mappings an arena occupies.
+ */
+export function regionKernelMappings(handle: number): number {
+  slots[0] = n(handle)
+  return regionKernelMappingsRaw()
+}

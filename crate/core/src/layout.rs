@@ -1,14 +1,15 @@
 //! Interval bookkeeping for an arena: which page range holds which overlay.
 //!
-//! Pieces are kept in a `BTreeMap` keyed by their start offset, never overlap,
+//! Pieces are kept in an ordered map keyed by their start offset ([`Pieces`]: a
+//! sorted `Vec` while there are few, a `BTreeMap` beyond), never overlap,
 //! and neighbouring pieces that the kernel would treat as one mapping (same kind
 //! and protection; for fds the same fd with contiguous file offsets) are merged.
 //! Holes (reserved `PROT_NONE` space) are not stored. Each update costs
 //! O(log n) plus O(log n) per piece it replaces.
 
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
+use crate::pieces::Pieces;
 use crate::Protection;
 
 /// What backs a piece of an arena.
@@ -90,7 +91,7 @@ impl Piece {
 /// The layout of an arena: non-overlapping, merged pieces ordered by offset.
 #[derive(Debug, Default, Clone)]
 pub struct Layout {
-    pieces: BTreeMap<usize, Piece>,
+    pieces: Pieces<Piece>,
     /// Pairs of consecutive pieces with no hole between them (kept up to date by
     /// `put`/`take`), so that the kernel's mapping count is known in O(1).
     touching: usize,
@@ -116,9 +117,7 @@ impl Layout {
     /// occupies: one per entry plus one per reserved hole between, before and
     /// after them.
     pub fn kernel_mappings(&self, size: usize) -> usize {
-        let (Some((&first, _)), Some((_, last))) =
-            (self.pieces.first_key_value(), self.pieces.last_key_value())
-        else {
+        let (Some((first, _)), Some((_, last))) = (self.pieces.first(), self.pieces.last()) else {
             return 1;
         };
         let entries = self.pieces.len();
@@ -129,8 +128,8 @@ impl Layout {
     /// The end of the piece before `start` and the start of the piece at or
     /// after `end`.
     fn neighbours(&self, start: usize, end: usize) -> (Option<usize>, Option<usize>) {
-        let prev_end = self.pieces.range(..start).next_back().map(|(_, p)| p.end);
-        let next_start = self.pieces.range(end..).next().map(|(&s, _)| s);
+        let prev_end = self.pieces.before(start).map(|(_, p)| p.end);
+        let next_start = self.pieces.from(end).map(|(s, _)| s);
         (prev_end, next_start)
     }
 
@@ -147,7 +146,7 @@ impl Layout {
 
     /// Removes the piece at `start`, keeping `touching` current.
     fn take(&mut self, start: usize) -> Option<Piece> {
-        let piece = self.pieces.remove(&start)?;
+        let piece = self.pieces.remove(start)?;
         let (prev_end, next_start) = self.neighbours(start, piece.end);
         self.touching -= usize::from(prev_end == Some(start));
         self.touching -= usize::from(next_start == Some(piece.end));
@@ -163,8 +162,8 @@ impl Layout {
             return;
         }
         // The last piece that starts before `end`, and the one before it.
-        let mut before = self.pieces.range(..end).rev();
-        let Some((&s, &p)) = before.next() else {
+        let mut before = self.pieces.below(end).rev();
+        let Some((s, &p)) = before.next() else {
             return;
         };
         if p.end <= start {
@@ -174,14 +173,14 @@ impl Layout {
             // Exactly one piece (an overlay removed whole): its neighbours are
             // the piece before it and the first one at or after `end`.
             let prev_end = before.next().map(|(_, q)| q.end);
-            let next_start = self.pieces.range(end..).next().map(|(&n, _)| n);
-            self.pieces.remove(&s);
+            let next_start = self.pieces.from(end).map(|(n, _)| n);
+            self.pieces.remove(s);
             self.touching -= usize::from(prev_end == Some(start));
             self.touching -= usize::from(next_start == Some(end));
             return;
         }
         // Otherwise from that piece backwards, while pieces reach into the range.
-        while let Some((&s, &p)) = self.pieces.range(..end).next_back() {
+        while let Some((s, &p)) = self.pieces.before(end) {
             if p.end <= start {
                 break;
             }
@@ -224,12 +223,8 @@ impl Layout {
         self.clear(start, end);
         // `[start, end)` is a hole now, between `left` and `right` (the pieces
         // around it, if any), which are therefore not touching each other.
-        let left = self
-            .pieces
-            .range(..start)
-            .next_back()
-            .map(|(&s, &p)| (s, p));
-        let right = self.pieces.range(end..).next().map(|(&s, &p)| (s, p));
+        let left = self.pieces.before(start).map(|(s, &p)| (s, p));
+        let right = self.pieces.from(end).map(|(s, &p)| (s, p));
         let piece = Piece {
             end,
             backing,
@@ -253,7 +248,7 @@ impl Layout {
         };
         if let Some((r, right)) = right {
             if right_touches && merged.continues_into(first, &right) && kernel_merged(end) {
-                self.pieces.remove(&r);
+                self.pieces.remove(r);
                 merged.end = right.end;
                 // The pair (merged, right) is one piece now; right's own pair
                 // with the piece after it is merged's, unchanged.
@@ -264,7 +259,7 @@ impl Layout {
         if first == start {
             self.touching += usize::from(left_touches);
             self.pieces.insert(start, merged);
-        } else if let Some(l) = self.pieces.get_mut(&first) {
+        } else if let Some(l) = self.pieces.get_mut(first) {
             // Merged into `left`, which keeps its place and its pair before it.
             *l = merged;
         }
@@ -306,7 +301,7 @@ impl Layout {
     /// On success, tells whether the whole range is anonymous memory.
     pub fn check_access(&self, start: usize, end: usize, needed: Protection) -> Option<bool> {
         // The piece that contains `start`, then its contiguous successors.
-        let first = self.pieces.range(..=start).next_back();
+        let first = self.pieces.at_or_before(start);
         // Most accesses lie inside one piece: one search.
         if let Some((_, p)) = first {
             if p.end >= end && p.end > start {
@@ -320,9 +315,9 @@ impl Layout {
         let mut all_anonymous = true;
         let mut iter = first
             .into_iter()
-            .chain(self.pieces.range(start.saturating_add(1)..end));
+            .chain(self.pieces.range(start.saturating_add(1), end));
         while cursor < end {
-            let (&s, p) = iter.next()?;
+            let (s, p) = iter.next()?;
             if s > cursor || p.end <= cursor || !p.protection.contains(needed) {
                 return None;
             }
@@ -337,24 +332,24 @@ impl Layout {
         if self.pieces.is_empty() {
             return false;
         }
-        let before = self.pieces.range(..=start).next_back();
+        let before = self.pieces.at_or_before(start);
         before.is_some_and(|(_, p)| p.end > start)
             || self
                 .pieces
-                .range(start.saturating_add(1)..end)
+                .range(start.saturating_add(1), end)
                 .next()
                 .is_some()
     }
 
     /// The extent `[start, end)` of the piece that contains `offset`.
     pub fn piece_at(&self, offset: usize) -> Option<(usize, usize)> {
-        let (&start, p) = self.pieces.range(..=offset).next_back()?;
+        let (start, p) = self.pieces.at_or_before(offset)?;
         (p.end > offset).then_some((start, p.end))
     }
 
     /// The entries, sorted by offset.
     pub fn iter(&self) -> impl Iterator<Item = MappingInfo> + '_ {
-        self.pieces.iter().map(|(&offset, p)| MappingInfo {
+        self.pieces.iter().map(|(offset, p)| MappingInfo {
             offset,
             size: p.end - offset,
             backing: p.backing,
@@ -470,5 +465,148 @@ mod tests {
         assert!(l.overlaps(5, 7) && l.overlaps(0, 1) && l.overlaps(11, 20));
         assert!(!l.overlaps(5, 6) && !l.overlaps(12, 20));
         assert_eq!(l.check_access(6, 8, Protection::READ), Some(false));
+    }
+
+    /// Random `set`, `clear` and `set_protection` over 400 pages, checked after
+    /// every step against a page-by-page model merged as far as it goes: the
+    /// entries, the kernel mapping count, `check_access`, `overlaps` and
+    /// `piece_at`. The number of pieces crosses the small map's limits both
+    /// ways many times, so both of its forms are checked.
+    #[test]
+    fn agrees_with_a_page_model_small_and_large() {
+        const N: usize = 400;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let prots = [RW, R, Protection::NONE];
+        let mut l = Layout::new();
+        let mut pages: Vec<Option<(Backing, Protection)>> = vec![None; N];
+        let (mut most, mut fewest_after_most) = (0, usize::MAX);
+        for step in 0..20_000 {
+            // Mostly short ranges, so that pieces are many; now and then a long one.
+            let start = next(N);
+            let len = if next(10) == 0 {
+                1 + next(N - start)
+            } else {
+                1 + next(4.min(N - start))
+            };
+            let end = start + len;
+            // Grow the count for a while, then shrink it.
+            let clearing = (step / 2000) % 2 == 1;
+            match next(6) {
+                0 | 1 if !clearing => {
+                    let prot = prots[next(3)];
+                    let backing = if next(2) == 0 {
+                        Backing::Anonymous
+                    } else {
+                        fd(3 + next(2) as RawFd, (start * 7 + next(2)) as u64)
+                    };
+                    l.set(start, end, backing, prot);
+                    for (i, page) in pages.iter_mut().enumerate().take(end).skip(start) {
+                        let b = match backing {
+                            Backing::Fd {
+                                fd,
+                                fd_offset,
+                                shared,
+                            } => Backing::Fd {
+                                fd,
+                                fd_offset: fd_offset + (i - start) as u64,
+                                shared,
+                            },
+                            Backing::Anonymous => Backing::Anonymous,
+                        };
+                        *page = Some((b, prot));
+                    }
+                }
+                2 => {
+                    let prot = prots[next(3)];
+                    l.set_protection(start, end, prot, &mut |_| true);
+                    for page in pages.iter_mut().take(end).skip(start).flatten() {
+                        page.1 = prot;
+                    }
+                }
+                _ => {
+                    l.clear(start, end);
+                    pages[start..end].fill(None);
+                }
+            }
+            // The model's entries: runs of pages that continue one another.
+            let mut want: Vec<(usize, usize, Backing, Protection)> = Vec::new();
+            for (i, page) in pages.iter().enumerate() {
+                let Some((b, p)) = *page else { continue };
+                if let Some(last) = want.last_mut() {
+                    let continues = last.0 + last.1 == i
+                        && last.3 == p
+                        && match (last.2, b) {
+                            (Backing::Anonymous, Backing::Anonymous) => true,
+                            (
+                                Backing::Fd {
+                                    fd: a,
+                                    fd_offset: oa,
+                                    ..
+                                },
+                                Backing::Fd {
+                                    fd: c,
+                                    fd_offset: oc,
+                                    ..
+                                },
+                            ) => a == c && oa + last.1 as u64 == oc,
+                            _ => false,
+                        };
+                    if continues {
+                        last.1 += 1;
+                        continue;
+                    }
+                }
+                want.push((i, 1, b, p));
+            }
+            assert_eq!(entries(&l), want, "step {step}");
+            let holes = want.windows(2).filter(|w| w[0].0 + w[0].1 < w[1].0).count()
+                + usize::from(want.first().is_some_and(|e| e.0 > 0))
+                + usize::from(want.last().is_some_and(|e| e.0 + e.1 < N));
+            assert_eq!(
+                l.kernel_mappings(N),
+                if want.is_empty() {
+                    1
+                } else {
+                    want.len() + holes
+                },
+                "step {step}"
+            );
+            let (a, b) = (next(N), next(N));
+            let (a, b) = (a.min(b), a.max(b) + 1);
+            let mapped = pages[a..b]
+                .iter()
+                .all(|p| p.is_some_and(|(_, p)| p.contains(Protection::READ)));
+            assert_eq!(
+                l.check_access(a, b, Protection::READ).is_some(),
+                mapped,
+                "step {step}"
+            );
+            assert_eq!(
+                l.overlaps(a, b),
+                pages[a..b].iter().any(Option::is_some),
+                "step {step}"
+            );
+            let at = next(N);
+            let piece = want
+                .iter()
+                .find(|e| e.0 <= at && at < e.0 + e.1)
+                .map(|e| (e.0, e.0 + e.1));
+            assert_eq!(l.piece_at(at), piece, "step {step}");
+            most = most.max(l.len());
+            if most > crate::pieces::SMALL_MAX {
+                fewest_after_most = fewest_after_most.min(l.len());
+            }
+        }
+        assert!(most > crate::pieces::SMALL_MAX, "at most {most} pieces");
+        assert!(
+            fewest_after_most < crate::pieces::SMALL_MIN,
+            "never fewer than {fewest_after_most} after"
+        );
     }
 }

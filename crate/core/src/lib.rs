@@ -27,6 +27,7 @@ mod held;
 mod layout;
 mod load;
 mod mapping;
+mod pieces;
 mod protection;
 mod region;
 pub mod rules;

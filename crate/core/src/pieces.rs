@@ -1,47 +1,51 @@
-//! An ordered map from offsets to values, for the layout's pieces: a sorted
-//! `Vec` while it is small, a `BTreeMap` once it is large.
+//! An ordered map from offsets to values, for the layout's pieces: sorted
+//! chunks of at most [`CHUNK`] entries, with the first key of each chunk in
+//! one more sorted array.
 //!
-//! Most arenas hold a handful of overlays, and each overlay added or removed
-//! looks its neighbours up a few times. In a `BTreeMap` every look-up builds a
-//! range (two edge searches) and every removal shuffles a node; in a short
-//! sorted `Vec` the same is a binary search over a few cache lines and a
-//! small `memmove`. Past [`SMALL_MAX`] entries a `Vec`'s insertions in the
-//! middle would cost O(n), so the map becomes a `BTreeMap` (O(log n)), and
-//! goes back below [`SMALL_MIN`] (the gap keeps a map that hovers around one
-//! size from converting back and forth: each conversion, O(n), is paid for by
-//! at least `SMALL_MAX - SMALL_MIN` operations since the last).
+//! Each overlay added or removed looks its neighbours up a few times. In a
+//! `BTreeMap` every look-up builds a range (two edge searches down every
+//! level) and a removal shuffles nodes; here a look-up is a binary search over
+//! the chunks' first keys (one array of `usize`) and one inside a chunk — a
+//! few cache lines whatever the size — and an insertion or removal moves at
+//! most a chunk's entries. A chunk that outgrows [`CHUNK`] is split in two;
+//! an emptied one is dropped. Most arenas have a handful of pieces: one chunk,
+//! a sorted `Vec`. Look-ups stay O(log n); an insertion or removal is
+//! O(log n) plus O(n / [`CHUNK`]) when a chunk is split or dropped (one
+//! `memmove` of the first keys, for at most one operation in
+//! [`CHUNK`] / 2 of them).
 
-use std::collections::{btree_map, BTreeMap};
+/// The most entries in one chunk.
+pub const CHUNK: usize = 64;
 
-/// The most entries kept in a `Vec`.
-pub const SMALL_MAX: usize = 64;
-/// A `BTreeMap` with fewer entries than this becomes a `Vec` again.
-pub const SMALL_MIN: usize = 32;
-
-#[derive(Debug, Clone)]
-enum Repr<V> {
-    Small(Vec<(usize, V)>),
-    Large(BTreeMap<usize, V>),
-}
+/// An entry found: its key and its value.
+pub type Found<'a, V> = Option<(usize, &'a V)>;
 
 /// An ordered map from `usize` keys to `V`.
 #[derive(Debug, Clone)]
 pub struct Pieces<V> {
-    repr: Repr<V>,
+    /// Non-empty chunks, in key order.
+    chunks: Vec<Vec<(usize, V)>>,
+    /// The first key of each chunk.
+    firsts: Vec<usize>,
+    len: usize,
 }
 
 impl<V> Default for Pieces<V> {
     fn default() -> Self {
         Pieces {
-            repr: Repr::Small(Vec::new()),
+            chunks: Vec::new(),
+            firsts: Vec::new(),
+            len: 0,
         }
     }
 }
 
-/// Entries in key order (a sub-range of them).
-pub enum Iter<'a, V> {
-    Small(std::slice::Iter<'a, (usize, V)>),
-    Large(btree_map::Range<'a, usize, V>),
+/// Entries in key order, from a position on, up to a key.
+pub struct Iter<'a, V> {
+    chunks: &'a [Vec<(usize, V)>],
+    chunk: usize,
+    at: usize,
+    to: usize,
 }
 
 impl<'a, V> Iterator for Iter<'a, V> {
@@ -49,19 +53,19 @@ impl<'a, V> Iterator for Iter<'a, V> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Small(i) => i.next().map(|(k, v)| (*k, v)),
-            Iter::Large(i) => i.next().map(|(k, v)| (*k, v)),
-        }
-    }
-}
-
-impl<'a, V> DoubleEndedIterator for Iter<'a, V> {
-    #[inline]
-    fn next_back(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Small(i) => i.next_back().map(|(k, v)| (*k, v)),
-            Iter::Large(i) => i.next_back().map(|(k, v)| (*k, v)),
+        loop {
+            let chunk = self.chunks.get(self.chunk)?;
+            match chunk.get(self.at) {
+                Some((k, v)) if *k < self.to => {
+                    self.at += 1;
+                    return Some((*k, v));
+                }
+                Some(_) => return None,
+                None => {
+                    self.chunk += 1;
+                    self.at = 0;
+                }
+            }
         }
     }
 }
@@ -70,157 +74,178 @@ impl<V> Pieces<V> {
     /// The number of entries.
     #[inline]
     pub fn len(&self) -> usize {
-        match &self.repr {
-            Repr::Small(v) => v.len(),
-            Repr::Large(m) => m.len(),
-        }
+        self.len
     }
 
     /// Whether there are none.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    /// The position (chunk, index) of the first entry with a key at least
+    /// `key` (`(chunks.len(), 0)` past the end).
+    #[inline]
+    fn position_from(&self, key: usize) -> (usize, usize) {
+        // The last chunk starting below `key` may hold it; otherwise the next.
+        let c = self.firsts.partition_point(|&f| f < key);
+        if c == 0 {
+            return (0, 0);
+        }
+        let chunk = &self.chunks[c - 1];
+        let i = chunk.partition_point(|e| e.0 < key);
+        if i < chunk.len() {
+            (c - 1, i)
+        } else {
+            (c, 0)
+        }
+    }
+
+    /// The entry just before position `(c, i)`.
+    #[inline]
+    fn entry_before(&self, (c, i): (usize, usize)) -> Option<(usize, &V)> {
+        let (c, i) = if i > 0 {
+            (c, i - 1)
+        } else {
+            let c = c.checked_sub(1)?;
+            (c, self.chunks[c].len() - 1)
+        };
+        let e = &self.chunks[c][i];
+        Some((e.0, &e.1))
     }
 
     /// The entries with keys in `[from, to)`, in order.
     #[inline]
     pub fn range(&self, from: usize, to: usize) -> Iter<'_, V> {
-        match &self.repr {
-            Repr::Small(v) => {
-                let lo = v.partition_point(|e| e.0 < from);
-                // Keys from `lo` on are >= from: none below a `to` <= from.
-                let hi = lo + v[lo..].partition_point(|e| e.0 < to);
-                Iter::Small(v[lo..hi].iter())
-            }
-            Repr::Large(m) if from < to => Iter::Large(m.range(from..to)),
-            // An empty range (BTreeMap::range refuses one that is backwards).
-            Repr::Large(m) => Iter::Large(m.range(from..from)),
+        let (chunk, at) = self.position_from(from);
+        Iter {
+            chunks: &self.chunks,
+            chunk,
+            at,
+            to,
         }
-    }
-
-    /// The entries with keys below `to`, in order (the last first with `rev`).
-    #[inline]
-    pub fn below(&self, to: usize) -> Iter<'_, V> {
-        self.range(0, to)
     }
 
     /// The entry with the largest key below `to`.
     #[inline]
     pub fn before(&self, to: usize) -> Option<(usize, &V)> {
-        match &self.repr {
-            Repr::Small(v) => {
-                let i = v.partition_point(|e| e.0 < to);
-                i.checked_sub(1).map(|i| (v[i].0, &v[i].1))
-            }
-            Repr::Large(m) => m.range(..to).next_back().map(|(k, v)| (*k, v)),
-        }
+        self.entry_before(self.position_from(to))
+    }
+
+    /// The entries with the largest and the second largest key below `to`.
+    #[inline]
+    pub fn before_two(&self, to: usize) -> (Found<'_, V>, Found<'_, V>) {
+        let (c, i) = self.position_from(to);
+        let Some(last) = self.entry_before((c, i)) else {
+            return (None, None);
+        };
+        let (c, i) = if i > 0 {
+            (c, i - 1)
+        } else {
+            (c - 1, self.chunks[c - 1].len() - 1)
+        };
+        (Some(last), self.entry_before((c, i)))
     }
 
     /// The entry with the largest key at most `at`.
     #[inline]
     pub fn at_or_before(&self, at: usize) -> Option<(usize, &V)> {
-        match &self.repr {
-            Repr::Small(v) => {
-                let i = v.partition_point(|e| e.0 <= at);
-                i.checked_sub(1).map(|i| (v[i].0, &v[i].1))
-            }
-            Repr::Large(m) => m.range(..=at).next_back().map(|(k, v)| (*k, v)),
+        match at.checked_add(1) {
+            Some(to) => self.before(to),
+            None => self.last(),
         }
     }
 
     /// The entry with the smallest key at least `from`.
     #[inline]
     pub fn from(&self, from: usize) -> Option<(usize, &V)> {
-        match &self.repr {
-            Repr::Small(v) => {
-                let i = v.partition_point(|e| e.0 < from);
-                v.get(i).map(|e| (e.0, &e.1))
-            }
-            Repr::Large(m) => m.range(from..).next().map(|(k, v)| (*k, v)),
-        }
+        let (c, i) = self.position_from(from);
+        self.chunks.get(c).map(|chunk| (chunk[i].0, &chunk[i].1))
     }
 
     /// The first entry.
     #[inline]
     pub fn first(&self) -> Option<(usize, &V)> {
-        match &self.repr {
-            Repr::Small(v) => v.first().map(|e| (e.0, &e.1)),
-            Repr::Large(m) => m.first_key_value().map(|(k, v)| (*k, v)),
-        }
+        self.chunks.first().map(|c| (c[0].0, &c[0].1))
     }
 
     /// The last entry.
     #[inline]
     pub fn last(&self) -> Option<(usize, &V)> {
-        match &self.repr {
-            Repr::Small(v) => v.last().map(|e| (e.0, &e.1)),
-            Repr::Large(m) => m.last_key_value().map(|(k, v)| (*k, v)),
-        }
+        let e = self.chunks.last()?.last()?;
+        Some((e.0, &e.1))
     }
 
     /// Every entry, in order.
     #[inline]
-    pub fn iter(&self) -> Iter<'_, V> {
-        match &self.repr {
-            Repr::Small(v) => Iter::Small(v.iter()),
-            Repr::Large(m) => Iter::Large(m.range(..)),
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &V)> {
+        self.chunks.iter().flatten().map(|(k, v)| (*k, v))
+    }
+
+    /// The chunk that holds `key` or would: the last one starting at or
+    /// below it (the first if none does). None when there are no chunks.
+    #[inline]
+    fn chunk_for(&self, key: usize) -> Option<usize> {
+        if self.chunks.is_empty() {
+            return None;
         }
+        Some(self.firsts.partition_point(|&f| f <= key).saturating_sub(1))
     }
 
     /// The value at `key`, to change in place.
     #[inline]
     pub fn get_mut(&mut self, key: usize) -> Option<&mut V> {
-        match &mut self.repr {
-            Repr::Small(v) => {
-                let i = v.partition_point(|e| e.0 < key);
-                v.get_mut(i).filter(|e| e.0 == key).map(|e| &mut e.1)
-            }
-            Repr::Large(m) => m.get_mut(&key),
-        }
+        let c = self.chunk_for(key)?;
+        let chunk = &mut self.chunks[c];
+        let i = chunk.partition_point(|e| e.0 < key);
+        chunk.get_mut(i).filter(|e| e.0 == key).map(|e| &mut e.1)
     }
 
     /// Puts `value` at `key` (replacing what was there).
     #[inline]
     pub fn insert(&mut self, key: usize, value: V) {
-        match &mut self.repr {
-            Repr::Small(v) => {
-                let i = v.partition_point(|e| e.0 < key);
-                match v.get_mut(i) {
-                    Some(e) if e.0 == key => e.1 = value,
-                    _ => v.insert(i, (key, value)),
-                }
-                if v.len() > SMALL_MAX {
-                    let large = std::mem::take(v).into_iter().collect();
-                    self.repr = Repr::Large(large);
-                }
+        let Some(c) = self.chunk_for(key) else {
+            self.chunks.push(vec![(key, value)]);
+            self.firsts.push(key);
+            self.len = 1;
+            return;
+        };
+        let chunk = &mut self.chunks[c];
+        let i = chunk.partition_point(|e| e.0 < key);
+        match chunk.get_mut(i) {
+            Some(e) if e.0 == key => {
+                e.1 = value;
+                return;
             }
-            Repr::Large(m) => {
-                m.insert(key, value);
-            }
+            _ => chunk.insert(i, (key, value)),
+        }
+        self.len += 1;
+        self.firsts[c] = chunk[0].0;
+        if chunk.len() > CHUNK {
+            let second = chunk.split_off(CHUNK / 2);
+            self.firsts.insert(c + 1, second[0].0);
+            self.chunks.insert(c + 1, second);
         }
     }
 
     /// Takes out the value at `key`.
     #[inline]
     pub fn remove(&mut self, key: usize) -> Option<V> {
-        match &mut self.repr {
-            Repr::Small(v) => {
-                let i = v.partition_point(|e| e.0 < key);
-                if v.get(i).is_some_and(|e| e.0 == key) {
-                    Some(v.remove(i).1)
-                } else {
-                    None
-                }
-            }
-            Repr::Large(m) => {
-                let value = m.remove(&key);
-                if m.len() < SMALL_MIN {
-                    let small = std::mem::take(m).into_iter().collect();
-                    self.repr = Repr::Small(small);
-                }
-                value
-            }
+        let c = self.chunk_for(key)?;
+        let chunk = &mut self.chunks[c];
+        let i = chunk.partition_point(|e| e.0 < key);
+        if chunk.get(i).is_none_or(|e| e.0 != key) {
+            return None;
         }
+        let (_, value) = chunk.remove(i);
+        self.len -= 1;
+        if let Some(e) = chunk.first() {
+            self.firsts[c] = e.0;
+        } else {
+            self.chunks.remove(c);
+            self.firsts.remove(c);
+        }
+        Some(value)
     }
 }
 
@@ -242,12 +267,11 @@ mod tests {
         };
         let mut pieces = Pieces::default();
         let mut model = BTreeMap::new();
-        let mut conversions = 0;
-        let mut was_small = true;
+        let mut most_chunks = 0;
         for step in 0..200_000 {
             // Grow for a while, then shrink, so that both conversions happen often.
-            let phase = (step / 500) % 2 == 0;
-            let key = (next() % 100) as usize;
+            let phase = (step / 3000) % 2 == 0;
+            let key = (next() % 400) as usize;
             match next() % 8 {
                 0..=3 if phase => {
                     pieces.insert(key, step);
@@ -269,8 +293,8 @@ mod tests {
                 }
                 _ => {}
             }
-            let to = (next() % 110) as usize;
-            let from = (next() % 110) as usize;
+            let to = (next() % 420) as usize;
+            let from = (next() % 420) as usize;
             let pair = |(k, v): (&usize, &usize)| (*k, *v);
             assert_eq!(
                 pieces.before(to).map(|(k, v)| (k, *v)),
@@ -291,10 +315,10 @@ mod tests {
                 Vec::new()
             };
             assert_eq!(got, want);
-            let got: Vec<(usize, usize)> = pieces
-                .below(to)
-                .rev()
-                .take(2)
+            let (last, second) = pieces.before_two(to);
+            let got: Vec<(usize, usize)> = last
+                .into_iter()
+                .chain(second)
                 .map(|(k, v)| (k, *v))
                 .collect();
             let want: Vec<(usize, usize)> = model.range(..to).rev().take(2).map(pair).collect();
@@ -308,13 +332,19 @@ mod tests {
                 pieces.last().map(|(k, v)| (k, *v)),
                 model.last_key_value().map(pair)
             );
-            let small = matches!(pieces.repr, Repr::Small(_));
-            conversions += usize::from(small != was_small);
-            was_small = small;
+            assert_eq!(
+                pieces.firsts,
+                pieces.chunks.iter().map(|c| c[0].0).collect::<Vec<_>>()
+            );
+            assert!(pieces
+                .chunks
+                .iter()
+                .all(|c| !c.is_empty() && c.len() <= CHUNK));
+            most_chunks = most_chunks.max(pieces.chunks.len());
         }
         let all: Vec<(usize, usize)> = pieces.iter().map(|(k, v)| (k, *v)).collect();
         let want: Vec<(usize, usize)> = model.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(all, want);
-        assert!(conversions > 20, "only {conversions} conversions");
+        assert!(most_chunks >= 3, "at most {most_chunks} chunks");
     }
 }

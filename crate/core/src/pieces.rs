@@ -9,10 +9,11 @@
 //! few cache lines whatever the size — and an insertion or removal moves at
 //! most a chunk's entries. A chunk that outgrows [`CHUNK`] is split in two;
 //! an emptied one is dropped. Most arenas have a handful of pieces: one chunk,
-//! a sorted `Vec`. Look-ups stay O(log n); an insertion or removal is
-//! O(log n) plus O(n / [`CHUNK`]) when a chunk is split or dropped (one
-//! `memmove` of the first keys, for at most one operation in
-//! [`CHUNK`] / 2 of them).
+//! a sorted `Vec`. Look-ups stay O(log n); an insertion or removal moves at
+//! most one chunk's entries, plus the array of chunks when one is split or
+//! emptied. Chunks are only made by splits, which leave at least
+//! [`CHUNK`] / 2 entries in each, so that array holds at most one entry per
+//! 32 pieces of the largest the map has been.
 
 /// The most entries in one chunk.
 pub const CHUNK: usize = 64;

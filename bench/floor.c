@@ -31,30 +31,24 @@ static napi_value fail(napi_env env, const char *what) {
   return NULL;
 }
 
-// mapFd(addr, len, fd, prot): mmap(MAP_SHARED | MAP_FIXED) of fd at offset 0.
-static napi_value map_fd(napi_env env, napi_callback_info info) {
-  ARGS(4);
-  void *addr = (void *)(uintptr_t)arg_num(env, argv[0]);
-  size_t len = (size_t)arg_num(env, argv[1]);
-  int fd = (int)arg_num(env, argv[2]);
-  int prot = (int)arg_num(env, argv[3]);
-  if (mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) return fail(env, "mmap fd");
-  return NULL;
-}
-
-// mapFdChecked(addr, len, fd, prot): an fstat of fd (what an overlay of an fd number needs for
-// its end-of-file check: the size, the type, the identity), then mapFd's mmap.
-static napi_value map_fd_checked(napi_env env, napi_callback_info info) {
+// mapFd(addr, len, fd, prot): mmap(MAP_SHARED | MAP_FIXED) of fd at offset 0; with `checked`
+// (mapFdChecked), an fstat of fd first: what an overlay of an fd number needs for its end-of-file
+// check (the size, the type, the identity).
+static napi_value map_fd_with(napi_env env, napi_callback_info info, int checked) {
   ARGS(4);
   void *addr = (void *)(uintptr_t)arg_num(env, argv[0]);
   size_t len = (size_t)arg_num(env, argv[1]);
   int fd = (int)arg_num(env, argv[2]);
   int prot = (int)arg_num(env, argv[3]);
   struct stat st;
-  if (fstat(fd, &st)) return fail(env, "fstat");
+  if (checked && fstat(fd, &st)) return fail(env, "fstat");
   if (mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) return fail(env, "mmap fd");
   return NULL;
 }
+
+static napi_value map_fd(napi_env env, napi_callback_info info) { return map_fd_with(env, info, 0); }
+
+static napi_value map_fd_checked(napi_env env, napi_callback_info info) { return map_fd_with(env, info, 1); }
 
 // mapAnon(addr, len, prot): mmap(MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED).
 static napi_value map_anon(napi_env env, napi_callback_info info) {

@@ -506,20 +506,13 @@ mod tests {
                         fd(3 + next(2) as RawFd, (start * 7 + next(2)) as u64)
                     };
                     l.set(start, end, backing, prot);
+                    let piece = Piece {
+                        end,
+                        backing,
+                        protection: prot,
+                    };
                     for (i, page) in pages.iter_mut().enumerate().take(end).skip(start) {
-                        let b = match backing {
-                            Backing::Fd {
-                                fd,
-                                fd_offset,
-                                shared,
-                            } => Backing::Fd {
-                                fd,
-                                fd_offset: fd_offset + (i - start) as u64,
-                                shared,
-                            },
-                            Backing::Anonymous => Backing::Anonymous,
-                        };
-                        *page = Some((b, prot));
+                        *page = Some((piece.tail(start, i).backing, prot));
                     }
                 }
                 4 => {

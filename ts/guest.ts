@@ -465,7 +465,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       })
     }
     this.#slots = slots
-    this.#markedTo = 0
+    this.#forgetMarkedPage()
     this.#version = data.getFloat64(0, true)
   }
 
@@ -474,7 +474,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * current regions, and writes them back (only if it succeeded).
    */
   #change<T>(change: () => T): T {
-    this.#markedTo = 0
+    this.#forgetMarkedPage()
     if (!this.#shared) return change()
     regionTableLock(this.#h)
     try {
@@ -603,6 +603,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     return addr >= this.#markedFrom && addr + len <= this.#markedTo
   }
 
+  /** Forgets the page marked last: its bit was taken, or its region may have a new bitmap. */
+  #forgetMarkedPage(): void {
+    this.#markedTo = 0
+  }
+
   /** {@link #mark} of a range over several pages or regions. */
   #markRange(first: number, addr: number, len: number): void {
     const end = addr + len
@@ -662,7 +667,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   takeDirty(): DirtyBitmap[] {
     this.#needTracking('takeDirty')
     this.#markLiveViews()
-    this.#markedTo = 0
+    this.#forgetMarkedPage()
     return this.#slots.map((s) => ({ guestAddress: BigInt(s.start), size: s.end - s.start, bitmap: takeBits(s.dirty as Uint32Array) }))
   }
 
@@ -702,7 +707,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (this.#tracking) this.#markLiveViews()
     if (this.#shared) this.#sync()
     const slots = this.#slots.slice()
-    this.#markedTo = 0
+    this.#forgetMarkedPage()
     const taken = slots.map((s) => (s.dirty === undefined ? undefined : takeBits(s.dirty)))
     const regions: SnapshotRegion[] = []
     const runs: number[] = []

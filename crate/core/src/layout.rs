@@ -148,12 +148,25 @@ impl Layout {
     fn take(&mut self, start: usize) -> Option<Piece> {
         let piece = self.pieces.remove(start)?;
         let (prev_end, next_start) = self.neighbours(start, piece.end);
+        self.untouch(start, piece.end, prev_end, next_start);
+        Some(piece)
+    }
+
+    /// Keeps `touching` current once the piece `[start, end)` is gone from
+    /// between the piece ending at `prev_end` and the one starting at
+    /// `next_start`.
+    fn untouch(
+        &mut self,
+        start: usize,
+        end: usize,
+        prev_end: Option<usize>,
+        next_start: Option<usize>,
+    ) {
         self.touching -= usize::from(prev_end == Some(start));
-        self.touching -= usize::from(next_start == Some(piece.end));
+        self.touching -= usize::from(next_start == Some(end));
         if let (Some(pe), Some(ns)) = (prev_end, next_start) {
             self.touching += usize::from(pe == ns);
         }
-        Some(piece)
     }
 
     /// Makes `[start, end)` a hole.
@@ -175,8 +188,7 @@ impl Layout {
             let prev_end = before_last.map(|(_, q)| q.end);
             let next_start = self.pieces.from(end).map(|(n, _)| n);
             self.pieces.remove(s);
-            self.touching -= usize::from(prev_end == Some(start));
-            self.touching -= usize::from(next_start == Some(end));
+            self.untouch(start, end, prev_end, next_start);
             return;
         }
         // Otherwise from that piece backwards, while pieces reach into the range.

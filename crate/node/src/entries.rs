@@ -831,14 +831,8 @@ pub fn typings() -> String {
     );
     for e in ENTRIES {
         let slots: Vec<&str> = e.args.iter().filter(|a| a.2).map(|a| a.0).collect();
-        out.push_str("\n/**\n");
-        for line in e.docs {
-            let _ = writeln!(out, " *{line}");
-        }
-        if !slots.is_empty() {
-            let _ = writeln!(out, " * Scratch slots: {}.", slots.join(", "));
-        }
-        out.push_str(" */\n");
+        let note = (!slots.is_empty()).then(|| format!(" Scratch slots: {}.", slots.join(", ")));
+        doc_comment(&mut out, e.docs, note.as_deref());
         let args: Vec<String> = e
             .args
             .iter()
@@ -854,6 +848,15 @@ pub fn typings() -> String {
         );
     }
     out
+}
+
+/// An entry point's doc comment (its `///` lines, then `note`), after a blank line.
+fn doc_comment(out: &mut String, docs: &[&str], note: Option<&str>) {
+    out.push_str("\n/**\n");
+    for line in docs.iter().copied().chain(note) {
+        let _ = writeln!(out, " *{line}");
+    }
+    out.push_str(" */\n");
 }
 
 /// `ts/calls.ts`: for each entry point, a function with its full signature
@@ -883,11 +886,7 @@ pub fn calls() -> String {
     }
     for e in ENTRIES {
         let name = e.name.trim_end_matches('\0');
-        out.push_str("\n/**\n");
-        for line in e.docs {
-            let _ = writeln!(out, " *{line}");
-        }
-        out.push_str(" */\n");
+        doc_comment(&mut out, e.docs, None);
         let params: Vec<String> = e.args.iter().map(|(n, t, _)| format!("{n}: {t}")).collect();
         let _ = writeln!(
             out,

@@ -120,26 +120,13 @@ impl Views {
     /// Puts a view in the list, in the slot and with the id [`Views::vacant`]
     /// gave (nothing else was put in since).
     fn insert(&mut self, start: usize, end: usize, buffer: sys::napi_ref) {
-        let slot = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    start,
-                    end,
-                    id: 0,
-                    buffer,
-                    prev: NIL,
-                    next: NIL,
-                });
-                self.slots.len() - 1
-            }
-        };
+        let slot = self.free.pop().unwrap_or(self.slots.len());
         let head = self.starts.entry(start).or_insert(NIL);
         let next = std::mem::replace(head, slot);
         if next != NIL {
             self.slots[next].prev = slot;
         }
-        self.slots[slot] = Slot {
+        let view = Slot {
             start,
             end,
             id: self.next,
@@ -147,6 +134,10 @@ impl Views {
             prev: NIL,
             next,
         };
+        match self.slots.get_mut(slot) {
+            Some(free) => *free = view,
+            None => self.slots.push(view),
+        }
         self.next += 1;
         self.longest = self.longest.max(end - start);
     }

@@ -88,15 +88,19 @@ export function killAfterSomeSyncs(path: string, n: number): Promise<number[]> {
     const P = mr.PAGE_SIZE
     const a = mr.MemoryMappingArena.reserve(64 * P)
     a.addFdMapping(0, 64 * P, fd, 0, mr.Protection.READ_WRITE)
-    for (let page = 0; ; page = (page + 1) % 64) {
+    // One pass, never back over a page reported synced: noise written into one after its report
+    // would be in the page cache when the child is killed (a fast child used to wrap around).
+    for (let page = 0; page < 64; page++) {
       const v = a.view(page * P, P)
       v.fill((page * 13 + 1) & 0xff)
       v.write('page ' + page + ' synced', 0)
       a.msync(page * P, P)
       fs.writeSync(1, page + '\\n')
-      // Unsynced noise after the report: may or may not reach the disk.
-      a.view(((page + 1) % 64) * P, 8).write('dirty!!!')
+      // Unsynced noise after the report, into the next page: may or may not reach the disk.
+      if (page + 1 < 64) a.view((page + 1) * P, 8).write('dirty!!!')
     }
+    // Wait for the SIGKILL.
+    setInterval(() => {}, 1 << 30)
   `
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', body], { stdio: ['ignore', 'pipe', 'inherit'] })

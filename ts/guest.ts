@@ -194,8 +194,9 @@ const { regionLoadFileAsync, regionFileIoAsync } = native
  */
 function gpa(name: string, value: unknown): number {
   if (typeof value === 'bigint') {
-    if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(name, `>= 0 and <= ${Number.MAX_SAFE_INTEGER}`, `${value}n`)
-    return Number(value)
+    const n = v.bigintIndex(value)
+    if (n >= 0) return n
+    throw outOfRange(name, `>= 0 and <= ${Number.MAX_SAFE_INTEGER}`, `${value}n`)
   }
   if (typeof value !== 'number') throw invalidArgType(name, 'of type bigint or number', value)
   return index(name, value)
@@ -260,6 +261,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     super()
+    this.takeBigintAddresses()
     const attached = attaching
     attaching = undefined
     if (attached !== undefined) {
@@ -620,8 +622,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   }
 
   /** After a typed store at `at` (valid: the store succeeded) of `width` bytes. */
-  #markStore(at: bigint | number, width: number): void {
-    const addr = typeof at === 'bigint' ? Number(at) : at
+  #markStore(addr: number, width: number): void {
     // Typed stores come in runs on one region: the last one found is asked first.
     let i = this.#lastStore
     const s = this.#slots[i]
@@ -883,7 +884,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /** A typed store succeeded: its pages are dirty (called only while tracking). */
   protected override typedStored(at: unknown, width: number): void {
-    this.#markStore(at as bigint | number, width)
+    this.#markStore(typeof at === 'bigint' ? v.bigintIndex(at) : (at as number), width)
   }
 
   /**

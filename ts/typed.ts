@@ -21,7 +21,7 @@
  */
 import { invalidArgType, outOfRange } from './errors.js'
 import { regionAtomic32, regionAtomic64 } from './calls.js'
-import { memoryOf } from './validate.js'
+import { bigintIndex, memoryOf } from './validate.js'
 
 /** The operations of the native atomics (`regionAtomic32/64`). */
 const LOAD = 0
@@ -68,24 +68,63 @@ function u64(name: string, value: unknown): bigint {
   return value
 }
 
+/** A window the native side made, with the typed arrays over it. */
+interface Window {
+  start: number
+  length: number
+  view: DataView
+  u32: Uint32Array
+  u64: BigUint64Array
+  /** When it was last made current (for eviction). */
+  used: number
+}
+
+/** No window: an access never fits in it. */
+const NO_WINDOW: Window = { start: 0, length: 0, view: NO_VIEW, u32: NO_U32, u64: NO_U64, used: 0 }
+
+/**
+ * Windows kept per object: one per mapping a device loop touches (a guest region, an overlay), so
+ * that accesses alternating between them switch windows instead of asking for new ones. A window
+ * is an external buffer as long as its mapping (up to 1 GiB), which the engine counts against its
+ * heap: making one per switch makes it collect without pause.
+ */
+const MAX_WINDOWS = 64
+/**
+ * With every window kept, a new one replaces the least recently used only if that one has not
+ * been used for this many slow-path lookups; until then the access takes the checked copy. So an
+ * access pattern over more mappings than {@link MAX_WINDOWS} (random accesses over thousands of
+ * overlays) makes no window per access, and a working set that moves on still gets its windows.
+ */
+const WINDOW_AGE = 4 * MAX_WINDOWS
+/** Ranges without a window kept per object (until its memory next changes); beyond, none is asked for. */
+const MAX_MISSES = 64
+
 /**
  * The typed accesses of a region (byte offsets) or a `GuestMemory` (guest addresses),
- * over its current window: their base class, so that an access is one method call. Offsets are
+ * over its windows: their base class, so that an access is one method call. Offsets are
  * checked by the window test itself: `rel >>> 0 === rel` holds only for an integer in
- * `[0, 2^32)`, and a window is at most 1 GiB. Not exported from the package: its subclasses are.
+ * `[0, 2^32)`, and a window is at most 1 GiB. A bigint address (where the subclass takes one)
+ * is converted by {@link bigintIndex} (without allocating) before the same test. Not exported from
+ * the package: its subclasses are.
  * @hidden
  */
 export abstract class TypedAccess<At> implements TypedMemory<At> {
-  #view = NO_VIEW
-  #u32 = NO_U32
-  #u64 = NO_U64
-  #start = 0
-  #length = 0
-  #missStart = 0
-  #missLength = 0
+  /**
+   * The current window (or {@link NO_WINDOW}). Switching stores this one reference: a window's
+   * fields are written once, when it is made (a start beyond 2^30 is a heap number, and writing
+   * one into a field on every switch would allocate).
+   */
+  #w: Window = NO_WINDOW
+  /** The windows kept, at most {@link MAX_WINDOWS}; they never overlap. */
+  #windows: Window[] = []
+  #tick = 0
+  /** Ranges `[start, start + length)` found without a window, flattened; valid in {@link #missEpoch}. */
+  #misses: number[] = []
   #missEpoch = -1
   /** Whether every store is reported to {@link typedStored} (a `GuestMemory` tracking dirty pages). */
   #notify = false
+  /** Whether bigint addresses are taken (as guest addresses below 2^53). */
+  #bigints = false
 
   /**
    * The native answer around `at` (a non-negative safe integer): `[start, length, buffer]`,
@@ -105,7 +144,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   protected abstract typedAtomicCheck(at: unknown, width: 4 | 8): void
   /** The native handle whose offsets are this object's addresses (for the native atomics). */
   protected abstract typedHandle(): number
-  /** Where the last {@link #atomic} that found no window was (a checked address). */
+  /** The address of the last {@link #atomic} as a number (checked once it returns -1). */
   #nativeAt = 0
 
   /** From now on, report every store that succeeded to {@link typedStored}. */
@@ -113,45 +152,163 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     this.#notify = true
   }
 
+  /**
+   * From now on, take bigint addresses on the fast path: those in `[0, 2^53)` are the numbers
+   * {@link typedAddress} would give; any other goes to it (and gets its error).
+   */
+  protected takeBigintAddresses(): void {
+    this.#bigints = true
+  }
+
   /** After a store of `width` bytes at `at` (valid: it succeeded), once {@link notifyStores} was called. */
   protected typedStored(_at: unknown, _width: number): void {}
 
-  /** The window offset of `[at, at + width)`, or -1 when it is not inside the window. */
+  /**
+   * A bigint address as a number: its value where bigints are taken and it is below 2^53
+   * ({@link bigintIndex}), else what {@link typedAddress} answers (its error).
+   */
+  #address(at: bigint): number {
+    const n = this.#bigints ? bigintIndex(at) : -1
+    return n >= 0 ? n : this.typedAddress(at)
+  }
+
+  /** The window offset of `[at, at + width)`, or -1 when it is not inside the current window. */
   #at(at: unknown, width: number): number {
     if (typeof at !== 'number') return -1
-    const rel = at - this.#start
-    return rel >>> 0 === rel && rel + width <= this.#length ? rel : -1
+    const w = this.#w
+    const rel = at - w.start
+    return rel >>> 0 === rel && rel + width <= w.length ? rel : -1
   }
 
+  /** Makes `w` the current window. */
+  #use(w: Window): void {
+    w.used = ++this.#tick
+    this.#w = w
+  }
+
+  /** The current window was found detached: forgets it. */
   #drop(): void {
-    this.#view = NO_VIEW
-    this.#u32 = NO_U32
-    this.#u64 = NO_U64
-    this.#start = 0
-    this.#length = 0
+    const i = this.#windows.indexOf(this.#w)
+    if (i >= 0) this.#windows.splice(i, 1)
+    this.#w = NO_WINDOW
   }
 
-  /** Asks for a window around `at`; whether it covers `[at, at + width)`. */
-  #refill(at: unknown, width: number): boolean {
-    if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) return false
+  /** The index of the window of `windows` (sorted by start) that starts last at or before `at` (-1: none). */
+  #findIn(windows: Window[], at: number): number {
+    let lo = 0
+    let hi = windows.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      if (windows[mid].start <= at) lo = mid + 1
+      else hi = mid - 1
+    }
+    return hi
+  }
+
+  /**
+   * The window offset of `[at, at + width)` (`at` a number or bigint address, as passed: it is
+   * converted here, so that no caller passes a heap number on), making the window that holds it
+   * current — a kept one, or one asked for — or -1 where no window holds it (the access takes the
+   * checked copy). A kept window found detached (its memory changed) is forgotten. A bigint where
+   * this class takes none gets {@link typedAddress}'s error.
+   */
+  #locate(at: unknown, width: number): number {
+    // `at + 0` makes every branch a float64 result: a bigint's number merged with the tagged `at`
+    // itself would be boxed (a heap number per call).
+    const a = typeof at === 'number' ? at + 0 : typeof at === 'bigint' ? (this.#bigints ? bigintIndex(at) : this.typedAddress(at)) : -1
+    let w = this.#w
+    let rel = a - w.start
+    if (rel >>> 0 === rel && rel + width <= w.length) return rel
+    if (!Number.isSafeInteger(a) || a < 0) return -1
+    this.#tick++
+    // The kept window that starts last at or before `a`.
+    const windows = this.#windows
+    let lo = 0
+    let hi = windows.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      if (windows[mid].start <= a) lo = mid + 1
+      else hi = mid - 1
+    }
+    if (hi >= 0) {
+      w = windows[hi]
+      rel = a - w.start
+      if (rel < w.length) {
+        // A detached window's arrays have length 0 (a window is at least a page).
+        if (w.u32.length !== 0) {
+          this.#use(w)
+          return rel + width <= w.length ? rel : -1
+        }
+        windows.splice(hi, 1)
+      }
+    }
+    return this.#refill(a, width) ? a - this.#w.start : -1
+  }
+
+  /** Whether `at` lies in a range found without a window since the memory last changed. */
+  #missed(at: number, epoch: number): boolean {
+    if (epoch !== this.#missEpoch) {
+      this.#misses.length = 0
+      this.#missEpoch = epoch
+      return false
+    }
+    const m = this.#misses
+    for (let i = 0; i < m.length; i += 2) if (at >= m[i] && at - m[i] < m[i + 1]) return true
+    return false
+  }
+
+  /**
+   * The index of the kept window a new one may replace (the least recently used, if unused for
+   * {@link WINDOW_AGE} lookups), -1 if none may be replaced, or `MAX_WINDOWS` while there is room.
+   */
+  #room(): number {
+    const windows = this.#windows
+    if (windows.length < MAX_WINDOWS) return MAX_WINDOWS
+    let oldest = 0
+    for (let i = 1; i < windows.length; i++) if (windows[i].used < windows[oldest].used) oldest = i
+    return this.#tick - windows[oldest].used > WINDOW_AGE ? oldest : -1
+  }
+
+  /**
+   * Asks for a window around `at` (a non-negative safe integer); whether it covers `[at, at + width)`.
+   * Asks nothing where the answer is known to be "none", or where there is no room to keep it: the
+   * access then takes the checked copy, which allocates nothing.
+   */
+  #refill(at: number, width: number): boolean {
     const epoch = this.typedEpoch()
-    if (epoch === this.#missEpoch && at >= this.#missStart && at - this.#missStart < this.#missLength) return false
+    if (this.#missed(at, epoch) || this.#misses.length >= 2 * MAX_MISSES) return false
+    const room = this.#room()
+    return room >= 0 && this.#ask(at, width, room)
+  }
+
+  /**
+   * {@link #refill}'s native question, kept apart so that the refill's common answers (a known
+   * miss, no room) stay small enough to be compiled inline with the access.
+   */
+  #ask(at: number, width: number, room: number): boolean {
     const answer = this.typedWindow(at)
     if (answer === undefined) return false
     const [start, length, buffer] = answer
     if (buffer === undefined) {
-      this.#missStart = start
-      this.#missLength = length
-      this.#missEpoch = epoch
+      this.#misses.push(start, length)
       return false
     }
+    if (room < MAX_WINDOWS) this.#windows.splice(room, 1)
     // Windows start on a page (of a region that starts on one): the typed arrays are aligned.
     const [memory, offset] = memoryOf(buffer)
-    this.#view = new DataView(memory, offset, length)
-    this.#u32 = new Uint32Array(memory, offset, length >>> 2)
-    this.#u64 = new BigUint64Array(memory, offset, Math.floor(length / 8))
-    this.#start = start
-    this.#length = length
+    const w: Window = {
+      start,
+      length,
+      view: new DataView(memory, offset, length),
+      u32: new Uint32Array(memory, offset, length >>> 2),
+      u64: new BigUint64Array(memory, offset, Math.floor(length / 8)),
+      used: 0,
+    }
+    // Kept windows it overlaps were detached by the change that made it possible: forgotten.
+    const windows = this.#windows.filter((x) => x.start >= start + length || x.start + x.length <= start)
+    windows.splice(this.#findIn(windows, start) + 1, 0, w)
+    this.#windows = windows
+    this.#use(w)
     return at + width <= start + length
   }
 
@@ -160,17 +317,14 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 
   /**
    * The slow path of a load: leaves the `width` bytes at `at` in the scratch buffer, read through
-   * the window (a new one if needed) where it covers them, or by the checked copy (which throws
-   * what a read gets). The window may have been detached since it was last used (a bigint address
-   * reaches it only here): then it is dropped and asked for again.
+   * the window that holds them (switched to or asked for) where there is one, or by the checked
+   * copy (which throws what a read gets). A window found detached is forgotten and asked for again.
    */
   #readSlow(at: unknown, width: 1 | 2 | 4 | 8): void {
-    const a = typeof at === 'bigint' ? this.typedAddress(at) : at
     for (let attempt = 0; attempt < 2; attempt++) {
-      let rel = this.#at(a, width)
-      if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
+      const rel = this.#locate(at, width)
       if (rel < 0) break
-      const view = this.#view
+      const view = this.#w.view
       try {
         if (width === 1) SV.setUint8(0, view.getUint8(rel))
         else if (width === 2) SV.setUint16(0, view.getUint16(rel, true), true)
@@ -181,23 +335,21 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
         this.#drop()
       }
     }
-    this.typedCopyOut(a, SCRATCH_BY_WIDTH[width])
+    this.typedCopyOut(at, SCRATCH_BY_WIDTH[width])
   }
 
-  /** The slow path of a store of the checked `value`: through the window (as for a load), or the checked copy. */
+  /** The slow path of a store of the checked `value`: through a window (as for a load), or the checked copy. */
   #writeSlow(at: unknown, width: 1 | 2 | 4 | 8, value: number | bigint): void {
-    const a = typeof at === 'bigint' ? this.typedAddress(at) : at
     for (let attempt = 0; attempt < 2; attempt++) {
-      let rel = this.#at(a, width)
-      if (rel < 0 && this.#refill(a, width)) rel = this.#at(a, width)
+      const rel = this.#locate(at, width)
       if (rel < 0) break
-      const view = this.#view
+      const view = this.#w.view
       try {
         if (width === 1) view.setUint8(rel, value as number)
         else if (width === 2) view.setUint16(rel, value as number, true)
         else if (width === 4) view.setUint32(rel, value as number, true)
         else view.setBigUint64(rel, value as bigint, true)
-        if (this.#notify) this.typedStored(a, width)
+        if (this.#notify) this.typedStored(at, width)
         return
       } catch {
         this.#drop()
@@ -207,19 +359,19 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     else if (width === 2) SV.setUint16(0, value as number, true)
     else if (width === 4) SV.setUint32(0, value as number, true)
     else SV.setBigUint64(0, value as bigint, true)
-    this.typedCopyIn(a, SCRATCH_BY_WIDTH[width])
-    if (this.#notify) this.typedStored(a, width)
+    this.typedCopyIn(at, SCRATCH_BY_WIDTH[width])
+    if (this.#notify) this.typedStored(at, width)
   }
 
   readU8(at: At): number {
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 1 <= this.#length) {
-        try {
-          return this.#view.getUint8(rel)
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 1 <= w.length) {
+      try {
+        return w.view.getUint8(rel)
+      } catch {
+        this.#drop()
       }
     }
     this.#readSlow(at, 1)
@@ -227,14 +379,14 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   }
 
   readU16(at: At): number {
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 2 <= this.#length) {
-        try {
-          return this.#view.getUint16(rel, true)
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 2 <= w.length) {
+      try {
+        return w.view.getUint16(rel, true)
+      } catch {
+        this.#drop()
       }
     }
     this.#readSlow(at, 2)
@@ -242,14 +394,14 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   }
 
   readU32(at: At): number {
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 4 <= this.#length) {
-        try {
-          return this.#view.getUint32(rel, true)
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 4 <= w.length) {
+      try {
+        return w.view.getUint32(rel, true)
+      } catch {
+        this.#drop()
       }
     }
     this.#readSlow(at, 4)
@@ -257,14 +409,14 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   }
 
   readU64(at: At): bigint {
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 8 <= this.#length) {
-        try {
-          return this.#view.getBigUint64(rel, true)
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 8 <= w.length) {
+      try {
+        return w.view.getBigUint64(rel, true)
+      } catch {
+        this.#drop()
       }
     }
     this.#readSlow(at, 8)
@@ -273,16 +425,16 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 
   writeU8(at: At, value: unknown): void {
     const v = u8(value)
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 1 <= this.#length) {
-        try {
-          this.#view.setUint8(rel, v)
-          if (this.#notify) this.typedStored(at, 1)
-          return
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 1 <= w.length) {
+      try {
+        w.view.setUint8(rel, v)
+        if (this.#notify) this.typedStored(at, 1)
+        return
+      } catch {
+        this.#drop()
       }
     }
     this.#writeSlow(at, 1, v)
@@ -290,16 +442,16 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 
   writeU16(at: At, value: unknown): void {
     const v = u16(value)
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 2 <= this.#length) {
-        try {
-          this.#view.setUint16(rel, v, true)
-          if (this.#notify) this.typedStored(at, 2)
-          return
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 2 <= w.length) {
+      try {
+        w.view.setUint16(rel, v, true)
+        if (this.#notify) this.typedStored(at, 2)
+        return
+      } catch {
+        this.#drop()
       }
     }
     this.#writeSlow(at, 2, v)
@@ -307,16 +459,16 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 
   writeU32(at: At, value: unknown): void {
     const v = u32('value', value)
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 4 <= this.#length) {
-        try {
-          this.#view.setUint32(rel, v, true)
-          if (this.#notify) this.typedStored(at, 4)
-          return
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 4 <= w.length) {
+      try {
+        w.view.setUint32(rel, v, true)
+        if (this.#notify) this.typedStored(at, 4)
+        return
+      } catch {
+        this.#drop()
       }
     }
     this.#writeSlow(at, 4, v)
@@ -324,16 +476,16 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
 
   writeU64(at: At, value: unknown): void {
     const v = u64('value', value)
-    if (typeof at === 'number') {
-      const rel = at - this.#start
-      if (rel >>> 0 === rel && rel + 8 <= this.#length) {
-        try {
-          this.#view.setBigUint64(rel, v, true)
-          if (this.#notify) this.typedStored(at, 8)
-          return
-        } catch {
-          this.#drop()
-        }
+    const w = this.#w
+    // Each branch its own subtraction: a bigint's number is never merged with a tagged one (boxed).
+    const rel = typeof at === 'number' ? at - w.start : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) - w.start : -1
+    if (rel >>> 0 === rel && rel + 8 <= w.length) {
+      try {
+        w.view.setBigUint64(rel, v, true)
+        if (this.#notify) this.typedStored(at, 8)
+        return
+      } catch {
+        this.#drop()
       }
     }
     this.#writeSlow(at, 8, v)
@@ -344,20 +496,20 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
    * no window is handed out, -1 with the address in `#nativeAt` (for the native atomics).
    */
   #atomic(at: unknown, width: 4 | 8): number {
-    const rel = this.#at(at, width)
+    const a = typeof at === 'number' ? at : typeof at === 'bigint' && this.#bigints ? bigintIndex(at) : -1
+    const rel = this.#at(a, width)
+    this.#nativeAt = a
     if (rel >= 0 && rel % width === 0) return rel
-    if (typeof at === 'bigint') return this.#atomic(this.typedAddress(at), width)
+    if (typeof at === 'bigint') return this.#atomic(this.#address(at), width)
     this.typedAtomicCheck(at, width)
-    if (this.#refill(at, width)) return (at as number) - this.#start
-    this.#nativeAt = at as number
-    return -1
+    return this.#locate(at, width)
   }
 
   readU32Atomic(at: At): number {
     const rel = this.#atomic(at, 4)
     if (rel < 0) return regionAtomic32(this.typedHandle(), this.#nativeAt, LOAD, 0, 0)
     try {
-      return Atomics.load(this.#u32, rel >>> 2)
+      return Atomics.load(this.#w.u32, rel >>> 2)
     } catch {
       this.#drop()
       return this.readU32Atomic(at)
@@ -368,7 +520,7 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const rel = this.#atomic(at, 8)
     if (rel < 0) return regionAtomic64(this.typedHandle(), this.#nativeAt, LOAD, 0n, 0n)
     try {
-      return Atomics.load(this.#u64, rel / 8)
+      return Atomics.load(this.#w.u64, rel / 8)
     } catch {
       this.#drop()
       return this.readU64Atomic(at)
@@ -380,12 +532,12 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const rel = this.#atomic(at, 4)
     if (rel < 0) {
       regionAtomic32(this.typedHandle(), this.#nativeAt, STORE, v, 0)
-      if (this.#notify) this.typedStored(at, 4)
+      if (this.#notify) this.typedStored(this.#nativeAt, 4)
       return
     }
     try {
-      Atomics.store(this.#u32, rel >>> 2, v)
-      if (this.#notify) this.typedStored(at, 4)
+      Atomics.store(this.#w.u32, rel >>> 2, v)
+      if (this.#notify) this.typedStored(this.#nativeAt, 4)
     } catch {
       this.#drop()
       this.writeU32Atomic(at, v)
@@ -397,12 +549,12 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const rel = this.#atomic(at, 8)
     if (rel < 0) {
       regionAtomic64(this.typedHandle(), this.#nativeAt, STORE, v, 0n)
-      if (this.#notify) this.typedStored(at, 8)
+      if (this.#notify) this.typedStored(this.#nativeAt, 8)
       return
     }
     try {
-      Atomics.store(this.#u64, rel / 8, v)
-      if (this.#notify) this.typedStored(at, 8)
+      Atomics.store(this.#w.u64, rel / 8, v)
+      if (this.#notify) this.typedStored(this.#nativeAt, 8)
     } catch {
       this.#drop()
       this.writeU64Atomic(at, v)
@@ -415,12 +567,12 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const rel = this.#atomic(at, 4)
     if (rel < 0) {
       const old = regionAtomic32(this.typedHandle(), this.#nativeAt, CAS, r, e)
-      if (this.#notify) this.typedStored(at, 4)
+      if (this.#notify) this.typedStored(this.#nativeAt, 4)
       return old
     }
     try {
-      const old = Atomics.compareExchange(this.#u32, rel >>> 2, e, r)
-      if (this.#notify) this.typedStored(at, 4)
+      const old = Atomics.compareExchange(this.#w.u32, rel >>> 2, e, r)
+      if (this.#notify) this.typedStored(this.#nativeAt, 4)
       return old
     } catch {
       this.#drop()
@@ -434,12 +586,12 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
     const rel = this.#atomic(at, 8)
     if (rel < 0) {
       const old = regionAtomic64(this.typedHandle(), this.#nativeAt, CAS, r, e)
-      if (this.#notify) this.typedStored(at, 8)
+      if (this.#notify) this.typedStored(this.#nativeAt, 8)
       return old
     }
     try {
-      const old = Atomics.compareExchange(this.#u64, rel / 8, e, r)
-      if (this.#notify) this.typedStored(at, 8)
+      const old = Atomics.compareExchange(this.#w.u64, rel / 8, e, r)
+      if (this.#notify) this.typedStored(this.#nativeAt, 8)
       return old
     } catch {
       this.#drop()

@@ -67,6 +67,25 @@ export function advice(value: unknown): number {
   return value
 }
 
+// A bigint's low and high 32 bits, read through a scratch word: no `Number()` (which makes a heap
+// number of every result beyond 2^30) and no allocation.
+const BIG = new BigUint64Array(1)
+const BIG_HALVES = new Uint32Array(BIG.buffer)
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+const LO = LITTLE_ENDIAN ? 0 : 1
+const HI = 1 - LO
+const BIG_LIMIT = 2n ** 53n
+
+/**
+ * A bigint as the number it equals, if it is a safe integer `>= 0` (below 2^53, where numbers
+ * are exact), else -1. The rule for every bigint address or offset narrowed to a number.
+ */
+export function bigintIndex(value: bigint): number {
+  if (value < 0n || value >= BIG_LIMIT) return -1
+  BIG[0] = value
+  return BIG_HALVES[HI] * 4294967296 + BIG_HALVES[LO]
+}
+
 /**
  * A size, length or address narrowed to a non-negative safe integer, for the facade's own
  * arithmetic (`GuestMemory` finds regions with it; a snapshot's manifest is laid out with it).

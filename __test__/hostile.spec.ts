@@ -532,10 +532,10 @@ test('11. Protection.of and Seal.of check their arguments: type, integer, known 
     t.throws(() => of(1, 1.5), { code: 'ERR_OUT_OF_RANGE' })
     t.is(of(), 0)
   }
-  t.throws(() => Protection.of(8), { code: 'ERR_OUT_OF_RANGE' })
+  t.throws(() => Protection.of(8 as never), { code: 'ERR_OUT_OF_RANGE' })
   t.is(Protection.of(Protection.READ, Protection.EXEC), Protection.READ_EXEC)
-  t.throws(() => Seal.of(32), { code: 'ERR_OUT_OF_RANGE' })
-  t.is(Seal.of(Seal.GROW, Seal.SHRINK), 6)
+  t.throws(() => Seal.of(32 as never), { code: 'ERR_OUT_OF_RANGE' })
+  t.is(Seal.of(Seal.GROW, Seal.SHRINK), 6 as never)
 })
 
 test('11. a look-alike SharedMemory as a region backing is ERR_INVALID_ARG_TYPE, in new GuestMemory and addRegion', (t) => {

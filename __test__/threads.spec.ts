@@ -446,10 +446,12 @@ test.serial('mapCount is per process: attached objects add no mappings of their 
 const LAST_HOLDER_ENDS = ['terminate', 'exit', 'return', 'close-terminate'] as const
 const LAST_HOLDER_ORDERS = ['main-first', 'worker-first'] as const
 
-test.serial('the last holder is a worker: however it ends, before or after the main close(), nothing stays mapped (20 runs of each order, in a child)', (t) => {
-  const runs = 20
-  const r = runChild(
-    `
+test.serial(
+  'the last holder is a worker: however it ends, before or after the main close(), nothing stays mapped (20 runs of each order, in a child)',
+  (t) => {
+    const runs = 20
+    const r = runChild(
+      `
     const { Worker } = require('node:worker_threads')
     const fs = require('node:fs')
     const P = mr.PAGE_SIZE, RW = mr.Protection.READ_WRITE
@@ -510,20 +512,23 @@ test.serial('the last holder is a worker: however it ends, before or after the m
       console.log('failures', JSON.stringify(failures.slice(0, 10)), failures.length)
     })()
   `,
-    300_000,
-  )
-  t.is(r.signal, null, r.stdout + r.stderr)
-  t.is(r.status, 0, r.stdout + r.stderr)
-  t.regex(r.stdout, new RegExp(`checked ${runs * LAST_HOLDER_ENDS.length * LAST_HOLDER_ORDERS.length}\\b`), r.stdout + r.stderr)
-  t.regex(r.stdout, /failures \[\] 0/, 'a range still in /proc/self/maps after the last holder ended')
-  const owned = /owned (\d+) (\d+)/.exec(r.stdout)
-  t.is(owned?.[2], owned?.[1], 'mapCount().owned is back to its value before')
-})
+      300_000,
+    )
+    t.is(r.signal, null, r.stdout + r.stderr)
+    t.is(r.status, 0, r.stdout + r.stderr)
+    t.regex(r.stdout, new RegExp(`checked ${runs * LAST_HOLDER_ENDS.length * LAST_HOLDER_ORDERS.length}\\b`), r.stdout + r.stderr)
+    t.regex(r.stdout, /failures \[\] 0/, 'a range still in /proc/self/maps after the last holder ended')
+    const owned = /owned (\d+) (\d+)/.exec(r.stdout)
+    t.is(owned?.[2], owned?.[1], 'mapCount().owned is back to its value before')
+  },
+)
 
-test.serial('a range held for a worker view is no longer read-write once the worker ends before its next turn (20 runs of each end, in a child)', (t) => {
-  const runs = 20
-  const r = runChild(
-    `
+test.serial(
+  'a range held for a worker view is no longer read-write once the worker ends before its next turn (20 runs of each end, in a child)',
+  (t) => {
+    const runs = 20
+    const r = runChild(
+      `
     const { Worker } = require('node:worker_threads')
     const fs = require('node:fs')
     const P = mr.PAGE_SIZE, RW = mr.Protection.READ_WRITE
@@ -572,9 +577,10 @@ test.serial('a range held for a worker view is no longer read-write once the wor
       console.log('runs', seen.length, 'wrong', JSON.stringify(wrong.slice(0, 5)), wrong.length)
     })()
   `,
-    120_000,
-  )
-  t.is(r.status, 0, r.stdout + r.stderr)
-  t.regex(r.stdout, new RegExp(`runs ${2 * runs} `), r.stdout + r.stderr)
-  t.regex(r.stdout, /wrong \[\] 0/, 'the layout says hole; the kernel must not have a read-write mapping there')
-})
+      120_000,
+    )
+    t.is(r.status, 0, r.stdout + r.stderr)
+    t.regex(r.stdout, new RegExp(`runs ${2 * runs} `), r.stdout + r.stderr)
+    t.regex(r.stdout, /wrong \[\] 0/, 'the layout says hole; the kernel must not have a read-write mapping there')
+  },
+)

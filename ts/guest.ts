@@ -221,7 +221,7 @@ function loadWritten(error: unknown, len: number): number {
 }
 
 /** Taken once: whether a prototype is in a value's chain, whatever the value's own properties say. */
-const isPrototypeOf = Object.prototype.isPrototypeOf
+const inheritsFrom = Object.prototype.isPrototypeOf
 
 /** A whole number of pages: KVM memory slots are (the core's alignment rule). */
 const pages = v.wholePages
@@ -353,7 +353,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     // A proxy is refused: one around a SharedMemory would run its getters with the
     // proxy as receiver, and its traps could answer anything. So is an object that inherits
     // from SharedMemory without being one (its getters would be read as `fd`).
-    if (b === null || typeof b !== 'object' || types.isProxy(b) || isPrototypeOf.call(SharedMemory.prototype, b)) {
+    if (b === null || typeof b !== 'object' || types.isProxy(b) || inheritsFrom.call(SharedMemory.prototype, b)) {
       throw invalidArgType(`${name}.backing`, "a SharedMemory, a plain { fd, fdOffset } or 'anonymous'", b)
     }
     const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset', 'shared'])
@@ -791,7 +791,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       const st = fstatSync(f)
       if (!st.isFile() && !st.isBlockDevice()) {
         const kind = st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a directory' : st.isSocket() ? 'a socket' : 'a character device'
-        throw invalidArgValue('source', `must be a regular file or a block device holding the snapshot; it is ${kind}`, typeof source === 'number' ? source : String(source))
+        throw invalidArgValue(
+          'source',
+          `must be a regular file or a block device holding the snapshot; it is ${kind}`,
+          typeof source === 'number' ? source : String(source),
+        )
       }
       for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
       const specs: GuestRegionSpec[] = m.regions.map((r) => ({

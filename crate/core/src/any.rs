@@ -79,8 +79,14 @@ impl AnyRegion {
     /// its last page is backed only if all of them are. A truncation after
     /// this check is the documented exception (a file someone else truncates).
     pub fn check_view(&self, offset: usize, len: usize) -> Result<()> {
-        self.check_direct(offset, len)?;
-        if len == 0 || self.cannot_vanish(offset, len) {
+        let plain = match self {
+            AnyRegion::Mapping(m) => {
+                m.check_direct(offset, len)?;
+                m.copy_mode() == CopyMode::Plain
+            }
+            AnyRegion::Arena(a) => a.direct_mode(offset, len)? == CopyMode::Plain,
+        };
+        if len == 0 || plain {
             return Ok(());
         }
         let page = crate::page_size();

@@ -265,6 +265,20 @@ export declare function fileLoadLength(): number
 export declare function fileCheckEof(): void
 
 /**
+ * Checks one protection argument (the rule every `protection` passes)
+ * and returns it: what `Protection.of` combines.
+ * Scratch slots: protection.
+ */
+export declare function checkProtection(): number
+
+/**
+ * Checks one seal argument (the core's seal rule, as `addSeals` applies
+ * it) and returns it: what `Seal.of` combines.
+ * Scratch slots: seals.
+ */
+export declare function checkSeals(): number
+
+/**
  * A new `Buffer` with a copy of `length` bytes at `offset`.
  * Scratch slots: handle, offset, length.
  */

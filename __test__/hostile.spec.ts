@@ -417,3 +417,151 @@ test("10. seals of a SharedMemory whose fd was closed by someone else are EBADF,
   t.throws(() => shm.addSeals(Seal.SEAL), { code: 'EBADF' })
   shm.close()
 })
+
+// 11. The newest capabilities (issue 28): refused loads, views over pages already gone, flag
+// builders, look-alike backings, and what the README says of edge cases. (The last holder being
+// a worker is in threads.spec.ts.)
+
+test('11. a loadFile refused before reading changes no dirty bit; one that faults part-way keeps what it wrote marked', (t) => {
+  const { path } = tempFile(t, Buffer.alloc(4 * P, 7))
+  using guest = new GuestMemory(
+    [
+      { guestAddress: 0, size: 4 * P, backing: 'anonymous', protection: Protection.READ },
+      { guestAddress: 4 * P, size: 4 * P, backing: 'anonymous' },
+    ],
+    { trackDirty: true },
+  )
+  guest.takeDirty()
+  const dirty = () => guest.takeDirty().map((r) => r.bitmap[0])
+  t.throws(() => guest.loadFile(0, path), { code: 'ERR_MMAP_ACCESS' })
+  t.deepEqual(dirty(), [0n, 0n], 'a refused load marks nothing')
+  t.throws(() => guest.loadFile(4 * P, 999_999, { length: P }), { code: 'EBADF' })
+  t.deepEqual(dirty(), [0n, 0n], 'a load the descriptor refused marks nothing')
+  t.is(guest.loadFile(4 * P, path, { length: 2 * P }), 2 * P)
+  t.deepEqual(dirty(), [0n, 0b11n], 'a load marks what it loaded')
+})
+
+test('11. a loadFile that meets a truncated page keeps the pages it wrote marked (in a child)', (t) => {
+  const r = runChild(`
+    const fs = require('node:fs'), os = require('node:os'), path = require('node:path')
+    const P = mr.PAGE_SIZE
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-')), file = path.join(dir, 'backing')
+    const src = path.join(dir, 'src')
+    fs.writeFileSync(file, Buffer.alloc(4 * P)); fs.writeFileSync(src, Buffer.alloc(4 * P, 9))
+    const fd = fs.openSync(file, 'r+')
+    const guest = new mr.GuestMemory([{ guestAddress: 0, size: 4 * P, backing: { fd, fdOffset: 0 } }], { trackDirty: true })
+    guest.takeDirty()
+    fs.ftruncateSync(fd, 2 * P)
+    let err
+    try { guest.loadFile(0, src) } catch (e) { err = e }
+    console.log('code', err && err.code, err && err.bytesCopied)
+    console.log('bits', guest.takeDirty()[0].bitmap[0].toString(2))
+    fs.rmSync(dir, { recursive: true })
+  `)
+  t.is(r.status, 0, r.stdout + r.stderr)
+  t.regex(r.stdout, new RegExp(`code EFAULT ${2 * P}\\b`), r.stdout + r.stderr)
+  t.regex(r.stdout, /bits 11\n/, 'the two pages written stay marked, the two it could not write are not')
+})
+
+test('11. view() over pages of a file or an unsealed memfd that are already truncated is ERR_MMAP_BEYOND_EOF, not a SIGBUS (in a child)', (t) => {
+  const r = runChild(`
+    const fs = require('node:fs'), os = require('node:os'), path = require('node:path')
+    const P = mr.PAGE_SIZE, RW = mr.Protection.READ_WRITE
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mr-')), file = path.join(dir, 'f')
+    fs.writeFileSync(file, Buffer.alloc(4 * P, 1))
+    const fd = fs.openSync(file, 'r+')
+    const out = []
+    const code = (f) => { try { const v = f(); return 'made ' + v.length } catch (e) { return e.code } }
+    // An arena overlay of a file, and of an unsealed memfd.
+    const arena = mr.MemoryMappingArena.reserve(16 * P)
+    arena.addFdMapping(0, 4 * P, fd, 0, RW)
+    const shm = mr.SharedMemory.create('unsealed', 4 * P, { seal: false })
+    arena.addFdMapping(8 * P, 4 * P, shm.fd, 0, RW)
+    const m = mr.MemoryMapping.fromFd(fd, 4 * P)
+    fs.ftruncateSync(fd, 2 * P)
+    fs.ftruncateSync(shm.fd, P)
+    out.push(code(() => arena.view(0, 2 * P)))        // backed: allowed
+    out.push(code(() => arena.view(0, 3 * P)))        // its third page is gone
+    out.push(code(() => arena.view(P, 4)))            // one byte of a backed page
+    out.push(code(() => arena.view(8 * P, P)))
+    out.push(code(() => arena.view(8 * P, P + 1)))
+    out.push(code(() => m.view(0, 2 * P)))
+    out.push(code(() => m.view(3 * P, 8)))
+    // A lazily restored GuestMemory whose snapshot file was truncated.
+    ;(async () => {
+      const guest = new mr.GuestMemory([{ guestAddress: 0, size: 4 * P, backing: 'anonymous' }])
+      const snap = path.join(dir, 'snap')
+      const manifest = await guest.snapshot(snap)
+      const restored = mr.GuestMemory.restore(manifest, snap)
+      fs.truncateSync(snap, P)
+      out.push(code(() => restored.view(0, P)))
+      out.push(code(() => restored.view(0, 2 * P)))
+      console.log(out.join(' '))
+      // Had a view been made, touching it would have been SIGBUS: we are still here.
+      console.log('alive')
+    })()
+  `)
+  t.is(r.signal, null, r.stdout + r.stderr)
+  t.is(r.status, 0, r.stdout + r.stderr)
+  const BEYOND = 'ERR_MMAP_BEYOND_EOF'
+  t.regex(
+    r.stdout,
+    new RegExp(`made ${2 * P} ${BEYOND} made 4 made ${P} ${BEYOND} made ${2 * P} ${BEYOND} made ${P} ${BEYOND}\\n`),
+    r.stdout + r.stderr,
+  )
+  t.regex(r.stdout, /alive/)
+})
+
+test('11. Protection.of and Seal.of check their arguments: type, integer, known bits; valueOf is never called', (t) => {
+  for (const of of [Protection.of, Seal.of] as ((...a: unknown[]) => number)[]) {
+    let called = false
+    const hostile = {
+      valueOf() {
+        called = true
+        return 1
+      },
+    }
+    t.throws(() => of('READ'), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
+    t.throws(() => of(1n), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
+    t.throws(() => of(hostile), { code: 'ERR_INVALID_ARG_TYPE' })
+    t.false(called, 'valueOf was called')
+    t.throws(() => of(undefined), { code: 'ERR_INVALID_ARG_TYPE' })
+    for (const bad of [1.5, Number.NaN, -1, 2 ** 32 + 1, Number.POSITIVE_INFINITY]) {
+      t.throws(() => of(bad), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError }, String(bad))
+    }
+    t.throws(() => of(1, 1.5), { code: 'ERR_OUT_OF_RANGE' })
+    t.is(of(), 0)
+  }
+  t.throws(() => Protection.of(8 as never), { code: 'ERR_OUT_OF_RANGE' })
+  t.is(Protection.of(Protection.READ, Protection.EXEC), Protection.READ_EXEC)
+  t.throws(() => Seal.of(32 as never), { code: 'ERR_OUT_OF_RANGE' })
+  t.is(Seal.of(Seal.GROW, Seal.SHRINK), 6 as never)
+})
+
+test('11. a look-alike SharedMemory as a region backing is ERR_INVALID_ARG_TYPE, in new GuestMemory and addRegion', (t) => {
+  const fake = Object.create(SharedMemory.prototype) as SharedMemory
+  const spec = { guestAddress: 0, size: P, backing: fake }
+  t.throws(() => new GuestMemory([spec]), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
+  using guest = new GuestMemory([], { addressSpace: 4 * P })
+  t.throws(() => guest.addRegion(spec), { code: 'ERR_INVALID_ARG_TYPE', instanceOf: TypeError })
+  // A subclass-like object with its own fd is still a look-alike: its prototype says SharedMemory.
+  const withFd = Object.create(SharedMemory.prototype, { fd: { value: 0, enumerable: true } })
+  t.throws(() => guest.addRegion({ guestAddress: 0, size: P, backing: withFd }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.deepEqual(guest.regions(), [])
+})
+
+test('11. GuestMemory.restore refuses a source that is not a regular file or block device: /dev/zero, a FIFO, a directory', async (t) => {
+  using guest = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }])
+  const { dir, done } = tempDir()
+  t.teardown(done)
+  const manifest = await guest.snapshot(join(dir, 'snap'))
+  t.notThrows(() => GuestMemory.restore(manifest, join(dir, 'snap')).close())
+  const fifo = join(dir, 'fifo')
+  execFileSync('mkfifo', [fifo])
+  for (const source of ['/dev/zero', fifo, dir]) {
+    t.throws(() => GuestMemory.restore(manifest, source), { code: 'ERR_INVALID_ARG_VALUE', instanceOf: TypeError }, source)
+  }
+  const fd = openSync('/dev/zero', 'r')
+  t.teardown(() => closeSync(fd))
+  t.throws(() => GuestMemory.restore(manifest, fd), { code: 'ERR_INVALID_ARG_VALUE' })
+})

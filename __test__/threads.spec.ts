@@ -436,3 +436,151 @@ test.serial('mapCount is per process: attached objects add no mappings of their 
   t.is(await next(w), owned)
   await w.terminate()
 })
+
+/**
+ * The last holder is a worker: the main thread closes first, then the worker ends — terminated,
+ * `process.exit()` inside it, or a normal exit — with its attached objects open, or closed with
+ * views alive just before it is terminated (a close deferred to a turn that never comes). Every
+ * order of the main thread's `close()` against the worker's end must release every mapping.
+ */
+const LAST_HOLDER_ENDS = ['terminate', 'exit', 'return', 'close-terminate'] as const
+const LAST_HOLDER_ORDERS = ['main-first', 'worker-first'] as const
+
+test.serial(
+  'the last holder is a worker: however it ends, before or after the main close(), nothing stays mapped (20 runs of each order, in a child)',
+  (t) => {
+    const runs = 20
+    const r = runChild(
+      `
+    const { Worker } = require('node:worker_threads')
+    const fs = require('node:fs')
+    const P = mr.PAGE_SIZE, RW = mr.Protection.READ_WRITE
+    const ends = ${JSON.stringify(LAST_HOLDER_ENDS)}, orders = ${JSON.stringify(LAST_HOLDER_ORDERS)}
+    const mapped = (start, size) => {
+      const lo = start, hi = start + BigInt(size)
+      return fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => {
+        const [a, b] = l.split(' ')[0].split('-').map((x) => BigInt('0x' + (x || '0')))
+        return l && a < hi && b > lo
+      }).length
+    }
+    const body = \`
+      const { parentPort: port, workerData: d } = require('node:worker_threads')
+      const mr = require(\${JSON.stringify(${JSON.stringify(ENTRY)})})
+      const P = mr.PAGE_SIZE
+      const a = mr.MemoryMappingArena.attach(d.arena)
+      const g = mr.GuestMemory.attach(d.guest)
+      const m = mr.MemoryMapping.attach(d.m)
+      globalThis.keep = [a.view(0, P), g.view(0, P), m.view(0, P)]
+      port.on('message', (how) => {
+        if (how === 'exit') process.exit(0)
+        if (how === 'return') { port.close(); return }
+        if (how === 'close-terminate') { a.close(); g.close(); m.close() }
+        port.postMessage('done')
+      })
+      port.postMessage('ready')
+    \`
+    const failures = []
+    let checked = 0
+    ;(async () => {
+      const before = mr.mapCount().owned
+      for (const end of ends) for (const order of orders) for (let i = 0; i < ${runs}; i++) {
+        const arena = mr.MemoryMappingArena.reserve(8 * P)
+        arena.addAnonymous(0, 4 * P, RW)
+        const guest = new mr.GuestMemory([{ guestAddress: 0, size: 2 * P, backing: 'anonymous' }, { guestAddress: 4 * P, size: 2 * P, backing: 'anonymous' }], { addressSpace: 8 * P })
+        const m = mr.MemoryMapping.anonymous(2 * P)
+        const spans = [[arena.address, arena.size], [guest.arena.address, guest.arena.size], [m.address, m.size]]
+        const w = new Worker(body, { eval: true, workerData: { arena: arena.share(), guest: guest.share(), m: m.share() } })
+        const messages = []
+        let wake
+        w.on('message', (x) => { messages.push(x); if (wake) wake() })
+        const message = () => messages.length ? Promise.resolve(messages.shift()) : new Promise((r) => { wake = () => { wake = undefined; r(messages.shift()) } })
+        const exited = new Promise((r) => w.once('exit', r))
+        await message()
+        const closeMain = () => { arena.close(); guest.close(); m.close() }
+        if (order === 'main-first') closeMain()
+        if (end === 'terminate') await w.terminate()
+        else if (end === 'close-terminate') { w.postMessage(end); await message(); await w.terminate() }
+        else { w.postMessage(end); await exited }
+        if (order === 'worker-first') closeMain()
+        for (let k = 0; k < 3; k++) { globalThis.gc(); await new Promise((r) => setImmediate(r)) }
+        const left = spans.map(([a, s]) => mapped(a, s))
+        checked++
+        if (left.some((n) => n > 0)) failures.push(end + '/' + order + '#' + i + ': ' + left.join(','))
+      }
+      console.log('checked', checked)
+      console.log('owned', before, mr.mapCount().owned)
+      console.log('failures', JSON.stringify(failures.slice(0, 10)), failures.length)
+    })()
+  `,
+      300_000,
+    )
+    t.is(r.signal, null, r.stdout + r.stderr)
+    t.is(r.status, 0, r.stdout + r.stderr)
+    t.regex(r.stdout, new RegExp(`checked ${runs * LAST_HOLDER_ENDS.length * LAST_HOLDER_ORDERS.length}\\b`), r.stdout + r.stderr)
+    t.regex(r.stdout, /failures \[\] 0/, 'a range still in /proc/self/maps after the last holder ended')
+    const owned = /owned (\d+) (\d+)/.exec(r.stdout)
+    t.is(owned?.[2], owned?.[1], 'mapCount().owned is back to its value before')
+  },
+)
+
+test.serial(
+  'a range held for a worker view is no longer read-write once the worker ends before its next turn (20 runs of each end, in a child)',
+  (t) => {
+    const runs = 20
+    const r = runChild(
+      `
+    const { Worker } = require('node:worker_threads')
+    const fs = require('node:fs')
+    const P = mr.PAGE_SIZE, RW = mr.Protection.READ_WRITE
+    const perms = (start) => {
+      for (const l of fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')) {
+        if (!l) continue
+        const [range, p] = l.split(' ')
+        const [a, b] = range.split('-').map((x) => BigInt('0x' + x))
+        if (a <= start && start < b) return p
+      }
+      return 'none'
+    }
+    // The worker removes the range under its own live view (so it is held: scratch pages until
+    // its next turn), then ends at once — that turn never comes.
+    const body = \`
+      const { parentPort: port, workerData: d } = require('node:worker_threads')
+      const mr = require(\${JSON.stringify(${JSON.stringify(ENTRY)})})
+      const P = mr.PAGE_SIZE
+      const a = mr.MemoryMappingArena.attach(d.arena)
+      port.once('message', (how) => {
+        const v = a.view(P, P)
+        a.removeMapping(P, P)
+        globalThis.keep = v
+        if (how === 'exit') process.exit(0)
+        port.postMessage('removed')
+        if (how === 'spin') for (;;) {}
+      })
+      port.postMessage('ready')
+    \`
+    const seen = []
+    ;(async () => {
+      for (const how of ['exit', 'spin']) for (let i = 0; i < ${runs}; i++) {
+        const arena = mr.MemoryMappingArena.reserve(4 * P)
+        arena.addAnonymous(0, 3 * P, RW)
+        const w = new Worker(body, { eval: true, workerData: { arena: arena.share() } })
+        const exited = new Promise((r) => w.once('exit', r))
+        await new Promise((r) => w.once('message', r))
+        w.postMessage(how)
+        if (how === 'spin') { await new Promise((r) => w.once('message', r)); await w.terminate() }
+        await exited
+        const layout = arena.mappings().map((m) => m.offset / P).join(',')
+        seen.push(how + ':' + layout + ':' + perms(arena.address + BigInt(P)))
+        arena.close()
+      }
+      const wrong = seen.filter((s) => !s.endsWith(':---p'))
+      console.log('runs', seen.length, 'wrong', JSON.stringify(wrong.slice(0, 5)), wrong.length)
+    })()
+  `,
+      120_000,
+    )
+    t.is(r.status, 0, r.stdout + r.stderr)
+    t.regex(r.stdout, new RegExp(`runs ${2 * runs} `), r.stdout + r.stderr)
+    t.regex(r.stdout, /wrong \[\] 0/, 'the layout says hole; the kernel must not have a read-write mapping there')
+  },
+)

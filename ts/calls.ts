@@ -36,6 +36,8 @@ const regionWriteRaw = raw.regionWrite
 const regionLoadFileRaw = raw.regionLoadFile
 const fileLoadLengthRaw = raw.fileLoadLength
 const fileCheckEofRaw = raw.fileCheckEof
+const checkProtectionRaw = raw.checkProtection
+const checkSealsRaw = raw.checkSeals
 const regionReadRaw = raw.regionRead
 const regionViewRaw = raw.regionView
 const regionWindowRaw = raw.regionWindow
@@ -290,6 +292,24 @@ export function fileCheckEof(fd: number, fdOffset: number, size: number): void {
   slots[1] = n(fdOffset)
   slots[2] = n(size)
   return fileCheckEofRaw()
+}
+
+/**
+ * Checks one protection argument (the rule every `protection` passes)
+ * and returns it: what `Protection.of` combines.
+ */
+export function checkProtection(protection: number): number {
+  slots[0] = n(protection)
+  return checkProtectionRaw()
+}
+
+/**
+ * Checks one seal argument (the core's seal rule, as `addSeals` applies
+ * it) and returns it: what `Seal.of` combines.
+ */
+export function checkSeals(seals: number): number {
+  slots[0] = n(seals)
+  return checkSealsRaw()
 }
 
 /**

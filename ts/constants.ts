@@ -1,3 +1,5 @@
+import { checkProtection, checkSeals } from './calls.js'
+import { invalidArgType } from './errors.js'
 import { native } from './native.js'
 
 /**
@@ -7,10 +9,17 @@ import { native } from './native.js'
  */
 export const PAGE_SIZE: number = native.pageSize()
 
-/** The bitwise OR of `bits`. */
-function bitwiseOr(bits: readonly number[]): number {
+/**
+ * The bitwise OR of `bits`, each read once and checked as the argument it stands for: a number
+ * (no `valueOf` is called), then the native rule of a protection or of seals (`check`).
+ */
+function bitwiseOr(name: string, bits: readonly unknown[], what: string, check: (value: number) => number): number {
   let out = 0
-  for (const b of bits) out |= b
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]
+    if (typeof b !== 'number') throw invalidArgType(`${name}[${i}]`, `of type number (${what})`, b)
+    out |= check(b)
+  }
   return out
 }
 
@@ -66,9 +75,11 @@ export const Protection = {
    * @param flags the protection bits to combine
    * @example
    * Protection.of(Protection.READ, Protection.EXEC) // Protection.READ_EXEC
+   * @throws `ERR_INVALID_ARG_TYPE` (a flag that is not a number), `ERR_OUT_OF_RANGE` (not an integer
+   * combination of `READ`, `WRITE` and `EXEC`, 0 to 7).
    */
   of(...flags: ProtectionFlags[]): ProtectionFlags {
-    return bitwiseOr(flags) as ProtectionFlags
+    return bitwiseOr('flags', flags, 'Protection flags', checkProtection) as ProtectionFlags
   },
 } as const
 
@@ -146,9 +157,11 @@ export const Seal = {
    * @param seals the seals to combine
    * @example
    * Seal.of(Seal.GROW, Seal.SHRINK)
+   * @throws `ERR_INVALID_ARG_TYPE` (a seal that is not a number), `ERR_OUT_OF_RANGE` (not an integer
+   * combination of the known seals).
    */
   of(...seals: SealFlags[]): SealFlags {
-    return bitwiseOr(seals) as SealFlags
+    return bitwiseOr('seals', seals, 'Seal flags', checkSeals) as SealFlags
   },
 } as const
 

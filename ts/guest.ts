@@ -1,7 +1,7 @@
 import { types } from 'node:util'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
-import { constants as fsConstants } from 'node:fs'
-import { guestError, invalidArgType, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
+import { fstatSync, constants as fsConstants } from 'node:fs'
+import { guestError, invalidArgType, invalidArgValue, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
 import {
   regionTableLock,
   regionTableUnlock,
@@ -19,7 +19,7 @@ import {
 import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { epochOf, HANDLE_KEYS, handleOf, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
-import { sharedMemoryState, type SharedMemory } from './shm.js'
+import { SharedMemory, sharedMemoryState } from './shm.js'
 import {
   markPage,
   newBitmap,
@@ -204,6 +204,25 @@ function gpa(name: string, value: unknown): number {
 
 /** A size or length, narrowed to a safe integer for the same reason. */
 const index = v.safeInteger
+/** What `pread` answers about the descriptor itself, before it transfers anything. */
+const REFUSED_BY_PREAD = new Set(['EBADF', 'EISDIR', 'ESPIPE', 'EINVAL', 'ENXIO', 'EOVERFLOW'])
+
+/**
+ * How many bytes at the start of its range a load that threw `error` may have written: none for
+ * a refusal (every `ERR_*` is decided before any I/O, and `pread` refuses an unreadable
+ * descriptor at its first call), `bytesCopied` for a page that could not be written (`EFAULT`),
+ * and the whole range for any other failure of the read (`EIO`…), which can follow reads that
+ * wrote — a dirty bit too many is safe, one too few loses data in a diff snapshot.
+ */
+function loadWritten(error: unknown, len: number): number {
+  const { code, bytesCopied } = error as { code?: unknown; bytesCopied?: unknown }
+  if (typeof code !== 'string' || code.startsWith('ERR_') || REFUSED_BY_PREAD.has(code)) return 0
+  if (code === 'EFAULT') return typeof bytesCopied === 'number' ? Math.min(bytesCopied, len) : len
+  return len
+}
+
+/** Taken once: whether a prototype is in a value's chain, whatever the value's own properties say. */
+const inheritsFrom = Object.prototype.isPrototypeOf
 
 /** A whole number of pages: KVM memory slots are (the core's alignment rule). */
 const pages = v.wholePages
@@ -334,8 +353,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       return { start, size, protection, backing: { fd: shm.fd, fdOffset: 0, shared: true, source: b as SharedMemory } }
     }
     // A proxy is refused: one around a SharedMemory would run its getters with the
-    // proxy as receiver, and its traps could answer anything.
-    if (b === null || typeof b !== 'object' || types.isProxy(b)) {
+    // proxy as receiver, and its traps could answer anything. So is an object that inherits
+    // from SharedMemory without being one (its getters would be read as `fd`).
+    if (b === null || typeof b !== 'object' || types.isProxy(b) || inheritsFrom.call(SharedMemory.prototype, b)) {
       throw invalidArgType(`${name}.backing`, "a SharedMemory, a plain { fd, fdOffset } or 'anonymous'", b)
     }
     const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset', 'shared'])
@@ -750,8 +770,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * fault-safe, and atomic access is refused there (a file can be truncated). With
    * `{ lazy: false }` every region is anonymous memory read from the file now (time and memory
    * in proportion to its size), on which atomics work and which no longer depends on the file. The manifest is checked against itself and
-   * against the file before anything is mapped (`ERR_INVALID_ARG_VALUE`, `ERR_MMAP_UNALIGNED`,
-   * `ERR_GUEST_OVERLAP`, `ERR_MMAP_BEYOND_EOF` for a file too short). The file may be closed or
+   * against the file before anything is mapped (`ERR_INVALID_ARG_VALUE`, also for a source that
+   * is not a regular file or a block device — a character device such as `/dev/zero`, a FIFO, a
+   * directory; `ERR_MMAP_UNALIGNED`, `ERR_GUEST_OVERLAP`, `ERR_MMAP_BEYOND_EOF` for a file too short). The file may be closed or
    * deleted afterwards. A diff manifest restores only over the full snapshot it was layered on
    * (the same file); see {@link applyDiff}.
    * @param source the snapshot file: a path (opened read-only) or an fd.
@@ -766,6 +787,17 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
     const lazy = v.bool('lazy', lazyOption, true)
     return withFile(source, (f) => {
+      // Only a file with a size holds a snapshot: a character device (`/dev/zero` maps and
+      // reads as anything but the snapshot), a FIFO, a socket or a directory is refused.
+      const st = fstatSync(f)
+      if (!st.isFile() && !st.isBlockDevice()) {
+        const kind = st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a directory' : st.isSocket() ? 'a socket' : 'a character device'
+        throw invalidArgValue(
+          'source',
+          `must be a regular file or a block device holding the snapshot; it is ${kind}`,
+          typeof source === 'number' ? source : String(source),
+        )
+      }
       for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
       const specs: GuestRegionSpec[] = m.regions.map((r) => ({
         guestAddress: r.guestAddress,
@@ -968,12 +1000,19 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const { fileOffset, length } = loadRequest(options)
     return withFile(file, (fd) => {
       const len = this.#loadLength(addr, fd, fileOffset, length)
+      let loaded: number
       try {
-        return regionLoadFile(this.#h, addr, fd, fileOffset, len)
-      } finally {
-        // A load that failed part-way (EFAULT) may have written some of the range.
-        this.#mark(this.#slotIndex(addr), addr, len)
+        loaded = regionLoadFile(this.#h, addr, fd, fileOffset, len)
+      } catch (e) {
+        // A refused load (an ERR_* code: checked before any I/O) wrote nothing and marks nothing.
+        // One that met a page it could not write (EFAULT) wrote `bytesCopied` bytes before it; a
+        // failed read of the file itself (EIO) may have come after some pages: all are marked.
+        const written = loadWritten(e, len)
+        if (written > 0) this.#mark(this.#slotIndex(addr), addr, written)
+        throw e
       }
+      this.#mark(this.#slotIndex(addr), addr, len)
+      return loaded
     })
   }
 

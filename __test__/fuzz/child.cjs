@@ -338,7 +338,7 @@ function advice() {
 }
 function fd() {
   // A SharedMemory itself (open or closed) is an overlay's source too.
-  return pick([anyShm().fd, anyShm(), pick(world.shms) ?? anyShm(), fileFd, roFd, pipeR, 1, 2, 999, -1, 2 ** 31, numberish()])
+  return pick([anyShm().fd, anyShm(), pick(world.shms) ?? anyShm(), lookAlike(), fileFd, roFd, pipeR, 1, 2, 999, -1, 2 ** 31, numberish()])
 }
 /** One typed access (any width, plain or atomic) at `at`; a store reads back what it stored. */
 function typed(target, at) {
@@ -440,8 +440,17 @@ function backing() {
     'anonymous',
     bag({ fd: fd(), fdOffset: numberish(), shared: pick([undefined, true, false, numberish()]) }),
     new Proxy(anyShm(), {}),
+    lookAlike(),
     numberish(),
   ])
+}
+/** An object that inherits from SharedMemory without being one (its getters refuse it). */
+function lookAlike() {
+  return pick([
+    () => Object.create(mr.SharedMemory.prototype),
+    () => Object.create(mr.SharedMemory.prototype, { fd: { value: fileFd, enumerable: true }, size: { value: P } }),
+    () => Object.assign(Object.create(mr.SharedMemory.prototype), { fdOffset: 0 }),
+  ])()
 }
 function spec() {
   return bag({
@@ -456,6 +465,70 @@ function spec() {
 // Operations: every public method, and built-ins over views.
 
 const asyncResults = []
+
+/**
+ * `of(...flags)` with generated flags: anything it returns must be an integer combination of
+ * the known bits (0 to `max`), never a number made from a bad argument.
+ */
+function flagsOf(of, max) {
+  const args = Array.from({ length: int(4) }, () =>
+    chance(0.5) ? int(max + 1) : pick([numberish(), 1n, 'READ', null, undefined, {}, hookedNumber(1), [1]]),
+  )
+  const got = of(...args)
+  if (!Number.isInteger(got) || got < 0 || got > max) throw new Fatal(`${of.name}(${args.map(String)}) returned ${got}`)
+}
+/** An object whose valueOf runs mischief: a flag builder must not call it. */
+function hookedNumber(value) {
+  return { valueOf: () => hooked(value) }
+}
+
+const { Worker } = require('node:worker_threads')
+const WORKER_ENDS = ['terminate', 'exit', 'return', 'close-terminate']
+const MAX_WORKERS = 12
+let workersStarted = 0
+/**
+ * A worker that attaches `handle`, makes a view, and ends as `end` says; the main thread closes
+ * `object` before it ends (`main-first`), after (`worker-first`) or leaves it to the fuzzer.
+ */
+function workerEnds(handle, end, order, object) {
+  const w = new Worker(
+    `
+    const { parentPort: port, workerData: d } = require('node:worker_threads')
+    const mr = require(${JSON.stringify(entry)})
+    const kinds = { MemoryMappingArena: mr.MemoryMappingArena, MemoryMapping: mr.MemoryMapping, GuestMemory: mr.GuestMemory }
+    let o
+    try { o = kinds[d.handle.kind].attach(d.handle) } catch {}
+    try { globalThis.keep = o && o.view(0, mr.PAGE_SIZE) } catch {}
+    port.on('message', (how) => {
+      if (how === 'exit') process.exit(0)
+      if (how === 'return') return port.close()
+      if (how === 'close-terminate' && o) o.close()
+      port.postMessage('done')
+    })
+    port.postMessage('ready')
+  `,
+    { eval: true, workerData: { handle } },
+  )
+  return new Promise((resolve) => {
+    const exited = new Promise((r) => w.once('exit', r))
+    w.once('error', () => {})
+    w.once('message', async () => {
+      if (order === 'main-first') object.close()
+      if (end === 'terminate') await w.terminate()
+      else if (end === 'close-terminate') {
+        w.postMessage(end)
+        await new Promise((r) => w.once('message', r))
+        await w.terminate()
+      } else {
+        w.postMessage(end)
+        await exited
+      }
+      if (order === 'worker-first') object.close()
+      resolve()
+    })
+    exited.then(resolve)
+  })
+}
 // Shared views pin their ranges until collected: some are kept, most dropped at once.
 const sharedViews = []
 const ops = [
@@ -640,6 +713,20 @@ const ops = [
           : pick([() => mr.MemoryMappingArena.attach(h), () => mr.MemoryMapping.attach(h), () => mr.GuestMemory.attach(h)])()
       if (attached instanceof mr.GuestMemory) world.guests.push(attached)
       else world.regions.push(attached)
+    },
+  ],
+  ['Protection.of', () => flagsOf(mr.Protection.of, 7)],
+  ['Seal.of', () => flagsOf(mr.Seal.of, 31)],
+  [
+    'worker ends',
+    () => {
+      // A worker attaches the object and ends — terminated, process.exit() in it, a normal exit,
+      // or close() then terminated at once — before or after the main thread's close().
+      if (workersStarted >= MAX_WORKERS) return
+      const object = chance(0.5) ? anyGuest() : anyRegion()
+      const handle = object.share()
+      workersStarted++
+      asyncResults.push(workerEnds(handle, pick(WORKER_ENDS), pick(['main-first', 'worker-first', 'never']), object))
     },
   ],
   ['guest close', () => anyGuest().close()],

@@ -1,6 +1,7 @@
 //! `AnyRegion`: a region of either kind, with the operations both share and
 //! the arena-only ones refused in one place for a plain mapping.
 
+use crate::copy::probe_pages;
 use crate::region::unsupported;
 use crate::rules::{check_atomic, check_bounds};
 use crate::{CopyMode, Error, MappedRegion, MemoryMapping, MemoryMappingArena, Protection, Result};
@@ -63,6 +64,51 @@ impl AnyRegion {
             AnyRegion::Mapping(m) => m.check_direct(offset, len),
             AnyRegion::Arena(a) => a.check_direct(offset, len),
         }
+    }
+
+    /// Whether a view (memory touched directly, for as long as it lives) may
+    /// be made over `[offset, offset + len)`: [`check_direct`](Self::check_direct),
+    /// and, where the memory could vanish (a file, an unsealed memfd), every
+    /// page of it backed now — a file truncated since it was mapped is
+    /// [`Error::Unbacked`], not a view whose first touch is `SIGBUS`.
+    ///
+    /// The region keeps no fd of its overlays, so the kernel is asked, the
+    /// way it answers a touch: one byte of the last page of each piece of the
+    /// range read with `process_vm_readv` ([`probe_pages`]). A piece is one
+    /// file at contiguous offsets and a file is backed up to its size, so
+    /// its last page is backed only if all of them are. A truncation after
+    /// this check is the documented exception (a file someone else truncates).
+    pub fn check_view(&self, offset: usize, len: usize) -> Result<()> {
+        let plain = match self {
+            AnyRegion::Mapping(m) => {
+                m.check_direct(offset, len)?;
+                m.copy_mode() == CopyMode::Plain
+            }
+            AnyRegion::Arena(a) => a.direct_mode(offset, len)? == CopyMode::Plain,
+        };
+        if len == 0 || plain {
+            return Ok(());
+        }
+        let page = crate::page_size();
+        let base = self.region().as_ptr() as usize;
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let piece_end = match self {
+                AnyRegion::Mapping(_) => end,
+                AnyRegion::Arena(a) => a.mapping_at(at).map_or(end, |(_, e)| e.min(end)),
+            };
+            let last = (piece_end - 1) & !(page - 1);
+            // SAFETY: `last` is inside the region, which the caller keeps
+            // mapped for the call; the kernel reports an unbacked page as
+            // EFAULT instead of a signal.
+            unsafe { probe_pages((base + last) as *const u8, 1) }.map_err(|_| Error::Unbacked {
+                offset: offset as u64,
+                size: len as u64,
+            })?;
+            at = piece_end;
+        }
+        Ok(())
     }
 
     /// The window around `offset` where typed accesses may touch memory
@@ -222,6 +268,36 @@ mod tests {
     use crate::testutil::unlinked_file;
     use crate::{MappingOptions, SharedMemory};
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_view_over_pages_already_truncated_away_is_refused() {
+        let ps = crate::page_size();
+        let file = unlinked_file("view-eof", &vec![1u8; 4 * ps], true);
+        let mut arena = MemoryMappingArena::new(16 * ps).unwrap();
+        arena
+            .add_anonymous(0, 2 * ps, Protection::READ_WRITE)
+            .unwrap();
+        arena
+            .add_fd_mapping(2 * ps, 4 * ps, file.as_fd(), 0, Protection::READ_WRITE)
+            .unwrap();
+        let r = AnyRegion::Arena(arena);
+        assert!(r.check_view(0, 6 * ps).is_ok());
+        file.set_len(ps as u64 + 1).unwrap();
+        // The file's first two pages are backed (the second in part), the rest is gone.
+        assert!(r.check_view(0, 4 * ps).is_ok());
+        assert!(r.check_view(3 * ps + 7, 1).is_ok());
+        let gone = r.check_view(ps, 4 * ps);
+        assert!(
+            matches!(gone, Err(Error::Unbacked { offset, size }) if offset == ps as u64 && size == 4 * ps as u64),
+            "{gone:?}"
+        );
+        assert!(matches!(
+            r.check_view(4 * ps, 1),
+            Err(Error::Unbacked { .. })
+        ));
+        // Anonymous memory alone is never probed, and never refused.
+        assert!(r.check_view(0, 2 * ps).is_ok());
+    }
 
     #[test]
     fn windows_cover_one_layout_entry_cut_to_an_aligned_block() {

@@ -673,7 +673,14 @@ impl MemoryMappingArena {
     /// mapped `READ | WRITE`, and not an overlay of an fd whose size cannot be
     /// checked (a device: its pages may fault wherever its driver says).
     pub fn check_direct(&self, offset: usize, len: usize) -> Result<()> {
-        self.check_access(offset, len, Protection::READ_WRITE)?;
+        self.direct_mode(offset, len).map(|_| ())
+    }
+
+    /// [`check_direct`](Self::check_direct), answering with how copies of the
+    /// range go: `Plain` where its memory cannot vanish (one layout look-up
+    /// for both, as `view` needs both).
+    pub fn direct_mode(&self, offset: usize, len: usize) -> Result<CopyMode> {
+        let mode = self.check_access(offset, len, Protection::READ_WRITE)?;
         let page = crate::page_size();
         if len > 0 && self.opaque.overlaps(offset & !(page - 1), offset + len) {
             return Err(Error::Access {
@@ -682,7 +689,7 @@ impl MemoryMappingArena {
                 needed: Protection::READ_WRITE,
             });
         }
-        Ok(())
+        Ok(mode)
     }
 
     /// Copies `dst.len()` bytes from `offset`; needs `READ` over the range.

@@ -90,6 +90,14 @@ pub enum Error {
         /// The file's size.
         file_size: u64,
     },
+    /// Pages of a range that a view would cover are past the end of their
+    /// file now (truncated since it was mapped): touching them would `SIGBUS`.
+    Unbacked {
+        /// Start of the range.
+        offset: u64,
+        /// Its length.
+        size: u64,
+    },
     /// The operation does not exist for this kind of region.
     Unsupported {
         /// The operation.
@@ -188,6 +196,10 @@ impl fmt::Display for Error {
             Error::BeyondEof { needed, file_size } => write!(
                 f,
                 "the mapping needs {needed} bytes of the file, which has only {file_size}"
+            ),
+            Error::Unbacked { offset, size } => write!(
+                f,
+                "range [{offset}, {offset} + {size}) has pages past the end of their file"
             ),
             Error::Unsupported { operation } => {
                 write!(f, "{operation} is not supported by this region")

@@ -15,7 +15,7 @@ use std::ptr;
 
 use napi::sys;
 
-use mapped_region::rules::{check_bounds, check_eof};
+use mapped_region::rules::{check_bounds, check_eof, check_seals};
 use mapped_region::{
     file_load_length, file_size, AnyRegion, Atomic, MappingOptions, MemoryMapping,
     MemoryMappingArena,
@@ -712,6 +712,16 @@ entries! {
             Some(file_size) => Ok(check_eof(fd_offset, size, file_size)?),
             None => Ok(()),
         }
+    };
+    /// Checks one protection argument (the rule every `protection` passes)
+    /// and returns it: what `Protection.of` combines.
+    checkProtection(protection: f64) -> f64 = |_env| Ok(f64::from(convert::protection(protection)?.bits()));
+    /// Checks one seal argument (the core's seal rule, as `addSeals` applies
+    /// it) and returns it: what `Seal.of` combines.
+    checkSeals(seals: f64) -> f64 = |_env| {
+        let seals = convert::seals(seals)?;
+        check_seals(seals)?;
+        Ok(f64::from(seals))
     };
     /// A new `Buffer` with a copy of `length` bytes at `offset`.
     regionRead(handle: f64, offset: f64, length: f64) -> Buffer = |env| {

@@ -245,6 +245,11 @@ fn shape(failure: &Failure) -> Shape {
             ERR_MMAP_BEYOND_EOF,
             format!("The mapping needs {needed} bytes of the file, which has only {file_size}"),
         ),
+        Error::Unbacked { offset, size } => ours(
+            Class::RangeError,
+            ERR_MMAP_BEYOND_EOF,
+            format!("The range [{offset}, {offset} + {size}) has pages past the end of their file (truncated since it was mapped): a view there would fault"),
+        ),
         Error::Access {
             offset,
             size,

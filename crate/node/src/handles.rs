@@ -104,6 +104,28 @@ impl State {
         }
     }
 
+    /// The env of the owning object `owner` was torn down and the object no
+    /// longer owns the region (the caller counted it out): its views cannot
+    /// be touched again, so their records, a close deferred for them and the
+    /// ranges held for them go; if no owner is left, the region is closed.
+    /// Returns the region if that released it.
+    fn env_gone(&mut self, owner: u64) -> Option<AnyRegion> {
+        self.records.retain(|&(_, o, _), _| o != owner);
+        if self.deferred == Some(owner) {
+            self.deferred = None;
+        }
+        if self.owners == 0 && !self.closed {
+            self.closed = true;
+        }
+        // The turn that would have reclaimed ranges held for its views never
+        // comes. (Held ranges are the arena's, not one thread's: this
+        // reclaims them all, as any thread's `reclaim` does.)
+        if let Some(AnyRegion::Arena(arena)) = self.region.as_mut() {
+            let _ = arena.reclaim();
+        }
+        self.take_if_done()
+    }
+
     /// Whether the region was shared: views are recorded and windows are off.
     pub fn shared(&self) -> bool {
         self.shared
@@ -232,6 +254,10 @@ impl Drop for Region {
             state.owners = state.owners.saturating_sub(1);
         }
         self.release_table(&mut state);
+        drop(state);
+        // Its views may outlive it in this thread: the thread's teardown
+        // settles what they leave (see `env_gone`).
+        teardown::orphaned(&self.keep, self.owner);
     }
 }
 
@@ -402,6 +428,14 @@ mod registry {
         })
     }
 
+    /// Takes every region out of the table (the env is torn down).
+    pub(super) fn drain() -> Vec<Rc<Region>> {
+        TABLE.with_borrow_mut(|t| {
+            t.free.clear();
+            t.slots.drain(..).filter_map(|slot| slot.region).collect()
+        })
+    }
+
     pub(super) fn remove(handle: f64) {
         let Some((generation, index)) = decode(handle) else {
             return;
@@ -480,6 +514,7 @@ pub fn insert(env: napi::sys::napi_env, region: AnyRegion) -> f64 {
 }
 
 fn register(env: napi::sys::napi_env, keep: Arc<Keep>, span: Span) -> f64 {
+    teardown::watch(env);
     registry::insert(Region {
         keep,
         span,
@@ -720,4 +755,89 @@ pub fn reclaim(handle: f64) {
         state.take_if_done()
     };
     drop(released);
+}
+
+/// What a thread's env leaves behind when it is torn down (a worker ending,
+/// terminated or calling `process.exit()`; the main thread at exit). Node
+/// runs the env's cleanup hooks then, but not necessarily the finalizers of
+/// its objects and views, nor the next turn of its event loop that
+/// [`reclaim`] waits for. None of them matters any more: no JavaScript of
+/// this env runs again, so none of its views can be touched and no built-in
+/// of it holds a pointer. So the hook does for each region what those would
+/// have done: this env's objects stop owning it, their views' records and
+/// deferred closes go, ranges held for their views are given what their
+/// changes asked for, and a region whose last owner was here is closed and
+/// unmapped (once no other thread's view or pending operation needs it).
+mod teardown {
+    use std::cell::{Cell, RefCell};
+    use std::ffi::c_void;
+    use std::sync::{Arc, Weak};
+
+    use napi::sys;
+
+    use super::{registry, Keep};
+
+    thread_local! {
+        /// Whether this thread's env has the hook.
+        static WATCHED: Cell<bool> = const { Cell::new(false) };
+        /// Regions whose object in this thread was collected (its views may
+        /// live on), with that object's owner id.
+        static ORPHANS: RefCell<Vec<(Weak<Keep>, u64)>> = const { RefCell::new(Vec::new()) };
+        /// Set while the hook runs: objects dropped then are settled by it.
+        static TEARING_DOWN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Adds the teardown hook to `env`, once per thread (a worker has one env).
+    pub(super) fn watch(env: sys::napi_env) {
+        if WATCHED.with(|w| w.replace(true)) {
+            return;
+        }
+        // SAFETY: a live env of this thread; the hook runs once, on this
+        // thread, when the env is torn down.
+        let status =
+            unsafe { sys::napi_add_env_cleanup_hook(env, Some(env_gone), std::ptr::null_mut()) };
+        if status != sys::Status::napi_ok {
+            // Without the hook, regions are still released by finalizers
+            // when the runtime runs them; try again with the next region.
+            WATCHED.with(|w| w.set(false));
+        }
+    }
+
+    /// An object of this thread was collected while the env lives.
+    pub(super) fn orphaned(keep: &Arc<Keep>, owner: u64) {
+        if TEARING_DOWN.with(Cell::get) {
+            return;
+        }
+        ORPHANS.with_borrow_mut(|o| {
+            o.retain(|(k, _)| k.strong_count() > 0);
+            o.push((Arc::downgrade(keep), owner));
+        });
+    }
+
+    /// The env's cleanup hook.
+    unsafe extern "C" fn env_gone(_arg: *mut c_void) {
+        TEARING_DOWN.with(|t| t.set(true));
+        let regions = registry::drain();
+        for region in &regions {
+            let released = {
+                let mut state = region.keep.lock();
+                if !region.closed.replace(true) {
+                    state.owners = state.owners.saturating_sub(1);
+                }
+                region.release_table(&mut state);
+                state.env_gone(region.owner)
+            };
+            drop(released);
+        }
+        // Dropped while the env can still delete their references.
+        drop(regions);
+        for (keep, owner) in ORPHANS.with_borrow_mut(std::mem::take) {
+            if let Some(keep) = keep.upgrade() {
+                let released = keep.lock().env_gone(owner);
+                drop(released);
+            }
+        }
+        WATCHED.with(|w| w.set(false));
+        TEARING_DOWN.with(|t| t.set(false));
+    }
 }

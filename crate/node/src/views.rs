@@ -343,7 +343,7 @@ pub unsafe fn create(
         let r = state.live()?;
         let offset = convert::index("offset", offset)?;
         let length = convert::index("length", length)?;
-        r.check_direct(offset, length)?;
+        r.check_view(offset, length)?;
         let key = (offset, region.owner, id);
         state.record_view(key, offset + length);
         (offset, length, key)

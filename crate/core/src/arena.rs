@@ -1581,6 +1581,27 @@ mod tests {
     }
 
     #[test]
+    fn the_count_holds_on_kernels_without_the_layout_query() {
+        // In a child process: it turns the query off for the whole process.
+        crate::testutil::child_passes(
+            "arena::tests::without_layout_query_child",
+            "read /proc/self/maps instead",
+        );
+    }
+
+    #[test]
+    #[ignore = "run in a child process by the_count_holds_on_kernels_without_the_layout_query"]
+    fn without_layout_query_child() {
+        sys::procmap::disable();
+        // Merged and unmerged neighbours of every kind, each checked against the kernel.
+        the_kernel_count_holds_when_an_fd_number_is_reused_for_the_same_file();
+        protect_changes_access_in_place_and_the_layout_follows();
+        protect_over_memory_held_for_old_pointers_keeps_it_writable_until_the_reclaim();
+        assert_eq!(sys::procmap::kept_fd(), None, "no fd kept");
+        println!("read /proc/self/maps instead");
+    }
+
+    #[test]
     fn advices_that_split_mappings_stay_inside_the_budget() {
         // In a child process: it changes process-wide state.
         crate::testutil::child_passes(

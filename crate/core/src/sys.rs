@@ -432,7 +432,7 @@ pub fn mapping_starts_at_by_reading(addr: usize) -> Result<bool> {
 /// is then left alone: it is not ours any more). A kernel without the ioctl
 /// (`ENOTTY`, `EINVAL` on the first query) is remembered, its fd closed, and
 /// the callers read `/proc/self/maps` instead.
-mod procmap {
+pub(crate) mod procmap {
     use std::os::fd::RawFd;
     use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -605,6 +605,13 @@ mod procmap {
     pub fn kept_fd() -> Option<RawFd> {
         let kept = KEPT.load(Ordering::Acquire);
         (kept != 0).then(|| fd_of(kept))
+    }
+
+    /// Behaves as on a kernel without `PROCMAP_QUERY` from now on (for tests
+    /// of the fallback, in a child process).
+    #[cfg(test)]
+    pub fn disable() {
+        SUPPORT.store(UNSUPPORTED, Ordering::Relaxed);
     }
 
     /// Whether this kernel answered a query (for tests).

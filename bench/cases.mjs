@@ -4,7 +4,7 @@
 // asynchronous operations), `peerCases` the comparison with mmap-io.
 import { closeSync, ftruncateSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
+import { GuestMemory, MemoryMapping, MemoryMappingArena, mapCount, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
 import { BUILD, comparePaired, measure, median, now, paired, pairedAsync, QUICK, timeEach } from './harness.mjs'
 
 const P = PAGE_SIZE
@@ -13,6 +13,10 @@ const MiB = 1 << 20
 const GiB = 1 << 30
 const TIB = 2 ** 40
 export const LIVE_COUNTS = [10, 1000, 10000, 30000]
+/** Gap-separated overlays of a filler arena (two kernel mappings each) for the layout growth. */
+export const LAYOUT_FILLS = [10, 29000]
+/** Fresh-file overlays under one reused fd number, until the map-count budget refuses. */
+export const FRESH_FILES = 65546
 const ROUNDS = QUICK ? 31 : 201
 const SYSCALL = { batch: 100, rounds: ROUNDS }
 const FAST = { batch: 1000, rounds: ROUNDS }
@@ -250,9 +254,131 @@ export function floorCases(F) {
     floor: last.floor / first.floor,
   }
   growth.ratio = growth.ours / growth.floor
+
+  // Layout growth: adding an overlay with ~10 and ~60,000 more mappings in the process.
+  const layout = layoutCases(F, shm)
   for (const x of [guest, page, arena, plain, viewed, shm]) x.close()
   typed.close()
-  return { cases: out, live, growth, typedInfo: typed.info, fdNumberBare }
+  return { cases: out, live, growth, layout, typedInfo: typed.info, fdNumberBare }
+}
+
+/** The kernel mappings of this process that overlap `region` (from /proc/self/maps). */
+function kernelMappingsIn(region) {
+  const [start, end] = [region.address, region.address + BigInt(region.size)]
+  let n = 0
+  for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
+    if (m && BigInt(`0x${m[1]}`) < end && BigInt(`0x${m[2]}`) > start) n++
+  }
+  return n
+}
+
+/**
+ * Layout growth: the cost of adding an overlay (added, then removed; against the floor's `fstat`
+ * and two `mmap`s at the same address) with LAYOUT_FILLS[i] gap-separated overlays of a filler
+ * arena in the process (two kernel mappings each: ~10 and ~60,000 more), for an overlay with no
+ * neighbour (scattered), one that continues the pages of the same fd before it (the kernel
+ * merges them: the layout must learn whether it did), and one under an fd number that named
+ * another file when the page before it was mapped (never merged). The bar is each case's own
+ * growth, large / small. Then FRESH_FILES one-page overlays, each of a fresh file under the
+ * same fd number at the offset that continues the page before, until the budget refuses
+ * (`ENOMEM`): the time, and the arena's count against the kernel's.
+ */
+export function layoutCases(F, shm) {
+  const config = SYSCALL
+  const at = {}
+  for (const n of LAYOUT_FILLS) {
+    // The measured arena first: the kernel places the filler below it, so that a reader of
+    // /proc/self/maps (in address order) passes every filler mapping before reaching it.
+    const m = MemoryMappingArena.reserve(64 * P)
+    const aside = []
+    let filler = MemoryMappingArena.reserve((2 * n + 2) * P)
+    while (filler.address > m.address && aside.length < 8) {
+      aside.push(filler) // a hole above the measured arena: keep it taken, try again
+      filler = MemoryMappingArena.reserve((2 * n + 2) * P)
+    }
+    for (const x of aside) x.close()
+    if (filler.address > m.address) throw new Error('the filler landed above the measured arena')
+    for (let i = 0; i < n; i++) filler.addFdMapping(2 * i * P, P, shm, (i % 1024) * P, Protection.READ)
+    const pair = (offset, fd, fdOffset) => {
+      const a = addr(m, offset)
+      return paired(
+        () => {
+          m.addFdMapping(offset, P, fd, fdOffset, RW)
+          m.removeMapping(offset, P)
+        },
+        () => {
+          F.mapFdAt(a, P, fd, 3, fdOffset)
+          F.hole(a, P)
+        },
+        config,
+      )
+    }
+    // One fd number naming another file than the page before it: `other` is mapped at page 32
+    // and closed, and the next SharedMemory's fd takes its number.
+    const other = SharedMemory.create('layout-other', 2 * P)
+    m.addFdMapping(32 * P, P, other.fd, 0, RW)
+    const number = other.fd
+    other.close()
+    const reused = SharedMemory.create('layout-reused', 2 * P)
+    if (reused.fd !== number) throw new Error(`fd ${number} was not reused (${reused.fd})`)
+    m.addFdMapping(16 * P, P, shm.fd, 0, RW)
+    at[n] = {
+      process: mapCount().process,
+      scattered: pair(8 * P, shm.fd, 0),
+      contiguous: pair(17 * P, shm.fd, P),
+      reused: pair(33 * P, reused.fd, P),
+    }
+    if (m.kernelMappingCount !== kernelMappingsIn(m)) throw new Error('the layout count differs from the kernel')
+    for (const x of [m, filler, reused]) x.close()
+  }
+  const [small, large] = LAYOUT_FILLS.map((n) => at[n])
+  const growth = {}
+  for (const key of ['scattered', 'contiguous', 'reused']) {
+    growth[key] = { ours: large[key].ours / small[key].ours, floor: large[key].floor / small[key].floor }
+  }
+
+  // Fresh files under one fd number, contiguous, until ENOMEM.
+  const fresh = MemoryMappingArena.reserve((FRESH_FILES + 1) * P)
+  const numbers = new Set()
+  let added = 0
+  let refused
+  const started = now()
+  for (; added < FRESH_FILES; added++) {
+    const file = SharedMemory.create('layout-fresh', (added + 1) * P, { seal: false })
+    numbers.add(file.fd)
+    try {
+      fresh.addFdMapping(added * P, P, file.fd, added * P, Protection.READ)
+    } catch (e) {
+      refused = e
+      break
+    } finally {
+      file.close()
+    }
+  }
+  const seconds = (now() - started) / 1e9
+  if (refused?.code !== 'ENOMEM') throw new Error(`fresh files: not refused with ENOMEM (${refused?.code ?? 'never refused'})`)
+  // A caller retrying at the limit: the time of one refused overlay.
+  const refusal = timeEach(() => {
+    try {
+      fresh.addFdMapping(added * P, P, shm.fd, 0, Protection.READ)
+    } catch (e) {
+      if (e.code !== 'ENOMEM') throw e
+    }
+  }, 21)
+  const count = mapCount()
+  const freshRun = {
+    asked: FRESH_FILES,
+    seconds,
+    added,
+    numbers: numbers.size,
+    exact: fresh.kernelMappingCount === kernelMappingsIn(fresh) && fresh.kernelMappingCount === added + 1,
+    free: count.limit - count.process,
+    headroom: count.headroom,
+    refusal,
+  }
+  fresh.close()
+  return { at, small, large, growth, fresh: freshRun }
 }
 
 /**

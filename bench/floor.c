@@ -48,6 +48,21 @@ static napi_value map_fd_with(napi_env env, napi_callback_info info, int checked
 
 static napi_value map_fd(napi_env env, napi_callback_info info) { return map_fd_with(env, info, 0); }
 
+// mapFdAt(addr, len, fd, prot, offset): fstat of fd, then mmap(MAP_SHARED | MAP_FIXED) of fd at
+// `offset` — an overlay of an fd number that continues the file mapped before it.
+static napi_value map_fd_at(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  void *addr = (void *)(uintptr_t)arg_num(env, argv[0]);
+  size_t len = (size_t)arg_num(env, argv[1]);
+  int fd = (int)arg_num(env, argv[2]);
+  int prot = (int)arg_num(env, argv[3]);
+  off_t offset = (off_t)arg_num(env, argv[4]);
+  struct stat st;
+  if (fstat(fd, &st)) return fail(env, "fstat");
+  if (mmap(addr, len, prot, MAP_SHARED | MAP_FIXED, fd, offset) == MAP_FAILED) return fail(env, "mmap fd");
+  return NULL;
+}
+
 static napi_value map_fd_checked(napi_env env, napi_callback_info info) { return map_fd_with(env, info, 1); }
 
 // mapAnon(addr, len, prot): mmap(MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED).
@@ -163,7 +178,7 @@ NAPI_MODULE_INIT() {
     const char *name;
     napi_callback cb;
   } fns[] = {
-      {"mapFd", map_fd},     {"mapFdChecked", map_fd_checked}, {"mapAnon", map_anon},     {"hole", hole},         {"reserve", reserve},
+      {"mapFd", map_fd},     {"mapFdChecked", map_fd_checked}, {"mapFdAt", map_fd_at}, {"mapAnon", map_anon},     {"hole", hole},         {"reserve", reserve},
       {"unmap", unmap},      {"msync", do_msync},       {"madvise", do_madvise}, {"view", view},
       {"readInto", read_into}, {"write", write_from}, {"dump", dump},
   };

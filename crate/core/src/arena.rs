@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::copy::{copy_in, copy_out, CopyMode};
 use crate::held::{HeldRanges, Restore};
-use crate::layout::{Backing, Layout, MappingInfo};
+use crate::layout::{Backing, FileId, Layout, MappingInfo};
 use crate::mapping::copy_mode_for_fd;
 use crate::rules::{
     check_alignment, check_bounds, check_eof, check_huge, file_offset, mapping_range,
@@ -49,6 +49,9 @@ enum What<'fd> {
         /// The fd number the layout records (the one the caller named; for a
         /// [`SharedMemory`], its public fd, though its private one is mapped).
         recorded: RawFd,
+        /// The identity of the file mapped (from the `fstat` of the plan, or
+        /// the [`SharedMemory`]'s own).
+        file: Option<FileId>,
         /// `MAP_SHARED`, or `MAP_PRIVATE` (copy-on-write).
         shared: bool,
     },
@@ -88,6 +91,8 @@ struct FdFacts {
     plain: bool,
     /// The fd number the layout records.
     recorded: RawFd,
+    /// The file's identity (`st_dev`, `st_ino`).
+    file: Option<FileId>,
 }
 
 /// What an fd overlay being applied is, besides where it goes.
@@ -101,6 +106,9 @@ struct FdKind {
     shared: bool,
     /// The fd number the layout records.
     recorded: RawFd,
+    /// The file's identity, when known: neighbours of other files are never
+    /// merged, without asking the kernel.
+    file: Option<FileId>,
 }
 
 /// A reserved range of address space with tracked overlays.
@@ -256,6 +264,7 @@ impl MemoryMappingArena {
                 huge_page,
                 plain: copy_mode_for_fd(fd, identity) == CopyMode::Plain,
                 recorded: fd.as_raw_fd(),
+                file: Some(identity),
             })
         })
     }
@@ -294,6 +303,7 @@ impl MemoryMappingArena {
                 sized: known.size.is_some(),
                 plain: known.plain,
                 recorded: known.recorded,
+                file: known.file,
                 shared,
             },
         })
@@ -336,6 +346,7 @@ impl MemoryMappingArena {
             huge_page: shm.huge_page_size(),
             plain: true,
             recorded: shm.fd(),
+            file: Some(shm.identity()),
         };
         self.plan_fd_with(offset, size, fd, fd_offset, prot, shared, || Ok(known))
     }
@@ -418,6 +429,7 @@ impl MemoryMappingArena {
                 sized,
                 plain,
                 recorded,
+                file,
                 shared,
             } => {
                 let kind = FdKind {
@@ -425,6 +437,7 @@ impl MemoryMappingArena {
                     plain,
                     shared,
                     recorded,
+                    file,
                 };
                 self.apply_fd_mapping(start, end, fd, fd_offset, prot, kind, in_use)
             }
@@ -791,6 +804,7 @@ impl MemoryMappingArena {
             plain,
             shared,
             recorded,
+            file,
         } = kind;
         let flags = if shared {
             libc::MAP_SHARED
@@ -841,7 +855,7 @@ impl MemoryMappingArena {
                         .set(offset, end, Backing::Anonymous, Protection::NONE);
                 }
                 let base = self.addr as usize;
-                self.layout.set_checked(
+                self.layout.set_file_checked(
                     offset,
                     end,
                     Backing::Fd {
@@ -849,6 +863,7 @@ impl MemoryMappingArena {
                         fd_offset,
                         shared,
                     },
+                    file,
                     prot,
                     &mut |b| kernel_merged(base + b),
                 );
@@ -969,9 +984,11 @@ fn interim(prot: Protection, in_use: bool) -> (Protection, Option<Restore>) {
 }
 
 /// Whether the kernel merged the two mappings that meet at `addr` (no mapping
-/// starts there). When it cannot be told (no fd free to read the process's
-/// mappings), they are taken as apart: the budget then counts one too many,
-/// never one too few.
+/// starts there): one `PROCMAP_QUERY` (O(log n) in the process's mappings), or
+/// on older kernels a read of `/proc/self/maps` up to `addr`. Asked only where
+/// the layout cannot tell (the same file or an unknown one at contiguous
+/// offsets, anonymous neighbours). When it cannot be told (no fd free), they
+/// are taken as apart: the budget then counts one too many, never one too few.
 fn kernel_merged(addr: usize) -> bool {
     matches!(sys::mapping_starts_at(addr), Ok(false))
 }
@@ -1523,6 +1540,72 @@ mod tests {
         a.add_anonymous(12 * ps, ps, Protection::READ_WRITE)
             .unwrap();
         assert_eq!(a.kernel_mapping_count(), real_count(&a));
+    }
+
+    #[test]
+    fn fresh_files_under_one_number_reach_the_headroom_with_the_count_exact() {
+        // In a child process: it takes the process to its map-count headroom.
+        crate::testutil::child_passes("arena::tests::fresh_files_child", "refused at the headroom");
+    }
+
+    #[test]
+    #[ignore = "run in a child process by fresh_files_under_one_number_reach_the_headroom_with_the_count_exact"]
+    fn fresh_files_child() {
+        let ps = page_size();
+        let limit = 65_546;
+        let mut a = MemoryMappingArena::new((limit + 1) * ps).unwrap();
+        let started = std::time::Instant::now();
+        let mut numbers = std::collections::BTreeSet::new();
+        // One page of a new file each time, at the file offset that continues
+        // the page before: the fd number is the same, the file never is.
+        let mut added = 0;
+        let refused = loop {
+            assert!(added < limit, "never refused");
+            let fd = sys::memfd_create(c"mr-fresh", libc::MFD_CLOEXEC).unwrap();
+            sys::ftruncate(fd.as_fd(), ((added + 1) * ps) as libc::off_t).unwrap();
+            numbers.insert(fd.as_raw_fd());
+            match a.add_fd_mapping(
+                added * ps,
+                ps,
+                fd.as_fd(),
+                (added * ps) as u64,
+                Protection::READ,
+            ) {
+                Ok(()) => added += 1,
+                Err(e) => break e,
+            }
+        };
+        let elapsed = started.elapsed();
+        assert_eq!(refused.errno(), Some(libc::ENOMEM));
+        assert_eq!(numbers.len(), 1, "fd numbers {numbers:?}");
+        assert_eq!(a.mapping_count(), added);
+        // Every page its own kernel mapping, then the rest of the reservation.
+        assert_eq!(a.kernel_mapping_count(), added + 1);
+        assert_eq!(a.kernel_mapping_count(), real_count(&a));
+        let free = crate::budget::max_map_count() - crate::budget::process_map_count().unwrap();
+        assert!(free + 8 >= crate::budget::headroom(), "{free} left");
+        println!("refused at the headroom: {added} overlays in {elapsed:?}");
+    }
+
+    #[test]
+    fn the_count_holds_on_kernels_without_the_layout_query() {
+        // In a child process: it turns the query off for the whole process.
+        crate::testutil::child_passes(
+            "arena::tests::without_layout_query_child",
+            "read /proc/self/maps instead",
+        );
+    }
+
+    #[test]
+    #[ignore = "run in a child process by the_count_holds_on_kernels_without_the_layout_query"]
+    fn without_layout_query_child() {
+        sys::procmap::disable();
+        // Merged and unmerged neighbours of every kind, each checked against the kernel.
+        the_kernel_count_holds_when_an_fd_number_is_reused_for_the_same_file();
+        protect_changes_access_in_place_and_the_layout_follows();
+        protect_over_memory_held_for_old_pointers_keeps_it_writable_until_the_reclaim();
+        assert_eq!(sys::procmap::kept_fd(), None, "no fd kept");
+        println!("read /proc/self/maps instead");
     }
 
     #[test]

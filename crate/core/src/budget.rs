@@ -11,10 +11,18 @@
 //! layout) and per mapping; the rest of the process is measured from
 //! `/proc/self/maps` only when this crate's own count has grown by a step since
 //! the last measure, or when an operation would otherwise be refused — so
-//! operations that do not grow the count never pay for a measure.
+//! operations that do not grow the count never pay for a measure. A measure
+//! costs time proportional to the process's mappings, so the step grows with
+//! the room left: half of it, at least 512 mappings (far from the limit
+//! few measures, near it one every 512; this crate never uses more
+//! than half the room it last saw without looking again). A refusal is
+//! confirmed by a fresh measure, except within ten times the duration of the
+//! measure that confirmed the last one: a caller that retries in a loop at the
+//! limit spends at most about a tenth of its time measuring.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -28,8 +36,14 @@ static OWNED_AT_MEASURE: AtomicUsize = AtomicUsize::new(0);
 /// layout that tracks them: an advice that changes a mapping's flags over part
 /// of it splits it (up to two more). The next measure counts them for real.
 static UNTRACKED: AtomicUsize = AtomicUsize::new(0);
-/// Growth of `OWNED` after which the rest of the process is measured again.
+/// Growth of `OWNED` after which the rest of the process is measured again, at
+/// least.
 const REMEASURE_STEP: usize = 512;
+/// The growth of `OWNED` after which the rest of the process is measured again
+/// (set by each measure: half the room it left, at least `REMEASURE_STEP`).
+static STEP: AtomicUsize = AtomicUsize::new(REMEASURE_STEP);
+/// When the last refusal was confirmed by a measure, and how long that took.
+static REFUSED: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
 
 /// `vm.max_map_count`, read once (65530 if it cannot be read).
 pub fn max_map_count() -> usize {
@@ -81,7 +95,21 @@ fn measure() -> Result<usize> {
     });
     OTHERS.store(others, Ordering::Relaxed);
     OWNED_AT_MEASURE.store(owned, Ordering::Relaxed);
+    let room = allowed().saturating_sub(others.saturating_add(owned));
+    STEP.store((room / 2).max(REMEASURE_STEP), Ordering::Relaxed);
     Ok(others)
+}
+
+/// Mappings the process may have before operations are refused.
+fn allowed() -> usize {
+    max_map_count().saturating_sub(headroom())
+}
+
+/// Whether a measure confirmed a refusal so recently (within ten times its
+/// duration) that the next refusal need not measure again.
+fn refused_recently() -> bool {
+    let last = *REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+    last.is_some_and(|(at, took)| at.elapsed() < took.saturating_mul(10))
 }
 
 /// Refuses with `ENOMEM` an operation that may add up to `extra` mappings when
@@ -92,11 +120,11 @@ pub(crate) fn check_room(extra: usize) -> Result<()> {
     let untracked = UNTRACKED.load(Ordering::Relaxed);
     if others == usize::MAX
         || (owned + untracked).saturating_sub(OWNED_AT_MEASURE.load(Ordering::Relaxed))
-            >= REMEASURE_STEP
+            >= STEP.load(Ordering::Relaxed)
     {
         others = measure()?;
     }
-    let allowed = max_map_count().saturating_sub(headroom());
+    let allowed = allowed();
     let untracked = UNTRACKED.load(Ordering::Relaxed);
     let total = |others: usize, untracked: usize| {
         others
@@ -104,14 +132,22 @@ pub(crate) fn check_room(extra: usize) -> Result<()> {
             .saturating_add(untracked)
             .saturating_add(extra)
     };
+    let refused = Err(Error::Syscall {
+        syscall: "mmap",
+        errno: libc::ENOMEM,
+    });
     if total(others, untracked) > allowed {
+        // The measure that confirmed the last refusal is recent: its count stands.
+        if refused_recently() {
+            return refused;
+        }
         // Confirm with a fresh measure before refusing.
+        let started = Instant::now();
         others = measure()?;
         if total(others, 0) > allowed {
-            return Err(Error::Syscall {
-                syscall: "mmap",
-                errno: libc::ENOMEM,
-            });
+            let now = Instant::now();
+            *REFUSED.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, now - started));
+            return refused;
         }
     }
     Ok(())

@@ -46,7 +46,15 @@ struct Piece {
     end: usize,
     backing: Backing,
     protection: Protection,
+    /// For an fd piece, the identity (`st_dev`, `st_ino`) of the file mapped
+    /// there, where it is known: a mapping keeps its file alive, so while the
+    /// piece is mapped no other file can have it. Pieces of two different
+    /// files never merge in the kernel, whatever their fd numbers.
+    file: Option<FileId>,
 }
+
+/// The identity of a file (`st_dev`, `st_ino`).
+pub type FileId = (u64, u64);
 
 impl Piece {
     /// The piece as it continues from `from` (>= its start at `start`).
@@ -69,6 +77,7 @@ impl Piece {
     /// Whether `next`, starting where `self` (starting at `start`) ends, continues it.
     fn continues_into(&self, start: usize, next: &Piece) -> bool {
         self.protection == next.protection
+            && !matches!((self.file, next.file), (Some(a), Some(b)) if a != b)
             && match (self.backing, next.backing) {
                 (Backing::Anonymous, Backing::Anonymous) => true,
                 (
@@ -229,6 +238,22 @@ impl Layout {
         protection: Protection,
         kernel_merged: &mut dyn FnMut(usize) -> bool,
     ) {
+        self.set_file_checked(start, end, backing, None, protection, kernel_merged);
+    }
+
+    /// [`set_checked`](Self::set_checked) for an fd overlay whose file's
+    /// identity is known (`file`): a neighbour known to map another file is
+    /// never merged with it, and the kernel is not asked — only a neighbour
+    /// of the same file (or of an unknown one) at contiguous offsets is.
+    pub fn set_file_checked(
+        &mut self,
+        start: usize,
+        end: usize,
+        backing: Backing,
+        file: Option<FileId>,
+        protection: Protection,
+        kernel_merged: &mut dyn FnMut(usize) -> bool,
+    ) {
         if start >= end {
             return;
         }
@@ -237,10 +262,15 @@ impl Layout {
         // around it, if any), which are therefore not touching each other.
         let left = self.pieces.before(start).map(|(s, &p)| (s, p));
         let right = self.pieces.from(end).map(|(s, &p)| (s, p));
+        let file = match backing {
+            Backing::Fd { .. } => file,
+            Backing::Anonymous => None,
+        };
         let piece = Piece {
             end,
             backing,
             protection,
+            file,
         };
         let left_touches = left.is_some_and(|(_, l)| l.end == start);
         let right_touches = right.is_some_and(|(r, _)| r == end);
@@ -253,6 +283,8 @@ impl Layout {
                         end,
                         backing: l.backing,
                         protection,
+                        // The kernel merged them: one file, known from either.
+                        file: l.file.or(file),
                     },
                 )
             }
@@ -262,6 +294,7 @@ impl Layout {
             if right_touches && merged.continues_into(first, &right) && kernel_merged(end) {
                 self.pieces.remove(r);
                 merged.end = right.end;
+                merged.file = merged.file.or(right.file);
                 // The pair (merged, right) is one piece now; right's own pair
                 // with the piece after it is merged's, unchanged.
             } else {
@@ -287,25 +320,20 @@ impl Layout {
         protection: Protection,
         kernel_merged: &mut dyn FnMut(usize) -> bool,
     ) {
-        let parts: Vec<(usize, usize, Backing)> = self
-            .iter()
-            .filter(|m| m.offset < end && m.offset + m.size > start)
-            .map(|m| {
-                let from = m.offset.max(start);
-                let piece = Piece {
-                    end: m.offset + m.size,
-                    backing: m.backing,
-                    protection: m.protection,
-                };
-                (
-                    from,
-                    (m.offset + m.size).min(end),
-                    piece.tail(m.offset, from).backing,
-                )
+        // The piece containing `start` (if any), then those starting inside.
+        let parts: Vec<(usize, usize, Piece)> = self
+            .pieces
+            .at_or_before(start)
+            .into_iter()
+            .chain(self.pieces.range(start.saturating_add(1), end))
+            .filter(|&(s, p)| s < end && p.end > start)
+            .map(|(s, &p)| {
+                let from = s.max(start);
+                (from, p.end.min(end), p.tail(s, from))
             })
             .collect();
-        for (from, to, backing) in parts {
-            self.set_checked(from, to, backing, protection, kernel_merged);
+        for (from, to, p) in parts {
+            self.set_file_checked(from, to, p.backing, p.file, protection, kernel_merged);
         }
     }
 
@@ -429,6 +457,54 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_different_files_never_merge_and_the_kernel_is_not_asked() {
+        let mut l = Layout::new();
+        let mut asked = Vec::new();
+        let (a, b) = (Some((1, 10)), Some((1, 11)));
+        l.set_file_checked(0, 4, fd(3, 0), a, RW, &mut |x| {
+            asked.push(x);
+            true
+        });
+        // The same number, contiguous offsets, another file: apart, nothing asked.
+        l.set_file_checked(4, 8, fd(3, 4), b, RW, &mut |x| {
+            asked.push(x);
+            true
+        });
+        assert_eq!(l.len(), 2);
+        assert!(asked.is_empty());
+        // The same file (or one not known) continuing it: only the kernel knows.
+        l.set_file_checked(8, 12, fd(3, 8), b, RW, &mut |x| {
+            asked.push(x);
+            true
+        });
+        l.set_file_checked(12, 16, fd(3, 12), None, RW, &mut |x| {
+            asked.push(x);
+            true
+        });
+        assert_eq!(asked, vec![8, 12]);
+        assert_eq!(
+            entries(&l),
+            vec![(0, 4, fd(3, 0), RW), (4, 12, fd(3, 4), RW)]
+        );
+        // A merged piece keeps the identity it knew: a third file before it stays apart.
+        l.clear(0, 4);
+        l.set_file_checked(0, 4, fd(3, 0), Some((2, 10)), RW, &mut |x| {
+            asked.push(x);
+            true
+        });
+        assert_eq!(asked, vec![8, 12]);
+        assert_eq!(l.len(), 2);
+        // A change of protection keeps each piece's file: still apart.
+        l.set_protection(0, 16, R, &mut |x| {
+            asked.push(x);
+            true
+        });
+        assert_eq!(asked, vec![8, 12]);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.kernel_mappings(16), 2);
+    }
+
+    #[test]
     fn contiguous_fd_offsets_merge_and_others_do_not() {
         let mut l = Layout::new();
         l.set(0, 4, fd(3, 0), RW);
@@ -522,6 +598,7 @@ mod tests {
                         end,
                         backing,
                         protection: prot,
+                        file: None,
                     };
                     for (i, page) in pages.iter_mut().enumerate().take(end).skip(start) {
                         *page = Some((piece.tail(start, i).backing, prot));

@@ -92,6 +92,11 @@ impl SharedMemory {
         Ok(shm)
     }
 
+    /// The memfd's identity (`st_dev`, `st_ino`), fixed for its life.
+    pub(crate) fn identity(&self) -> (u64, u64) {
+        self.identity
+    }
+
     /// The memfd's number (see the type's docs on numbers reused by others).
     pub fn fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()

@@ -400,14 +400,225 @@ fn parse_range(line: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Whether a mapping of this process starts exactly at `addr`: where two
-/// mappings meet there, the kernel did not merge them.
+/// mappings meet there, the kernel did not merge them. Asks the kernel about
+/// that one address (`PROCMAP_QUERY`, Linux 6.11+: O(log n) in the process's
+/// mappings); where it cannot, reads `/proc/self/maps` up to `addr` (O(n)).
 pub fn mapping_starts_at(addr: usize) -> Result<bool> {
+    if let Some(answer) = procmap::vma_start(addr) {
+        return answer.map(|start| start == addr);
+    }
+    mapping_starts_at_by_reading(addr)
+}
+
+/// [`mapping_starts_at`] by reading `/proc/self/maps`: the fallback for kernels
+/// without `PROCMAP_QUERY`.
+pub fn mapping_starts_at_by_reading(addr: usize) -> Result<bool> {
     let mut found = false;
     for_each_mapping(|a, _| {
         found = a == addr;
         a < addr
     })?;
     Ok(found)
+}
+
+/// `ioctl(PROCMAP_QUERY)` on `/proc/self/maps` (Linux 6.11+): the mapping
+/// (VMA) that covers one address, in O(log n) of the process's mappings.
+///
+/// One fd to `/proc/self/maps` is opened on the first query (`O_CLOEXEC`) and
+/// kept for the life of the process: opening one per query would cost ten
+/// times the query. It is opened again in a forked child (a `/proc/self/maps`
+/// fd answers for the process that opened it), and when its number was closed
+/// behind this crate's back (`EBADF`) or names something else now (the number
+/// is then left alone: it is not ours any more). A kernel without the ioctl
+/// (`ENOTTY`, `EINVAL` on the first query) is remembered, its fd closed, and
+/// the callers read `/proc/self/maps` instead.
+pub(crate) mod procmap {
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+    use crate::{Error, Result};
+
+    /// `struct procmap_query` of `include/uapi/linux/fs.h` (104 bytes).
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProcmapQuery {
+        size: u64,
+        query_flags: u64,
+        query_addr: u64,
+        vma_start: u64,
+        vma_end: u64,
+        vma_flags: u64,
+        vma_page_size: u64,
+        vma_offset: u64,
+        inode: u64,
+        dev_major: u32,
+        dev_minor: u32,
+        vma_name_size: u32,
+        build_id_size: u32,
+        vma_name_addr: u64,
+        build_id_addr: u64,
+    }
+
+    const _: () = assert!(std::mem::size_of::<ProcmapQuery>() == 104);
+
+    /// `_IOWR('f', 17, struct procmap_query)`. The request's C type differs by
+    /// libc (`libc::Ioctl`); the kernel reads its low 32 bits either way.
+    const PROCMAP_QUERY: u32 = (3 << 30) | (104 << 16) | ((b'f' as u32) << 8) | 17;
+
+    /// Not known yet, answered before, or refused by this kernel.
+    const UNKNOWN: u8 = 0;
+    const SUPPORTED: u8 = 1;
+    const UNSUPPORTED: u8 = 2;
+    static SUPPORT: AtomicU8 = AtomicU8::new(UNKNOWN);
+    /// The kept fd and the process that opened it, as one value: the pid in
+    /// the high 32 bits, the fd + 1 in the low ones (0: none kept).
+    static KEPT: AtomicU64 = AtomicU64::new(0);
+
+    fn pack(pid: libc::pid_t, fd: RawFd) -> u64 {
+        ((pid as u32 as u64) << 32) | (fd as u32 as u64 + 1)
+    }
+
+    fn fd_of(kept: u64) -> RawFd {
+        (kept as u32 as RawFd) - 1
+    }
+
+    /// The kept fd of this process, opened if there is none, and the value
+    /// kept (to hand to [`forget`]).
+    fn maps_fd() -> Result<(RawFd, u64)> {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let kept = KEPT.load(Ordering::Acquire);
+        if kept != 0 {
+            if kept >> 32 == pid as u32 as u64 {
+                return Ok((fd_of(kept), kept));
+            }
+            // A forked child (one thread then): the inherited fd answers for
+            // the parent. It is this process's own copy: closed here.
+            if KEPT
+                .compare_exchange(kept, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SAFETY: the child's copy of the fd this module opened.
+                unsafe { libc::close(fd_of(kept)) };
+            }
+        }
+        // SAFETY: a NUL-terminated path.
+        let new = unsafe {
+            libc::open(
+                c"/proc/self/maps".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if new < 0 {
+            return Err(Error::last_os_error("open"));
+        }
+        let packed = pack(pid, new);
+        match KEPT.compare_exchange(0, packed, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok((new, packed)),
+            Err(theirs) => {
+                // Another thread kept one first: use it, close ours.
+                // SAFETY: `new` was opened above and is owned by nobody else.
+                unsafe { libc::close(new) };
+                Ok((fd_of(theirs), theirs))
+            }
+        }
+    }
+
+    /// Forgets the kept fd without closing it: its number was closed by
+    /// someone else (and may name another file already).
+    fn forget(kept: u64) {
+        let _ = KEPT.compare_exchange(kept, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// One query for the mapping covering `addr` on `fd`: its start, or the errno.
+    fn query(fd: RawFd, addr: usize) -> std::result::Result<usize, libc::c_int> {
+        let mut q = ProcmapQuery {
+            size: std::mem::size_of::<ProcmapQuery>() as u64,
+            query_addr: addr as u64,
+            ..ProcmapQuery::default()
+        };
+        // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query`,
+        // which `q` is (size set, no name or build-id buffer asked for). Any
+        // other file answers an unknown request with an error.
+        let ret = unsafe { libc::ioctl(fd, PROCMAP_QUERY as libc::Ioctl, &mut q) };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        if q.vma_start > addr as u64 || q.vma_end <= addr as u64 {
+            // Not an answer about `addr`: whatever the fd names now is not ours.
+            return Err(libc::ENOTTY);
+        }
+        Ok(q.vma_start as usize)
+    }
+
+    /// The start of the mapping that covers `addr`, or `None` when this
+    /// kernel cannot say (no `PROCMAP_QUERY`): the caller reads
+    /// `/proc/self/maps` instead. No mapping at `addr` is `ENOENT`.
+    pub fn vma_start(addr: usize) -> Option<Result<usize>> {
+        if SUPPORT.load(Ordering::Relaxed) == UNSUPPORTED {
+            return None;
+        }
+        // Twice at most: a kept fd that someone else closed is opened again.
+        for _ in 0..2 {
+            let (fd, kept) = match maps_fd() {
+                Ok(fd) => fd,
+                // No fd free (EMFILE…): the reader needs one too.
+                Err(e) => return Some(Err(e)),
+            };
+            match query(fd, addr) {
+                Ok(start) => {
+                    SUPPORT.store(SUPPORTED, Ordering::Relaxed);
+                    return Some(Ok(start));
+                }
+                Err(libc::ENOENT) => {
+                    SUPPORT.store(SUPPORTED, Ordering::Relaxed);
+                    return Some(Err(Error::Syscall {
+                        syscall: "ioctl",
+                        errno: libc::ENOENT,
+                    }));
+                }
+                Err(libc::ENOTTY | libc::EINVAL) if SUPPORT.load(Ordering::Relaxed) == UNKNOWN => {
+                    // This kernel has no PROCMAP_QUERY: never ask again.
+                    SUPPORT.store(UNSUPPORTED, Ordering::Relaxed);
+                    if KEPT
+                        .compare_exchange(kept, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        // SAFETY: the fd this module opened, no longer kept.
+                        unsafe { libc::close(fd) };
+                    }
+                    return None;
+                }
+                Err(libc::EINTR) => {}
+                // The number was closed, or names something else now.
+                Err(_) => forget(kept),
+            }
+        }
+        // Still no answer: the reader decides this time.
+        None
+    }
+
+    /// The kept fd, if any (for tests).
+    #[cfg(test)]
+    pub fn kept_fd() -> Option<RawFd> {
+        let kept = KEPT.load(Ordering::Acquire);
+        (kept != 0).then(|| fd_of(kept))
+    }
+
+    /// Behaves as on a kernel without `PROCMAP_QUERY` from now on (for tests
+    /// of the fallback, in a child process).
+    #[cfg(test)]
+    pub fn disable() {
+        SUPPORT.store(UNSUPPORTED, Ordering::Relaxed);
+    }
+
+    /// Whether this kernel answered a query (for tests).
+    #[cfg(test)]
+    pub fn supported() -> bool {
+        SUPPORT.load(Ordering::Relaxed) == SUPPORTED
+    }
 }
 
 /// Whether every page of `[addr, addr + len)` is mapped (any protection):
@@ -619,6 +830,8 @@ mod tests {
         let base = reserve(3 * ps);
         assert!(mapping_starts_at(base as usize).unwrap());
         assert!(!mapping_starts_at(base as usize + ps).unwrap());
+        assert!(mapping_starts_at_by_reading(base as usize).unwrap());
+        assert!(!mapping_starts_at_by_reading(base as usize + ps).unwrap());
         assert!(fully_mapped(base, 3 * ps));
         // SAFETY: the middle page of the reservation made above.
         unsafe { munmap(base.add(ps), ps) }.unwrap();
@@ -627,6 +840,66 @@ mod tests {
         assert!(mapping_starts_at(base as usize + 2 * ps).unwrap());
         // SAFETY: the rest of the reservation.
         unsafe { munmap(base, 3 * ps) }.unwrap();
+    }
+
+    #[test]
+    fn the_layout_query_answers_as_the_maps_file_does() {
+        // In a child process: it closes and replaces the kept fd.
+        crate::testutil::child_passes("sys::tests::layout_query_child", "layout query:");
+    }
+
+    #[test]
+    #[ignore = "run in a child process by the_layout_query_answers_as_the_maps_file_does"]
+    fn layout_query_child() {
+        let ps = page_size();
+        let base = reserve(8 * ps);
+        let start = base as usize;
+        // Pages 2 and 5 apart from their neighbours; page 7 unmapped.
+        // SAFETY: pages of the reservation made above.
+        unsafe {
+            mprotect(base.add(2 * ps), ps, libc::PROT_READ).unwrap();
+            mprotect(base.add(5 * ps), ps, libc::PROT_READ).unwrap();
+            munmap(base.add(7 * ps), ps).unwrap();
+        }
+        let agree = || {
+            for page in 0..7 {
+                let addr = start + page * ps;
+                assert_eq!(
+                    mapping_starts_at(addr).unwrap(),
+                    mapping_starts_at_by_reading(addr).unwrap(),
+                    "page {page}"
+                );
+            }
+        };
+        agree();
+        if !procmap::supported() {
+            // SAFETY: the reservation made above.
+            unsafe { munmap(base, 7 * ps) }.unwrap();
+            println!("layout query: not offered by this kernel, read /proc/self/maps");
+            return;
+        }
+        assert!(mapping_starts_at(start + 2 * ps).unwrap());
+        assert!(!mapping_starts_at(start + ps).unwrap());
+        // Nothing mapped there: no answer (taken as apart by the arena).
+        assert!(mapping_starts_at(start + 7 * ps).is_err());
+        // The kept fd closed behind the crate's back: opened again.
+        let kept = procmap::kept_fd().unwrap();
+        crate::testutil::close_raw(kept);
+        agree();
+        let again = procmap::kept_fd().unwrap();
+        // Its number made to name another file: left to its owner, a new one kept.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: replaces the crate's kept fd number (a test of exactly that).
+        assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), again) }, again);
+        agree();
+        let third = procmap::kept_fd().unwrap();
+        assert_ne!(third, again);
+        assert!(crate::sys::file_identity(crate::testutil::borrow(again)).is_some());
+        crate::testutil::close_raw(again);
+        assert!(procmap::supported());
+        // SAFETY: the reservation made above.
+        unsafe { munmap(base, 7 * ps) }.unwrap();
+        println!("layout query: fds {kept}, {again}, {third}");
     }
 
     #[test]

@@ -59,6 +59,27 @@ enum Op {
         offset: usize,
         len: usize,
     },
+    /// The fd table's renumbered slot names a fresh file now (same number).
+    Renumber,
+}
+
+/// A fresh memfd of 16 pages, given the number `at` (`dup2`) when `at` is
+/// not -1; returns its number.
+fn fresh_file(at: RawFd) -> RawFd {
+    let ps = page_size();
+    // SAFETY: a fresh memfd, sized; dup2 replaces only the test's own slot
+    // number (or none), and the original number is closed after.
+    unsafe {
+        let fd = libc::memfd_create(c"fuzz-renumbered".as_ptr(), libc::MFD_CLOEXEC);
+        assert!(fd >= 0);
+        assert_eq!(libc::ftruncate(fd, 16 * ps as libc::off_t), 0);
+        if at < 0 {
+            return fd;
+        }
+        assert_eq!(libc::dup2(fd, at), at);
+        libc::close(fd);
+        at
+    }
 }
 
 fn edge_usize() -> impl Strategy<Value = usize> {
@@ -78,7 +99,7 @@ fn op() -> impl Strategy<Value = Op> {
     let prot = prop_oneof![4 => 0u32..8, 1 => Just(8u32), 1 => Just(u32::MAX)];
     let fd_offset = prop_oneof![4 => (0u64..12).prop_map(move |p| p * ps), 1 => Just(1u64), 1 => Just(u64::MAX), 1 => Just(1u64 << 63)];
     prop_oneof![
-        (edge_usize(), edge_usize(), 0u8..4, fd_offset, prot.clone()).prop_map(
+        (edge_usize(), edge_usize(), 0u8..5, fd_offset, prot.clone()).prop_map(
             |(offset, size, fd, fd_offset, prot)| Op::AddFd {
                 offset,
                 size,
@@ -110,6 +131,7 @@ fn op() -> impl Strategy<Value = Op> {
                 advice
             }),
         (edge_usize(), 0usize..10_000).prop_map(|(offset, len)| Op::Read { offset, len }),
+        Just(Op::Renumber),
     ]
 }
 
@@ -169,7 +191,9 @@ proptest! {
         let ps = page_size();
         let small = SharedMemory::create("fuzz-small", 4 * ps as u64, true, None).unwrap();
         let large = SharedMemory::create("fuzz-large", 16 * ps as u64, true, None).unwrap();
-        let fds = [small.as_raw_fd(), large.as_raw_fd(), 999_999, 1_000_000];
+        // The last slot: one number that comes to name ever new files.
+        let renumbered = fresh_file(-1);
+        let fds = [small.as_raw_fd(), large.as_raw_fd(), 999_999, 1_000_000, renumbered];
         let mut arena = MemoryMappingArena::new(PAGES * ps).unwrap();
         let base = arena.as_ptr() as usize;
         for op in ops {
@@ -207,6 +231,9 @@ proptest! {
                     let mut buf = vec![0u8; len];
                     let _ = arena.read_into(offset, &mut buf);
                 }
+                Op::Renumber => {
+                    fresh_file(renumbered);
+                }
             }
             // The kernel agrees with the layout: nothing unmapped, same pieces, same protections.
             let kernel = kernel_view(base, base + arena.size());
@@ -234,5 +261,7 @@ proptest! {
                 prop_assert_eq!(&piece.2, &perms_of(m.protection, shared));
             }
         }
+        // SAFETY: the test's own memfd number, no longer used.
+        unsafe { libc::close(renumbered) };
     }
 }

@@ -5,7 +5,8 @@
 // status, used-ring writes), and against `DataView`s over plain `ArrayBuffer`s with a region
 // lookup (the JavaScript floor). Each is written with number addresses and with bigint addresses
 // (descriptor addresses read as `u64`, address arithmetic in bigints); the bigint floor converts
-// with `Number()` at its lookup. Run alone: `node bench/device.mjs` prints the rows.
+// with `Number()` at its lookup. `bigintCases` are the bigint forms of GuestMemory's methods
+// against their number forms plus one `Number()`. Run alone: `node bench/device.mjs` prints the rows.
 import { GuestMemory, SharedMemory } from 'mapped-region'
 import { paired, QUICK } from './harness.mjs'
 
@@ -259,7 +260,160 @@ export function deviceCases() {
   guest.close()
   low.close()
   high.close()
+  hotplug.chains = CHAINS
   return { cases: out, hotplug }
+}
+
+/**
+ * Bigint guest addresses cost no more than their conversion: each GuestMemory method called with
+ * bigint addresses, against the same method with number addresses plus one `Number()` of the same
+ * bigint (the floor); and last round's GuestMemory rows again, with bigint addresses (their floors
+ * convert with `Number()` too). 64 addresses per call, rotating, so that nothing is folded.
+ */
+export function bigintCases() {
+  const N = 64
+  const ram = SharedMemory.create('bigint', 4 * MiB)
+  const guest = new GuestMemory([{ guestAddress: HIGH, size: 4 * MiB, backing: ram }], { addressSpace: HIGH + 4 * MiB })
+  const arena = guest.arena
+  const view = arena.view(HIGH, 4 * MiB)
+  const dv = new DataView(view.buffer, view.byteOffset, view.byteLength)
+  const big = Array.from({ length: N }, (_, i) => BigInt(HIGH + ((i * 389) % (MiB - 2)) * 4))
+  const buf8 = new Uint8Array(8)
+  let sink = 0
+  const opts = { batch: 200, rounds: QUICK ? 31 : 201 }
+  const pair = (ours, floor) => {
+    const r = paired(ours, floor, opts)
+    r.ours /= N
+    r.floor /= N
+    return r
+  }
+  const rows = [
+    [
+      'readU32',
+      () => {
+        for (let i = 0; i < N; i++) sink += guest.readU32(big[i])
+      },
+      () => {
+        for (let i = 0; i < N; i++) sink += guest.readU32(Number(big[i]))
+      },
+    ],
+    [
+      'writeU32',
+      () => {
+        for (let i = 0; i < N; i++) guest.writeU32(big[i], i)
+      },
+      () => {
+        for (let i = 0; i < N; i++) guest.writeU32(Number(big[i]), i)
+      },
+    ],
+    [
+      'read (8 B)',
+      () => {
+        for (let i = 0; i < N; i++) sink += guest.read(big[i], 8)[0]
+      },
+      () => {
+        for (let i = 0; i < N; i++) sink += guest.read(Number(big[i]), 8)[0]
+      },
+    ],
+    [
+      'readInto (8 B)',
+      () => {
+        for (let i = 0; i < N; i++) guest.readInto(big[i], buf8)
+      },
+      () => {
+        for (let i = 0; i < N; i++) guest.readInto(Number(big[i]), buf8)
+      },
+    ],
+    [
+      'write (8 B)',
+      () => {
+        for (let i = 0; i < N; i++) guest.write(big[i], buf8)
+      },
+      () => {
+        for (let i = 0; i < N; i++) guest.write(Number(big[i]), buf8)
+      },
+    ],
+    [
+      'translate',
+      () => {
+        for (let i = 0; i < N; i++) sink += Number(guest.translate(big[i]) & 1n)
+      },
+      () => {
+        for (let i = 0; i < N; i++) sink += Number(guest.translate(Number(big[i])) & 1n)
+      },
+    ],
+  ]
+  const out = rows.map(([name, ours, floor]) => ({
+    key: `bigint_${name.split(' ')[0]}`,
+    label: `GuestMemory.${name} with a bigint address (against the number form plus one Number() of it)`,
+    bar: 1.3,
+    result: pair(ours, floor),
+  }))
+  const base = HIGH
+  out.push(
+    {
+      key: 'guest_write_8_bigint',
+      label: 'GuestMemory.write() 8 B, bigint address (against the arena’s own write() with Number())',
+      bar: 1.2,
+      result: pair(
+        () => {
+          for (let i = 0; i < N; i++) guest.write(big[i], buf8)
+        },
+        () => {
+          for (let i = 0; i < N; i++) arena.write(Number(big[i]), buf8)
+        },
+      ),
+    },
+    {
+      key: 'guest_readinto_8_bigint',
+      label: 'GuestMemory.readInto() 8 B, bigint address (against the arena’s own readInto() with Number())',
+      bar: 1.2,
+      result: pair(
+        () => {
+          for (let i = 0; i < N; i++) guest.readInto(big[i], buf8)
+        },
+        () => {
+          for (let i = 0; i < N; i++) arena.readInto(Number(big[i]), buf8)
+        },
+      ),
+    },
+    {
+      key: 'guest_typed_read_bigint',
+      label: 'GuestMemory.readU32(), bigint address (against a held DataView + bounds check + Number())',
+      bar: 1.5,
+      result: pair(
+        () => {
+          for (let i = 0; i < N; i++) sink += guest.readU32(big[i])
+        },
+        () => {
+          for (let i = 0; i < N; i++) {
+            const o = Number(big[i]) - base
+            if (o >= 0 && o + 4 <= dv.byteLength) sink += dv.getUint32(o, true)
+          }
+        },
+      ),
+    },
+    {
+      key: 'guest_typed_write_bigint',
+      label: 'GuestMemory.writeU32(), bigint address (against a held DataView + bounds check + Number())',
+      bar: 1.5,
+      result: pair(
+        () => {
+          for (let i = 0; i < N; i++) guest.writeU32(big[i], i)
+        },
+        () => {
+          for (let i = 0; i < N; i++) {
+            const o = Number(big[i]) - base
+            if (o >= 0 && o + 4 <= dv.byteLength) dv.setUint32(o, i, true)
+          }
+        },
+      ),
+    },
+  )
+  if (sink === 0.5) console.log(sink)
+  guest.close()
+  ram.close()
+  return out
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
@@ -268,4 +422,6 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const { cases, hotplug } = deviceCases()
   for (const c of cases) console.log(`${c.key}: ${fmt(c.result)} bar ${c.bar}`)
   console.log(`${hotplug.key}: ${fmt(hotplug.result)}; plug+unplug alone ${(hotplug.plugOnly.ours / 1000).toFixed(2)} µs`)
+  for (const c of bigintCases())
+    console.log(`${c.key}: ${c.result.ours.toFixed(1)} ns vs ${c.result.floor.toFixed(1)} ns: ${c.result.ratio.toFixed(2)} bar ${c.bar}`)
 }

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import { PAGE_SIZE } from 'mapped-region'
 import { floorCases, infoCases, LIVE_COUNTS, peerCases, snapshotCases } from './cases.mjs'
+import { bigintCases, deviceCases } from './device.mjs'
 import { BUILD, buildBaseline, loadFloor, loadPeer, QUICK } from './harness.mjs'
 import { writeReport } from './report.mjs'
 import { CHANGES } from './changes.mjs'
@@ -25,6 +26,10 @@ const floor = floorCases(F)
 const snapshots = await snapshotCases(F)
 floor.cases.push(...snapshots.cases)
 floor.restoreMs = snapshots.restoreMs
+const device = deviceCases()
+floor.cases.push(...device.cases, ...bigintCases())
+floor.hotplug = device.hotplug
+process.stderr.write('device and bigint cases done\n')
 process.stderr.write('floor cases done\n')
 const info = await infoCases()
 process.stderr.write('information cases done\n')

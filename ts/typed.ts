@@ -242,7 +242,8 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
         windows.splice(hi, 1)
       }
     }
-    return this.#refill(a, width) ? a - this.#w.start : -1
+    // `at` (tagged) is passed on, not `a`: a number beyond 2^30 would be boxed for the call.
+    return this.#refill(at, width) ? a - this.#w.start : -1
   }
 
   /** Whether `at` lies in a range found without a window since the memory last changed. */
@@ -270,11 +271,13 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   }
 
   /**
-   * Asks for a window around `at` (a non-negative safe integer); whether it covers `[at, at + width)`.
+   * Asks for a window around `address` (a number or bigint that {@link #locate} found to be a
+   * non-negative safe integer); whether it covers `[address, address + width)`.
    * Asks nothing where the answer is known to be "none", or where there is no room to keep it: the
    * access then takes the checked copy, which allocates nothing.
    */
-  #refill(at: number, width: number): boolean {
+  #refill(address: unknown, width: number): boolean {
+    const at = typeof address === 'number' ? address + 0 : bigintIndex(address as bigint)
     const epoch = this.typedEpoch()
     if (this.#missed(at, epoch) || this.#misses.length >= 2 * MAX_MISSES) return false
     const room = this.#room()

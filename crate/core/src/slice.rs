@@ -43,12 +43,14 @@ pub struct MemSliceMut<'a> {
 /// # Panics
 /// If they differ.
 #[track_caller]
+#[inline]
 pub(crate) fn copy_len(dst: usize, src: usize) -> usize {
     assert_eq!(dst, src, "copy between slices of different lengths");
     src
 }
 
 /// A pointer any copy of zero bytes may take (`ptr::copy` wants one non-null).
+#[inline]
 fn start<T>(ptr: *mut T, len: usize) -> *mut T {
     if len == 0 || ptr.is_null() {
         NonNull::dangling().as_ptr()
@@ -62,16 +64,19 @@ macro_rules! slice_methods {
     ($slice:ident, $ptr:ty) => {
         impl<'a> $slice<'a> {
             /// The length in bytes.
+            #[inline]
             pub fn len(self) -> usize {
                 self.len
             }
 
             /// Whether it is empty.
+            #[inline]
             pub fn is_empty(self) -> bool {
                 self.len == 0
             }
 
             /// The first byte (never null).
+            #[inline]
             pub fn as_ptr(self) -> $ptr {
                 self.ptr
             }
@@ -98,6 +103,7 @@ impl<'a> MemSlice<'a> {
     /// and stay mapped readable. Its bytes may change at any time; a page may
     /// vanish under a file mapping (touched, it raises `SIGBUS`, which only the
     /// fault-safe copies turn into an error).
+    #[inline]
     pub unsafe fn new(ptr: *const u8, len: usize) -> Self {
         MemSlice {
             ptr: start(ptr.cast_mut(), len),
@@ -120,6 +126,7 @@ impl<'a> MemSliceMut<'a> {
     /// # Safety
     /// As [`MemSlice::new`], with the range mapped writable too, at memory the
     /// caller may overwrite.
+    #[inline]
     pub unsafe fn new(ptr: *mut u8, len: usize) -> Self {
         MemSliceMut {
             ptr: start(ptr, len),
@@ -129,6 +136,7 @@ impl<'a> MemSliceMut<'a> {
     }
 
     /// The same bytes, to read.
+    #[inline]
     pub fn as_const(self) -> MemSlice<'a> {
         MemSlice {
             ptr: self.ptr,
@@ -143,6 +151,7 @@ impl<'a> MemSliceMut<'a> {
     ///
     /// # Panics
     /// If the lengths differ.
+    #[inline]
     pub fn copy_from(self, src: MemSlice<'_>) {
         let len = copy_len(self.len, src.len);
         // SAFETY: both are mapped for their lifetimes (their constructors'
@@ -154,6 +163,7 @@ impl<'a> MemSliceMut<'a> {
 }
 
 impl<'a> From<&'a [u8]> for MemSlice<'a> {
+    #[inline]
     fn from(bytes: &'a [u8]) -> Self {
         // SAFETY: a borrowed slice is readable for `'a`, and does not change.
         unsafe { MemSlice::new(bytes.as_ptr(), bytes.len()) }
@@ -161,24 +171,28 @@ impl<'a> From<&'a [u8]> for MemSlice<'a> {
 }
 
 impl<'a, const N: usize> From<&'a [u8; N]> for MemSlice<'a> {
+    #[inline]
     fn from(bytes: &'a [u8; N]) -> Self {
         MemSlice::from(&bytes[..])
     }
 }
 
 impl<'a> From<&'a Vec<u8>> for MemSlice<'a> {
+    #[inline]
     fn from(bytes: &'a Vec<u8>) -> Self {
         MemSlice::from(bytes.as_slice())
     }
 }
 
 impl<'a> From<MemSliceMut<'a>> for MemSlice<'a> {
+    #[inline]
     fn from(bytes: MemSliceMut<'a>) -> Self {
         bytes.as_const()
     }
 }
 
 impl<'a> From<&'a mut [u8]> for MemSliceMut<'a> {
+    #[inline]
     fn from(bytes: &'a mut [u8]) -> Self {
         // SAFETY: a slice borrowed exclusively is ours to read and write for
         // `'a`; the copies `MemSliceMut` allows are all through its pointer.
@@ -187,12 +201,14 @@ impl<'a> From<&'a mut [u8]> for MemSliceMut<'a> {
 }
 
 impl<'a, const N: usize> From<&'a mut [u8; N]> for MemSliceMut<'a> {
+    #[inline]
     fn from(bytes: &'a mut [u8; N]) -> Self {
         MemSliceMut::from(&mut bytes[..])
     }
 }
 
 impl<'a> From<&'a mut Vec<u8>> for MemSliceMut<'a> {
+    #[inline]
     fn from(bytes: &'a mut Vec<u8>) -> Self {
         MemSliceMut::from(bytes.as_mut_slice())
     }

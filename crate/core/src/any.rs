@@ -4,7 +4,10 @@
 use crate::copy::probe_pages;
 use crate::region::unsupported;
 use crate::rules::{check_atomic, check_bounds};
-use crate::{CopyMode, Error, MappedRegion, MemoryMapping, MemoryMappingArena, Protection, Result};
+use crate::{
+    CopyMode, Error, MappedRegion, MemSlice, MemSliceMut, MemoryMapping, MemoryMappingArena,
+    Protection, Result,
+};
 
 /// A [`MemoryMapping`] or a [`MemoryMappingArena`].
 #[derive(Debug)]
@@ -41,16 +44,20 @@ impl AnyRegion {
         }
     }
 
-    /// Copies `dst.len()` bytes from `offset`; needs `READ` there.
-    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+    /// Copies `dst.len()` bytes from `offset` into `dst` (which may be a view
+    /// of this region); needs `READ` there.
+    pub fn read_into<'a>(&self, offset: usize, dst: impl Into<MemSliceMut<'a>>) -> Result<()> {
+        let dst = dst.into();
         match self {
             AnyRegion::Mapping(m) => m.read_into(offset, dst),
             AnyRegion::Arena(a) => a.read_into(offset, dst),
         }
     }
 
-    /// Copies `src` to `offset`; needs `WRITE` there.
-    pub fn write_from(&self, offset: usize, src: &[u8]) -> Result<()> {
+    /// Copies `src` (which may be a view of this region) to `offset`; needs
+    /// `WRITE` there.
+    pub fn write_from<'a>(&self, offset: usize, src: impl Into<MemSlice<'a>>) -> Result<()> {
+        let src = src.into();
         match self {
             AnyRegion::Mapping(m) => m.write_from(offset, src),
             AnyRegion::Arena(a) => a.write_from(offset, src),
@@ -232,7 +239,10 @@ macro_rules! atomic_word {
         impl AtomicWord for $t {
             unsafe fn apply(at: *mut u8, op: Atomic<$t>) -> $t {
                 use std::sync::atomic::Ordering::SeqCst;
-                // SAFETY: guaranteed by the caller.
+                // SAFETY: guaranteed by the caller. The one reference formed
+                // over region memory: to an atomic, whose `UnsafeCell` lets
+                // anyone change it meanwhile (as vm-memory's atomic access does).
+                // raw-ref: an interior-mutable atomic word, for one operation.
                 let cell = unsafe { <$atomic>::from_ptr(at.cast()) };
                 match op {
                     Atomic::Load => cell.load(SeqCst),

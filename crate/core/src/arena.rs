@@ -12,7 +12,9 @@ use crate::rules::{
     check_alignment, check_bounds, check_eof, check_huge, file_offset, mapping_range,
     round_up_to_page,
 };
-use crate::{budget, sys, Error, MappedRegion, Protection, Result, SharedMemory};
+use crate::{
+    budget, sys, Error, MappedRegion, MemSlice, MemSliceMut, Protection, Result, SharedMemory,
+};
 
 const RESERVE_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
@@ -705,18 +707,26 @@ impl MemoryMappingArena {
         Ok(mode)
     }
 
-    /// Copies `dst.len()` bytes from `offset`; needs `READ` over the range.
-    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+    /// Copies `dst.len()` bytes from `offset` into `dst` (which may be a view
+    /// of this arena); needs `READ` over the range.
+    pub fn read_into<'a>(&self, offset: usize, dst: impl Into<MemSliceMut<'a>>) -> Result<()> {
+        let dst = dst.into();
         let mode = self.check_access(offset, dst.len(), Protection::READ)?;
-        // SAFETY: the range is inside the arena and mapped readable.
-        unsafe { copy_out(self.addr, offset, dst, mode) }
+        // SAFETY: the range is inside the arena and mapped readable; the layout
+        // cannot change while `self` is borrowed.
+        let src = unsafe { MemSlice::new(self.addr.add(offset), dst.len()) };
+        copy_out(src, dst, mode)
     }
 
-    /// Copies `src` to `offset`; needs `WRITE` over the range.
-    pub fn write_from(&self, offset: usize, src: &[u8]) -> Result<()> {
+    /// Copies `src` (which may be a view of this arena) to `offset`; needs
+    /// `WRITE` over the range.
+    pub fn write_from<'a>(&self, offset: usize, src: impl Into<MemSlice<'a>>) -> Result<()> {
+        let src = src.into();
         let mode = self.check_access(offset, src.len(), Protection::WRITE)?;
-        // SAFETY: the range is inside the arena and mapped writable.
-        unsafe { copy_in(self.addr, offset, src, mode) }
+        // SAFETY: the range is inside the arena and mapped writable; the layout
+        // cannot change while `self` is borrowed.
+        let dst = unsafe { MemSliceMut::new(self.addr.add(offset), src.len()) };
+        copy_in(dst, src, mode)
     }
 
     /// After a failed `mmap(MAP_FIXED)`: whatever part of `[start, end)` the

@@ -13,26 +13,21 @@
 //! vanishes *during* the copy (a concurrent truncation) can leave part of it
 //! done; the error then says how many bytes were written ([`Error::Fault`]).
 
-use crate::{Error, Result};
+use crate::slice::copy_len;
+use crate::{Error, MemSlice, MemSliceMut, Result};
 
 /// The guarded plain copy: `Some(0)` when it did the whole copy, `Some(n)`
 /// when it faulted with `n` bytes left, `None` when the guard is not armed or
 /// not built for this architecture. With `probe_dst`, every destination page
 /// is read first (nothing is written if one of them is gone).
-///
-/// # Safety
-/// Both ranges must be mapped with the access the copy needs (the callers
-/// check them against the region's layout); only a page that vanished under a
-/// mapping may fault, as `SIGBUS`, which the guard catches.
-unsafe fn guarded(dst: *mut u8, src: *const u8, len: usize, probe_dst: bool) -> Option<usize> {
+fn guarded(dst: MemSliceMut<'_>, src: MemSlice<'_>, probe_dst: bool) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: the ranges are mapped as required; see above.
-        unsafe { crate::guard::copy(dst, src, len, probe_dst) }
+        crate::guard::copy(dst, src, probe_dst)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (dst, src, len, probe_dst);
+        let _ = (dst, src, probe_dst);
         None
     }
 }
@@ -61,34 +56,36 @@ impl Way {
     }
 }
 
-/// Copies `len` bytes between `local` and `remote` (both in this process) with
-/// one of the `process_vm_*` calls. On failure returns the bytes copied so far
-/// and the errno.
-///
-/// # Safety
-/// Both ranges must lie in this process's address space; the kernel checks
-/// each page and reports `EFAULT` rather than raising a signal. The written
-/// side must be memory the caller may overwrite.
-unsafe fn kernel_copy(
+/// Copies `src` into `dst` (of the same length; neither overlapping the
+/// other) with one of the `process_vm_*` calls: `Way::Read` takes `dst` as
+/// the local side, `Way::Write` `src`. On failure returns the bytes copied so
+/// far and the errno.
+fn kernel_copy(
     way: Way,
-    local: *const u8,
-    remote: *const u8,
-    len: usize,
+    dst: MemSliceMut<'_>,
+    src: MemSlice<'_>,
 ) -> std::result::Result<(), (usize, i32)> {
+    let len = dst.len().min(src.len());
     let mut done = 0;
     while done < len {
-        // SAFETY: both pointers advance inside the ranges the caller named.
-        let (l, r) = unsafe {
+        // SAFETY: both pointers advance inside their slices.
+        let (d, s) = unsafe {
             (
-                iov(local.add(done), len - done),
-                iov(remote.add(done), len - done),
+                iov(dst.as_ptr().add(done), len - done),
+                iov(src.as_ptr().add(done), len - done),
             )
         };
-        // SAFETY: the iovecs describe ranges of this process (see above).
+        let (local, remote) = match way {
+            Way::Read => (d, s),
+            Way::Write => (s, d),
+        };
+        // SAFETY: the iovecs describe the two slices, memory of this process
+        // (their contracts), `dst` writable; the kernel checks each page and
+        // reports EFAULT rather than raising a signal.
         let n = unsafe {
             match way {
-                Way::Read => crate::sys::process_vm_readv(&[l], &[r]),
-                Way::Write => crate::sys::process_vm_writev(&[l], &[r]),
+                Way::Read => crate::sys::process_vm_readv(&[local], &[remote]),
+                Way::Write => crate::sys::process_vm_writev(&[local], &[remote]),
             }
         };
         match n {
@@ -157,60 +154,43 @@ fn overlaps(dst: *const u8, src: *const u8, len: usize) -> bool {
     len > 0 && d < s.saturating_add(len) && s < d.saturating_add(len)
 }
 
-/// The syscall copy of `len` bytes from `src` to `dst`, like `memmove`: where
-/// the ranges overlap, through a bounce buffer, chunk by chunk in the
+/// The syscall copy of `src` into `dst` (of the same length), like `memmove`:
+/// where the ranges overlap, through a bounce buffer, chunk by chunk in the
 /// direction that never reads a byte already overwritten. Both sides go
 /// through the kernel, so either may be memory that can vanish.
-///
-/// # Safety
-/// Both ranges must lie in this process's address space; `dst` must be memory
-/// the caller may overwrite.
-unsafe fn kernel_memmove(way: Way, dst: *mut u8, src: *const u8, len: usize) -> Result<()> {
-    if !overlaps(dst, src, len) {
-        // SAFETY: guaranteed by the caller. For a read the local side is `dst`.
-        let result = unsafe {
-            match way {
-                Way::Read => kernel_copy(way, dst, src, len),
-                Way::Write => kernel_copy(way, src, dst, len),
-            }
-        };
-        return result.map_err(|(copied, errno)| fault(way, copied, errno));
+fn kernel_memmove(way: Way, dst: MemSliceMut<'_>, src: MemSlice<'_>) -> Result<()> {
+    let len = src.len();
+    if !overlaps(dst.as_ptr(), src.as_ptr(), len) {
+        return kernel_copy(way, dst, src).map_err(|(copied, errno)| fault(way, copied, errno));
     }
     const CHUNK: usize = 64 << 10;
     let mut bounce = vec![0u8; CHUNK.min(len)];
-    let backward = (dst as usize) > (src as usize);
+    let backward = (dst.as_ptr() as usize) > (src.as_ptr() as usize);
     let mut done = 0;
     while done < len {
         let n = CHUNK.min(len - done);
         let at = if backward { len - done - n } else { done };
-        // SAFETY: `at + n <= len`: both chunks lie inside the caller's ranges;
-        // `bounce` is ours. The chunk is read whole before any of it is written.
-        unsafe {
-            kernel_copy(Way::Read, bounce.as_mut_ptr(), src.add(at), n)
-                .map_err(|(_, errno)| fault(way, done, errno))?;
-            kernel_copy(Way::Write, bounce.as_ptr(), dst.add(at), n)
-                .map_err(|(copied, errno)| fault(way, done + copied, errno))?;
-        }
+        // `at + n <= len`: both chunks lie inside the slices; `bounce` is ours.
+        // The chunk is read whole before any of it is written.
+        let bounce = MemSliceMut::from(&mut bounce[..n]);
+        kernel_copy(Way::Read, bounce, src.sub(at, n)?)
+            .map_err(|(_, errno)| fault(way, done, errno))?;
+        kernel_copy(Way::Write, dst.sub(at, n)?, bounce.as_const())
+            .map_err(|(copied, errno)| fault(way, done + copied, errno))?;
         done += n;
     }
     Ok(())
 }
 
-/// Copies `dst.len()` bytes from `src` into `dst`; a page that vanished under
-/// the mapping is `EFAULT`.
-///
-/// # Safety
-/// `src..src + dst.len()` must be mapped readable (as the region's layout says):
-/// the guarded copy catches `SIGBUS`, not `SIGSEGV`. For memory that may not be
-/// mapped at all, use [`read_via_kernel`].
-pub unsafe fn read_fault_safe(src: *const u8, dst: &mut [u8]) -> Result<()> {
-    let len = dst.len();
-    // SAFETY: `dst` is ours to write; the caller vouches for `src`.
-    match unsafe { guarded(dst.as_mut_ptr(), src, len, false) } {
+/// Copies `src` into `dst` (of the same length); a page of `src` that vanished
+/// under its mapping is `EFAULT`. `dst` may be a view of the same memory.
+pub fn read_fault_safe(src: MemSlice<'_>, dst: MemSliceMut<'_>) -> Result<()> {
+    let len = copy_len(dst.len(), src.len());
+    match guarded(dst, src, false) {
         Some(0) => return Ok(()),
         // An overlapping copy that stopped part-way has overwritten some of its
         // own source: doing it again would copy wrong bytes.
-        Some(left) if left < len && overlaps(dst.as_ptr(), src, len) => {
+        Some(left) if left < len && overlaps(dst.as_ptr(), src.as_ptr(), len) => {
             return Err(Error::Fault {
                 syscall: Way::Read.syscall(),
                 copied: (len - left) as u64,
@@ -218,26 +198,21 @@ pub unsafe fn read_fault_safe(src: *const u8, dst: &mut [u8]) -> Result<()> {
         }
         _ => {}
     }
-    // SAFETY: as the caller vouched; the kernel checks each page anyway.
-    unsafe { kernel_memmove(Way::Read, dst.as_mut_ptr(), src, len) }
+    kernel_memmove(Way::Read, dst, src)
 }
 
-/// Copies `src` to `dst`; a page that vanished under the mapping is `EFAULT`.
-/// A destination page that is gone before the call fails it with nothing
-/// written; one that vanishes during the copy leaves the error's `copied`
-/// bytes written.
-///
-/// # Safety
-/// `dst..dst + src.len()` must be mapped writable (as the region's layout says),
-/// at memory the caller owns and may overwrite.
-pub unsafe fn write_fault_safe(dst: *mut u8, src: &[u8]) -> Result<()> {
-    let len = src.len();
-    // SAFETY: `src` is ours to read; the caller vouches for `dst`.
-    let written = match unsafe { guarded(dst, src.as_ptr(), len, true) } {
+/// Copies `src` into `dst` (of the same length); a page of `dst` that vanished
+/// under its mapping is `EFAULT`. A destination page that is gone before the
+/// call fails it with nothing written; one that vanishes during the copy
+/// leaves the error's `copied` bytes written. `src` may be a view of the same
+/// memory.
+pub fn write_fault_safe(dst: MemSliceMut<'_>, src: MemSlice<'_>) -> Result<()> {
+    let len = copy_len(dst.len(), src.len());
+    let written = match guarded(dst, src, true) {
         Some(0) => return Ok(()),
         // Faulted mid-copy (after the probe passed): that much is written. An
         // overlapping copy cannot be redone (its source is partly overwritten).
-        Some(left) if left < len && overlaps(dst, src.as_ptr(), len) => {
+        Some(left) if left < len && overlaps(dst.as_ptr(), src.as_ptr(), len) => {
             return Err(Error::Fault {
                 syscall: Way::Write.syscall(),
                 copied: (len - left) as u64,
@@ -246,13 +221,13 @@ pub unsafe fn write_fault_safe(dst: *mut u8, src: &[u8]) -> Result<()> {
         Some(left) => len - left,
         None => 0,
     };
-    // SAFETY: `dst` is in this process; nothing is written unless every page is there.
-    unsafe { probe_pages(dst, len) }.map_err(|_| Error::Fault {
+    // SAFETY: `dst` is memory of this process (its contract); the kernel reads
+    // one byte of each page, and nothing is written unless every page is there.
+    unsafe { probe_pages(dst.as_ptr(), len) }.map_err(|_| Error::Fault {
         syscall: "process_vm_writev",
         copied: written as u64,
     })?;
-    // SAFETY: as the caller vouched; the kernel checks each page anyway.
-    unsafe { kernel_memmove(Way::Write, dst, src.as_ptr(), len) }.map_err(|e| match e {
+    kernel_memmove(Way::Write, dst, src).map_err(|e| match e {
         Error::Fault { syscall, copied } => Error::Fault {
             syscall,
             copied: copied.max(written as u64),
@@ -270,55 +245,31 @@ pub enum CopyMode {
     FaultSafe,
 }
 
-/// Copies `dst.len()` bytes from `base + offset` after the caller checked access.
-///
-/// # Safety
-/// `[base + offset, base + offset + dst.len())` must be mapped readable for the
-/// whole call; with `CopyMode::Plain` it must also be backed by memory that
-/// cannot fault (anonymous or sealed against shrinking).
-pub(crate) unsafe fn copy_out(
-    base: *mut u8,
-    offset: usize,
-    dst: &mut [u8],
-    mode: CopyMode,
-) -> Result<()> {
-    // SAFETY: the caller checked that the source range is inside the mapping.
-    let src = unsafe { base.add(offset) };
+/// Copies `src` (a range of a region, checked readable by the caller) into
+/// `dst` (of the same length, which may be a view of the same region).
+pub(crate) fn copy_out(src: MemSlice<'_>, dst: MemSliceMut<'_>, mode: CopyMode) -> Result<()> {
     match mode {
-        // SAFETY: readable, non-faulting memory of dst.len() bytes; `dst` may be
-        // a view of the same mapping, hence `copy` (memmove), not a non-overlapping copy.
-        CopyMode::Plain => unsafe {
-            std::ptr::copy(src, dst.as_mut_ptr(), dst.len());
+        // Memory that cannot fault: memmove (`dst` may overlap `src`).
+        CopyMode::Plain => {
+            dst.copy_from(src);
             Ok(())
-        },
-        // SAFETY: the layout says the range is readable; a page that vanished
-        // under it is EFAULT instead of a signal.
-        CopyMode::FaultSafe => unsafe { read_fault_safe(src, dst) },
+        }
+        // A page that vanished under the range is EFAULT instead of a signal.
+        CopyMode::FaultSafe => read_fault_safe(src, dst),
     }
 }
 
-/// Copies `src` to `base + offset` after the caller checked access.
-///
-/// # Safety
-/// As [`copy_out`], with the range mapped writable.
-pub(crate) unsafe fn copy_in(
-    base: *mut u8,
-    offset: usize,
-    src: &[u8],
-    mode: CopyMode,
-) -> Result<()> {
-    // SAFETY: the caller checked that the destination range is inside the mapping.
-    let dst = unsafe { base.add(offset) };
+/// Copies `src` (of the same length, which may be a view of the same region)
+/// into `dst` (a range of a region, checked writable by the caller).
+pub(crate) fn copy_in(dst: MemSliceMut<'_>, src: MemSlice<'_>, mode: CopyMode) -> Result<()> {
     match mode {
-        // SAFETY: writable, non-faulting memory; `src` is a Rust slice, which may
-        // alias the mapping only if the caller passed a view, hence `copy`.
-        CopyMode::Plain => unsafe {
-            std::ptr::copy(src.as_ptr(), dst, src.len());
+        // Memory that cannot fault: memmove (`src` may overlap `dst`).
+        CopyMode::Plain => {
+            dst.copy_from(src);
             Ok(())
-        },
-        // SAFETY: the layout says the range is writable; a page that vanished
-        // under it is EFAULT instead of a signal.
-        CopyMode::FaultSafe => unsafe { write_fault_safe(dst, src) },
+        }
+        // A page that vanished under the range is EFAULT instead of a signal.
+        CopyMode::FaultSafe => write_fault_safe(dst, src),
     }
 }
 
@@ -379,9 +330,9 @@ mod tests {
                 let mut buf: Vec<u8> = (0..len + 8192).map(|i| (i * 7 % 253) as u8).collect();
                 let mut want = buf.clone();
                 want.copy_within(from..from + len, to);
-                let base = buf.as_mut_ptr();
-                // SAFETY: both ranges lie inside `buf`.
-                unsafe { kernel_memmove(way, base.add(to), base.add(from), len) }.unwrap();
+                let all = MemSliceMut::from(&mut buf);
+                let (dst, src) = (all.sub(to, len).unwrap(), all.sub(from, len).unwrap());
+                kernel_memmove(way, dst, src.as_const()).unwrap();
                 assert!(buf == want, "{from} -> {to}");
             }
         }
@@ -393,22 +344,19 @@ mod tests {
         for blocked in [false, true] {
             with_sigbus(blocked, || {
                 let (p, _file) = file_mapping(4);
-                // SAFETY: the mapping is 4 pages; every range below lies inside it.
-                unsafe {
-                    let mut want: Vec<u8> = std::slice::from_raw_parts(p, 4 * ps).to_vec();
-                    // read: region -> a "view" of the same region, overlapping.
-                    read_fault_safe(p, std::slice::from_raw_parts_mut(p.add(100), 2 * ps)).unwrap();
-                    want.copy_within(0..2 * ps, 100);
-                    // write: a "view" of the same region -> region, overlapping.
-                    write_fault_safe(p.add(50), std::slice::from_raw_parts(p.add(300), 2 * ps))
-                        .unwrap();
-                    want.copy_within(300..300 + 2 * ps, 50);
-                    assert!(
-                        std::slice::from_raw_parts(p, 4 * ps) == &want[..],
-                        "blocked: {blocked}"
-                    );
-                    libc::munmap(p.cast(), 4 * ps);
-                }
+                // SAFETY: the mapping is 4 pages, read-write, until the munmap below.
+                let all = unsafe { MemSliceMut::new(p, 4 * ps) };
+                let part = |at, len| all.sub(at, len).unwrap();
+                let mut want = all.as_const().to_vec();
+                // read: region -> a "view" of the same region, overlapping.
+                read_fault_safe(part(0, 2 * ps).as_const(), part(100, 2 * ps)).unwrap();
+                want.copy_within(0..2 * ps, 100);
+                // write: a "view" of the same region -> region, overlapping.
+                write_fault_safe(part(50, 2 * ps), part(300, 2 * ps).as_const()).unwrap();
+                want.copy_within(300..300 + 2 * ps, 50);
+                assert!(all.as_const().to_vec() == want, "blocked: {blocked}");
+                // SAFETY: the mapping made above; `all` is not used after it.
+                unsafe { libc::munmap(p.cast(), 4 * ps) };
             });
         }
     }
@@ -421,21 +369,22 @@ mod tests {
                 let (p, file) = file_mapping(2);
                 file.set_len(ps as u64).unwrap();
                 let data = vec![0xeeu8; 2 * ps];
-                // SAFETY: the mapping is 2 pages; its second page is past the end
-                // of the file, which the fault-safe copy reports.
-                let err = unsafe { write_fault_safe(p, &data) }.unwrap_err();
+                // SAFETY: the mapping is 2 pages, read-write, until the munmap
+                // below; its second page is past the end of the file, which the
+                // fault-safe copy reports.
+                let mapped = unsafe { MemSliceMut::new(p, 2 * ps) };
+                let err = write_fault_safe(mapped, (&data).into()).unwrap_err();
                 assert_eq!(err.errno(), Some(libc::EFAULT));
                 assert!(
                     matches!(err, Error::Fault { copied: 0, .. }),
                     "blocked: {blocked}"
                 );
-                // SAFETY: the first page is still backed by the file.
-                let first = unsafe { std::slice::from_raw_parts(p, ps) };
+                // The first page is still backed by the file.
+                let first = mapped.as_const().sub(0, ps).unwrap().to_vec();
                 assert!(first.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
                 // A read stops at the missing page too, and says how far it got.
                 let mut out = vec![0u8; 2 * ps];
-                // SAFETY: as above.
-                let err = unsafe { read_fault_safe(p, &mut out) }.unwrap_err();
+                let err = read_fault_safe(mapped.as_const(), (&mut out).into()).unwrap_err();
                 assert_eq!(err.errno(), Some(libc::EFAULT));
                 // SAFETY: the mapping made above.
                 unsafe { libc::munmap(p.cast(), 2 * ps) };

@@ -12,7 +12,8 @@
 //! it since, e.g. `process.on('SIGBUS')` in Node installs libuv's. When either
 //! check fails, [`copy`] declines and the caller takes the syscall path.
 
-use crate::sys;
+use crate::slice::copy_len;
+use crate::{sys, MemSlice, MemSliceMut};
 use std::sync::OnceLock;
 
 core::arch::global_asm!(
@@ -166,24 +167,26 @@ fn armed() -> bool {
         && sys::sigbus_blocked() == Some(false)
 }
 
-/// Copies `len` bytes from `src` to `dst` (like `memmove`) with a `SIGBUS`
-/// turned into a return: `Some(0)` when copied, `Some(n)` with `n > 0` bytes
-/// left uncopied when a page faulted, `None` when the guard is not armed (the
-/// caller must take another path). With `probe_dst`, every page of the
-/// destination is read before the first byte is written: a destination page
-/// that is already gone fails with `Some(len)` and nothing copied.
+/// Copies `src` into `dst` (of the same length; like `memmove`) with a
+/// `SIGBUS` turned into a return: `Some(0)` when copied, `Some(n)` with
+/// `n > 0` bytes left uncopied when a page faulted, `None` when the guard is
+/// not armed (the caller must take another path). With `probe_dst`, every
+/// page of the destination is read before the first byte is written: a
+/// destination page that is already gone fails with `Some(len)` and nothing
+/// copied.
 ///
-/// # Safety
-/// Both ranges must be mapped with the access the copy needs: the guard only
-/// catches `SIGBUS` (a page that cannot be faulted in), not `SIGSEGV`.
-pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize, probe_dst: bool) -> Option<usize> {
+/// # Panics
+/// If the lengths differ.
+pub fn copy(dst: MemSliceMut<'_>, src: MemSlice<'_>, probe_dst: bool) -> Option<usize> {
+    let len = copy_len(dst.len(), src.len());
     if !armed() {
         return None;
     }
-    // SAFETY: the caller guarantees the ranges; a vanished page raises SIGBUS
-    // inside mr_guarded_copy, which our armed handler turns into a return of
-    // the bytes left.
-    Some(unsafe { mr_guarded_copy(dst, src, len, usize::from(probe_dst)) })
+    // SAFETY: both slices are mapped with the access their types say (their
+    // contracts; the guard only catches SIGBUS, not SIGSEGV); a vanished page
+    // raises SIGBUS inside mr_guarded_copy, which our armed handler turns into
+    // a return of the bytes left. The copy is assembly: no reference is formed.
+    Some(unsafe { mr_guarded_copy(dst.as_ptr(), src.as_ptr(), len, usize::from(probe_dst)) })
 }
 
 #[cfg(test)]
@@ -191,6 +194,17 @@ mod tests {
     use super::*;
     use crate::testutil::{in_child, unlinked_file};
     use std::os::fd::AsRawFd;
+
+    /// [`copy`] over `len` bytes at `dst` and at `src`.
+    ///
+    /// # Safety
+    /// Both ranges must be mapped with the access the copy needs (a page that
+    /// vanished under a file mapping is what the guard catches).
+    unsafe fn copy_raw(dst: *mut u8, src: *const u8, len: usize, probe: bool) -> Option<usize> {
+        // SAFETY: guaranteed by the caller, for this call.
+        let (d, s) = unsafe { (MemSliceMut::new(dst, len), MemSlice::new(src, len)) };
+        copy(d, s, probe)
+    }
 
     /// A one-page shared mapping of a file truncated to nothing: touching it is SIGBUS.
     fn vanished_page() -> (*mut u8, std::fs::File) {
@@ -218,9 +232,9 @@ mod tests {
         let base = buf.as_mut_ptr();
         // SAFETY: all ranges lie inside `buf`.
         unsafe {
-            assert_eq!(copy(base.add(8), base, 32, false), Some(0)); // dst after src: backwards
-            assert_eq!(copy(base, base.add(40), 16, false), Some(0)); // dst before src: forwards
-            assert_eq!(copy(base, base, 0, false), Some(0));
+            assert_eq!(copy_raw(base.add(8), base, 32, false), Some(0)); // dst after src: backwards
+            assert_eq!(copy_raw(base, base.add(40), 16, false), Some(0)); // dst before src: forwards
+            assert_eq!(copy_raw(base, base, 0, false), Some(0));
         }
         let mut want: Vec<u8> = (0..64).collect();
         want.copy_within(0..32, 8);
@@ -240,16 +254,18 @@ mod tests {
         };
         // SAFETY: the page is mapped; its file is gone, so reading it is SIGBUS,
         // which the guard catches.
-        assert!(all_left(unsafe { copy(out.as_mut_ptr(), page, 16, false) }));
+        assert!(all_left(unsafe {
+            copy_raw(out.as_mut_ptr(), page, 16, false)
+        }));
         // SAFETY: as above, for writing.
-        assert!(all_left(unsafe { copy(page, out.as_ptr(), 16, false) }));
+        assert!(all_left(unsafe { copy_raw(page, out.as_ptr(), 16, false) }));
         // SAFETY: as above; the probe fails before the copy starts.
-        assert_eq!(unsafe { copy(page, out.as_ptr(), 16, true) }, Some(16));
+        assert_eq!(unsafe { copy_raw(page, out.as_ptr(), 16, true) }, Some(16));
         // The direction flag is clear again after a fault in a backward copy.
         // SAFETY: `page + 8` overlaps `page`: a backward copy, which faults.
-        assert!(all_left(unsafe { copy(page.add(8), page, 16, false) }));
+        assert!(all_left(unsafe { copy_raw(page.add(8), page, 16, false) }));
         // SAFETY: inside `buf`; a forward copy would be wrong if DF were still set.
-        unsafe { assert_eq!(copy(base, base.add(1), 4, false), Some(0)) };
+        unsafe { assert_eq!(copy_raw(base, base.add(1), 4, false), Some(0)) };
         assert_eq!(&buf[..4], &want[1..5]);
         // SAFETY: the mapping is ours.
         unsafe { libc::munmap(page.cast(), crate::page_size()) };
@@ -361,7 +377,7 @@ mod tests {
     fn arm() {
         let mut x = [0u8; 4];
         // SAFETY: inside `x`.
-        let left = unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) };
+        let left = unsafe { copy_raw(x.as_mut_ptr(), x.as_ptr(), 4, false) };
         assert_eq!(left, Some(0));
     }
 
@@ -388,7 +404,7 @@ mod tests {
         set_handler(previous as *const () as usize, libc::SA_SIGINFO);
         let mut x = [0u8; 4];
         // SAFETY: inside `x`; installs the guard over our `previous` handler.
-        let left = unsafe { copy(x.as_mut_ptr(), x.as_ptr().add(1), 2, false) };
+        let left = unsafe { copy_raw(x.as_mut_ptr(), x.as_ptr().add(1), 2, false) };
         assert_eq!(left, Some(0));
         // A SIGBUS outside the guarded copy is not ours: it goes to `previous`.
         // SAFETY: raising a signal at ourselves.
@@ -417,8 +433,8 @@ mod tests {
         let mut x = [0u8; 4];
         // Someone installs their own handler (as process.on('SIGBUS') does).
         set_handler(previous as *const () as usize, libc::SA_SIGINFO);
-        // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) }, None);
+        let x = MemSliceMut::from(&mut x);
+        assert_eq!(copy(x, x.as_const(), false), None);
         // Our handler back, but SIGBUS blocked in this thread.
         set_handler(
             on_sigbus as *const () as usize,
@@ -431,8 +447,7 @@ mod tests {
             libc::sigaddset(&mut set, libc::SIGBUS);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         }
-        // SAFETY: inside `x`.
-        assert_eq!(unsafe { copy(x.as_mut_ptr(), x.as_ptr(), 4, false) }, None);
+        assert_eq!(copy(x, x.as_const(), false), None);
         println!("disarmed twice");
     }
 }

@@ -32,6 +32,7 @@ mod protection;
 mod region;
 pub mod rules;
 mod shm;
+mod slice;
 mod sys;
 
 pub use any::{AnyRegion, Atomic, AtomicWord, Window};
@@ -45,6 +46,7 @@ pub use protection::Protection;
 pub use region::{populate_supported, MappedRegion, PageRange, Span};
 pub use rules::Advice;
 pub use shm::SharedMemory;
+pub use slice::{MemSlice, MemSliceMut};
 pub use sys::page_size;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::os::fd::BorrowedFd;
 
 use crate::rules::{check_bounds, file_position, load_length};
-use crate::{sys, AnyRegion, Error, Protection, Result};
+use crate::{sys, AnyRegion, Error, MemSlice, MemSliceMut, Protection, Result};
 
 /// A checked range of a region that a load reads a file into (checked
 /// `WRITE`) or a dump writes to a file (checked `READ`), not tied to the
@@ -120,11 +120,11 @@ impl IoRange {
     /// The region the range came from must still be mapped as it was checked
     /// (writable, no hole) for the whole call.
     pub unsafe fn load(&self, fd: BorrowedFd<'_>, file_offset: u64) -> Result<usize> {
-        self.transfer(file_offset, "pread", true, |at, len, position| {
-            // SAFETY: `[at, at + len)` lies in the checked range, mapped
-            // writable as the caller guarantees; the kernel reports a page it
-            // cannot fault in as EFAULT.
-            unsafe { sys::pread(fd, at, len, position) }
+        // SAFETY: the checked range, mapped writable for the call as the
+        // caller guarantees.
+        let target = unsafe { MemSliceMut::new(self.addr as *mut u8, self.len) };
+        self.transfer(file_offset, "pread", true, |done, position| {
+            sys::pread(fd, target.sub(done, self.len - done)?, position)
         })
     }
 
@@ -136,18 +136,18 @@ impl IoRange {
     /// The region the range came from must still be mapped as it was checked
     /// (readable, no hole) for the whole call.
     pub unsafe fn dump(&self, fd: BorrowedFd<'_>, file_offset: u64) -> Result<()> {
-        self.transfer(file_offset, "pwrite", false, |at, len, position| {
-            // SAFETY: `[at, at + len)` lies in the checked range, mapped
-            // readable as the caller guarantees; the kernel reports a page it
-            // cannot fault in as EFAULT.
-            unsafe { sys::pwrite(fd, at, len, position) }
+        // SAFETY: the checked range, mapped readable for the call as the
+        // caller guarantees.
+        let source = unsafe { MemSlice::new(self.addr as *const u8, self.len) };
+        self.transfer(file_offset, "pwrite", false, |done, position| {
+            sys::pwrite(fd, source.sub(done, self.len - done)?, position)
         })
         .map(|_| ())
     }
 
-    /// The loop of [`load`](Self::load) and [`dump`](Self::dump): `call(at,
-    /// len, position)` moves up to `len` bytes at `at` (inside the range) from
-    /// or to the file at `position`, until the range is done. `EINTR` is
+    /// The loop of [`load`](Self::load) and [`dump`](Self::dump): `call(done,
+    /// position)` moves up to the rest of the range, from `done` bytes into
+    /// it, from or to the file at `position`, until the range is done. `EINTR` is
     /// retried; 0 bytes ends a read (`at_eof_stops`: the file ended) and fails
     /// a write (the file takes no more); `EFAULT` is [`Error::Fault`] with the
     /// bytes moved before it. Returns the bytes moved.
@@ -156,12 +156,12 @@ impl IoRange {
         file_offset: u64,
         syscall: &'static str,
         at_eof_stops: bool,
-        mut call: impl FnMut(*mut u8, usize, libc::off_t) -> Result<usize>,
+        mut call: impl FnMut(usize, libc::off_t) -> Result<usize>,
     ) -> Result<usize> {
         let mut done = 0;
         while done < self.len {
             let position = position_after(file_offset, done)?;
-            match call((self.addr + done) as *mut u8, self.len - done, position) {
+            match call(done, position) {
                 Ok(0) if at_eof_stops => break,
                 Ok(0) => {
                     return Err(Error::Syscall {

@@ -6,7 +6,7 @@ use crate::copy::{copy_in, copy_out, CopyMode};
 use crate::rules::{
     check_bounds, check_eof, check_huge, file_offset, mapping_len, round_up_to_page,
 };
-use crate::{budget, sys, Error, MappedRegion, Protection, Result};
+use crate::{budget, sys, Error, MappedRegion, MemSlice, MemSliceMut, Protection, Result};
 
 /// Options of [`MemoryMapping::anonymous`] and [`MemoryMapping::from_fd`].
 #[derive(Clone, Copy, Debug)]
@@ -177,20 +177,28 @@ impl MemoryMapping {
         self.protection
     }
 
-    /// Copies `dst.len()` bytes from `offset`; needs `READ`. Faults become `EFAULT`.
-    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+    /// Copies `dst.len()` bytes from `offset` into `dst` (which may be a view
+    /// of this mapping); needs `READ`. Faults become `EFAULT`.
+    pub fn read_into<'a>(&self, offset: usize, dst: impl Into<MemSliceMut<'a>>) -> Result<()> {
+        let dst = dst.into();
         check_bounds(offset, dst.len(), self.size)?;
         self.check_access(offset, dst.len(), Protection::READ)?;
-        // SAFETY: the range is inside the mapping, which is readable.
-        unsafe { copy_out(self.addr, offset, dst, self.copy_mode) }
+        // SAFETY: the range is inside the mapping, which is readable and stays
+        // mapped while `self` is borrowed.
+        let src = unsafe { MemSlice::new(self.addr.add(offset), dst.len()) };
+        copy_out(src, dst, self.copy_mode)
     }
 
-    /// Copies `src` to `offset`; needs `WRITE`. Faults become `EFAULT`.
-    pub fn write_from(&self, offset: usize, src: &[u8]) -> Result<()> {
+    /// Copies `src` (which may be a view of this mapping) to `offset`; needs
+    /// `WRITE`. Faults become `EFAULT`.
+    pub fn write_from<'a>(&self, offset: usize, src: impl Into<MemSlice<'a>>) -> Result<()> {
+        let src = src.into();
         check_bounds(offset, src.len(), self.size)?;
         self.check_access(offset, src.len(), Protection::WRITE)?;
-        // SAFETY: the range is inside the mapping, which is writable.
-        unsafe { copy_in(self.addr, offset, src, self.copy_mode) }
+        // SAFETY: the range is inside the mapping, which is writable and stays
+        // mapped while `self` is borrowed.
+        let dst = unsafe { MemSliceMut::new(self.addr.add(offset), src.len()) };
+        copy_in(dst, src, self.copy_mode)
     }
 
     /// Whether `[offset, offset + len)` may be touched directly, as a view does:

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{Error, Result};
+use crate::{Error, MemSlice, MemSliceMut, Result};
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
@@ -117,42 +117,26 @@ pub unsafe fn mprotect(addr: *mut u8, len: usize, prot: libc::c_int) -> Result<(
     )
 }
 
-/// `pread(2)`: up to `len` bytes of `fd` at `offset` into `buf`. Returns the
-/// bytes read (0 at the end of the file).
-///
-/// # Safety
-/// `[buf, buf + len)` must lie in this process's address space, at memory the
-/// caller may overwrite. The kernel writes it as the process would and reports
-/// a page it cannot fault in as `EFAULT` (never a signal).
-pub unsafe fn pread(
-    fd: BorrowedFd<'_>,
-    buf: *mut u8,
-    len: usize,
-    offset: libc::off_t,
-) -> Result<usize> {
-    // SAFETY: guaranteed by the caller.
-    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.cast(), len, offset) };
+/// `pread(2)`: up to `buf.len()` bytes of `fd` at `offset` into `buf`. Returns
+/// the bytes read (0 at the end of the file).
+pub fn pread(fd: BorrowedFd<'_>, buf: MemSliceMut<'_>, offset: libc::off_t) -> Result<usize> {
+    // SAFETY: `buf` is writable memory of this process (its contract); the
+    // kernel writes it as the process would and reports a page it cannot fault
+    // in as EFAULT (never a signal).
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) };
     if n < 0 {
         return Err(Error::last_os_error("pread"));
     }
     Ok(n as usize)
 }
 
-/// `pwrite(2)`: up to `len` bytes from `buf` to `fd` at `offset`. Returns the
-/// bytes written.
-///
-/// # Safety
-/// `[buf, buf + len)` must lie in this process's address space. The kernel
-/// reads it as the process would and reports a page it cannot fault in as
-/// `EFAULT` (never a signal).
-pub unsafe fn pwrite(
-    fd: BorrowedFd<'_>,
-    buf: *const u8,
-    len: usize,
-    offset: libc::off_t,
-) -> Result<usize> {
-    // SAFETY: guaranteed by the caller.
-    let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.cast(), len, offset) };
+/// `pwrite(2)`: up to `buf.len()` bytes from `buf` to `fd` at `offset`.
+/// Returns the bytes written.
+pub fn pwrite(fd: BorrowedFd<'_>, buf: MemSlice<'_>, offset: libc::off_t) -> Result<usize> {
+    // SAFETY: `buf` is readable memory of this process (its contract); the
+    // kernel reads it as the process would and reports a page it cannot fault
+    // in as EFAULT (never a signal).
+    let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) };
     if n < 0 {
         return Err(Error::last_os_error("pwrite"));
     }

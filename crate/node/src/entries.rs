@@ -17,7 +17,7 @@ use napi::sys;
 
 use mapped_region::rules::{check_bounds, check_eof, check_seals};
 use mapped_region::{
-    file_load_length, file_size, AnyRegion, Atomic, MappingOptions, MemoryMapping,
+    file_load_length, file_size, AnyRegion, Atomic, MappingOptions, MemSliceMut, MemoryMapping,
     MemoryMappingArena,
 };
 
@@ -146,20 +146,19 @@ impl Arg for bool {
 }
 
 /// The bytes of a `Uint8Array`, valid for the callback (the argument roots
-/// them). They may alias a view of a region: the core copies with memmove.
+/// them). They may be a view of a region, changed by anyone at any time, so
+/// they reach the core as a [`MemSliceMut`], never as a Rust reference.
 struct Bytes {
     data: *mut u8,
     len: usize,
 }
 
 impl Bytes {
-    fn as_mut(&mut self) -> &mut [u8] {
-        if self.len == 0 || self.data.is_null() {
-            return &mut [];
-        }
-        // SAFETY: `data` and `len` describe the typed array's memory, alive for
-        // the callback this value lives in (it is never returned from it).
-        unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
+    fn slice(&self) -> MemSliceMut<'_> {
+        // SAFETY: `data` and `len` describe the typed array's memory (null only
+        // when empty or detached), mapped read-write and alive for the callback
+        // this value lives in (it is never returned from it).
+        unsafe { MemSliceMut::new(self.data, self.len) }
     }
 }
 
@@ -669,13 +668,13 @@ entries! {
     regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
         let region = handles::get(handle)?;
         let state = region.keep.lock();
-        Ok(state.live()?.read_into(index("offset", offset)?, target.as_mut())?)
+        Ok(state.live()?.read_into(index("offset", offset)?, target.slice())?)
     };
     /// Copies `source` to `offset`.
     regionWrite(handle: f64, offset: f64, source: Bytes) -> () = |_env| {
         let region = handles::get(handle)?;
         let state = region.keep.lock();
-        Ok(state.live()?.write_from(index("offset", offset)?, source.as_mut())?)
+        Ok(state.live()?.write_from(index("offset", offset)?, source.slice())?)
     };
     /// Reads `fd` from `fileOffset` into `offset` (`pread`, no intermediate
     /// buffer): `length` bytes, or without it the rest of the file. Returns
@@ -738,8 +737,8 @@ entries! {
         if status != sys::Status::napi_ok {
             return Err(Failure::Pending);
         }
-        let mut bytes = Bytes { data: data.cast(), len: length };
-        r.read_into(offset, bytes.as_mut())?;
+        let bytes = Bytes { data: data.cast(), len: length };
+        r.read_into(offset, bytes.slice())?;
         Ok(Buffer(buffer))
     };
     /// A zero-copy `Buffer` over the range, detached when the memory under it changes.
@@ -803,7 +802,7 @@ entries! {
         Ok(())
     };
     /// Replaces the table (the lock must be held); returns its new version.
-    regionTableWrite(handle: f64, bytes: Bytes) -> f64 = |_env| handles::table_write(handle, bytes.as_mut());
+    regionTableWrite(handle: f64, bytes: Bytes) -> f64 = |_env| handles::table_write(handle, &bytes.slice().as_const().to_vec());
     /// The table's version (0 before the first write), read without the lock.
     regionTableVersion(handle: f64) -> f64 = |_env| handles::table_version(handle);
     /// A copy of the table, its version written into its first 8 bytes.
@@ -816,10 +815,10 @@ entries! {
         if status != sys::Status::napi_ok {
             return Err(Failure::Pending);
         }
-        let mut bytes = Bytes { data: data.cast(), len: table.len() + 8 };
-        let out = bytes.as_mut();
-        out[..8].copy_from_slice(&version.to_le_bytes());
-        out[8..].copy_from_slice(&table);
+        let bytes = Bytes { data: data.cast(), len: table.len() + 8 };
+        let out = bytes.slice();
+        out.sub(0, 8)?.copy_from((&version.to_le_bytes()).into());
+        out.sub(8, table.len())?.copy_from((&table).into());
         Ok(Buffer(buffer))
     };
     /// Asynchronous operations still pending.

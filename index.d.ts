@@ -363,10 +363,11 @@ export declare function regionAtomic64(value: bigint, expected: bigint): bigint
  * anything is mapped; with `dontDump`, `MADV_DONTDUMP` on it, and
  * unmapped again if that fails): `kind` 0 anonymous memory, 1 `fd` from
  * `fdOffset` (`MAP_SHARED` or, without `shared`, private), 2 the
- * `SharedMemory` registered as `fd`. Returns its KVM slot.
+ * `SharedMemory` registered as `fd`. Returns its KVM slot, and `true`
+ * when the arena now holds ranges to reclaim.
  * Scratch slots: handle, guestAddress, size, protection, kind, fd.
  */
-export declare function guestAddRegion(fdOffset: bigint, shared: boolean, dontDump: boolean): number
+export declare function guestAddRegion(fdOffset: bigint, shared: boolean, dontDump: boolean): [slot: number, held: boolean]
 
 /**
  * Removes the guest region that starts at `guestAddress` from the arena

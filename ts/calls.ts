@@ -419,9 +419,10 @@ export function regionAtomic64(handle: number, offset: number, op: number, value
  * anything is mapped; with `dontDump`, `MADV_DONTDUMP` on it, and
  * unmapped again if that fails): `kind` 0 anonymous memory, 1 `fd` from
  * `fdOffset` (`MAP_SHARED` or, without `shared`, private), 2 the
- * `SharedMemory` registered as `fd`. Returns its KVM slot.
+ * `SharedMemory` registered as `fd`. Returns its KVM slot, and `true`
+ * when the arena now holds ranges to reclaim.
  */
-export function guestAddRegion(handle: number, guestAddress: number, size: number, protection: number, kind: number, fd: number, fdOffset: bigint, shared: boolean, dontDump: boolean): number {
+export function guestAddRegion(handle: number, guestAddress: number, size: number, protection: number, kind: number, fd: number, fdOffset: bigint, shared: boolean, dontDump: boolean): [slot: number, held: boolean] {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(size)

@@ -298,7 +298,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if ((regions as unknown) === ATTACHED) {
       const attached = options as unknown as Attached
       this.#arena = attached.arena
-      this.#h = this.handleOf(this.#arena)
+      this.#h = this.typedHandleOf(this.#arena)
       this.#dontDump = attached.dontDump
       this.#tracking = false
       return
@@ -321,7 +321,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (space < end) throw outOfRange('addressSpace', `at least the end of the highest region (${end})`, space)
     const sorted = [...specs].sort((a, b) => a.start - b.start)
     this.#arena = MemoryMappingArena.reserve(space, o.align === undefined ? undefined : { align: o.align as number })
-    this.#h = this.handleOf(this.#arena)
+    this.#h = this.typedHandleOf(this.#arena)
     try {
       // The native table refuses an overlap (ERR_GUEST_OVERLAP) before mapping anything.
       for (const s of sorted) this.#map(s)
@@ -379,9 +379,18 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const kind = b === 'anonymous' ? Kind.Anonymous : source === undefined ? Kind.Fd : Kind.SharedMemory
     const fd = b === 'anonymous' ? -1 : (source ?? b.fd)
     const fdOffset = b === 'anonymous' ? 0n : BigInt(b.fdOffset)
-    const slot = guestAddRegion(this.#h, s.start, s.size, s.protection, kind, fd, fdOffset, b !== 'anonymous' && b.shared, this.#dontDump)
-    // Views of the arena's own over the range are held until the next turn (as for an overlay).
-    this.#afterChange(true)
+    const [slot, held] = guestAddRegion(
+      this.#h,
+      s.start,
+      s.size,
+      s.protection,
+      kind,
+      fd,
+      fdOffset,
+      b !== 'anonymous' && b.shared,
+      this.#dontDump,
+    )
+    this.#afterChange(held)
     return slot
   }
 
@@ -390,7 +399,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * forgotten, and ranges the arena holds get what the change asked for on the next turn of the
    * event loop (as the arena's own changes do).
    */
-  #afterChange(held: true | undefined): void {
+  #afterChange(held: boolean | undefined): void {
     this.#changes++
     this.#forgetMarkedPage()
     if (held === true && !this.#reclaimScheduled) {
@@ -417,9 +426,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * A handle for {@link GuestMemory.attach} in another thread (a vCPU or device worker): posted
    * there (`postMessage` copies it), it gives an object over **this** guest memory — the same
    * arena at the same host addresses (so `regions()[i].userspaceAddress` is the same in every
-   * thread) and one list of regions: `addRegion`/`removeRegion` made through any object are seen
-   * by every object's next call, and are serialised by a lock kept with the native arena (released
-   * if a thread ends while holding it). Each object is closed on its own; the memory is unmapped
+   * thread) and one table of regions, kept natively with the arena under its lock:
+   * `addRegion`/`removeRegion` made through any object are seen by every object's next call. Each object is closed on its own; the memory is unmapped
    * when the last one is closed or collected. Views follow {@link MemoryMappingArena.share}'s
    * rule: a change over another object's live view is `ERR_MMAP_BUSY`.
    * @returns a new handle each time (naming the same memory).
@@ -819,7 +827,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /** Regions come and go through the arena's changes and this object's: both counters are the guest's. */
   protected typedEpoch(): number {
-    return this.epochOf(this.#arena) + this.#changes
+    return this.typedEpochOf(this.#arena) + this.#changes
   }
 
   protected typedAddress(at: bigint): number {
@@ -884,7 +892,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * guest.readInto(ringAddress + 16n * BigInt(index), descriptor)
    */
   readInto(guestAddress: bigint | number, target: ArrayBufferView | ArrayBuffer): number {
-    const addr = gpa('guestAddress', guestAddress)
+    // A number goes as it is: the native side converts it (a non-negative safe integer).
+    const addr = typeof guestAddress === 'number' ? guestAddress : gpa('guestAddress', guestAddress)
     const bytes = v.bytes('target', target)
     guestReadInto(this.#h, addr, bytes)
     return v.byteLength(bytes)
@@ -899,7 +908,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * guest.write(0x1000n, kernelImage)
    */
   write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
-    const addr = gpa('guestAddress', guestAddress)
+    // As for readInto; once the copy succeeded, `addr` is a valid guest address to mark.
+    const addr = typeof guestAddress === 'number' ? guestAddress : gpa('guestAddress', guestAddress)
     const bytes = v.bytes('data', data)
     guestWrite(this.#h, addr, bytes)
     if (this.#tracking) {

@@ -151,12 +151,12 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
    * The native handle of `memory`, for an object of the facade built over another one (a
    * `GuestMemory` over its arena): its guest entry points take the arena's handle.
    */
-  protected handleOf(memory: TypedAccess<unknown>): number {
+  protected typedHandleOf(memory: TypedAccess<unknown>): number {
     return memory.typedHandle()
   }
 
-  /** The typed-access epoch of `memory` (see {@link handleOf}): its changes expire this one's misses too. */
-  protected epochOf(memory: TypedAccess<unknown>): number {
+  /** The typed-access epoch of `memory` (see {@link typedHandleOf}): its changes expire this one's misses too. */
+  protected typedEpochOf(memory: TypedAccess<unknown>): number {
     return memory.typedEpoch()
   }
 

@@ -303,21 +303,37 @@ impl Ret for Held {
     }
 }
 
+/// An array of `items` (values of the current callback's scope).
+///
+/// # Safety
+/// `env` must be the live env of the current callback.
+unsafe fn tuple(env: sys::napi_env, items: &[sys::napi_value]) -> sys::napi_value {
+    let mut out = ptr::null_mut();
+    // SAFETY: an array of this callback's scope, with room for the items.
+    unsafe {
+        sys::napi_create_array_with_length(env, items.len(), &mut out);
+        for (i, &item) in items.iter().enumerate() {
+            sys::napi_set_element(env, out, i as u32, item);
+        }
+    }
+    out
+}
+
 /// What `regionShare` returns: `[id, token, isArena]`.
 struct Share(handles::ShareHandle);
 
 impl Ret for Share {
     const TS: &'static str = "[id: number, token: number, arena: boolean]";
     unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
-        let mut out = ptr::null_mut();
-        // SAFETY: a three-element array of this callback's scope.
+        // SAFETY: guaranteed by the caller.
         unsafe {
-            sys::napi_create_array_with_length(env, 3, &mut out);
-            sys::napi_set_element(env, out, 0, (self.0.id as f64).write(env));
-            sys::napi_set_element(env, out, 1, (self.0.token as f64).write(env));
-            sys::napi_set_element(env, out, 2, self.0.arena.write(env));
+            let items = [
+                (self.0.id as f64).write(env),
+                (self.0.token as f64).write(env),
+                self.0.arena.write(env),
+            ];
+            tuple(env, &items)
         }
-        out
     }
 }
 
@@ -344,44 +360,41 @@ impl Ret for Address {
     }
 }
 
-/// A `Buffer` made by the callback.
-struct Buffer(sys::napi_value);
+/// Return types whose value the callback made itself: each is returned as it is.
+macro_rules! made {
+    ($($(#[$doc:meta])* $name:ident: $ts:literal;)*) => {$(
+        $(#[$doc])*
+        struct $name(sys::napi_value);
 
-impl Ret for Buffer {
-    const TS: &'static str = "Buffer";
-    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
-        self.0
-    }
+        impl Ret for $name {
+            const TS: &'static str = $ts;
+            unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
+                self.0
+            }
+        }
+    )*};
 }
 
-/// A `SharedArrayBuffer` made by the callback.
-struct SharedBuffer(sys::napi_value);
-
-impl Ret for SharedBuffer {
-    const TS: &'static str = "SharedArrayBuffer";
-    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
-        self.0
-    }
+made! {
+    /// A `Buffer` made by the callback.
+    Buffer: "Buffer";
+    /// A `SharedArrayBuffer` made by the callback.
+    SharedBuffer: "SharedArrayBuffer";
+    /// The answer of `regionWindow`, made by the callback.
+    WindowAnswer: "[start: number, length: number, window: Buffer | undefined] | undefined";
+    /// The answer of `guestWindow`, made by the callback.
+    GuestWindowAnswer: "[start: number, length: number, window: Buffer | undefined, regionStart: number, regionEnd: number] | undefined";
 }
 
-/// The answer of `regionWindow`, made by the callback.
-struct WindowAnswer(sys::napi_value);
+/// What `guestAddRegion` returns: the region's slot, and whether the arena
+/// holds ranges to reclaim.
+struct Slot(u32, bool);
 
-impl Ret for WindowAnswer {
-    const TS: &'static str =
-        "[start: number, length: number, window: Buffer | undefined] | undefined";
-    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
-        self.0
-    }
-}
-
-/// The answer of `guestWindow`, made by the callback.
-struct GuestWindowAnswer(sys::napi_value);
-
-impl Ret for GuestWindowAnswer {
-    const TS: &'static str = "[start: number, length: number, window: Buffer | undefined, regionStart: number, regionEnd: number] | undefined";
-    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
-        self.0
+impl Ret for Slot {
+    const TS: &'static str = "[slot: number, held: boolean]";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        // SAFETY: guaranteed by the caller.
+        unsafe { tuple(env, &[f64::from(self.0).write(env), self.1.write(env)]) }
     }
 }
 
@@ -827,8 +840,9 @@ entries! {
     /// anything is mapped; with `dontDump`, `MADV_DONTDUMP` on it, and
     /// unmapped again if that fails): `kind` 0 anonymous memory, 1 `fd` from
     /// `fdOffset` (`MAP_SHARED` or, without `shared`, private), 2 the
-    /// `SharedMemory` registered as `fd`. Returns its KVM slot.
-    guestAddRegion(handle: f64, guestAddress: f64, size: f64, protection: f64, kind: f64, fd: f64, fdOffset: Big, shared: bool, dontDump: bool) -> f64 = |_env| {
+    /// `SharedMemory` registered as `fd`. Returns its KVM slot, and `true`
+    /// when the arena now holds ranges to reclaim.
+    guestAddRegion(handle: f64, guestAddress: f64, size: f64, protection: f64, kind: f64, fd: f64, fdOffset: Big, shared: bool, dontDump: bool) -> Slot = |_env| {
         let (start, size, prot) = (index("guestAddress", guestAddress)?, index("size", size)?, convert::protection(protection)?);
         let backing = match kind as u8 {
             0 => GuestBacking::Anonymous,
@@ -838,7 +852,7 @@ entries! {
         // Looked up first: the change borrows it, and is applied before it goes.
         let shm = (backing == GuestBacking::SharedMemory).then(|| crate::shm::source(fd));
         let add = handles::GuestAdd { start, size, protection: prot, backing, dont_dump: dontDump };
-        let slot = handles::guest_add(handle, add, |arena| {
+        let (slot, held) = handles::guest_add(handle, add, |arena| {
             let Big(negative, value, lossless) = fdOffset;
             Ok(match (backing, &shm) {
                 (GuestBacking::Anonymous, _) => arena.plan_anonymous(start, size, prot)?,
@@ -855,7 +869,7 @@ entries! {
                 }
             })
         })?;
-        Ok(f64::from(slot))
+        Ok(Slot(slot, held))
     };
     /// Removes the guest region that starts at `guestAddress` from the arena
     /// and its guest table. `true` when the arena now holds ranges to reclaim.

@@ -640,21 +640,20 @@ pub struct GuestAdd {
 /// refused where it overlaps one of the table (before anything is mapped),
 /// mapped by the change `plan` makes (the protocol of [`change`]), advised
 /// `MADV_DONTDUMP` if asked (a failure unmaps it again), then recorded.
-/// Nothing is left half-done. Returns its slot.
+/// Nothing is left half-done. Returns its slot, and whether the arena now
+/// holds ranges until [`reclaim`] (views the arena's own object made there).
 pub fn guest_add<'fd>(
     handle: f64,
     add: GuestAdd,
     plan: impl FnOnce(&MemoryMappingArena) -> Result<Change<'fd>>,
-) -> Result<u32> {
+) -> Result<(u32, bool)> {
     const OPERATION: &str = "addRegion";
     let region = get(handle)?;
     let mut state = region.keep.lock();
     state.live()?.arena(OPERATION)?;
     state.guest.check_free(add.start, add.size)?;
     let change = plan(state.live()?.arena(OPERATION)?)?;
-    // Ranges it holds (views the arena's own object made there) are reclaimed
-    // by the facade's `regionReclaim` after every added region.
-    apply(&region, &mut state, OPERATION, change)?;
+    let held = apply(&region, &mut state, OPERATION, change)?;
     if add.dont_dump {
         let advised = region
             .span
@@ -668,6 +667,7 @@ pub fn guest_add<'fd>(
                 .live()?
                 .arena(OPERATION)?
                 .plan_removal(add.start, add.size)?;
+            // No view is left there (the add detached them): nothing new is held.
             apply(&region, &mut state, OPERATION, removal)?;
             return Err(e.into());
         }
@@ -676,7 +676,7 @@ pub fn guest_add<'fd>(
         state
             .guest
             .insert(add.start, add.size, add.protection, add.backing)?;
-    Ok(slot)
+    Ok((slot, held))
 }
 
 /// Removes the guest region that starts at `start` (`ERR_GUEST_ADDRESS` if

@@ -389,6 +389,12 @@ export declare function guestProtect(): true | undefined
 export declare function guestCovered(): void
 
 /**
+ * The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
+ * Scratch slots: handle, guestAddress.
+ */
+export declare function guestTranslate(): bigint
+
+/**
  * A new `Buffer` with a copy of `length` guest bytes at `guestAddress`.
  * Scratch slots: handle, guestAddress, length.
  */

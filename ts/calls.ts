@@ -51,6 +51,7 @@ const guestAddRegionRaw = raw.guestAddRegion
 const guestRemoveRegionRaw = raw.guestRemoveRegion
 const guestProtectRaw = raw.guestProtect
 const guestCoveredRaw = raw.guestCovered
+const guestTranslateRaw = raw.guestTranslate
 const guestReadRaw = raw.guestRead
 const guestReadIntoRaw = raw.guestReadInto
 const guestWriteRaw = raw.guestWrite
@@ -460,6 +461,15 @@ export function guestCovered(handle: number, guestAddress: number, length: numbe
   slots[1] = n(guestAddress)
   slots[2] = n(length)
   return guestCoveredRaw()
+}
+
+/**
+ * The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
+ */
+export function guestTranslate(handle: number, guestAddress: number): bigint {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  return guestTranslateRaw()
 }
 
 /**

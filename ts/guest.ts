@@ -7,6 +7,7 @@ import {
   guestRemoveRegion,
   guestProtect,
   guestCovered,
+  guestTranslate,
   guestRead,
   guestReadInto,
   guestWrite,
@@ -863,9 +864,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * guest.translate(0x1000n) // guest.arena.address + 0x1000n
    */
   translate(guestAddress: bigint | number): bigint {
-    const addr = gpa('guestAddress', guestAddress)
-    guestCovered(this.#h, addr, 0)
-    return this.#arena.address + BigInt(addr)
+    return guestTranslate(this.#h, gpa('guestAddress', guestAddress))
   }
 
   /**

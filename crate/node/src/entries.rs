@@ -888,6 +888,14 @@ entries! {
         state.guest_range(index("guestAddress", guestAddress)?, index("length", length)?)?;
         Ok(())
     };
+    /// The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
+    guestTranslate(handle: f64, guestAddress: f64) -> Address = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let address = index("guestAddress", guestAddress)?;
+        state.guest_range(address, 0)?;
+        Ok(Address((region.span.addr() + address) as u64))
+    };
     /// A new `Buffer` with a copy of `length` guest bytes at `guestAddress`.
     guestRead(handle: f64, guestAddress: f64, length: f64) -> Buffer = |env| {
         let region = handles::get(handle)?;

@@ -36,6 +36,23 @@ export declare class NativeSharedMemory {
  */
 export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS' | 'ERR_MMAP_NO_BINARY' | 'ERR_MMAP_STALE_HANDLE' | 'ERR_MMAP_INVALID_HANDLE'
 
+/** One region of a guest memory's table, for `GuestMemory.regions()` and snapshots. */
+export interface GuestRegionInfo {
+  /** The KVM memory slot number. */
+  slot: number
+  /** Guest-physical start address. */
+  guestAddress: number
+  /** Size in bytes. */
+  size: number
+  /** The `Protection` bits. */
+  protection: number
+  /** What backs it: `'fd'` for an fd or a `SharedMemory`. */
+  backing: 'fd' | 'anonymous'
+}
+
+/** The regions of a guest memory's table, sorted by guest address. */
+export declare function guestRegions(handle: number): Array<GuestRegionInfo>
+
 /**
  * Whether `value` is a multiple of the page size (the core's alignment rule,
  * for facade checks of values that reach no native call as an offset).
@@ -341,35 +358,80 @@ export declare function regionAtomic32(): number
 export declare function regionAtomic64(value: bigint, expected: bigint): bigint
 
 /**
- * Takes the lock of the table the facade keeps with the region (for
- * every object that owns it, in any thread), waiting while another holds it.
- * Scratch slots: handle.
+ * Adds a guest region at `guestAddress` to the arena and its guest
+ * table, under the arena's lock (refused where it overlaps one, before
+ * anything is mapped; with `dontDump`, `MADV_DONTDUMP` on it, and
+ * unmapped again if that fails): `kind` 0 anonymous memory, 1 `fd` from
+ * `fdOffset` (`MAP_SHARED` or, without `shared`, private), 2 the
+ * `SharedMemory` registered as `fd`. Returns its KVM slot, and `true`
+ * when the arena now holds ranges to reclaim.
+ * Scratch slots: handle, guestAddress, size, protection, kind, fd.
  */
-export declare function regionTableLock(): void
+export declare function guestAddRegion(fdOffset: bigint, shared: boolean, dontDump: boolean): [slot: number, held: boolean]
 
 /**
- * Releases the table's lock (if this object holds it).
- * Scratch slots: handle.
+ * Removes the guest region that starts at `guestAddress` from the arena
+ * and its guest table. `true` when the arena now holds ranges to reclaim.
+ * Scratch slots: handle, guestAddress.
  */
-export declare function regionTableUnlock(): void
+export declare function guestRemoveRegion(): true | undefined
 
 /**
- * Replaces the table (the lock must be held); returns its new version.
- * Scratch slots: handle.
+ * Changes the protection of the guest region that starts at `guestAddress`.
+ * Scratch slots: handle, guestAddress, protection.
  */
-export declare function regionTableWrite(bytes: Uint8Array): number
+export declare function guestProtect(): true | undefined
 
 /**
- * The table's version (0 before the first write), read without the lock.
- * Scratch slots: handle.
+ * Refuses a guest range that guest regions do not cover without a gap.
+ * Scratch slots: handle, guestAddress, length.
  */
-export declare function regionTableVersion(): number
+export declare function guestCovered(): void
 
 /**
- * A copy of the table, its version written into its first 8 bytes.
- * Scratch slots: handle.
+ * The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
+ * Scratch slots: handle, guestAddress.
  */
-export declare function regionTableRead(): Buffer
+export declare function guestTranslate(): bigint
+
+/**
+ * A new `Buffer` with a copy of `length` guest bytes at `guestAddress`.
+ * Scratch slots: handle, guestAddress, length.
+ */
+export declare function guestRead(): Buffer
+
+/**
+ * Copies `target.length` guest bytes at `guestAddress` into `target`.
+ * Scratch slots: handle, guestAddress.
+ */
+export declare function guestReadInto(target: Uint8Array): void
+
+/**
+ * Copies `source` to `guestAddress`.
+ * Scratch slots: handle, guestAddress.
+ */
+export declare function guestWrite(source: Uint8Array): void
+
+/**
+ * Reads `length` bytes of `fd` from `fileOffset` into guest memory at
+ * `guestAddress` (`pread`); returns the bytes loaded.
+ * Scratch slots: handle, guestAddress, fd, fileOffset, length.
+ */
+export declare function guestLoadFile(): number
+
+/**
+ * `regionWindow` around `guestAddress`, with the bounds of the guest
+ * region there appended; `undefined` in no region or a hole.
+ * Scratch slots: handle, guestAddress.
+ */
+export declare function guestWindow(): [start: number, length: number, window: Buffer | undefined, regionStart: number, regionEnd: number] | undefined
+
+/**
+ * Refuses an atomic access of `width` bytes at `guestAddress` outside
+ * the guest regions, or one that may not be made (as `regionAtomicCheck`).
+ * Scratch slots: handle, guestAddress, width.
+ */
+export declare function guestAtomicCheck(): void
 
 /**
  * Asynchronous operations still pending.

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeSharedMemory = nativeBinding.NativeSharedMemory
 module.exports.ErrorCode = nativeBinding.ErrorCode
+module.exports.guestRegions = nativeBinding.guestRegions
 module.exports.isPageAligned = nativeBinding.isPageAligned
 module.exports.mapCount = nativeBinding.mapCount
 module.exports.pageSize = nativeBinding.pageSize

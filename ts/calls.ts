@@ -47,11 +47,17 @@ const regionShareRaw = raw.regionShare
 const regionAttachRaw = raw.regionAttach
 const regionAtomic32Raw = raw.regionAtomic32
 const regionAtomic64Raw = raw.regionAtomic64
-const regionTableLockRaw = raw.regionTableLock
-const regionTableUnlockRaw = raw.regionTableUnlock
-const regionTableWriteRaw = raw.regionTableWrite
-const regionTableVersionRaw = raw.regionTableVersion
-const regionTableReadRaw = raw.regionTableRead
+const guestAddRegionRaw = raw.guestAddRegion
+const guestRemoveRegionRaw = raw.guestRemoveRegion
+const guestProtectRaw = raw.guestProtect
+const guestCoveredRaw = raw.guestCovered
+const guestTranslateRaw = raw.guestTranslate
+const guestReadRaw = raw.guestRead
+const guestReadIntoRaw = raw.guestReadInto
+const guestWriteRaw = raw.guestWrite
+const guestLoadFileRaw = raw.guestLoadFile
+const guestWindowRaw = raw.guestWindow
+const guestAtomicCheckRaw = raw.guestAtomicCheck
 const regionPendingRaw = raw.regionPending
 const regionKernelMappingsRaw = raw.regionKernelMappings
 
@@ -409,44 +415,123 @@ export function regionAtomic64(handle: number, offset: number, op: number, value
 }
 
 /**
- * Takes the lock of the table the facade keeps with the region (for
- * every object that owns it, in any thread), waiting while another holds it.
+ * Adds a guest region at `guestAddress` to the arena and its guest
+ * table, under the arena's lock (refused where it overlaps one, before
+ * anything is mapped; with `dontDump`, `MADV_DONTDUMP` on it, and
+ * unmapped again if that fails): `kind` 0 anonymous memory, 1 `fd` from
+ * `fdOffset` (`MAP_SHARED` or, without `shared`, private), 2 the
+ * `SharedMemory` registered as `fd`. Returns its KVM slot, and `true`
+ * when the arena now holds ranges to reclaim.
  */
-export function regionTableLock(handle: number): void {
+export function guestAddRegion(handle: number, guestAddress: number, size: number, protection: number, kind: number, fd: number, fdOffset: bigint, shared: boolean, dontDump: boolean): [slot: number, held: boolean] {
   slots[0] = n(handle)
-  return regionTableLockRaw()
+  slots[1] = n(guestAddress)
+  slots[2] = n(size)
+  slots[3] = n(protection)
+  slots[4] = n(kind)
+  slots[5] = n(fd)
+  return guestAddRegionRaw(fdOffset, shared, dontDump)
 }
 
 /**
- * Releases the table's lock (if this object holds it).
+ * Removes the guest region that starts at `guestAddress` from the arena
+ * and its guest table. `true` when the arena now holds ranges to reclaim.
  */
-export function regionTableUnlock(handle: number): void {
+export function guestRemoveRegion(handle: number, guestAddress: number): true | undefined {
   slots[0] = n(handle)
-  return regionTableUnlockRaw()
+  slots[1] = n(guestAddress)
+  return guestRemoveRegionRaw()
 }
 
 /**
- * Replaces the table (the lock must be held); returns its new version.
+ * Changes the protection of the guest region that starts at `guestAddress`.
  */
-export function regionTableWrite(handle: number, bytes: Uint8Array): number {
+export function guestProtect(handle: number, guestAddress: number, protection: number): true | undefined {
   slots[0] = n(handle)
-  return regionTableWriteRaw(bytes)
+  slots[1] = n(guestAddress)
+  slots[2] = n(protection)
+  return guestProtectRaw()
 }
 
 /**
- * The table's version (0 before the first write), read without the lock.
+ * Refuses a guest range that guest regions do not cover without a gap.
  */
-export function regionTableVersion(handle: number): number {
+export function guestCovered(handle: number, guestAddress: number, length: number): void {
   slots[0] = n(handle)
-  return regionTableVersionRaw()
+  slots[1] = n(guestAddress)
+  slots[2] = n(length)
+  return guestCoveredRaw()
 }
 
 /**
- * A copy of the table, its version written into its first 8 bytes.
+ * The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
  */
-export function regionTableRead(handle: number): Buffer {
+export function guestTranslate(handle: number, guestAddress: number): bigint {
   slots[0] = n(handle)
-  return regionTableReadRaw()
+  slots[1] = n(guestAddress)
+  return guestTranslateRaw()
+}
+
+/**
+ * A new `Buffer` with a copy of `length` guest bytes at `guestAddress`.
+ */
+export function guestRead(handle: number, guestAddress: number, length: number): Buffer {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  slots[2] = n(length)
+  return guestReadRaw()
+}
+
+/**
+ * Copies `target.length` guest bytes at `guestAddress` into `target`.
+ */
+export function guestReadInto(handle: number, guestAddress: number, target: Uint8Array): void {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  return guestReadIntoRaw(target)
+}
+
+/**
+ * Copies `source` to `guestAddress`.
+ */
+export function guestWrite(handle: number, guestAddress: number, source: Uint8Array): void {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  return guestWriteRaw(source)
+}
+
+/**
+ * Reads `length` bytes of `fd` from `fileOffset` into guest memory at
+ * `guestAddress` (`pread`); returns the bytes loaded.
+ */
+export function guestLoadFile(handle: number, guestAddress: number, fd: number, fileOffset: number, length: number): number {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  slots[2] = n(fd)
+  slots[3] = n(fileOffset)
+  slots[4] = n(length)
+  return guestLoadFileRaw()
+}
+
+/**
+ * `regionWindow` around `guestAddress`, with the bounds of the guest
+ * region there appended; `undefined` in no region or a hole.
+ */
+export function guestWindow(handle: number, guestAddress: number): [start: number, length: number, window: Buffer | undefined, regionStart: number, regionEnd: number] | undefined {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  return guestWindowRaw()
+}
+
+/**
+ * Refuses an atomic access of `width` bytes at `guestAddress` outside
+ * the guest regions, or one that may not be made (as `regionAtomicCheck`).
+ */
+export function guestAtomicCheck(handle: number, guestAddress: number, width: number): void {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  slots[2] = n(width)
+  return guestAtomicCheckRaw()
 }
 
 /**

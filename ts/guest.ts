@@ -3,23 +3,26 @@ import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { fstatSync, constants as fsConstants } from 'node:fs'
 import { guestError, invalidArgType, invalidArgValue, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
 import {
-  regionTableLock,
-  regionTableUnlock,
-  regionTableWrite,
-  regionTableVersion,
-  regionTableRead,
-  regionReadInto,
-  regionWrite,
-  regionLoadFile,
+  guestAddRegion,
+  guestRemoveRegion,
+  guestProtect,
+  guestCovered,
+  guestTranslate,
+  guestRead,
+  guestReadInto,
+  guestWrite,
+  guestLoadFile,
+  guestWindow,
+  guestAtomicCheck,
   fileLoadLength,
-  regionWindow,
-  regionAtomicCheck,
   fileCheckEof,
+  regionReclaim,
 } from './calls.js'
+import type { GuestRegionInfo } from '../index.js'
 import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
-import { epochOf, HANDLE_KEYS, handleOf, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
-import { SharedMemory, sharedMemoryState } from './shm.js'
+import { HANDLE_KEYS, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
+import { SharedMemory, sharedMemorySource, sharedMemoryState } from './shm.js'
 import {
   markPage,
   newBitmap,
@@ -108,16 +111,12 @@ export interface GuestMemoryOptions {
   align?: number
 }
 
-interface Slot {
-  /** The KVM slot number. */
-  id: number
+/** With `trackDirty`: the dirty bits of one region of the native table (see `snapshot.ts`). */
+interface DirtyRegion {
   start: number
   end: number
-  protection: ProtectionFlags
-  /** What backs it, for a snapshot's manifest. */
-  backing: 'anonymous' | 'fd'
-  /** With `trackDirty`: one bit per page (see `snapshot.ts`). */
-  dirty: Uint32Array | undefined
+  /** One bit per page. */
+  bits: Uint32Array
 }
 
 /** Options of {@link GuestMemory.restore}. */
@@ -179,13 +178,26 @@ export interface GuestShareHandle {
   readonly dontDump: boolean
 }
 
-/** Numbers per region in the table shared by the objects of one guest memory. */
-const TABLE_FIELDS = 5
+/** What {@link GuestMemory.attach} passes its constructor, after {@link ATTACHED}. */
+interface Attached {
+  arena: MemoryMappingArena
+  dontDump: boolean
+}
 
-/** Set by `GuestMemory.attach` for the constructor it calls next (nothing runs in between). */
-let attaching: { arena: MemoryMappingArena; dontDump: boolean } | undefined
+/**
+ * Passed as `regions` by {@link GuestMemory.attach}, with an {@link Attached} as `options`: only
+ * this module has it, so no caller of the constructor can.
+ */
+const ATTACHED: unique symbol = Symbol('attached')
 
-const { regionLoadFileAsync, regionFileIoAsync } = native
+const { regionLoadFileAsync, regionFileIoAsync, guestRegions } = native
+
+/** `guestAddRegion`'s `kind` for each backing. */
+enum Kind {
+  Anonymous = 0,
+  Fd = 1,
+  SharedMemory = 2,
+}
 
 /**
  * A guest address or size, narrowed to a safe integer: `GuestMemory` does arithmetic on
@@ -242,7 +254,10 @@ const pages = v.wholePages
  */
 export class GuestMemory extends TypedAccess<bigint | number> implements Disposable {
   readonly #arena: MemoryMappingArena
-  /** The arena's native handle: copies, checked here against the regions, go straight to it. */
+  /**
+   * The arena's native handle: its guest entry points check every guest address against the
+   * region table kept with the arena (natively, under its lock), in the call that copies.
+   */
   readonly #h: number
   readonly #dontDump: boolean
   readonly #tracking: boolean
@@ -254,19 +269,19 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   #markedFrom = 0
   #markedTo = 0
-  /**
-   * Shared with other objects (other threads): the regions are a copy of the table kept with the
-   * native arena, reloaded when its version moves, and changed only under its lock.
-   */
-  #shared = false
-  /** The version of the table `#slots` was loaded from (or last written as). */
-  #version = 0
-  /** The region of the last typed store while tracking (a hint: checked before use). */
+  /** The dirty region of the last typed store while tracking (a hint: checked before use). */
   #lastStore = 0
   /** With tracking: writable views handed out (their pages are dirty while they live). */
   #liveViews: LiveView[] = []
-  /** Regions sorted by guest address. */
-  #slots: Slot[] = []
+  /**
+   * With tracking: the dirty bits of each region of the native table, sorted by guest address,
+   * rebuilt from the table after every change of the regions and before every take of the bits
+   * (a region keeps its bits while it stays).
+   */
+  #dirty: DirtyRegion[] = []
+  /** Changes of the regions made through this object: with the arena's, its typed-access epoch. */
+  #changes = 0
+  #reclaimScheduled = false
 
   /**
    * Reserves the guest-physical address space and maps each region at its guest address.
@@ -281,15 +296,12 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   constructor(regions: readonly GuestRegionSpec[], options?: GuestMemoryOptions) {
     super()
     this.takeBigintAddresses()
-    const attached = attaching
-    attaching = undefined
-    if (attached !== undefined) {
+    if ((regions as unknown) === ATTACHED) {
+      const attached = options as unknown as Attached
       this.#arena = attached.arena
-      this.#h = handleOf(this.#arena)
+      this.#h = this.typedHandleOf(this.#arena)
       this.#dontDump = attached.dontDump
       this.#tracking = false
-      this.#shared = true
-      this.#load()
       return
     }
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
@@ -309,20 +321,16 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (space === 0) throw outOfRange('addressSpace', 'greater than 0 (or at least one region)', space)
     if (space < end) throw outOfRange('addressSpace', `at least the end of the highest region (${end})`, space)
     const sorted = [...specs].sort((a, b) => a.start - b.start)
-    for (let i = 1; i < sorted.length; i++) {
-      const prev = sorted[i - 1]
-      if (sorted[i].start < prev.start + prev.size) {
-        throw guestError('ERR_GUEST_OVERLAP', `Guest regions at 0x${prev.start.toString(16)} and 0x${sorted[i].start.toString(16)} overlap`)
-      }
-    }
     this.#arena = MemoryMappingArena.reserve(space, o.align === undefined ? undefined : { align: o.align as number })
-    this.#h = handleOf(this.#arena)
+    this.#h = this.typedHandleOf(this.#arena)
     try {
+      // The native table refuses an overlap (ERR_GUEST_OVERLAP) before mapping anything.
       for (const s of sorted) this.#map(s)
     } catch (e) {
       this.#arena.close()
       throw e
     }
+    if (this.#tracking) this.#syncDirty(guestRegions(this.#h))
   }
 
   /**
@@ -365,43 +373,53 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     return { start, size, protection, backing: { fd, fdOffset, shared } }
   }
 
-  #map(s: RegionSnapshot): Slot {
+  /** Maps a region and records it in the native table, in one call; returns its slot. */
+  #map(s: RegionSnapshot): number {
     const b = s.backing
-    if (b === 'anonymous') this.#arena.addAnonymous(s.start, s.size, s.protection)
-    else this.#arena.addFdMapping(s.start, s.size, b.source ?? b.fd, b.fdOffset, s.protection, b.shared ? undefined : { shared: false })
-    if (this.#dontDump) {
-      try {
-        this.#arena.madvise(s.start, s.size, 'dontdump')
-      } catch (e) {
-        this.#arena.removeMapping(s.start, s.size)
-        throw e
-      }
-    }
-    const used = new Set(this.#slots.map((x) => x.id))
-    let id = 0
-    while (used.has(id)) id++
-    const slot: Slot = {
-      id,
-      start: s.start,
-      end: s.start + s.size,
-      protection: s.protection,
-      backing: b === 'anonymous' ? 'anonymous' : 'fd',
-      dirty: this.#tracking ? newBitmap(s.size / PAGE_SIZE) : undefined,
-    }
-    const at = this.#slots.findIndex((x) => x.start > s.start)
-    if (at < 0) this.#slots.push(slot)
-    else this.#slots.splice(at, 0, slot)
+    const source = b === 'anonymous' || b.source === undefined ? undefined : sharedMemorySource(b.source)
+    const kind = b === 'anonymous' ? Kind.Anonymous : source === undefined ? Kind.Fd : Kind.SharedMemory
+    const fd = b === 'anonymous' ? -1 : (source ?? b.fd)
+    const fdOffset = b === 'anonymous' ? 0n : BigInt(b.fdOffset)
+    const [slot, held] = guestAddRegion(
+      this.#h,
+      s.start,
+      s.size,
+      s.protection,
+      kind,
+      fd,
+      fdOffset,
+      b !== 'anonymous' && b.shared,
+      this.#dontDump,
+    )
+    this.#afterChange(held)
     return slot
   }
 
-  /** What KVM needs of a slot. */
-  #describe(s: Slot, base: bigint): GuestRegion {
+  /**
+   * After a change of the regions: typed access forgets its misses, the marked page is
+   * forgotten, and ranges the arena holds get what the change asked for on the next turn of the
+   * event loop (as the arena's own changes do).
+   */
+  #afterChange(held: boolean | undefined): void {
+    this.#changes++
+    this.#forgetMarkedPage()
+    if (held === true && !this.#reclaimScheduled) {
+      this.#reclaimScheduled = true
+      setImmediate(() => {
+        this.#reclaimScheduled = false
+        regionReclaim(this.#h)
+      }).unref()
+    }
+  }
+
+  /** What KVM needs of a region. */
+  #describe(r: GuestRegionInfo, base: bigint): GuestRegion {
     return {
-      slot: s.id,
-      guestAddress: BigInt(s.start),
-      size: s.end - s.start,
-      userspaceAddress: base + BigInt(s.start),
-      readonly: (s.protection & Protection.WRITE) === 0,
+      slot: r.slot,
+      guestAddress: BigInt(r.guestAddress),
+      size: r.size,
+      userspaceAddress: base + BigInt(r.guestAddress),
+      readonly: (r.protection & Protection.WRITE) === 0,
     }
   }
 
@@ -409,9 +427,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * A handle for {@link GuestMemory.attach} in another thread (a vCPU or device worker): posted
    * there (`postMessage` copies it), it gives an object over **this** guest memory — the same
    * arena at the same host addresses (so `regions()[i].userspaceAddress` is the same in every
-   * thread) and one list of regions: `addRegion`/`removeRegion` made through any object are seen
-   * by every object's next call, and are serialised by a lock kept with the native arena (released
-   * if a thread ends while holding it). Each object is closed on its own; the memory is unmapped
+   * thread) and one table of regions, kept natively with the arena under its lock:
+   * `addRegion`/`removeRegion` made through any object are seen by every object's next call. Each object is closed on its own; the memory is unmapped
    * when the last one is closed or collected. Views follow {@link MemoryMappingArena.share}'s
    * rule: a change over another object's live view is `ERR_MMAP_BUSY`.
    * @returns a new handle each time (naming the same memory).
@@ -423,10 +440,6 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   share(): GuestShareHandle {
     if (this.#tracking) throw unsupported('share() of a GuestMemory created with { trackDirty: true }: dirty bits are kept per object')
     const arena = this.#arena.share()
-    if (!this.#shared) {
-      this.#shared = true
-      this.#change(() => undefined)
-    }
     return { kind: 'GuestMemory', arena, dontDump: this.#dontDump }
   }
 
@@ -451,68 +464,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     // The arena's handle is read once, here; only that snapshot is passed on.
     const [id, token] = readShareHandle(h.arena, 'MemoryMappingArena')
     const arena = MemoryMappingArena.attach({ kind: 'MemoryMappingArena', id, token })
-    attaching = { arena, dontDump }
-    try {
-      return new GuestMemory([])
-    } catch (e) {
-      arena.close()
-      throw e
-    } finally {
-      attaching = undefined
-    }
-  }
-
-  /**
-   * Shared: reloads the regions if another object changed them since this one last looked. Called
-   * as `if (this.#shared) this.#sync()`, so that an unshared guest memory pays one field test.
-   */
-  #sync(): void {
-    if (regionTableVersion(this.#h) !== this.#version) this.#load()
-  }
-
-  /** Shared: the regions from the table kept with the arena. */
-  #load(): void {
-    const table = regionTableRead(this.#h)
-    const data = new DataView(table.buffer, table.byteOffset, table.byteLength)
-    const slots: Slot[] = []
-    for (let at = 8; at + TABLE_FIELDS * 8 <= table.byteLength; at += TABLE_FIELDS * 8) {
-      const f = (i: number) => data.getFloat64(at + i * 8, true)
-      slots.push({
-        id: f(0),
-        start: f(1),
-        end: f(2),
-        protection: f(3) as ProtectionFlags,
-        backing: f(4) === 0 ? 'anonymous' : 'fd',
-        dirty: undefined,
-      })
-    }
-    this.#slots = slots
-    this.#forgetMarkedPage()
-    this.#version = data.getFloat64(0, true)
-  }
-
-  /**
-   * Runs a change of the regions: for a shared guest memory under the table's lock, on the
-   * current regions, and writes them back (only if it succeeded).
-   */
-  #change<T>(change: () => T): T {
-    this.#forgetMarkedPage()
-    if (!this.#shared) return change()
-    regionTableLock(this.#h)
-    try {
-      if (this.#shared) this.#sync()
-      const result = change()
-      const data = new DataView(new ArrayBuffer(this.#slots.length * TABLE_FIELDS * 8))
-      for (const [i, s] of this.#slots.entries()) {
-        const at = i * TABLE_FIELDS * 8
-        const fields = [s.id, s.start, s.end, s.protection, s.backing === 'anonymous' ? 0 : 1]
-        for (const [j, value] of fields.entries()) data.setFloat64(at + j * 8, value, true)
-      }
-      this.#version = regionTableWrite(this.#h, new Uint8Array(data.buffer))
-      return result
-    } finally {
-      regionTableUnlock(this.#h)
-    }
+    const attached: Attached = { arena, dontDump }
+    return new GuestMemory(ATTACHED as unknown as GuestRegionSpec[], attached as unknown as GuestMemoryOptions)
   }
 
   /** The arena behind the guest memory (guest address = offset). */
@@ -532,9 +485,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * for (const [slot, r] of guest.regions().entries()) setUserMemoryRegion(vm, slot, r.guestAddress, r.size, r.userspaceAddress)
    */
   regions(): GuestRegion[] {
-    if (this.#shared) this.#sync()
+    const table = guestRegions(this.#h)
     const base = this.#arena.address
-    return this.#slots.map((s) => this.#describe(s, base))
+    return table.map((r) => this.#describe(r, base))
   }
 
   /**
@@ -547,15 +500,15 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   addRegion(spec: GuestRegionSpec): GuestRegion {
     const s = GuestMemory.#check(spec, 'region')
-    const slot = this.#change(() => {
-      const clash = this.#slots.find((x) => x.start < s.start + s.size && x.end > s.start)
-      if (clash !== undefined)
-        throw guestError('ERR_GUEST_OVERLAP', `Guest region at 0x${s.start.toString(16)} overlaps the one at 0x${clash.start.toString(16)}`)
-      return this.#map(s)
-    })
-    // A region plugged in after the last snapshot is in none of it: all its pages are new.
-    if (slot.dirty !== undefined) setPages(slot.dirty, 0, s.size / PAGE_SIZE - 1)
-    return this.#describe(slot, this.#arena.address)
+    const slot = this.#map(s)
+    if (this.#tracking) {
+      this.#syncDirty(guestRegions(this.#h))
+      // A region plugged in after the last snapshot is in none of it: all its pages are new.
+      const bits = this.#dirty[this.#dirtyIndex(s.start)]?.bits
+      if (bits !== undefined) setPages(bits, 0, s.size / PAGE_SIZE - 1)
+    }
+    const info: GuestRegionInfo = { slot, guestAddress: s.start, size: s.size, protection: s.protection, backing: 'anonymous' }
+    return this.#describe(info, this.#arena.address)
   }
 
   /**
@@ -567,52 +520,53 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   removeRegion(guestAddress: bigint | number): void {
     const start = gpa('guestAddress', guestAddress)
-    this.#change(() => {
-      const index = this.#slots.findIndex((s) => s.start === start)
-      if (index < 0) throw guestError('ERR_GUEST_ADDRESS', `No guest region starts at 0x${start.toString(16)}`)
-      const slot = this.#slots[index]
-      this.#arena.removeMapping(slot.start, slot.end - slot.start)
-      this.#slots.splice(index, 1)
+    this.#afterChange(guestRemoveRegion(this.#h, start))
+    if (this.#tracking) this.#syncDirty(guestRegions(this.#h))
+  }
+
+  /**
+   * With tracking: the dirty bits, one bitmap per region of `table` (the native table, read
+   * once by the caller); a region that stays keeps its bits, a new one starts clean.
+   */
+  #syncDirty(table: GuestRegionInfo[]): void {
+    const old = this.#dirty
+    this.#dirty = table.map((r) => {
+      const end = r.guestAddress + r.size
+      const kept = old.find((d) => d.start === r.guestAddress && d.end === end)
+      return kept ?? { start: r.guestAddress, end, bits: newBitmap(r.size / PAGE_SIZE) }
     })
+    this.#forgetMarkedPage()
   }
 
-  /**
-   * Checks that `[addr, addr + len)` is covered by regions without a gap — one region, or
-   * several that follow each other (vm-memory's `try_access` carries on into the next region
-   * the same way; they are contiguous in host memory too, in one arena). `ERR_GUEST_ADDRESS`
-   * for a range that starts in no region, touches a hole or runs past the last region.
-   */
-  #covered(addr: number, len: number): number {
-    if (this.#shared) this.#sync()
-    const first = this.#slotIndex(addr)
-    if (first < 0) throw guestError('ERR_GUEST_ADDRESS', `Guest address 0x${addr.toString(16)} is in no region`)
-    const end = addr + len
-    let i = first
-    while (this.#slots[i].end < end) {
-      const next = this.#slots[i + 1]
-      if (next === undefined || next.start !== this.#slots[i].end)
-        throw guestError(
-          'ERR_GUEST_ADDRESS',
-          `Guest range [0x${addr.toString(16)}, +${len}) runs past the region ending at 0x${this.#slots[i].end.toString(16)} into no region`,
-        )
-      i++
+  /** The index of the dirty region that contains `addr`, or -1. */
+  #dirtyIndex(addr: number): number {
+    const d = this.#dirty
+    let lo = 0
+    let hi = d.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      if (addr < d[mid].start) hi = mid - 1
+      else if (addr >= d[mid].end) lo = mid + 1
+      else return mid
     }
-    return first
+    return -1
   }
 
   /**
-   * Sets the dirty bits of `[addr, addr + len)`, which `#covered` checked; `first` is the index
-   * of the region that contains `addr`. Without tracking, nothing.
+   * Sets the dirty bits of `[addr, addr + len)`, a range the native table covers. Without
+   * tracking, nothing.
    */
-  #mark(first: number, addr: number, len: number): void {
+  #mark(addr: number, len: number): void {
     if (!this.#tracking || len === 0 || this.#inMarkedPage(addr, len)) return
-    const s0 = this.#slots[first]
-    const from = addr - s0.start
+    const first = this.#dirtyIndex(addr)
+    const d0 = this.#dirty[first]
+    if (d0 === undefined) return
+    const from = addr - d0.start
     const p = pageOf(from)
     // Then one page of one region: a plain load when its bit is set already.
-    if (from + len <= s0.end - s0.start && p === pageOf(from + len - 1)) {
-      markPage(s0.dirty as Uint32Array, p)
-      this.#markedFrom = s0.start + p * PAGE_SIZE
+    if (from + len <= d0.end - d0.start && p === pageOf(from + len - 1)) {
+      markPage(d0.bits, p)
+      this.#markedFrom = d0.start + p * PAGE_SIZE
       this.#markedTo = this.#markedFrom + PAGE_SIZE
     } else this.#markRange(first, addr, len)
   }
@@ -633,24 +587,19 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /** {@link #mark} of a range over several pages or regions. */
   #markRange(first: number, addr: number, len: number): void {
     const end = addr + len
-    for (let i = first; i < this.#slots.length; i++) {
-      const s = this.#slots[i]
-      if (s.start >= end) break
-      const bits = s.dirty as Uint32Array
-      setPages(bits, pageOf(Math.max(addr, s.start) - s.start), pageOf(Math.min(end, s.end) - 1 - s.start))
+    for (let i = first; i < this.#dirty.length; i++) {
+      const d = this.#dirty[i]
+      if (d.start >= end) break
+      setPages(d.bits, pageOf(Math.max(addr, d.start) - d.start), pageOf(Math.min(end, d.end) - 1 - d.start))
     }
   }
 
   /** After a typed store at `at` (valid: the store succeeded) of `width` bytes. */
   #markStore(addr: number, width: number): void {
     // Typed stores come in runs on one region: the last one found is asked first.
-    let i = this.#lastStore
-    const s = this.#slots[i]
-    if (s === undefined || addr < s.start || addr >= s.end) {
-      i = this.#slotIndex(addr)
-      this.#lastStore = i
-    }
-    this.#mark(i, addr, width)
+    const d = this.#dirty[this.#lastStore]
+    if (d === undefined || addr < d.start || addr >= d.end) this.#lastStore = this.#dirtyIndex(addr)
+    this.#mark(addr, width)
   }
 
   #needTracking(operation: string): void {
@@ -672,7 +621,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     this.#needTracking('markDirty')
     const addr = gpa('guestAddress', guestAddress)
     const len = index('length', length)
-    this.#mark(this.#covered(addr, len), addr, len)
+    guestCovered(this.#h, addr, len)
+    this.#mark(addr, len)
   }
 
   /**
@@ -687,9 +637,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   takeDirty(): DirtyBitmap[] {
     this.#needTracking('takeDirty')
+    this.#syncDirty(guestRegions(this.#h))
     this.#markLiveViews()
     this.#forgetMarkedPage()
-    return this.#slots.map((s) => ({ guestAddress: BigInt(s.start), size: s.end - s.start, bitmap: takeBits(s.dirty as Uint32Array) }))
+    return this.#dirty.map((d) => ({ guestAddress: BigInt(d.start), size: d.end - d.start, bitmap: takeBits(d.bits) }))
   }
 
   /** Marks the pages of the writable views still alive (and attached); forgets the others. */
@@ -697,8 +648,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     this.#liveViews = this.#liveViews.filter((l) => {
       const view = l.view.deref()
       if (view === undefined || view.length === 0) return false
-      const first = this.#slotIndex(l.start)
-      if (first >= 0) this.#mark(first, l.start, l.length)
+      this.#mark(l.start, l.length)
       return true
     })
   }
@@ -725,22 +675,33 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const o = v.options('options', options, ['dirtyOnly'])
     const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
     if (dirtyOnly) this.#needTracking('snapshot({ dirtyOnly: true })')
-    if (this.#tracking) this.#markLiveViews()
-    if (this.#shared) this.#sync()
-    const slots = this.#slots.slice()
+    // The native table, read once: the regions written are the ones the manifest describes.
+    const table = guestRegions(this.#h)
+    if (this.#tracking) {
+      this.#syncDirty(table)
+      this.#markLiveViews()
+    }
     this.#forgetMarkedPage()
-    const taken = slots.map((s) => (s.dirty === undefined ? undefined : takeBits(s.dirty)))
+    const dirty = this.#tracking ? this.#dirty.slice() : []
+    const taken = dirty.map((d) => takeBits(d.bits))
     const regions: SnapshotRegion[] = []
     const runs: number[] = []
     let fileOffset = 0
-    for (const [i, s] of slots.entries()) {
-      const size = s.end - s.start
-      const region: SnapshotRegion = { guestAddress: s.start, size, fileOffset, backing: s.backing, protection: s.protection }
+    for (const [i, s] of table.entries()) {
+      const size = s.size
+      const start = s.guestAddress
+      const region: SnapshotRegion = {
+        guestAddress: start,
+        size,
+        fileOffset,
+        backing: s.backing,
+        protection: s.protection as ProtectionFlags,
+      }
       if (dirtyOnly) {
-        region.dirtyPages = pageRuns(taken[i] as BigUint64Array, size / PAGE_SIZE)
-        for (const [p, n] of region.dirtyPages) runs.push(s.start + p * PAGE_SIZE, n * PAGE_SIZE, fileOffset + p * PAGE_SIZE)
+        region.dirtyPages = pageRuns(taken[i], size / PAGE_SIZE)
+        for (const [p, n] of region.dirtyPages) runs.push(start + p * PAGE_SIZE, n * PAGE_SIZE, fileOffset + p * PAGE_SIZE)
       } else {
-        runs.push(s.start, size, fileOffset)
+        runs.push(start, size, fileOffset)
       }
       regions.push(region)
       fileOffset += size
@@ -756,8 +717,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
         fsConstants.O_WRONLY | fsConstants.O_CREAT,
       )
     } catch (e) {
-      for (const [i, s] of slots.entries())
-        if (s.dirty !== undefined && this.#slots.includes(s)) putBack(s.dirty, taken[i] as BigUint64Array)
+      for (const [i, d] of dirty.entries()) if (this.#dirty.includes(d)) putBack(d.bits, taken[i])
       throw e
     }
     return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
@@ -809,12 +769,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       if (lazy) return guest
       // Eager: anonymous memory read from the file now, then given the snapshot's protection.
       try {
-        for (const [i, r] of m.regions.entries()) {
-          regionLoadFile(guest.#h, r.guestAddress, f, r.fileOffset, r.size)
-          if (r.protection !== Protection.READ_WRITE) {
-            guest.#arena.protect(r.guestAddress, r.size, r.protection)
-            guest.#slots[i].protection = r.protection
-          }
+        for (const r of m.regions) {
+          guestLoadFile(guest.#h, r.guestAddress, f, r.fileOffset, r.size)
+          if (r.protection !== Protection.READ_WRITE) guest.#afterChange(guestProtect(guest.#h, r.guestAddress, r.protection))
         }
       } catch (e) {
         guest.close()
@@ -840,11 +797,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   async applyDiff(manifest: SnapshotManifest, source: LoadSource): Promise<number> {
     const m = readManifest(manifest)
     const runs: number[] = []
-    if (this.#shared) this.#sync()
+    const table = guestRegions(this.#h)
     for (const r of m.regions) {
-      const i = this.#slotIndex(r.guestAddress)
-      const s = this.#slots[i]
-      if (s === undefined || s.start !== r.guestAddress || s.end - s.start !== r.size) {
+      const s = table.find((x) => x.guestAddress === r.guestAddress)
+      if (s === undefined || s.size !== r.size) {
         throw guestError(
           'ERR_GUEST_ADDRESS',
           `The diff's region at 0x${r.guestAddress.toString(16)} (${r.size} bytes) is not a region of this guest memory`,
@@ -852,44 +808,27 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       }
       for (const [p, n] of r.dirtyPages ?? [[0, r.size / PAGE_SIZE]]) {
         runs.push(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE, r.fileOffset + p * PAGE_SIZE)
-        this.#mark(i, r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
+        this.#mark(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
       }
     }
     return withFile(source, (fd) => regionFileIoAsync(this.#h, fd, false, runs, 0))
   }
 
-  /** The index of the region that contains `addr`, or -1. */
-  #slotIndex(addr: number): number {
-    let lo = 0
-    let hi = this.#slots.length - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1
-      const s = this.#slots[mid]
-      if (addr < s.start) hi = mid - 1
-      else if (addr >= s.end) lo = mid + 1
-      else return mid
-    }
-    return -1
-  }
-
   /** The arena's window around `at`, cut to the region that contains it. */
   protected typedWindow(at: number): WindowAnswer {
-    if (this.#shared) this.#sync()
-    const slot = this.#slots[this.#slotIndex(at)]
-    if (slot === undefined) return undefined
-    const answer = regionWindow(this.#h, at)
+    const answer = guestWindow(this.#h, at)
     if (answer === undefined) return undefined
-    const [start, length, buffer] = answer
-    const lo = Math.max(start, slot.start)
-    const hi = Math.min(start + length, slot.end)
+    const [start, length, buffer, regionStart, regionEnd] = answer
+    const lo = Math.max(start, regionStart)
+    const hi = Math.min(start + length, regionEnd)
     if (buffer === undefined) return [lo, hi - lo, undefined]
     const [memory, offset] = v.memoryOf(buffer)
     return [lo, hi - lo, new Uint8Array(memory, offset + lo - start, hi - lo)]
   }
 
-  /** Regions come and go through the arena's changes: its counter is the guest's. */
+  /** Regions come and go through the arena's changes and this object's: both counters are the guest's. */
   protected typedEpoch(): number {
-    return epochOf(this.#arena)
+    return this.typedEpochOf(this.#arena) + this.#changes
   }
 
   protected typedAddress(at: bigint): number {
@@ -905,9 +844,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   }
 
   protected typedAtomicCheck(at: unknown, width: 4 | 8): void {
-    const addr = gpa('guestAddress', at)
-    this.#covered(addr, width)
-    regionAtomicCheck(this.#h, addr, width)
+    guestAtomicCheck(this.#h, gpa('guestAddress', at), width)
   }
 
   protected typedHandle(): number {
@@ -927,9 +864,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * guest.translate(0x1000n) // guest.arena.address + 0x1000n
    */
   translate(guestAddress: bigint | number): bigint {
-    const addr = gpa('guestAddress', guestAddress)
-    this.#covered(addr, 0)
-    return this.#arena.address + BigInt(addr)
+    return guestTranslate(this.#h, gpa('guestAddress', guestAddress))
   }
 
   /**
@@ -941,9 +876,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * const bootSector = guest.read(0x7c00n, 512)
    */
   read(guestAddress: bigint | number, length: number): Buffer {
-    const addr = gpa('guestAddress', guestAddress)
-    this.#covered(addr, index('length', length))
-    return this.#arena.read(addr, length)
+    return guestRead(this.#h, gpa('guestAddress', guestAddress), index('length', length))
   }
 
   /**
@@ -958,12 +891,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * guest.readInto(ringAddress + 16n * BigInt(index), descriptor)
    */
   readInto(guestAddress: bigint | number, target: ArrayBufferView | ArrayBuffer): number {
-    const addr = gpa('guestAddress', guestAddress)
+    // A number goes as it is: the native side converts it (a non-negative safe integer).
+    const addr = typeof guestAddress === 'number' ? guestAddress : gpa('guestAddress', guestAddress)
     const bytes = v.bytes('target', target)
-    const length = v.byteLength(bytes)
-    this.#covered(addr, length)
-    regionReadInto(this.#h, addr, bytes)
-    return length
+    guestReadInto(this.#h, addr, bytes)
+    return v.byteLength(bytes)
   }
 
   /**
@@ -975,12 +907,14 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * guest.write(0x1000n, kernelImage)
    */
   write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
-    const addr = gpa('guestAddress', guestAddress)
+    // As for readInto; once the copy succeeded, `addr` is a valid guest address to mark.
+    const addr = typeof guestAddress === 'number' ? guestAddress : gpa('guestAddress', guestAddress)
     const bytes = v.bytes('data', data)
-    const length = v.byteLength(bytes)
-    const first = this.#covered(addr, length)
-    regionWrite(this.#h, addr, bytes)
-    if (this.#tracking && !this.#inMarkedPage(addr, length)) this.#mark(first, addr, length)
+    guestWrite(this.#h, addr, bytes)
+    if (this.#tracking) {
+      const length = v.byteLength(bytes)
+      if (!this.#inMarkedPage(addr, length)) this.#mark(addr, length)
+    }
   }
 
   /**
@@ -999,19 +933,19 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const addr = gpa('guestAddress', guestAddress)
     const { fileOffset, length } = loadRequest(options)
     return withFile(file, (fd) => {
-      const len = this.#loadLength(addr, fd, fileOffset, length)
+      const len = this.#loadLength(fd, fileOffset, length)
       let loaded: number
       try {
-        loaded = regionLoadFile(this.#h, addr, fd, fileOffset, len)
+        loaded = guestLoadFile(this.#h, addr, fd, fileOffset, len)
       } catch (e) {
         // A refused load (an ERR_* code: checked before any I/O) wrote nothing and marks nothing.
         // One that met a page it could not write (EFAULT) wrote `bytesCopied` bytes before it; a
         // failed read of the file itself (EIO) may have come after some pages: all are marked.
         const written = loadWritten(e, len)
-        if (written > 0) this.#mark(this.#slotIndex(addr), addr, written)
+        if (written > 0) this.#mark(addr, written)
         throw e
       }
-      this.#mark(this.#slotIndex(addr), addr, len)
+      this.#mark(addr, len)
       return loaded
     })
   }
@@ -1029,19 +963,18 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const addr = gpa('guestAddress', guestAddress)
     const { fileOffset, length } = loadRequest(options)
     return withFile(file, (fd) => {
-      const len = this.#loadLength(addr, fd, fileOffset, length)
+      const len = this.#loadLength(fd, fileOffset, length)
+      guestCovered(this.#h, addr, len)
       const done = regionLoadFileAsync(this.#h, addr, fd, fileOffset, len)
       // Marked now: the pages are written at some point before the promise settles.
-      this.#mark(this.#slotIndex(addr), addr, len)
+      this.#mark(addr, len)
       return done
     })
   }
 
-  /** The length a load reads (the core's rule without one), checked to be covered by regions. */
-  #loadLength(addr: number, fd: number, fileOffset: number, length: number | undefined): number {
-    const len = length === undefined ? fileLoadLength(fd, fileOffset) : index('length', length)
-    this.#covered(addr, len)
-    return len
+  /** The length a load reads (the core's rule without one). */
+  #loadLength(fd: number, fileOffset: number, length: number | undefined): number {
+    return length === undefined ? fileLoadLength(fd, fileOffset) : index('length', length)
   }
 
   /**
@@ -1056,11 +989,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   view(guestAddress: bigint | number, length: number): Buffer {
     const addr = gpa('guestAddress', guestAddress)
     const len = index('length', length)
-    const first = this.#covered(addr, len)
+    guestCovered(this.#h, addr, len)
     const view = this.#arena.view(addr, len)
     if (this.#tracking && len > 0) {
       // Every view is writable (it needs READ | WRITE): dirty now, and while it lives.
-      this.#mark(first, addr, len)
+      this.#mark(addr, len)
       this.#liveViews.push({ view: new WeakRef(view), start: addr, length: len })
     }
     return view
@@ -1080,9 +1013,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   sharedView(guestAddress: bigint | number, length: number): SharedArrayBuffer {
     const addr = gpa('guestAddress', guestAddress)
     const len = index('length', length)
-    const first = this.#covered(addr, len)
+    guestCovered(this.#h, addr, len)
     const buffer = this.#arena.sharedView(addr, len)
-    this.#mark(first, addr, len)
+    this.#mark(addr, len)
     return buffer
   }
 

@@ -43,18 +43,6 @@ import { sharedMemorySource, sharedMemoryState, type SharedMemory } from './shm.
 
 export type { MappingInfo }
 
-/**
- * @internal For {@link GuestMemory}: the native handle of a region, so that its checked
- * copies call the entry points directly (the arguments are validated there once).
- */
-export let handleOf: (region: MemoryMappingArena) => number
-
-/**
- * @internal For {@link GuestMemory}'s typed access: a counter that changes with every change
- * made to the region (an overlay, a removal, a protection, `close()`).
- */
-export let epochOf: (region: MemoryMappingArena) => number
-
 // The entry points come from ./calls.js (generated: each stores its number arguments in the
 // scratch slots and calls the addon). Every one of them re-checks its arguments natively.
 const { regionLoadFileAsync } = native
@@ -544,15 +532,13 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
   [Symbol.dispose](): void {
     this.close()
   }
-
-  static {
-    handleOf = (region) => region.h
-    epochOf = (region) => region.#epoch
-  }
 }
 
-/** Set by `MemoryMappingArena.attach` for the constructor it calls next (nothing runs in between). */
-let attaching: ((owner: object) => number) | undefined
+/**
+ * Passed as `size` by {@link MemoryMappingArena.attach}, with the maker of the native handle as
+ * `options`: only this module has it, so no caller of the constructor can.
+ */
+const ATTACHED: unique symbol = Symbol('attached')
 
 /** Options of {@link MemoryMappingArena.reserve}. */
 export interface ReserveOptions {
@@ -748,9 +734,7 @@ export class MemoryMappingArena extends Region {
    * using arena = new MemoryMappingArena(2 ** 40) // 1 TiB of address space
    */
   constructor(size: number, options?: ReserveOptions) {
-    const attached = attaching
-    attaching = undefined
-    super(attached ?? MemoryMappingArena.#reserve(size, options))
+    super((size as unknown) === ATTACHED ? (options as unknown as (owner: object) => number) : MemoryMappingArena.#reserve(size, options))
   }
 
   static #reserve(size: number, options: ReserveOptions | undefined): (owner: object) => number {
@@ -795,12 +779,8 @@ export class MemoryMappingArena extends Region {
    */
   static attach(handle: ShareHandle): MemoryMappingArena {
     const [id, token] = readShareHandle(handle, 'MemoryMappingArena')
-    attaching = (owner) => regionAttach(owner, id, token, true)
-    try {
-      return new MemoryMappingArena(0)
-    } finally {
-      attaching = undefined
-    }
+    const attach = (owner: object): number => regionAttach(owner, id, token, true)
+    return new MemoryMappingArena(ATTACHED as unknown as number, attach as unknown as ReserveOptions)
   }
 
   /**

@@ -147,6 +147,19 @@ export abstract class TypedAccess<At> implements TypedMemory<At> {
   /** The address of the last {@link #atomic} as a number (checked once it returns -1). */
   #nativeAt = 0
 
+  /**
+   * The native handle of `memory`, for an object of the facade built over another one (a
+   * `GuestMemory` over its arena): its guest entry points take the arena's handle.
+   */
+  protected typedHandleOf(memory: TypedAccess<unknown>): number {
+    return memory.typedHandle()
+  }
+
+  /** The typed-access epoch of `memory` (see {@link typedHandleOf}): its changes expire this one's misses too. */
+  protected typedEpochOf(memory: TypedAccess<unknown>): number {
+    return memory.typedEpoch()
+  }
+
   /** From now on, report every store that succeeded to {@link typedStored}. */
   protected notifyStores(): void {
     this.#notify = true

@@ -105,6 +105,32 @@ pub enum Error {
     },
     /// The region was closed.
     Closed,
+    /// A guest region `[start, …)` would overlap the one at `other`.
+    GuestOverlap {
+        /// Guest address of the region refused.
+        start: u64,
+        /// Guest address of the region it overlaps.
+        other: u64,
+    },
+    /// A guest address in no guest region.
+    GuestAddress {
+        /// The address.
+        address: u64,
+    },
+    /// A guest range that runs from a region into a hole or past the last region.
+    GuestRange {
+        /// Its start.
+        address: u64,
+        /// Its length.
+        length: u64,
+        /// Where the regions that cover its start end.
+        end: u64,
+    },
+    /// No guest region starts at the address.
+    GuestNoRegion {
+        /// The address.
+        start: u64,
+    },
     /// The range is in use by an asynchronous operation.
     Busy {
         /// The operation refused.
@@ -205,6 +231,22 @@ impl fmt::Display for Error {
                 write!(f, "{operation} is not supported by this region")
             }
             Error::Closed => write!(f, "the region is closed"),
+            Error::GuestOverlap { start, other } => write!(
+                f,
+                "guest region at {start:#x} overlaps the one at {other:#x}"
+            ),
+            Error::GuestAddress { address } => {
+                write!(f, "guest address {address:#x} is in no region")
+            }
+            Error::GuestRange {
+                address,
+                length,
+                end,
+            } => write!(
+                f,
+                "guest range [{address:#x}, +{length}) runs past the region ending at {end:#x} into no region"
+            ),
+            Error::GuestNoRegion { start } => write!(f, "no guest region starts at {start:#x}"),
             Error::Busy { operation } => write!(
                 f,
                 "{operation} refused: an asynchronous operation is still using the range"

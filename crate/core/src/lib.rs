@@ -23,6 +23,7 @@ mod copy;
 mod error;
 #[cfg(target_arch = "x86_64")]
 mod guard;
+mod guest;
 mod held;
 mod layout;
 mod load;
@@ -39,6 +40,7 @@ pub use any::{AnyRegion, Atomic, AtomicWord, Window};
 pub use arena::{Change, MemoryMappingArena};
 pub use copy::CopyMode;
 pub use error::{Error, Result};
+pub use guest::{GuestBacking, GuestRegion, GuestTable};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use load::{extend_file, file_load_length, file_size, IoRange};
 pub use mapping::{MappingOptions, MemoryMapping};

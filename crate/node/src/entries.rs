@@ -17,7 +17,8 @@ use napi::sys;
 
 use mapped_region::rules::{check_bounds, check_eof, check_seals};
 use mapped_region::{
-    file_load_length, file_size, AnyRegion, Atomic, MappingOptions, MemSliceMut, MemoryMapping,
+    file_load_length, file_size, AnyRegion, Atomic, GuestBacking, MappingOptions, MemSliceMut,
+    MemoryMapping,
     MemoryMappingArena,
 };
 
@@ -302,21 +303,37 @@ impl Ret for Held {
     }
 }
 
+/// An array of `items` (values of the current callback's scope).
+///
+/// # Safety
+/// `env` must be the live env of the current callback.
+unsafe fn tuple(env: sys::napi_env, items: &[sys::napi_value]) -> sys::napi_value {
+    let mut out = ptr::null_mut();
+    // SAFETY: an array of this callback's scope, with room for the items.
+    unsafe {
+        sys::napi_create_array_with_length(env, items.len(), &mut out);
+        for (i, &item) in items.iter().enumerate() {
+            sys::napi_set_element(env, out, i as u32, item);
+        }
+    }
+    out
+}
+
 /// What `regionShare` returns: `[id, token, isArena]`.
 struct Share(handles::ShareHandle);
 
 impl Ret for Share {
     const TS: &'static str = "[id: number, token: number, arena: boolean]";
     unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
-        let mut out = ptr::null_mut();
-        // SAFETY: a three-element array of this callback's scope.
+        // SAFETY: guaranteed by the caller.
         unsafe {
-            sys::napi_create_array_with_length(env, 3, &mut out);
-            sys::napi_set_element(env, out, 0, (self.0.id as f64).write(env));
-            sys::napi_set_element(env, out, 1, (self.0.token as f64).write(env));
-            sys::napi_set_element(env, out, 2, self.0.arena.write(env));
+            let items = [
+                (self.0.id as f64).write(env),
+                (self.0.token as f64).write(env),
+                self.0.arena.write(env),
+            ];
+            tuple(env, &items)
         }
-        out
     }
 }
 
@@ -343,35 +360,68 @@ impl Ret for Address {
     }
 }
 
-/// A `Buffer` made by the callback.
-struct Buffer(sys::napi_value);
+/// Return types whose value the callback made itself: each is returned as it is.
+macro_rules! made {
+    ($($(#[$doc:meta])* $name:ident: $ts:literal;)*) => {$(
+        $(#[$doc])*
+        struct $name(sys::napi_value);
 
-impl Ret for Buffer {
-    const TS: &'static str = "Buffer";
-    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
-        self.0
+        impl Ret for $name {
+            const TS: &'static str = $ts;
+            unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
+                self.0
+            }
+        }
+    )*};
+}
+
+made! {
+    /// A `Buffer` made by the callback.
+    Buffer: "Buffer";
+    /// A `SharedArrayBuffer` made by the callback.
+    SharedBuffer: "SharedArrayBuffer";
+    /// The answer of `regionWindow`, made by the callback.
+    WindowAnswer: "[start: number, length: number, window: Buffer | undefined] | undefined";
+    /// The answer of `guestWindow`, made by the callback.
+    GuestWindowAnswer: "[start: number, length: number, window: Buffer | undefined, regionStart: number, regionEnd: number] | undefined";
+}
+
+/// What `guestAddRegion` returns: the region's slot, and whether the arena
+/// holds ranges to reclaim.
+struct Slot(u32, bool);
+
+impl Ret for Slot {
+    const TS: &'static str = "[slot: number, held: boolean]";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        // SAFETY: guaranteed by the caller.
+        unsafe { tuple(env, &[f64::from(self.0).write(env), self.1.write(env)]) }
     }
 }
 
-/// A `SharedArrayBuffer` made by the callback.
-struct SharedBuffer(sys::napi_value);
-
-impl Ret for SharedBuffer {
-    const TS: &'static str = "SharedArrayBuffer";
-    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
-        self.0
+/// A new `Buffer` with a copy of `length` bytes of `region` at `offset`
+/// (a range the caller checked: nothing is allocated for one refused).
+///
+/// # Safety
+/// `env` must be the live env of the current callback.
+unsafe fn read_copy(
+    env: sys::napi_env,
+    region: &AnyRegion,
+    offset: usize,
+    length: usize,
+) -> Result<Buffer> {
+    let mut data = ptr::null_mut();
+    let mut buffer = ptr::null_mut();
+    // SAFETY: `env` is this callback's; Node allocates `length` bytes.
+    let status = unsafe { sys::napi_create_buffer(env, length, &mut data, &mut buffer) };
+    if status != sys::Status::napi_ok {
+        return Err(Failure::Pending);
     }
-}
-
-/// The answer of `regionWindow`, made by the callback.
-struct WindowAnswer(sys::napi_value);
-
-impl Ret for WindowAnswer {
-    const TS: &'static str =
-        "[start: number, length: number, window: Buffer | undefined] | undefined";
-    unsafe fn write(self, _: sys::napi_env) -> sys::napi_value {
-        self.0
-    }
+    let bytes = Bytes {
+        data: data.cast(),
+        len: length,
+    };
+    region.read_into(offset, bytes.slice())?;
+    Ok(Buffer(buffer))
 }
 
 /// Turns a result into the callback's return value, throwing on failure.
@@ -730,16 +780,8 @@ entries! {
         let (offset, length) = (index("offset", offset)?, index("length", length)?);
         // A length the region cannot hold is refused before anything is allocated.
         check_bounds(offset, length, region.span.size())?;
-        let mut data = ptr::null_mut();
-        let mut buffer = ptr::null_mut();
-        // SAFETY: `env` is this callback's; Node allocates `length` bytes.
-        let status = unsafe { sys::napi_create_buffer(env, length, &mut data, &mut buffer) };
-        if status != sys::Status::napi_ok {
-            return Err(Failure::Pending);
-        }
-        let bytes = Bytes { data: data.cast(), len: length };
-        r.read_into(offset, bytes.slice())?;
-        Ok(Buffer(buffer))
+        // SAFETY: `env` is this callback's.
+        unsafe { read_copy(env, r, offset, length) }
     };
     /// A zero-copy `Buffer` over the range, detached when the memory under it changes.
     regionView(handle: f64, offset: f64, length: f64) -> Buffer = |env| {
@@ -793,33 +835,134 @@ entries! {
         let (value, expected) = (convert::u64_value("value", value.0, value.1, value.2)?, convert::u64_value("expected", expected.0, expected.1, expected.2)?);
         Ok(Address(state.live()?.atomic::<u64>(index("offset", offset)?, atomic_op(op, value, expected))?))
     };
-    /// Takes the lock of the table the facade keeps with the region (for
-    /// every object that owns it, in any thread), waiting while another holds it.
-    regionTableLock(handle: f64) -> () = |_env| handles::table_lock(handle);
-    /// Releases the table's lock (if this object holds it).
-    regionTableUnlock(handle: f64) -> () = |_env| {
-        handles::table_unlock(handle);
+    /// Adds a guest region at `guestAddress` to the arena and its guest
+    /// table, under the arena's lock (refused where it overlaps one, before
+    /// anything is mapped; with `dontDump`, `MADV_DONTDUMP` on it, and
+    /// unmapped again if that fails): `kind` 0 anonymous memory, 1 `fd` from
+    /// `fdOffset` (`MAP_SHARED` or, without `shared`, private), 2 the
+    /// `SharedMemory` registered as `fd`. Returns its KVM slot, and `true`
+    /// when the arena now holds ranges to reclaim.
+    guestAddRegion(handle: f64, guestAddress: f64, size: f64, protection: f64, kind: f64, fd: f64, fdOffset: Big, shared: bool, dontDump: bool) -> Slot = |_env| {
+        let (start, size, prot) = (index("guestAddress", guestAddress)?, index("size", size)?, convert::protection(protection)?);
+        let backing = match kind as u8 {
+            0 => GuestBacking::Anonymous,
+            1 => GuestBacking::Fd,
+            _ => GuestBacking::SharedMemory,
+        };
+        // Looked up first: the change borrows it, and is applied before it goes.
+        let shm = (backing == GuestBacking::SharedMemory).then(|| crate::shm::source(fd));
+        let add = handles::GuestAdd { start, size, protection: prot, backing, dont_dump: dontDump };
+        let (slot, held) = handles::guest_add(handle, add, |arena| {
+            let Big(negative, value, lossless) = fdOffset;
+            Ok(match (backing, &shm) {
+                (GuestBacking::Anonymous, _) => arena.plan_anonymous(start, size, prot)?,
+                (_, Some(shm)) => {
+                    let shm = shm.as_deref().map_err(|_| Failure::Core(mapped_region::Error::Closed))?;
+                    let fd_offset = convert::big_offset("fdOffset", negative, value, lossless)?;
+                    arena.plan_shm_overlay(start, size, shm, fd_offset, prot, shared)?
+                }
+                (_, None) => {
+                    let (fd, fd_offset) = (convert::fd(fd)?, convert::big_offset("fdOffset", negative, value, lossless)?);
+                    // SAFETY: the borrow ends with this call (the change is applied in it).
+                    let fd = unsafe { convert::borrow_fd(fd) };
+                    arena.plan_fd_overlay(start, size, fd, fd_offset, prot, shared)?
+                }
+            })
+        })?;
+        Ok(Slot(slot, held))
+    };
+    /// Removes the guest region that starts at `guestAddress` from the arena
+    /// and its guest table. `true` when the arena now holds ranges to reclaim.
+    guestRemoveRegion(handle: f64, guestAddress: f64) -> Held = |_env| {
+        handles::guest_remove(handle, index("guestAddress", guestAddress)?).map(Held)
+    };
+    /// Changes the protection of the guest region that starts at `guestAddress`.
+    guestProtect(handle: f64, guestAddress: f64, protection: f64) -> Held = |_env| {
+        let (start, prot) = (index("guestAddress", guestAddress)?, convert::protection(protection)?);
+        handles::guest_protect(handle, start, prot).map(Held)
+    };
+    /// Refuses a guest range that guest regions do not cover without a gap.
+    guestCovered(handle: f64, guestAddress: f64, length: f64) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        state.guest_range(index("guestAddress", guestAddress)?, index("length", length)?)?;
         Ok(())
     };
-    /// Replaces the table (the lock must be held); returns its new version.
-    regionTableWrite(handle: f64, bytes: Bytes) -> f64 = |_env| handles::table_write(handle, &bytes.slice().as_const().to_vec());
-    /// The table's version (0 before the first write), read without the lock.
-    regionTableVersion(handle: f64) -> f64 = |_env| handles::table_version(handle);
-    /// A copy of the table, its version written into its first 8 bytes.
-    regionTableRead(handle: f64) -> Buffer = |env| {
-        let (table, version) = handles::table_read(handle)?;
-        let mut data = ptr::null_mut();
-        let mut buffer = ptr::null_mut();
-        // SAFETY: `env` is this callback's; Node allocates the bytes asked for.
-        let status = unsafe { sys::napi_create_buffer(env, table.len() + 8, &mut data, &mut buffer) };
-        if status != sys::Status::napi_ok {
-            return Err(Failure::Pending);
+    /// The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
+    guestTranslate(handle: f64, guestAddress: f64) -> Address = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let address = index("guestAddress", guestAddress)?;
+        state.guest_range(address, 0)?;
+        Ok(Address((region.span.addr() + address) as u64))
+    };
+    /// A new `Buffer` with a copy of `length` guest bytes at `guestAddress`.
+    guestRead(handle: f64, guestAddress: f64, length: f64) -> Buffer = |env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let (address, length) = (index("guestAddress", guestAddress)?, index("length", length)?);
+        let r = state.guest_range(address, length)?;
+        // SAFETY: `env` is this callback's.
+        unsafe { read_copy(env, r, address, length) }
+    };
+    /// Copies `target.length` guest bytes at `guestAddress` into `target`.
+    guestReadInto(handle: f64, guestAddress: f64, target: Bytes) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let address = index("guestAddress", guestAddress)?;
+        Ok(state.guest_range(address, target.len)?.read_into(address, target.slice())?)
+    };
+    /// Copies `source` to `guestAddress`.
+    guestWrite(handle: f64, guestAddress: f64, source: Bytes) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let address = index("guestAddress", guestAddress)?;
+        Ok(state.guest_range(address, source.len)?.write_from(address, source.slice().as_const())?)
+    };
+    /// Reads `length` bytes of `fd` from `fileOffset` into guest memory at
+    /// `guestAddress` (`pread`); returns the bytes loaded.
+    guestLoadFile(handle: f64, guestAddress: f64, fd: f64, fileOffset: f64, length: f64) -> f64 = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let (address, length) = (index("guestAddress", guestAddress)?, index("length", length)?);
+        let r = state.guest_range(address, length)?;
+        let (file_offset, fd) = (index("fileOffset", fileOffset)? as u64, convert::fd(fd)?);
+        // SAFETY: the borrow ends with this call.
+        let fd = unsafe { convert::borrow_fd(fd) };
+        Ok(r.load(address, length, fd, file_offset)? as f64)
+    };
+    /// `regionWindow` around `guestAddress`, with the bounds of the guest
+    /// region there appended; `undefined` in no region or a hole.
+    guestWindow(handle: f64, guestAddress: f64) -> GuestWindowAnswer = |env| {
+        let bounds = {
+            let region = handles::get(handle)?;
+            let state = region.keep.lock();
+            state.live()?;
+            let table = state.guest();
+            table.index_of(index("guestAddress", guestAddress)?).map(|i| table.regions()[i])
+        };
+        let Some(r) = bounds else {
+            return Ok(GuestWindowAnswer(ptr::null_mut()));
+        };
+        // SAFETY: `env` is this callback's, on the region's thread.
+        let answer = unsafe { crate::views::create_window(env, handle, guestAddress) }?;
+        if !answer.is_null() {
+            // SAFETY: the array `create_window` made in this callback's scope.
+            unsafe {
+                sys::napi_set_element(env, answer, 3, (r.start as f64).write(env));
+                sys::napi_set_element(env, answer, 4, (r.end() as f64).write(env));
+            }
         }
-        let bytes = Bytes { data: data.cast(), len: table.len() + 8 };
-        let out = bytes.slice();
-        out.sub(0, 8)?.copy_from((&version.to_le_bytes()).into());
-        out.sub(8, table.len())?.copy_from((&table).into());
-        Ok(Buffer(buffer))
+        Ok(GuestWindowAnswer(answer))
+    };
+    /// Refuses an atomic access of `width` bytes at `guestAddress` outside
+    /// the guest regions, or one that may not be made (as `regionAtomicCheck`).
+    guestAtomicCheck(handle: f64, guestAddress: f64, width: f64) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let width = if width == 8.0 { 8 } else { 4 };
+        let address = index("guestAddress", guestAddress)?;
+        Ok(state.guest_range(address, width)?.check_atomic(address, width)?)
     };
     /// Asynchronous operations still pending.
     regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));

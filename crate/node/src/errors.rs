@@ -265,6 +265,30 @@ fn shape(failure: &Failure) -> Shape {
             format!("{operation} is not supported by a MemoryMapping; use a MemoryMappingArena"),
         ),
         Error::Closed => ours(Class::Error, ERR_MMAP_CLOSED, "The region is closed".into()),
+        Error::GuestOverlap { start, other } => ours(
+            Class::RangeError,
+            ERR_GUEST_OVERLAP,
+            format!("Guest region at {start:#x} overlaps the one at {other:#x}"),
+        ),
+        Error::GuestAddress { address } => ours(
+            Class::RangeError,
+            ERR_GUEST_ADDRESS,
+            format!("Guest address {address:#x} is in no region"),
+        ),
+        Error::GuestRange {
+            address,
+            length,
+            end,
+        } => ours(
+            Class::RangeError,
+            ERR_GUEST_ADDRESS,
+            format!("Guest range [{address:#x}, +{length}) runs past the region ending at {end:#x} into no region"),
+        ),
+        Error::GuestNoRegion { start } => ours(
+            Class::RangeError,
+            ERR_GUEST_ADDRESS,
+            format!("No guest region starts at {start:#x}"),
+        ),
         Error::Busy { operation } => ours(
             Class::Error,
             ERR_MMAP_BUSY,

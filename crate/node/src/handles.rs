@@ -24,9 +24,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use mapped_region::{AnyRegion, Change, Error, MemoryMappingArena, Span};
+use mapped_region::{
+    Advice, AnyRegion, Change, Error, GuestBacking, GuestRegion, GuestTable, MemoryMappingArena,
+    Protection, Span,
+};
 
 use crate::convert;
 use crate::errors::{Failure, Result};
@@ -66,12 +69,10 @@ pub struct State {
     /// its end. Removed when the view is detached (by its own thread) or
     /// collected (its finalizer).
     records: BTreeMap<(usize, u64, u64), usize>,
-    /// A table the facade keeps with the region for every object that owns
-    /// it (`GuestMemory`'s regions): opaque bytes, changed only by the owner
-    /// holding [`State::table_holder`].
-    table: Vec<u8>,
-    /// The owner that holds the table's lock, if any.
-    table_holder: Option<u64>,
+    /// The guest regions of an arena a `GuestMemory` is built over (empty
+    /// otherwise): one table for every object over the arena, in any thread,
+    /// changed only with the arena by the `guest_*` changes below.
+    guest: GuestTable,
 }
 
 impl State {
@@ -124,6 +125,19 @@ impl State {
             let _ = arena.reclaim();
         }
         self.take_if_done()
+    }
+
+    /// The guest regions (see [`State::guest`]).
+    pub fn guest(&self) -> &GuestTable {
+        &self.guest
+    }
+
+    /// The region, if regions of the guest table cover `[address, address +
+    /// length)` (`ERR_GUEST_ADDRESS` otherwise): what a guest copy asks first.
+    pub fn guest_range(&self, address: usize, length: usize) -> Result<&AnyRegion> {
+        let region = self.live()?;
+        self.guest.covered(address, length)?;
+        Ok(region)
     }
 
     /// Whether the region was shared: views are recorded and windows are off.
@@ -181,11 +195,6 @@ impl State {
 /// thread), its live views and its pending asynchronous operations.
 pub struct Keep {
     state: Mutex<State>,
-    /// Signalled when the table's lock is released.
-    table_free: Condvar,
-    /// How many times the table was written: read without the lock on every
-    /// call of an object that keeps a copy of it.
-    table_version: AtomicU64,
     /// Mirrors [`State::shared`], for view finalizers that need the lock only then.
     recorded: AtomicBool,
     /// Its entry in the share table, once shared.
@@ -246,89 +255,18 @@ pub struct Region {
 
 impl Drop for Region {
     /// The owning object was collected without `close()` (or its thread
-    /// ended): it owns the region no more, and a table lock it held is
-    /// released. Its views, still alive, keep the memory (and their records).
+    /// ended): it owns the region no more. Its views, still alive, keep the
+    /// memory (and their records).
     fn drop(&mut self) {
         let mut state = self.keep.lock();
         if !self.closed.get() {
             state.owners = state.owners.saturating_sub(1);
         }
-        self.release_table(&mut state);
         drop(state);
         // Its views may outlive it in this thread: the thread's teardown
         // settles what they leave (see `env_gone`).
         teardown::orphaned(&self.keep, self.owner);
     }
-}
-
-impl Region {
-    /// Releases the table's lock if this object holds it.
-    fn release_table(&self, state: &mut State) {
-        if state.table_holder == Some(self.owner) {
-            state.table_holder = None;
-            self.keep.table_free.notify_one();
-        }
-    }
-}
-
-/// Takes the table's lock of the region behind `handle` for this object,
-/// waiting while another object (in another thread) holds it. Refused if this
-/// object holds it already.
-pub fn table_lock(handle: f64) -> Result<()> {
-    let region = get(handle)?;
-    let mut state = region.keep.lock();
-    state.live()?;
-    if state.table_holder == Some(region.owner) {
-        return Err(Failure::Core(Error::Busy {
-            operation: "the table lock (held already by this object)",
-        }));
-    }
-    while state.table_holder.is_some() {
-        state = region
-            .keep
-            .table_free
-            .wait(state)
-            .unwrap_or_else(|e| e.into_inner());
-    }
-    state.table_holder = Some(region.owner);
-    Ok(())
-}
-
-/// Releases the table's lock if this object holds it.
-pub fn table_unlock(handle: f64) {
-    if let Some(region) = registry::get(handle) {
-        let mut state = region.keep.lock();
-        region.release_table(&mut state);
-    }
-}
-
-/// Replaces the table (this object must hold its lock); returns its new version.
-pub fn table_write(handle: f64, bytes: &[u8]) -> Result<f64> {
-    let region = get(handle)?;
-    let mut state = region.keep.lock();
-    if state.table_holder != Some(region.owner) {
-        return Err(Failure::Core(Error::Busy {
-            operation: "writing the table without holding its lock",
-        }));
-    }
-    state.table.clear();
-    state.table.extend_from_slice(bytes);
-    Ok((region.keep.table_version.fetch_add(1, Ordering::AcqRel) + 1) as f64)
-}
-
-/// The table's version, without the lock (0 before the first write).
-pub fn table_version(handle: f64) -> Result<f64> {
-    Ok(get(handle)?.keep.table_version.load(Ordering::Acquire) as f64)
-}
-
-/// The table and its version, read under the lock (so together).
-pub fn table_read(handle: f64) -> Result<(Vec<u8>, f64)> {
-    let region = get(handle)?;
-    let state = region.keep.lock();
-    Ok((
-        state.table.clone(),
-        region.keep.table_version.load(Ordering::Acquire) as f64,
-    ))
 }
 
 /// A fresh owner id.
@@ -502,11 +440,8 @@ pub fn insert(env: napi::sys::napi_env, region: AnyRegion) -> f64 {
             owners: 1,
             shared: false,
             records: BTreeMap::new(),
-            table: Vec::new(),
-            table_holder: None,
+            guest: GuestTable::new(),
         }),
-        table_free: Condvar::new(),
-        table_version: AtomicU64::new(0),
         recorded: AtomicBool::new(false),
         share: OnceLock::new(),
     });
@@ -657,6 +592,16 @@ pub fn change<'fd>(
     let region = get(handle)?;
     let mut state = region.keep.lock();
     let change = plan(state.live()?.arena(operation)?)?;
+    apply(&region, &mut state, operation, change)
+}
+
+/// The protocol of [`change`] from its planned change on, under the lock.
+fn apply(
+    region: &Region,
+    state: &mut State,
+    operation: &'static str,
+    change: Change<'_>,
+) -> Result<bool> {
     let (start, end) = change.range();
     state.check_not_busy(start, end, operation)?;
     let in_use = if change.detaches_views() {
@@ -675,6 +620,114 @@ pub fn change<'fd>(
     }
     arena.apply(change, in_use.is_some())?;
     Ok(arena.has_held())
+}
+
+/// What backs a guest region being added, and how `plan` maps it.
+pub struct GuestAdd {
+    /// Guest address (offset in the arena).
+    pub start: usize,
+    /// Size in bytes.
+    pub size: usize,
+    /// Its protection.
+    pub protection: Protection,
+    /// What backs it.
+    pub backing: GuestBacking,
+    /// `MADV_DONTDUMP` on it once mapped.
+    pub dont_dump: bool,
+}
+
+/// Adds a guest region to the arena behind `handle`: under the arena's lock,
+/// refused where it overlaps one of the table (before anything is mapped),
+/// mapped by the change `plan` makes (the protocol of [`change`]), advised
+/// `MADV_DONTDUMP` if asked (a failure unmaps it again), then recorded.
+/// Nothing is left half-done. Returns its slot, and whether the arena now
+/// holds ranges until [`reclaim`] (views the arena's own object made there).
+pub fn guest_add<'fd>(
+    handle: f64,
+    add: GuestAdd,
+    plan: impl FnOnce(&MemoryMappingArena) -> Result<Change<'fd>>,
+) -> Result<(u32, bool)> {
+    const OPERATION: &str = "addRegion";
+    let region = get(handle)?;
+    let mut state = region.keep.lock();
+    state.live()?.arena(OPERATION)?;
+    state.guest.check_free(add.start, add.size)?;
+    let change = plan(state.live()?.arena(OPERATION)?)?;
+    let held = apply(&region, &mut state, OPERATION, change)?;
+    if add.dont_dump {
+        let advised = region
+            .span
+            .page_range(add.start, add.size)
+            .and_then(|range| {
+                // SAFETY: the range was just mapped, under the lock.
+                unsafe { range.madvise(Advice::new(libc::MADV_DONTDUMP)?) }
+            });
+        if let Err(e) = advised {
+            let removal = state
+                .live()?
+                .arena(OPERATION)?
+                .plan_removal(add.start, add.size)?;
+            // No view is left there (the add detached them): nothing new is held.
+            apply(&region, &mut state, OPERATION, removal)?;
+            return Err(e.into());
+        }
+    }
+    let GuestRegion { slot, .. } =
+        state
+            .guest
+            .insert(add.start, add.size, add.protection, add.backing)?;
+    Ok((slot, held))
+}
+
+/// Removes the guest region that starts at `start` (`ERR_GUEST_ADDRESS` if
+/// none does) from the arena and the table, under the arena's lock.
+pub fn guest_remove(handle: f64, start: usize) -> Result<bool> {
+    guest_region_change(
+        handle,
+        start,
+        "removeRegion",
+        |arena, r| arena.plan_removal(r.start, r.size),
+        |table| table.remove(start).map(drop),
+    )
+}
+
+/// Changes the protection of the guest region that starts at `start`
+/// (`mprotect`), in the arena and the table, under the arena's lock.
+pub fn guest_protect(handle: f64, start: usize, protection: Protection) -> Result<bool> {
+    guest_region_change(
+        handle,
+        start,
+        "protect",
+        |arena, r| arena.plan_protect(r.start, r.size, protection),
+        |table| table.set_protection(start, protection),
+    )
+}
+
+/// A change (the protocol of [`change`]) of the whole guest region that
+/// starts at `start`, then `record`ed in the table.
+fn guest_region_change<'fd>(
+    handle: f64,
+    start: usize,
+    operation: &'static str,
+    plan: impl FnOnce(&MemoryMappingArena, GuestRegion) -> mapped_region::Result<Change<'fd>>,
+    record: impl FnOnce(&mut GuestTable) -> mapped_region::Result<()>,
+) -> Result<bool> {
+    let region = get(handle)?;
+    let mut state = region.keep.lock();
+    state.live()?;
+    let r = state.guest.starting_at(start)?;
+    let change = plan(state.live()?.arena(operation)?, r)?;
+    let held = apply(&region, &mut state, operation, change)?;
+    record(&mut state.guest)?;
+    Ok(held)
+}
+
+/// The guest regions of the arena behind `handle`, sorted by guest address.
+pub fn guest_regions(handle: f64) -> Result<Vec<GuestRegion>> {
+    let region = get(handle)?;
+    let state = region.keep.lock();
+    state.live()?;
+    Ok(state.guest.regions().to_vec())
 }
 
 /// Whether the object behind `handle` is closed (an unknown handle is).
@@ -713,7 +766,6 @@ pub fn close(handle: f64) -> bool {
             }
         }
         state.owners = state.owners.saturating_sub(1);
-        region.release_table(&mut state);
         let last = state.owners == 0 && !state.closed;
         // An arena that holds ranges has pointers possibly in use there too.
         let held = matches!(&state.region, Some(AnyRegion::Arena(a)) if a.has_held());
@@ -824,7 +876,6 @@ mod teardown {
                 if !region.closed.replace(true) {
                     state.owners = state.owners.saturating_sub(1);
                 }
-                region.release_table(&mut state);
                 state.env_gone(region.owner)
             };
             drop(released);

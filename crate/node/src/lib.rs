@@ -34,7 +34,7 @@ use napi::{Env, JsValue};
 use napi_derive::napi;
 
 use crate::errors::to_napi;
-use crate::records::{MapCount, MappingInfo};
+use crate::records::{GuestRegionInfo, MapCount, MappingInfo};
 
 /// The system page size.
 #[napi]
@@ -93,4 +93,12 @@ pub fn region_mappings(env: Env, handle: f64) -> napi::Result<Vec<MappingInfo>> 
         Ok(arena.mappings().map(MappingInfo::from).collect())
     })();
     mappings.map_err(|f| to_napi(&env, f))
+}
+
+/// The regions of a guest memory's table, sorted by guest address.
+#[napi]
+pub fn guest_regions(env: Env, handle: f64) -> napi::Result<Vec<GuestRegionInfo>> {
+    let regions =
+        handles::guest_regions(handle).map(|r| r.into_iter().map(GuestRegionInfo::from).collect());
+    regions.map_err(|f| to_napi(&env, f))
 }

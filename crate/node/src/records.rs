@@ -1,7 +1,7 @@
 //! The records the binding returns, defined once here: napi-rs generates
 //! their TypeScript interfaces into `index.d.ts`, which the facade re-exports.
 
-use mapped_region::Backing;
+use mapped_region::{Backing, GuestBacking, GuestRegion};
 use napi_derive::napi;
 
 /// How close the process is to `vm.max_map_count`; see `mapCount()`.
@@ -58,6 +58,38 @@ impl From<mapped_region::MappingInfo> for MappingInfo {
             fd_offset,
             shared,
             protection: m.protection.bits(),
+        }
+    }
+}
+
+/// One region of a guest memory's table, for `GuestMemory.regions()` and snapshots.
+#[napi(object)]
+pub struct GuestRegionInfo {
+    /// The KVM memory slot number.
+    pub slot: u32,
+    /// Guest-physical start address.
+    pub guest_address: f64,
+    /// Size in bytes.
+    pub size: f64,
+    /// The `Protection` bits.
+    pub protection: u32,
+    /// What backs it: `'fd'` for an fd or a `SharedMemory`.
+    #[napi(ts_type = "'fd' | 'anonymous'")]
+    pub backing: String,
+}
+
+impl From<GuestRegion> for GuestRegionInfo {
+    fn from(r: GuestRegion) -> GuestRegionInfo {
+        GuestRegionInfo {
+            slot: r.slot,
+            guest_address: r.start as f64,
+            size: r.size as f64,
+            protection: r.protection.bits(),
+            backing: match r.backing {
+                GuestBacking::Anonymous => "anonymous",
+                GuestBacking::Fd | GuestBacking::SharedMemory => "fd",
+            }
+            .to_string(),
         }
     }
 }

@@ -134,5 +134,11 @@ if [ -n "$runtimes" ]; then
     PATH="$bin" "${run[@]}" smoke.cjs
     PATH="$bin" "${run[@]}" example.ts > example.out
     tail -1 example.out
+    if [ "$rt" = deno ]; then
+      # Without its permissions Deno refuses the loader: the error says which flags to give.
+      if PATH="$bin" "$deno" run smoke.cjs > denied.out 2>&1; then echo "deno ran without permissions" >&2; exit 1; fi
+      grep -q 'Run with --allow-ffi --allow-read --allow-env --allow-sys' denied.out || { cat denied.out >&2; exit 1; }
+      echo "deno without permissions: ERR_MMAP_NO_BINARY naming the flags"
+    fi
   done
 fi

@@ -5,11 +5,7 @@ const assert = require('node:assert/strict')
 const path = require('node:path')
 
 const runtime = globalThis.Deno ? 'deno' : globalThis.Bun ? 'bun' : 'node'
-const version = globalThis.Deno
-  ? globalThis.Deno.version.deno
-  : globalThis.Bun
-    ? globalThis.Bun.version
-    : process.versions.node
+const version = globalThis.Deno ? globalThis.Deno.version.deno : globalThis.Bun ? globalThis.Bun.version : process.versions.node
 const mr = require(path.join(__dirname, '..', '..'))
 
 /** Forces a full collection (Deno and Node need --expose-gc, Bun has Bun.gc). */
@@ -71,7 +67,11 @@ async function run(file) {
       console.log(`ok ${t.name}`)
     } catch (e) {
       failed++
-      console.log(`not ok ${t.name}\n  ${String(e?.stack ?? e).split('\n').join('\n  ')}`)
+      console.log(
+        `not ok ${t.name}\n  ${String(e?.stack ?? e)
+          .split('\n')
+          .join('\n  ')}`,
+      )
     }
   }
   console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`)

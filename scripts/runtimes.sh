@@ -44,8 +44,9 @@ run() {
   local name=$1 bin
   local -a cmd
   case $name in
-    bun) bin=$(bun_bin); cmd=("$bin") ;;
-    deno) bin=$(deno_bin); cmd=("$bin" run -A --v8-flags=--expose-gc) ;;
+    # Every script under a time limit: a hang (a deadlock in a finalizer, say) is a failure.
+    bun) bin=$(bun_bin); cmd=(timeout 300 "$bin") ;;
+    deno) bin=$(deno_bin); cmd=(timeout 300 "$bin" run -A --v8-flags=--expose-gc) ;;
     *) echo "unknown runtime $name" >&2; return 2 ;;
   esac
   echo "== $name $("$bin" --version | head -1)"

@@ -6,13 +6,19 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+registry_pid=
+trap 'if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 cp "$root/mapped-region.linux-x64-gnu.node" "$root/npm/linux-x64-gnu/"
 # The main package is packed as it is published: from its staged form (scripts/stage-package.mjs).
 node "$root/scripts/stage-package.mjs" "$work/staging" >/dev/null
 (cd "$work/staging" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
 (cd "$root/npm/linux-x64-gnu" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
+# The arm64 package's manifest only (no binary): the registry Bun and Deno install from lists it,
+# and their resolvers must leave it out on x64 by its os/cpu.
+mkdir "$work/arm64-manifest"
+cp "$root/npm/linux-arm64-gnu/package.json" "$work/arm64-manifest/"
+(cd "$work/arm64-manifest" && npm pack --ignore-scripts --pack-destination "$work" >/dev/null)
 main_tgz=$(ls "$work"/mapped-region-[0-9]*.tgz)
 native_tgz=$(ls "$work"/mapped-region-linux-x64-gnu-*.tgz)
 echo "tarballs: $(basename "$main_tgz") $(stat -c %s "$main_tgz") bytes, $(basename "$native_tgz") $(stat -c %s "$native_tgz") bytes"
@@ -57,7 +63,7 @@ PATH="$bin" npm install --offline --no-audit --no-fund --cache "$work/cache" "$m
 scripts=$(PATH="$bin" npm query ':attr(scripts, [install]), :attr(scripts, [preinstall]), :attr(scripts, [postinstall])' --cache "$work/cache")
 if [ "$scripts" != "[]" ]; then echo "install scripts found: $scripts" >&2; exit 1; fi
 
-# One smoke body, loaded both ways: ESM (import) and CommonJS (require).
+# One smoke body, loaded both ways: ESM (import) and CommonJS (require), on every runtime.
 cat > body.txt <<'JS'
 const arena = MemoryMappingArena.reserve(16 * PAGE_SIZE)
 const shm = SharedMemory.create('smoke', 4 * PAGE_SIZE)
@@ -68,15 +74,71 @@ arena.msync(0, PAGE_SIZE)
 if (arena.read(0, 3).toString() !== KIND) throw new Error(`${KIND} smoke: wrong bytes`)
 arena.close()
 shm.close()
-console.log(`${KIND} smoke ok, binary from`, require.resolve('mapped-region-linux-x64-gnu').replace(process.cwd(), '.'))
+// The binary as the package resolves it (Deno's node_modules keeps it beside the package).
+const binary = require.resolve('mapped-region-linux-x64-gnu', { paths: [require.resolve('mapped-region')] })
+console.log(`${KIND} smoke ok on ${RUNTIME}, binary from`, binary.replace(process.cwd(), '.'))
 JS
+runtime='const RUNTIME = globalThis.Deno ? `deno ${Deno.version.deno}` : globalThis.Bun ? `bun ${Bun.version}` : `node ${process.version}`'
 { echo "import { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } from 'mapped-region'"
   echo "import { createRequire } from 'node:module'"
   echo "const require = createRequire(import.meta.url)"
   echo "const KIND = 'esm'"
-  cat body.txt; } > smoke.mjs
+  echo "$runtime"
+  cat body.txt; } > "$work/smoke.mjs"
 { echo "const { MemoryMappingArena, SharedMemory, Protection, PAGE_SIZE } = require('mapped-region')"
   echo "const KIND = 'cjs'"
-  cat body.txt; } > smoke.cjs
+  echo "$runtime"
+  cat body.txt; } > "$work/smoke.cjs"
+cp "$work/smoke.mjs" "$work/smoke.cjs" .
 PATH="$bin" node smoke.mjs
 PATH="$bin" node smoke.cjs
+
+# Bun and Deno (pinned, from the npm registry: scripts/runtimes.sh): each installs the package by
+# name with its own package manager — `bun add mapped-region`, `deno add npm:mapped-region` —
+# from a registry on 127.0.0.1 that serves only the three packed tarballs, with an empty cache,
+# then runs the same smoke programs and the README's example (TypeScript, `using`), as written.
+# MR_INSTALL_RUNTIMES="" skips them.
+runtimes=${MR_INSTALL_RUNTIMES-bun deno}
+if [ -n "$runtimes" ]; then
+  mapfile -t binaries < <(bash "$root/scripts/runtimes.sh" --install)
+  bun=${binaries[0]} deno=${binaries[1]}
+  node "$root/scripts/local-registry.mjs" "$main_tgz" "$native_tgz" "$work"/mapped-region-linux-arm64-gnu-*.tgz > "$work/registry.url" &
+  registry_pid=$!
+  for _ in $(seq 50); do [ -s "$work/registry.url" ] && break; sleep 0.1; done
+  registry=$(cat "$work/registry.url")
+  version=$(node -p 'require(process.argv[1]).version' "$work/package/package.json")
+  # The README's example block; its last line calls the VMM's own KVM wrapper, stubbed here.
+  { echo "function kvmSetUserMemoryRegion(r: { slot: number; guestPhysAddr: bigint; memorySize: number; userspaceAddr: bigint }): void {"
+    echo "  if (typeof r.userspaceAddr !== 'bigint' || r.memorySize !== 256 << 20) throw new Error('README example: wrong region')"
+    echo "  console.log('README example ok on', globalThis.Deno ? 'deno' : 'bun')"
+    echo "}"
+    awk '/^## Example/ { f = 1; next } f && /^```ts/ { p = 1; next } p && /^```/ { exit } p' "$work/staging/README.md"; } > "$work/example.ts"
+  grep -q 'MemoryMappingArena.reserve' "$work/example.ts" || { echo "the README's example was not found" >&2; exit 1; }
+  for rt in $runtimes; do
+    mkdir "$work/app-$rt"
+    cd "$work/app-$rt"
+    echo '{ "name": "install-test", "private": true }' > package.json
+    cp "$work/smoke.mjs" "$work/smoke.cjs" "$work/example.ts" .
+    case $rt in
+      bun)
+        PATH="$bin" BUN_CONFIG_REGISTRY="$registry" BUN_INSTALL_CACHE_DIR="$work/bun-cache" "$bun" add --no-summary "mapped-region@$version"
+        run=("$bun") ;;
+      deno)
+        export DENO_DIR="$work/deno-dir" DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+        PATH="$bin" NPM_CONFIG_REGISTRY="$registry" "$deno" add "npm:mapped-region@$version"
+        run=("$deno" run -A) ;;
+      *) echo "unknown runtime $rt" >&2; exit 1 ;;
+    esac
+    test -d node_modules/mapped-region || { echo "$rt installed no node_modules/mapped-region" >&2; exit 1; }
+    PATH="$bin" "${run[@]}" smoke.mjs
+    PATH="$bin" "${run[@]}" smoke.cjs
+    PATH="$bin" "${run[@]}" example.ts > example.out
+    tail -1 example.out
+    if [ "$rt" = deno ]; then
+      # Without its permissions Deno refuses the loader: the error says which flags to give.
+      if PATH="$bin" "$deno" run smoke.cjs > denied.out 2>&1; then echo "deno ran without permissions" >&2; exit 1; fi
+      grep -q 'Run with --allow-ffi --allow-read --allow-env --allow-sys' denied.out || { cat denied.out >&2; exit 1; }
+      echo "deno without permissions: ERR_MMAP_NO_BINARY naming the flags"
+    fi
+  done
+fi

@@ -18,7 +18,24 @@ function loadBinding(): typeof Binding {
   try {
     return load('../index.js') as typeof Binding
   } catch (e) {
-    const glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime
+    const refused = deniedPermission(e)
+    if (refused !== undefined) {
+      // Deno without the permissions a Node-API addon's loader needs: napi-rs's loader reads the
+      // environment and loads the binary; a refusal there looks like a missing binary.
+      const err = new Error(
+        `mapped-region: Deno refused a permission the package needs to load its binary (${refused}). ` +
+          'Run with --allow-ffi --allow-read --allow-env --allow-sys (or -A).',
+        { cause: e },
+      ) as Error & { code: ErrorCode }
+      err.code = 'ERR_MMAP_NO_BINARY'
+      throw err
+    }
+    let glibc: string | undefined
+    try {
+      glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime
+    } catch {
+      // Deno without --allow-sys refuses the report: the platform is named without it.
+    }
     const libc = process.platform !== 'linux' ? '' : glibc === undefined ? '-musl' : `-gnu, glibc ${glibc}`
     const here = `${process.platform}-${process.arch}${libc}`
     const err = new Error(
@@ -31,6 +48,18 @@ function loadBinding(): typeof Binding {
     err.code = 'ERR_MMAP_NO_BINARY'
     throw err
   }
+}
+
+/**
+ * The message of a Deno permission refusal among `e` and its causes, if any: `NotCapable` for
+ * env and sys access, a plain `Error` ("Requires ffi access to …") from `require` of a `.node`.
+ */
+function deniedPermission(e: unknown): string | undefined {
+  if (!('Deno' in globalThis)) return undefined
+  for (let cause = e, depth = 0; cause instanceof Error && depth < 32; cause = cause.cause, depth++) {
+    if (cause.name === 'NotCapable' || /^Requires \w+ access to /.test(cause.message)) return cause.message.split('\n')[0]
+  }
+  return undefined
 }
 
 /** The native binding. Internal: use the facade classes. */

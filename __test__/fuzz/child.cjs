@@ -892,7 +892,7 @@ for (let i = 0; i < iterations; i++) {
     count(name, 'ok')
   } catch (e) {
     count(name, e?.code ?? e?.constructor?.name)
-    if (process.env.MR_FUZZ_WHY === e?.code) console.error(name, e?.syscall, e?.message, e?.stack)
+    if (process.env.MR_FUZZ_WHY !== undefined && process.env.MR_FUZZ_WHY === e?.code) console.error(name, e?.syscall, e?.message, e?.stack)
     if (e instanceof Fatal) {
       console.error(`FAIL seed=${seed} op#${i} ${name}: ${e.message}\nlast ops: ${log.join(', ')}`)
       process.exit(3)

@@ -248,9 +248,6 @@ pub struct Region {
     closed: Cell<bool>,
     /// Only touched on the JS thread.
     pub views: RefCell<Views>,
-    /// Set when a view's finalizer found [`Region::views`] in use and could
-    /// not forget its entry: the next view prunes the list.
-    pub views_stale: Cell<bool>,
 }
 
 impl Drop for Region {
@@ -456,7 +453,6 @@ fn register(env: napi::sys::napi_env, keep: Arc<Keep>, span: Span) -> f64 {
         owner: next_owner(),
         closed: Cell::new(false),
         views: RefCell::new(Views::new(env)),
-        views_stale: Cell::new(false),
     })
 }
 

@@ -2,11 +2,12 @@
 //! the region's [`Keep`] until collected, and detached (length 0) before any
 //! change to the memory under them.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::ptr;
-use std::rc::{Rc, Weak};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mapped_region::{Error, Window};
 use napi::sys;
@@ -17,6 +18,51 @@ use crate::handles::{self, Keep};
 
 /// A view's key in its object's list: `(start, id)`.
 pub type ViewKey = (usize, u64);
+
+/// Where the finalizers of an object's views post the views collected:
+/// `(slot, id)`. The object takes them out (and deletes their weak
+/// references) the next time it touches its list, on its own thread.
+///
+/// A finalizer never touches the list itself, nor calls N-API: Node runs an
+/// external buffer's finalizer on the JS thread once the event loop turns,
+/// but Deno (2.9) runs it from V8's backing-store deleter — on a GC helper
+/// thread when the buffer is collected, and synchronously inside
+/// `napi_detach_arraybuffer` — where deleting a reference corrupts V8's
+/// global handles (`Check failed: node->IsInUse()`, or `SIGSEGV`). See
+/// `docs/upstream/deno-napi-external-finalizer-thread.md`.
+#[derive(Default)]
+struct Mailbox {
+    /// Whether `collected` may have entries (checked without the lock).
+    pending: AtomicBool,
+    collected: Mutex<Vec<(usize, u64)>>,
+}
+
+impl Mailbox {
+    /// A view `(slot, id)` was collected; callable on any thread.
+    fn post(&self, slot: usize, id: u64) {
+        let mut collected = self.collected.lock().unwrap_or_else(|e| e.into_inner());
+        collected.push((slot, id));
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Takes every view posted so far.
+    fn take(&self) -> Vec<(usize, u64)> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut collected = self.collected.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut *collected)
+    }
+}
+
+thread_local! {
+    /// Set while this thread detaches a buffer: a runtime that runs the
+    /// buffer's finalizer from inside `napi_detach_arraybuffer` (Deno) runs
+    /// it while the caller may hold the region's lock, and the caller
+    /// forgets the view's record itself.
+    static DETACHING: Cell<bool> = const { Cell::new(false) };
+}
 
 /// No slot: the end of a list.
 const NIL: usize = usize::MAX;
@@ -43,6 +89,8 @@ struct Slot {
 /// has one touches no ordered-map node.
 pub struct Views {
     env: sys::napi_env,
+    /// Views collected since the list was last touched (see [`Mailbox`]).
+    mailbox: Arc<Mailbox>,
     slots: Vec<Slot>,
     free: Vec<usize>,
     /// The first slot of the views starting at each offset.
@@ -63,6 +111,7 @@ impl Views {
     pub fn new(env: sys::napi_env) -> Views {
         Views {
             env,
+            mailbox: Arc::default(),
             slots: Vec::new(),
             free: Vec::new(),
             starts: BTreeMap::new(),
@@ -101,7 +150,8 @@ impl Views {
     }
 
     /// The views still alive: `(start, id, end)`.
-    pub fn live(&self) -> Vec<(usize, u64, usize)> {
+    pub fn live(&mut self) -> Vec<(usize, u64, usize)> {
+        self.prune();
         self.used()
             // SAFETY: each reference is live and was created on this env.
             .filter(|(_, s)| unsafe { !reference_value(self.env, s.buffer).is_null() })
@@ -177,6 +227,7 @@ impl Views {
             return (None, Vec::new());
         }
         self.detach_windows_in(start, end);
+        self.prune();
         if self.starts.is_empty() {
             return (None, Vec::new());
         }
@@ -217,16 +268,9 @@ impl Views {
         }
     }
 
-    /// Forgets every view whose buffer was collected: for those whose
-    /// finalizer found the list in use (see [`finalize_view`]).
+    /// Forgets every view whose finalizer has run since (see [`Mailbox`]).
     fn prune(&mut self) {
-        let dead: Vec<(usize, u64)> = self
-            .used()
-            // SAFETY: each reference is live and was created on this env.
-            .filter(|(_, s)| unsafe { reference_value(self.env, s.buffer).is_null() })
-            .map(|(i, s)| (i, s.id))
-            .collect();
-        for (slot, id) in dead {
+        for (slot, id) in self.mailbox.take() {
             self.collected(slot, id);
         }
     }
@@ -272,7 +316,9 @@ unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) -> boo
     unsafe {
         let value = reference_value(env, reference);
         if !value.is_null() {
+            let was = DETACHING.with(|d| d.replace(true));
             sys::napi_detach_arraybuffer(env, value);
+            DETACHING.with(|d| d.set(was));
         }
         sys::napi_delete_reference(env, reference);
         !value.is_null()
@@ -280,42 +326,46 @@ unsafe fn detach_and_delete(env: sys::napi_env, reference: sys::napi_ref) -> boo
 }
 
 /// What a view holds until collected: the region, and for a view (not a
-/// window) where it is listed.
+/// window) where it is listed. Touched by the finalizer on whatever thread
+/// the runtime runs it: nothing here belongs to one thread.
 struct Hold {
     keep: Arc<Keep>,
     view: Option<Listed>,
 }
 
-/// Where a view is listed: its object, its slot there, and its record's key
-/// (`(start, owner, id)`).
+/// Where a view is listed: its object's mailbox, its slot there, and its
+/// record's key (`(start, owner, id)`).
 struct Listed {
-    object: Weak<handles::Region>,
+    mailbox: Arc<Mailbox>,
     slot: usize,
     key: (usize, u64, u64),
 }
 
-/// Finalizer of a view: forgets its entry in its object's list (if the object
-/// is still alive) and its record, and releases its share of the region.
+/// Finalizer of a view: forgets its record and releases its share of the
+/// region at once (both thread-safe: the region's lock), and posts the view to
+/// its object's [`Mailbox`], so that the object forgets its entry, on its own
+/// thread, the next time it touches its list (a view, a window, a change, a
+/// close).
 ///
-/// Entries are forgotten here, not by scanning the list when views are made:
-/// Node runs these finalizers once the event loop turns (not inside a
-/// synchronous loop of calls), as it does for every external buffer, and
-/// holds more per collected buffer meanwhile than its entry (a `Box`, a
-/// weak reference and its own callback record). Should the list be in use
-/// (a finalizer run while a view is being made), the entry stays and the
-/// next view prunes the list.
+/// No N-API call and nothing of the object's thread is touched here: Node
+/// runs this on the JS thread once the event loop turns, but Deno runs it on
+/// a GC helper thread, or inside `napi_detach_arraybuffer` while a change
+/// holds the region's lock (the change forgets the record itself then).
+// The finalizer may run on any thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Hold>();
+};
+
 unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the `Box<Hold>` leaked in `external`; the runtime
-    // calls this finalizer exactly once per buffer, on the env's thread.
+    // calls this finalizer exactly once per buffer. `Hold` is `Send`.
     let hold = unsafe { Box::from_raw(hint.cast::<Hold>()) };
     if let Some(listed) = &hold.view {
-        hold.keep.view_collected(listed.key);
-        if let Some(region) = listed.object.upgrade() {
-            match region.views.try_borrow_mut() {
-                Ok(mut views) => views.collected(listed.slot, listed.key.2),
-                Err(_) => region.views_stale.set(true),
-            }
+        if !DETACHING.with(Cell::get) {
+            hold.keep.view_collected(listed.key);
         }
+        listed.mailbox.post(listed.slot, listed.key.2);
     }
 }
 
@@ -332,9 +382,7 @@ pub unsafe fn create(
 ) -> Result<sys::napi_value> {
     let region = handles::get(handle)?;
     let mut views = region.views.borrow_mut();
-    if region.views_stale.replace(false) {
-        views.prune();
-    }
+    views.prune();
     let (slot, id) = views.vacant();
     // Checked and, once the region is shared, recorded under one lock: no
     // other thread can change the range between the two.
@@ -349,7 +397,7 @@ pub unsafe fn create(
         (offset, length, key)
     };
     let listed = Listed {
-        object: Rc::downgrade(&region),
+        mailbox: Arc::clone(&views.mailbox),
         slot,
         key,
     };
@@ -397,6 +445,7 @@ pub unsafe fn create_window(
     let length = window.end - window.start;
     let buffer = if window.direct {
         let mut views = region.views.borrow_mut();
+        views.prune();
         if views.windows.len() >= 8 {
             let env = views.env;
             views.windows.retain(|&(_, _, reference)| {

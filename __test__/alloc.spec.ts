@@ -58,6 +58,14 @@ ${setup}
 
 /** Iterations measured per pattern (as in MEASURE). */
 const N = 200_000
+/**
+ * What V8 itself may allocate where an address beyond 2^30 (not a small integer) or a bigint's
+ * converted number crosses a call it did not inline: one 16-byte heap number per iteration at
+ * most, decided by its compiler from run to run. Below 2^30 nothing is boxed, and nothing at all
+ * may be allocated (the patterns of the second test); no pattern may make a buffer.
+ */
+const HEAP_NUMBER_PER_ACCESS = 16 * N + 64 * 1024
+const NOTHING = 64 * 1024
 const MiB = 1 << 20
 const HIGH = 2 ** 32
 
@@ -75,7 +83,7 @@ const lowB = 0x1000n, highB = BigInt(${HIGH}) + 0x2000n
 let sink = 0
 `
 
-test('typed access and copies alternating between two regions (one above 4 GiB) allocate nothing', (t) => {
+test('typed access and copies alternating between two regions (one above 4 GiB) make no window per access', (t) => {
   const out = measure(
     `${GUEST}
 const patterns = {
@@ -90,17 +98,11 @@ const patterns = {
   )
   for (const [name, r] of Object.entries(out)) {
     t.is(r.buffers, 0, `${name}: buffers made during the runs`)
-    // A bigint's number may be one heap number (16 bytes) where V8 does not inline its conversion.
-    // (readU64 is left out: it returns a new bigint, as DataView's getBigUint64 does.)
-    if (name === 'bigints' || name === 'copiesBigint') {
-      t.true(r.bytes < 16 * N, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
-      continue
-    }
-    t.true(r.bytes < 64 * 1024, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
+    t.true(r.bytes <= HEAP_NUMBER_PER_ACCESS, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
   }
 })
 
-test('alternating overlays of an arena, more regions than windows kept, and after hot-plug allocate nothing', (t) => {
+test('alternating overlays of an arena and more regions than windows kept allocate nothing; after hot-plug no window is made', (t) => {
   const out = measure(
     `${GUEST}
 const arena = MemoryMappingArena.reserve(2 ** 29)
@@ -109,7 +111,14 @@ const many = new GuestMemory(
   Array.from({ length: 100 }, (_, i) => ({ guestAddress: i * 2 * PAGE_SIZE, size: PAGE_SIZE, backing: 'anonymous' })),
 )
 const plugged = new GuestMemory(specs.map((s) => ({ ...s })), { addressSpace: 2 ** 34 })
+const twoLow = new GuestMemory([
+  { guestAddress: 0, size: ${MiB}, backing: low },
+  { guestAddress: 2 ** 29, size: ${MiB}, backing: high },
+])
+const buf16 = new Uint8Array(16)
 const patterns = {
+  twoRegions: (n) => { for (let i = 0; i < n; i++) { sink += twoLow.readU32(0x1000); twoLow.writeU16(2 ** 29 + 0x2000, i & 0xffff); twoLow.writeU64(2 ** 29 + 8, 3n) } },
+  twoRegionsCopies: (n) => { for (let i = 0; i < n; i++) { twoLow.readInto(0x1000, buf16); twoLow.write(2 ** 29, buf16) } },
   overlays: (n) => { for (let i = 0; i < n; i++) sink += arena.readU32((i & 7) * 2 ** 26 + 8) },
   manyRegions: (n) => { for (let i = 0; i < n; i++) sink += many.readU32((i % 100) * 2 * PAGE_SIZE) },
   randomOverlays: (n) => { for (let i = 0; i < n; i++) sink += many.readU16(((i * 7919) % 100) * 2 * PAGE_SIZE + 2) },
@@ -119,16 +128,17 @@ const patterns = {
     for (let i = 0; i < n; i++) { sink += plugged.readU32(0x1000); plugged.writeU32(${HIGH}, 1) }
   },
 }`,
-    ['overlays', 'manyRegions', 'randomOverlays', 'afterHotplug'],
+    ['twoRegions', 'twoRegionsCopies', 'overlays', 'manyRegions', 'randomOverlays', 'afterHotplug'],
   )
   for (const [name, r] of Object.entries(out)) {
     t.is(r.buffers, 0, `${name}: buffers made during the runs`)
-    // afterHotplug makes the plug's own objects once per run.
-    t.true(r.bytes < 64 * 1024, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
+    // afterHotplug's addresses reach 4 GiB; the others stay below 2^30 (small integers).
+    const allowed = name === 'afterHotplug' ? HEAP_NUMBER_PER_ACCESS : NOTHING
+    t.true(r.bytes <= allowed, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
   }
 })
 
-test('in a worker over an attached (shared) GuestMemory, the checked path makes no buffers and at most a heap number per access', (t) => {
+test('in a worker over an attached (shared) GuestMemory, the checked path makes no buffer per access', (t) => {
   const worker = `
 const { workerData, parentPort } = require('node:worker_threads')
 const mr = require(workerData.entry)
@@ -157,6 +167,6 @@ w.once('error', (e) => { console.error(e); process.exit(1) })`,
     t.is(x.buffers, 0, `${name}: buffers made during the runs`)
     // The checked path is a native call per access: an address beyond 2^30 may be boxed once for
     // it (a heap number, 16 bytes) where V8 does not inline the call's preparation.
-    t.true(x.bytes < 16 * N, `${name}: ${x.bytes} bytes allocated in ${N} iterations`)
+    t.true(x.bytes <= HEAP_NUMBER_PER_ACCESS, `${name}: ${x.bytes} bytes allocated in ${N} iterations`)
   }
 })

@@ -18,8 +18,7 @@ use napi::sys;
 use mapped_region::rules::{check_bounds, check_eof, check_seals};
 use mapped_region::{
     file_load_length, file_size, AnyRegion, Atomic, GuestBacking, MappingOptions, MemSliceMut,
-    MemoryMapping,
-    MemoryMappingArena,
+    MemoryMapping, MemoryMappingArena,
 };
 
 use crate::convert::{self, index};

@@ -52,7 +52,7 @@ impl Mailbox {
         }
         let mut collected = self.collected.lock().unwrap_or_else(|e| e.into_inner());
         self.pending.store(false, Ordering::Release);
-        std::mem::take(&mut *collected)
+        collected.split_off(0)
     }
 }
 

@@ -663,7 +663,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * the same file, or apply it with {@link applyDiff}). A snapshot clears the dirty bits it wrote
    * (a failed one puts them back). The regions stay mapped until it settles: changes over them
    * are refused with `ERR_MMAP_BUSY`, as for `msyncAsync`.
-   * @param target the bytes to fill: any `ArrayBufferView` or `ArrayBuffer`
+   * @param target the snapshot file: a path (opened write-only, created if needed, never
+   * truncated) or an open fd; it must take `pwrite` (a FIFO or a `/proc` file fails with the
+   * kernel's errno, e.g. `ESPIPE`)
    * @param options the options: see {@link SnapshotOptions}
    * @throws (rejects with) `ERR_MMAP_UNSUPPORTED` (`dirtyOnly` without tracking), `ERR_MMAP_ACCESS`
    * (a region without `READ`), the errors of `fs.openSync`, or the errno of `pwrite` (`ENOSPC`…).

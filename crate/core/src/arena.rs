@@ -1674,7 +1674,7 @@ mod tests {
         // SAFETY: socket() returns a fresh fd owned by this test.
         let sock = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
         assert!(sock >= 0);
-        // No fd left for anything else (the repair used to read /proc/self/maps).
+        // No fd left for anything else: the repair must need none.
         let mut old = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

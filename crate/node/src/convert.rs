@@ -14,8 +14,8 @@ const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
 
 /// `value` as an integer when it is one and lies in `[lo, hi]` (both within
 /// ±2^53); `None` for fractions, NaN and infinities. The round trip through
-/// `i64` is exact in that range and compiles to two instructions, where
-/// `f64::fract` calls libm's `trunc` on baseline x86-64.
+/// `i64` is exact in that range and needs no libm call (`f64::fract` calls
+/// `trunc` on baseline x86-64).
 pub fn int_in(value: f64, lo: f64, hi: f64) -> Option<i64> {
     if !(value >= lo && value <= hi) {
         return None;

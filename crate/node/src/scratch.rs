@@ -1,9 +1,10 @@
 //! The thread's scratch slots: how the entry points receive their number
 //! arguments.
 //!
-//! Reading a number through N-API (`napi_get_value_double`) runs about fifty
-//! instructions of checks per argument — for a one-page `msync`, more than
-//! the package's own work. So the facade passes numbers another way: its
+//! Reading a number through N-API (`napi_get_value_double`) makes checks per
+//! argument that cost more than a cheap operation's own work (what they cost
+//! is in bench/RESULTS.md's changes table). So the facade passes numbers
+//! another way: its
 //! wrappers (`ts/calls.ts`, generated from [`entries!`](crate::entries)) store
 //! each number argument, in order, in a slot of a `Float64Array` over this
 //! memory, then call the entry point, which copies the slots out before it

@@ -8,7 +8,7 @@
 //! the chunks' first keys (one array of `usize`) and one inside a chunk — a
 //! few cache lines whatever the size — and an insertion or removal moves at
 //! most a chunk's entries. A chunk that outgrows [`CHUNK`] is split in two;
-//! an emptied one is kept as a spare for the next chunk made. Most arenas have a handful of pieces: one chunk,
+//! an emptied one is dropped. Most arenas have a handful of pieces: one chunk,
 //! a sorted `Vec`. Look-ups stay O(log n); an insertion or removal moves at
 //! most one chunk's entries, plus the array of chunks when one is split or
 //! emptied. Chunks are only made by splits, which leave at least
@@ -29,9 +29,6 @@ pub struct Pieces<V> {
     /// The first key of each chunk.
     firsts: Vec<usize>,
     len: usize,
-    /// The last chunk emptied, kept (empty) for the next one made: an arena
-    /// whose only overlay comes and goes allocates nothing for it.
-    spare: Vec<(usize, V)>,
 }
 
 impl<V> Default for Pieces<V> {
@@ -40,7 +37,6 @@ impl<V> Default for Pieces<V> {
             chunks: Vec::new(),
             firsts: Vec::new(),
             len: 0,
-            spare: Vec::new(),
         }
     }
 }
@@ -210,9 +206,7 @@ impl<V> Pieces<V> {
     #[inline]
     pub fn insert(&mut self, key: usize, value: V) {
         let Some(c) = self.chunk_for(key) else {
-            let mut chunk = std::mem::take(&mut self.spare);
-            chunk.push((key, value));
-            self.chunks.push(chunk);
+            self.chunks.push(vec![(key, value)]);
             self.firsts.push(key);
             self.len = 1;
             return;
@@ -249,7 +243,7 @@ impl<V> Pieces<V> {
         if let Some(e) = chunk.first() {
             self.firsts[c] = e.0;
         } else {
-            self.spare = self.chunks.remove(c);
+            self.chunks.remove(c);
             self.firsts.remove(c);
         }
         Some(value)

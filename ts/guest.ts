@@ -368,7 +368,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     }
     const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset', 'shared'])
     const fd = v.number(`${name}.backing.fd`, fdSpec.fd)
-    const fdOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
+    const rawOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
+    // A number is checked here: `#map` hands it on as a bigint, and `BigInt(0.5)` would throw a
+    // RangeError without a code (found by the fuzzer).
+    const fdOffset = typeof rawOffset === 'number' ? index(`${name}.backing.fdOffset`, rawOffset) : rawOffset
     const shared = v.bool(`${name}.backing.shared`, fdSpec.shared, true)
     return { start, size, protection, backing: { fd, fdOffset, shared } }
   }

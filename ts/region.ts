@@ -194,7 +194,7 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    */
   munlock(offset: number, size: number): void
   /**
-   * Discards the pages of the range, as each is backed (crosvm's `remove_range`): over shared
+   * Discards the pages of the range, as each is backed (crosvm's `remove_range`, backing-aware): over shared
    * memory — a `SharedMemory`, shared anonymous memory, a file mapped shared — `MADV_REMOVE`
    * frees the backing store (a memfd's pages go back to the system; a file gets a hole punched,
    * `fallocate(PUNCH_HOLE | KEEP_SIZE)`: its size is unchanged, its blocks drop) and the range

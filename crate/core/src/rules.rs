@@ -241,7 +241,8 @@ impl Advice {
     /// backing store discards it — `MADV_DONTNEED` would only unmap the pages,
     /// which would read back as before), `MADV_DONTNEED` where it is
     /// `MAP_PRIVATE` (the memory is this process's copy). crosvm's
-    /// `remove_range` makes the same split by backing.
+    /// `remove_range` always asks `MADV_REMOVE` (private memory refuses it);
+    /// QEMU's `ram_block_discard_range` splits by backing, as here.
     pub fn discarding(shared: bool) -> Advice {
         if shared {
             Advice::REMOVE

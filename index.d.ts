@@ -246,6 +246,14 @@ export declare function regionProtect(): true | undefined
 export declare function regionRemoveMapping(): true | undefined
 
 /**
+ * Discards the pages of the range (offset and size page aligned; needs
+ * `WRITE`): `MADV_REMOVE` over shared memory and files, `MADV_DONTNEED`
+ * over private memory (the core's `discard`).
+ * Scratch slots: handle, offset, size.
+ */
+export declare function regionDiscard(): void
+
+/**
  * Copies `target.length` bytes at `offset` into `target`.
  * Scratch slots: handle, offset.
  */
@@ -411,6 +419,13 @@ export declare function guestReadInto(target: Uint8Array): void
  * Scratch slots: handle, guestAddress.
  */
 export declare function guestWrite(source: Uint8Array): void
+
+/**
+ * `regionDiscard` of `[guestAddress, guestAddress + size)`, which
+ * regions that follow each other without a gap must cover.
+ * Scratch slots: handle, guestAddress, size.
+ */
+export declare function guestDiscard(): void
 
 /**
  * Reads `length` bytes of `fd` from `fileOffset` into guest memory at

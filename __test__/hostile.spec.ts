@@ -565,3 +565,21 @@ test('11. GuestMemory.restore refuses a source that is not a regular file or blo
   t.teardown(() => closeSync(fd))
   t.throws(() => GuestMemory.restore(manifest, fd), { code: 'ERR_INVALID_ARG_VALUE' })
 })
+
+test('11. a region backing whose fdOffset is a fraction, negative or NaN is ERR_OUT_OF_RANGE, not a bare RangeError from BigInt()', (t) => {
+  const { fd } = tempFile(t, Buffer.alloc(4 * PAGE_SIZE))
+  using guest = new GuestMemory([], { addressSpace: 16 * PAGE_SIZE })
+  for (const fdOffset of [0.5, -PAGE_SIZE, Number.NaN, Number.POSITIVE_INFINITY]) {
+    t.throws(
+      () => guest.addRegion({ guestAddress: 0, size: PAGE_SIZE, backing: { fd, fdOffset } }),
+      { code: 'ERR_OUT_OF_RANGE' },
+      String(fdOffset),
+    )
+    t.throws(
+      () => new GuestMemory([{ guestAddress: 0, size: PAGE_SIZE, backing: { fd, fdOffset } }]),
+      { code: 'ERR_OUT_OF_RANGE' },
+      String(fdOffset),
+    )
+  }
+  t.is(guest.regions().length, 0)
+})

@@ -31,6 +31,7 @@ const regionAddShmMappingRaw = raw.regionAddShmMapping
 const regionAddAnonymousRaw = raw.regionAddAnonymous
 const regionProtectRaw = raw.regionProtect
 const regionRemoveMappingRaw = raw.regionRemoveMapping
+const regionDiscardRaw = raw.regionDiscard
 const regionReadIntoRaw = raw.regionReadInto
 const regionWriteRaw = raw.regionWrite
 const regionLoadFileRaw = raw.regionLoadFile
@@ -55,6 +56,7 @@ const guestTranslateRaw = raw.guestTranslate
 const guestReadRaw = raw.guestRead
 const guestReadIntoRaw = raw.guestReadInto
 const guestWriteRaw = raw.guestWrite
+const guestDiscardRaw = raw.guestDiscard
 const guestLoadFileRaw = raw.guestLoadFile
 const guestWindowRaw = raw.guestWindow
 const guestAtomicCheckRaw = raw.guestAtomicCheck
@@ -244,6 +246,18 @@ export function regionRemoveMapping(handle: number, offset: number, size: number
   slots[1] = n(offset)
   slots[2] = n(size)
   return regionRemoveMappingRaw()
+}
+
+/**
+ * Discards the pages of the range (offset and size page aligned; needs
+ * `WRITE`): `MADV_REMOVE` over shared memory and files, `MADV_DONTNEED`
+ * over private memory (the core's `discard`).
+ */
+export function regionDiscard(handle: number, offset: number, size: number): void {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  return regionDiscardRaw()
 }
 
 /**
@@ -498,6 +512,17 @@ export function guestWrite(handle: number, guestAddress: number, source: Uint8Ar
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   return guestWriteRaw(source)
+}
+
+/**
+ * `regionDiscard` of `[guestAddress, guestAddress + size)`, which
+ * regions that follow each other without a gap must cover.
+ */
+export function guestDiscard(handle: number, guestAddress: number, size: number): void {
+  slots[0] = n(handle)
+  slots[1] = n(guestAddress)
+  slots[2] = n(size)
+  return guestDiscardRaw()
 }
 
 /**

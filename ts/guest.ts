@@ -11,6 +11,7 @@ import {
   guestRead,
   guestReadInto,
   guestWrite,
+  guestDiscard,
   guestLoadFile,
   guestWindow,
   guestAtomicCheck,
@@ -368,7 +369,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     }
     const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset', 'shared'])
     const fd = v.number(`${name}.backing.fd`, fdSpec.fd)
-    const fdOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
+    const rawOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
+    // A number is checked here: `#map` hands it on as a bigint, and `BigInt(0.5)` would throw a
+    // RangeError without a code (found by the fuzzer).
+    const fdOffset = typeof rawOffset === 'number' ? index(`${name}.backing.fdOffset`, rawOffset) : rawOffset
     const shared = v.bool(`${name}.backing.shared`, fdSpec.shared, true)
     return { start, size, protection, backing: { fd, fdOffset, shared } }
   }
@@ -921,6 +925,34 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       const length = v.byteLength(bytes)
       if (!this.#inMarkedPage(addr, length)) this.#mark(addr, length)
     }
+  }
+
+  /**
+   * Discards the guest pages of `[guestAddress, guestAddress + size)` — a balloon's pages, memory
+   * a guest freed — across regions that follow each other, each as it is backed (see
+   * {@link MemoryMappingArena.discard}): a `SharedMemory` region's pages are freed and read as
+   * zeros, an anonymous region reads as zeros, a private file region (a restored snapshot) reads
+   * as its file again, a shared file region gets a hole. The regions stay (slots unchanged, no
+   * `KVM_SET_USER_MEMORY_REGION` needed; views see the change). With `trackDirty` the pages are
+   * marked dirty: their contents changed. A refused call (an `ERR_*` code) marks nothing; one the
+   * kernel failed (an errno) marks the whole range, part of which may be discarded.
+   * @param guestAddress a guest-physical address (`bigint` or `number`, page aligned)
+   * @param size size in bytes (page aligned)
+   * @throws `ERR_GUEST_ADDRESS` (the range touches a hole or runs past the last region),
+   * `ERR_MMAP_UNALIGNED`, `ERR_MMAP_ACCESS` (a region without `WRITE`), or the errno of `madvise`.
+   * @example
+   * guest.discard(0x4000_0000n, 64 << 20) // balloon inflated by 64 MiB
+   */
+  discard(guestAddress: bigint | number, size: number): void {
+    const addr = gpa('guestAddress', guestAddress)
+    const len = index('size', size)
+    try {
+      guestDiscard(this.#h, addr, len)
+    } catch (e) {
+      if (this.#tracking && (e as { syscall?: unknown }).syscall !== undefined) this.#mark(addr, len)
+      throw e
+    }
+    if (this.#tracking && len > 0) this.#mark(addr, len)
   }
 
   /**

@@ -17,6 +17,7 @@ import {
   regionMadvise,
   regionMlock,
   regionMunlock,
+  regionDiscard,
   regionAddFdMapping,
   regionAddFdMappingBig,
   regionAddShmMapping,
@@ -192,6 +193,28 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * ram.munlock(0, ram.size)
    */
   munlock(offset: number, size: number): void
+  /**
+   * Discards the pages of the range, as each is backed (crosvm's `remove_range`, backing-aware): over shared
+   * memory — a `SharedMemory`, shared anonymous memory, a file mapped shared — `MADV_REMOVE`
+   * frees the backing store (a memfd's pages go back to the system; a file gets a hole punched,
+   * `fallocate(PUNCH_HOLE | KEEP_SIZE)`: its size is unchanged, its blocks drop) and the range
+   * reads as zeros; over private memory `MADV_DONTNEED` drops this process's pages: anonymous
+   * memory reads as zeros, a private file mapping as the file again (its copy-on-write copies are
+   * gone). In an arena each overlay piece under the range is discarded its own way. The mappings
+   * stay: views and typed access see the memory as it now reads, nothing is detached.
+   * Offset and size must both be multiples of `PAGE_SIZE` (no byte you did not name is lost
+   * with its page); on a huge-page `SharedMemory`, discard whole huge pages.
+   * @param offset byte offset in the region (page aligned)
+   * @param size size in bytes (page aligned; 0 does nothing)
+   * @throws `ERR_MMAP_UNALIGNED`, `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (a hole in the
+   * range, or memory mapped without `WRITE`: nothing is discarded), or the errno of `madvise`
+   * (`EPERM`: a memfd sealed with `Seal.WRITE`/`Seal.FUTURE_WRITE`; `EOPNOTSUPP`: a file system
+   * that cannot punch holes; `EINVAL`: locked pages) — an overlay before the failing one in an
+   * arena is discarded already.
+   * @example
+   * ram.discard(balloonOffset, balloonSize) // a balloon inflated: give the pages back
+   */
+  discard(offset: number, size: number): void
   /**
    * `msync(MS_SYNC)` on the libuv thread pool; the event loop keeps going. Until the promise
    * settles the range stays mapped: overlays and removals over it are refused with
@@ -471,6 +494,10 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
 
   munlock(offset: number, size: number): void {
     regionMunlock(this.h, v.number('offset', offset), v.number('size', size))
+  }
+
+  discard(offset: number, size: number): void {
+    regionDiscard(this.h, v.number('offset', offset), v.number('size', size))
   }
 
   async msyncAsync(offset: number, size: number): Promise<void> {

@@ -601,6 +601,7 @@ const ops = [
       ),
   ],
   ['munlock', () => anyRegion().munlock(chance(0.7) ? int(8) * P : numberish(), chance(0.7) ? int(8 * P) : numberish())],
+  ['discard', () => anyRegion().discard(chance(0.7) ? int(8) * P : numberish(), chance(0.7) ? int(8) * P : numberish())],
   ['msyncAsync', () => asyncResults.push(anyRegion().msyncAsync(numberish(), numberish()))],
   ['populateAsync', () => asyncResults.push(anyRegion().populateAsync(int(8) * P, int(4) * P, bag({ write: chance(0.5) })))],
   ['read', () => anyRegion().read(chance(0.8) ? int(8 * P) : numberish(), chance(0.8) ? int(2 * P) : numberish())],
@@ -668,6 +669,10 @@ const ops = [
   [
     'guest markDirty',
     () => anyGuest().markDirty(pick([int(16 * P), BigInt(int(16 * P)), numberish()]), chance(0.8) ? int(4 * P) : numberish()),
+  ],
+  [
+    'guest discard',
+    () => anyGuest().discard(pick([int(16) * P, BigInt(int(16) * P), numberish()]), chance(0.8) ? int(4) * P : numberish()),
   ],
   ['guest takeDirty', () => anyGuest().takeDirty()],
   [

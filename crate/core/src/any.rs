@@ -10,6 +10,10 @@ use crate::{
 };
 
 /// A [`MemoryMapping`] or a [`MemoryMappingArena`].
+// One per open region, kept in place behind the binding's lock and never moved
+// on a hot path: boxing the arena would put an indirection on every access to
+// save bytes no one copies.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyRegion {
     /// One mapping.
@@ -61,6 +65,17 @@ impl AnyRegion {
         match self {
             AnyRegion::Mapping(m) => m.write_from(offset, src),
             AnyRegion::Arena(a) => a.write_from(offset, src),
+        }
+    }
+
+    /// Discards the pages of `[offset, offset + size)`: see
+    /// [`MemoryMappingArena::discard`] (per piece of the layout) and
+    /// [`MemoryMapping::discard`]. The mappings stay; views see the memory
+    /// as it reads afterwards (zeros, or a private file mapping's file).
+    pub fn discard(&self, offset: usize, size: usize) -> Result<()> {
+        match self {
+            AnyRegion::Mapping(m) => m.discard(offset, size),
+            AnyRegion::Arena(a) => a.discard(offset, size),
         }
     }
 

@@ -9,8 +9,8 @@ use crate::held::{HeldRanges, Restore};
 use crate::layout::{Backing, FileId, Layout, MappingInfo};
 use crate::mapping::copy_mode_for_fd;
 use crate::rules::{
-    check_alignment, check_bounds, check_eof, check_huge, file_offset, mapping_range,
-    round_up_to_page,
+    check_alignment, check_bounds, check_eof, check_huge, discard_range, file_offset,
+    mapping_range, round_up_to_page, Advice,
 };
 use crate::{
     budget, sys, Error, MappedRegion, MemSlice, MemSliceMut, Protection, Result, SharedMemory,
@@ -727,6 +727,58 @@ impl MemoryMappingArena {
         // cannot change while `self` is borrowed.
         let dst = unsafe { MemSliceMut::new(self.addr.add(offset), src.len()) };
         copy_in(dst, src, mode)
+    }
+
+    /// Discards the pages of `[offset, offset + size)` (offset and size page
+    /// aligned: [`discard_range`]), piece by piece of the layout, as each is
+    /// backed ([`Advice::discarding`]): `MADV_REMOVE` over a shared overlay
+    /// (a memfd's or file's pages are freed — a hole punched in the file, its
+    /// size unchanged — and read as zeros), `MADV_DONTNEED` over a private
+    /// one (anonymous memory reads as zeros; a private file overlay reads as
+    /// the file again). The mappings stay: views keep seeing the same memory.
+    ///
+    /// Needs `WRITE` over the whole range: a hole or a piece without it is
+    /// [`Error::Access`] and nothing is discarded (discarding is a write, and
+    /// `MADV_REMOVE` of memory mapped without write access is the kernel's
+    /// `EACCES` anyway). A kernel refusal of one piece (`EPERM` from a memfd
+    /// sealed against writes, `EOPNOTSUPP` from a file system that cannot punch
+    /// holes, `EINVAL` over locked or huge pages) stops there: the pieces
+    /// before it are discarded already. A size of 0 does nothing. (A shared
+    /// overlay held privately until the next [`reclaim`](Self::reclaim) — one
+    /// made with `WRITE` but not `READ` over just-detached views — is the
+    /// kernel's `EACCES` until then.)
+    pub fn discard(&self, offset: usize, size: usize) -> Result<()> {
+        discard_range(offset, size, self.size)?;
+        if size == 0 {
+            return Ok(());
+        }
+        let end = offset + size;
+        if self
+            .layout
+            .check_access(offset, end, Protection::WRITE)
+            .is_none()
+        {
+            return Err(Error::Access {
+                offset: offset as u64,
+                size: size as u64,
+                needed: Protection::WRITE,
+            });
+        }
+        for piece in self.layout.within(offset, end) {
+            let shared = matches!(piece.backing, Backing::Fd { shared: true, .. });
+            // SAFETY: the piece lies inside the arena (a checked range, cut to
+            // a layout entry) and is mapped writable; the layout cannot change
+            // while `self` is borrowed. Discarding changes contents only, as a
+            // write would; the advice never makes memory fault.
+            unsafe {
+                sys::madvise(
+                    self.addr.add(piece.offset),
+                    piece.size,
+                    Advice::discarding(shared).raw(),
+                )
+            }?;
+        }
+        Ok(())
     }
 
     /// After a failed `mmap(MAP_FIXED)`: whatever part of `[start, end)` the
@@ -1941,6 +1993,200 @@ mod huge_tests {
                 Some(crate::rules::HugePages::Size2M)
             ),
             Err(Error::HugeUnaligned { what: "size", .. })
+        ));
+    }
+}
+
+#[cfg(test)]
+mod discard_tests {
+    use super::*;
+    use crate::testutil::unlinked_file;
+    use crate::{page_size, MappingOptions, MemoryMapping};
+    use std::os::unix::fs::MetadataExt;
+
+    fn read(arena: &MemoryMappingArena, offset: usize, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        arena.read_into(offset, &mut b[..]).unwrap();
+        b
+    }
+
+    /// Resident pages of `[addr, addr + len)` (`mincore`).
+    fn resident(addr: *mut u8, len: usize) -> usize {
+        let mut v = vec![0u8; len.div_ceil(page_size())];
+        // SAFETY: mincore writes one byte per page of a live mapping.
+        let ret = unsafe { libc::mincore(addr.cast(), len, v.as_mut_ptr()) };
+        assert_eq!(ret, 0);
+        v.iter().filter(|r| *r & 1 == 1).count()
+    }
+
+    #[test]
+    fn each_backing_is_discarded_its_own_way() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-discard", 4 * ps as u64, true, None).unwrap();
+        let file = unlinked_file("discard-priv", &vec![7u8; 2 * ps], false);
+        let shared_file = unlinked_file("discard-shared", &vec![9u8; 4 * ps], true);
+        let mut arena = MemoryMappingArena::new(16 * ps).unwrap();
+        let rw = Protection::READ_WRITE;
+        arena.add_anonymous(0, 2 * ps, rw).unwrap();
+        arena
+            .add_fd_mapping(2 * ps, 4 * ps, shm.as_fd(), 0, rw)
+            .unwrap();
+        let change = arena
+            .plan_fd_overlay(6 * ps, 2 * ps, file.as_fd(), 0, rw, false)
+            .unwrap();
+        arena.apply(change, false).unwrap();
+        arena
+            .add_fd_mapping(8 * ps, 4 * ps, shared_file.as_fd(), 0, rw)
+            .unwrap();
+        arena.write_from(0, &vec![1u8; 12 * ps][..]).unwrap();
+        let blocks_before = shared_file.metadata().unwrap().blocks();
+        assert_eq!(resident(arena.addr.wrapping_add(2 * ps), 4 * ps), 4);
+
+        // All four pieces at once: the range crosses them.
+        arena.discard(ps, 10 * ps).unwrap();
+        assert_eq!(read(&arena, 0, ps), vec![1u8; ps], "before the range");
+        assert_eq!(
+            read(&arena, ps, ps),
+            vec![0u8; ps],
+            "private anonymous: zeros"
+        );
+        assert_eq!(
+            read(&arena, 2 * ps, 4 * ps),
+            vec![0u8; 4 * ps],
+            "memfd: zeros"
+        );
+        assert_eq!(
+            read(&arena, 6 * ps, 2 * ps),
+            vec![7u8; 2 * ps],
+            "private file: the file again"
+        );
+        assert_eq!(
+            read(&arena, 8 * ps, 3 * ps),
+            vec![0u8; 3 * ps],
+            "shared file: a hole"
+        );
+        assert_eq!(read(&arena, 11 * ps, ps), vec![1u8; ps], "after the range");
+        // The memfd's pages were freed, not just unmapped: a second mapping
+        // of it reads zeros, and none of them is resident (before the reads
+        // above faulted the zero page back in — read through the memfd instead).
+        let other = MemoryMapping::from_fd(shm.as_fd(), 4 * ps, MappingOptions::fd()).unwrap();
+        let mut b = vec![1u8; 4 * ps];
+        other.read_into(0, &mut b[..]).unwrap();
+        assert_eq!(b, vec![0u8; 4 * ps]);
+        // The shared file: same size, fewer blocks, zeros where punched.
+        let meta = shared_file.metadata().unwrap();
+        assert_eq!(meta.len(), 4 * ps as u64);
+        assert!(
+            meta.blocks() < blocks_before,
+            "{} < {blocks_before}",
+            meta.blocks()
+        );
+        let mut on_disk = vec![0u8; 4 * ps];
+        std::os::unix::fs::FileExt::read_exact_at(&shared_file, &mut on_disk, 0).unwrap();
+        assert_eq!(&on_disk[..3 * ps], &vec![0u8; 3 * ps][..]);
+        assert_eq!(&on_disk[3 * ps..], &vec![1u8; ps][..]);
+    }
+
+    #[test]
+    fn a_discarded_memfd_gives_its_pages_back() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-discard-rss", 64 * ps as u64, true, None).unwrap();
+        let mut arena = MemoryMappingArena::new(64 * ps).unwrap();
+        arena
+            .add_fd_mapping(0, 64 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
+            .unwrap();
+        arena.write_from(0, &vec![3u8; 64 * ps][..]).unwrap();
+        assert_eq!(resident(arena.addr, 64 * ps), 64);
+        arena.discard(0, 64 * ps).unwrap();
+        assert_eq!(resident(arena.addr, 64 * ps), 0);
+    }
+
+    #[test]
+    fn discard_refuses_holes_read_only_memory_and_partial_pages() {
+        let ps = page_size();
+        let mut arena = MemoryMappingArena::new(8 * ps).unwrap();
+        arena
+            .add_anonymous(0, 2 * ps, Protection::READ_WRITE)
+            .unwrap();
+        arena.add_anonymous(4 * ps, ps, Protection::READ).unwrap();
+        arena.write_from(0, &[5u8; 8][..]).unwrap();
+        let access = |r: Result<()>| matches!(r, Err(Error::Access { .. }));
+        assert!(access(arena.discard(0, 3 * ps)), "a hole");
+        assert!(access(arena.discard(4 * ps, ps)), "read-only");
+        assert!(matches!(
+            arena.discard(0, ps + 1),
+            Err(Error::Unaligned { what: "size", .. })
+        ));
+        assert!(matches!(
+            arena.discard(1, ps),
+            Err(Error::Unaligned { what: "offset", .. })
+        ));
+        assert!(matches!(
+            arena.discard(7 * ps, 2 * ps),
+            Err(Error::OutOfBounds { .. })
+        ));
+        arena.discard(2 * ps, 0).unwrap();
+        assert_eq!(read(&arena, 0, 8), vec![5u8; 8], "nothing was discarded");
+    }
+
+    #[test]
+    fn a_memfd_sealed_against_writes_refuses_with_eperm() {
+        let ps = page_size();
+        let shm = SharedMemory::create("mr-discard-sealed", 2 * ps as u64, true, None).unwrap();
+        let mut arena = MemoryMappingArena::new(2 * ps).unwrap();
+        arena
+            .add_fd_mapping(0, 2 * ps, shm.as_fd(), 0, Protection::READ_WRITE)
+            .unwrap();
+        arena.write_from(0, &[4u8; 8][..]).unwrap();
+        shm.add_seals(libc::F_SEAL_FUTURE_WRITE).unwrap();
+        let err = arena.discard(0, 2 * ps).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EPERM), "{err:?}");
+        assert_eq!(read(&arena, 0, 8), vec![4u8; 8]);
+    }
+
+    #[test]
+    fn a_mapping_discards_by_its_sharing() {
+        let ps = page_size();
+        let private = MemoryMapping::anonymous(2 * ps, MappingOptions::anonymous()).unwrap();
+        let shared = MemoryMapping::anonymous(
+            2 * ps,
+            MappingOptions {
+                shared: true,
+                ..MappingOptions::anonymous()
+            },
+        )
+        .unwrap();
+        let file = unlinked_file("discard-mapping", &vec![6u8; 2 * ps], false);
+        let cow = MemoryMapping::from_fd(
+            file.as_fd(),
+            2 * ps,
+            MappingOptions {
+                shared: false,
+                ..MappingOptions::fd()
+            },
+        )
+        .unwrap();
+        for m in [&private, &shared, &cow] {
+            m.write_from(0, &vec![2u8; 2 * ps][..]).unwrap();
+            m.discard(ps, ps).unwrap();
+            let mut b = vec![0u8; 2 * ps];
+            m.read_into(0, &mut b[..]).unwrap();
+            assert_eq!(&b[..ps], &vec![2u8; ps][..]);
+            let expected = if std::ptr::eq(m, &cow) { 6 } else { 0 };
+            assert_eq!(&b[ps..], &vec![expected; ps][..]);
+        }
+        let ro = MemoryMapping::anonymous(
+            ps,
+            MappingOptions {
+                protection: Protection::READ,
+                ..MappingOptions::anonymous()
+            },
+        )
+        .unwrap();
+        assert!(matches!(ro.discard(0, ps), Err(Error::Access { .. })));
+        assert!(matches!(
+            private.discard(0, 3 * ps),
+            Err(Error::OutOfBounds { .. })
         ));
     }
 }

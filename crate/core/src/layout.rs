@@ -387,6 +387,29 @@ impl Layout {
         (p.end > offset).then_some((start, p.end))
     }
 
+    /// The entries that overlap `[start, end)`, sorted by offset and cut to
+    /// it (holes left out): O(log n) plus one step per entry.
+    pub fn within(&self, start: usize, end: usize) -> impl Iterator<Item = MappingInfo> + '_ {
+        let first = self
+            .pieces
+            .at_or_before(start)
+            .filter(|(_, p)| p.end > start);
+        first
+            .into_iter()
+            .chain(self.pieces.range(start.saturating_add(1), end))
+            .filter(move |&(s, _)| s < end)
+            .map(move |(s, &p)| {
+                let from = s.max(start);
+                let piece = p.tail(s, from);
+                MappingInfo {
+                    offset: from,
+                    size: p.end.min(end) - from,
+                    backing: piece.backing,
+                    protection: piece.protection,
+                }
+            })
+    }
+
     /// The entries, sorted by offset.
     pub fn iter(&self) -> impl Iterator<Item = MappingInfo> + '_ {
         self.pieces.iter().map(|(offset, p)| MappingInfo {

@@ -4,7 +4,8 @@ use std::os::fd::BorrowedFd;
 
 use crate::copy::{copy_in, copy_out, CopyMode};
 use crate::rules::{
-    check_bounds, check_eof, check_huge, file_offset, mapping_len, round_up_to_page,
+    check_bounds, check_eof, check_huge, discard_range, file_offset, mapping_len, round_up_to_page,
+    Advice,
 };
 use crate::{budget, sys, Error, MappedRegion, MemSlice, MemSliceMut, Protection, Result};
 
@@ -51,6 +52,9 @@ pub struct MemoryMapping {
     size: usize,
     mapped_len: usize,
     protection: Protection,
+    /// `MAP_SHARED` (shared memory, or a file whose pages are the file's) or
+    /// `MAP_PRIVATE`: what discarding its pages means.
+    shared: bool,
     copy_mode: CopyMode,
     /// Bytes from the start that may be touched directly (by a view): the whole
     /// mapping, except for a file mapped past its end with `check_eof: false`,
@@ -100,6 +104,7 @@ impl MemoryMapping {
             size,
             mapped_len,
             protection: options.protection,
+            shared: options.shared,
             copy_mode: CopyMode::Plain,
             direct_limit: size,
         })
@@ -167,6 +172,7 @@ impl MemoryMapping {
             size,
             mapped_len,
             protection: options.protection,
+            shared: options.shared,
             copy_mode,
             direct_limit,
         })
@@ -175,6 +181,37 @@ impl MemoryMapping {
     /// The protection the mapping was made with.
     pub fn protection(&self) -> Protection {
         self.protection
+    }
+
+    /// Discards the pages of `[offset, offset + size)` (offset and size page
+    /// aligned): `MADV_REMOVE` for a shared mapping (its memfd's, shared
+    /// anonymous memory's or file's pages are freed — a hole punched in the
+    /// file, its size unchanged — and read as zeros), `MADV_DONTNEED` for a
+    /// private one (anonymous memory reads as zeros, a private file mapping as
+    /// the file again). Needs `WRITE` ([`Error::Access`] otherwise). A size of
+    /// 0 does nothing. See [`MemoryMappingArena::discard`](crate::MemoryMappingArena::discard).
+    pub fn discard(&self, offset: usize, size: usize) -> Result<()> {
+        discard_range(offset, size, self.size)?;
+        if size == 0 {
+            return Ok(());
+        }
+        if !self.protection.contains(Protection::WRITE) {
+            return Err(Error::Access {
+                offset: offset as u64,
+                size: size as u64,
+                needed: Protection::WRITE,
+            });
+        }
+        // SAFETY: the range is inside the mapping, which `self` owns and keeps
+        // mapped while borrowed, and writable; discarding changes contents
+        // only, as a write would; the advice never makes memory fault.
+        unsafe {
+            sys::madvise(
+                self.addr.add(offset),
+                size,
+                Advice::discarding(self.shared).raw(),
+            )
+        }
     }
 
     /// Copies `dst.len()` bytes from `offset` into `dst` (which may be a view

@@ -44,6 +44,17 @@ pub fn syscall_range(offset: usize, size: usize, limit: usize) -> Result<usize> 
     Ok(round_up_to_page(size).unwrap_or(size))
 }
 
+/// A range whose pages are discarded (`discard`): offset *and* size page
+/// aligned, inside `[0, limit)`. Unlike [`syscall_range`], the size is not
+/// rounded up: discarding destroys contents, so no byte the caller did not
+/// name may go with the last page. A size of 0 is allowed (nothing happens).
+pub fn discard_range(offset: usize, size: usize, limit: usize) -> Result<()> {
+    check_aligned("offset", offset as u64)?;
+    check_aligned("size", size as u64)?;
+    check_bounds(offset, size, limit)?;
+    Ok(())
+}
+
 /// A range that creates or removes a mapping inside a region: as
 /// [`syscall_range`], and the size is greater than 0.
 pub fn mapping_range(offset: usize, size: usize, limit: usize) -> Result<usize> {
@@ -218,6 +229,28 @@ impl Advice {
     /// `MADV_POPULATE_WRITE` (Linux 5.14).
     pub const POPULATE_WRITE: Advice = Advice(23);
 
+    /// `MADV_DONTNEED`: private pages are dropped (anonymous memory reads as
+    /// zeros again, a private file mapping as the file).
+    pub const DONTNEED: Advice = Advice(libc::MADV_DONTNEED);
+    /// `MADV_REMOVE`: the backing store of shared memory is freed (a hole is
+    /// punched in the file or memfd, as `fallocate(PUNCH_HOLE | KEEP_SIZE)`).
+    pub const REMOVE: Advice = Advice(libc::MADV_REMOVE);
+
+    /// The advice that discards pages of a mapping: `MADV_REMOVE` where it is
+    /// `MAP_SHARED` (the memory is the file's or memfd's: only freeing the
+    /// backing store discards it — `MADV_DONTNEED` would only unmap the pages,
+    /// which would read back as before), `MADV_DONTNEED` where it is
+    /// `MAP_PRIVATE` (the memory is this process's copy). crosvm's
+    /// `remove_range` always asks `MADV_REMOVE` (private memory refuses it);
+    /// QEMU's `ram_block_discard_range` splits by backing, as here.
+    pub fn discarding(shared: bool) -> Advice {
+        if shared {
+            Advice::REMOVE
+        } else {
+            Advice::DONTNEED
+        }
+    }
+
     /// The raw Linux advice `raw`, unless it is negative or one that makes
     /// memory fault on access (`MADV_HWPOISON`, `MADV_GUARD_INSTALL`).
     /// Unknown numbers are passed on: the kernel judges them.
@@ -286,6 +319,31 @@ pub fn memfd_name(name: &str) -> Result<std::ffi::CString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discard_ranges_are_whole_pages_inside_the_region() {
+        let ps = page_size();
+        assert_eq!(discard_range(ps, 2 * ps, 4 * ps), Ok(()));
+        assert_eq!(discard_range(0, 0, 0), Ok(()));
+        assert!(matches!(
+            discard_range(1, ps, 4 * ps),
+            Err(Error::Unaligned { what: "offset", .. })
+        ));
+        assert!(matches!(
+            discard_range(0, ps + 1, 4 * ps),
+            Err(Error::Unaligned { what: "size", .. })
+        ));
+        assert!(matches!(
+            discard_range(ps, 4 * ps, 4 * ps),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            discard_range(usize::MAX & !(ps - 1), 2 * ps, usize::MAX),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert_eq!(Advice::discarding(true).raw(), libc::MADV_REMOVE);
+        assert_eq!(Advice::discarding(false).raw(), libc::MADV_DONTNEED);
+    }
 
     #[test]
     fn bounds_catch_overflow_and_overreach() {

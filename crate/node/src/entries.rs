@@ -713,6 +713,14 @@ entries! {
         })
         .map(Held)
     };
+    /// Discards the pages of the range (offset and size page aligned; needs
+    /// `WRITE`): `MADV_REMOVE` over shared memory and files, `MADV_DONTNEED`
+    /// over private memory (the core's `discard`).
+    regionDiscard(handle: f64, offset: f64, size: f64) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        Ok(state.live()?.discard(index("offset", offset)?, index("size", size)?)?)
+    };
     /// Copies `target.length` bytes at `offset` into `target`.
     regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
         let region = handles::get(handle)?;
@@ -917,6 +925,14 @@ entries! {
         let state = region.keep.lock();
         let address = index("guestAddress", guestAddress)?;
         Ok(state.guest_range(address, source.len)?.write_from(address, source.slice().as_const())?)
+    };
+    /// `regionDiscard` of `[guestAddress, guestAddress + size)`, which
+    /// regions that follow each other without a gap must cover.
+    guestDiscard(handle: f64, guestAddress: f64, size: f64) -> () = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let (address, size) = (index("guestAddress", guestAddress)?, index("size", size)?);
+        Ok(state.guest_range(address, size)?.discard(address, size)?)
     };
     /// Reads `length` bytes of `fd` from `fileOffset` into guest memory at
     /// `guestAddress` (`pread`); returns the bytes loaded.

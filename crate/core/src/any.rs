@@ -10,6 +10,9 @@ use crate::{
 };
 
 /// A [`MemoryMapping`] or a [`MemoryMappingArena`].
+// One per region, kept in place behind its handle's lock: an arena's size
+// there costs nothing, a box would cost an indirection on every access.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyRegion {
     /// One mapping.

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { ENTRY, runChild } from './helpers.js'
+import { ENTRY, NO_EXTERNAL, runChild } from './helpers.js'
 
 /**
  * Typed access and copies allocate nothing per access in steady state, whatever the pattern.
@@ -98,7 +98,10 @@ const patterns = {
   )
   for (const [name, r] of Object.entries(out)) {
     t.is(r.buffers, 0, `${name}: buffers made during the runs`)
-    t.true(r.bytes <= HEAP_NUMBER_PER_ACCESS, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
+    // Without external buffers every access is the checked copy: a bigint beyond 2^30 may be
+    // boxed both where it is narrowed and where it crosses into the copy (README, Runtimes).
+    const allowed = NO_EXTERNAL && name === 'bigints' ? 2 * HEAP_NUMBER_PER_ACCESS : HEAP_NUMBER_PER_ACCESS
+    t.true(r.bytes <= allowed, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
   }
 })
 

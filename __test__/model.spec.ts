@@ -9,10 +9,10 @@
  * changes the number of sequences. A failure prints fast-check's seed, path and
  * the shrunk command sequence.
  */
-import test from 'ava'
 import fc from 'fast-check'
 import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo, type ProtectionFlags } from 'mapped-region'
 import { mapsOverlapping } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 const P = PAGE_SIZE
 const PAGES = 24
@@ -451,7 +451,7 @@ const commands = fc.commands(
   { maxCommands: MAX_COMMANDS, size: 'max' },
 )
 
-test('arena behaves like its model over 100,000+ random operations', (t) => {
+viewTest('arena behaves like its model over 100,000+ random operations', (t) => {
   opsRun = 0
   fc.assert(
     fc.property(commands, (cmds) => {

@@ -369,6 +369,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const fdSpec = v.options(`${name}.backing`, b, ['fd', 'fdOffset', 'shared'])
     const fd = v.number(`${name}.backing.fd`, fdSpec.fd)
     const fdOffset = v.fdOffset(`${name}.backing.fdOffset`, fdSpec.fdOffset)
+    // #map converts it with BigInt(), whose RangeError for a fraction, NaN or ±Infinity has no code.
+    if (typeof fdOffset === 'number' && !Number.isInteger(fdOffset)) {
+      throw outOfRange(`${name}.backing.fdOffset`, 'a non-negative safe integer', fdOffset)
+    }
     const shared = v.bool(`${name}.backing.shared`, fdSpec.shared, true)
     return { start, size, protection, backing: { fd, fdOffset, shared } }
   }
@@ -896,8 +900,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     // A number goes as it is: the native side converts it (a non-negative safe integer). A
     // bigint is narrowed here, inline (a number returned from a call V8 did not inline would be
     // boxed), and `+ 0` keeps both branches numbers; anything else gets gpa's error.
-    const addr =
-      typeof guestAddress === 'number' ? guestAddress + 0 : typeof guestAddress === 'bigint' ? v.bigintIndex(guestAddress) : -1
+    const addr = typeof guestAddress === 'number' ? guestAddress + 0 : typeof guestAddress === 'bigint' ? v.bigintIndex(guestAddress) : -1
     if (addr < 0 && typeof guestAddress !== 'number') gpa('guestAddress', guestAddress)
     const bytes = v.bytes('target', target)
     guestReadInto(this.#h, addr, bytes)
@@ -914,8 +917,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   write(guestAddress: bigint | number, data: ArrayBufferView | ArrayBuffer): void {
     // As for readInto; once the copy succeeded, `addr` is a valid guest address to mark.
-    const addr =
-      typeof guestAddress === 'number' ? guestAddress + 0 : typeof guestAddress === 'bigint' ? v.bigintIndex(guestAddress) : -1
+    const addr = typeof guestAddress === 'number' ? guestAddress + 0 : typeof guestAddress === 'bigint' ? v.bigintIndex(guestAddress) : -1
     if (addr < 0 && typeof guestAddress !== 'number') gpa('guestAddress', guestAddress)
     const bytes = v.bytes('data', data)
     guestWrite(this.#h, addr, bytes)

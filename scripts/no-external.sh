@@ -7,7 +7,7 @@
 # runtime returns: the same code paths run. views.spec.ts and shared.spec.ts are left out (their
 # subject is view()/sharedView(), which throw ERR_MMAP_NO_EXTERNAL there, as no-external.spec.ts
 # checks); tests elsewhere that need a view skip themselves and say why (viewTest in
-# __test__/helpers.ts). CONTRIBUTING lists them. About a minute.
+# __test__/view-test.ts). CONTRIBUTING lists them. About 35 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mapfile -t files < <(ls __test__/*.spec.ts | grep -v -e '/views\.spec\.ts$' -e '/shared\.spec\.ts$')

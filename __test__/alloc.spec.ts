@@ -1,5 +1,5 @@
 import test from 'ava'
-import { ENTRY, runChild } from './helpers.js'
+import { ENTRY, NO_EXTERNAL, runChild } from './helpers.js'
 
 /**
  * Typed access and copies allocate nothing per access in steady state, whatever the pattern.
@@ -66,6 +66,8 @@ const N = 200_000
  */
 const HEAP_NUMBER_PER_ACCESS = 16 * N + 64 * 1024
 const NOTHING = 64 * 1024
+/** Without external buffers (no windows): at most four heap numbers per iteration beyond 2^30. */
+const NO_EXTERNAL_HEAP_NUMBERS = 4 * 16 * N + 64 * 1024
 const MiB = 1 << 20
 const HIGH = 2 ** 32
 
@@ -98,7 +100,12 @@ const patterns = {
   )
   for (const [name, r] of Object.entries(out)) {
     t.is(r.buffers, 0, `${name}: buffers made during the runs`)
-    t.true(r.bytes <= HEAP_NUMBER_PER_ACCESS, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
+    // Without external buffers there is no window: every access takes the slow path into native
+    // code (an atomic crosses twice: its check, then the operation), and an address beyond 2^30
+    // may be boxed at each call V8 did not inline — seen up to three times an access
+    // (CONTRIBUTING, "Without external buffers").
+    const allowed = NO_EXTERNAL ? NO_EXTERNAL_HEAP_NUMBERS : HEAP_NUMBER_PER_ACCESS
+    t.true(r.bytes <= allowed, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
   }
 })
 
@@ -133,7 +140,7 @@ const patterns = {
   for (const [name, r] of Object.entries(out)) {
     t.is(r.buffers, 0, `${name}: buffers made during the runs`)
     // afterHotplug's addresses reach 4 GiB; the others stay below 2^30 (small integers).
-    const allowed = name === 'afterHotplug' ? HEAP_NUMBER_PER_ACCESS : NOTHING
+    const allowed = name === 'afterHotplug' ? (NO_EXTERNAL ? NO_EXTERNAL_HEAP_NUMBERS : HEAP_NUMBER_PER_ACCESS) : NOTHING
     t.true(r.bytes <= allowed, `${name}: ${r.bytes} bytes allocated in ${N} iterations`)
   }
 })

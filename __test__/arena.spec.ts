@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process'
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo, type ProtectionFlags } from 'mapped-region'
-import { mapsOverlapping, runChild, tempDir, tempFile, throwsErrno } from './helpers.js'
+import { throwsErrno, mapsOverlapping, tempDir, tempFile, runChild } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
@@ -249,7 +250,7 @@ test('a socket overlay that destroys the range leaves a reserved hole that match
   t.true(entries.every((m) => m.offset >= P && m.kind === 'anonymous'))
 })
 
-test('protect: access changes in place, views detach only when they would lose READ | WRITE', (t) => {
+viewTest('protect: access changes in place, views detach only when they would lose READ | WRITE', (t) => {
   using shm = SharedMemory.create('protect', 4 * P)
   using a = MemoryMappingArena.reserve(8 * P)
   a.addFdMapping(0, 4 * P, shm.fd, 0, Protection.READ_WRITE)

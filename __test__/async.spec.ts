@@ -2,7 +2,8 @@ import test from 'ava'
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
-import { mapsOverlapping, runChild, tempDir } from './helpers.js'
+import { mapsOverlapping, tempDir, runChild } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
@@ -12,7 +13,7 @@ function rssKiB(field: 'VmRSS' | 'RssShmem' | 'RssAnon'): number {
   return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync('/proc/self/status', 'utf8'))?.[1])
 }
 
-test('many concurrent msyncAsync calls while the main thread writes through views: every synced byte is on disk', async (t) => {
+viewTest('many concurrent msyncAsync calls while the main thread writes through views: every synced byte is on disk', async (t) => {
   const { dir, done } = tempDir()
   t.teardown(done)
   const path = join(dir, 'disk.img')
@@ -64,7 +65,7 @@ test.serial('populateAsync makes pages resident while the event loop keeps ticki
   await m.populateAsync(0, m.size) // read populate of already-present pages
 })
 
-test('changes over a pending range are refused with ERR_MMAP_BUSY; other ranges are free', async (t) => {
+viewTest('changes over a pending range are refused with ERR_MMAP_BUSY; other ranges are free', async (t) => {
   using shm = SharedMemory.create('busy', 256 * MiB)
   using a = MemoryMappingArena.reserve(shm.size + 4 * P)
   a.addFdMapping(0, shm.size, shm.fd, 0, RW)
@@ -84,7 +85,7 @@ test('changes over a pending range are refused with ERR_MMAP_BUSY; other ranges 
   t.is(view.length, 0)
 })
 
-test('close() during pending work returns at once and unmaps when the work settles', async (t) => {
+viewTest('close() during pending work returns at once and unmaps when the work settles', async (t) => {
   using shm = SharedMemory.create('close', 256 * MiB)
   const a = MemoryMappingArena.reserve(shm.size)
   a.addFdMapping(0, shm.size, shm.fd, 0, RW)

@@ -3,6 +3,7 @@ import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GuestMemory, MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
 import { tempDir } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 const P = PAGE_SIZE
 const MiB = 1 << 20
@@ -44,7 +45,7 @@ test('regions map where KVM expects them: userspaceAddress = base + guestAddress
   t.throws(() => guest.write(0x1000000n, Buffer.from('x')), { code: 'ERR_MMAP_ACCESS' })
 })
 
-test('accesses may span regions that follow each other, never a hole (as vm-memory)', (t) => {
+viewTest('accesses may span regions that follow each other, never a hole (as vm-memory)', (t) => {
   using ram = SharedMemory.create('span', 2 * P)
   using guest = new GuestMemory([
     { guestAddress: 0, size: 2 * P, backing: 'anonymous' },
@@ -111,7 +112,7 @@ test('overlapping, unaligned and oversized regions are rejected', (t) => {
   })
 })
 
-test('hot-plug and unplug at run time (memory hot-plug, a DAX window)', (t) => {
+viewTest('hot-plug and unplug at run time (memory hot-plug, a DAX window)', (t) => {
   using ram = SharedMemory.create('ram', 4 * P)
   using dax = SharedMemory.create('dax', 8 * P)
   using guest = new GuestMemory([{ guestAddress: 0, size: 4 * P, backing: ram }], { addressSpace: 1 * MiB })
@@ -137,7 +138,7 @@ test('hot-plug and unplug at run time (memory hot-plug, a DAX window)', (t) => {
   t.is(guest.read(0x80000n, 3).toString(), 'dax')
 })
 
-test('close and dispose unmap; backings stay open', (t) => {
+viewTest('close and dispose unmap; backings stay open', (t) => {
   using ram = SharedMemory.create('ram', P)
   const guest = GuestMemory.create([{ guestAddress: 0, size: P, backing: ram }])
   const v = guest.view(0, P)

@@ -101,3 +101,14 @@ export function tempFile(t: ExecutionContext, content: Buffer, flags = 'r+'): { 
   })
   return { path, fd }
 }
+
+/**
+ * Whether this run refuses external buffers: the addon's test-only switch
+ * `MAPPED_REGION_TEST_NO_EXTERNAL=1` (`scripts/no-external.sh`), which makes it behave as on a
+ * runtime with V8's sandbox (Electron): `view()`/`sharedView()` throw `ERR_MMAP_NO_EXTERNAL`,
+ * typed access gets no window. Child processes inherit it.
+ */
+export const NO_EXTERNAL = process.env.MAPPED_REGION_TEST_NO_EXTERNAL === '1'
+
+/** Why a test is skipped in that mode (CONTRIBUTING lists them). */
+export const NEEDS_VIEWS = ' — skipped: needs view(), which is ERR_MMAP_NO_EXTERNAL without external buffers'

@@ -9,7 +9,8 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { GuestMemory, MemoryMapping, SharedMemory, type GuestRegion } from 'mapped-region'
 import { CODE, ENTRY, EXPECTED, PATTERN_AT, PATTERN_LENGTH } from '../examples/kvm/program.mjs'
-import { tempDir } from './helpers.js'
+import { NO_EXTERNAL, tempDir } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 interface RunResult {
   exit: string
@@ -28,9 +29,11 @@ interface KvmExample {
 const kvm = (process.arch === 'x64' ? createRequire(import.meta.url)('../examples/kvm/index.js') : null) as KvmExample
 const unavailable = process.arch === 'x64' ? kvm.kvmUnavailableReason() : `the example's guest is x86 code; this is ${process.arch}`
 const kvmTest = unavailable === null ? test : test.skip
+/** A KVM test that checks guest memory through a view. */
+const kvmViewTest = NO_EXTERNAL ? viewTest : kvmTest
 if (unavailable !== null) console.log(`KVM tests skipped: ${unavailable}`)
 
-kvmTest('a real-mode guest fills a pattern into mapped-region RAM and halts', (t) => {
+kvmViewTest('a real-mode guest fills a pattern into mapped-region RAM and halts', (t) => {
   using ram = SharedMemory.create('guest-ram', 1 << 20)
   using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }])
   guest.write(ENTRY, CODE)
@@ -116,7 +119,7 @@ test('the KVM example module loads and answers', (t) => {
   if (unavailable !== null) t.log(`KVM unavailable here: ${unavailable}`)
 })
 
-kvmTest('the vCPU on a worker thread over an attached GuestMemory, the serial port served by the main thread', async (t) => {
+kvmViewTest('the vCPU on a worker thread over an attached GuestMemory, the serial port served by the main thread', async (t) => {
   using ram = SharedMemory.create('guest-ram-threads', 1 << 20)
   using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }], { addressSpace: 4 << 20 })
   guest.write(ENTRY, CODE)

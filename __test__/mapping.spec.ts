@@ -2,7 +2,8 @@ import test from 'ava'
 import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
-import { mapsOverlapping, runChild, tempDir, tempFile, throwsErrno } from './helpers.js'
+import { throwsErrno, mapsOverlapping, tempDir, tempFile, runChild } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 test('anonymous: zero-filled, readable and writable, size kept exact', (t) => {
   using m = MemoryMapping.anonymous(10_000)
@@ -72,7 +73,7 @@ test('readInto refuses what read refuses, and leaves the target untouched when i
   t.throws(() => m.readInto(0, target), { code: 'ERR_MMAP_CLOSED' })
 })
 
-test('readInto a view of the same region copies like memmove', (t) => {
+viewTest('readInto a view of the same region copies like memmove', (t) => {
   using m = MemoryMapping.anonymous(PAGE_SIZE)
   m.write(0, Buffer.from('abcdefgh'))
   const view = m.view(2, 8) // overlaps the source range [0, 8)

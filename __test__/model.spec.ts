@@ -12,7 +12,7 @@
 import test from 'ava'
 import fc from 'fast-check'
 import { MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type MappingInfo, type ProtectionFlags } from 'mapped-region'
-import { mapsOverlapping } from './helpers.js'
+import { mapsOverlapping, NO_EXTERNAL } from './helpers.js'
 
 const P = PAGE_SIZE
 const PAGES = 24
@@ -261,6 +261,11 @@ class View extends Cmd {
     const code = codeOf(() => (view = r.arena.view(this.offset, this.len)))
     if (!allows(m, this.offset, this.len, Protection.READ_WRITE)) {
       expectCode(code, 'ERR_MMAP_ACCESS')
+      return
+    }
+    if (NO_EXTERNAL) {
+      // Without external buffers: the range's errors first, then this; no view to model.
+      expectCode(code, 'ERR_MMAP_NO_EXTERNAL')
       return
     }
     expectCode(code, undefined)

@@ -7,12 +7,13 @@ import { spawn, spawnSync } from 'node:child_process'
 import { closeSync, ftruncateSync, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MemoryMapping, PAGE_SIZE, SharedMemory, mapCount } from 'mapped-region'
-import { ENTRY, ROOT, runChild, SLOWDOWN, tempDir, tempFile, throwsErrno } from './helpers.js'
+import { ENTRY, throwsErrno, tempDir, tempFile, ROOT, runChild, SLOWDOWN } from './helpers.js'
+import { viewTest } from './view-test.js'
 import { killAfterSomeSyncs, pagePattern } from './workloads.js'
 
 const P = PAGE_SIZE
 
-test('map-count limit: overlays are refused with ENOMEM before the runtime runs out; a full arena can always be emptied', (t) => {
+viewTest('map-count limit: overlays are refused with ENOMEM before the runtime runs out; a full arena can always be emptied', (t) => {
   const r = runChild(
     `
     const P = mr.PAGE_SIZE
@@ -70,7 +71,7 @@ test('mapCount() reports the process, this library and the limit', (t) => {
   t.is(mapCount().owned, before.owned)
 })
 
-test('durability: bytes msynced by a child that is then SIGKILLed are on disk (10 iterations)', async (t) => {
+viewTest('durability: bytes msynced by a child that is then SIGKILLed are on disk (10 iterations)', async (t) => {
   const { dir, done } = tempDir()
   t.teardown(done)
   for (let iteration = 0; iteration < 10; iteration++) {
@@ -84,7 +85,7 @@ test('durability: bytes msynced by a child that is then SIGKILLed are on disk (1
   }
 })
 
-test('leak check: add/view/remove cycles keep RSS, the map count and the fd count flat (the soak, short)', (t) => {
+viewTest('leak check: add/view/remove cycles keep RSS, the map count and the fd count flat (the soak, short)', (t) => {
   // The soak script in a process of its own, so that nothing else moves its RSS.
   const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', 'scripts/soak.mts'], {
     cwd: ROOT,
@@ -97,7 +98,7 @@ test('leak check: add/view/remove cycles keep RSS, the map count and the fd coun
   t.regex(r.stdout, /soak: ok/)
 })
 
-test('garbage collection: thousands of forgotten regions and views are unmapped', (t) => {
+viewTest('garbage collection: thousands of forgotten regions and views are unmapped', (t) => {
   const r = runChild(
     `
     const fs = require('node:fs')

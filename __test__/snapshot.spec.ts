@@ -3,6 +3,7 @@ import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GuestMemory, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, type SnapshotManifest } from 'mapped-region'
 import { tempDir } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
@@ -20,7 +21,7 @@ function pagedFile(t: import('ava').ExecutionContext, pages: number, mode = 'r')
   return { path, fd }
 }
 
-test('private overlays: a read-only fd mapped READ_WRITE, writes stay in the process, the file never changes', (t) => {
+viewTest('private overlays: a read-only fd mapped READ_WRITE, writes stay in the process, the file never changes', (t) => {
   const { path, fd } = pagedFile(t, 4)
   const before = readFileSync(path)
   using arena = MemoryMappingArena.reserve(8 * P)
@@ -87,7 +88,7 @@ function dirtyPages(guest: GuestMemory): number[][] {
   })
 }
 
-test('dirty tracking: every writing method sets the bits of the pages it touched; takeDirty returns and clears', (t) => {
+viewTest('dirty tracking: every writing method sets the bits of the pages it touched; takeDirty returns and clears', (t) => {
   const tmp = tempDir()
   t.teardown(tmp.done)
   const file = join(tmp.dir, 'image')

@@ -8,6 +8,7 @@ import test from 'ava'
 import { Worker } from 'node:worker_threads'
 import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, SharedMemory, mapCount } from 'mapped-region'
 import { ENTRY, runChild } from './helpers.js'
+import { viewTestSerial } from './view-test.js'
 
 const P = PAGE_SIZE
 const RW = Protection.READ_WRITE
@@ -212,7 +213,7 @@ test.serial(
   },
 )
 
-test.serial(
+viewTestSerial(
   'views across threads: a change over a live view of another thread is ERR_MMAP_BUSY until it is gone, and never shows it other memory',
   (t) => {
     // In a child process: if a view could see replaced memory, this is where it would crash.
@@ -373,7 +374,7 @@ test.serial('GuestMemory hot-plug from several threads at once: every region lan
   for (const r of regions) t.is(r.userspaceAddress, guest.arena.address + r.guestAddress)
 })
 
-test.serial(
+viewTestSerial(
   'no thread leaks a mapping: a worker terminated with attached objects, live views and pending operations leaves mapCount().owned as before',
   (t) => {
     const r = runChild(`
@@ -446,7 +447,7 @@ test.serial('mapCount is per process: attached objects add no mappings of their 
 const LAST_HOLDER_ENDS = ['terminate', 'exit', 'return', 'close-terminate'] as const
 const LAST_HOLDER_ORDERS = ['main-first', 'worker-first'] as const
 
-test.serial(
+viewTestSerial(
   'the last holder is a worker: however it ends, before or after the main close(), nothing stays mapped (20 runs of each order, in a child)',
   (t) => {
     const runs = 20
@@ -523,7 +524,7 @@ test.serial(
   },
 )
 
-test.serial(
+viewTestSerial(
   'a range held for a worker view is no longer read-write once the worker ends before its next turn (20 runs of each end, in a child)',
   (t) => {
     const runs = 20

@@ -11,6 +11,7 @@ import { closeSync, openSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GuestMemory, PAGE_SIZE, type GuestRegionSpec } from 'mapped-region'
 import { tempDir } from './helpers.js'
+import { viewTest } from './view-test.js'
 
 /** vm-memory's 0x400. */
 const U = PAGE_SIZE
@@ -79,7 +80,7 @@ test('test_check_range: ranges within, across contiguous regions, into a hole, p
   t.false(covered(0, MAX))
 })
 
-test('test_deref: what write() put there is what a view of the region shows', (t) => {
+viewTest('test_deref: what write() put there is what a view of the region shows', (t) => {
   for (const gm of both(t, [[0, U]])) {
     const sample = Buffer.from([1, 2, 3, 4, 5])
     gm.write(0, sample)

@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 import { HERE, QUICK, signTail } from './harness.mjs'
+import { noExternalRows } from './no-external.mjs'
 
 const fmtNs = (ns) =>
   ns === undefined || Number.isNaN(ns)
@@ -74,7 +75,7 @@ ${line(1, '#d6336c')}${line(2, '#1c7ed6')}
 }
 
 /** Writes RESULTS.md and the plot; returns the Markdown. */
-export function writeReport({ floor, info, c, peer, peerRun, started, counts, changes, pageSize }) {
+export function writeReport({ floor, info, noExternal, c, peer, peerRun, started, counts, changes, pageSize }) {
   const { cases, live, growth, layout } = floor
   const pass = (ok) => (ok ? 'pass' : '**fail**')
   const barRows = cases.map((x) => [
@@ -276,6 +277,16 @@ information only.
 ${table(['measure', 'mapped-region', 'C, separate process', 'ratio'], infoRows)}
 
 ${table(['measure', 'mapped-region', 'against'], more)}
+
+### Without external buffers
+
+Runtimes with V8's sandbox (Electron) forbid external buffers: there typed access has no window
+(every access is the checked copy; atomics the native checked path) and the scratch slots are an
+ordinary \`ArrayBuffer\` looked up on each call. Measured in child processes of
+bench/no-external.mjs, the normal mode and the addon's test-only switch
+\`MAPPED_REGION_TEST_NO_EXTERNAL=1\` by turns (${QUICK ? 1 : 3} runs of each, medians); information, no bar.
+
+${table(['measure', 'normal', 'without external buffers', 'ratio'], noExternalRows(noExternal, fmtNs))}
 
 The peer rows: mmap-io has a blocking \`msync\` and \`madvise\` and nothing else of ours; it is
 handed a view of our own mapping so that both make the same syscall on the same page;

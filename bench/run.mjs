@@ -12,6 +12,7 @@ import { PAGE_SIZE } from 'mapped-region'
 import { floorCases, infoCases, LIVE_COUNTS, peerCases, snapshotCases } from './cases.mjs'
 import { bigintCases, deviceCases } from './device.mjs'
 import { BUILD, buildBaseline, loadFloor, loadPeer, QUICK } from './harness.mjs'
+import { noExternalCases } from './no-external.mjs'
 import { writeReport } from './report.mjs'
 import { CHANGES } from './changes.mjs'
 
@@ -33,7 +34,9 @@ process.stderr.write('device and bigint cases done\n')
 process.stderr.write('floor cases done\n')
 const info = await infoCases()
 process.stderr.write('information cases done\n')
+const noExternal = noExternalCases()
+process.stderr.write('no-external cases done\n')
 const c = runC(QUICK ? 'quick' : 'full')
 const peerRun = peerCases(peer, ext4File)
 process.stderr.write('peer done\n')
-console.log(writeReport({ floor, info, c, peer, peerRun, started, counts: LIVE_COUNTS, changes: CHANGES, pageSize: PAGE_SIZE }))
+console.log(writeReport({ floor, info, noExternal, c, peer, peerRun, started, counts: LIVE_COUNTS, changes: CHANGES, pageSize: PAGE_SIZE }))

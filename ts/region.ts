@@ -324,8 +324,9 @@ export interface MappedRegion extends Disposable, TypedMemory<number> {
    * `node_api_create_external_sharedarraybuffer` (recent Node 22, 24 and 26; not Node 20).
    * @param offset byte offset in the region
    * @param length length in bytes
-   * @throws `ERR_MMAP_UNSUPPORTED` (an older runtime), `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS`
-   * (not `READ | WRITE`, a hole, or memory that could vanish), `ERR_MMAP_CLOSED`.
+   * @throws `ERR_MMAP_UNSUPPORTED` (an older runtime), `ERR_MMAP_NO_EXTERNAL` (runtime forbids
+   * external buffers), `ERR_MMAP_OUT_OF_BOUNDS`, `ERR_MMAP_ACCESS` (not `READ | WRITE`, a hole, or
+   * memory that could vanish), `ERR_MMAP_CLOSED`.
    * @example
    * const doorbell = new Int32Array(ram.sharedView(ringOffset, PAGE_SIZE))
    * worker.postMessage(doorbell) // the worker Atomics.wait()s on it

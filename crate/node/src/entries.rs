@@ -513,7 +513,7 @@ macro_rules! entries {
                 const SLOTS: usize = 0 $(+ <$ty as Arg>::SLOT as usize)*;
                 const N: usize = 0 $(+ (!<$ty as Arg>::SLOT) as usize)*;
                 // The slots first, before anything can call into JavaScript.
-                let _slots = crate::scratch::take::<SLOTS>();
+                let _slots = crate::scratch::take::<SLOTS>(env);
                 // SAFETY: called by Node with this callback's env and info.
                 let _values = unsafe { argv::<N>(env, info) };
                 let run = || -> Result<$ret> {

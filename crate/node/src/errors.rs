@@ -36,7 +36,7 @@ pub enum ErrorCode {
     ERR_MMAP_UNSUPPORTED,
     /// An asynchronous operation still uses the range (`Error`).
     ERR_MMAP_BUSY,
-    /// The runtime forbids external buffers, so `view()` cannot work (`Error`).
+    /// The runtime forbids external buffers, so `view()` and `sharedView()` cannot work (`Error`).
     ERR_MMAP_NO_EXTERNAL,
     /// Two guest regions overlap (`RangeError`, thrown by the facade).
     ERR_GUEST_OVERLAP,
@@ -62,7 +62,7 @@ pub enum Failure {
         /// What it must be.
         expected: &'static str,
     },
-    /// `napi_create_external_buffer` is not allowed in this runtime.
+    /// External buffers are not allowed in this runtime (or by the test switch).
     NoExternal,
     /// The runtime lacks an N-API function an operation needs.
     NoRuntimeSupport {
@@ -151,7 +151,7 @@ fn shape(failure: &Failure) -> Shape {
             return ours(
                 Class::Error,
                 ERR_MMAP_NO_EXTERNAL,
-                "This runtime forbids external buffers; view() never hands out a copy".into(),
+                "This runtime forbids external buffers: view() and sharedView() need them (they never hand out a copy)".into(),
             )
         }
         Failure::NoRuntimeSupport { operation, needs } => {

@@ -69,6 +69,10 @@ pub unsafe fn create(
     offset: f64,
     length: f64,
 ) -> Result<sys::napi_value> {
+    // A runtime that forbids external buffers forbids external shared ones.
+    if crate::views::external_refused() {
+        return Err(Failure::NoExternal);
+    }
     let make = create_external_sab().ok_or(Failure::NoRuntimeSupport {
         operation: "sharedView",
         needs: "node_api_create_external_sharedarraybuffer (recent Node 22, 24 and 26 releases; not Node 20)",
@@ -90,7 +94,7 @@ pub unsafe fn create(
     // SAFETY: the range is inside the region, mapped READ | WRITE, memory that
     // cannot fault (checked above), and pinned by `hint` until the finalizer
     // runs: no change can replace it and close() leaves it mapped.
-    let status = unsafe {
+    let status = crate::views::external_status(|| unsafe {
         make(
             env,
             addr as *mut c_void,
@@ -99,7 +103,7 @@ pub unsafe fn create(
             hint.cast(),
             &mut buffer,
         )
-    };
+    });
     if status != sys::Status::napi_ok {
         // SAFETY: the runtime refused, so it took no ownership of `hint` and
         // the finalizer will not run for it.
@@ -107,6 +111,9 @@ pub unsafe fn create(
         let mut pending = ptr::null_mut();
         // SAFETY: clearing whatever exception the runtime left on this env.
         unsafe { sys::napi_get_and_clear_last_exception(env, &mut pending) };
+        if status == sys::Status::napi_no_external_buffers_allowed {
+            return Err(Failure::NoExternal);
+        }
         return Err(Error::Syscall {
             syscall: "node_api_create_external_sharedarraybuffer",
             errno: libc::ENOMEM,

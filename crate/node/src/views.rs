@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use mapped_region::{Error, Window};
 use napi::sys;
@@ -15,6 +15,44 @@ use napi::sys;
 use crate::convert;
 use crate::errors::{Failure, Result};
 use crate::handles::{self, Keep};
+
+/// The test-only switch: with `MAPPED_REGION_TEST_NO_EXTERNAL=1` in the
+/// environment when the addon loads, every external buffer the addon would
+/// make (views, windows, shared views, the scratch slots) gets the status a
+/// runtime that forbids them returns, `napi_no_external_buffers_allowed`, so
+/// that the suite runs the same paths as on such a runtime (none can be
+/// installed here). Not an option for users.
+const TEST_SWITCH: &str = "MAPPED_REGION_TEST_NO_EXTERNAL";
+
+/// Whether external buffers are refused in this process: by the test switch
+/// (read once, at the addon's first use), or because the runtime refused one
+/// (it never starts accepting them later).
+fn refused_flag() -> &'static AtomicBool {
+    static REFUSED: OnceLock<AtomicBool> = OnceLock::new();
+    REFUSED.get_or_init(|| AtomicBool::new(std::env::var_os(TEST_SWITCH).is_some_and(|v| v == "1")))
+}
+
+/// Whether this runtime (or the test switch) refuses external buffers: then
+/// `view()` and `sharedView()` throw `ERR_MMAP_NO_EXTERNAL`, typed access gets
+/// no window, and the scratch slots are an ordinary `ArrayBuffer`.
+pub fn external_refused() -> bool {
+    refused_flag().load(Ordering::Relaxed)
+}
+
+/// The status of an attempt to make an external buffer: the runtime's own,
+/// or the refusal's where external buffers are known to be refused (never
+/// calling `make`, as a runtime that refuses them never takes the finalizer
+/// hint). Remembers a refusal for the process.
+pub fn external_status(make: impl FnOnce() -> sys::napi_status) -> sys::napi_status {
+    if external_refused() {
+        return sys::Status::napi_no_external_buffers_allowed;
+    }
+    let status = make();
+    if status == sys::Status::napi_no_external_buffers_allowed {
+        refused_flag().store(true, Ordering::Relaxed);
+    }
+    status
+}
 
 /// A view's key in its object's list: `(start, id)`.
 pub type ViewKey = (usize, u64);
@@ -443,7 +481,9 @@ pub unsafe fn create_window(
         return Ok(ptr::null_mut());
     };
     let length = window.end - window.start;
-    let buffer = if window.direct {
+    // Where external buffers are refused there is no window: the facade takes
+    // the checked copy, and atomics the native checked path.
+    let buffer = if window.direct && !external_refused() {
         let mut views = region.views.borrow_mut();
         views.prune();
         if views.windows.len() >= 8 {
@@ -459,9 +499,15 @@ pub unsafe fn create_window(
             });
         }
         // SAFETY: `window.direct`: the range is mapped read-write and cannot fault.
-        let (buffer, reference) = unsafe { external(env, &region, window.start, length, None) }?;
-        views.windows.push((window.start, window.end, reference));
-        buffer
+        match unsafe { external(env, &region, window.start, length, None) } {
+            Ok((buffer, reference)) => {
+                views.windows.push((window.start, window.end, reference));
+                buffer
+            }
+            // Refused by the runtime just now: no window, as above.
+            Err(Failure::NoExternal) => ptr::null_mut(),
+            Err(e) => return Err(e),
+        }
     } else {
         ptr::null_mut()
     };
@@ -506,7 +552,7 @@ unsafe fn external(
     // first.
     // SAFETY: the range is inside the region and mapped read-write, and `env`
     // is live (both guaranteed by the caller).
-    let status = unsafe {
+    let status = external_status(|| unsafe {
         sys::napi_create_external_buffer(
             env,
             length,
@@ -515,7 +561,7 @@ unsafe fn external(
             hint.cast(),
             &mut buffer,
         )
-    };
+    });
     if status != sys::Status::napi_ok {
         if status == sys::Status::napi_no_external_buffers_allowed {
             // SAFETY: the runtime refused before taking ownership of `hint`,

@@ -559,10 +559,10 @@ test('11. a look-alike SharedMemory as a region backing is ERR_INVALID_ARG_TYPE,
   t.deepEqual(guest.regions(), [])
 })
 
-test('11. a region backing whose fdOffset is a fraction, NaN or Infinity is ERR_OUT_OF_RANGE, in new GuestMemory and addRegion (found by the fuzzer)', (t) => {
+test('11. a region backing whose fdOffset is a fraction, negative, NaN or Infinity is ERR_OUT_OF_RANGE, in new GuestMemory and addRegion (found by the fuzzer)', (t) => {
   const { fd } = tempFile(t, Buffer.alloc(2 * P))
   using guest = new GuestMemory([], { addressSpace: 4 * P })
-  for (const fdOffset of [5e-324, 0.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+  for (const fdOffset of [5e-324, 0.5, -P, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
     const spec = { guestAddress: 0, size: P, backing: { fd, fdOffset } }
     t.throws(() => new GuestMemory([spec]), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
     t.throws(() => guest.addRegion(spec), { code: 'ERR_OUT_OF_RANGE', instanceOf: RangeError })
@@ -584,22 +584,4 @@ test('11. GuestMemory.restore refuses a source that is not a regular file or blo
   const fd = openSync('/dev/zero', 'r')
   t.teardown(() => closeSync(fd))
   t.throws(() => GuestMemory.restore(manifest, fd), { code: 'ERR_INVALID_ARG_VALUE' })
-})
-
-test('11. a region backing whose fdOffset is a fraction, negative or NaN is ERR_OUT_OF_RANGE, not a bare RangeError from BigInt()', (t) => {
-  const { fd } = tempFile(t, Buffer.alloc(4 * PAGE_SIZE))
-  using guest = new GuestMemory([], { addressSpace: 16 * PAGE_SIZE })
-  for (const fdOffset of [0.5, -PAGE_SIZE, Number.NaN, Number.POSITIVE_INFINITY]) {
-    t.throws(
-      () => guest.addRegion({ guestAddress: 0, size: PAGE_SIZE, backing: { fd, fdOffset } }),
-      { code: 'ERR_OUT_OF_RANGE' },
-      String(fdOffset),
-    )
-    t.throws(
-      () => new GuestMemory([{ guestAddress: 0, size: PAGE_SIZE, backing: { fd, fdOffset } }]),
-      { code: 'ERR_OUT_OF_RANGE' },
-      String(fdOffset),
-    )
-  }
-  t.is(guest.regions().length, 0)
 })

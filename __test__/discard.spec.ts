@@ -1,7 +1,7 @@
 import test from 'ava'
 import { readFileSync, statSync } from 'node:fs'
 import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, Seal, SharedMemory } from 'mapped-region'
-import { tempFile, throwsErrno } from './helpers.js'
+import { NO_EXTERNAL, tempFile, throwsErrno } from './helpers.js'
 
 const P = PAGE_SIZE
 
@@ -26,12 +26,14 @@ test('discard: private and shared anonymous mappings read as zeros; a view sees 
   for (const shared of [false, true]) {
     using m = MemoryMapping.anonymous(4 * P, { shared })
     m.write(0, Buffer.alloc(4 * P, 0xaa))
-    const view = m.view(0, 4 * P)
+    // Without external buffers (scripts/no-external.sh) there are no views: the same bytes are read by copy.
+    const view = NO_EXTERNAL ? undefined : m.view(0, 4 * P)
     m.discard(P, 2 * P)
-    t.is(view.length, 4 * P, 'not detached: the mapping stays')
-    t.is(view[P - 1], 0xaa)
-    t.true(view.subarray(P, 3 * P).equals(Buffer.alloc(2 * P)), `zeros (shared: ${shared})`)
-    t.is(view[3 * P], 0xaa)
+    if (view !== undefined) t.is(view.length, 4 * P, 'not detached: the mapping stays')
+    const bytes = view ?? m.read(0, 4 * P)
+    t.is(bytes[P - 1], 0xaa)
+    t.true(bytes.subarray(P, 3 * P).equals(Buffer.alloc(2 * P)), `zeros (shared: ${shared})`)
+    t.is(bytes[3 * P], 0xaa)
     t.is(m.readU32(P), 0, 'typed access too')
     m.discard(0, 0) // nothing
     t.is(m.read(0, 1)[0], 0xaa)
@@ -48,7 +50,7 @@ test('discard: in an arena each overlay piece goes its own way (memfd freed, pri
   arena.addFdMapping(66 * P, 2 * P, privateFile.fd, 0, Protection.READ_WRITE, { shared: false })
   arena.addFdMapping(68 * P, 4 * P, sharedFile.fd, 0, Protection.READ_WRITE)
   arena.write(0, Buffer.alloc(72 * P, 1))
-  const ramView = arena.view(2 * P, 64 * P)
+  const ramView = NO_EXTERNAL ? undefined : arena.view(2 * P, 64 * P)
   const ramStart = arena.address + BigInt(2 * P)
   t.true(rssKb(ramStart, 64 * P) >= (64 * P) / 1024, 'the memfd is resident')
   const blocksBefore = statSync(sharedFile.path).blocks
@@ -58,8 +60,10 @@ test('discard: in an arena each overlay piece goes its own way (memfd freed, pri
   t.true(rssKb(ramStart, 64 * P) < (64 * P) / 1024 / 2, 'the memfd pages went back')
   t.true(arena.read(0, P).equals(Buffer.alloc(P, 1)), 'before the range: kept')
   t.true(arena.read(P, P).equals(Buffer.alloc(P)), 'private anonymous: zeros')
-  t.is(ramView.length, 64 * P, 'the view over the memfd stays attached')
-  t.true(ramView.equals(Buffer.alloc(64 * P)), 'the memfd: zeros, through the view')
+  if (ramView !== undefined) {
+    t.is(ramView.length, 64 * P, 'the view over the memfd stays attached')
+    t.true(ramView.equals(Buffer.alloc(64 * P)), 'the memfd: zeros, through the view')
+  }
   using again = MemoryMapping.fromFd(ram.fd, ram.size)
   t.true(again.read(0, 64 * P).equals(Buffer.alloc(64 * P)), 'zeros in the memfd itself, not just here')
   t.true(arena.read(66 * P, 2 * P).equals(Buffer.alloc(2 * P, 7)), 'private file: the file again')
@@ -125,10 +129,10 @@ test('GuestMemory.discard: across regions that follow each other, marks the page
   t.deepEqual(dirty, [0b1000n, 0b1n, 0n, 0n], 'the discarded pages changed: dirty')
 
   // A view across both regions sees the change and stays attached.
-  const view = guest.view(P, 6 * P)
+  const view = NO_EXTERNAL ? undefined : guest.view(P, 6 * P)
   guest.discard(P, 6 * P)
-  t.is(view.length, 6 * P, 'the view stays')
-  t.true(view.equals(Buffer.alloc(6 * P)))
+  if (view !== undefined) t.is(view.length, 6 * P, 'the view stays')
+  t.true((view ?? guest.read(P, 6 * P)).equals(Buffer.alloc(6 * P)))
   t.true(guest.read(7 * P, P).equals(Buffer.alloc(P, 3)))
 
   t.throws(() => guest.discard(7 * P, 2 * P), { code: 'ERR_MMAP_ACCESS' }, 'into a read-only region')

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { readFileSync, statSync } from 'node:fs'
+import { ftruncateSync, readFileSync, statSync } from 'node:fs'
 import { GuestMemory, MemoryMapping, MemoryMappingArena, PAGE_SIZE, Protection, Seal, SharedMemory } from 'mapped-region'
 import { NO_EXTERNAL, tempFile, throwsErrno } from './helpers.js'
 
@@ -71,7 +71,12 @@ test('discard: in an arena each overlay piece goes its own way (memfd freed, pri
   t.true(arena.read(71 * P, P).equals(Buffer.alloc(P, 1)), 'after the range: kept')
   const after = statSync(sharedFile.path)
   t.is(after.size, 4 * P, 'the file keeps its size')
-  t.true(after.blocks < blocksBefore, `blocks drop: ${after.blocks} < ${blocksBefore}`)
+  // Where the file system reports allocation (a sparse extension adds no blocks; ramfs, the
+  // root of the emulated arm64 machine, reports the size instead), the punched blocks are gone.
+  ftruncateSync(sharedFile.fd, 4 * P + (1 << 20))
+  const sparse = statSync(sharedFile.path).blocks === after.blocks
+  ftruncateSync(sharedFile.fd, 4 * P)
+  if (sparse) t.true(after.blocks < blocksBefore, `blocks drop: ${after.blocks} < ${blocksBefore}`)
   const onDisk = readFileSync(sharedFile.path)
   t.true(onDisk.subarray(0, 3 * P).equals(Buffer.alloc(3 * P)), 'a hole in the file')
   t.true(onDisk.subarray(3 * P).equals(Buffer.alloc(P, 1)))

@@ -254,11 +254,11 @@ macro_rules! atomic_word {
         impl AtomicWord for $t {
             unsafe fn apply(at: *mut u8, op: Atomic<$t>) -> $t {
                 use std::sync::atomic::Ordering::SeqCst;
-                // SAFETY: guaranteed by the caller. The one reference formed
-                // over region memory: to an atomic, whose `UnsafeCell` lets
-                // anyone change it meanwhile (as vm-memory's atomic access does).
-                // raw-ref: an interior-mutable atomic word, for one operation.
-                let cell = unsafe { <$atomic>::from_ptr(at.cast()) };
+                // The one reference formed over region memory: to an atomic,
+                // whose `UnsafeCell` lets anyone change it meanwhile (as
+                // vm-memory's atomic access does).
+                // SAFETY: guaranteed by the caller (aligned, mapped, direct).
+                let cell = unsafe { <$atomic>::from_ptr(at.cast()) }; // raw-ref: an interior-mutable atomic word, for one operation.
                 match op {
                     Atomic::Load => cell.load(SeqCst),
                     Atomic::Store(v) => {

@@ -766,10 +766,11 @@ impl MemoryMappingArena {
         }
         for piece in self.layout.within(offset, end) {
             let shared = matches!(piece.backing, Backing::Fd { shared: true, .. });
-            // SAFETY: the piece lies inside the arena (a checked range, cut to
-            // a layout entry) and is mapped writable; the layout cannot change
-            // while `self` is borrowed. Discarding changes contents only, as a
-            // write would; the advice never makes memory fault.
+            // The piece lies inside the arena (a checked range, cut to a layout
+            // entry) and is mapped writable; the layout cannot change while
+            // `self` is borrowed. Discarding changes contents only, as a write
+            // would; the advice never makes memory fault.
+            // SAFETY: as just said: an owned, writable range and a harmless advice.
             unsafe {
                 sys::madvise(
                     self.addr.add(piece.offset),

@@ -182,10 +182,11 @@ pub fn copy(dst: MemSliceMut<'_>, src: MemSlice<'_>, probe_dst: bool) -> Option<
     if !armed() {
         return None;
     }
-    // SAFETY: both slices are mapped with the access their types say (their
+    // Both slices are mapped with the access their types say (their
     // contracts; the guard only catches SIGBUS, not SIGSEGV); a vanished page
     // raises SIGBUS inside mr_guarded_copy, which our armed handler turns into
     // a return of the bytes left. The copy is assembly: no reference is formed.
+    // SAFETY: as just said.
     Some(unsafe { mr_guarded_copy(dst.as_ptr(), src.as_ptr(), len, usize::from(probe_dst)) })
 }
 

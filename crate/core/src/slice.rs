@@ -155,10 +155,11 @@ impl<'a> MemSliceMut<'a> {
     #[inline]
     pub fn copy_from(self, src: MemSlice<'_>) {
         let len = copy_len(self.len, src.len);
-        // SAFETY: both are mapped for their lifetimes (their constructors'
-        // contracts), `self` writable, neither null; `ptr::copy` is memmove, so
-        // an overlap is copied right. No reference is formed: bytes another
-        // agent changes meanwhile are copied as they are found.
+        // Both are mapped for their lifetimes (their constructors' contracts),
+        // `self` writable, neither null; `ptr::copy` is memmove, so an overlap
+        // is copied right. No reference is formed: bytes another agent changes
+        // meanwhile are copied as they are found.
+        // SAFETY: as just said.
         unsafe { ptr::copy(src.ptr, self.ptr, len) }
     }
 }

@@ -97,12 +97,12 @@ fn take_owned(env: sys::napi_env, out: &mut [f64]) {
         // Detached (or not what `attach` made): no slots.
         return;
     }
-    // SAFETY: `data` is the backing store of an attached, non-resizable
-    // `ArrayBuffer` of at least `SLOTS` f64s, read just now; only a detach or
-    // its collection could free it, and neither can happen before this copy
-    // ends (no JavaScript runs, the strong reference holds it, and no other
-    // thread can reach a non-shared `ArrayBuffer`). Copied as bytes: no
-    // alignment is assumed.
+    // `data` is the backing store of an attached, non-resizable `ArrayBuffer`
+    // of at least `SLOTS` f64s, read just now; only a detach or its collection
+    // could free it, and neither can happen before this copy ends (no
+    // JavaScript runs, the strong reference holds it, and no other thread can
+    // reach a non-shared `ArrayBuffer`). Copied as bytes: no alignment assumed.
+    // SAFETY: as just said.
     unsafe {
         ptr::copy_nonoverlapping(
             data.cast::<u8>(),

@@ -28,16 +28,17 @@ export interface ChildResult {
  * Runs `body` (CommonJS, with `mr` bound to the package, `ROOT` to its folder and `gc` exposed) in a
  * fresh Node process, so that a crash is a result to assert on, not a dead runner.
  */
-export function runChild(body: string, timeoutMs = 60_000, options: { maxFds?: number } = {}): ChildResult {
+export function runChild(body: string, timeoutMs = 60_000, options: { maxFds?: number; nodeFlags?: string[] } = {}): ChildResult {
   const dir = mkdtempSync(join(tmpdir(), 'mr-child-'))
   const file = join(dir, 'child.cjs')
   writeFileSync(file, `'use strict'\nconst ROOT = ${JSON.stringify(ROOT)}\nconst mr = require(${JSON.stringify(ENTRY)})\n${body}\n`)
   try {
     // With maxFds, the child runs under `ulimit -n` (Node cannot lower its own limit).
+    const flags = ['--expose-gc', ...(options.nodeFlags ?? [])]
     const [cmd, args] =
       options.maxFds === undefined
-        ? [process.execPath, ['--expose-gc', file]]
-        : ['/bin/sh', ['-c', `ulimit -n ${options.maxFds} && exec "$0" --expose-gc "$1"`, process.execPath, file]]
+        ? [process.execPath, [...flags, file]]
+        : ['/bin/sh', ['-c', `ulimit -n ${options.maxFds} && exec "$0" "$@"`, process.execPath, ...flags, file]]
     const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs * SLOWDOWN })
     return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr }
   } finally {

@@ -152,10 +152,13 @@ test('compareExchangeU32 is atomic across processes sharing a memfd (no lost inc
   using ram = SharedMemory.create('counter', P)
   using m = MemoryMapping.fromFd(ram.fd, P)
   const rounds = 20000
+  // Word 0 is the counter; the child sets word 8 once it has mapped the memfd, and both start
+  // when the parent sets word 4, so the two really race however slowly the child starts.
   const body = `
     const mr = require(${JSON.stringify(ENTRY)})
     const fd = require('node:fs').openSync('/proc/${process.pid}/fd/${ram.fd}', 'r+')
     const m = mr.MemoryMapping.fromFd(fd, mr.PAGE_SIZE)
+    m.writeU32Atomic(8, 1)
     while (m.readU32Atomic(4) === 0) {}
     for (let i = 0; i < ${rounds}; i++) { for (;;) { const v = m.readU32Atomic(0); if (m.compareExchangeU32(0, v, v + 1) === v) break } }
     console.log('done')
@@ -163,9 +166,12 @@ test('compareExchangeU32 is atomic across processes sharing a memfd (no lost inc
   const child = spawn(process.execPath, ['-e', body], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (d) => (out += d))
-  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
-  // Wait for the child to map the memfd, then race it.
-  await new Promise((r) => setTimeout(r, 300))
+  // 'close', not 'exit': the child's output may still be on its way when it has exited.
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve))
+  let ended = false
+  void closed.then(() => (ended = true))
+  while (m.readU32Atomic(8) === 0 && !ended) await new Promise((r) => setTimeout(r, 10))
+  t.is(m.readU32Atomic(8), 1, 'the child mapped the memfd')
   m.writeU32Atomic(4, 1)
   for (let i = 0; i < rounds; i++) {
     for (;;) {
@@ -173,7 +179,7 @@ test('compareExchangeU32 is atomic across processes sharing a memfd (no lost inc
       if (m.compareExchangeU32(0, v, v + 1) === v) break
     }
   }
-  t.is(await exited, 0)
+  t.is(await closed, 0)
   t.is(out.trim(), 'done')
   t.is(m.readU32Atomic(0), 2 * rounds)
 })

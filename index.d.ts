@@ -50,9 +50,6 @@ export interface GuestRegionInfo {
   backing: 'fd' | 'anonymous'
 }
 
-/** The regions of a guest memory's table, sorted by guest address. */
-export declare function guestRegions(handle: number): Array<GuestRegionInfo>
-
 /**
  * Whether `value` is a multiple of the page size (the core's alignment rule,
  * for facade checks of values that reach no native call as an offset).
@@ -101,31 +98,6 @@ export interface MappingInfo {
 
 /** The system page size. */
 export declare function pageSize(): number
-
-/**
- * A batch of file I/O on the thread pool: `runs` is flat triples `(offset in
- * the region, length, file offset)`. With `dump`, each run of the region is
- * written to the file (`pwrite`), which is then grown to at least `fileLen`;
- * otherwise each is read from the file into the region (`pread`), and a file
- * too short for any run is refused before anything is read. Resolves to the
- * bytes moved.
- */
-export declare function regionFileIoAsync(handle: number, fd: number, dump: boolean, runs: Array<number>, fileLen: number): Promise<number>
-
-/**
- * Reads `fd` from `file_offset` into `offset` on the libuv thread pool:
- * `length` bytes, or without it the rest of the file; resolves to the bytes loaded.
- */
-export declare function regionLoadFileAsync(handle: number, offset: number, fd: number, fileOffset: number, length?: number | undefined | null): Promise<number>
-
-/** The layout of an arena. */
-export declare function regionMappings(handle: number): Array<MappingInfo>
-
-/** `msync(MS_SYNC)` on the libuv thread pool. */
-export declare function regionMsyncAsync(handle: number, offset: number, size: number): Promise<void>
-
-/** `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool. */
-export declare function regionPopulateAsync(handle: number, offset: number, size: number, write: boolean): Promise<void>
 
 /* Raw N-API entry points: generated from crate/node/src/entries.rs by scripts/typings.mjs. */
 
@@ -447,6 +419,49 @@ export declare function guestWindow(): [start: number, length: number, window: B
  * Scratch slots: handle, guestAddress, width.
  */
 export declare function guestAtomicCheck(): void
+
+/**
+ * `msync(MS_SYNC)` of the pages of `[offset, offset + size)` on the libuv thread pool.
+ * Scratch slots: handle, offset, size.
+ */
+export declare function regionMsyncAsync(): Promise<void>
+
+/**
+ * `MADV_POPULATE_READ`/`_WRITE` of the pages of `[offset, offset + size)`
+ * on the libuv thread pool.
+ * Scratch slots: handle, offset, size.
+ */
+export declare function regionPopulateAsync(write: boolean): Promise<void>
+
+/**
+ * Reads `fd` from `fileOffset` into `offset` on the libuv thread pool:
+ * `length` bytes, or without it the rest of the file; resolves to the
+ * bytes loaded.
+ * Scratch slots: handle, offset, fd, fileOffset.
+ */
+export declare function regionLoadFileAsync(length: number | undefined): Promise<number>
+
+/**
+ * A batch of file I/O on the libuv thread pool: `runs` is flat triples
+ * (offset in the region, length, file offset). With `dump`, each run is
+ * written to the file, which is then grown to at least `fileLen`;
+ * otherwise each is read from the file, which must hold every byte of
+ * every run. Resolves to the bytes moved.
+ * Scratch slots: handle, fd, fileLen.
+ */
+export declare function regionFileIoAsync(dump: boolean, runs: Float64Array): Promise<number>
+
+/**
+ * The layout of an arena.
+ * Scratch slots: handle.
+ */
+export declare function regionMappings(): MappingInfo[]
+
+/**
+ * The regions of a guest memory's table, sorted by guest address.
+ * Scratch slots: handle.
+ */
+export declare function guestRegions(): GuestRegionInfo[]
 
 /**
  * Asynchronous operations still pending.

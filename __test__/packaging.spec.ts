@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import test from 'ava'
 import { ROOT, runChild, tempDir } from './helpers.js'
@@ -177,4 +177,18 @@ test("a platform without a binary gets an error naming the supported targets, no
   t.regex(r.stdout, /^ERR_MMAP_NO_BINARY mapped-region: no prebuilt binary loads on this platform/)
   t.regex(r.stdout, /linux-x64-gnu \(x86-64 Linux\) and linux-arm64-gnu \(64-bit Arm Linux\), both for glibc 2\.17 or newer/)
   t.notRegex(r.stdout, /npm has a bug|wasm/i)
+})
+
+test('the shipped binaries hold no code generator: entryTypings/entryCalls are built only by scripts/typings.mjs', (t) => {
+  const binaries = readdirSync(ROOT).filter((f) => /^mapped-region\..*\.node$/.test(f))
+  t.true(binaries.length > 0, 'a built binary')
+  for (const file of binaries) {
+    const bytes = readFileSync(join(ROOT, file))
+    for (const text of ['entryTypings', 'entryCalls', 'Generated from crate/node/src/entries.rs']) {
+      t.is(bytes.indexOf(text), -1, `${file} holds "${text}"`)
+    }
+  }
+  // The generator's build does hold it (so the search above can find it where it is).
+  const generator = join(ROOT, 'target', 'debug', 'libmapped_region_node.so')
+  if (existsSync(generator)) t.not(readFileSync(generator).indexOf('entryTypings'), -1)
 })

@@ -60,6 +60,12 @@ const guestDiscardRaw = raw.guestDiscard
 const guestLoadFileRaw = raw.guestLoadFile
 const guestWindowRaw = raw.guestWindow
 const guestAtomicCheckRaw = raw.guestAtomicCheck
+const regionMsyncAsyncRaw = raw.regionMsyncAsync
+const regionPopulateAsyncRaw = raw.regionPopulateAsync
+const regionLoadFileAsyncRaw = raw.regionLoadFileAsync
+const regionFileIoAsyncRaw = raw.regionFileIoAsync
+const regionMappingsRaw = raw.regionMappings
+const guestRegionsRaw = raw.guestRegions
 const regionPendingRaw = raw.regionPending
 const regionKernelMappingsRaw = raw.regionKernelMappings
 
@@ -67,7 +73,7 @@ const regionKernelMappingsRaw = raw.regionKernelMappings
  * A `PROT_NONE` reservation of `size` bytes starting at a multiple of
  * `align`, owned by `owner`; returns its handle.
  */
-export function regionReserve(owner: object, size: number, align: number): number {
+export function regionReserve(owner: object, size: number, align: number) {
   slots[0] = n(size)
   slots[1] = n(align)
   return regionReserveRaw(owner)
@@ -76,7 +82,7 @@ export function regionReserve(owner: object, size: number, align: number): numbe
 /**
  * Anonymous memory owned by `owner`; returns its handle.
  */
-export function regionAnonymous(owner: object, size: number, protection: number, populate: boolean, shared: boolean): number {
+export function regionAnonymous(owner: object, size: number, protection: number, populate: boolean, shared: boolean) {
   slots[0] = n(size)
   slots[1] = n(protection)
   return regionAnonymousRaw(owner, populate, shared)
@@ -85,7 +91,7 @@ export function regionAnonymous(owner: object, size: number, protection: number,
 /**
  * A mapping of `fd` owned by `owner`; returns its handle.
  */
-export function regionFromFd(owner: object, fd: number, size: number, offset: number, protection: number, populate: boolean, shared: boolean, checkEof: boolean): number {
+export function regionFromFd(owner: object, fd: number, size: number, offset: number, protection: number, populate: boolean, shared: boolean, checkEof: boolean) {
   slots[0] = n(fd)
   slots[1] = n(size)
   slots[2] = n(offset)
@@ -96,7 +102,7 @@ export function regionFromFd(owner: object, fd: number, size: number, offset: nu
 /**
  * The start address (`ERR_MMAP_CLOSED` once closed).
  */
-export function regionAddress(handle: number): bigint {
+export function regionAddress(handle: number) {
   slots[0] = n(handle)
   return regionAddressRaw()
 }
@@ -104,7 +110,7 @@ export function regionAddress(handle: number): bigint {
 /**
  * The size in bytes (whole pages for an arena).
  */
-export function regionSize(handle: number): number {
+export function regionSize(handle: number) {
   slots[0] = n(handle)
   return regionSizeRaw()
 }
@@ -112,7 +118,7 @@ export function regionSize(handle: number): number {
 /**
  * Whether the region is closed.
  */
-export function regionClosed(handle: number): boolean {
+export function regionClosed(handle: number) {
   slots[0] = n(handle)
   return regionClosedRaw()
 }
@@ -121,7 +127,7 @@ export function regionClosed(handle: number): boolean {
  * Detaches every view and unmaps (once nothing uses the memory). `true`
  * when the facade must call `regionReclaim` on the next turn of the event loop.
  */
-export function regionClose(handle: number): true | undefined {
+export function regionClose(handle: number) {
   slots[0] = n(handle)
   return regionCloseRaw()
 }
@@ -129,7 +135,7 @@ export function regionClose(handle: number): true | undefined {
 /**
  * Gives held ranges what their changes asked for; releases a deferred close.
  */
-export function regionReclaim(handle: number): void {
+export function regionReclaim(handle: number) {
   slots[0] = n(handle)
   return regionReclaimRaw()
 }
@@ -137,7 +143,7 @@ export function regionReclaim(handle: number): void {
 /**
  * `msync(MS_SYNC)`.
  */
-export function regionMsync(handle: number, offset: number, size: number): void {
+export function regionMsync(handle: number, offset: number, size: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -147,7 +153,7 @@ export function regionMsync(handle: number, offset: number, size: number): void 
 /**
  * `madvise` with the Linux advice number.
  */
-export function regionMadvise(handle: number, offset: number, size: number, advice: number): void {
+export function regionMadvise(handle: number, offset: number, size: number, advice: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -158,7 +164,7 @@ export function regionMadvise(handle: number, offset: number, size: number, advi
 /**
  * `mlock` (`mlock2(MLOCK_ONFAULT)` with `onFault`).
  */
-export function regionMlock(handle: number, offset: number, size: number, onFault: boolean): void {
+export function regionMlock(handle: number, offset: number, size: number, onFault: boolean) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -168,7 +174,7 @@ export function regionMlock(handle: number, offset: number, size: number, onFaul
 /**
  * `munlock`.
  */
-export function regionMunlock(handle: number, offset: number, size: number): void {
+export function regionMunlock(handle: number, offset: number, size: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -179,7 +185,7 @@ export function regionMunlock(handle: number, offset: number, size: number): voi
  * An fd overlay (`MAP_SHARED`, or `MAP_PRIVATE` without `shared`). `true`
  * when the arena now holds ranges to reclaim.
  */
-export function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number, shared: boolean): true | undefined {
+export function regionAddFdMapping(handle: number, offset: number, size: number, fd: number, fdOffset: number, protection: number, shared: boolean) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -192,7 +198,7 @@ export function regionAddFdMapping(handle: number, offset: number, size: number,
 /**
  * An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
  */
-export function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number, shared: boolean): true | undefined {
+export function regionAddFdMappingBig(handle: number, offset: number, size: number, fd: number, fdOffset: bigint, protection: number, shared: boolean) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -206,7 +212,7 @@ export function regionAddFdMappingBig(handle: number, offset: number, size: numb
  * descriptor; no `fstat` when the core knows its size: see
  * `MemoryMappingArena::plan_shm_overlay`).
  */
-export function regionAddShmMapping(handle: number, offset: number, size: number, source: number, fdOffset: number, protection: number, shared: boolean): true | undefined {
+export function regionAddShmMapping(handle: number, offset: number, size: number, source: number, fdOffset: number, protection: number, shared: boolean) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -219,7 +225,7 @@ export function regionAddShmMapping(handle: number, offset: number, size: number
 /**
  * A private anonymous overlay.
  */
-export function regionAddAnonymous(handle: number, offset: number, size: number, protection: number): true | undefined {
+export function regionAddAnonymous(handle: number, offset: number, size: number, protection: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -230,7 +236,7 @@ export function regionAddAnonymous(handle: number, offset: number, size: number,
 /**
  * Changes the protection of a mapped range in place (`mprotect`).
  */
-export function regionProtect(handle: number, offset: number, size: number, protection: number): true | undefined {
+export function regionProtect(handle: number, offset: number, size: number, protection: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -241,7 +247,7 @@ export function regionProtect(handle: number, offset: number, size: number, prot
 /**
  * Replaces the range by reserved `PROT_NONE` space.
  */
-export function regionRemoveMapping(handle: number, offset: number, size: number): true | undefined {
+export function regionRemoveMapping(handle: number, offset: number, size: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -253,7 +259,7 @@ export function regionRemoveMapping(handle: number, offset: number, size: number
  * `WRITE`): `MADV_REMOVE` over shared memory and files, `MADV_DONTNEED`
  * over private memory (the core's `discard`).
  */
-export function regionDiscard(handle: number, offset: number, size: number): void {
+export function regionDiscard(handle: number, offset: number, size: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(size)
@@ -263,7 +269,7 @@ export function regionDiscard(handle: number, offset: number, size: number): voi
 /**
  * Copies `target.length` bytes at `offset` into `target`.
  */
-export function regionReadInto(handle: number, offset: number, target: Uint8Array): void {
+export function regionReadInto(handle: number, offset: number, target: Uint8Array) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   return regionReadIntoRaw(target)
@@ -272,7 +278,7 @@ export function regionReadInto(handle: number, offset: number, target: Uint8Arra
 /**
  * Copies `source` to `offset`.
  */
-export function regionWrite(handle: number, offset: number, source: Uint8Array): void {
+export function regionWrite(handle: number, offset: number, source: Uint8Array) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   return regionWriteRaw(source)
@@ -283,7 +289,7 @@ export function regionWrite(handle: number, offset: number, source: Uint8Array):
  * buffer): `length` bytes, or without it the rest of the file. Returns
  * the bytes loaded (fewer where the file ends).
  */
-export function regionLoadFile(handle: number, offset: number, fd: number, fileOffset: number, length: number | undefined): number {
+export function regionLoadFile(handle: number, offset: number, fd: number, fileOffset: number, length: number | undefined) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(fd)
@@ -295,7 +301,7 @@ export function regionLoadFile(handle: number, offset: number, fd: number, fileO
  * How many bytes loading `fd` from `fileOffset` reads without a length:
  * the rest of the file (the core's rule).
  */
-export function fileLoadLength(fd: number, fileOffset: number): number {
+export function fileLoadLength(fd: number, fileOffset: number) {
   slots[0] = n(fd)
   slots[1] = n(fileOffset)
   return fileLoadLengthRaw()
@@ -307,7 +313,7 @@ export function fileLoadLength(fd: number, fileOffset: number): number {
  * unknown size passes). For checking a whole snapshot manifest before
  * anything is mapped.
  */
-export function fileCheckEof(fd: number, fdOffset: number, size: number): void {
+export function fileCheckEof(fd: number, fdOffset: number, size: number) {
   slots[0] = n(fd)
   slots[1] = n(fdOffset)
   slots[2] = n(size)
@@ -318,7 +324,7 @@ export function fileCheckEof(fd: number, fdOffset: number, size: number): void {
  * Checks one protection argument (the rule every `protection` passes)
  * and returns it: what `Protection.of` combines.
  */
-export function checkProtection(protection: number): number {
+export function checkProtection(protection: number) {
   slots[0] = n(protection)
   return checkProtectionRaw()
 }
@@ -327,7 +333,7 @@ export function checkProtection(protection: number): number {
  * Checks one seal argument (the core's seal rule, as `addSeals` applies
  * it) and returns it: what `Seal.of` combines.
  */
-export function checkSeals(seals: number): number {
+export function checkSeals(seals: number) {
   slots[0] = n(seals)
   return checkSealsRaw()
 }
@@ -335,7 +341,7 @@ export function checkSeals(seals: number): number {
 /**
  * A new `Buffer` with a copy of `length` bytes at `offset`.
  */
-export function regionRead(handle: number, offset: number, length: number): Buffer {
+export function regionRead(handle: number, offset: number, length: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(length)
@@ -345,7 +351,7 @@ export function regionRead(handle: number, offset: number, length: number): Buff
 /**
  * A zero-copy `Buffer` over the range, detached when the memory under it changes.
  */
-export function regionView(handle: number, offset: number, length: number): Buffer {
+export function regionView(handle: number, offset: number, length: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(length)
@@ -357,7 +363,7 @@ export function regionView(handle: number, offset: number, length: number): Buff
  * `[start, length, buffer]`, `[start, length, undefined]` where memory
  * may not be touched directly, or `undefined` in a hole.
  */
-export function regionWindow(handle: number, offset: number): [start: number, length: number, window: Buffer | undefined] | undefined {
+export function regionWindow(handle: number, offset: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   return regionWindowRaw()
@@ -367,7 +373,7 @@ export function regionWindow(handle: number, offset: number): [start: number, le
  * Refuses an atomic access of `width` bytes at `offset` that may not be
  * made (bounds, natural alignment, memory that may be touched directly).
  */
-export function regionAtomicCheck(handle: number, offset: number, width: number): void {
+export function regionAtomicCheck(handle: number, offset: number, width: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(width)
@@ -378,7 +384,7 @@ export function regionAtomicCheck(handle: number, offset: number, width: number)
  * A `SharedArrayBuffer` over the range (where the runtime can make one), pinning
  * it until collected: changes over it are `ERR_MMAP_BUSY` meanwhile.
  */
-export function regionSharedView(handle: number, offset: number, length: number): SharedArrayBuffer {
+export function regionSharedView(handle: number, offset: number, length: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(length)
@@ -389,7 +395,7 @@ export function regionSharedView(handle: number, offset: number, length: number)
  * Shares the region with other threads: `[id, token, isArena]` for
  * `regionAttach`. From now on views are recorded and no window is handed out.
  */
-export function regionShare(handle: number): [id: number, token: number, arena: boolean] {
+export function regionShare(handle: number) {
   slots[0] = n(handle)
   return regionShareRaw()
 }
@@ -398,7 +404,7 @@ export function regionShare(handle: number): [id: number, token: number, arena: 
  * A new handle, owned by `owner`, over the region shared as `id`/`token`
  * (in any thread); `arena` must match its kind.
  */
-export function regionAttach(owner: object, id: number, token: number, arena: boolean): number {
+export function regionAttach(owner: object, id: number, token: number, arena: boolean) {
   slots[0] = n(id)
   slots[1] = n(token)
   return regionAttachRaw(owner, arena)
@@ -409,7 +415,7 @@ export function regionAttach(owner: object, id: number, token: number, arena: bo
  * window): `op` 0 load, 1 store `value`, 2 compare `expected` and
  * exchange for `value`; returns the value loaded (or stored).
  */
-export function regionAtomic32(handle: number, offset: number, op: number, value: number, expected: number): number {
+export function regionAtomic32(handle: number, offset: number, op: number, value: number, expected: number) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(op)
@@ -421,7 +427,7 @@ export function regionAtomic32(handle: number, offset: number, op: number, value
 /**
  * As `regionAtomic32`, for 8 bytes (values as BigInts).
  */
-export function regionAtomic64(handle: number, offset: number, op: number, value: bigint, expected: bigint): bigint {
+export function regionAtomic64(handle: number, offset: number, op: number, value: bigint, expected: bigint) {
   slots[0] = n(handle)
   slots[1] = n(offset)
   slots[2] = n(op)
@@ -437,7 +443,7 @@ export function regionAtomic64(handle: number, offset: number, op: number, value
  * `SharedMemory` registered as `fd`. Returns its KVM slot, and `true`
  * when the arena now holds ranges to reclaim.
  */
-export function guestAddRegion(handle: number, guestAddress: number, size: number, protection: number, kind: number, fd: number, fdOffset: bigint, shared: boolean, dontDump: boolean): [slot: number, held: boolean] {
+export function guestAddRegion(handle: number, guestAddress: number, size: number, protection: number, kind: number, fd: number, fdOffset: bigint, shared: boolean, dontDump: boolean) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(size)
@@ -451,7 +457,7 @@ export function guestAddRegion(handle: number, guestAddress: number, size: numbe
  * Removes the guest region that starts at `guestAddress` from the arena
  * and its guest table. `true` when the arena now holds ranges to reclaim.
  */
-export function guestRemoveRegion(handle: number, guestAddress: number): true | undefined {
+export function guestRemoveRegion(handle: number, guestAddress: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   return guestRemoveRegionRaw()
@@ -460,7 +466,7 @@ export function guestRemoveRegion(handle: number, guestAddress: number): true | 
 /**
  * Changes the protection of the guest region that starts at `guestAddress`.
  */
-export function guestProtect(handle: number, guestAddress: number, protection: number): true | undefined {
+export function guestProtect(handle: number, guestAddress: number, protection: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(protection)
@@ -470,7 +476,7 @@ export function guestProtect(handle: number, guestAddress: number, protection: n
 /**
  * Refuses a guest range that guest regions do not cover without a gap.
  */
-export function guestCovered(handle: number, guestAddress: number, length: number): void {
+export function guestCovered(handle: number, guestAddress: number, length: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(length)
@@ -480,7 +486,7 @@ export function guestCovered(handle: number, guestAddress: number, length: numbe
 /**
  * The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
  */
-export function guestTranslate(handle: number, guestAddress: number): bigint {
+export function guestTranslate(handle: number, guestAddress: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   return guestTranslateRaw()
@@ -489,7 +495,7 @@ export function guestTranslate(handle: number, guestAddress: number): bigint {
 /**
  * A new `Buffer` with a copy of `length` guest bytes at `guestAddress`.
  */
-export function guestRead(handle: number, guestAddress: number, length: number): Buffer {
+export function guestRead(handle: number, guestAddress: number, length: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(length)
@@ -499,7 +505,7 @@ export function guestRead(handle: number, guestAddress: number, length: number):
 /**
  * Copies `target.length` guest bytes at `guestAddress` into `target`.
  */
-export function guestReadInto(handle: number, guestAddress: number, target: Uint8Array): void {
+export function guestReadInto(handle: number, guestAddress: number, target: Uint8Array) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   return guestReadIntoRaw(target)
@@ -508,7 +514,7 @@ export function guestReadInto(handle: number, guestAddress: number, target: Uint
 /**
  * Copies `source` to `guestAddress`.
  */
-export function guestWrite(handle: number, guestAddress: number, source: Uint8Array): void {
+export function guestWrite(handle: number, guestAddress: number, source: Uint8Array) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   return guestWriteRaw(source)
@@ -518,7 +524,7 @@ export function guestWrite(handle: number, guestAddress: number, source: Uint8Ar
  * `regionDiscard` of `[guestAddress, guestAddress + size)`, which
  * regions that follow each other without a gap must cover.
  */
-export function guestDiscard(handle: number, guestAddress: number, size: number): void {
+export function guestDiscard(handle: number, guestAddress: number, size: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(size)
@@ -529,7 +535,7 @@ export function guestDiscard(handle: number, guestAddress: number, size: number)
  * Reads `length` bytes of `fd` from `fileOffset` into guest memory at
  * `guestAddress` (`pread`); returns the bytes loaded.
  */
-export function guestLoadFile(handle: number, guestAddress: number, fd: number, fileOffset: number, length: number): number {
+export function guestLoadFile(handle: number, guestAddress: number, fd: number, fileOffset: number, length: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(fd)
@@ -542,7 +548,7 @@ export function guestLoadFile(handle: number, guestAddress: number, fd: number, 
  * `regionWindow` around `guestAddress`, with the bounds of the guest
  * region there appended; `undefined` in no region or a hole.
  */
-export function guestWindow(handle: number, guestAddress: number): [start: number, length: number, window: Buffer | undefined, regionStart: number, regionEnd: number] | undefined {
+export function guestWindow(handle: number, guestAddress: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   return guestWindowRaw()
@@ -552,7 +558,7 @@ export function guestWindow(handle: number, guestAddress: number): [start: numbe
  * Refuses an atomic access of `width` bytes at `guestAddress` outside
  * the guest regions, or one that may not be made (as `regionAtomicCheck`).
  */
-export function guestAtomicCheck(handle: number, guestAddress: number, width: number): void {
+export function guestAtomicCheck(handle: number, guestAddress: number, width: number) {
   slots[0] = n(handle)
   slots[1] = n(guestAddress)
   slots[2] = n(width)
@@ -560,9 +566,73 @@ export function guestAtomicCheck(handle: number, guestAddress: number, width: nu
 }
 
 /**
+ * `msync(MS_SYNC)` of the pages of `[offset, offset + size)` on the libuv thread pool.
+ */
+export function regionMsyncAsync(handle: number, offset: number, size: number) {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  return regionMsyncAsyncRaw()
+}
+
+/**
+ * `MADV_POPULATE_READ`/`_WRITE` of the pages of `[offset, offset + size)`
+ * on the libuv thread pool.
+ */
+export function regionPopulateAsync(handle: number, offset: number, size: number, write: boolean) {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(size)
+  return regionPopulateAsyncRaw(write)
+}
+
+/**
+ * Reads `fd` from `fileOffset` into `offset` on the libuv thread pool:
+ * `length` bytes, or without it the rest of the file; resolves to the
+ * bytes loaded.
+ */
+export function regionLoadFileAsync(handle: number, offset: number, fd: number, fileOffset: number, length: number | undefined) {
+  slots[0] = n(handle)
+  slots[1] = n(offset)
+  slots[2] = n(fd)
+  slots[3] = n(fileOffset)
+  return regionLoadFileAsyncRaw(length)
+}
+
+/**
+ * A batch of file I/O on the libuv thread pool: `runs` is flat triples
+ * (offset in the region, length, file offset). With `dump`, each run is
+ * written to the file, which is then grown to at least `fileLen`;
+ * otherwise each is read from the file, which must hold every byte of
+ * every run. Resolves to the bytes moved.
+ */
+export function regionFileIoAsync(handle: number, fd: number, dump: boolean, runs: Float64Array, fileLen: number) {
+  slots[0] = n(handle)
+  slots[1] = n(fd)
+  slots[2] = n(fileLen)
+  return regionFileIoAsyncRaw(dump, runs)
+}
+
+/**
+ * The layout of an arena.
+ */
+export function regionMappings(handle: number) {
+  slots[0] = n(handle)
+  return regionMappingsRaw()
+}
+
+/**
+ * The regions of a guest memory's table, sorted by guest address.
+ */
+export function guestRegions(handle: number) {
+  slots[0] = n(handle)
+  return guestRegionsRaw()
+}
+
+/**
  * Asynchronous operations still pending.
  */
-export function regionPending(handle: number): number {
+export function regionPending(handle: number) {
   slots[0] = n(handle)
   return regionPendingRaw()
 }
@@ -570,7 +640,7 @@ export function regionPending(handle: number): number {
 /**
  * Kernel mappings an arena occupies.
  */
-export function regionKernelMappings(handle: number): number {
+export function regionKernelMappings(handle: number) {
   slots[0] = n(handle)
   return regionKernelMappingsRaw()
 }

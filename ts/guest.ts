@@ -18,9 +18,11 @@ import {
   fileLoadLength,
   fileCheckEof,
   regionReclaim,
+  regionLoadFileAsync,
+  regionFileIoAsync,
+  guestRegions,
 } from './calls.js'
 import type { GuestRegionInfo } from '../index.js'
-import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { HANDLE_KEYS, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
 import { SharedMemory, sharedMemorySource, sharedMemoryState } from './shm.js'
@@ -190,8 +192,6 @@ interface Attached {
  * this module has it, so no caller of the constructor can.
  */
 const ATTACHED: unique symbol = Symbol('attached')
-
-const { regionLoadFileAsync, regionFileIoAsync, guestRegions } = native
 
 /** `guestAddRegion`'s `kind` for each backing. */
 enum Kind {
@@ -715,7 +715,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     try {
       await withFile(
         target,
-        (fd) => regionFileIoAsync(this.#h, fd, true, runs, fileOffset),
+        (fd) => regionFileIoAsync(this.#h, fd, true, Float64Array.from(runs), fileOffset),
         // Never O_TRUNC: the file may be the very snapshot this memory was restored from (its
         // private overlays read the pages not yet written from it); truncating it would leave
         // those pages past the end of their file. Writing the memory back over it is safe: a page
@@ -817,7 +817,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
         this.#mark(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
       }
     }
-    return withFile(source, (fd) => regionFileIoAsync(this.#h, fd, false, runs, 0))
+    return withFile(source, (fd) => regionFileIoAsync(this.#h, fd, false, Float64Array.from(runs), 0))
   }
 
   /** The arena's window around `at`, cut to the region that contains it. */

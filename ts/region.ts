@@ -36,8 +36,11 @@ import {
   regionSharedView,
   regionShare,
   regionAttach,
+  regionMsyncAsync,
+  regionPopulateAsync,
+  regionLoadFileAsync,
+  regionMappings,
 } from './calls.js'
-import { native } from './native.js'
 import { TypedAccess, type TypedMemory, type WindowAnswer } from './typed.js'
 import * as v from './validate.js'
 import { sharedMemorySource, sharedMemoryState, type SharedMemory } from './shm.js'
@@ -46,7 +49,6 @@ export type { MappingInfo }
 
 // The entry points come from ./calls.js (generated: each stores its number arguments in the
 // scratch slots and calls the addon). Every one of them re-checks its arguments natively.
-const { regionLoadFileAsync } = native
 
 /**
  * What {@link MemoryMappingArena.share} and {@link MemoryMapping.share} return: a plain object
@@ -502,13 +504,13 @@ abstract class Region extends TypedAccess<number> implements MappedRegion {
   }
 
   async msyncAsync(offset: number, size: number): Promise<void> {
-    return native.regionMsyncAsync(this.h, v.number('offset', offset), v.number('size', size))
+    return regionMsyncAsync(this.h, v.number('offset', offset), v.number('size', size))
   }
 
   async populateAsync(offset: number, size: number, options?: PopulateOptions): Promise<void> {
     const o = v.options('options', options, ['write'])
     const write = v.bool('write', o.write, false)
-    return native.regionPopulateAsync(this.h, v.number('offset', offset), v.number('size', size), write)
+    return regionPopulateAsync(this.h, v.number('offset', offset), v.number('size', size), write)
   }
 
   /** Asynchronous operations ({@link msyncAsync}, {@link populateAsync}) still in flight. */
@@ -881,6 +883,6 @@ export class MemoryMappingArena extends Region {
    * for (const m of arena.mappings()) console.log(m.offset, m.size, m.kind, m.protection)
    */
   mappings(): MappingInfo[] {
-    return native.regionMappings(this.h)
+    return regionMappings(this.h)
   }
 }

@@ -10,20 +10,24 @@
 //! `handles` for the region's state and the change protocol.
 
 use std::ffi::c_void;
+#[cfg(feature = "codegen")]
 use std::fmt::Write;
 use std::ptr;
 
+use napi::bindgen_prelude::{AsyncTask, ToNapiValue};
 use napi::sys;
 
 use mapped_region::rules::{check_bounds, check_eof, check_seals};
 use mapped_region::{
-    file_load_length, file_size, AnyRegion, Atomic, GuestBacking, MappingOptions, MemSliceMut,
-    MemoryMapping, MemoryMappingArena,
+    file_load_length, file_size, AnyRegion, Atomic, GuestBacking, MappingOptions, MemSlice,
+    MemSliceMut, MemoryMapping, MemoryMappingArena,
 };
 
 use crate::convert::{self, index};
 use crate::errors::{throw, Failure, Result};
 use crate::handles;
+use crate::records::{GuestRegionInfo, MappingInfo};
+use crate::tasks::{self, FileIoTask, RangeTask};
 
 /// Reads up to `N` arguments; missing ones are null.
 ///
@@ -54,7 +58,8 @@ unsafe fn argv<const N: usize>(
 
 /// An argument of an entry point: how it is read, and its TypeScript type.
 trait Arg: Sized {
-    /// The TypeScript type of the parameter.
+    /// The TypeScript type of the parameter (read by the generator only).
+    #[cfg_attr(not(feature = "codegen"), allow(dead_code))]
     const TS: &'static str;
     /// Whether it comes in a scratch slot ([`crate::scratch`]) rather than
     /// through N-API.
@@ -176,31 +181,68 @@ impl Arg for Bytes {
         if value.is_null() {
             return Err(not_bytes);
         }
-        let mut kind = -1;
-        let mut len = 0usize;
-        let mut data = ptr::null_mut();
-        // For anything but a typed array the call fails (napi_invalid_arg)
-        // and writes nothing; for one it reports the element type, length and
-        // data pointer (null for a detached or empty buffer).
-        // SAFETY: a live value of this callback's scope; the outputs are ours.
-        let status = unsafe {
-            sys::napi_get_typedarray_info(
-                env,
-                value,
-                &mut kind,
-                &mut len,
-                &mut data,
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        };
-        if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
-            return Err(not_bytes);
+        // SAFETY: a live value of this callback's scope.
+        match unsafe { typed_array(env, value) } {
+            Some((sys::TypedarrayType::uint8_array, len, data)) => Ok(Bytes { data, len }),
+            _ => Err(not_bytes),
         }
-        Ok(Bytes {
-            data: data.cast(),
-            len,
-        })
+    }
+}
+
+/// The element type, length (in elements) and data pointer of a typed array
+/// (null for a detached or empty one); `None` for anything else.
+///
+/// # Safety
+/// `value` must be a live value of the current callback's scope on `env`.
+unsafe fn typed_array(
+    env: sys::napi_env,
+    value: sys::napi_value,
+) -> Option<(sys::napi_typedarray_type, usize, *mut u8)> {
+    let mut kind = -1;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    // For anything but a typed array the call fails (napi_invalid_arg) and
+    // writes nothing.
+    // SAFETY: a live value of this callback's scope; the outputs are ours.
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            value,
+            &mut kind,
+            &mut len,
+            &mut data,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    (status == sys::Status::napi_ok).then_some((kind, len, data.cast()))
+}
+
+/// The numbers of a `Float64Array`, copied: its memory may be a view of a
+/// region, so it is read as bytes through a [`MemSlice`], never as `&[f64]`.
+impl Arg for Vec<f64> {
+    const TS: &'static str = "Float64Array";
+    unsafe fn read(env: sys::napi_env, value: sys::napi_value, what: &'static str) -> Result<Self> {
+        let not_numbers = Failure::ArgType {
+            what,
+            expected: "a Float64Array",
+        };
+        if value.is_null() {
+            return Err(not_numbers);
+        }
+        // SAFETY: a live value of this callback's scope.
+        let Some((sys::TypedarrayType::float64_array, len, data)) =
+            (unsafe { typed_array(env, value) })
+        else {
+            return Err(not_numbers);
+        };
+        // SAFETY: `data` holds `len` numbers (null only when empty or
+        // detached), readable for this callback, which the copy does not outlive.
+        let bytes = unsafe { MemSlice::new(data, len * 8) }.to_vec();
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_ne_bytes(b.try_into().unwrap_or_default()))
+            .collect())
     }
 }
 
@@ -250,7 +292,8 @@ impl Arg for Owner {
 
 /// What an entry point returns, and its TypeScript type.
 trait Ret {
-    /// The TypeScript return type.
+    /// The TypeScript return type (read by the generator only).
+    #[cfg_attr(not(feature = "codegen"), allow(dead_code))]
     const TS: &'static str;
     /// The JavaScript value (null for `undefined`).
     ///
@@ -385,6 +428,34 @@ made! {
     GuestWindowAnswer: "[start: number, length: number, window: Buffer | undefined, regionStart: number, regionEnd: number] | undefined";
 }
 
+/// Return values napi-rs converts: a task started on the thread pool (its
+/// promise) and the records of a layout. A conversion that fails throws.
+macro_rules! converted {
+    ($($ty:ty: $ts:literal;)*) => {$(
+        impl Ret for $ty {
+            const TS: &'static str = $ts;
+            unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+                // SAFETY: `env` is the live env of the current callback.
+                match unsafe { <$ty as ToNapiValue>::to_napi_value(env, self) } {
+                    Ok(value) => value,
+                    Err(e) => {
+                        // SAFETY: as above.
+                        unsafe { napi::JsError::from(e).throw_into(env) };
+                        ptr::null_mut()
+                    }
+                }
+            }
+        }
+    )*};
+}
+
+converted! {
+    AsyncTask<RangeTask>: "Promise<void>";
+    AsyncTask<FileIoTask>: "Promise<number>";
+    Vec<MappingInfo>: "MappingInfo[]";
+    Vec<GuestRegionInfo>: "GuestRegionInfo[]";
+}
+
 /// What `guestAddRegion` returns: the region's slot, and whether the arena
 /// holds ranges to reclaim.
 struct Slot(u32, bool);
@@ -487,10 +558,14 @@ struct Entry {
     /// The export's name, NUL-terminated.
     name: &'static str,
     callback: unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value,
+    /// What the generator writes (only in its build): the doc comment, each
+    /// parameter (its name, its TypeScript type, and whether it comes in a
+    /// scratch slot) and the TypeScript return type.
+    #[cfg(feature = "codegen")]
     docs: &'static [&'static str],
-    /// Each parameter: its name, its TypeScript type, and whether it comes in
-    /// a scratch slot.
+    #[cfg(feature = "codegen")]
     args: &'static [(&'static str, &'static str, bool)],
+    #[cfg(feature = "codegen")]
     ret: &'static str,
 }
 
@@ -543,8 +618,11 @@ macro_rules! entries {
             Entry {
                 name: concat!(stringify!($name), "\0"),
                 callback: $name,
+                #[cfg(feature = "codegen")]
                 docs: &[$($doc),*],
+                #[cfg(feature = "codegen")]
                 args: &[$((stringify!($arg), <$ty as Arg>::TS, <$ty as Arg>::SLOT)),*],
+                #[cfg(feature = "codegen")]
                 ret: <$ret as Ret>::TS,
             },
         )*];
@@ -979,6 +1057,40 @@ entries! {
         let address = index("guestAddress", guestAddress)?;
         Ok(state.guest_range(address, width)?.check_atomic(address, width)?)
     };
+    /// `msync(MS_SYNC)` of the pages of `[offset, offset + size)` on the libuv thread pool.
+    regionMsyncAsync(handle: f64, offset: f64, size: f64) -> AsyncTask<RangeTask> = |_env| {
+        tasks::msync(handle, offset, size)
+    };
+    /// `MADV_POPULATE_READ`/`_WRITE` of the pages of `[offset, offset + size)`
+    /// on the libuv thread pool.
+    regionPopulateAsync(handle: f64, offset: f64, size: f64, write: bool) -> AsyncTask<RangeTask> = |_env| {
+        tasks::populate(handle, offset, size, write)
+    };
+    /// Reads `fd` from `fileOffset` into `offset` on the libuv thread pool:
+    /// `length` bytes, or without it the rest of the file; resolves to the
+    /// bytes loaded.
+    regionLoadFileAsync(handle: f64, offset: f64, fd: f64, fileOffset: f64, length: Option<f64>) -> AsyncTask<FileIoTask> = |_env| {
+        tasks::load_file(handle, offset, fd, fileOffset, length)
+    };
+    /// A batch of file I/O on the libuv thread pool: `runs` is flat triples
+    /// (offset in the region, length, file offset). With `dump`, each run is
+    /// written to the file, which is then grown to at least `fileLen`;
+    /// otherwise each is read from the file, which must hold every byte of
+    /// every run. Resolves to the bytes moved.
+    regionFileIoAsync(handle: f64, fd: f64, dump: bool, runs: Vec<f64>, fileLen: f64) -> AsyncTask<FileIoTask> = |_env| {
+        tasks::file_io(handle, fd, dump, &runs, fileLen)
+    };
+    /// The layout of an arena.
+    regionMappings(handle: f64) -> Vec<MappingInfo> = |_env| {
+        let region = handles::get(handle)?;
+        let state = region.keep.lock();
+        let arena = state.live()?.arena("mappings")?;
+        Ok(arena.mappings().map(MappingInfo::from).collect())
+    };
+    /// The regions of a guest memory's table, sorted by guest address.
+    guestRegions(handle: f64) -> Vec<GuestRegionInfo> = |_env| {
+        Ok(handles::guest_regions(handle)?.into_iter().map(GuestRegionInfo::from).collect())
+    };
     /// Asynchronous operations still pending.
     regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));
     /// Kernel mappings an arena occupies.
@@ -992,6 +1104,7 @@ entries! {
 /// The TypeScript declarations of the entry points as the addon exports them
 /// (only the arguments that come through N-API), and of the scratch slots,
 /// for `index.d.ts`.
+#[cfg(feature = "codegen")]
 pub fn typings() -> String {
     let mut out = String::from(
         "\n/** The thread's scratch slots: the entry points' number arguments, stored by ts/calls.ts. */\nexport declare const scratch: ArrayBuffer\n",
@@ -1018,6 +1131,7 @@ pub fn typings() -> String {
 }
 
 /// An entry point's doc comment (its `///` lines, then `note`), after a blank line.
+#[cfg(feature = "codegen")]
 fn doc_comment(out: &mut String, docs: &[&str], note: Option<&str>) {
     out.push_str("\n/**\n");
     for line in docs.iter().copied().chain(note) {
@@ -1030,6 +1144,7 @@ fn doc_comment(out: &mut String, docs: &[&str], note: Option<&str>) {
 /// that stores the number arguments in the scratch slots, in order (anything
 /// but a number as NaN, without calling into it), and calls the entry point
 /// with the others.
+#[cfg(feature = "codegen")]
 pub fn calls() -> String {
     let mut out = String::from(concat!(
         "// Generated from crate/node/src/entries.rs by scripts/typings.mjs: never edited by hand.\n",
@@ -1055,12 +1170,8 @@ pub fn calls() -> String {
         let name = e.name.trim_end_matches('\0');
         doc_comment(&mut out, e.docs, None);
         let params: Vec<String> = e.args.iter().map(|(n, t, _)| format!("{n}: {t}")).collect();
-        let _ = writeln!(
-            out,
-            "export function {name}({}): {} {{",
-            params.join(", "),
-            e.ret
-        );
+        // The return type is the entry point's, as index.d.ts declares it.
+        let _ = writeln!(out, "export function {name}({}) {{", params.join(", "));
         for (i, (arg, _, _)) in e.args.iter().filter(|a| a.2).enumerate() {
             let _ = writeln!(out, "  slots[{i}] = n({arg})");
         }

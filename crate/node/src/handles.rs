@@ -36,13 +36,13 @@ use crate::errors::{Failure, Result};
 use crate::views::Views;
 
 /// A range an asynchronous operation is working on.
-pub struct Pending {
+struct Pending {
     /// Which operation.
-    pub id: u64,
+    id: u64,
     /// Start of the range (bytes from the region's start).
-    pub start: usize,
+    start: usize,
     /// End of the range.
-    pub end: usize,
+    end: usize,
 }
 
 /// The state of a region, behind its [`Keep`]'s lock.
@@ -57,9 +57,9 @@ pub struct State {
     /// turn of the event loop) of the object that closed it (its owner id).
     deferred: Option<u64>,
     /// The asynchronous operations in flight.
-    pub pending: Vec<Pending>,
+    pending: Vec<Pending>,
     /// The id of the next one.
-    pub next_id: u64,
+    next_id: u64,
     /// Objects, in any thread, that own the region and are neither closed
     /// nor collected. The region is closed when the last one closes.
     owners: usize,
@@ -93,7 +93,7 @@ impl State {
 
     /// Releases the region once closed, no operation is pending and no view
     /// of another thread's may still show it.
-    pub fn take_if_done(&mut self) -> Option<AnyRegion> {
+    fn take_if_done(&mut self) -> Option<AnyRegion> {
         if self.closed
             && self.deferred.is_none()
             && self.pending.is_empty()
@@ -125,6 +125,30 @@ impl State {
             let _ = arena.reclaim();
         }
         self.take_if_done()
+    }
+
+    /// Registers the byte ranges `[start, end)` of one asynchronous
+    /// operation as pending (changes over them are refused, a `close()` waits
+    /// for them); returns the operation's id for [`State::settle`].
+    pub fn lease(&mut self, ranges: impl IntoIterator<Item = (usize, usize)>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        for (start, end) in ranges {
+            self.pending.push(Pending { id, start, end });
+        }
+        id
+    }
+
+    /// The operation `id` settled: its ranges are no longer pending. Returns
+    /// the region if a `close()` was waiting for it alone.
+    pub fn settle(&mut self, id: u64) -> Option<AnyRegion> {
+        self.pending.retain(|p| p.id != id);
+        self.take_if_done()
+    }
+
+    /// How many ranges asynchronous operations are working on.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// The guest regions (see [`State::guest`]).
@@ -733,7 +757,7 @@ pub fn closed(handle: f64) -> bool {
 
 /// Number of asynchronous operations still pending (0 for an unknown handle).
 pub fn pending(handle: f64) -> f64 {
-    registry::get(handle).map_or(0.0, |r| r.keep.lock().pending.len() as f64)
+    registry::get(handle).map_or(0.0, |r| r.keep.lock().pending() as f64)
 }
 
 /// Closes the object behind `handle`: detaches its views; if it was the last

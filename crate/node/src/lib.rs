@@ -34,7 +34,7 @@ use napi::{Env, JsValue};
 use napi_derive::napi;
 
 use crate::errors::to_napi;
-use crate::records::{GuestRegionInfo, MapCount, MappingInfo};
+use crate::records::MapCount;
 
 /// The system page size.
 #[napi]
@@ -58,6 +58,7 @@ pub fn init(exports: Object, env: Env) -> napi::Result<()> {
 
 /// The TypeScript declarations of the raw entry points (for
 /// `scripts/typings.mjs`, which appends them to `index.d.ts`).
+#[cfg(feature = "codegen")]
 #[napi(skip_typescript)]
 pub fn entry_typings() -> String {
     entries::typings()
@@ -65,6 +66,7 @@ pub fn entry_typings() -> String {
 
 /// `ts/calls.ts`, the facade's functions that call the entry points (for
 /// `scripts/typings.mjs`, which writes it).
+#[cfg(feature = "codegen")]
 #[napi(skip_typescript)]
 pub fn entry_calls() -> String {
     entries::calls()
@@ -81,24 +83,4 @@ pub fn map_count(env: Env) -> napi::Result<MapCount> {
         limit: budget::max_map_count() as u32,
         headroom: budget::headroom() as u32,
     })
-}
-
-/// The layout of an arena.
-#[napi]
-pub fn region_mappings(env: Env, handle: f64) -> napi::Result<Vec<MappingInfo>> {
-    let mappings = (|| {
-        let region = handles::get(handle)?;
-        let state = region.keep.lock();
-        let arena = state.live()?.arena("mappings")?;
-        Ok(arena.mappings().map(MappingInfo::from).collect())
-    })();
-    mappings.map_err(|f| to_napi(&env, f))
-}
-
-/// The regions of a guest memory's table, sorted by guest address.
-#[napi]
-pub fn guest_regions(env: Env, handle: f64) -> napi::Result<Vec<GuestRegionInfo>> {
-    let regions =
-        handles::guest_regions(handle).map(|r| r.into_iter().map(GuestRegionInfo::from).collect());
-    regions.map_err(|f| to_napi(&env, f))
 }

@@ -1,23 +1,23 @@
 //! Asynchronous operations on the libuv thread pool (`msyncAsync`,
-//! `populateAsync`, `loadFileAsync`). Each registers its range as pending on the region until
-//! it settles: changes over the range are refused with `ERR_MMAP_BUSY`, and a
-//! `close()` meanwhile unmaps only when the last one settles.
+//! `populateAsync`, `loadFileAsync`, a snapshot's dump and a diff's load):
+//! the tasks the entry points (`entries.rs`) start and return as promises.
+//! Each registers its range as pending on the region until it settles:
+//! changes over the range are refused with `ERR_MMAP_BUSY`, and a `close()`
+//! meanwhile unmaps only when the last one settles.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use std::os::fd::OwnedFd;
-
+use mapped_region::rules::check_eof;
 use mapped_region::{
     extend_file, file_load_length, file_size, AnyRegion, Error, IoRange, PageRange,
 };
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Task};
-use napi_derive::napi;
 
 use crate::convert;
-use crate::errors::{rejection, to_napi, Failure, Result};
-use crate::handles::{self, Keep, Pending};
+use crate::errors::{rejection, Failure, Result};
+use crate::handles::{self, Keep};
 
 /// A range registered as pending on its region until dropped.
 pub struct Lease {
@@ -27,11 +27,7 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let released = {
-            let mut state = self.keep.lock();
-            state.pending.retain(|p| p.id != self.id);
-            state.take_if_done()
-        };
+        let released = self.keep.lock().settle(self.id);
         // Unmaps outside the lock if the region was closed meanwhile.
         drop(released);
     }
@@ -59,11 +55,7 @@ fn lease_ranges<T>(
     let region = handles::get(handle)?;
     let mut state = region.keep.lock();
     let (target, ranges) = check(state.live()?)?;
-    let id = state.next_id;
-    state.next_id += 1;
-    for (start, end) in ranges {
-        state.pending.push(Pending { id, start, end });
-    }
+    let id = state.lease(ranges);
     let lease = Lease {
         keep: Arc::clone(&region.keep),
         id,
@@ -135,14 +127,8 @@ impl Task for RangeTask {
     }
 }
 
-fn start(
-    env: &Env,
-    handle: f64,
-    offset: f64,
-    size: f64,
-    op: Op,
-) -> napi::Result<AsyncTask<RangeTask>> {
-    let (lease, range) = lease_pages(handle, offset, size).map_err(|f| to_napi(env, f))?;
+fn start(handle: f64, offset: f64, size: f64, op: Op) -> Result<AsyncTask<RangeTask>> {
+    let (lease, range) = lease_pages(handle, offset, size)?;
     Ok(AsyncTask::new(RangeTask {
         _lease: lease,
         range,
@@ -151,27 +137,15 @@ fn start(
     }))
 }
 
-/// `msync(MS_SYNC)` on the libuv thread pool.
-#[napi(ts_return_type = "Promise<void>")]
-pub fn region_msync_async(
-    env: Env,
-    handle: f64,
-    offset: f64,
-    size: f64,
-) -> napi::Result<AsyncTask<RangeTask>> {
-    start(&env, handle, offset, size, Op::Msync)
+/// `msync(MS_SYNC)` of the pages of `[offset, offset + size)` on the libuv thread pool.
+pub fn msync(handle: f64, offset: f64, size: f64) -> Result<AsyncTask<RangeTask>> {
+    start(handle, offset, size, Op::Msync)
 }
 
-/// `MADV_POPULATE_READ`/`_WRITE` on the libuv thread pool.
-#[napi(ts_return_type = "Promise<void>")]
-pub fn region_populate_async(
-    env: Env,
-    handle: f64,
-    offset: f64,
-    size: f64,
-    write: bool,
-) -> napi::Result<AsyncTask<RangeTask>> {
-    start(&env, handle, offset, size, Op::Populate { write })
+/// `MADV_POPULATE_READ`/`_WRITE` of the pages of `[offset, offset + size)` on
+/// the libuv thread pool.
+pub fn populate(handle: f64, offset: f64, size: f64, write: bool) -> Result<AsyncTask<RangeTask>> {
+    start(handle, offset, size, Op::Populate { write })
 }
 
 /// What a [`FileIoTask`] does with each of its runs.
@@ -291,82 +265,62 @@ fn start_file_io(
 
 /// Reads `fd` from `file_offset` into `offset` on the libuv thread pool:
 /// `length` bytes, or without it the rest of the file; resolves to the bytes loaded.
-#[napi(ts_return_type = "Promise<number>")]
-pub fn region_load_file_async(
-    env: Env,
+pub fn load_file(
     handle: f64,
     offset: f64,
     fd: f64,
     file_offset: f64,
     length: Option<f64>,
-) -> napi::Result<AsyncTask<FileIoTask>> {
-    let started = (|| {
-        let (offset, file_offset) = (
-            convert::index("offset", offset)?,
-            convert::index("fileOffset", file_offset)? as u64,
-        );
-        let length = length.map(|l| convert::index("length", l)).transpose()?;
-        // SAFETY: the borrow ends with this call; the task keeps a duplicate.
-        let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
-        let length = file_load_length(fd, file_offset, length)?;
-        start_file_io(handle, fd, Io::Load, &[(offset, length, file_offset)], 0)
-    })();
-    started
-        .map(AsyncTask::new)
-        .map_err(|f: Failure| to_napi(&env, f))
+) -> Result<AsyncTask<FileIoTask>> {
+    let (offset, file_offset) = (
+        convert::index("offset", offset)?,
+        convert::index("fileOffset", file_offset)? as u64,
+    );
+    let length = length.map(|l| convert::index("length", l)).transpose()?;
+    // SAFETY: the borrow ends with this call; the task keeps a duplicate.
+    let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
+    let length = file_load_length(fd, file_offset, length)?;
+    start_file_io(handle, fd, Io::Load, &[(offset, length, file_offset)], 0).map(AsyncTask::new)
 }
 
 /// A batch of file I/O on the thread pool: `runs` is flat triples `(offset in
 /// the region, length, file offset)`. With `dump`, each run of the region is
-/// written to the file (`pwrite`), which is then grown to at least `fileLen`;
+/// written to the file (`pwrite`), which is then grown to at least `file_len`;
 /// otherwise each is read from the file into the region (`pread`), and a file
 /// too short for any run is refused before anything is read. Resolves to the
 /// bytes moved.
-#[napi(ts_return_type = "Promise<number>")]
-pub fn region_file_io_async(
-    env: Env,
+pub fn file_io(
     handle: f64,
     fd: f64,
     dump: bool,
-    runs: Vec<f64>,
+    runs: &[f64],
     file_len: f64,
-) -> napi::Result<AsyncTask<FileIoTask>> {
-    let started = (|| {
-        if !runs.len().is_multiple_of(3) {
-            return Err(Failure::Core(Error::InvalidArgument {
-                what: "runs",
-                reason: "must hold (offset, length, file offset) triples".into(),
-            }));
+) -> Result<AsyncTask<FileIoTask>> {
+    if !runs.len().is_multiple_of(3) {
+        return Err(Failure::Core(Error::InvalidArgument {
+            what: "runs",
+            reason: "must hold (offset, length, file offset) triples".into(),
+        }));
+    }
+    // SAFETY: the borrow ends with this call; the task keeps a duplicate.
+    let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
+    let file_len = convert::index("fileLen", file_len)? as u64;
+    let mut triples = Vec::with_capacity(runs.len() / 3);
+    for t in runs.chunks_exact(3) {
+        let offset = convert::index("offset", t[0])?;
+        let len = convert::index("length", t[1])?;
+        let file_offset = convert::index("fileOffset", t[2])? as u64;
+        triples.push((offset, len, file_offset));
+    }
+    if !dump {
+        // The run that reaches furthest into the file decides.
+        let furthest = triples
+            .iter()
+            .max_by_key(|&&(_, len, off)| off.saturating_add(len as u64));
+        if let (Some(&(_, len, off)), Some(size)) = (furthest, file_size(fd)?) {
+            check_eof(off, len, size)?;
         }
-        // SAFETY: the borrow ends with this call; the task keeps a duplicate.
-        let fd = unsafe { convert::borrow_fd(convert::fd(fd)?) };
-        let file_len = convert::index("fileLen", file_len)? as u64;
-        let mut triples = Vec::with_capacity(runs.len() / 3);
-        for t in runs.chunks_exact(3) {
-            let offset = convert::index("offset", t[0])?;
-            let len = convert::index("length", t[1])?;
-            let file_offset = convert::index("fileOffset", t[2])? as u64;
-            triples.push((offset, len, file_offset));
-        }
-        if !dump {
-            let needed = triples
-                .iter()
-                .map(|&(_, len, off)| off.saturating_add(len as u64))
-                .max();
-            if let (Some(needed), Some(size)) = (needed, file_size(fd)?) {
-                if needed > size {
-                    return Err(Error::BeyondEof {
-                        needed,
-                        file_size: size,
-                    }
-                    .into());
-                }
-            }
-        }
-        let io = if dump { Io::Dump } else { Io::LoadWhole };
-        start_file_io(handle, fd, io, &triples, file_len)
-    })();
-    started
-        .map(AsyncTask::new)
-        .map_err(|f: Failure| to_napi(&env, f))
+    }
+    let io = if dump { Io::Dump } else { Io::LoadWhole };
+    start_file_io(handle, fd, io, &triples, file_len).map(AsyncTask::new)
 }

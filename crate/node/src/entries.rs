@@ -7,7 +7,7 @@
 //! [`typings`] writes the declarations `scripts/typings.mjs` appends to the
 //! generated `index.d.ts`. Nothing here decides a rule: each entry reads its
 //! arguments, converts them (`convert`) and calls the core, through
-//! `handles` for the region's state and the change protocol.
+//! `registry` for the object's region and `change` for the change protocol.
 
 use std::ffi::c_void;
 #[cfg(feature = "codegen")]
@@ -25,9 +25,9 @@ use mapped_region::{
 
 use crate::convert::{self, index};
 use crate::errors::{throw, Failure, Result};
-use crate::handles;
 use crate::records::{GuestRegionInfo, MappingInfo};
 use crate::tasks::{self, FileIoTask, RangeTask};
+use crate::{change, registry, share};
 
 /// Reads up to `N` arguments; missing ones are null.
 ///
@@ -362,7 +362,7 @@ unsafe fn tuple(env: sys::napi_env, items: &[sys::napi_value]) -> sys::napi_valu
 }
 
 /// What `regionShare` returns: `[id, token, isArena]`.
-struct Share(handles::ShareHandle);
+struct Share(share::ShareHandle);
 
 impl Ret for Share {
     const TS: &'static str = "[id: number, token: number, arena: boolean]";
@@ -513,7 +513,7 @@ unsafe fn finish<R: Ret>(env: sys::napi_env, result: Result<R>) -> sys::napi_val
 /// Finalizer of a region's owner: releases its handle.
 unsafe extern "C" fn finalize_owner(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
     // `data` carries the handle, an integer below 2^53.
-    handles::release(data as usize as f64);
+    registry::release(data as usize as f64);
 }
 
 /// Registers `region` and ties its handle to `owner`'s lifetime.
@@ -521,7 +521,7 @@ unsafe extern "C" fn finalize_owner(_env: sys::napi_env, data: *mut c_void, _hin
 /// # Safety
 /// `env` must be the live env of the current callback.
 unsafe fn adopt(env: sys::napi_env, owner: Owner, region: Result<AnyRegion>) -> Result<f64> {
-    let handle = handles::insert(env, region?);
+    let handle = registry::insert(env, region?);
     // SAFETY: guaranteed by the caller.
     unsafe { own(env, owner, handle) }
 }
@@ -544,7 +544,7 @@ unsafe fn own(env: sys::napi_env, owner: Owner, handle: f64) -> Result<f64> {
         )
     };
     if status != sys::Status::napi_ok {
-        handles::release(handle);
+        registry::release(handle);
         return Err(Failure::ArgType {
             what: "owner",
             expected: "an object",
@@ -680,25 +680,25 @@ entries! {
     };
     /// The start address (`ERR_MMAP_CLOSED` once closed).
     regionAddress(handle: f64) -> Address = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         region.keep.lock().live()?;
         Ok(Address(region.span.addr() as u64))
     };
     /// The size in bytes (whole pages for an arena).
-    regionSize(handle: f64) -> f64 = |_env| handles::size(handle);
+    regionSize(handle: f64) -> f64 = |_env| registry::size(handle);
     /// Whether the region is closed.
-    regionClosed(handle: f64) -> bool = |_env| Ok(handles::closed(handle));
+    regionClosed(handle: f64) -> bool = |_env| Ok(registry::closed(handle));
     /// Detaches every view and unmaps (once nothing uses the memory). `true`
     /// when the facade must call `regionReclaim` on the next turn of the event loop.
-    regionClose(handle: f64) -> Held = |_env| Ok(Held(handles::close(handle)));
+    regionClose(handle: f64) -> Held = |_env| Ok(Held(registry::close(handle)));
     /// Gives held ranges what their changes asked for; releases a deferred close.
     regionReclaim(handle: f64) -> () = |_env| {
-        handles::reclaim(handle);
+        registry::reclaim(handle);
         Ok(())
     };
     /// `msync(MS_SYNC)`.
     regionMsync(handle: f64, offset: f64, size: f64) -> () = |_env| {
-        handles::with_open(handle, |span| {
+        registry::with_open(handle, |span| {
             let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
             // SAFETY: an open object keeps its region mapped (`with_open`).
             Ok(unsafe { range.msync() }?)
@@ -706,7 +706,7 @@ entries! {
     };
     /// `madvise` with the Linux advice number.
     regionMadvise(handle: f64, offset: f64, size: f64, advice: f64) -> () = |_env| {
-        handles::with_open(handle, |span| {
+        registry::with_open(handle, |span| {
             let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
             let advice = convert::advice(advice)?;
             // SAFETY: as for msync.
@@ -715,7 +715,7 @@ entries! {
     };
     /// `mlock` (`mlock2(MLOCK_ONFAULT)` with `onFault`).
     regionMlock(handle: f64, offset: f64, size: f64, onFault: bool) -> () = |_env| {
-        handles::with_open(handle, |span| {
+        registry::with_open(handle, |span| {
             let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
             // SAFETY: as for msync.
             Ok(unsafe { range.mlock(onFault) }?)
@@ -723,7 +723,7 @@ entries! {
     };
     /// `munlock`.
     regionMunlock(handle: f64, offset: f64, size: f64) -> () = |_env| {
-        handles::with_open(handle, |span| {
+        registry::with_open(handle, |span| {
             let range = span.page_range(index("offset", offset)?, index("size", size)?)?;
             // SAFETY: as for msync.
             Ok(unsafe { range.munlock() }?)
@@ -732,7 +732,7 @@ entries! {
     /// An fd overlay (`MAP_SHARED`, or `MAP_PRIVATE` without `shared`). `true`
     /// when the arena now holds ranges to reclaim.
     regionAddFdMapping(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: f64, protection: f64, shared: bool) -> Held = |_env| {
-        handles::change(handle, "addFdMapping", |arena| {
+        change::change(handle, "addFdMapping", |arena| {
             let (offset, size, fd_offset) = (index("offset", offset)?, index("size", size)?, index("fdOffset", fdOffset)?);
             let (fd, prot) = (convert::fd(fd)?, convert::protection(protection)?);
             // SAFETY: the borrow ends with this call (the change is applied in it).
@@ -743,7 +743,7 @@ entries! {
     };
     /// An fd overlay whose `fdOffset` is a BigInt beyond 2^53.
     regionAddFdMappingBig(handle: f64, offset: f64, size: f64, fd: f64, fdOffset: Big, protection: f64, shared: bool) -> Held = |_env| {
-        handles::change(handle, "addFdMapping", |arena| {
+        change::change(handle, "addFdMapping", |arena| {
             let Big(negative, value, lossless) = fdOffset;
             let (offset, size) = (index("offset", offset)?, index("size", size)?);
             let fd_offset = convert::big_offset("fdOffset", negative, value, lossless)?;
@@ -760,7 +760,7 @@ entries! {
     regionAddShmMapping(handle: f64, offset: f64, size: f64, source: f64, fdOffset: f64, protection: f64, shared: bool) -> Held = |_env| {
         // Looked up first: the change borrows it, and is applied before it goes.
         let shm = crate::shm::source(source);
-        handles::change(handle, "addFdMapping", |arena| {
+        change::change(handle, "addFdMapping", |arena| {
             let (offset, size) = (index("offset", offset)?, index("size", size)?);
             let shm = shm.as_deref().map_err(|_| Failure::Core(mapped_region::Error::Closed))?;
             let (fd_offset, prot) = (index("fdOffset", fdOffset)?, convert::protection(protection)?);
@@ -770,7 +770,7 @@ entries! {
     };
     /// A private anonymous overlay.
     regionAddAnonymous(handle: f64, offset: f64, size: f64, protection: f64) -> Held = |_env| {
-        handles::change(handle, "addAnonymous", |arena| {
+        change::change(handle, "addAnonymous", |arena| {
             let (offset, size) = (index("offset", offset)?, index("size", size)?);
             Ok(arena.plan_anonymous(offset, size, convert::protection(protection)?)?)
         })
@@ -778,7 +778,7 @@ entries! {
     };
     /// Changes the protection of a mapped range in place (`mprotect`).
     regionProtect(handle: f64, offset: f64, size: f64, protection: f64) -> Held = |_env| {
-        handles::change(handle, "protect", |arena| {
+        change::change(handle, "protect", |arena| {
             let (offset, size) = (index("offset", offset)?, index("size", size)?);
             Ok(arena.plan_protect(offset, size, convert::protection(protection)?)?)
         })
@@ -786,7 +786,7 @@ entries! {
     };
     /// Replaces the range by reserved `PROT_NONE` space.
     regionRemoveMapping(handle: f64, offset: f64, size: f64) -> Held = |_env| {
-        handles::change(handle, "removeMapping", |arena| {
+        change::change(handle, "removeMapping", |arena| {
             Ok(arena.plan_removal(index("offset", offset)?, index("size", size)?)?)
         })
         .map(Held)
@@ -795,19 +795,19 @@ entries! {
     /// `WRITE`): `MADV_REMOVE` over shared memory and files, `MADV_DONTNEED`
     /// over private memory (the core's `discard`).
     regionDiscard(handle: f64, offset: f64, size: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         Ok(state.live()?.discard(index("offset", offset)?, index("size", size)?)?)
     };
     /// Copies `target.length` bytes at `offset` into `target`.
     regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         Ok(state.live()?.read_into(index("offset", offset)?, target.slice())?)
     };
     /// Copies `source` to `offset`.
     regionWrite(handle: f64, offset: f64, source: Bytes) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         Ok(state.live()?.write_from(index("offset", offset)?, source.slice())?)
     };
@@ -815,7 +815,7 @@ entries! {
     /// buffer): `length` bytes, or without it the rest of the file. Returns
     /// the bytes loaded (fewer where the file ends).
     regionLoadFile(handle: f64, offset: f64, fd: f64, fileOffset: f64, length: Option<f64>) -> f64 = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let r = state.live()?;
         let (offset, file_offset, fd) = (index("offset", offset)?, index("fileOffset", fileOffset)? as u64, convert::fd(fd)?);
@@ -859,7 +859,7 @@ entries! {
     };
     /// A new `Buffer` with a copy of `length` bytes at `offset`.
     regionRead(handle: f64, offset: f64, length: f64) -> Buffer = |env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let r = state.live()?;
         let (offset, length) = (index("offset", offset)?, index("length", length)?);
@@ -871,19 +871,19 @@ entries! {
     /// A zero-copy `Buffer` over the range, detached when the memory under it changes.
     regionView(handle: f64, offset: f64, length: f64) -> Buffer = |env| {
         // SAFETY: `env` is this callback's, on the region's thread.
-        unsafe { crate::views::create(env, handle, offset, length) }.map(Buffer)
+        unsafe { registry::get(handle)?.view(env, offset, length) }.map(Buffer)
     };
     /// The facade's window for typed access around `offset`:
     /// `[start, length, buffer]`, `[start, length, undefined]` where memory
     /// may not be touched directly, or `undefined` in a hole.
     regionWindow(handle: f64, offset: f64) -> WindowAnswer = |env| {
         // SAFETY: `env` is this callback's, on the region's thread.
-        unsafe { crate::views::create_window(env, handle, offset) }.map(WindowAnswer)
+        unsafe { registry::get(handle)?.window(env, offset) }.map(WindowAnswer)
     };
     /// Refuses an atomic access of `width` bytes at `offset` that may not be
     /// made (bounds, natural alignment, memory that may be touched directly).
     regionAtomicCheck(handle: f64, offset: f64, width: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let width = if width == 8.0 { 8 } else { 4 };
         Ok(state.live()?.check_atomic(index("offset", offset)?, width)?)
@@ -896,11 +896,11 @@ entries! {
     };
     /// Shares the region with other threads: `[id, token, isArena]` for
     /// `regionAttach`. From now on views are recorded and no window is handed out.
-    regionShare(handle: f64) -> Share = |_env| Ok(Share(handles::share(handle)?));
+    regionShare(handle: f64) -> Share = |_env| Ok(Share(share::share(handle)?));
     /// A new handle, owned by `owner`, over the region shared as `id`/`token`
     /// (in any thread); `arena` must match its kind.
     regionAttach(owner: Owner, id: f64, token: f64, arena: bool) -> f64 = |env| {
-        let handle = handles::attach(env, id, token, arena)?;
+        let handle = share::attach(env, id, token, arena)?;
         // SAFETY: `env` is this callback's.
         unsafe { own(env, owner, handle) }
     };
@@ -908,14 +908,14 @@ entries! {
     /// window): `op` 0 load, 1 store `value`, 2 compare `expected` and
     /// exchange for `value`; returns the value loaded (or stored).
     regionAtomic32(handle: f64, offset: f64, op: f64, value: f64, expected: f64) -> f64 = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let (value, expected) = (convert::u32_value("value", value)?, convert::u32_value("expected", expected)?);
         Ok(state.live()?.atomic::<u32>(index("offset", offset)?, atomic_op(op, value, expected))? as f64)
     };
     /// As `regionAtomic32`, for 8 bytes (values as BigInts).
     regionAtomic64(handle: f64, offset: f64, op: f64, value: Big, expected: Big) -> Address = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let (value, expected) = (convert::u64_value("value", value.0, value.1, value.2)?, convert::u64_value("expected", expected.0, expected.1, expected.2)?);
         Ok(Address(state.live()?.atomic::<u64>(index("offset", offset)?, atomic_op(op, value, expected))?))
@@ -936,8 +936,8 @@ entries! {
         };
         // Looked up first: the change borrows it, and is applied before it goes.
         let shm = (backing == GuestBacking::SharedMemory).then(|| crate::shm::source(fd));
-        let add = handles::GuestAdd { start, size, protection: prot, backing, dont_dump: dontDump };
-        let (slot, held) = handles::guest_add(handle, add, |arena| {
+        let add = change::GuestAdd { start, size, protection: prot, backing, dont_dump: dontDump };
+        let (slot, held) = change::guest_add(handle, add, |arena| {
             let Big(negative, value, lossless) = fdOffset;
             Ok(match (backing, &shm) {
                 (GuestBacking::Anonymous, _) => arena.plan_anonymous(start, size, prot)?,
@@ -959,23 +959,23 @@ entries! {
     /// Removes the guest region that starts at `guestAddress` from the arena
     /// and its guest table. `true` when the arena now holds ranges to reclaim.
     guestRemoveRegion(handle: f64, guestAddress: f64) -> Held = |_env| {
-        handles::guest_remove(handle, index("guestAddress", guestAddress)?).map(Held)
+        change::guest_remove(handle, index("guestAddress", guestAddress)?).map(Held)
     };
     /// Changes the protection of the guest region that starts at `guestAddress`.
     guestProtect(handle: f64, guestAddress: f64, protection: f64) -> Held = |_env| {
         let (start, prot) = (index("guestAddress", guestAddress)?, convert::protection(protection)?);
-        handles::guest_protect(handle, start, prot).map(Held)
+        change::guest_protect(handle, start, prot).map(Held)
     };
     /// Refuses a guest range that guest regions do not cover without a gap.
     guestCovered(handle: f64, guestAddress: f64, length: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         state.guest_range(index("guestAddress", guestAddress)?, index("length", length)?)?;
         Ok(())
     };
     /// The host address of `guestAddress` (`ERR_GUEST_ADDRESS` in no region).
     guestTranslate(handle: f64, guestAddress: f64) -> Address = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let address = index("guestAddress", guestAddress)?;
         state.guest_range(address, 0)?;
@@ -983,7 +983,7 @@ entries! {
     };
     /// A new `Buffer` with a copy of `length` guest bytes at `guestAddress`.
     guestRead(handle: f64, guestAddress: f64, length: f64) -> Buffer = |env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let (address, length) = (index("guestAddress", guestAddress)?, index("length", length)?);
         let r = state.guest_range(address, length)?;
@@ -992,14 +992,14 @@ entries! {
     };
     /// Copies `target.length` guest bytes at `guestAddress` into `target`.
     guestReadInto(handle: f64, guestAddress: f64, target: Bytes) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let address = index("guestAddress", guestAddress)?;
         Ok(state.guest_range(address, target.len)?.read_into(address, target.slice())?)
     };
     /// Copies `source` to `guestAddress`.
     guestWrite(handle: f64, guestAddress: f64, source: Bytes) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let address = index("guestAddress", guestAddress)?;
         Ok(state.guest_range(address, source.len)?.write_from(address, source.slice().as_const())?)
@@ -1007,7 +1007,7 @@ entries! {
     /// `regionDiscard` of `[guestAddress, guestAddress + size)`, which
     /// regions that follow each other without a gap must cover.
     guestDiscard(handle: f64, guestAddress: f64, size: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let (address, size) = (index("guestAddress", guestAddress)?, index("size", size)?);
         Ok(state.guest_range(address, size)?.discard(address, size)?)
@@ -1015,7 +1015,7 @@ entries! {
     /// Reads `length` bytes of `fd` from `fileOffset` into guest memory at
     /// `guestAddress` (`pread`); returns the bytes loaded.
     guestLoadFile(handle: f64, guestAddress: f64, fd: f64, fileOffset: f64, length: f64) -> f64 = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let (address, length) = (index("guestAddress", guestAddress)?, index("length", length)?);
         let r = state.guest_range(address, length)?;
@@ -1028,7 +1028,7 @@ entries! {
     /// region there appended; `undefined` in no region or a hole.
     guestWindow(handle: f64, guestAddress: f64) -> GuestWindowAnswer = |env| {
         let bounds = {
-            let region = handles::get(handle)?;
+            let region = registry::get(handle)?;
             let state = region.keep.lock();
             state.live()?;
             let table = state.guest();
@@ -1038,7 +1038,7 @@ entries! {
             return Ok(GuestWindowAnswer(ptr::null_mut()));
         };
         // SAFETY: `env` is this callback's, on the region's thread.
-        let answer = unsafe { crate::views::create_window(env, handle, guestAddress) }?;
+        let answer = unsafe { registry::get(handle)?.window(env, guestAddress) }?;
         if !answer.is_null() {
             // SAFETY: the array `create_window` made in this callback's scope.
             unsafe {
@@ -1051,7 +1051,7 @@ entries! {
     /// Refuses an atomic access of `width` bytes at `guestAddress` outside
     /// the guest regions, or one that may not be made (as `regionAtomicCheck`).
     guestAtomicCheck(handle: f64, guestAddress: f64, width: f64) -> () = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let width = if width == 8.0 { 8 } else { 4 };
         let address = index("guestAddress", guestAddress)?;
@@ -1082,20 +1082,20 @@ entries! {
     };
     /// The layout of an arena.
     regionMappings(handle: f64) -> Vec<MappingInfo> = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         let arena = state.live()?.arena("mappings")?;
         Ok(arena.mappings().map(MappingInfo::from).collect())
     };
     /// The regions of a guest memory's table, sorted by guest address.
     guestRegions(handle: f64) -> Vec<GuestRegionInfo> = |_env| {
-        Ok(handles::guest_regions(handle)?.into_iter().map(GuestRegionInfo::from).collect())
+        Ok(change::guest_regions(handle)?.into_iter().map(GuestRegionInfo::from).collect())
     };
     /// Asynchronous operations still pending.
-    regionPending(handle: f64) -> f64 = |_env| Ok(handles::pending(handle));
+    regionPending(handle: f64) -> f64 = |_env| Ok(registry::pending(handle));
     /// Kernel mappings an arena occupies.
     regionKernelMappings(handle: f64) -> f64 = |_env| {
-        let region = handles::get(handle)?;
+        let region = registry::get(handle)?;
         let state = region.keep.lock();
         Ok(state.live()?.arena("kernelMappingCount")?.kernel_mapping_count() as f64)
     };

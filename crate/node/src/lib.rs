@@ -4,7 +4,12 @@
 //!
 //! - [`entries`]: every call on a region, registered with raw N-API; their
 //!   typings are generated from the declarations there.
-//! - [`handles`]: regions behind numeric handles, closing, the change protocol.
+//! - [`state`]: a region's state, shared by its owners in every thread, its
+//!   views and its pending operations; every rule about that state.
+//! - [`registry`]: this thread's objects behind numeric handles, closing, and
+//!   what the thread's end leaves.
+//! - [`change`]: the protocol of a change to an arena (plain or a guest region).
+//! - [`share`]: regions shared between threads (`share`/`attach`).
 //! - [`views`]: zero-copy `Buffer`s and their lifetimes.
 //! - [`tasks`]: asynchronous operations on the libuv thread pool.
 //! - [`shared`]: `SharedArrayBuffer` views, each pinning its range until collected.
@@ -18,14 +23,17 @@
 // through the ava suite, not `cargo test`.
 #![cfg_attr(test, allow(dead_code))]
 
+pub mod change;
 pub mod convert;
 pub mod entries;
 pub mod errors;
-pub mod handles;
 pub mod records;
+pub mod registry;
 pub mod scratch;
+pub mod share;
 pub mod shared;
 pub mod shm;
+pub mod state;
 pub mod tasks;
 pub mod views;
 

@@ -17,7 +17,8 @@ use napi::{Env, Task};
 
 use crate::convert;
 use crate::errors::{rejection, Failure, Result};
-use crate::handles::{self, Keep};
+use crate::registry;
+use crate::state::Keep;
 
 /// A range registered as pending on its region until dropped.
 pub struct Lease {
@@ -52,7 +53,7 @@ fn lease_ranges<T>(
     handle: f64,
     check: impl FnOnce(&AnyRegion) -> Result<(T, Vec<(usize, usize)>)>,
 ) -> Result<(Lease, T)> {
-    let region = handles::get(handle)?;
+    let region = registry::get(handle)?;
     let mut state = region.keep.lock();
     let (target, ranges) = check(state.live()?)?;
     let id = state.lease(ranges);

@@ -2,7 +2,7 @@
 //! the region's [`Keep`] until collected, and detached (length 0) before any
 //! change to the memory under them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::ptr;
@@ -14,7 +14,7 @@ use napi::sys;
 
 use crate::convert;
 use crate::errors::{Failure, Result};
-use crate::handles::{self, Keep};
+use crate::state::Keep;
 
 /// The test-only switch: with `MAPPED_REGION_TEST_NO_EXTERNAL=1` in the
 /// environment when the addon loads, every external buffer the addon would
@@ -407,44 +407,48 @@ unsafe extern "C" fn finalize_view(_env: sys::napi_env, _data: *mut c_void, hint
     }
 }
 
-/// A zero-copy `Buffer` over `[offset, offset + length)` of the region behind
-/// `handle`, which must be mapped `READ | WRITE`.
-///
-/// # Safety
-/// `env` must be the live env of the current call, on the region's thread.
-pub unsafe fn create(
-    env: sys::napi_env,
-    handle: f64,
-    offset: f64,
-    length: f64,
-) -> Result<sys::napi_value> {
-    let region = handles::get(handle)?;
-    let mut views = region.views.borrow_mut();
-    views.prune();
-    let (slot, id) = views.vacant();
-    // Checked and, once the region is shared, recorded under one lock: no
-    // other thread can change the range between the two.
-    let (offset, length, key) = {
-        let mut state = region.keep.lock();
-        let r = state.live()?;
-        let offset = convert::index("offset", offset)?;
-        let length = convert::index("length", length)?;
-        r.check_view(offset, length)?;
-        let key = (offset, region.owner, id);
-        state.record_view(key, offset + length);
-        (offset, length, key)
-    };
-    let listed = Listed {
-        mailbox: Arc::clone(&views.mailbox),
-        slot,
-        key,
-    };
-    // SAFETY: the range was checked just above, on this call's env, and is
-    // recorded (if shared) so that no other thread changes it.
-    let made = unsafe { external(env, &region, offset, length, Some(listed)) };
-    let (buffer, reference) = made.inspect_err(|_| region.keep.lock().forget_view(key))?;
-    views.insert(offset, offset + length, reference);
-    Ok(buffer)
+impl Views {
+    /// A zero-copy `Buffer` over `[offset, offset + length)` of the region
+    /// `keep` (mapped at `base`), made by its object `owner` (whose views
+    /// these are); the range must be mapped `READ | WRITE`.
+    ///
+    /// # Safety
+    /// `env` must be the live env of the current call, on the region's thread.
+    pub unsafe fn create(
+        &mut self,
+        env: sys::napi_env,
+        keep: &Arc<Keep>,
+        base: usize,
+        owner: u64,
+        offset: f64,
+        length: f64,
+    ) -> Result<sys::napi_value> {
+        self.prune();
+        let (slot, id) = self.vacant();
+        // Checked and, once the region is shared, recorded under one lock: no
+        // other thread can change the range between the two.
+        let (offset, length, key) = {
+            let mut state = keep.lock();
+            let r = state.live()?;
+            let offset = convert::index("offset", offset)?;
+            let length = convert::index("length", length)?;
+            r.check_view(offset, length)?;
+            let key = (offset, owner, id);
+            state.record_view(key, offset + length);
+            (offset, length, key)
+        };
+        let listed = Listed {
+            mailbox: Arc::clone(&self.mailbox),
+            slot,
+            key,
+        };
+        // SAFETY: the range was checked just above, on this call's env, and is
+        // recorded (if shared) so that no other thread changes it.
+        let made = unsafe { external(env, keep, base, offset, length, Some(listed)) };
+        let (buffer, reference) = made.inspect_err(|_| keep.lock().forget_view(key))?;
+        self.insert(offset, offset + length, reference);
+        Ok(buffer)
+    }
 }
 
 /// The largest window a typed access gets: a power of two, so that the
@@ -461,12 +465,13 @@ const WINDOW: usize = 1 << 30;
 /// `env` must be the live env of the current call, on the region's thread.
 pub unsafe fn create_window(
     env: sys::napi_env,
-    handle: f64,
+    keep: &Arc<Keep>,
+    base: usize,
+    views: &RefCell<Views>,
     offset: f64,
 ) -> Result<sys::napi_value> {
-    let region = handles::get(handle)?;
     let window = {
-        let state = region.keep.lock();
+        let state = keep.lock();
         let window = state
             .live()?
             .window(convert::index("offset", offset)?, WINDOW);
@@ -484,7 +489,7 @@ pub unsafe fn create_window(
     // Where external buffers are refused there is no window: the facade takes
     // the checked copy, and atomics the native checked path.
     let buffer = if window.direct && !external_refused() {
-        let mut views = region.views.borrow_mut();
+        let mut views = views.borrow_mut();
         views.prune();
         if views.windows.len() >= 8 {
             let env = views.env;
@@ -499,7 +504,7 @@ pub unsafe fn create_window(
             });
         }
         // SAFETY: `window.direct`: the range is mapped read-write and cannot fault.
-        match unsafe { external(env, &region, window.start, length, None) } {
+        match unsafe { external(env, keep, base, window.start, length, None) } {
             Ok((buffer, reference)) => {
                 views.windows.push((window.start, window.end, reference));
                 buffer
@@ -527,7 +532,8 @@ pub unsafe fn create_window(
     Ok(out)
 }
 
-/// An external `Buffer` over `[offset, offset + length)` of `region`, holding
+/// An external `Buffer` over `[offset, offset + length)` of the region `keep`
+/// (mapped at `base`), holding
 /// its [`Keep`] (and its record's `key`, for a view) until collected, and a
 /// weak reference to its `ArrayBuffer`. If it fails after the runtime took
 /// the hint, the finalizer has run (and forgotten the record).
@@ -537,13 +543,14 @@ pub unsafe fn create_window(
 /// the region and mapped read-write (its memory is touched directly).
 unsafe fn external(
     env: sys::napi_env,
-    region: &handles::Region,
+    keep: &Arc<Keep>,
+    base: usize,
     offset: usize,
     length: usize,
     view: Option<Listed>,
 ) -> Result<(sys::napi_value, sys::napi_ref)> {
     let hint = Box::into_raw(Box::new(Hold {
-        keep: Arc::clone(&region.keep),
+        keep: Arc::clone(keep),
         view,
     }));
     let mut buffer = ptr::null_mut();
@@ -556,7 +563,7 @@ unsafe fn external(
         sys::napi_create_external_buffer(
             env,
             length,
-            (region.span.addr() + offset) as *mut c_void,
+            (base + offset) as *mut c_void,
             Some(finalize_view),
             hint.cast(),
             &mut buffer,

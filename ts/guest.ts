@@ -270,8 +270,6 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   #markedFrom = 0
   #markedTo = 0
-  /** The dirty region of the last typed store while tracking (a hint: checked before use). */
-  #lastStore = 0
   /** With tracking: writable views handed out (their pages are dirty while they live). */
   #liveViews: LiveView[] = []
   /**
@@ -598,14 +596,6 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     }
   }
 
-  /** After a typed store at `at` (valid: the store succeeded) of `width` bytes. */
-  #markStore(addr: number, width: number): void {
-    // Typed stores come in runs on one region: the last one found is asked first.
-    const d = this.#dirty[this.#lastStore]
-    if (d === undefined || addr < d.start || addr >= d.end) this.#lastStore = this.#dirtyIndex(addr)
-    this.#mark(addr, width)
-  }
-
   #needTracking(operation: string): void {
     if (!this.#tracking) {
       throw unsupported(`${operation} needs dirty tracking: create the GuestMemory with { trackDirty: true }`)
@@ -859,7 +849,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /** A typed store succeeded: its pages are dirty (called only while tracking). */
   protected override typedStored(at: unknown, width: number): void {
-    this.#markStore(typeof at === 'bigint' ? v.bigintIndex(at) : (at as number), width)
+    this.#mark(typeof at === 'bigint' ? v.bigintIndex(at) : (at as number), width)
   }
 
   /**

@@ -32,4 +32,5 @@ export {
   type RestoreOptions,
   type GuestShareHandle,
 } from './guest.js'
-export type { DirtyBitmap, SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'
+export type { DirtyBitmap } from './dirty.js'
+export type { SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'

@@ -1,8 +1,7 @@
 /**
  * Snapshots of guest memory: the manifest a dump resolves to (JSON-serialisable), read back
- * and checked when a snapshot is restored or a diff applied, and the page bitmaps dirty
- * tracking keeps — one bit per page, in 64-bit words, bit `i` of word `w` for page `64w + i`
- * (`KVM_GET_DIRTY_LOG`'s layout), stored as 32-bit words so that `Atomics.or` sets them.
+ * and checked when a snapshot is restored or a diff applied, and the runs of dirty pages a diff
+ * lists.
  */
 import { PAGE_SIZE, type ProtectionFlags } from './constants.js'
 import { guestError, invalidArgType, invalidArgValue, outOfRange } from './errors.js'
@@ -48,58 +47,7 @@ export interface SnapshotOptions {
   dirtyOnly?: boolean
 }
 
-/** One region's dirty pages, as {@link GuestMemory.takeDirty} returns them. */
-export interface DirtyBitmap {
-  /** The region's guest-physical start address. */
-  guestAddress: bigint
-  /** The region's size in bytes. */
-  size: number
-  /** Bit `i` of word `w` set: page `64w + i` of the region is dirty (`KVM_GET_DIRTY_LOG`'s layout). */
-  bitmap: BigUint64Array
-}
-
-/** A bitmap for `pages` pages: 32-bit words, two per 64-bit word, shareable with workers. */
-export function newBitmap(pages: number): Uint32Array {
-  return new Uint32Array(new SharedArrayBuffer(Math.ceil(pages / 64) * 8))
-}
-
-/**
- * Sets the bit of page `p`: an atomic OR, made only if the bit is not set yet (a hot page written
- * again costs a plain load, no locked instruction: `Atomics.load` here cost more than the write it
- * follows). Takes run on the same JavaScript thread as the writes they must see (a snapshot takes
- * its bits before its dump starts), so a bit read as set is still set and will be reported.
- */
-export function markPage(bits: Uint32Array, p: number): void {
-  const w = p >>> 5
-  const m = 1 << (p & 31)
-  if ((bits[w] & m) === 0) Atomics.or(bits, w, m)
-}
-
-/** Sets the bits of pages `[first, last]` (inclusive), atomically. */
-export function setPages(bits: Uint32Array, first: number, last: number): void {
-  for (let w = first >>> 5; w <= last >>> 5; w++) {
-    const lo = w === first >>> 5 ? first & 31 : 0
-    const hi = w === last >>> 5 ? last & 31 : 31
-    const mask = hi === 31 ? ~0 << lo : ((1 << (hi + 1)) - 1) & (~0 << lo)
-    Atomics.or(bits, w, mask)
-  }
-}
-
-/** Takes the bits (atomically clearing them) into a fresh `BigUint64Array`. */
-export function takeBits(bits: Uint32Array): BigUint64Array {
-  const out = new BigUint64Array(bits.length / 2)
-  const words = new Uint32Array(out.buffer)
-  for (let i = 0; i < bits.length; i++) if (bits[i] !== 0) words[i] = Atomics.exchange(bits, i, 0)
-  return out
-}
-
-/** ORs taken bits back (a snapshot that failed must not lose them). */
-export function putBack(bits: Uint32Array, taken: BigUint64Array): void {
-  const words = new Uint32Array(taken.buffer)
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) Atomics.or(bits, i, words[i])
-}
-
-/** The runs `[firstPage, count]` of set bits among the first `pages` pages. */
+/** The runs `[firstPage, count]` of set bits among the first `pages` pages of a taken bitmap. */
 export function pageRuns(taken: BigUint64Array, pages: number): [number, number][] {
   const words = new Uint32Array(taken.buffer)
   const runs: [number, number][] = []

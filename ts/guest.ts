@@ -1,8 +1,7 @@
 import { types } from 'node:util'
-import { fstatSync, constants as fsConstants } from 'node:fs'
-import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
+import { Protection, type ProtectionFlags } from './constants.js'
 import { type DirtyBitmap, type DirtyTracker, needTracking, SoftwareDirtyTracker } from './dirty.js'
-import { guestError, invalidArgType, invalidArgValue, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
+import { invalidArgType, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
 import {
   guestAddRegion,
   guestRemoveRegion,
@@ -17,7 +16,6 @@ import {
   guestWindow,
   guestAtomicCheck,
   fileLoadLength,
-  fileCheckEof,
   regionReclaim,
 } from './calls.js'
 import type { GuestRegionInfo } from '../index.js'
@@ -25,7 +23,15 @@ import { native } from './native.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
 import { HANDLE_KEYS, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
 import { SharedMemory, sharedMemorySource, sharedMemoryState } from './shm.js'
-import { pageRuns, readManifest, type SnapshotManifest, type SnapshotOptions, type SnapshotRegion } from './snapshot.js'
+import {
+  applyDiff,
+  type GuestInternals,
+  type RestoreOptions,
+  restoreSnapshot,
+  type SnapshotManifest,
+  type SnapshotOptions,
+  writeSnapshot,
+} from './snapshot.js'
 import { TypedAccess, type WindowAnswer } from './typed.js'
 import * as v from './validate.js'
 
@@ -101,15 +107,6 @@ export interface GuestMemoryOptions {
   align?: number
 }
 
-/** Options of {@link GuestMemory.restore}. */
-export interface RestoreOptions extends GuestMemoryOptions {
-  /**
-   * Map the snapshot file copy-on-write and read pages on first touch (default `true`); `false`
-   * reads every region into anonymous memory now.
-   */
-  lazy?: boolean
-}
-
 /**
  * A region spec as validated: every property of the caller's object read exactly
  * once (a getter could answer differently on a second read), and only this
@@ -155,7 +152,7 @@ interface Attached {
  */
 const ATTACHED: unique symbol = Symbol('attached')
 
-const { regionLoadFileAsync, regionFileIoAsync, guestRegions } = native
+const { regionLoadFileAsync, guestRegions } = native
 
 /** `guestAddRegion`'s `kind` for each backing. */
 enum Kind {
@@ -531,50 +528,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * writeFileSync('vm.json', JSON.stringify(manifest))
    */
   async snapshot(target: LoadSource, options?: SnapshotOptions): Promise<SnapshotManifest> {
-    const o = v.options('options', options, ['dirtyOnly'])
-    const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
-    if (dirtyOnly) needTracking(this.#dirty, 'snapshot({ dirtyOnly: true })')
-    // The native table, read once: the regions written are the ones the manifest describes.
-    const table = guestRegions(this.#h)
-    // Without tracking nothing is taken; with it, a snapshot clears the bits it covers.
-    const taken = this.#dirty?.take(table)
-    const regions: SnapshotRegion[] = []
-    const runs: number[] = []
-    let fileOffset = 0
-    for (const [i, s] of table.entries()) {
-      const size = s.size
-      const start = s.guestAddress
-      const region: SnapshotRegion = {
-        guestAddress: start,
-        size,
-        fileOffset,
-        backing: s.backing,
-        protection: s.protection as ProtectionFlags,
-      }
-      if (dirtyOnly && taken !== undefined) {
-        region.dirtyPages = pageRuns(taken.bitmaps[i], size / PAGE_SIZE)
-        for (const [p, n] of region.dirtyPages) runs.push(start + p * PAGE_SIZE, n * PAGE_SIZE, fileOffset + p * PAGE_SIZE)
-      } else {
-        runs.push(start, size, fileOffset)
-      }
-      regions.push(region)
-      fileOffset += size
-    }
-    try {
-      await withFile(
-        target,
-        (fd) => regionFileIoAsync(this.#h, fd, true, runs, fileOffset),
-        // Never O_TRUNC: the file may be the very snapshot this memory was restored from (its
-        // private overlays read the pages not yet written from it); truncating it would leave
-        // those pages past the end of their file. Writing the memory back over it is safe: a page
-        // not yet copied is the file's own bytes, a copied one is private. The file only grows.
-        fsConstants.O_WRONLY | fsConstants.O_CREAT,
-      )
-    } catch (e) {
-      taken?.putBack()
-      throw e
-    }
-    return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+    return writeSnapshot(this.#internals(), target, options)
   }
 
   /**
@@ -597,41 +551,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * using guest = GuestMemory.restore(JSON.parse(readFileSync('vm.json', 'utf8')), 'vm.mem', { trackDirty: true })
    */
   static restore(manifest: SnapshotManifest, source: LoadSource, options?: RestoreOptions): GuestMemory {
-    const m = readManifest(manifest)
-    const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
-    const lazy = v.bool('lazy', lazyOption, true)
-    return withFile(source, (f) => {
-      // Only a file with a size holds a snapshot: a character device (`/dev/zero` maps and
-      // reads as anything but the snapshot), a FIFO, a socket or a directory is refused.
-      const st = fstatSync(f)
-      if (!st.isFile() && !st.isBlockDevice()) {
-        const kind = st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a directory' : st.isSocket() ? 'a socket' : 'a character device'
-        throw invalidArgValue(
-          'source',
-          `must be a regular file or a block device holding the snapshot; it is ${kind}`,
-          typeof source === 'number' ? source : String(source),
-        )
-      }
-      for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
-      const specs: GuestRegionSpec[] = m.regions.map((r) => ({
-        guestAddress: r.guestAddress,
-        size: r.size,
-        protection: lazy ? r.protection : Protection.READ_WRITE,
-        backing: lazy ? { fd: f, fdOffset: r.fileOffset, shared: false } : 'anonymous',
-      }))
-      const guest = new GuestMemory(specs, o as GuestMemoryOptions)
-      if (lazy) return guest
-      // Eager: anonymous memory read from the file now, then given the snapshot's protection.
-      try {
-        for (const r of m.regions) {
-          guestLoadFile(guest.#h, r.guestAddress, f, r.fileOffset, r.size)
-          if (r.protection !== Protection.READ_WRITE) guest.#afterChange(guestProtect(guest.#h, r.guestAddress, r.protection))
-        }
-      } catch (e) {
-        guest.close()
-        throw e
-      }
-      return guest
+    return restoreSnapshot(manifest, source, options, (specs, o) => {
+      const guest = new GuestMemory(specs, o)
+      return [guest, guest.#internals()]
     })
   }
 
@@ -649,23 +571,16 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * await guest.applyDiff(JSON.parse(readFileSync('vm.diff.json', 'utf8')), 'vm.diff')
    */
   async applyDiff(manifest: SnapshotManifest, source: LoadSource): Promise<number> {
-    const m = readManifest(manifest)
-    const runs: number[] = []
-    const table = guestRegions(this.#h)
-    for (const r of m.regions) {
-      const s = table.find((x) => x.guestAddress === r.guestAddress)
-      if (s === undefined || s.size !== r.size) {
-        throw guestError(
-          'ERR_GUEST_ADDRESS',
-          `The diff's region at 0x${r.guestAddress.toString(16)} (${r.size} bytes) is not a region of this guest memory`,
-        )
-      }
-      for (const [p, n] of r.dirtyPages ?? [[0, r.size / PAGE_SIZE]]) {
-        runs.push(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE, r.fileOffset + p * PAGE_SIZE)
-        this.#dirty?.mark(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
-      }
+    return applyDiff(this.#internals(), manifest, source)
+  }
+
+  /** What the snapshot functions use of this object (see `snapshot.ts`). */
+  #internals(): GuestInternals {
+    return {
+      handle: this.#h,
+      dirty: this.#dirty,
+      protect: (start, protection) => this.#afterChange(guestProtect(this.#h, start, protection)),
     }
-    return withFile(source, (fd) => regionFileIoAsync(this.#h, fd, false, runs, 0))
   }
 
   /** The arena's window around `at`, cut to the region that contains it. */

@@ -29,8 +29,7 @@ export {
   type GuestMemoryOptions,
   type GuestRegion,
   type GuestRegionSpec,
-  type RestoreOptions,
   type GuestShareHandle,
 } from './guest.js'
 export type { DirtyBitmap } from './dirty.js'
-export type { SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'
+export type { RestoreOptions, SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'

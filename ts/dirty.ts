@@ -116,8 +116,13 @@ export class SoftwareDirtyTracker implements DirtyTracker {
   }
 
   mark(addr: number, len: number): void {
-    // The common case of a write, answered first: inside the page marked last.
-    if (len === 0 || (addr >= this.#markedFrom && addr + len <= this.#markedTo)) return
+    // The common case of a write, answered here and nothing else (this runs on every write):
+    // inside the page marked last.
+    if (len !== 0 && (addr < this.#markedFrom || addr + len > this.#markedTo)) this.#markPages(addr, len)
+  }
+
+  /** {@link mark} outside the page marked last. */
+  #markPages(addr: number, len: number): void {
     const first = this.#indexOf(addr)
     const d0 = this.#regions[first]
     if (d0 === undefined) return

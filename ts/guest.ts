@@ -1,7 +1,7 @@
 import { types } from 'node:util'
-import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
-import { fstatSync, constants as fsConstants } from 'node:fs'
-import { guestError, invalidArgType, invalidArgValue, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
+import { Protection, type ProtectionFlags } from './constants.js'
+import { type DirtyBitmap, type DirtyTracker, needTracking, SoftwareDirtyTracker } from './dirty.js'
+import { invalidArgType, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
 import {
   guestAddRegion,
   guestRemoveRegion,
@@ -16,10 +16,8 @@ import {
   guestWindow,
   guestAtomicCheck,
   fileLoadLength,
-  fileCheckEof,
   regionReclaim,
   regionLoadFileAsync,
-  regionFileIoAsync,
   guestRegions,
 } from './calls.js'
 import type { GuestRegionInfo } from '../index.js'
@@ -27,17 +25,13 @@ import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load
 import { HANDLE_KEYS, MemoryMappingArena, readShareHandle, type ShareHandle } from './region.js'
 import { SharedMemory, sharedMemorySource, sharedMemoryState } from './shm.js'
 import {
-  markPage,
-  newBitmap,
-  pageRuns,
-  putBack,
-  readManifest,
-  setPages,
-  takeBits,
-  type DirtyBitmap,
+  applyDiff,
+  type GuestInternals,
+  type RestoreOptions,
+  restoreSnapshot,
   type SnapshotManifest,
   type SnapshotOptions,
-  type SnapshotRegion,
+  writeSnapshot,
 } from './snapshot.js'
 import { TypedAccess, type WindowAnswer } from './typed.js'
 import * as v from './validate.js'
@@ -114,30 +108,6 @@ export interface GuestMemoryOptions {
   align?: number
 }
 
-/** With `trackDirty`: the dirty bits of one region of the native table (see `snapshot.ts`). */
-interface DirtyRegion {
-  start: number
-  end: number
-  /** One bit per page. */
-  bits: Uint32Array
-}
-
-/** Options of {@link GuestMemory.restore}. */
-export interface RestoreOptions extends GuestMemoryOptions {
-  /**
-   * Map the snapshot file copy-on-write and read pages on first touch (default `true`); `false`
-   * reads every region into anonymous memory now.
-   */
-  lazy?: boolean
-}
-
-/** A writable view handed out while tracking dirty pages: its pages stay dirty while it lives. */
-interface LiveView {
-  view: WeakRef<Buffer>
-  start: number
-  length: number
-}
-
 /**
  * A region spec as validated: every property of the caller's object read exactly
  * once (a getter could answer differently on a second read), and only this
@@ -150,16 +120,6 @@ interface RegionSnapshot {
   /** `source`: the SharedMemory itself, mapped through its own descriptor (no `fstat` per region). */
   backing: { fd: number; fdOffset: number | bigint; shared: boolean; source?: SharedMemory } | 'anonymous'
 }
-
-/**
- * `1 / PAGE_SIZE`: a page size is a power of two, so `offset * PAGE_INVERSE` is exactly
- * `offset / PAGE_SIZE`, and a multiplication costs a fraction of a division (this runs on every
- * write of a GuestMemory that tracks dirty pages).
- */
-const PAGE_INVERSE = 1 / PAGE_SIZE
-
-/** The page of `offset` (a non-negative safe integer). */
-const pageOf = (offset: number): number => Math.floor(offset * PAGE_INVERSE)
 
 /**
  * More regions than this cannot be mapped anyway: each is a kernel mapping, and
@@ -261,25 +221,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   readonly #h: number
   readonly #dontDump: boolean
-  readonly #tracking: boolean
-  /**
-   * The guest range `[#markedFrom, #markedTo)` of the page whose dirty bit this object set (or
-   * found set) last: a write inside it marks nothing, as the bit is still set. Emptied by every
-   * take of the bits and every change of the regions (a region there may have a new bitmap).
-   * A tracking object is never shared, so only this thread takes its bits.
-   */
-  #markedFrom = 0
-  #markedTo = 0
-  /** The dirty region of the last typed store while tracking (a hint: checked before use). */
-  #lastStore = 0
-  /** With tracking: writable views handed out (their pages are dirty while they live). */
-  #liveViews: LiveView[] = []
-  /**
-   * With tracking: the dirty bits of each region of the native table, sorted by guest address,
-   * rebuilt from the table after every change of the regions and before every take of the bits
-   * (a region keeps its bits while it stays).
-   */
-  #dirty: DirtyRegion[] = []
+  /** With `trackDirty`: the dirty pages, marked by every write through this object. */
+  readonly #dirty: DirtyTracker | undefined
   /** Changes of the regions made through this object: with the arena's, its typed-access epoch. */
   #changes = 0
   #reclaimScheduled = false
@@ -302,14 +245,14 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       this.#arena = attached.arena
       this.#h = this.typedHandleOf(this.#arena)
       this.#dontDump = attached.dontDump
-      this.#tracking = false
+      this.#dirty = undefined
       return
     }
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
     const o = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty'])
     this.#dontDump = v.bool('dontDump', o.dontDump, true)
-    this.#tracking = v.bool('trackDirty', o.trackDirty, false)
-    if (this.#tracking) this.notifyStores()
+    this.#dirty = v.bool('trackDirty', o.trackDirty, false) ? new SoftwareDirtyTracker() : undefined
+    if (this.#dirty !== undefined) this.notifyStores()
     const count: unknown = regions.length
     if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0 || count > MAX_REGIONS) {
       throw outOfRange('regions.length', `at most ${MAX_REGIONS}`, count)
@@ -331,7 +274,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       this.#arena.close()
       throw e
     }
-    if (this.#tracking) this.#syncDirty(guestRegions(this.#h))
+    this.#dirty?.sync(guestRegions(this.#h))
   }
 
   /**
@@ -400,13 +343,13 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   }
 
   /**
-   * After a change of the regions: typed access forgets its misses, the marked page is
-   * forgotten, and ranges the arena holds get what the change asked for on the next turn of the
-   * event loop (as the arena's own changes do).
+   * After a change of the regions: typed access forgets its misses, and ranges the arena holds
+   * get what the change asked for on the next turn of the event loop (as the arena's own changes
+   * do). A change that adds or removes a region also syncs the dirty tracker (its caller does,
+   * with the table it reads).
    */
   #afterChange(held: boolean | undefined): void {
     this.#changes++
-    this.#forgetMarkedPage()
     if (held === true && !this.#reclaimScheduled) {
       this.#reclaimScheduled = true
       setImmediate(() => {
@@ -442,7 +385,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * const vcpu = new Worker('./vcpu.js', { workerData: guest.share() })
    */
   share(): GuestShareHandle {
-    if (this.#tracking) throw unsupported('share() of a GuestMemory created with { trackDirty: true }: dirty bits are kept per object')
+    if (this.#dirty !== undefined) {
+      throw unsupported('share() of a GuestMemory created with { trackDirty: true }: dirty bits are kept per object')
+    }
     const arena = this.#arena.share()
     return { kind: 'GuestMemory', arena, dontDump: this.#dontDump }
   }
@@ -505,11 +450,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   addRegion(spec: GuestRegionSpec): GuestRegion {
     const s = GuestMemory.#check(spec, 'region')
     const slot = this.#map(s)
-    if (this.#tracking) {
-      this.#syncDirty(guestRegions(this.#h))
+    if (this.#dirty !== undefined) {
+      this.#dirty.sync(guestRegions(this.#h))
       // A region plugged in after the last snapshot is in none of it: all its pages are new.
-      const bits = this.#dirty[this.#dirtyIndex(s.start)]?.bits
-      if (bits !== undefined) setPages(bits, 0, s.size / PAGE_SIZE - 1)
+      this.#dirty.mark(s.start, s.size)
     }
     const info: GuestRegionInfo = { slot, guestAddress: s.start, size: s.size, protection: s.protection, backing: 'anonymous' }
     return this.#describe(info, this.#arena.address)
@@ -525,91 +469,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   removeRegion(guestAddress: bigint | number): void {
     const start = gpa('guestAddress', guestAddress)
     this.#afterChange(guestRemoveRegion(this.#h, start))
-    if (this.#tracking) this.#syncDirty(guestRegions(this.#h))
-  }
-
-  /**
-   * With tracking: the dirty bits, one bitmap per region of `table` (the native table, read
-   * once by the caller); a region that stays keeps its bits, a new one starts clean.
-   */
-  #syncDirty(table: GuestRegionInfo[]): void {
-    const old = this.#dirty
-    this.#dirty = table.map((r) => {
-      const end = r.guestAddress + r.size
-      const kept = old.find((d) => d.start === r.guestAddress && d.end === end)
-      return kept ?? { start: r.guestAddress, end, bits: newBitmap(r.size / PAGE_SIZE) }
-    })
-    this.#forgetMarkedPage()
-  }
-
-  /** The index of the dirty region that contains `addr`, or -1. */
-  #dirtyIndex(addr: number): number {
-    const d = this.#dirty
-    let lo = 0
-    let hi = d.length - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1
-      if (addr < d[mid].start) hi = mid - 1
-      else if (addr >= d[mid].end) lo = mid + 1
-      else return mid
-    }
-    return -1
-  }
-
-  /**
-   * Sets the dirty bits of `[addr, addr + len)`, a range the native table covers. Without
-   * tracking, nothing.
-   */
-  #mark(addr: number, len: number): void {
-    if (!this.#tracking || len === 0 || this.#inMarkedPage(addr, len)) return
-    const first = this.#dirtyIndex(addr)
-    const d0 = this.#dirty[first]
-    if (d0 === undefined) return
-    const from = addr - d0.start
-    const p = pageOf(from)
-    // Then one page of one region: a plain load when its bit is set already.
-    if (from + len <= d0.end - d0.start && p === pageOf(from + len - 1)) {
-      markPage(d0.bits, p)
-      this.#markedFrom = d0.start + p * PAGE_SIZE
-      this.#markedTo = this.#markedFrom + PAGE_SIZE
-    } else this.#markRange(first, addr, len)
-  }
-
-  /**
-   * Whether `[addr, addr + len)` lies in the page marked last (so its bit is set): the common
-   * case of a write, asked inline before {@link #mark} is called at all.
-   */
-  #inMarkedPage(addr: number, len: number): boolean {
-    return addr >= this.#markedFrom && addr + len <= this.#markedTo
-  }
-
-  /** Forgets the page marked last: its bit was taken, or its region may have a new bitmap. */
-  #forgetMarkedPage(): void {
-    this.#markedTo = 0
-  }
-
-  /** {@link #mark} of a range over several pages or regions. */
-  #markRange(first: number, addr: number, len: number): void {
-    const end = addr + len
-    for (let i = first; i < this.#dirty.length; i++) {
-      const d = this.#dirty[i]
-      if (d.start >= end) break
-      setPages(d.bits, pageOf(Math.max(addr, d.start) - d.start), pageOf(Math.min(end, d.end) - 1 - d.start))
-    }
-  }
-
-  /** After a typed store at `at` (valid: the store succeeded) of `width` bytes. */
-  #markStore(addr: number, width: number): void {
-    // Typed stores come in runs on one region: the last one found is asked first.
-    const d = this.#dirty[this.#lastStore]
-    if (d === undefined || addr < d.start || addr >= d.end) this.#lastStore = this.#dirtyIndex(addr)
-    this.#mark(addr, width)
-  }
-
-  #needTracking(operation: string): void {
-    if (!this.#tracking) {
-      throw unsupported(`${operation} needs dirty tracking: create the GuestMemory with { trackDirty: true }`)
-    }
+    this.#dirty?.sync(guestRegions(this.#h))
   }
 
   /**
@@ -622,11 +482,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * guest.markDirty(bufferAddress, bytesWritten)
    */
   markDirty(guestAddress: bigint | number, length: number): void {
-    this.#needTracking('markDirty')
+    const dirty = needTracking(this.#dirty, 'markDirty')
     const addr = gpa('guestAddress', guestAddress)
     const len = index('length', length)
     guestCovered(this.#h, addr, len)
-    this.#mark(addr, len)
+    dirty.mark(addr, len)
   }
 
   /**
@@ -640,21 +500,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * for (const { guestAddress, bitmap } of guest.takeDirty()) merge(kvmLog(guestAddress), bitmap)
    */
   takeDirty(): DirtyBitmap[] {
-    this.#needTracking('takeDirty')
-    this.#syncDirty(guestRegions(this.#h))
-    this.#markLiveViews()
-    this.#forgetMarkedPage()
-    return this.#dirty.map((d) => ({ guestAddress: BigInt(d.start), size: d.end - d.start, bitmap: takeBits(d.bits) }))
-  }
-
-  /** Marks the pages of the writable views still alive (and attached); forgets the others. */
-  #markLiveViews(): void {
-    this.#liveViews = this.#liveViews.filter((l) => {
-      const view = l.view.deref()
-      if (view === undefined || view.length === 0) return false
-      this.#mark(l.start, l.length)
-      return true
-    })
+    const dirty = needTracking(this.#dirty, 'takeDirty')
+    const table = guestRegions(this.#h)
+    const { bitmaps } = dirty.take(table)
+    return table.map((r, i) => ({ guestAddress: BigInt(r.guestAddress), size: r.size, bitmap: bitmaps[i] }))
   }
 
   /**
@@ -678,55 +527,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * writeFileSync('vm.json', JSON.stringify(manifest))
    */
   async snapshot(target: LoadSource, options?: SnapshotOptions): Promise<SnapshotManifest> {
-    const o = v.options('options', options, ['dirtyOnly'])
-    const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
-    if (dirtyOnly) this.#needTracking('snapshot({ dirtyOnly: true })')
-    // The native table, read once: the regions written are the ones the manifest describes.
-    const table = guestRegions(this.#h)
-    if (this.#tracking) {
-      this.#syncDirty(table)
-      this.#markLiveViews()
-    }
-    this.#forgetMarkedPage()
-    const dirty = this.#tracking ? this.#dirty.slice() : []
-    const taken = dirty.map((d) => takeBits(d.bits))
-    const regions: SnapshotRegion[] = []
-    const runs: number[] = []
-    let fileOffset = 0
-    for (const [i, s] of table.entries()) {
-      const size = s.size
-      const start = s.guestAddress
-      const region: SnapshotRegion = {
-        guestAddress: start,
-        size,
-        fileOffset,
-        backing: s.backing,
-        protection: s.protection as ProtectionFlags,
-      }
-      if (dirtyOnly) {
-        region.dirtyPages = pageRuns(taken[i], size / PAGE_SIZE)
-        for (const [p, n] of region.dirtyPages) runs.push(start + p * PAGE_SIZE, n * PAGE_SIZE, fileOffset + p * PAGE_SIZE)
-      } else {
-        runs.push(start, size, fileOffset)
-      }
-      regions.push(region)
-      fileOffset += size
-    }
-    try {
-      await withFile(
-        target,
-        (fd) => regionFileIoAsync(this.#h, fd, true, Float64Array.from(runs), fileOffset),
-        // Never O_TRUNC: the file may be the very snapshot this memory was restored from (its
-        // private overlays read the pages not yet written from it); truncating it would leave
-        // those pages past the end of their file. Writing the memory back over it is safe: a page
-        // not yet copied is the file's own bytes, a copied one is private. The file only grows.
-        fsConstants.O_WRONLY | fsConstants.O_CREAT,
-      )
-    } catch (e) {
-      for (const [i, d] of dirty.entries()) if (this.#dirty.includes(d)) putBack(d.bits, taken[i])
-      throw e
-    }
-    return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+    return writeSnapshot(this.#internals(), target, options)
   }
 
   /**
@@ -749,41 +550,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * using guest = GuestMemory.restore(JSON.parse(readFileSync('vm.json', 'utf8')), 'vm.mem', { trackDirty: true })
    */
   static restore(manifest: SnapshotManifest, source: LoadSource, options?: RestoreOptions): GuestMemory {
-    const m = readManifest(manifest)
-    const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
-    const lazy = v.bool('lazy', lazyOption, true)
-    return withFile(source, (f) => {
-      // Only a file with a size holds a snapshot: a character device (`/dev/zero` maps and
-      // reads as anything but the snapshot), a FIFO, a socket or a directory is refused.
-      const st = fstatSync(f)
-      if (!st.isFile() && !st.isBlockDevice()) {
-        const kind = st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a directory' : st.isSocket() ? 'a socket' : 'a character device'
-        throw invalidArgValue(
-          'source',
-          `must be a regular file or a block device holding the snapshot; it is ${kind}`,
-          typeof source === 'number' ? source : String(source),
-        )
-      }
-      for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
-      const specs: GuestRegionSpec[] = m.regions.map((r) => ({
-        guestAddress: r.guestAddress,
-        size: r.size,
-        protection: lazy ? r.protection : Protection.READ_WRITE,
-        backing: lazy ? { fd: f, fdOffset: r.fileOffset, shared: false } : 'anonymous',
-      }))
-      const guest = new GuestMemory(specs, o as GuestMemoryOptions)
-      if (lazy) return guest
-      // Eager: anonymous memory read from the file now, then given the snapshot's protection.
-      try {
-        for (const r of m.regions) {
-          guestLoadFile(guest.#h, r.guestAddress, f, r.fileOffset, r.size)
-          if (r.protection !== Protection.READ_WRITE) guest.#afterChange(guestProtect(guest.#h, r.guestAddress, r.protection))
-        }
-      } catch (e) {
-        guest.close()
-        throw e
-      }
-      return guest
+    return restoreSnapshot(manifest, source, options, (specs, o) => {
+      const guest = new GuestMemory(specs, o)
+      return [guest, guest.#internals()]
     })
   }
 
@@ -801,23 +570,16 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * await guest.applyDiff(JSON.parse(readFileSync('vm.diff.json', 'utf8')), 'vm.diff')
    */
   async applyDiff(manifest: SnapshotManifest, source: LoadSource): Promise<number> {
-    const m = readManifest(manifest)
-    const runs: number[] = []
-    const table = guestRegions(this.#h)
-    for (const r of m.regions) {
-      const s = table.find((x) => x.guestAddress === r.guestAddress)
-      if (s === undefined || s.size !== r.size) {
-        throw guestError(
-          'ERR_GUEST_ADDRESS',
-          `The diff's region at 0x${r.guestAddress.toString(16)} (${r.size} bytes) is not a region of this guest memory`,
-        )
-      }
-      for (const [p, n] of r.dirtyPages ?? [[0, r.size / PAGE_SIZE]]) {
-        runs.push(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE, r.fileOffset + p * PAGE_SIZE)
-        this.#mark(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
-      }
+    return applyDiff(this.#internals(), manifest, source)
+  }
+
+  /** What the snapshot functions use of this object (see `snapshot.ts`). */
+  #internals(): GuestInternals {
+    return {
+      handle: this.#h,
+      dirty: this.#dirty,
+      protect: (start, protection) => this.#afterChange(guestProtect(this.#h, start, protection)),
     }
-    return withFile(source, (fd) => regionFileIoAsync(this.#h, fd, false, Float64Array.from(runs), 0))
   }
 
   /** The arena's window around `at`, cut to the region that contains it. */
@@ -859,7 +621,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
 
   /** A typed store succeeded: its pages are dirty (called only while tracking). */
   protected override typedStored(at: unknown, width: number): void {
-    this.#markStore(typeof at === 'bigint' ? v.bigintIndex(at) : (at as number), width)
+    this.#dirty?.mark(typeof at === 'bigint' ? v.bigintIndex(at) : (at as number), width)
   }
 
   /**
@@ -921,10 +683,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (addr < 0 && typeof guestAddress !== 'number') gpa('guestAddress', guestAddress)
     const bytes = v.bytes('data', data)
     guestWrite(this.#h, addr, bytes)
-    if (this.#tracking) {
-      const length = v.byteLength(bytes)
-      if (!this.#inMarkedPage(addr, length)) this.#mark(addr, length)
-    }
+    this.#dirty?.mark(addr, v.byteLength(bytes))
   }
 
   /**
@@ -949,10 +708,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     try {
       guestDiscard(this.#h, addr, len)
     } catch (e) {
-      if (this.#tracking && (e as { syscall?: unknown }).syscall !== undefined) this.#mark(addr, len)
+      if ((e as { syscall?: unknown }).syscall !== undefined) this.#dirty?.mark(addr, len)
       throw e
     }
-    if (this.#tracking && len > 0) this.#mark(addr, len)
+    this.#dirty?.mark(addr, len)
   }
 
   /**
@@ -980,10 +739,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
         // One that met a page it could not write (EFAULT) wrote `bytesCopied` bytes before it; a
         // failed read of the file itself (EIO) may have come after some pages: all are marked.
         const written = loadWritten(e, len)
-        if (written > 0) this.#mark(addr, written)
+        if (written > 0) this.#dirty?.mark(addr, written)
         throw e
       }
-      this.#mark(addr, len)
+      this.#dirty?.mark(addr, len)
       return loaded
     })
   }
@@ -1005,7 +764,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       guestCovered(this.#h, addr, len)
       const done = regionLoadFileAsync(this.#h, addr, fd, fileOffset, len)
       // Marked now: the pages are written at some point before the promise settles.
-      this.#mark(addr, len)
+      this.#dirty?.mark(addr, len)
       return done
     })
   }
@@ -1029,11 +788,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const len = index('length', length)
     guestCovered(this.#h, addr, len)
     const view = this.#arena.view(addr, len)
-    if (this.#tracking && len > 0) {
-      // Every view is writable (it needs READ | WRITE): dirty now, and while it lives.
-      this.#mark(addr, len)
-      this.#liveViews.push({ view: new WeakRef(view), start: addr, length: len })
-    }
+    // Every view is writable (it needs READ | WRITE): dirty now, and while it lives.
+    this.#dirty?.markView(view, addr, len)
     return view
   }
 
@@ -1053,7 +809,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const len = index('length', length)
     guestCovered(this.#h, addr, len)
     const buffer = this.#arena.sharedView(addr, len)
-    this.#mark(addr, len)
+    this.#dirty?.mark(addr, len)
     return buffer
   }
 

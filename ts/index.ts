@@ -29,7 +29,7 @@ export {
   type GuestMemoryOptions,
   type GuestRegion,
   type GuestRegionSpec,
-  type RestoreOptions,
   type GuestShareHandle,
 } from './guest.js'
-export type { DirtyBitmap, SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'
+export type { DirtyBitmap } from './dirty.js'
+export type { RestoreOptions, SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'

@@ -1,11 +1,17 @@
 /**
- * Snapshots of guest memory: the manifest a dump resolves to (JSON-serialisable), read back
- * and checked when a snapshot is restored or a diff applied, and the page bitmaps dirty
- * tracking keeps — one bit per page, in 64-bit words, bit `i` of word `w` for page `64w + i`
- * (`KVM_GET_DIRTY_LOG`'s layout), stored as 32-bit words so that `Atomics.or` sets them.
+ * Snapshots of guest memory: writing one (every region, or only the dirty pages), restoring a
+ * GuestMemory from one, applying a diff over one, and the manifest that describes the file
+ * (JSON-serialisable), read back and checked once before anything is mapped or read.
+ * GuestMemory's `snapshot`, `restore` and `applyDiff` are these functions.
  */
-import { PAGE_SIZE, type ProtectionFlags } from './constants.js'
+import { fstatSync, constants as fsConstants } from 'node:fs'
+import { fileCheckEof, guestLoadFile } from './calls.js'
+import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
+import { type DirtyTracker, needTracking } from './dirty.js'
 import { guestError, invalidArgType, invalidArgValue, outOfRange } from './errors.js'
+import type { GuestMemoryOptions, GuestRegionSpec } from './guest.js'
+import { type LoadSource, withFile } from './load.js'
+import { guestRegions, regionFileIoAsync } from './calls.js'
 import * as v from './validate.js'
 
 /** One region of a {@link SnapshotManifest}. */
@@ -48,59 +54,148 @@ export interface SnapshotOptions {
   dirtyOnly?: boolean
 }
 
-/** One region's dirty pages, as {@link GuestMemory.takeDirty} returns them. */
-export interface DirtyBitmap {
-  /** The region's guest-physical start address. */
-  guestAddress: bigint
-  /** The region's size in bytes. */
-  size: number
-  /** Bit `i` of word `w` set: page `64w + i` of the region is dirty (`KVM_GET_DIRTY_LOG`'s layout). */
-  bitmap: BigUint64Array
-}
-
-/** A bitmap for `pages` pages: 32-bit words, two per 64-bit word, shareable with workers. */
-export function newBitmap(pages: number): Uint32Array {
-  return new Uint32Array(new SharedArrayBuffer(Math.ceil(pages / 64) * 8))
+/** Options of {@link GuestMemory.restore}. */
+export interface RestoreOptions extends GuestMemoryOptions {
+  /**
+   * Map the snapshot file copy-on-write and read pages on first touch (default `true`); `false`
+   * reads every region into anonymous memory now.
+   */
+  lazy?: boolean
 }
 
 /**
- * Sets the bit of page `p`: an atomic OR, made only if the bit is not set yet (a hot page written
- * again costs a plain load, no locked instruction: `Atomics.load` here cost more than the write it
- * follows). Takes run on the same JavaScript thread as the writes they must see (a snapshot takes
- * its bits before its dump starts), so a bit read as set is still set and will be reported.
+ * What the functions here use of a GuestMemory: handed to them by its own methods (the fields
+ * are private to it), for the one call.
  */
-export function markPage(bits: Uint32Array, p: number): void {
-  const w = p >>> 5
-  const m = 1 << (p & 31)
-  if ((bits[w] & m) === 0) Atomics.or(bits, w, m)
+export interface GuestInternals {
+  /** The arena's native handle, for the guest entry points. */
+  readonly handle: number
+  /** Its dirty tracker; `undefined` when created without `trackDirty`. */
+  readonly dirty: DirtyTracker | undefined
+  /** Gives the region that starts at `start` the protection `protection`. */
+  protect(start: number, protection: ProtectionFlags): void
 }
 
-/** Sets the bits of pages `[first, last]` (inclusive), atomically. */
-export function setPages(bits: Uint32Array, first: number, last: number): void {
-  for (let w = first >>> 5; w <= last >>> 5; w++) {
-    const lo = w === first >>> 5 ? first & 31 : 0
-    const hi = w === last >>> 5 ? last & 31 : 31
-    const mask = hi === 31 ? ~0 << lo : ((1 << (hi + 1)) - 1) & (~0 << lo)
-    Atomics.or(bits, w, mask)
+/** {@link GuestMemory.snapshot} of `guest`. */
+export async function writeSnapshot(guest: GuestInternals, target: LoadSource, options: unknown): Promise<SnapshotManifest> {
+  const o = v.options('options', options, ['dirtyOnly'])
+  const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
+  if (dirtyOnly) needTracking(guest.dirty, 'snapshot({ dirtyOnly: true })')
+  // The native table, read once: the regions written are the ones the manifest describes.
+  const table = guestRegions(guest.handle)
+  // Without tracking nothing is taken; with it, a snapshot clears the bits it covers.
+  const taken = guest.dirty?.take(table)
+  const regions: SnapshotRegion[] = []
+  const runs: number[] = []
+  let fileOffset = 0
+  for (const [i, s] of table.entries()) {
+    const size = s.size
+    const start = s.guestAddress
+    const region: SnapshotRegion = {
+      guestAddress: start,
+      size,
+      fileOffset,
+      backing: s.backing,
+      protection: s.protection as ProtectionFlags,
+    }
+    if (dirtyOnly && taken !== undefined) {
+      region.dirtyPages = pageRuns(taken.bitmaps[i], size / PAGE_SIZE)
+      for (const [p, n] of region.dirtyPages) runs.push(start + p * PAGE_SIZE, n * PAGE_SIZE, fileOffset + p * PAGE_SIZE)
+    } else {
+      runs.push(start, size, fileOffset)
+    }
+    regions.push(region)
+    fileOffset += size
   }
+  try {
+    await withFile(
+      target,
+      (fd) => regionFileIoAsync(guest.handle, fd, true, Float64Array.from(runs), fileOffset),
+      // Never O_TRUNC: the file may be the very snapshot this memory was restored from (its
+      // private overlays read the pages not yet written from it); truncating it would leave
+      // those pages past the end of their file. Writing the memory back over it is safe: a page
+      // not yet copied is the file's own bytes, a copied one is private. The file only grows.
+      fsConstants.O_WRONLY | fsConstants.O_CREAT,
+    )
+  } catch (e) {
+    taken?.putBack()
+    throw e
+  }
+  return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
 }
 
-/** Takes the bits (atomically clearing them) into a fresh `BigUint64Array`. */
-export function takeBits(bits: Uint32Array): BigUint64Array {
-  const out = new BigUint64Array(bits.length / 2)
-  const words = new Uint32Array(out.buffer)
-  for (let i = 0; i < bits.length; i++) if (bits[i] !== 0) words[i] = Atomics.exchange(bits, i, 0)
-  return out
+/**
+ * {@link GuestMemory.restore}: `build` constructs the GuestMemory over the regions given (the
+ * caller's constructor) and hands over its internals, for an eager restore to fill it.
+ */
+export function restoreSnapshot<G extends { close(): void }>(
+  manifest: unknown,
+  source: LoadSource,
+  options: unknown,
+  build: (specs: GuestRegionSpec[], options: GuestMemoryOptions) => [G, GuestInternals],
+): G {
+  const m = readManifest(manifest)
+  const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
+  const lazy = v.bool('lazy', lazyOption, true)
+  return withFile(source, (f) => {
+    // Only a file with a size holds a snapshot: a character device (`/dev/zero` maps and
+    // reads as anything but the snapshot), a FIFO, a socket or a directory is refused.
+    const st = fstatSync(f)
+    if (!st.isFile() && !st.isBlockDevice()) {
+      const kind = st.isFIFO() ? 'a FIFO' : st.isDirectory() ? 'a directory' : st.isSocket() ? 'a socket' : 'a character device'
+      throw invalidArgValue(
+        'source',
+        `must be a regular file or a block device holding the snapshot; it is ${kind}`,
+        typeof source === 'number' ? source : String(source),
+      )
+    }
+    for (const r of m.regions) fileCheckEof(f, r.fileOffset, r.size)
+    const specs: GuestRegionSpec[] = m.regions.map((r) => ({
+      guestAddress: r.guestAddress,
+      size: r.size,
+      protection: lazy ? r.protection : Protection.READ_WRITE,
+      backing: lazy ? { fd: f, fdOffset: r.fileOffset, shared: false } : 'anonymous',
+    }))
+    const [guest, internals] = build(specs, o as GuestMemoryOptions)
+    if (lazy) return guest
+    // Eager: anonymous memory read from the file now (no page marked: the restored memory is the
+    // snapshot), then given the snapshot's protection.
+    try {
+      for (const r of m.regions) {
+        guestLoadFile(internals.handle, r.guestAddress, f, r.fileOffset, r.size)
+        if (r.protection !== Protection.READ_WRITE) internals.protect(r.guestAddress, r.protection)
+      }
+    } catch (e) {
+      guest.close()
+      throw e
+    }
+    return guest
+  })
 }
 
-/** ORs taken bits back (a snapshot that failed must not lose them). */
-export function putBack(bits: Uint32Array, taken: BigUint64Array): void {
-  const words = new Uint32Array(taken.buffer)
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) Atomics.or(bits, i, words[i])
+/** {@link GuestMemory.applyDiff} to `guest`. */
+export async function applyDiff(guest: GuestInternals, manifest: unknown, source: LoadSource): Promise<number> {
+  const m = readManifest(manifest)
+  const runs: number[] = []
+  const table = guestRegions(guest.handle)
+  for (const r of m.regions) {
+    const s = table.find((x) => x.guestAddress === r.guestAddress)
+    if (s === undefined || s.size !== r.size) {
+      throw guestError(
+        'ERR_GUEST_ADDRESS',
+        `The diff's region at 0x${r.guestAddress.toString(16)} (${r.size} bytes) is not a region of this guest memory`,
+      )
+    }
+    for (const [p, n] of r.dirtyPages ?? [[0, r.size / PAGE_SIZE]]) {
+      runs.push(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE, r.fileOffset + p * PAGE_SIZE)
+      guest.dirty?.mark(r.guestAddress + p * PAGE_SIZE, n * PAGE_SIZE)
+    }
+  }
+  return withFile(source, (fd) => regionFileIoAsync(guest.handle, fd, false, Float64Array.from(runs), 0))
 }
 
-/** The runs `[firstPage, count]` of set bits among the first `pages` pages. */
-export function pageRuns(taken: BigUint64Array, pages: number): [number, number][] {
+/** The runs `[firstPage, count]` of set bits among the first `pages` pages of a taken bitmap. */
+function pageRuns(taken: BigUint64Array, pages: number): [number, number][] {
   const words = new Uint32Array(taken.buffer)
   const runs: [number, number][] = []
   let start = -1
@@ -124,7 +219,7 @@ const pages = v.wholePages
  * the file, page runs inside their region. Returns a snapshot of it; the caller's object is not
  * read again. Whether the file is long enough is checked against the file (`fileCheckEof`).
  */
-export function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
+function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
   if (value === null || typeof value !== 'object') throw invalidArgType(name, 'a snapshot manifest object', value)
   const m = v.options(name, value, ['version', 'pageSize', 'dirtyOnly', 'regions'])
   if (m.version !== 1) throw invalidArgValue(`${name}.version`, 'must be 1 (the only format this version reads)', m.version)

@@ -102,13 +102,14 @@ impl MemoryMappingArena {
         match result {
             Ok(_) => {
                 self.settle_held(offset, end, in_use, restore);
+                // Anonymous memory is neither fragile nor opaque: the range is
+                // cleared everywhere, then the layout records the new piece.
+                self.clear_layouts(offset, end);
                 let base = self.addr as usize;
                 self.layout
                     .set_checked(offset, end, Backing::Anonymous, prot, &mut |b| {
                         kernel_merged(base + b)
                     });
-                self.fragile.clear(offset, end);
-                self.opaque.clear(offset, end);
                 Ok(())
             }
             Err(e) => {
@@ -264,9 +265,7 @@ impl MemoryMappingArena {
             };
             if scratch.is_ok() {
                 self.held.hold(offset, offset + len, Restore::Hole);
-                self.layout.clear(offset, offset + len);
-                self.fragile.clear(offset, offset + len);
-                self.opaque.clear(offset, offset + len);
+                self.clear_layouts(offset, offset + len);
                 return Ok(());
             }
         }
@@ -280,9 +279,7 @@ impl MemoryMappingArena {
         // Removed — or, if re-reserving after the unmap failed, unmapped: either
         // way nothing is mapped there any more.
         self.held.release(offset, offset + len);
-        self.layout.clear(offset, offset + len);
-        self.fragile.clear(offset, offset + len);
-        self.opaque.clear(offset, offset + len);
+        self.clear_layouts(offset, offset + len);
         result
     }
 }

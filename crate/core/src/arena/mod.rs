@@ -127,6 +127,16 @@ impl MemoryMappingArena {
         budget::update(self.kernel_mappings, now);
         self.kernel_mappings = now;
     }
+
+    /// Makes `[start, end)` a hole in all three layouts: where a change
+    /// unmapped the range or found it unmapped (nothing there is mapped, so
+    /// nothing is fragile or opaque either), and before anonymous memory,
+    /// which is neither, is recorded there.
+    fn clear_layouts(&mut self, start: usize, end: usize) {
+        self.layout.clear(start, end);
+        self.fragile.clear(start, end);
+        self.opaque.clear(start, end);
+    }
 }
 
 // SAFETY: `[addr, addr + size)` is reserved or overlaid by this value until drop

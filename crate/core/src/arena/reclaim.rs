@@ -125,9 +125,7 @@ impl MemoryMappingArena {
                     mapped.map(|_| ()).or_else(|e| {
                         self.repair(h.start, h.end);
                         let hole = self.make_hole(h.start, len);
-                        self.layout.clear(h.start, h.end);
-                        self.fragile.clear(h.start, h.end);
-                        self.opaque.clear(h.start, h.end);
+                        self.clear_layouts(h.start, h.end);
                         hole.and(Err(e))
                     })
                 }

@@ -64,9 +64,7 @@ impl MemoryMappingArena {
         // SAFETY: inside our reservation; MAP_FIXED_NOREPLACE fails rather than
         // replace anything that is still mapped there.
         if unsafe { self.reserve_again(addr, end - start) }.is_ok() {
-            self.layout.clear(start, end);
-            self.fragile.clear(start, end);
-            self.opaque.clear(start, end);
+            self.clear_layouts(start, end);
             return;
         }
         let pages = (end - start) / page;
@@ -78,9 +76,7 @@ impl MemoryMappingArena {
         }
         // One unmapped page that cannot be reserved again (the process is out
         // of mappings): the layout must at least not claim it is mapped.
-        self.layout.clear(start, end);
-        self.fragile.clear(start, end);
-        self.opaque.clear(start, end);
+        self.clear_layouts(start, end);
     }
 
     /// Reserves `[addr, addr + len)` again after it was unmapped.

@@ -1,6 +1,7 @@
 //! Making planned changes: `apply` does the kernel's part of each kind of
 //! [`Change`] (`mmap`, `mprotect`, a hole) and records the result in the
-//! layouts; a change that fails is repaired (see `repair`).
+//! layouts; a change that fails is repaired (see `repair`). `add_anonymous`
+//! and `protect` plan and apply in one call.
 
 use std::os::fd::{BorrowedFd, RawFd};
 

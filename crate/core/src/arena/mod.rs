@@ -1,7 +1,8 @@
 //! `MemoryMappingArena`: a `PROT_NONE` reservation that fds and anonymous
 //! memory are overlaid into and removed from at page granularity. This file is
-//! the arena itself: its reservation, its three layouts and the kernel-mapping
-//! count it reports; what is done with it is in the modules below.
+//! the arena itself: its reservation (made, and given back on drop), its three
+//! layouts, the kernel-mapping count it reports and the [`MappedRegion`] trait;
+//! what is done with it is in the modules below.
 
 use std::os::fd::BorrowedFd;
 

@@ -428,11 +428,7 @@ mod tests {
             })
         );
         assert_eq!(m.window(3 * ps, 1 << 30), None);
-        let ro = MappingOptions {
-            protection: Protection::READ,
-            ..MappingOptions::anonymous()
-        };
-        let m = AnyRegion::Mapping(MemoryMapping::anonymous(ps, ro).unwrap());
+        let m = AnyRegion::Mapping(crate::testutil::read_only_mapping());
         assert_eq!(
             m.window(0, 1 << 30),
             Some(Window {

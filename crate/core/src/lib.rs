@@ -67,6 +67,15 @@ pub(crate) mod testutil {
         file
     }
 
+    /// A one-page private anonymous mapping that allows reading only.
+    pub fn read_only_mapping() -> crate::MemoryMapping {
+        let options = crate::MappingOptions {
+            protection: crate::Protection::READ,
+            ..crate::MappingOptions::anonymous()
+        };
+        crate::MemoryMapping::anonymous(crate::page_size(), options).unwrap()
+    }
+
     /// Closes a raw fd number a test opened with libc.
     pub fn close_raw(fd: i32) {
         // SAFETY: the test owns the number and uses it no more.

@@ -311,8 +311,7 @@ impl Drop for MemoryMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::borrow;
-    use crate::testutil::unlinked_file;
+    use crate::testutil::{borrow, read_only_mapping, unlinked_file};
     use crate::Advice;
     use crate::{page_size, SharedMemory};
     use std::os::fd::AsFd;
@@ -340,16 +339,17 @@ mod tests {
     }
 
     #[test]
-    fn protection_is_honoured_by_copies() {
-        let opts = MappingOptions {
-            protection: Protection::READ,
-            ..MappingOptions::anonymous()
-        };
-        let m = MemoryMapping::anonymous(page_size(), opts).unwrap();
+    fn a_read_only_mapping_refuses_writes_views_and_discards() {
+        let m = read_only_mapping();
         assert!(matches!(m.write_from(0, b"x"), Err(Error::Access { .. })));
         let mut b = [1u8; 4];
         m.read_into(0, &mut b).unwrap();
         assert_eq!(b, [0; 4]);
+        assert!(matches!(m.check_direct(0, 1), Err(Error::Access { .. })));
+        assert!(matches!(
+            m.discard(0, page_size()),
+            Err(Error::Access { .. })
+        ));
     }
 
     #[test]
@@ -457,15 +457,6 @@ mod tests {
             m.check_direct(4 * ps, 1),
             Err(Error::OutOfBounds { .. })
         ));
-        let ro = MemoryMapping::anonymous(
-            ps,
-            MappingOptions {
-                protection: Protection::READ,
-                ..MappingOptions::anonymous()
-            },
-        )
-        .unwrap();
-        assert!(matches!(ro.check_direct(0, 1), Err(Error::Access { .. })));
     }
 
     #[test]
@@ -509,5 +500,42 @@ mod tests {
         let mut tail = [0u8; 4];
         m.read_into(ps - 4, &mut tail).unwrap();
         assert_eq!(tail, [0u8; 4]);
+    }
+
+    #[test]
+    fn a_mapping_discards_by_its_sharing() {
+        let ps = page_size();
+        let private = MemoryMapping::anonymous(2 * ps, MappingOptions::anonymous()).unwrap();
+        let shared = MemoryMapping::anonymous(
+            2 * ps,
+            MappingOptions {
+                shared: true,
+                ..MappingOptions::anonymous()
+            },
+        )
+        .unwrap();
+        let file = unlinked_file("discard-mapping", &vec![6u8; 2 * ps], false);
+        let cow = MemoryMapping::from_fd(
+            file.as_fd(),
+            2 * ps,
+            MappingOptions {
+                shared: false,
+                ..MappingOptions::fd()
+            },
+        )
+        .unwrap();
+        for m in [&private, &shared, &cow] {
+            m.write_from(0, &vec![2u8; 2 * ps][..]).unwrap();
+            m.discard(ps, ps).unwrap();
+            let mut b = vec![0u8; 2 * ps];
+            m.read_into(0, &mut b[..]).unwrap();
+            assert_eq!(&b[..ps], &vec![2u8; ps][..]);
+            let expected = if std::ptr::eq(m, &cow) { 6 } else { 0 };
+            assert_eq!(&b[ps..], &vec![expected; ps][..]);
+        }
+        assert!(matches!(
+            private.discard(0, 3 * ps),
+            Err(Error::OutOfBounds { .. })
+        ));
     }
 }

@@ -39,7 +39,7 @@ mod sys;
 pub use any::{AnyRegion, Atomic, AtomicWord, Window};
 pub use arena::{Change, MemoryMappingArena};
 pub use copy::CopyMode;
-pub use error::{Error, Result};
+pub use error::{Error, NoTracking, Result};
 pub use guest::{GuestBacking, GuestRegion, GuestTable};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use load::{extend_file, file_load_length, file_size, IoRange};

@@ -152,7 +152,7 @@ pub enum Error {
         /// Bytes written before the fault.
         copied: u64,
     },
-    /// Kernel write tracking (`WriteTracker`) cannot
+    /// Kernel write tracking ([`WriteTracker`](crate::WriteTracker)) cannot
     /// be used: in this process at all, or over this range.
     WriteTracking {
         /// Why, as data.
@@ -162,7 +162,7 @@ pub enum Error {
 
 /// Why kernel write tracking cannot be used ([`Error::WriteTracking`]). The
 /// first five are about the kernel or the process and come from
-/// `WriteTracker::open`
+/// [`WriteTracker::open`](crate::WriteTracker::open)
 /// ([`NoTracking::kernel_lacks_it`]); the others are about a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoTracking {

@@ -109,12 +109,14 @@ if [ $# -gt 0 ]; then
   command=("$@")
 else
   # The Rust core's unit tests, cross-built like the addon, then the ava suite; a generous
-  # per-test timeout: the guest runs about ten times slower than this machine.
+  # per-test timeout: the guest runs about ten times slower than this machine. The guest's
+  # kernel (Debian 12's 6.1) predates asynchronous write-protect (6.7): the kernel
+  # write-tracking tests skip there, saying so (MR_ALLOW_NO_UFFD=1).
   rm -rf "$PARTS/core-tests"
   bash scripts/arm64-build.sh --tests "$PARTS/core-tests"
   command=(sh -c 'set -e
 echo "== cargo test -p mapped-region (aarch64)"
-cd crate/core && for t in /parts/core-tests/*; do "$t"; done && cd /work
+cd crate/core && for t in /parts/core-tests/*; do MR_ALLOW_NO_UFFD=1 "$t"; done && cd /work
 echo "== ava (node $(node --version), $(uname -m))"
 node node_modules/ava/entrypoints/cli.mjs --timeout=10m')
 fi

@@ -152,6 +152,111 @@ pub enum Error {
         /// Bytes written before the fault.
         copied: u64,
     },
+    /// Kernel write tracking ([`WriteTracker`](crate::WriteTracker)) cannot
+    /// be used: in this process at all, or over this range.
+    WriteTracking {
+        /// Why, as data.
+        reason: NoTracking,
+    },
+}
+
+/// Why kernel write tracking cannot be used ([`Error::WriteTracking`]). The
+/// first five are about the kernel or the process and come from
+/// [`WriteTracker::open`](crate::WriteTracker::open)
+/// ([`NoTracking::kernel_lacks_it`]); the others are about a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTracking {
+    /// `userfaultfd(2)` is `ENOSYS`: a kernel built without
+    /// `CONFIG_USERFAULTFD` (or older than 4.3), a seccomp filter that hides
+    /// it, or an emulator that does not know it (valgrind 3.19).
+    NoUserfaultfd,
+    /// `userfaultfd(2)` is `EPERM` even for user-mode faults only
+    /// (`UFFD_USER_MODE_ONLY`, which the kernel allows every process): a
+    /// seccomp filter or security module forbids it.
+    NotPermitted,
+    /// The kernel is older than the interfaces tracking needs (Linux 6.7):
+    /// `missing` names the first one it lacks (`UFFD_FEATURE_WP_ASYNC`,
+    /// `UFFD_FEATURE_WP_UNPOPULATED`, `PAGEMAP_SCAN`, `UFFD_USER_MODE_ONLY`).
+    KernelTooOld {
+        /// The interface.
+        missing: &'static str,
+    },
+    /// `/proc/self/pagemap` cannot be opened (`errno`): `/proc` is not
+    /// mounted, or is hidden from the process.
+    NoPagemap {
+        /// The `errno` of `open`.
+        errno: i32,
+    },
+    /// The range holds memory the kernel does not write-protect
+    /// (`UFFDIO_REGISTER` is `EINVAL`): `MAP_DROPPABLE` memory, some device
+    /// mappings, or a huge-page mapping whose range is not a multiple of its
+    /// huge page size.
+    MemoryKind,
+    /// The range holds a shared mapping this process can never write through
+    /// (a file opened read-only, a memfd sealed against writes): the kernel
+    /// refuses to track it (`UFFDIO_REGISTER` is `EPERM`).
+    NeverWritable,
+    /// Part of the range is tracked by another tracker, or registered with
+    /// another userfaultfd of this process (`UFFDIO_REGISTER` is `EBUSY`).
+    TrackedElsewhere,
+    /// Part of the range is not tracked: it never was, it was untracked, or
+    /// it was mapped anew since (a mapping placed with `MAP_FIXED` is a new
+    /// one, and starts untracked: track it again).
+    NotTracked,
+}
+
+impl NoTracking {
+    /// Whether this says that the kernel (or the process's sandbox) lacks
+    /// write tracking altogether, rather than refusing one range.
+    pub fn kernel_lacks_it(self) -> bool {
+        matches!(
+            self,
+            NoTracking::NoUserfaultfd
+                | NoTracking::NotPermitted
+                | NoTracking::KernelTooOld { .. }
+                | NoTracking::NoPagemap { .. }
+        )
+    }
+}
+
+impl fmt::Display for NoTracking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoTracking::NoUserfaultfd => write!(
+                f,
+                "this kernel has no userfaultfd (ENOSYS: built without CONFIG_USERFAULTFD, hidden by a seccomp filter, or run under an emulator such as valgrind that does not know the call)"
+            ),
+            NoTracking::NotPermitted => write!(
+                f,
+                "userfaultfd is not permitted to this process, even for user-mode faults only (a seccomp filter or security module forbids it; outside such a sandbox, sysctl vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd allow it)"
+            ),
+            NoTracking::KernelTooOld { missing } => write!(
+                f,
+                "this kernel lacks {missing} (Linux 6.7 or later has every interface write tracking needs)"
+            ),
+            NoTracking::NoPagemap { errno } => write!(
+                f,
+                "/proc/self/pagemap cannot be opened ({}): is /proc mounted?",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            NoTracking::MemoryKind => write!(
+                f,
+                "the range holds memory the kernel cannot write-protect (MAP_DROPPABLE memory, a device mapping, or huge pages not covered whole)"
+            ),
+            NoTracking::NeverWritable => write!(
+                f,
+                "the range holds a shared mapping this process can never write (a file opened read-only, or a memfd sealed against writes)"
+            ),
+            NoTracking::TrackedElsewhere => write!(
+                f,
+                "part of the range is tracked already by another tracker or userfaultfd of this process"
+            ),
+            NoTracking::NotTracked => write!(
+                f,
+                "part of the range is not tracked (never tracked, untracked, or mapped anew since: a new mapping must be tracked again)"
+            ),
+        }
+    }
 }
 
 impl Error {
@@ -260,6 +365,9 @@ impl fmt::Display for Error {
                 "{syscall} failed: {}",
                 std::io::Error::from_raw_os_error(*errno)
             ),
+            Error::WriteTracking { reason } => {
+                write!(f, "kernel write tracking is unavailable: {reason}")
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`MemoryMappingArena`]: a `PROT_NONE` reservation that overlays are placed
 //!   into, with its layout kept in an ordered map.
 //! - [`SharedMemory`]: a sealed memfd.
+//! - [`WriteTracker`]: which pages of some ranges were written, by anyone in
+//!   the process (threads, the kernel, KVM), recorded by the kernel.
 //!
 //! - [`AnyRegion`]: either kind, for code that holds regions of both kinds;
 //!   [`AnyRegion::load`] reads a file straight into one.
@@ -20,6 +22,7 @@ mod any;
 mod arena;
 pub mod budget;
 mod copy;
+mod dirty;
 mod error;
 #[cfg(target_arch = "x86_64")]
 mod guard;
@@ -39,7 +42,8 @@ mod sys;
 pub use any::{AnyRegion, Atomic, AtomicWord, Window};
 pub use arena::{Change, MemoryMappingArena};
 pub use copy::CopyMode;
-pub use error::{Error, Result};
+pub use dirty::WriteTracker;
+pub use error::{Error, NoTracking, Result};
 pub use guest::{GuestBacking, GuestRegion, GuestTable};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use load::{extend_file, file_load_length, file_size, IoRange};

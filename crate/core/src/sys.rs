@@ -751,6 +751,314 @@ mod sigbus {
 #[cfg(target_arch = "x86_64")]
 pub use sigbus::*;
 
+/// The kernel interfaces of write tracking (`dirty.rs`): userfaultfd in
+/// asynchronous write-protect mode and `PAGEMAP_SCAN` on `/proc/self/pagemap`
+/// (Linux 6.7+). Debian 12's headers and the `libc` crate predate them, so the
+/// structures and request numbers are defined here, from
+/// `include/uapi/linux/userfaultfd.h` and `include/uapi/linux/fs.h`, each
+/// size and number checked at compile time.
+pub(crate) mod wp {
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+    use crate::{Error, Result};
+
+    /// `UFFD_API`: the only API version.
+    const UFFD_API: u64 = 0xAA;
+    /// `userfaultfd(2)` flag: only faults taken in user mode are delivered to
+    /// the descriptor (Linux 5.11+). Allowed to every process, where a plain
+    /// descriptor needs `vm.unprivileged_userfaultfd`, `CAP_SYS_PTRACE` or
+    /// `/dev/userfaultfd`. Asynchronous write-protect faults are resolved by
+    /// the kernel whatever mode they are taken in, so tracking is the same.
+    pub const UFFD_USER_MODE_ONLY: libc::c_int = 1;
+    /// `UFFD_FEATURE_WP_HUGETLBFS_SHMEM`: write-protect of shared memory
+    /// (memfds, tmpfs) and hugetlbfs (pte markers).
+    pub const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
+    /// `UFFD_FEATURE_WP_UNPOPULATED`: write-protecting a range protects its
+    /// pages not yet faulted in too (pte markers), so their first write is seen.
+    pub const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+    /// `UFFD_FEATURE_WP_ASYNC`: the kernel resolves a write-protect fault
+    /// itself (clears the page's protection and lets the write go on) instead
+    /// of waiting for a handler; the cleared protection is the record of it.
+    pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+    /// `UFFDIO_REGISTER_MODE_WP`.
+    const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+    /// `UFFDIO_WRITEPROTECT_MODE_WP`: protect (without it: unprotect).
+    const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+
+    /// `PM_SCAN_WP_MATCHING`: write-protect the pages reported, in the same
+    /// walk (under the page table lock of each page).
+    pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+    /// `PM_SCAN_CHECK_WPASYNC`: fail with `EPERM` at a mapping of the range
+    /// that is not registered for asynchronous write-protect.
+    pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+    /// `PAGE_IS_WPALLOWED`: the page's mapping is registered for
+    /// asynchronous write-protect (a category of the mapping, not the page).
+    pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
+    /// `PAGE_IS_WRITTEN`: written since it was last write-protected.
+    pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+    /// `struct uffdio_api`.
+    #[repr(C)]
+    struct UffdioApi {
+        api: u64,
+        features: u64,
+        ioctls: u64,
+    }
+
+    /// `struct uffdio_range`.
+    #[repr(C)]
+    struct UffdioRange {
+        start: u64,
+        len: u64,
+    }
+
+    /// `struct uffdio_register`.
+    #[repr(C)]
+    struct UffdioRegister {
+        range: UffdioRange,
+        mode: u64,
+        ioctls: u64,
+    }
+
+    /// `struct uffdio_writeprotect`.
+    #[repr(C)]
+    struct UffdioWriteprotect {
+        range: UffdioRange,
+        mode: u64,
+    }
+
+    /// `struct page_region`: one run of pages `[start, end)` with the same
+    /// categories (those of the scan's `return_mask`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct PageRegion {
+        /// The run's first address.
+        pub start: u64,
+        /// The address after its last page.
+        pub end: u64,
+        /// Its `PAGE_IS_*` categories.
+        pub categories: u64,
+    }
+
+    /// `struct pm_scan_arg`.
+    #[repr(C)]
+    struct PmScanArg {
+        size: u64,
+        flags: u64,
+        start: u64,
+        end: u64,
+        walk_end: u64,
+        vec: u64,
+        vec_len: u64,
+        max_pages: u64,
+        category_inverted: u64,
+        category_mask: u64,
+        category_anyof_mask: u64,
+        return_mask: u64,
+    }
+
+    const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
+    const _: () = assert!(std::mem::size_of::<UffdioRange>() == 16);
+    const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
+    const _: () = assert!(std::mem::size_of::<UffdioWriteprotect>() == 24);
+    const _: () = assert!(std::mem::size_of::<PageRegion>() == 24);
+    const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
+
+    /// `_IOC(dir, ty, nr, size)` of the generic encoding (x86-64, arm64,
+    /// riscv…): direction in bits 30–31, size in 16–29, type in 8–15.
+    const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
+        (dir << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
+    }
+    /// `_IOC_READ | _IOC_WRITE`, `_IOC_READ`.
+    const IOWR: u32 = 3;
+    const IOR: u32 = 2;
+
+    /// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
+    const UFFDIO_API: u32 = ioc(IOWR, 0xAA, 0x3F, std::mem::size_of::<UffdioApi>());
+    /// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
+    const UFFDIO_REGISTER: u32 = ioc(IOWR, 0xAA, 0x00, std::mem::size_of::<UffdioRegister>());
+    /// `_IOR(0xAA, 0x01, struct uffdio_range)`.
+    const UFFDIO_UNREGISTER: u32 = ioc(IOR, 0xAA, 0x01, std::mem::size_of::<UffdioRange>());
+    /// `_IOWR(0xAA, 0x06, struct uffdio_writeprotect)`.
+    const UFFDIO_WRITEPROTECT: u32 =
+        ioc(IOWR, 0xAA, 0x06, std::mem::size_of::<UffdioWriteprotect>());
+    /// `_IOWR('f', 16, struct pm_scan_arg)`.
+    const PAGEMAP_SCAN: u32 = ioc(IOWR, b'f', 16, std::mem::size_of::<PmScanArg>());
+
+    // The numbers `<linux/userfaultfd.h>` and `<linux/fs.h>` give.
+    const _: () = assert!(UFFDIO_API == 0xC018_AA3F);
+    const _: () = assert!(UFFDIO_REGISTER == 0xC020_AA00);
+    const _: () = assert!(UFFDIO_UNREGISTER == 0x8010_AA01);
+    const _: () = assert!(UFFDIO_WRITEPROTECT == 0xC018_AA06);
+    const _: () = assert!(PAGEMAP_SCAN == 0xC060_6610);
+
+    /// `ioctl(fd, request, arg)`, `-1` turned into the thread's errno.
+    ///
+    /// # Safety
+    /// `arg` must be what `request` reads and writes on this kind of fd, valid
+    /// for the call.
+    unsafe fn ioctl<T>(
+        fd: BorrowedFd<'_>,
+        request: u32,
+        arg: *mut T,
+        name: &'static str,
+    ) -> Result<libc::c_int> {
+        // SAFETY: guaranteed by the caller. The request's C type differs by
+        // libc (`libc::Ioctl`); the kernel reads its low 32 bits either way.
+        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, arg) };
+        if ret < 0 {
+            Err(Error::last_os_error(name))
+        } else {
+            Ok(ret)
+        }
+    }
+
+    /// `userfaultfd(2)` with `flags` (`O_CLOEXEC`, `O_NONBLOCK`,
+    /// [`UFFD_USER_MODE_ONLY`]).
+    pub fn userfaultfd(flags: libc::c_int) -> Result<OwnedFd> {
+        // SAFETY: creates a new fd; no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+        if fd < 0 {
+            return Err(Error::last_os_error("userfaultfd"));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    }
+
+    /// `UFFDIO_API`: enables `features` on a new userfaultfd. Returns every
+    /// feature the kernel offers (its answer). A kernel that does not know a
+    /// feature asked for fails with `EINVAL`; a descriptor can be set up once.
+    pub fn uffd_api(uffd: BorrowedFd<'_>, features: u64) -> Result<u64> {
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes one `struct uffdio_api`.
+        unsafe { ioctl(uffd, UFFDIO_API, &mut api, "ioctl(UFFDIO_API)") }?;
+        Ok(api.features)
+    }
+
+    /// `UFFDIO_REGISTER` of `[start, start + len)` in write-protect mode.
+    /// Changes no page: only faults the range takes from now on are the
+    /// descriptor's (in asynchronous mode: resolved by the kernel).
+    pub fn uffd_register_wp(uffd: BorrowedFd<'_>, start: usize, len: usize) -> Result<()> {
+        let mut reg = UffdioRegister {
+            range: UffdioRange {
+                start: start as u64,
+                len: len as u64,
+            },
+            mode: UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER reads and writes one `struct uffdio_register`.
+        unsafe { ioctl(uffd, UFFDIO_REGISTER, &mut reg, "ioctl(UFFDIO_REGISTER)") }?;
+        Ok(())
+    }
+
+    /// `UFFDIO_UNREGISTER` of `[start, start + len)`: the kernel lifts the
+    /// write protection of its pages too.
+    pub fn uffd_unregister(uffd: BorrowedFd<'_>, start: usize, len: usize) -> Result<()> {
+        let mut range = UffdioRange {
+            start: start as u64,
+            len: len as u64,
+        };
+        // SAFETY: UFFDIO_UNREGISTER reads one `struct uffdio_range`.
+        unsafe {
+            ioctl(
+                uffd,
+                UFFDIO_UNREGISTER,
+                &mut range,
+                "ioctl(UFFDIO_UNREGISTER)",
+            )
+        }?;
+        Ok(())
+    }
+
+    /// `UFFDIO_WRITEPROTECT` (protect) of `[start, start + len)`, registered
+    /// in write-protect mode. Contents are not touched; the next write to each
+    /// page faults once (resolved by the kernel in asynchronous mode).
+    pub fn uffd_write_protect(uffd: BorrowedFd<'_>, start: usize, len: usize) -> Result<()> {
+        let mut wp = UffdioWriteprotect {
+            range: UffdioRange {
+                start: start as u64,
+                len: len as u64,
+            },
+            mode: UFFDIO_WRITEPROTECT_MODE_WP,
+        };
+        // SAFETY: UFFDIO_WRITEPROTECT reads one `struct uffdio_writeprotect`.
+        unsafe {
+            ioctl(
+                uffd,
+                UFFDIO_WRITEPROTECT,
+                &mut wp,
+                "ioctl(UFFDIO_WRITEPROTECT)",
+            )
+        }?;
+        Ok(())
+    }
+
+    /// What one `PAGEMAP_SCAN` asks (the output array aside).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Scan {
+        /// `PM_SCAN_*`.
+        pub flags: u64,
+        /// The range `[start, end)`, page aligned.
+        pub start: usize,
+        /// Its end.
+        pub end: usize,
+        /// `category_inverted`, `category_mask`, `return_mask` (`PAGE_IS_*`).
+        pub inverted: u64,
+        /// Categories a page must have (after `inverted`).
+        pub mask: u64,
+        /// Categories reported in each [`PageRegion`].
+        pub returned: u64,
+    }
+
+    /// `ioctl(pagemap, PAGEMAP_SCAN)` over `scan`'s range, with `out` for the
+    /// runs of matching pages. Returns how many entries of `out` the kernel
+    /// filled and where its walk ended (before `scan.end` when `out` filled
+    /// up: the caller goes on from there). `pagemap` must be an fd of
+    /// `/proc/<pid>/pagemap`; the scan reads (and with `PM_SCAN_WP_MATCHING`
+    /// write-protects) that process's page tables, never its memory.
+    pub fn pagemap_scan(
+        pagemap: BorrowedFd<'_>,
+        scan: Scan,
+        out: &mut [PageRegion],
+    ) -> Result<(usize, usize)> {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: scan.flags,
+            start: scan.start as u64,
+            end: scan.end as u64,
+            walk_end: 0,
+            vec: out.as_mut_ptr() as u64,
+            vec_len: out.len() as u64,
+            max_pages: 0,
+            category_inverted: scan.inverted,
+            category_mask: scan.mask,
+            category_anyof_mask: 0,
+            return_mask: scan.returned,
+        };
+        // SAFETY: PAGEMAP_SCAN reads and writes one `struct pm_scan_arg` and
+        // writes at most `vec_len` `struct page_region`s at `vec`: `out`,
+        // borrowed exclusively for the call.
+        let n = unsafe { ioctl(pagemap, PAGEMAP_SCAN, &mut arg, "ioctl(PAGEMAP_SCAN)") }?;
+        Ok(((n as usize).min(out.len()), arg.walk_end as usize))
+    }
+
+    /// Opens `path` read-only (`O_CLOEXEC`).
+    pub fn open_read_only(path: &std::ffi::CStr) -> Result<OwnedFd> {
+        // SAFETY: a NUL-terminated path; creates a new fd.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::last_os_error("open"));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
 /// A null pointer helper for `mmap` without a hint.
 pub fn no_hint() -> *mut u8 {
     ptr::null_mut()

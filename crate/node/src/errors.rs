@@ -264,6 +264,11 @@ fn shape(failure: &Failure) -> Shape {
             ERR_MMAP_UNSUPPORTED,
             format!("{operation} is not supported by a MemoryMapping; use a MemoryMappingArena"),
         ),
+        Error::WriteTracking { reason } => ours(
+            Class::Error,
+            ERR_MMAP_UNSUPPORTED,
+            format!("Kernel write tracking is unavailable: {reason}"),
+        ),
         Error::Closed => ours(Class::Error, ERR_MMAP_CLOSED, "The region is closed".into()),
         Error::GuestOverlap { start, other } => ours(
             Class::RangeError,

@@ -464,6 +464,36 @@ export declare function regionMappings(): MappingInfo[]
 export declare function guestRegions(): GuestRegionInfo[]
 
 /**
+ * Tracks the writes to the guest regions with the kernel (userfaultfd
+ * write-protect and `PAGEMAP_SCAN`), now and as regions come; refused
+ * with the reason where the kernel or the process cannot.
+ * Scratch slots: handle.
+ */
+export declare function guestTrackDirty(): void
+
+/**
+ * Whether the kernel tracks the guest regions' writes.
+ * Scratch slots: handle.
+ */
+export declare function guestDirtyKernel(): boolean
+
+/**
+ * Marks `[address, address + length)` (inside the guest regions)
+ * changed, for the next take (kernel tracking).
+ * Scratch slots: handle, address, length.
+ */
+export declare function guestMarkDirty(): void
+
+/**
+ * Takes the pages of every guest region written or marked since the
+ * last take, and starts anew (kernel tracking): for each region, in
+ * guest address order, its guest address, its size, then its bitmap
+ * (`KVM_GET_DIRTY_LOG`'s layout, a word per 64 pages).
+ * Scratch slots: handle.
+ */
+export declare function guestTakeDirty(): BigUint64Array
+
+/**
  * Asynchronous operations still pending.
  * Scratch slots: handle.
  */

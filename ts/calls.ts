@@ -66,6 +66,10 @@ const regionLoadFileAsyncRaw = raw.regionLoadFileAsync
 const regionFileIoAsyncRaw = raw.regionFileIoAsync
 const regionMappingsRaw = raw.regionMappings
 const guestRegionsRaw = raw.guestRegions
+const guestTrackDirtyRaw = raw.guestTrackDirty
+const guestDirtyKernelRaw = raw.guestDirtyKernel
+const guestMarkDirtyRaw = raw.guestMarkDirty
+const guestTakeDirtyRaw = raw.guestTakeDirty
 const regionPendingRaw = raw.regionPending
 const regionKernelMappingsRaw = raw.regionKernelMappings
 
@@ -627,6 +631,46 @@ export function regionMappings(handle: number) {
 export function guestRegions(handle: number) {
   slots[0] = n(handle)
   return guestRegionsRaw()
+}
+
+/**
+ * Tracks the writes to the guest regions with the kernel (userfaultfd
+ * write-protect and `PAGEMAP_SCAN`), now and as regions come; refused
+ * with the reason where the kernel or the process cannot.
+ */
+export function guestTrackDirty(handle: number) {
+  slots[0] = n(handle)
+  return guestTrackDirtyRaw()
+}
+
+/**
+ * Whether the kernel tracks the guest regions' writes.
+ */
+export function guestDirtyKernel(handle: number) {
+  slots[0] = n(handle)
+  return guestDirtyKernelRaw()
+}
+
+/**
+ * Marks `[address, address + length)` (inside the guest regions)
+ * changed, for the next take (kernel tracking).
+ */
+export function guestMarkDirty(handle: number, address: number, length: number) {
+  slots[0] = n(handle)
+  slots[1] = n(address)
+  slots[2] = n(length)
+  return guestMarkDirtyRaw()
+}
+
+/**
+ * Takes the pages of every guest region written or marked since the
+ * last take, and starts anew (kernel tracking): for each region, in
+ * guest address order, its guest address, its size, then its bitmap
+ * (`KVM_GET_DIRTY_LOG`'s layout, a word per 64 pages).
+ */
+export function guestTakeDirty(handle: number) {
+  slots[0] = n(handle)
+  return guestTakeDirtyRaw()
 }
 
 /**

@@ -1,10 +1,11 @@
 /**
- * Dirty-page tracking for {@link GuestMemory}, kept in software: one bit per page of every region,
- * set by the writes GuestMemory makes (and by `markDirty`), taken in `KVM_GET_DIRTY_LOG`'s layout.
- * GuestMemory talks to it through {@link DirtyTracker} only, so a tracker of another kind (the
- * kernel's) can stand in its place.
+ * Dirty-page tracking for {@link GuestMemory}, behind one interface ({@link DirtyTracker}), in two
+ * kinds: by the kernel ({@link KernelDirtyTracker}: every writer's writes, recorded natively with
+ * the arena) and in software ({@link SoftwareDirtyTracker}: one bit per page of every region, set
+ * by the writes GuestMemory makes). Both take in `KVM_GET_DIRTY_LOG`'s layout.
  */
 import type { GuestRegionInfo } from '../index.js'
+import { guestMarkDirty, guestTakeDirty } from './calls.js'
 import { PAGE_SIZE } from './constants.js'
 import { unsupported } from './errors.js'
 
@@ -30,8 +31,16 @@ export interface DirtyTracker {
    * stays keeps its dirty pages, a new one starts clean. Called after every change of the regions.
    */
   sync(table: readonly GuestRegionInfo[]): void
-  /** Marks the pages of `[addr, addr + len)` dirty (nothing for `len` 0). Runs on every write. */
+  /**
+   * A write through this object's mapping of `[addr, addr + len)` (nothing for `len` 0): marks
+   * its pages dirty where the tracker does not see writes itself. Runs on every write.
+   */
   mark(addr: number, len: number): void
+  /**
+   * The pages of `[addr, addr + len)` changed other than by a write through the mapping (marked by
+   * hand, discarded, hot-plugged): marks them dirty, whatever the tracker sees by itself.
+   */
+  markChanged(addr: number, len: number): void
   /**
    * A writable view of `[addr, addr + len)` was handed out: its pages are dirty now and in every
    * take while it lives (attached).
@@ -50,6 +59,93 @@ export interface TakenDirty {
   readonly bitmaps: BigUint64Array[]
   /** Sets the taken pages dirty again, in the regions still there: a snapshot that failed must not lose them. */
   putBack(): void
+}
+
+/**
+ * The {@link DirtyTracker} of the kernel: the arena's memory is registered with a userfaultfd in
+ * asynchronous write-protect mode, and a take reads (and re-arms) the written pages with
+ * `PAGEMAP_SCAN`, natively, under the arena's lock (see `crate/node/src/dirty.rs`). Every writer
+ * is seen — this object, views, other threads, the kernel, KVM — so a write costs nothing here,
+ * and the record is the arena's: every object over it, in any thread, takes from the same one.
+ */
+export class KernelDirtyTracker implements DirtyTracker {
+  readonly #h: number
+
+  /** @param handle the arena's native handle */
+  constructor(handle: number) {
+    this.#h = handle
+  }
+
+  sync(): void {}
+
+  mark(): void {}
+
+  markChanged(addr: number, len: number): void {
+    if (len !== 0) guestMarkDirty(this.#h, addr, len)
+  }
+
+  markView(): void {}
+
+  take(table: readonly GuestRegionInfo[]): TakenDirty {
+    // The native table at the take: [guestAddress, size, ...bitmap] per region, in address order.
+    const words = guestTakeDirty(this.#h)
+    const taken = new Map<number, BigUint64Array>()
+    for (let at = 0; at < words.length; ) {
+      const start = Number(words[at])
+      const size = Number(words[at + 1])
+      const n = Math.ceil(size / PAGE_SIZE / 64)
+      taken.set(start, words.subarray(at + 2, at + 2 + n))
+      at += 2 + n
+    }
+    // `table` was read before the take: a region plugged in between (by another thread) is not in
+    // it, and its pages are marked again; one that went is reported whole.
+    const bitmaps = table.map((r) => {
+      const bits = taken.get(r.guestAddress)
+      taken.delete(r.guestAddress)
+      if (bits !== undefined && bits.length === Math.ceil(r.size / PAGE_SIZE / 64)) return bits
+      return allPages(r.size / PAGE_SIZE)
+    })
+    for (const [start, bits] of taken) this.#markBits(start, bits)
+    const putBack = (): void => {
+      for (const [i, r] of table.entries()) {
+        try {
+          this.#markBits(r.guestAddress, bitmaps[i])
+        } catch {
+          // The region is gone: so are its pages.
+        }
+      }
+    }
+    return { bitmaps, putBack }
+  }
+
+  /** Marks the pages set in `bits`, of the region at `start`, in runs. */
+  #markBits(start: number, bits: BigUint64Array): void {
+    for (const [p, n] of pageRuns(bits, bits.length * 64)) this.markChanged(start + p * PAGE_SIZE, n * PAGE_SIZE)
+  }
+}
+
+/** The runs `[firstPage, count]` of set bits among the first `pages` pages of a taken bitmap. */
+export function pageRuns(taken: BigUint64Array, pages: number): [number, number][] {
+  const words = new Uint32Array(taken.buffer, taken.byteOffset, taken.length * 2)
+  const runs: [number, number][] = []
+  let start = -1
+  for (let p = 0; p <= pages; p++) {
+    const set = p < pages && (words[p >>> 5] & (1 << (p & 31))) !== 0
+    if (set && start < 0) start = p
+    else if (!set && start >= 0) {
+      runs.push([start, p - start])
+      start = -1
+    }
+  }
+  return runs
+}
+
+/** A bitmap with the first `pages` bits set. */
+function allPages(pages: number): BigUint64Array {
+  const bits = new BigUint64Array(Math.ceil(pages / 64))
+  bits.fill(~0n)
+  if (pages % 64 !== 0) bits[bits.length - 1] = (1n << BigInt(pages % 64)) - 1n
+  return bits
 }
 
 /** The tracker, or `ERR_MMAP_UNSUPPORTED` for `operation` on a GuestMemory created without one. */
@@ -134,6 +230,10 @@ export class SoftwareDirtyTracker implements DirtyTracker {
       this.#markedFrom = d0.start + p * PAGE_SIZE
       this.#markedTo = this.#markedFrom + PAGE_SIZE
     } else this.#markRange(first, addr, len)
+  }
+
+  markChanged(addr: number, len: number): void {
+    this.mark(addr, len)
   }
 
   markView(view: Buffer, addr: number, len: number): void {

@@ -1,7 +1,7 @@
 import { types } from 'node:util'
 import { Protection, type ProtectionFlags } from './constants.js'
-import { type DirtyBitmap, type DirtyTracker, needTracking, SoftwareDirtyTracker } from './dirty.js'
-import { invalidArgType, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
+import { type DirtyBitmap, type DirtyTracker, KernelDirtyTracker, needTracking, SoftwareDirtyTracker } from './dirty.js'
+import { invalidArgType, invalidArgValue, invalidHandle, outOfRange, stateError, unsupported } from './errors.js'
 import {
   guestAddRegion,
   guestRemoveRegion,
@@ -17,6 +17,8 @@ import {
   guestAtomicCheck,
   fileLoadLength,
   regionReclaim,
+  guestTrackDirty,
+  guestDirtyKernel,
   regionLoadFileAsync,
   guestRegions,
 } from './calls.js'
@@ -95,11 +97,15 @@ export interface GuestMemoryOptions {
    */
   dontDump?: boolean
   /**
-   * Keep one dirty bit per page of every region, set by every write through this object (see
-   * {@link GuestMemory.takeDirty}); needed for {@link GuestMemory.snapshot}'s `dirtyOnly`.
-   * Default `false`.
+   * Track the pages written (see {@link GuestMemory.takeDirty}); needed for
+   * {@link GuestMemory.snapshot}'s `dirtyOnly`. `'kernel'`: the kernel records every writer's
+   * writes — this object's, views', other threads', the guest's under KVM — at no cost per write
+   * here (Linux 6.7+: userfaultfd write-protect and `PAGEMAP_SCAN`), or the constructor throws
+   * `ERR_MMAP_UNSUPPORTED` saying why it cannot; `'software'`: one bit per page, set by every write
+   * through this object; `true`: the kernel where it can, else software
+   * ({@link GuestMemory.dirtyTracking} says which). Default `false`.
    */
-  trackDirty?: boolean
+  trackDirty?: boolean | 'kernel' | 'software'
   /**
    * Alignment of the reserved address space (and so of every guest address in host memory): a
    * power of two >= `PAGE_SIZE`, e.g. `2 << 20` for 2 MiB huge-page backings; default `PAGE_SIZE`.
@@ -158,6 +164,15 @@ enum Kind {
   Anonymous = 0,
   Fd = 1,
   SharedMemory = 2,
+}
+
+/** `trackDirty`, read once: `true` is the kernel where it can, else software. */
+function trackingMode(value: unknown): 'auto' | 'kernel' | 'software' | 'off' {
+  if (value === undefined || value === false) return 'off'
+  if (value === true) return 'auto'
+  if (value === 'kernel' || value === 'software') return value
+  if (typeof value === 'string') throw invalidArgValue('options.trackDirty', "is 'kernel', 'software' or a boolean", value)
+  throw invalidArgType('options.trackDirty', "a boolean, 'kernel' or 'software'", value)
 }
 
 /**
@@ -221,8 +236,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    */
   readonly #h: number
   readonly #dontDump: boolean
-  /** With `trackDirty`: the dirty pages, marked by every write through this object. */
-  readonly #dirty: DirtyTracker | undefined
+  /** With `trackDirty`: the dirty pages (see {@link dirtyTracking}). */
+  #dirty: DirtyTracker | undefined
   /** Changes of the regions made through this object: with the arena's, its typed-access epoch. */
   #changes = 0
   #reclaimScheduled = false
@@ -245,14 +260,13 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       this.#arena = attached.arena
       this.#h = this.typedHandleOf(this.#arena)
       this.#dontDump = attached.dontDump
-      this.#dirty = undefined
+      this.#dirty = guestDirtyKernel(this.#h) ? new KernelDirtyTracker(this.#h) : undefined
       return
     }
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
     const o = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty'])
     this.#dontDump = v.bool('dontDump', o.dontDump, true)
-    this.#dirty = v.bool('trackDirty', o.trackDirty, false) ? new SoftwareDirtyTracker() : undefined
-    if (this.#dirty !== undefined) this.notifyStores()
+    const tracking = trackingMode(o.trackDirty)
     const count: unknown = regions.length
     if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0 || count > MAX_REGIONS) {
       throw outOfRange('regions.length', `at most ${MAX_REGIONS}`, count)
@@ -270,11 +284,38 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     try {
       // The native table refuses an overlap (ERR_GUEST_OVERLAP) before mapping anything.
       for (const s of sorted) this.#map(s)
+      this.#dirty = this.#startTracking(tracking)
     } catch (e) {
       this.#arena.close()
       throw e
     }
     this.#dirty?.sync(guestRegions(this.#h))
+  }
+
+  /** The tracker for `mode`, over the regions mapped so far (which start clean). */
+  #startTracking(mode: 'auto' | 'kernel' | 'software' | 'off'): DirtyTracker | undefined {
+    if (mode === 'off') return undefined
+    if (mode !== 'software') {
+      try {
+        guestTrackDirty(this.#h)
+        return new KernelDirtyTracker(this.#h)
+      } catch (e) {
+        // `true` falls back to software where the kernel or the process cannot track.
+        if (mode === 'kernel' || (e as { code?: unknown }).code !== 'ERR_MMAP_UNSUPPORTED') throw e
+      }
+    }
+    this.notifyStores()
+    return new SoftwareDirtyTracker()
+  }
+
+  /**
+   * How the pages written are tracked: `'kernel'` (every writer, recorded by the kernel, one record
+   * for every object over this memory in any thread), `'software'` (the writes made through this
+   * object), or `'off'` (created without `trackDirty`).
+   */
+  get dirtyTracking(): 'kernel' | 'software' | 'off' {
+    if (this.#dirty === undefined) return 'off'
+    return this.#dirty instanceof KernelDirtyTracker ? 'kernel' : 'software'
   }
 
   /**
@@ -385,8 +426,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * const vcpu = new Worker('./vcpu.js', { workerData: guest.share() })
    */
   share(): GuestShareHandle {
-    if (this.#dirty !== undefined) {
-      throw unsupported('share() of a GuestMemory created with { trackDirty: true }: dirty bits are kept per object')
+    if (this.#dirty instanceof SoftwareDirtyTracker) {
+      throw unsupported(
+        "share() of a GuestMemory whose dirty pages are tracked in software: they are kept per object (the kernel's tracking, trackDirty: 'kernel', is shared)",
+      )
     }
     const arena = this.#arena.share()
     return { kind: 'GuestMemory', arena, dontDump: this.#dontDump }
@@ -453,7 +496,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     if (this.#dirty !== undefined) {
       this.#dirty.sync(guestRegions(this.#h))
       // A region plugged in after the last snapshot is in none of it: all its pages are new.
-      this.#dirty.mark(s.start, s.size)
+      this.#dirty.markChanged(s.start, s.size)
     }
     const info: GuestRegionInfo = { slot, guestAddress: s.start, size: s.size, protection: s.protection, backing: 'anonymous' }
     return this.#describe(info, this.#arena.address)
@@ -486,7 +529,7 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const addr = gpa('guestAddress', guestAddress)
     const len = index('length', length)
     guestCovered(this.#h, addr, len)
-    dirty.mark(addr, len)
+    dirty.markChanged(addr, len)
   }
 
   /**
@@ -708,10 +751,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     try {
       guestDiscard(this.#h, addr, len)
     } catch (e) {
-      if ((e as { syscall?: unknown }).syscall !== undefined) this.#dirty?.mark(addr, len)
+      if ((e as { syscall?: unknown }).syscall !== undefined) this.#dirty?.markChanged(addr, len)
       throw e
     }
-    this.#dirty?.mark(addr, len)
+    // Discarded shared memory is not a write the kernel's tracking sees.
+    this.#dirty?.markChanged(addr, len)
   }
 
   /**

@@ -7,7 +7,7 @@
 import { fstatSync, constants as fsConstants } from 'node:fs'
 import { fileCheckEof, guestLoadFile } from './calls.js'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
-import { type DirtyTracker, needTracking } from './dirty.js'
+import { type DirtyTracker, needTracking, pageRuns } from './dirty.js'
 import { guestError, invalidArgType, invalidArgValue, outOfRange } from './errors.js'
 import type { GuestMemoryOptions, GuestRegionSpec } from './guest.js'
 import { type LoadSource, withFile } from './load.js'
@@ -192,22 +192,6 @@ export async function applyDiff(guest: GuestInternals, manifest: unknown, source
     }
   }
   return withFile(source, (fd) => regionFileIoAsync(guest.handle, fd, false, Float64Array.from(runs), 0))
-}
-
-/** The runs `[firstPage, count]` of set bits among the first `pages` pages of a taken bitmap. */
-function pageRuns(taken: BigUint64Array, pages: number): [number, number][] {
-  const words = new Uint32Array(taken.buffer)
-  const runs: [number, number][] = []
-  let start = -1
-  for (let p = 0; p <= pages; p++) {
-    const set = p < pages && (words[p >>> 5] & (1 << (p & 31))) !== 0
-    if (set && start < 0) start = p
-    else if (!set && start >= 0) {
-      runs.push([start, p - start])
-      start = -1
-    }
-  }
-  return runs
 }
 
 const integer = v.safeInteger

@@ -6,9 +6,7 @@
 //! it. A guest region's change also records it in the region's guest table,
 //! under the same lock, so that the arena and the table never disagree.
 
-use mapped_region::{
-    Advice, Change, GuestBacking, GuestRegion, GuestTable, MemoryMappingArena, Protection,
-};
+use mapped_region::{Advice, Change, GuestBacking, GuestRegion, MemoryMappingArena, Protection};
 
 use crate::errors::Result;
 use crate::registry::{self, Region};
@@ -30,7 +28,12 @@ pub fn change<'fd>(
     let region = registry::get(handle)?;
     let mut state = region.keep.lock();
     let change = plan(state.live()?.arena(operation)?)?;
-    apply(&region, &mut state, operation, change)
+    let (start, end) = change.range();
+    let held = apply(&region, &mut state, operation, change)?;
+    // Guest memory the kernel tracks, changed under the guest table: what
+    // was mapped anew is tracked again and reported changed.
+    state.dirty_mapped_anew(start, end);
+    Ok(held)
 }
 
 /// The protocol of [`change`] from its planned change on, under the lock.
@@ -110,6 +113,14 @@ pub fn guest_add<'fd>(
             return Err(e.into());
         }
     }
+    if let Err(e) = state.dirty_region_added(add.start, add.size) {
+        let removal = state
+            .live()?
+            .arena(OPERATION)?
+            .plan_removal(add.start, add.size)?;
+        apply(&region, &mut state, OPERATION, removal)?;
+        return Err(e);
+    }
     let GuestRegion { slot, .. } =
         state
             .guest_mut()
@@ -125,7 +136,11 @@ pub fn guest_remove(handle: f64, start: usize) -> Result<bool> {
         start,
         "removeRegion",
         |arena, r| arena.plan_removal(r.start, r.size),
-        |table| table.remove(start).map(drop),
+        |state| {
+            let r = state.guest_mut().remove(start)?;
+            state.dirty_region_removed(r.start, r.size);
+            Ok(())
+        },
     )
 }
 
@@ -137,7 +152,7 @@ pub fn guest_protect(handle: f64, start: usize, protection: Protection) -> Resul
         start,
         "protect",
         |arena, r| arena.plan_protect(r.start, r.size, protection),
-        |table| table.set_protection(start, protection),
+        |state| state.guest_mut().set_protection(start, protection),
     )
 }
 
@@ -148,7 +163,7 @@ fn guest_region_change<'fd>(
     start: usize,
     operation: &'static str,
     plan: impl FnOnce(&MemoryMappingArena, GuestRegion) -> mapped_region::Result<Change<'fd>>,
-    record: impl FnOnce(&mut GuestTable) -> mapped_region::Result<()>,
+    record: impl FnOnce(&mut State) -> mapped_region::Result<()>,
 ) -> Result<bool> {
     let region = registry::get(handle)?;
     let mut state = region.keep.lock();
@@ -156,7 +171,7 @@ fn guest_region_change<'fd>(
     let r = state.guest().starting_at(start)?;
     let change = plan(state.live()?.arena(operation)?, r)?;
     let held = apply(&region, &mut state, operation, change)?;
-    record(state.guest_mut())?;
+    record(&mut state)?;
     Ok(held)
 }
 

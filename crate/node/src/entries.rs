@@ -456,6 +456,36 @@ converted! {
     Vec<GuestRegionInfo>: "GuestRegionInfo[]";
 }
 
+/// 64-bit words, returned in a new `BigUint64Array` (a copy).
+impl Ret for Vec<u64> {
+    const TS: &'static str = "BigUint64Array";
+    unsafe fn write(self, env: sys::napi_env) -> sys::napi_value {
+        let bytes = self.len() * 8;
+        let mut data = ptr::null_mut();
+        let mut buffer = ptr::null_mut();
+        let mut array = ptr::null_mut();
+        // SAFETY: `env` is the live env of the current callback; Node
+        // allocates `bytes` bytes at `data`, which nothing else holds yet.
+        unsafe {
+            if sys::napi_create_arraybuffer(env, bytes, &mut data, &mut buffer)
+                != sys::Status::napi_ok
+            {
+                return ptr::null_mut();
+            }
+            ptr::copy_nonoverlapping(self.as_ptr().cast::<u8>(), data.cast::<u8>(), bytes);
+            sys::napi_create_typedarray(
+                env,
+                sys::TypedarrayType::biguint64_array,
+                self.len(),
+                buffer,
+                0,
+                &mut array,
+            );
+        }
+        array
+    }
+}
+
 /// What `guestAddRegion` returns: the region's slot, and whether the arena
 /// holds ranges to reclaim.
 struct Slot(u32, bool);
@@ -1091,6 +1121,23 @@ entries! {
     guestRegions(handle: f64) -> Vec<GuestRegionInfo> = |_env| {
         Ok(change::guest_regions(handle)?.into_iter().map(GuestRegionInfo::from).collect())
     };
+    /// Tracks the writes to the guest regions with the kernel (userfaultfd
+    /// write-protect and `PAGEMAP_SCAN`), now and as regions come; refused
+    /// with the reason where the kernel or the process cannot.
+    guestTrackDirty(handle: f64) -> () = |_env| registry::get(handle)?.keep.lock().track_dirty();
+    /// Whether the kernel tracks the guest regions' writes.
+    guestDirtyKernel(handle: f64) -> bool = |_env| Ok(registry::get(handle)?.keep.lock().dirty_kernel());
+    /// Marks `[address, address + length)` (inside the guest regions)
+    /// changed, for the next take (kernel tracking).
+    guestMarkDirty(handle: f64, address: f64, length: f64) -> () = |_env| {
+        let (address, length) = (index("address", address)?, index("length", length)?);
+        registry::get(handle)?.keep.lock().dirty_mark(address, length)
+    };
+    /// Takes the pages of every guest region written or marked since the
+    /// last take, and starts anew (kernel tracking): for each region, in
+    /// guest address order, its guest address, its size, then its bitmap
+    /// (`KVM_GET_DIRTY_LOG`'s layout, a word per 64 pages).
+    guestTakeDirty(handle: f64) -> Vec<u64> = |_env| registry::get(handle)?.keep.lock().dirty_take();
     /// Asynchronous operations still pending.
     regionPending(handle: f64) -> f64 = |_env| Ok(registry::pending(handle));
     /// Kernel mappings an arena occupies.

@@ -9,6 +9,7 @@
 //! - [`registry`]: this thread's objects behind numeric handles, closing, and
 //!   what the thread's end leaves.
 //! - [`change`]: the protocol of a change to an arena (plain or a guest region).
+//! - [`dirty`]: kernel dirty tracking of a guest memory's regions.
 //! - [`share`]: regions shared between threads (`share`/`attach`).
 //! - [`views`]: zero-copy `Buffer`s and their lifetimes.
 //! - [`tasks`]: asynchronous operations on the libuv thread pool.
@@ -25,6 +26,7 @@
 
 pub mod change;
 pub mod convert;
+pub mod dirty;
 pub mod entries;
 pub mod errors;
 pub mod records;

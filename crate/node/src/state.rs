@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use mapped_region::{AnyRegion, Error, GuestTable, Span};
 
+use crate::dirty::KernelDirty;
 use crate::errors::{Failure, Result};
 
 /// A range an asynchronous operation is working on.
@@ -63,6 +64,8 @@ pub struct State {
     /// otherwise): one table for every object over the arena, in any thread,
     /// changed only with the arena by the `guest_*` changes below.
     guest: GuestTable,
+    /// Kernel dirty tracking of the guest regions, once asked for.
+    dirty: Option<KernelDirty>,
 }
 
 impl State {
@@ -150,6 +153,82 @@ impl State {
     /// The guest regions, to record a change the arena has just applied.
     pub fn guest_mut(&mut self) -> &mut GuestTable {
         &mut self.guest
+    }
+
+    /// Tracks the writes to the guest regions with the kernel, now and as
+    /// regions come (idempotent): `ERR_MMAP_UNSUPPORTED` with the reason
+    /// where the kernel or the process cannot, or a region cannot be tracked.
+    pub fn track_dirty(&mut self) -> Result<()> {
+        if self.dirty.is_none() {
+            let base = Span::of(self.live()?.region()).addr();
+            self.dirty = Some(KernelDirty::open(base, &self.guest)?);
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel tracks the guest regions' writes.
+    pub fn dirty_kernel(&self) -> bool {
+        self.dirty.is_some()
+    }
+
+    /// The kernel's tracking, or `ERR_MMAP_UNSUPPORTED` for `operation` where
+    /// the kernel does not track this guest memory.
+    fn kernel_dirty(&mut self, operation: &'static str) -> Result<&mut KernelDirty> {
+        self.live()?;
+        self.dirty
+            .as_mut()
+            .ok_or(Failure::Core(Error::Unsupported { operation }))
+    }
+
+    /// Marks the pages of `[addr, addr + len)` (inside the guest regions)
+    /// changed: the next take reports them.
+    pub fn dirty_mark(&mut self, addr: usize, len: usize) -> Result<()> {
+        self.guest.covered(addr, len)?;
+        let guest = &self.guest;
+        let dirty = self.dirty.as_mut();
+        match dirty {
+            Some(d) => {
+                d.mark(guest, addr, len);
+                Ok(())
+            }
+            None => self.kernel_dirty("markDirty").map(drop),
+        }
+    }
+
+    /// Takes the pages of every guest region written or marked since the
+    /// last take (see `KernelDirty::take`).
+    pub fn dirty_take(&mut self) -> Result<Vec<u64>> {
+        self.live()?;
+        let guest = &self.guest;
+        match self.dirty.as_mut() {
+            Some(d) => d.take(guest),
+            None => self.kernel_dirty("takeDirty").map(|_| Vec::new()),
+        }
+    }
+
+    /// A guest region was just mapped at `start`: tracked from now on if
+    /// the kernel tracks this guest memory (clean: the caller marks it).
+    pub fn dirty_region_added(&mut self, start: usize, size: usize) -> Result<()> {
+        match self.dirty.as_mut() {
+            Some(d) => d.track(start, size),
+            None => Ok(()),
+        }
+    }
+
+    /// The guest region at `start` was removed.
+    pub fn dirty_region_removed(&mut self, start: usize, size: usize) {
+        if let Some(d) = self.dirty.as_mut() {
+            d.forget(start, size);
+        }
+    }
+
+    /// `[start, end)` of the arena was mapped anew through the arena itself
+    /// (see `KernelDirty::mapped_anew`).
+    pub fn dirty_mapped_anew(&mut self, start: usize, end: usize) {
+        let guest = &self.guest;
+        if let Some(d) = self.dirty.as_mut() {
+            d.mapped_anew(guest, start, end);
+        }
     }
 
     /// An owning object was collected (or its thread ended) without
@@ -311,6 +390,7 @@ impl Keep {
                 shared: false,
                 records: BTreeMap::new(),
                 guest: GuestTable::new(),
+                dirty: None,
             }),
             recorded: AtomicBool::new(false),
             share: OnceLock::new(),

@@ -1,0 +1,141 @@
+//! Kernel dirty tracking of a `GuestMemory`'s regions: one core
+//! [`WriteTracker`] per arena, kept in the region's `State` (so every thread's
+//! object over the arena takes from the same record), plus the pages changed
+//! in ways no write through the mapping shows — discarded shared memory, a
+//! region hot-plugged or mapped anew, pages marked by hand, pages a failed
+//! snapshot puts back. A take reports both and clears both.
+//!
+//! Addresses here are guest addresses (offsets in the arena); `base` is where
+//! the arena lies in this process.
+
+use std::collections::BTreeMap;
+
+use mapped_region::{page_size, GuestTable, WriteTracker};
+
+use crate::errors::Result;
+
+/// The kernel's record of the guest's written pages, and the pages marked.
+pub struct KernelDirty {
+    tracker: WriteTracker,
+    /// Where the arena lies in this process.
+    base: usize,
+    /// Marked pages, by the guest address of their region: one bit per page
+    /// of the region (a take's layout), OR-ed into the next take.
+    marks: BTreeMap<usize, Vec<u64>>,
+    /// Ranges mapped anew that the kernel would not track (`[start, end)`):
+    /// reported by every take, since their writes cannot be seen.
+    untracked: Vec<(usize, usize)>,
+}
+
+impl KernelDirty {
+    /// Opens a tracker for the arena at `base` and tracks every region of
+    /// `table` (each starts clean). Fails with the reason the kernel or the
+    /// process cannot track writes, or the range it refuses.
+    pub fn open(base: usize, table: &GuestTable) -> Result<KernelDirty> {
+        let mut dirty = KernelDirty {
+            tracker: WriteTracker::open()?,
+            base,
+            marks: BTreeMap::new(),
+            untracked: Vec::new(),
+        };
+        for r in table.regions() {
+            dirty.track(r.start, r.size)?;
+        }
+        Ok(dirty)
+    }
+
+    /// Starts tracking the region at `start` (just mapped, or mapped anew),
+    /// clean: what it held before is the caller's to mark.
+    pub fn track(&mut self, start: usize, size: usize) -> Result<()> {
+        self.tracker.track(self.base + start, size)?;
+        self.marks
+            .entry(start)
+            .or_insert_with(|| vec![0; words(size)]);
+        Ok(())
+    }
+
+    /// The region at `start` (`size` bytes) is gone: its marks go with it
+    /// (its mapping, and with it the kernel's tracking, is gone already).
+    pub fn forget(&mut self, start: usize, size: usize) {
+        self.marks.remove(&start);
+        let end = start + size;
+        self.untracked.retain(|&(s, e)| e <= start || s >= end);
+    }
+
+    /// `[start, end)` of the arena was mapped anew by a change made through
+    /// the arena itself: the parts inside regions of `table` are tracked
+    /// again (a new mapping starts untracked) and marked, since what they
+    /// hold changed. A part the kernel will not track is reported by every
+    /// take from now on: no write there can be lost.
+    pub fn mapped_anew(&mut self, table: &GuestTable, start: usize, end: usize) {
+        for r in table.regions() {
+            let (from, to) = (start.max(r.start), end.min(r.end()));
+            if from < to && self.tracker.track(self.base + from, to - from).is_err() {
+                self.untracked.push((from, to));
+            }
+        }
+        self.mark(table, start, end - start);
+    }
+
+    /// Marks the pages of `[addr, addr + len)` changed; the range must lie in
+    /// regions of `table` (the caller checked it).
+    pub fn mark(&mut self, table: &GuestTable, addr: usize, len: usize) {
+        let page = page_size();
+        let end = addr.saturating_add(len);
+        for r in table.regions() {
+            let (from, to) = (addr.max(r.start), end.min(r.end()));
+            if from >= to {
+                continue;
+            }
+            let bits = self
+                .marks
+                .entry(r.start)
+                .or_insert_with(|| vec![0; words(r.size)]);
+            for p in (from - r.start) / page..(to - r.start).div_ceil(page) {
+                bits[p / 64] |= 1 << (p % 64);
+            }
+        }
+    }
+
+    /// Takes the written and marked pages of every region of `table`, in its
+    /// order, and starts anew: for each region its guest address, its size,
+    /// then its bitmap (`KVM_GET_DIRTY_LOG`'s layout), as 64-bit words. A
+    /// failure part-way puts what was taken back as marks, so nothing is lost.
+    pub fn take(&mut self, table: &GuestTable) -> Result<Vec<u64>> {
+        for (start, end) in self.untracked.clone() {
+            self.mark(table, start, end - start);
+        }
+        let mut out = Vec::new();
+        // Where each region's bitmap lies in `out`: (its start, first word, words).
+        let mut taken = Vec::with_capacity(table.regions().len());
+        for r in table.regions() {
+            out.extend([r.start as u64, r.size as u64]);
+            let (at, n) = (out.len(), words(r.size));
+            out.resize(at + n, 0);
+            taken.push((r.start, at, n));
+            if let Some(marks) = self.marks.get_mut(&r.start) {
+                for (word, mark) in out[at..].iter_mut().zip(marks.iter_mut()) {
+                    *word |= std::mem::take(mark);
+                }
+            }
+            let scanned = self
+                .tracker
+                .take(self.base + r.start, r.size, &mut out[at..at + n]);
+            if let Err(e) = scanned {
+                for &(start, at, n) in &taken {
+                    let bits = self.marks.entry(start).or_insert_with(|| vec![0; n]);
+                    for (mark, word) in bits.iter_mut().zip(&out[at..at + n]) {
+                        *mark |= *word;
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Words of a bitmap of `size` bytes of pages.
+fn words(size: usize) -> usize {
+    (size / page_size()).div_ceil(64)
+}

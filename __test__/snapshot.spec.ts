@@ -88,54 +88,67 @@ function dirtyPages(guest: GuestMemory): number[][] {
   })
 }
 
-viewTest('dirty tracking: every writing method sets the bits of the pages it touched; takeDirty returns and clears', (t) => {
-  const tmp = tempDir()
-  t.teardown(tmp.done)
-  const file = join(tmp.dir, 'image')
-  writeFileSync(file, Buffer.alloc(3 * P, 9))
-  using guest = new GuestMemory(
-    [
-      { guestAddress: 0, size: 4 * P, backing: 'anonymous' },
-      { guestAddress: 4 * P, size: 130 * P, backing: 'anonymous' },
-    ],
-    { trackDirty: true },
-  )
-  t.deepEqual(dirtyPages(guest), [[], []], 'clean at first')
-  guest.write(P + 5, Buffer.alloc(2))
-  guest.write(4 * P - 1, Buffer.alloc(2)) // across both regions
-  guest.writeU32(4n * BigInt(P) + BigInt(70 * P), 1)
-  guest.writeU64Atomic(4 * P + 129 * P, 1n)
-  guest.compareExchangeU32(2 * P, 5, 6) // not replaced, still a store attempt: marked
-  t.deepEqual(dirtyPages(guest), [
-    [1, 2, 3],
-    [0, 70, 129],
-  ])
-  t.deepEqual(dirtyPages(guest), [[], []], 'cleared by the take')
-  t.is(guest.loadFile(4 * P + 10 * P, file), 3 * P)
-  guest.markDirty(P, 1)
-  const [bits0, bits1] = guest.takeDirty()
-  t.is(bits0.guestAddress, 0n)
-  t.is(bits1.guestAddress, BigInt(4 * P))
-  t.is(bits1.bitmap.length, 3, '130 pages: three 64-bit words, as KVM_GET_DIRTY_LOG')
-  t.is(bits0.bitmap[0], 0b10n)
-  t.is(bits1.bitmap[0], 0b111n << 10n)
-  // A writable view is dirty when made and while it lives.
-  let view: Buffer | undefined = guest.view(4 * P + 64 * P, 2 * P)
-  t.deepEqual(dirtyPages(guest), [[], [64, 65]])
-  t.deepEqual(dirtyPages(guest), [[], [64, 65]], 'still alive: still dirty')
-  guest.removeRegion(4 * P)
-  t.is(view.length, 0)
-  view = undefined
-  t.deepEqual(dirtyPages(guest), [[]], 'a detached view is forgotten')
-  // Reads mark nothing; errors mark nothing.
-  guest.read(0, 10)
-  guest.readU64(8)
-  t.throws(() => guest.write(3 * P, Buffer.alloc(2 * P)), { code: 'ERR_GUEST_ADDRESS' })
-  t.deepEqual(dirtyPages(guest), [[]])
-  // A region plugged in later is all dirty (no snapshot holds it yet).
-  guest.addRegion({ guestAddress: 8 * P, size: 2 * P, backing: 'anonymous' })
-  t.deepEqual(dirtyPages(guest), [[], [0, 1]])
-})
+for (const mode of ['software', 'kernel'] as const) {
+  viewTest(`dirty tracking (${mode}): every writing method sets the bits of the pages it touched; takeDirty returns and clears`, (t) => {
+    const tmp = tempDir()
+    t.teardown(tmp.done)
+    const file = join(tmp.dir, 'image')
+    writeFileSync(file, Buffer.alloc(3 * P, 9))
+    using guest = new GuestMemory(
+      [
+        { guestAddress: 0, size: 4 * P, backing: 'anonymous' },
+        { guestAddress: 4 * P, size: 130 * P, backing: 'anonymous' },
+      ],
+      { trackDirty: mode },
+    )
+    t.is(guest.dirtyTracking, mode)
+    t.deepEqual(dirtyPages(guest), [[], []], 'clean at first')
+    guest.write(P + 5, Buffer.alloc(2))
+    guest.write(4 * P - 1, Buffer.alloc(2)) // across both regions
+    guest.writeU32(4n * BigInt(P) + BigInt(70 * P), 1)
+    guest.writeU64Atomic(4 * P + 129 * P, 1n)
+    // Not replaced, still a store attempt: marked (a compare-exchange is a write access for the
+    // CPU, so the kernel's tracking reports it too).
+    guest.compareExchangeU32(2 * P, 5, 6)
+    t.deepEqual(dirtyPages(guest), [
+      [1, 2, 3],
+      [0, 70, 129],
+    ])
+    t.deepEqual(dirtyPages(guest), [[], []], 'cleared by the take')
+    t.is(guest.loadFile(4 * P + 10 * P, file), 3 * P)
+    guest.markDirty(P, 1)
+    const [bits0, bits1] = guest.takeDirty()
+    t.is(bits0.guestAddress, 0n)
+    t.is(bits1.guestAddress, BigInt(4 * P))
+    t.is(bits1.bitmap.length, 3, '130 pages: three 64-bit words, as KVM_GET_DIRTY_LOG')
+    t.is(bits0.bitmap[0], 0b10n)
+    t.is(bits1.bitmap[0], 0b111n << 10n)
+    let view: Buffer | undefined = guest.view(4 * P + 64 * P, 2 * P)
+    if (mode === 'software') {
+      // A writable view is dirty when made and while it lives.
+      t.deepEqual(dirtyPages(guest), [[], [64, 65]])
+      t.deepEqual(dirtyPages(guest), [[], [64, 65]], 'still alive: still dirty')
+    } else {
+      // The kernel sees what is written through it, and only that.
+      t.deepEqual(dirtyPages(guest), [[], []], 'a view written nowhere')
+      view[P + 3] = 1
+      t.deepEqual(dirtyPages(guest), [[], [65]], 'the page written through the view')
+      t.deepEqual(dirtyPages(guest), [[], []], 'and not again')
+    }
+    guest.removeRegion(4 * P)
+    t.is(view.length, 0)
+    view = undefined
+    t.deepEqual(dirtyPages(guest), [[]], 'a detached view is forgotten')
+    // Reads mark nothing; errors mark nothing.
+    guest.read(0, 10)
+    guest.readU64(8)
+    t.throws(() => guest.write(3 * P, Buffer.alloc(2 * P)), { code: 'ERR_GUEST_ADDRESS' })
+    t.deepEqual(dirtyPages(guest), [[]])
+    // A region plugged in later is all dirty (no snapshot holds it yet).
+    guest.addRegion({ guestAddress: 8 * P, size: 2 * P, backing: 'anonymous' })
+    t.deepEqual(dirtyPages(guest), [[], [0, 1]])
+  })
+}
 
 test('dirty tracking: a page written again after a take, a snapshot or a region change is marked again', async (t) => {
   // Writes to the page marked last skip the bitmap; every take and every change of the regions

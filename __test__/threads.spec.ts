@@ -207,8 +207,8 @@ test.serial(
     w.postMessage('removed')
     t.deepEqual(await next(w), { regions: 1, err: 'ERR_GUEST_ADDRESS' })
     await w.terminate()
-    const tracked = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }], { trackDirty: true })
-    t.throws(() => tracked.share(), { code: 'ERR_MMAP_UNSUPPORTED', message: /trackDirty/ })
+    const tracked = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }], { trackDirty: 'software' })
+    t.throws(() => tracked.share(), { code: 'ERR_MMAP_UNSUPPORTED', message: /software/ })
     tracked.close()
   },
 )

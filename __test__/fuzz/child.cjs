@@ -92,7 +92,7 @@ function freshGuest() {
       { guestAddress: 0, size: P * Math.min(4, shm.size / P), backing: shm },
       { guestAddress: 8 * P, size: 4 * P, backing: 'anonymous' },
     ],
-    { addressSpace: 32 * P, trackDirty: chance(0.5) },
+    { addressSpace: 32 * P, trackDirty: pick([false, true, 'software']) },
   )
   world.guests.push(g)
   return g
@@ -386,7 +386,7 @@ function asyncTarget() {
         { guestAddress: 0, size: 8 * P, backing: 'anonymous' },
         { guestAddress: 8 * P, size: 4 * P, backing: 'anonymous' },
       ],
-      { addressSpace: 32 * P, trackDirty: chance(0.5) },
+      { addressSpace: 32 * P, trackDirty: pick([false, true, 'software']) },
     )
   }
   return asyncGuest
@@ -648,7 +648,7 @@ const ops = [
           bag({
             addressSpace: pick([32 * P, numberish()]),
             align: pick([undefined, undefined, P, 2 << 20, numberish()]),
-            trackDirty: pick([undefined, true, true, false, numberish()]),
+            trackDirty: pick([undefined, true, true, false, 'kernel', 'software', 'Kernel', '', numberish()]),
           }),
         ),
       ),
@@ -675,6 +675,7 @@ const ops = [
     () => anyGuest().discard(pick([int(16) * P, BigInt(int(16) * P), numberish()]), chance(0.8) ? int(4) * P : numberish()),
   ],
   ['guest takeDirty', () => anyGuest().takeDirty()],
+  ['guest dirtyTracking', () => anyGuest().dirtyTracking],
   [
     'guest snapshot',
     () =>
@@ -696,7 +697,7 @@ const ops = [
         mr.GuestMemory.restore(
           manifest(),
           pick([snapPath, snapPath, fileFd, dir, numberish()]),
-          bag({ trackDirty: chance(0.5), lazy: pick([undefined, true, false, numberish()]) }),
+          bag({ trackDirty: pick([false, true, 'kernel', 'software', numberish()]), lazy: pick([undefined, true, false, numberish()]) }),
         ),
       ),
   ],

@@ -5,6 +5,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { HERE, QUICK, signTail } from './harness.mjs'
 import { noExternalRows } from './no-external.mjs'
+import { dirtyRows } from './dirty.mjs'
 
 const fmtNs = (ns) =>
   ns === undefined || Number.isNaN(ns)
@@ -75,7 +76,7 @@ ${line(1, '#d6336c')}${line(2, '#1c7ed6')}
 }
 
 /** Writes RESULTS.md and the plot; returns the Markdown. */
-export function writeReport({ floor, info, noExternal, c, peer, peerRun, started, counts, changes, pageSize }) {
+export function writeReport({ floor, info, noExternal, dirty, c, peer, peerRun, started, counts, changes, pageSize }) {
   const { cases, live, growth, layout } = floor
   const pass = (ok) => (ok ? 'pass' : '**fail**')
   const barRows = cases.map((x) => [
@@ -287,6 +288,19 @@ bench/no-external.mjs, the normal mode and the addon's test-only switch
 \`MAPPED_REGION_TEST_NO_EXTERNAL=1\` by turns (${QUICK ? 1 : 3} runs of each, medians); information, no bar.
 
 ${table(['measure', 'normal', 'without external buffers', 'ratio'], noExternalRows(noExternal, fmtNs))}
+
+### Dirty tracking
+
+\`GuestMemory\` over 1 GiB of anonymous memory (populated), tracked by the kernel
+(\`trackDirty: 'kernel'\`: userfaultfd write-protect, \`PAGEMAP_SCAN\`), in software
+(\`trackDirty: 'software'\`) and untracked, in this process (bench/dirty.mjs; medians of
+${QUICK ? 5 : 21} runs); information, no bar. The kernel sees every writer (the guest under KVM,
+views, other threads) and costs a write nothing once its page is written; a first write after a
+take is a fault the kernel resolves. Software sees only this object's writes and pays in
+JavaScript on each. KVM's own dirty log (\`KVM_GET_DIRTY_LOG\`) is not measured here: the KVM
+example crate has no call that takes it alone.
+
+${table(['measure', 'kernel', 'software', 'untracked'], dirtyRows(dirty, fmtNs))}
 
 The peer rows: mmap-io has a blocking \`msync\` and \`madvise\` and nothing else of ours; it is
 handed a view of our own mapping so that both make the same syscall on the same page;

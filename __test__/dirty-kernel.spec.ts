@@ -5,7 +5,7 @@
  * tests check the refusal and the fallback instead.
  */
 import { spawnSync } from 'node:child_process'
-import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
@@ -178,6 +178,24 @@ kernelTest('hot-plugged, removed and remapped regions; restored (private) memory
   t.deepEqual(dirtyPages(restored), [[]])
   restored.writeU8(5 * P, 2)
   t.deepEqual(dirtyPages(restored), [[5]])
+  // A hole made through the arena inside a region, and a protection change: takes go on.
+  guest.arena.removeMapping(2 * P, P)
+  t.deepEqual(dirtyPages(guest), [[2]], 'a page removed under a region changed')
+  guest.arena.protect(5 * P, P, Protection.READ)
+  guest.writeU8(4 * P, 1)
+  t.true(dirtyPages(guest)[0].includes(4), 'a protection change keeps the tracking')
+  // A mapping the kernel will not track (a read-only file, shared): reported on every take, since
+  // its writes could not be seen; replaced, it is tracked again.
+  const ro = join(tmp.dir, 'ro')
+  writeFileSync(ro, Buffer.alloc(P, 1))
+  const fd = openSync(ro, 'r')
+  t.teardown(() => closeSync(fd))
+  guest.arena.addFdMapping(6 * P, P, fd, 0, Protection.READ, { shared: true })
+  t.deepEqual(dirtyPages(guest), [[6]])
+  t.deepEqual(dirtyPages(guest), [[6]], 'on every take')
+  guest.arena.addAnonymous(6 * P, P, Protection.READ_WRITE)
+  t.deepEqual(dirtyPages(guest), [[6]], 'mapped anew')
+  t.deepEqual(dirtyPages(guest), [[]], 'tracked again')
 })
 
 kernelTest('diff snapshots from kernel tracking; a failed snapshot puts the pages back; discard is marked', async (t) => {

@@ -29,10 +29,14 @@ pub fn change<'fd>(
     let mut state = region.keep.lock();
     let change = plan(state.live()?.arena(operation)?)?;
     let (start, end) = change.range();
+    // A change that keeps the memory (a protection) keeps its mappings' tracking too.
+    let replaces = change.detaches_views();
     let held = apply(&region, &mut state, operation, change)?;
-    // Guest memory the kernel tracks, changed under the guest table: what
-    // was mapped anew is tracked again and reported changed.
-    state.dirty_mapped_anew(start, end);
+    if replaces {
+        // Guest memory the kernel tracks, replaced under the guest table: what
+        // was mapped anew is tracked again and reported changed.
+        state.dirty_mapped_anew(start, end);
+    }
     Ok(held)
 }
 

@@ -68,6 +68,21 @@ impl KernelDirty {
     /// hold changed. A part the kernel will not track is reported by every
     /// take from now on: no write there can be lost.
     pub fn mapped_anew(&mut self, table: &GuestTable, start: usize, end: usize) {
+        // What was untracked there is gone; what is left of it around the range stays so.
+        let mut left = Vec::with_capacity(self.untracked.len());
+        for &(s, e) in &self.untracked {
+            if e <= start || s >= end {
+                left.push((s, e));
+                continue;
+            }
+            if s < start {
+                left.push((s, start));
+            }
+            if e > end {
+                left.push((end, e));
+            }
+        }
+        self.untracked = left;
         for r in table.regions() {
             let (from, to) = (start.max(r.start), end.min(r.end()));
             if from < to && self.tracker.track(self.base + from, to - from).is_err() {
@@ -118,9 +133,7 @@ impl KernelDirty {
                     *word |= std::mem::take(mark);
                 }
             }
-            let scanned = self
-                .tracker
-                .take(self.base + r.start, r.size, &mut out[at..at + n]);
+            let scanned = self.scan(r.start, r.end(), &mut out[at..at + n]);
             if let Err(e) = scanned {
                 for &(start, at, n) in &taken {
                     let bits = self.marks.entry(start).or_insert_with(|| vec![0; n]);
@@ -132,6 +145,49 @@ impl KernelDirty {
             }
         }
         Ok(out)
+    }
+}
+
+impl KernelDirty {
+    /// Takes the written pages of the region `[start, end)` into `bitmap`
+    /// (its first bit is `start`'s page), around the ranges the kernel would
+    /// not track (marked on every take instead).
+    fn scan(&self, start: usize, end: usize, bitmap: &mut [u64]) -> mapped_region::Result<()> {
+        let page = page_size();
+        let mut from = start;
+        let mut gaps: Vec<(usize, usize)> = self
+            .untracked
+            .iter()
+            .map(|&(s, e)| (s.max(start), e.min(end)))
+            .filter(|&(s, e)| s < e)
+            .collect();
+        gaps.sort_unstable();
+        gaps.push((end, end));
+        for (gap_start, gap_end) in gaps {
+            if from < gap_start {
+                let first = (from - start) / page;
+                if first % 64 == 0 {
+                    self.tracker.take(
+                        self.base + from,
+                        gap_start - from,
+                        &mut bitmap[first / 64..],
+                    )?;
+                } else {
+                    // Not on a word of the region's bitmap: taken apart, then moved.
+                    let mut part = vec![0u64; words(gap_start - from)];
+                    self.tracker
+                        .take(self.base + from, gap_start - from, &mut part)?;
+                    for i in 0..(gap_start - from) / page {
+                        if part[i / 64] >> (i % 64) & 1 == 1 {
+                            let p = first + i;
+                            bitmap[p / 64] |= 1 << (p % 64);
+                        }
+                    }
+                }
+            }
+            from = from.max(gap_end);
+        }
+        Ok(())
     }
 }
 

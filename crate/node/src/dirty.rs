@@ -166,7 +166,7 @@ impl KernelDirty {
         for (gap_start, gap_end) in gaps {
             if from < gap_start {
                 let first = (from - start) / page;
-                if first % 64 == 0 {
+                if first.is_multiple_of(64) {
                     self.tracker.take(
                         self.base + from,
                         gap_start - from,

@@ -84,7 +84,7 @@ const secondMatches = memory(restored).equals(atSecond)
 const snapshotTime = ms(t2)
 const pages = diff.regions.map((r) => r.dirtyPages.map(([p, n]) => (n === 1 ? `${p}` : `${p}-${p + n - 1}`)).join(',') || '-')
 console.log(
-  `snapshot: full ${statSync(join(dir, 'vm.mem')).size >> 10} KiB; after a second run the diff (dirty tracking: ${guest.dirtyTracking}) holds pages ${pages.join(' | ')} (the VMM's own write, page 1; the guest's, page ${rerun.dirtyPages.join(', ')} — KVM's log agrees${guest.dirtyTracking === 'kernel' ? '' : ", merged in; the live view of the pattern, page 2"})`,
+  `snapshot: full ${statSync(join(dir, 'vm.mem')).size >> 10} KiB; after a second run the diff (dirty tracking: ${guest.dirtyTracking}) holds pages ${pages.join(' | ')} (the VMM's own write, page 1; the guest's, page ${rerun.dirtyPages.join(', ')} — KVM's log agrees${guest.dirtyTracking === 'kernel' ? '' : ', merged in; the live view of the pattern, page 2'})`,
 )
 console.log(
   `restored into a fresh GuestMemory: first point ${firstMatches ? 'matches' : 'DIFFERS'}, after applyDiff second point ${secondMatches ? 'matches' : 'DIFFERS'} (${snapshotTime})`,

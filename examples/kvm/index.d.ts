@@ -17,6 +17,37 @@ export declare class Machine {
    * CPUID is what KVM supports on this host.
    */
   constructor(slots: Array<Slot>, readonly: Array<boolean>)
+  /**
+   * A bare VM over `slots`, for a real-mode guest: no in-kernel IRQ chip
+   * (so `hlt` is an exit to the VMM), one vCPU. With `logDirty`, every
+   * slot logs the pages the guest writes (`KVM_MEM_LOG_DIRTY_PAGES`), read
+   * with `dirtyLogFd(machine.vmFd, slot)` from any thread. Start the vCPU
+   * with `setRealModeEntry`, or with `restoreState`.
+   */
+  static realMode(slots: Array<Slot>, logDirty?: boolean | undefined | null): Machine
+  /** Starts the vCPU in real mode at `entry` (every segment at 0, interrupts off). */
+  setRealModeEntry(entry: number): void
+  /**
+   * The vCPU's state, to resume it in another machine (`restoreState`):
+   * call it between exits, with a port-I/O or MMIO read answered. It first
+   * completes the last exit's access (without running the guest), then
+   * takes the general registers (`KVM_GET_REGS`) and the segment, control
+   * and descriptor-table registers, EFER, the APIC base and the pending
+   * interrupt bitmap (`KVM_GET_SREGS`). That is all of a real-mode integer
+   * guest's state on a machine without an in-kernel IRQ chip; not covered:
+   * FPU/SSE/AVX state, XCRs, MSRs (the TSC among them), debug registers,
+   * pending exceptions and NMIs (vCPU events), the MP state, and the
+   * VM-wide IRQ chip, PIT and clock. Format: see `restoreState`.
+   */
+  saveState(): Buffer
+  /**
+   * Sets the vCPU's state to one `saveState` took (in this process or
+   * another): a 16-byte header — `MRvc`, version 1, the sizes of
+   * `kvm_regs` (144) and `kvm_sregs` (312) as little-endian u32s — then the
+   * two structures. Anything else (another length, magic, version or part
+   * size) is refused before the vCPU is touched.
+   */
+  restoreState(state: Buffer): void
   /** The VM's fd, for [`irq_line_fd`] from another thread. */
   get vmFd(): number
   /**
@@ -47,6 +78,16 @@ export declare class Machine {
   /** Sets interrupt line `irq` of the in-kernel IRQ chip to `level`. */
   irqLine(irq: number, level: boolean): void
 }
+
+/**
+ * The pages of memory slot `slot` written since the last call, from KVM's
+ * dirty log (`KVM_GET_DIRTY_LOG`, which also clears it), of the VM `vm_fd`
+ * (`Machine.vmFd`, from any thread), as 32-bit words: bit `i` of word `w` is
+ * page `32w + i` of the slot. The VM must be a live `Machine` made with dirty
+ * logging (`Machine.realMode(slots, true)`): its slot sizes are known, so the
+ * bitmap KVM fills is always large enough; any other fd is refused.
+ */
+export declare function dirtyLogFd(vmFd: number, slot: number): Array<number>
 
 /** An exit the VMM serves. */
 export interface Exit {

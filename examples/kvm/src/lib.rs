@@ -297,6 +297,28 @@ pub fn run_real_mode(
     })
 }
 
+/// Puts the vCPU `vcpu` in real mode at `entry`: every segment at base 0 with
+/// selector 0 (so CS:IP = 0:entry), `rip = entry`, flags with interrupts off.
+fn set_real_mode(vcpu: RawFd, entry: u32) -> Result<()> {
+    let mut sregs = Sregs::default();
+    // SAFETY: KVM_GET_SREGS writes a kvm_sregs.
+    unsafe { ioctl_with(vcpu, KVM_GET_SREGS, &mut sregs, "KVM_GET_SREGS") }?;
+    for seg in &mut sregs.segs {
+        seg.base = 0;
+        seg.selector = 0;
+    }
+    // SAFETY: KVM_SET_SREGS reads a kvm_sregs.
+    unsafe { ioctl_with(vcpu, KVM_SET_SREGS, &mut sregs, "KVM_SET_SREGS") }?;
+    let mut regs = Regs {
+        rip: entry as u64,
+        rflags: 2,
+        ..Regs::default()
+    };
+    // SAFETY: KVM_SET_REGS reads a kvm_regs.
+    unsafe { ioctl_with(vcpu, KVM_SET_REGS, &mut regs, "KVM_SET_REGS") }?;
+    Ok(())
+}
+
 fn drive(
     vcpu: RawFd,
     run: *mut u8,
@@ -304,43 +326,7 @@ fn drive(
     max_exits: u32,
     on_serial: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<(String, String, u32, u64)> {
-    let mut sregs = Sregs::default();
-    // SAFETY: KVM_GET_SREGS writes a kvm_sregs.
-    unsafe {
-        ioctl(
-            vcpu,
-            KVM_GET_SREGS,
-            &mut sregs as *mut _ as libc::c_ulong,
-            "KVM_GET_SREGS",
-        )
-    }?;
-    for seg in &mut sregs.segs {
-        seg.base = 0;
-        seg.selector = 0;
-    }
-    // SAFETY: KVM_SET_SREGS reads a kvm_sregs.
-    unsafe {
-        ioctl(
-            vcpu,
-            KVM_SET_SREGS,
-            &sregs as *const _ as libc::c_ulong,
-            "KVM_SET_SREGS",
-        )
-    }?;
-    let regs = Regs {
-        rip: entry as u64,
-        rflags: 2,
-        ..Regs::default()
-    };
-    // SAFETY: KVM_SET_REGS reads a kvm_regs.
-    unsafe {
-        ioctl(
-            vcpu,
-            KVM_SET_REGS,
-            &regs as *const _ as libc::c_ulong,
-            "KVM_SET_REGS",
-        )
-    }?;
+    set_real_mode(vcpu, entry)?;
     let mut serial = Vec::new();
     let mut io_exits = 0;
     let mut exit = String::from("limit");
@@ -396,13 +382,25 @@ fn drive(
 }
 
 fn dirty_log(vm: RawFd, pages: usize) -> Result<Vec<u32>> {
+    let bitmap = dirty_bitmap(vm, 0, pages)?;
+    Ok((0..pages)
+        .filter(|&p| bitmap[p / 64] & (1 << (p % 64)) != 0)
+        .map(|p| p as u32)
+        .collect())
+}
+
+/// `KVM_GET_DIRTY_LOG` of slot `slot` (`pages` pages) of the VM `vm`: one bit
+/// per page, in 64-bit words; the log is cleared.
+fn dirty_bitmap(vm: RawFd, slot: u32, pages: usize) -> Result<Vec<u64>> {
     let mut bitmap = vec![0u64; pages.div_ceil(64).max(1)];
     let log = DirtyLog {
-        slot: 0,
+        slot,
         padding: 0,
         bitmap: bitmap.as_mut_ptr(),
     };
-    // SAFETY: the bitmap has one bit per page of slot 0.
+    // SAFETY: KVM writes ceil(slot pages / 64) words: the bitmap has as many,
+    // as every caller passes the slot's own page count (`run_real_mode` the
+    // slot it made, `dirty_log_fd` the sizes recorded with the VM).
     unsafe {
         ioctl(
             vm,
@@ -411,8 +409,30 @@ fn dirty_log(vm: RawFd, pages: usize) -> Result<Vec<u32>> {
             "KVM_GET_DIRTY_LOG",
         )
     }?;
-    Ok((0..pages)
-        .filter(|&p| bitmap[p / 64] & (1 << (p % 64)) != 0)
-        .map(|p| p as u32)
-        .collect())
+    Ok(bitmap)
+}
+
+/// The pages of memory slot `slot` written since the last call, from KVM's
+/// dirty log (`KVM_GET_DIRTY_LOG`, which also clears it), of the VM `vm_fd`
+/// (`Machine.vmFd`, from any thread), as 32-bit words: bit `i` of word `w` is
+/// page `32w + i` of the slot. The VM must be a live `Machine` made with dirty
+/// logging (`Machine.realMode(slots, true)`): its slot sizes are known, so the
+/// bitmap KVM fills is always large enough; any other fd is refused.
+#[napi]
+pub fn dirty_log_fd(vm_fd: i32, slot: u32) -> Result<Vec<u32>> {
+    machine::with_logged_slots(vm_fd, |sizes| {
+        let size = *sizes.get(slot as usize).ok_or_else(|| {
+            Error::new(
+                Status::InvalidArg,
+                format!("slot {slot} is not a slot of VM fd {vm_fd}"),
+            )
+        })?;
+        let pages = size.div_ceil(4096);
+        let bitmap = dirty_bitmap(vm_fd, slot, pages)?;
+        Ok(bitmap
+            .iter()
+            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
+            .take(pages.div_ceil(32))
+            .collect())
+    })
 }

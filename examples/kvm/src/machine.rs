@@ -5,18 +5,24 @@
 //! boot protocol's 32-bit entry). `run()` returns each exit the VMM must serve
 //! (port I/O, MMIO, what KVM's emulator could not do, shutdown); the device
 //! models and the boot logic are TypeScript. Not part of the package.
+//!
+//! `Machine.realMode` is the migration example's (`examples/migrate`): a bare
+//! VM (no in-kernel IRQ chip, so `hlt` is an exit), optionally logging dirty
+//! pages, whose vCPU state `saveState()` hands out and `restoreState()` takes.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::Mutex;
 
-use napi::bindgen_prelude::BigInt;
+use napi::bindgen_prelude::{BigInt, Buffer};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
 
 use crate::{
-    big_u64, create_vcpu, ioctl, ioctl_with, open_kvm, owned, set_slots, Regs, Segment, Slot,
-    Sregs, KVM_CREATE_VM, KVM_GET_REGS, KVM_GET_SREGS, KVM_RUN, KVM_SET_REGS, KVM_SET_SREGS,
+    big_u64, create_vcpu, ioctl, ioctl_with, open_kvm, owned, set_real_mode, set_slots, Regs,
+    Segment, Slot, Sregs, KVM_CREATE_VM, KVM_GET_REGS, KVM_GET_SREGS, KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_RUN, KVM_SET_REGS, KVM_SET_SREGS,
 };
 
 const KVM_GET_SUPPORTED_CPUID: libc::c_ulong = 0xC008_AE05;
@@ -65,6 +71,37 @@ const FPU_MXCSR: usize = 408;
 /// `struct kvm_vcpu_events` as bytes: the exception is the first 8.
 const EVENTS_SIZE: usize = 64;
 
+/// `saveState()`'s format, version 1: a 16-byte header — the magic `MRvc`, the
+/// version, the sizes of the two parts (u32, little-endian) — then
+/// `struct kvm_regs` and `struct kvm_sregs` as KVM hands them out.
+const STATE_MAGIC: [u8; 4] = *b"MRvc";
+const STATE_VERSION: u32 = 1;
+const STATE_HEADER: usize = 16;
+const REGS_SIZE: usize = std::mem::size_of::<Regs>();
+const SREGS_SIZE: usize = std::mem::size_of::<Sregs>();
+const STATE_SIZE: usize = STATE_HEADER + REGS_SIZE + SREGS_SIZE;
+
+/// The VMs made with dirty logging, by fd, with their slot sizes: what
+/// `dirty_log_fd` may ask KVM for. An entry is removed when its machine is
+/// dropped, before its fd is closed, so a number here always names that VM.
+static LOGGED: Mutex<Vec<(RawFd, Vec<usize>)>> = Mutex::new(Vec::new());
+
+/// Runs `f` with the slot sizes of the logged VM `vm_fd`, holding the lock:
+/// the VM cannot be dropped (nor its fd number reused) while `f` runs.
+pub(crate) fn with_logged_slots<T>(
+    vm_fd: RawFd,
+    f: impl FnOnce(&[usize]) -> Result<T>,
+) -> Result<T> {
+    let logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+    match logged.iter().find(|(fd, _)| *fd == vm_fd) {
+        Some((_, sizes)) => f(sizes),
+        None => Err(Error::new(
+            Status::InvalidArg,
+            format!("fd {vm_fd} is not the VM of a live Machine made with dirty logging"),
+        )),
+    }
+}
+
 /// An exit the VMM serves.
 #[napi(object)]
 pub struct Exit {
@@ -94,22 +131,27 @@ pub struct Machine {
     vcpu: OwnedFd,
     run: *mut u8,
     run_size: usize,
+    logged: bool,
 }
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        // SAFETY: `run` is the kvm_run mapping made in `new`, unmapped once.
+        if self.logged {
+            let fd = self.vm.as_raw_fd();
+            LOGGED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(f, _)| *f != fd);
+        }
+        // SAFETY: `run` is the kvm_run mapping made in `create`, unmapped once.
         unsafe { libc::munmap(self.run.cast(), self.run_size) };
     }
 }
 
-#[napi]
 impl Machine {
-    /// A VM over `slots` (`readonly` ones as `KVM_MEM_READONLY`), with an
-    /// in-kernel IRQ chip (PIC, IOAPIC, LAPIC) and PIT, and one vCPU whose
-    /// CPUID is what KVM supports on this host.
-    #[napi(constructor)]
-    pub fn new(slots: Vec<Slot>, readonly: Vec<bool>) -> Result<Machine> {
+    /// A VM over `slots`, slot `i` with `flags(i)`, with an in-kernel IRQ chip
+    /// and PIT if `irqchip`, and one vCPU whose CPUID is what KVM supports.
+    fn create(slots: &[Slot], flags: impl Fn(usize) -> u32, irqchip: bool) -> Result<Machine> {
         let kvm = open_kvm()?;
         // SAFETY: KVM_CREATE_VM takes the machine type (0).
         let vm = owned(unsafe { ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0, "KVM_CREATE_VM") }?);
@@ -128,27 +170,177 @@ impl Machine {
                 "KVM_SET_IDENTITY_MAP_ADDR",
             )
         }?;
-        // SAFETY: KVM_CREATE_IRQCHIP takes no argument.
-        unsafe { ioctl(fd, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP") }?;
-        let mut pit = [0u8; 64]; // struct kvm_pit_config: flags 0
-                                 // SAFETY: KVM_CREATE_PIT2 reads a 64-byte kvm_pit_config.
-        unsafe { ioctl_with(fd, KVM_CREATE_PIT2, &mut pit, "KVM_CREATE_PIT2") }?;
-        set_slots(fd, &slots, |i| {
-            if readonly.get(i).copied().unwrap_or(false) {
-                KVM_MEM_READONLY
-            } else {
-                0
-            }
-        })?;
+        if irqchip {
+            // SAFETY: KVM_CREATE_IRQCHIP takes no argument.
+            unsafe { ioctl(fd, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP") }?;
+            let mut pit = [0u8; 64]; // struct kvm_pit_config: flags 0
+                                     // SAFETY: KVM_CREATE_PIT2 reads a 64-byte kvm_pit_config.
+            unsafe { ioctl_with(fd, KVM_CREATE_PIT2, &mut pit, "KVM_CREATE_PIT2") }?;
+        }
+        set_slots(fd, slots, &flags)?;
         let (vcpu, run, run_size) = create_vcpu(kvm.as_raw_fd(), fd)?;
-        set_cpuid(kvm.as_raw_fd(), vcpu.as_raw_fd())?;
-        Ok(Machine {
+        let machine = Machine {
             _kvm: kvm,
             vm,
             vcpu,
             run,
             run_size,
-        })
+            logged: false,
+        };
+        set_cpuid(machine._kvm.as_raw_fd(), machine.vcpu.as_raw_fd())?;
+        Ok(machine)
+    }
+
+    /// Completes the operation of the last exit (a port-I/O or MMIO access
+    /// finishes only when `KVM_RUN` is entered again: until then the vCPU's
+    /// registers do not show it) without running the guest: `KVM_RUN` with
+    /// `immediate_exit` set, which returns `EINTR` once it is done.
+    fn complete_pending(&mut self) -> Result<()> {
+        // SAFETY: `run` maps a kvm_run: `immediate_exit` is the u8 at offset 1.
+        unsafe { ptr::write_volatile(self.run.add(1), 1) };
+        // SAFETY: KVM_RUN takes no argument.
+        let ret = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_RUN, 0) };
+        let error = std::io::Error::last_os_error();
+        // SAFETY: as above.
+        unsafe { ptr::write_volatile(self.run.add(1), 0) };
+        match ret {
+            0.. => Err(Error::new(
+                Status::GenericFailure,
+                "KVM_RUN with immediate_exit ran the guest (no KVM_CAP_IMMEDIATE_EXIT?)",
+            )),
+            _ if error.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            _ => Err(Error::new(
+                Status::GenericFailure,
+                format!("KVM_RUN (immediate_exit): {error}"),
+            )),
+        }
+    }
+}
+
+#[napi]
+impl Machine {
+    /// A VM over `slots` (`readonly` ones as `KVM_MEM_READONLY`), with an
+    /// in-kernel IRQ chip (PIC, IOAPIC, LAPIC) and PIT, and one vCPU whose
+    /// CPUID is what KVM supports on this host.
+    #[napi(constructor)]
+    pub fn new(slots: Vec<Slot>, readonly: Vec<bool>) -> Result<Machine> {
+        let flags = |i: usize| {
+            if readonly.get(i).copied().unwrap_or(false) {
+                KVM_MEM_READONLY
+            } else {
+                0
+            }
+        };
+        Machine::create(&slots, flags, true)
+    }
+
+    /// A bare VM over `slots`, for a real-mode guest: no in-kernel IRQ chip
+    /// (so `hlt` is an exit to the VMM), one vCPU. With `logDirty`, every
+    /// slot logs the pages the guest writes (`KVM_MEM_LOG_DIRTY_PAGES`), read
+    /// with `dirtyLogFd(machine.vmFd, slot)` from any thread. Start the vCPU
+    /// with `setRealModeEntry`, or with `restoreState`.
+    #[napi(factory)]
+    pub fn real_mode(slots: Vec<Slot>, log_dirty: Option<bool>) -> Result<Machine> {
+        let log_dirty = log_dirty.unwrap_or(false);
+        let flags = |_| {
+            if log_dirty {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            }
+        };
+        let mut machine = Machine::create(&slots, flags, false)?;
+        if log_dirty {
+            let sizes = slots.iter().map(|s| s.size as usize).collect();
+            LOGGED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((machine.vm.as_raw_fd(), sizes));
+            machine.logged = true;
+        }
+        Ok(machine)
+    }
+
+    /// Starts the vCPU in real mode at `entry` (every segment at 0, interrupts off).
+    #[napi]
+    pub fn set_real_mode_entry(&mut self, entry: u32) -> Result<()> {
+        set_real_mode(self.vcpu.as_raw_fd(), entry)
+    }
+
+    /// The vCPU's state, to resume it in another machine (`restoreState`):
+    /// call it between exits, with a port-I/O or MMIO read answered. It first
+    /// completes the last exit's access (without running the guest), then
+    /// takes the general registers (`KVM_GET_REGS`) and the segment, control
+    /// and descriptor-table registers, EFER, the APIC base and the pending
+    /// interrupt bitmap (`KVM_GET_SREGS`). That is all of a real-mode integer
+    /// guest's state on a machine without an in-kernel IRQ chip; not covered:
+    /// FPU/SSE/AVX state, XCRs, MSRs (the TSC among them), debug registers,
+    /// pending exceptions and NMIs (vCPU events), the MP state, and the
+    /// VM-wide IRQ chip, PIT and clock. Format: see `restoreState`.
+    #[napi]
+    pub fn save_state(&mut self) -> Result<Buffer> {
+        self.complete_pending()?;
+        let fd = self.vcpu.as_raw_fd();
+        let mut regs = [0u8; REGS_SIZE];
+        // SAFETY: KVM_GET_REGS writes a kvm_regs, REGS_SIZE bytes.
+        unsafe { ioctl_with(fd, KVM_GET_REGS, &mut regs, "KVM_GET_REGS") }?;
+        let mut sregs = [0u8; SREGS_SIZE];
+        // SAFETY: KVM_GET_SREGS writes a kvm_sregs, SREGS_SIZE bytes.
+        unsafe { ioctl_with(fd, KVM_GET_SREGS, &mut sregs, "KVM_GET_SREGS") }?;
+        let mut state = Vec::with_capacity(STATE_SIZE);
+        state.extend_from_slice(&STATE_MAGIC);
+        state.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        state.extend_from_slice(&(REGS_SIZE as u32).to_le_bytes());
+        state.extend_from_slice(&(SREGS_SIZE as u32).to_le_bytes());
+        state.extend_from_slice(&regs);
+        state.extend_from_slice(&sregs);
+        Ok(state.into())
+    }
+
+    /// Sets the vCPU's state to one `saveState` took (in this process or
+    /// another): a 16-byte header — `MRvc`, version 1, the sizes of
+    /// `kvm_regs` (144) and `kvm_sregs` (312) as little-endian u32s — then the
+    /// two structures. Anything else (another length, magic, version or part
+    /// size) is refused before the vCPU is touched.
+    #[napi]
+    pub fn restore_state(&mut self, state: Buffer) -> Result<()> {
+        let state = state.to_vec();
+        let invalid = |why: String| Error::new(Status::InvalidArg, format!("vCPU state: {why}"));
+        if state.len() != STATE_SIZE {
+            return Err(invalid(format!(
+                "{} bytes; version {STATE_VERSION} is {STATE_SIZE}",
+                state.len()
+            )));
+        }
+        let word = |at: usize| {
+            u32::from_le_bytes([state[at], state[at + 1], state[at + 2], state[at + 3]])
+        };
+        if state[..4] != STATE_MAGIC {
+            return Err(invalid("not a saveState() buffer (magic)".into()));
+        }
+        if word(4) != STATE_VERSION {
+            return Err(invalid(format!(
+                "version {}; this machine reads {STATE_VERSION}",
+                word(4)
+            )));
+        }
+        if word(8) as usize != REGS_SIZE || word(12) as usize != SREGS_SIZE {
+            return Err(invalid(format!(
+                "parts of {} and {} bytes; expected {REGS_SIZE} and {SREGS_SIZE}",
+                word(8),
+                word(12)
+            )));
+        }
+        let mut regs = [0u8; REGS_SIZE];
+        regs.copy_from_slice(&state[STATE_HEADER..STATE_HEADER + REGS_SIZE]);
+        let mut sregs = [0u8; SREGS_SIZE];
+        sregs.copy_from_slice(&state[STATE_HEADER + REGS_SIZE..]);
+        let fd = self.vcpu.as_raw_fd();
+        // SAFETY: KVM_SET_SREGS reads a kvm_sregs, SREGS_SIZE bytes.
+        unsafe { ioctl_with(fd, KVM_SET_SREGS, &mut sregs, "KVM_SET_SREGS") }?;
+        // SAFETY: KVM_SET_REGS reads a kvm_regs, REGS_SIZE bytes.
+        unsafe { ioctl_with(fd, KVM_SET_REGS, &mut regs, "KVM_SET_REGS") }?;
+        Ok(())
     }
 
     /// The VM's fd, for [`irq_line_fd`] from another thread.

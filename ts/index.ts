@@ -33,3 +33,4 @@ export {
 } from './guest.js'
 export type { DirtyBitmap } from './dirty.js'
 export type { RestoreOptions, SnapshotManifest, SnapshotOptions, SnapshotRegion } from './snapshot.js'
+export { readPages, writePages, type PageSelection, type PageSink, type PageSource, type PageStreamSummary } from './pages.js'

@@ -198,6 +198,14 @@ export function bytes(name: string, value: unknown): Uint8Array {
   throw invalidArgType(name, 'an ArrayBufferView or ArrayBuffer', value)
 }
 
+/**
+ * The kind of a typed array (`'Uint8Array'`, `'BigUint64Array'`…: its `Symbol.toStringTag`, read
+ * through the intrinsic getter, so a proxy or a look-alike has none); `undefined` for any other value.
+ */
+export function typedArrayKind(value: unknown): string | undefined {
+  return typedArrayTag.call(value) as string | undefined
+}
+
 /** The `ArrayBuffer` and byte offset of a `Uint8Array`, read through the intrinsic accessors. */
 export function memoryOf(view: Uint8Array): [ArrayBuffer, number] {
   return [typedArrayBuffer.call(view) as ArrayBuffer, typedArrayOffset.call(view) as number]

@@ -186,6 +186,10 @@ test('file descriptors: streams written one after another to a file, read back i
     { code: 'ERR_INVALID_ARG_VALUE', message: /truncated: it ended 0 bytes into/ },
     'at the end of the file',
   )
+  // A descriptor that refuses: the failed syscall in Node's shape (Deno's fs.write leaves errno out).
+  const err = (await t.throwsAsync(writePages(src, 'all', input), { code: 'EBADF' })) as NodeJS.ErrnoException
+  t.is(err.errno, -9)
+  t.is(err.syscall, 'write')
 })
 
 test('malformed input: ERR_INVALID_ARG_VALUE, nothing applied past the fault', async (t) => {

@@ -17,6 +17,7 @@
  * on one connection: a reader consumes its stream up to the end marker and not one byte more.
  */
 import { read as fsRead, write as fsWrite } from 'node:fs'
+import { constants as osConstants } from 'node:os'
 import { Readable, Writable } from 'node:stream'
 import { types } from 'node:util'
 import { PAGE_SIZE } from './constants.js'
@@ -443,7 +444,7 @@ class FdSink implements Sink {
   async write(frame: Buffer): Promise<void> {
     for (let done = 0; done < frame.length; ) {
       done += await new Promise<number>((resolve, reject) => {
-        fsWrite(this.#fd, frame, done, frame.length - done, null, (e, n) => (e ? reject(e) : resolve(n)))
+        fsWrite(this.#fd, frame, done, frame.length - done, null, (e, n) => (e ? reject(systemError(e, 'write')) : resolve(n)))
       })
     }
   }
@@ -534,7 +535,7 @@ class FdSource implements Source {
     const out = this.#buffer.subarray(0, size)
     for (let done = 0; done < size; ) {
       const n = await new Promise<number>((resolve, reject) => {
-        fsRead(this.#fd, out, done, size - done, null, (e, count) => (e ? reject(e) : resolve(count)))
+        fsRead(this.#fd, out, done, size - done, null, (e, count) => (e ? reject(systemError(e, 'read')) : resolve(count)))
       })
       if (n === 0) throw truncated(this.#fd, this.#taken + done, what)
       done += n
@@ -546,6 +547,19 @@ class FdSource implements Source {
   release(): void {
     this.#buffer = Buffer.alloc(0)
   }
+}
+
+/**
+ * A failed `fs` call's error in Node's shape — `code`, a negative `errno`, `syscall` — as every
+ * failed syscall of this package is: Deno 2.9's `fs.write` gives only the `code`.
+ */
+function systemError(e: NodeJS.ErrnoException, syscall: string): NodeJS.ErrnoException {
+  const errno = typeof e.code === 'string' ? (osConstants.errno as Record<string, number | undefined>)[e.code] : undefined
+  if (typeof e.errno !== 'number' && errno !== undefined) {
+    e.errno = -errno
+    e.syscall ??= syscall
+  }
+  return e
 }
 
 /** `ERR_INVALID_ARG_VALUE`: `source` ended `at` bytes into the page stream, before `what`. */

@@ -462,6 +462,171 @@ function spec() {
 }
 
 // ---------------------------------------------------------------------------
+// Page streams (writePages / readPages): hostile guests, selections, targets and sources. Every
+// stream given settles — a target drains, a source ends — so every promise does; numbers as fds
+// are only this fuzzer's own files or invalid ones (a random fd could be a pipe nobody reads).
+
+const { PassThrough, Readable, Writable } = require('node:stream')
+const pagesPath = path.join(dir, 'pages')
+const pagesFd = fs.openSync(pagesPath, 'w+')
+const pagesReadFd = fs.openSync(pagesPath, 'r')
+
+function pagesGuest() {
+  return chance(0.85)
+    ? anyGuest()
+    : pick([() => ({}), () => Object.create(mr.GuestMemory.prototype), () => new Proxy(anyGuest(), {}), numberish])()
+}
+/** A BigUint64Array of `words` random words, or something that is not quite one. */
+function pagesBitmap(words) {
+  const a = new BigUint64Array(words)
+  for (let i = 0; i < words; i++) a[i] = chance(0.5) ? BigInt(int(2 ** 30)) * BigInt(1 + int(4)) : 0n
+  switch (int(10)) {
+    case 0:
+      return new Uint32Array(words * 2)
+    case 1: {
+      detach(a.buffer)
+      return a
+    }
+    case 2:
+      return new Proxy(a, {})
+    case 3:
+      return new BigUint64Array(new ArrayBuffer(words * 8, { maxByteLength: words * 16 + 8 }))
+    case 4:
+      return inOtherRealm(`new BigUint64Array(${words})`)
+    case 5:
+      return numberish()
+    default:
+      return a
+  }
+}
+function pagesSelection() {
+  if (chance(0.3)) return 'all'
+  if (chance(0.2)) {
+    try {
+      return anyGuest().takeDirty()
+    } catch {}
+  }
+  if (chance(0.1)) return pick([numberish(), 'some', new Proxy([], {}), [null]])
+  const n = int(3)
+  const list = []
+  for (let i = 0; i < n; i++) {
+    list.push(
+      bag({
+        guestAddress: pick([0n, BigInt(8 * P), 0, int(32) * P, numberish()]),
+        size: pick([4 * P, 8 * P, 64 * P, numberish()]),
+        bitmap: pagesBitmap(pick([1, 1, 2, 0])),
+      }),
+    )
+  }
+  return list
+}
+function pagesTarget() {
+  return pick([
+    () => new PassThrough().resume(),
+    () =>
+      new Writable({
+        write: (_c, _e, done) =>
+          chance(0.05) ? done(Object.assign(new Error('EPIPE'), { code: 'EPIPE', errno: -32, syscall: 'write' })) : done(),
+      }).on('error', () => {}),
+    () => {
+      const w = new PassThrough()
+      w.destroy()
+      return w
+    },
+    () => new PassThrough({ objectMode: true }).resume(),
+    () => pagesFd,
+    () => roFd,
+    () => pipeR,
+    () => pick([-1, 0.5, Number.NaN, 2 ** 31, null, undefined, {}, '3', 3n]),
+    () => Readable.from([]),
+  ])()
+}
+/** Bytes that are, or almost are, a page stream. */
+function pagesBytes() {
+  if (chance(0.1)) return Buffer.from(Array.from({ length: int(64) }, () => int(256)))
+  const parts = []
+  const header = Buffer.from('MRPG\x01\x00\x00\x00', 'latin1')
+  if (chance(0.1)) header[int(8)] = int(256)
+  parts.push(header)
+  const runs = int(4)
+  for (let i = 0; i < runs; i++) {
+    const len = pick([P, 2 * P, 1, 5, 0])
+    const h = Buffer.alloc(12)
+    h.writeBigUInt64LE(pick([0n, BigInt(P), BigInt(8 * P), BigInt(int(32) * P), BigInt(int(32 * P)), 2n ** 53n, 2n ** 64n - 1n]), 0)
+    h.writeUInt32LE(len, 8)
+    parts.push(h, Buffer.alloc(len, int(256)))
+  }
+  if (chance(0.8)) parts.push(Buffer.from([255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0]))
+  const all = Buffer.concat(parts)
+  return chance(0.15) ? all.subarray(0, int(all.length)) : all
+}
+function pagesSource() {
+  return pick([
+    () => Readable.from([pagesBytes()], { objectMode: false }),
+    () => Readable.from([pagesBytes()], { objectMode: false }),
+    () => Readable.from([pagesBytes()]),
+    () => {
+      const r = new PassThrough()
+      r.destroy()
+      return r
+    },
+    () => {
+      const r = new PassThrough()
+      r.on('data', () => {})
+      r.end(pagesBytes())
+      return r
+    },
+    () => pagesReadFd,
+    () => roFd,
+    () => pick([-1, 0.5, Number.NaN, 2 ** 31, null, undefined, {}, '3', 3n]),
+  ])()
+}
+/**
+ * A round trip between two guests of their own (nothing else touches them): what `readPages`
+ * applied must be what `writePages` read, page for page, and nothing else may change.
+ */
+function pagesRoundTrip() {
+  const make = () =>
+    new mr.GuestMemory(
+      [
+        { guestAddress: 0, size: 8 * P, backing: 'anonymous' },
+        { guestAddress: 12 * P, size: 4 * P, backing: 'anonymous' },
+      ],
+      { addressSpace: 16 * P },
+    )
+  const src = make()
+  const dst = make()
+  for (let p = 0; p < 16; p++) if (p < 8 || p >= 12) src.write(p * P, Buffer.alloc(P, 1 + int(255)))
+  const bits = BigInt(int(256))
+  const selection = chance(0.5)
+    ? 'all'
+    : [
+        { guestAddress: 0n, size: 8 * P, bitmap: new BigUint64Array([bits]) },
+        { guestAddress: BigInt(12 * P), size: 4 * P, bitmap: new BigUint64Array([bits & 15n]) },
+      ]
+  const sent = (p) => selection === 'all' || (p < 8 ? (bits >> BigInt(p)) & 1n : (bits >> BigInt(p - 12)) & 1n) === 1n
+  const pipe = new PassThrough({ highWaterMark: pick([1, 1024, 16384]) })
+  return Promise.all([mr.writePages(src, selection, pipe), mr.readPages(dst, pipe)])
+    .then(([written, read]) => {
+      if (written.runs !== read.runs || written.bytes !== read.bytes)
+        throw new Error(`wrote ${JSON.stringify(written)}, read ${JSON.stringify(read)}`)
+      for (let p = 0; p < 16; p++) {
+        if (p >= 8 && p < 12) continue
+        const want = sent(p) ? src.read(p * P, P) : Buffer.alloc(P)
+        if (!dst.read(p * P, P).equals(want)) throw new Error(`page ${p} did not arrive as written`)
+      }
+    })
+    .catch((e) => {
+      console.error(`FAIL seed=${seed}: page round trip: ${e?.message}`)
+      process.exit(3)
+    })
+    .finally(() => {
+      src.close()
+      dst.close()
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Operations: every public method, and built-ins over views.
 
 const asyncResults = []
@@ -702,6 +867,9 @@ const ops = [
       ),
   ],
   ['guest applyDiff', () => asyncResults.push(asyncTarget().applyDiff(manifest(), pick([snapPath, fileFd, numberish()])))],
+  ['writePages', () => asyncResults.push(mr.writePages(pagesGuest(), pagesSelection(), pagesTarget()))],
+  ['readPages', () => asyncResults.push(mr.readPages(pagesGuest(), pagesSource()))],
+  ['pages round trip', () => asyncResults.push(pagesRoundTrip())],
   ['guest view', () => world.views.push(anyGuest().view(pick([int(16 * P), numberish()]), chance(0.8) ? int(2 * P) : numberish()))],
   ['guest regions', () => anyGuest().regions()],
   ['share', () => handles.push(anyRegion().share())],

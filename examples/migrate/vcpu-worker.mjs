@@ -5,9 +5,10 @@
 // the main thread releases it (once the destination runs: until then the source could resume).
 //
 // The throttle: at each progress exit the guest is held until `paceMs` have passed since the one
-// before (QEMU's auto-converge throttles vCPUs during a migration the same way). Under emulation
-// (this host's nested hypervisor) a page takes longer than that and it never waits; on hardware
-// KVM the program would otherwise be over in milliseconds, before the pre-copy rounds.
+// before, so that the program lasts long enough to be migrated while it runs: on hardware KVM it
+// would otherwise be over in milliseconds, before the pre-copy rounds. Under emulation (this
+// host's nested hypervisor) a page takes longer than that and it never waits. (QEMU's
+// auto-converge throttles vCPUs during a migration too, there to slow the guest's writes down.)
 import { parentPort, workerData } from 'node:worker_threads'
 import { GuestMemory } from 'mapped-region'
 import { kvm, PASS, RELEASE, runVcpu, STOP } from './vcpu.mjs'

@@ -19,12 +19,10 @@ export declare class Machine {
   constructor(slots: Array<Slot>, readonly: Array<boolean>)
   /**
    * A bare VM over `slots`, for a real-mode guest: no in-kernel IRQ chip
-   * (so `hlt` is an exit to the VMM), one vCPU. With `logDirty`, every
-   * slot logs the pages the guest writes (`KVM_MEM_LOG_DIRTY_PAGES`), read
-   * with `dirtyLogFd(machine.vmFd, slot)` from any thread. Start the vCPU
-   * with `setRealModeEntry`, or with `restoreState`.
+   * (so `hlt` is an exit to the VMM), one vCPU. Start the vCPU with
+   * `setRealModeEntry`, or with `restoreState`.
    */
-  static realMode(slots: Array<Slot>, logDirty?: boolean | undefined | null): Machine
+  static realMode(slots: Array<Slot>): Machine
   /** Starts the vCPU in real mode at `entry` (every segment at 0, interrupts off). */
   setRealModeEntry(entry: number): void
   /**
@@ -78,16 +76,6 @@ export declare class Machine {
   /** Sets interrupt line `irq` of the in-kernel IRQ chip to `level`. */
   irqLine(irq: number, level: boolean): void
 }
-
-/**
- * The pages of memory slot `slot` written since the last call, from KVM's
- * dirty log (`KVM_GET_DIRTY_LOG`, which also clears it), of the VM `vm_fd`
- * (`Machine.vmFd`, from any thread), as 32-bit words: bit `i` of word `w` is
- * page `32w + i` of the slot. The VM must be a live `Machine` made with dirty
- * logging (`Machine.realMode(slots, true)`): its slot sizes are known, so the
- * bitmap KVM fills is always large enough; any other fd is refused.
- */
-export declare function dirtyLogFd(vmFd: number, slot: number): Array<number>
 
 /** An exit the VMM serves. */
 export interface Exit {

@@ -695,7 +695,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Machine = nativeBinding.Machine
-module.exports.dirtyLogFd = nativeBinding.dirtyLogFd
 module.exports.irqLineFd = nativeBinding.irqLineFd
 module.exports.kvmUnavailableReason = nativeBinding.kvmUnavailableReason
 module.exports.runRealMode = nativeBinding.runRealMode

@@ -43,47 +43,27 @@ if (why) {
   process.exit(0)
 }
 
+// The source: guest RAM is a memfd in a GuestMemory whose dirty pages the kernel tracks (Linux
+// 6.7+) — every writer's, the guest's under KVM and other threads' included, one record for all.
+// Pre-copy needs them: software tracking sees only this object's own writes.
+const ram = SharedMemory.create('migrate-source', RAM_SIZE)
+let guest
+try {
+  guest = new GuestMemory([{ guestAddress: 0n, size: RAM_SIZE, backing: ram }], { trackDirty: 'kernel' })
+} catch (e) {
+  if (e.code !== 'ERR_MMAP_UNSUPPORTED') throw e
+  console.log(`migration example skipped: the kernel cannot track dirty pages here (${e.message})`)
+  process.exit(0)
+}
+guest.write(ENTRY, CODE)
+
 const ms = (from, to = process.hrtime.bigint()) => `${(Number(to - from) / 1e6).toFixed(2)} ms`
 const pages = (n) => `${n} page${n === 1 ? '' : 's'}`
 
-/**
- * TEMPORARY SHIM — delete this function once GuestMemory's kernel dirty tracking is on main, and
- * write `const tracking = guest` where it is called: `share()` and `takeDirty()` are then the
- * guest's own, and the other members are not needed (`logDirty` undefined: the machine logs
- * nothing; `vcpuStarted` and `release` are only called if present).
- *
- * Until then `trackDirty` is kept in software: `takeDirty()` does not see what the guest writes
- * under KVM, and `share()` of a tracking GuestMemory is refused. So the vCPU thread attaches a
- * second, untracked GuestMemory over the same memfd, its machine logs the pages the guest writes
- * (`KVM_MEM_LOG_DIRTY_PAGES`), and each take first marks the pages in KVM's log (`markDirty`).
- */
-function guestWritesNotYetSeenByTakeDirty(guest, ram) {
-  const untracked = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }])
-  let vmFd
-  return {
-    logDirty: true,
-    share: () => untracked.share(),
-    vcpuStarted: (fd) => {
-      vmFd = fd
-    },
-    takeDirty() {
-      // The machine numbers its slots as regions() lists them.
-      for (const [slot, r] of (vmFd === undefined ? [] : guest.regions()).entries()) {
-        const words = kvm.dirtyLogFd(vmFd, slot)
-        for (let p = 0; p < r.size / PAGE_SIZE; p++) {
-          if ((words[p >>> 5] >>> (p & 31)) & 1) guest.markDirty(r.guestAddress + BigInt(p * PAGE_SIZE), PAGE_SIZE)
-        }
-      }
-      return guest.takeDirty()
-    },
-    release: () => untracked.close(),
-  }
-}
-
 /** Runs the program on a vCPU thread over `handle` (a `share()` of its memory). */
-function startVcpu(handle, control, logDirty) {
+function startVcpu(handle, control) {
   return new Worker(new URL('./vcpu-worker.mjs', import.meta.url), {
-    workerData: { guest: handle, entry: ENTRY, control: control.buffer, paceMs: PACE_MS, logDirty },
+    workerData: { guest: handle, entry: ENTRY, control: control.buffer, paceMs: PACE_MS },
   })
 }
 
@@ -122,16 +102,11 @@ socket.on('error', (e) => {
   process.exit(1)
 })
 
-// The source: guest RAM is a memfd in a GuestMemory that tracks dirty pages.
-const ram = SharedMemory.create('migrate-source', RAM_SIZE)
-const guest = new GuestMemory([{ guestAddress: 0n, size: RAM_SIZE, backing: ram }], { trackDirty: true })
-guest.write(ENTRY, CODE)
-const tracking = guestWritesNotYetSeenByTakeDirty(guest, ram)
+// The source's vCPU thread, over the guest memory shared with it.
 writeJson(socket, { type: 'layout', regions: LAYOUT })
-
 const control = new Int32Array(new SharedArrayBuffer(8))
-const vcpu = startVcpu(tracking.share(), control, tracking.logDirty)
-tracking.vcpuStarted?.((await next(vcpu)).vmFd)
+const vcpu = startVcpu(guest.share(), control)
+await next(vcpu)
 while (Atomics.load(control, PASS) < AFTER) await new Promise((resolve) => setTimeout(resolve, 1))
 
 /** Sends one round: `selection` is `'all'` or what `takeDirty()` returned. */
@@ -143,8 +118,8 @@ async function sendRound(selection) {
 
 // Pre-copy: round 0 is every page; each later round the pages written while the one before was sent.
 const rounds = []
-tracking.takeDirty() // from here on, writes are tracked
-for (let selection = 'all'; ; selection = tracking.takeDirty()) {
+guest.takeDirty() // from here on, writes are tracked
+for (let selection = 'all'; ; selection = guest.takeDirty()) {
   const t0 = process.hrtime.bigint()
   const sent = await sendRound(selection)
   rounds.push(sent)
@@ -162,7 +137,7 @@ if (!stopped.stopped) {
   console.log(`the guest halted before it could be stopped (serial ${JSON.stringify(stopped.serial)}): nothing left to migrate`)
   process.exit(1)
 }
-const lastPages = await sendRound(tracking.takeDirty())
+const lastPages = await sendRound(guest.takeDirty())
 const state = Buffer.from(stopped.state)
 writeJson(socket, { type: 'vcpu', state: state.toString('base64'), stoppedAt: String(stopped.stoppedAt) })
 console.log(
@@ -182,7 +157,6 @@ console.log(
 )
 console.log(`  downtime: ${arrived.downtimeMs.toFixed(2)} ms (the vCPU stopping here to its first run there)`)
 console.log(`  serial output: ${JSON.stringify(stopped.serial)} here, then ${JSON.stringify(arrived.serial)} there`)
-tracking.release?.()
 guest.close()
 ram.close()
 rmSync(dir, { recursive: true, force: true })
@@ -192,7 +166,7 @@ const plainRam = SharedMemory.create('migrate-plain', RAM_SIZE)
 const plain = new GuestMemory([{ guestAddress: 0n, size: RAM_SIZE, backing: plainRam }])
 plain.write(ENTRY, CODE)
 const plainControl = new Int32Array(new SharedArrayBuffer(8))
-const plainVcpu = startVcpu(plain.share(), plainControl, false)
+const plainVcpu = startVcpu(plain.share(), plainControl)
 await next(plainVcpu)
 const plainEnd = await next(plainVcpu)
 const plainHash = memoryHash(plain)

@@ -13,12 +13,12 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { GuestMemory } from 'mapped-region'
 import { kvm, PASS, RELEASE, runVcpu, STOP } from './vcpu.mjs'
 
-const { entry, paceMs, logDirty } = workerData
+const { entry, paceMs } = workerData
 const control = new Int32Array(workerData.control)
 const guest = GuestMemory.attach(workerData.guest)
-const machine = kvm.Machine.realMode(guest.regions(), logDirty)
+const machine = kvm.Machine.realMode(guest.regions())
 machine.setRealModeEntry(entry)
-parentPort.postMessage({ started: true, vmFd: machine.vmFd })
+parentPort.postMessage({ started: true })
 let serial = ''
 let last = performance.now()
 const end = runVcpu(machine, {

@@ -382,25 +382,13 @@ fn drive(
 }
 
 fn dirty_log(vm: RawFd, pages: usize) -> Result<Vec<u32>> {
-    let bitmap = dirty_bitmap(vm, 0, pages)?;
-    Ok((0..pages)
-        .filter(|&p| bitmap[p / 64] & (1 << (p % 64)) != 0)
-        .map(|p| p as u32)
-        .collect())
-}
-
-/// `KVM_GET_DIRTY_LOG` of slot `slot` (`pages` pages) of the VM `vm`: one bit
-/// per page, in 64-bit words; the log is cleared.
-fn dirty_bitmap(vm: RawFd, slot: u32, pages: usize) -> Result<Vec<u64>> {
     let mut bitmap = vec![0u64; pages.div_ceil(64).max(1)];
     let log = DirtyLog {
-        slot,
+        slot: 0,
         padding: 0,
         bitmap: bitmap.as_mut_ptr(),
     };
-    // SAFETY: KVM writes ceil(slot pages / 64) words: the bitmap has as many,
-    // as every caller passes the slot's own page count (`run_real_mode` the
-    // slot it made, `dirty_log_fd` the sizes recorded with the VM).
+    // SAFETY: the bitmap has one bit per page of slot 0.
     unsafe {
         ioctl(
             vm,
@@ -409,30 +397,8 @@ fn dirty_bitmap(vm: RawFd, slot: u32, pages: usize) -> Result<Vec<u64>> {
             "KVM_GET_DIRTY_LOG",
         )
     }?;
-    Ok(bitmap)
-}
-
-/// The pages of memory slot `slot` written since the last call, from KVM's
-/// dirty log (`KVM_GET_DIRTY_LOG`, which also clears it), of the VM `vm_fd`
-/// (`Machine.vmFd`, from any thread), as 32-bit words: bit `i` of word `w` is
-/// page `32w + i` of the slot. The VM must be a live `Machine` made with dirty
-/// logging (`Machine.realMode(slots, true)`): its slot sizes are known, so the
-/// bitmap KVM fills is always large enough; any other fd is refused.
-#[napi]
-pub fn dirty_log_fd(vm_fd: i32, slot: u32) -> Result<Vec<u32>> {
-    machine::with_logged_slots(vm_fd, |sizes| {
-        let size = *sizes.get(slot as usize).ok_or_else(|| {
-            Error::new(
-                Status::InvalidArg,
-                format!("slot {slot} is not a slot of VM fd {vm_fd}"),
-            )
-        })?;
-        let pages = size.div_ceil(4096);
-        let bitmap = dirty_bitmap(vm_fd, slot, pages)?;
-        Ok(bitmap
-            .iter()
-            .flat_map(|w| [*w as u32, (*w >> 32) as u32])
-            .take(pages.div_ceil(32))
-            .collect())
-    })
+    Ok((0..pages)
+        .filter(|&p| bitmap[p / 64] & (1 << (p % 64)) != 0)
+        .map(|p| p as u32)
+        .collect())
 }

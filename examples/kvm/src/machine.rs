@@ -7,13 +7,12 @@
 //! models and the boot logic are TypeScript. Not part of the package.
 //!
 //! `Machine.realMode` is the migration example's (`examples/migrate`): a bare
-//! VM (no in-kernel IRQ chip, so `hlt` is an exit), optionally logging dirty
-//! pages, whose vCPU state `saveState()` hands out and `restoreState()` takes.
+//! VM (no in-kernel IRQ chip, so `hlt` is an exit) whose vCPU state
+//! `saveState()` hands out and `restoreState()` takes.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
-use std::sync::Mutex;
 
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi::{Error, Result, Status};
@@ -21,8 +20,8 @@ use napi_derive::napi;
 
 use crate::{
     big_u64, create_vcpu, ioctl, ioctl_with, open_kvm, owned, set_real_mode, set_slots, Regs,
-    Segment, Slot, Sregs, KVM_CREATE_VM, KVM_GET_REGS, KVM_GET_SREGS, KVM_MEM_LOG_DIRTY_PAGES,
-    KVM_RUN, KVM_SET_REGS, KVM_SET_SREGS,
+    Segment, Slot, Sregs, KVM_CREATE_VM, KVM_GET_REGS, KVM_GET_SREGS, KVM_RUN, KVM_SET_REGS,
+    KVM_SET_SREGS,
 };
 
 const KVM_GET_SUPPORTED_CPUID: libc::c_ulong = 0xC008_AE05;
@@ -81,27 +80,6 @@ const REGS_SIZE: usize = std::mem::size_of::<Regs>();
 const SREGS_SIZE: usize = std::mem::size_of::<Sregs>();
 const STATE_SIZE: usize = STATE_HEADER + REGS_SIZE + SREGS_SIZE;
 
-/// The VMs made with dirty logging, by fd, with their slot sizes: what
-/// `dirty_log_fd` may ask KVM for. An entry is removed when its machine is
-/// dropped, before its fd is closed, so a number here always names that VM.
-static LOGGED: Mutex<Vec<(RawFd, Vec<usize>)>> = Mutex::new(Vec::new());
-
-/// Runs `f` with the slot sizes of the logged VM `vm_fd`, holding the lock:
-/// the VM cannot be dropped (nor its fd number reused) while `f` runs.
-pub(crate) fn with_logged_slots<T>(
-    vm_fd: RawFd,
-    f: impl FnOnce(&[usize]) -> Result<T>,
-) -> Result<T> {
-    let logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
-    match logged.iter().find(|(fd, _)| *fd == vm_fd) {
-        Some((_, sizes)) => f(sizes),
-        None => Err(Error::new(
-            Status::InvalidArg,
-            format!("fd {vm_fd} is not the VM of a live Machine made with dirty logging"),
-        )),
-    }
-}
-
 /// An exit the VMM serves.
 #[napi(object)]
 pub struct Exit {
@@ -131,18 +109,10 @@ pub struct Machine {
     vcpu: OwnedFd,
     run: *mut u8,
     run_size: usize,
-    logged: bool,
 }
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        if self.logged {
-            let fd = self.vm.as_raw_fd();
-            LOGGED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|(f, _)| *f != fd);
-        }
         // SAFETY: `run` is the kvm_run mapping made in `create`, unmapped once.
         unsafe { libc::munmap(self.run.cast(), self.run_size) };
     }
@@ -185,7 +155,6 @@ impl Machine {
             vcpu,
             run,
             run_size,
-            logged: false,
         };
         set_cpuid(machine._kvm.as_raw_fd(), machine.vcpu.as_raw_fd())?;
         Ok(machine)
@@ -235,30 +204,11 @@ impl Machine {
     }
 
     /// A bare VM over `slots`, for a real-mode guest: no in-kernel IRQ chip
-    /// (so `hlt` is an exit to the VMM), one vCPU. With `logDirty`, every
-    /// slot logs the pages the guest writes (`KVM_MEM_LOG_DIRTY_PAGES`), read
-    /// with `dirtyLogFd(machine.vmFd, slot)` from any thread. Start the vCPU
-    /// with `setRealModeEntry`, or with `restoreState`.
+    /// (so `hlt` is an exit to the VMM), one vCPU. Start the vCPU with
+    /// `setRealModeEntry`, or with `restoreState`.
     #[napi(factory)]
-    pub fn real_mode(slots: Vec<Slot>, log_dirty: Option<bool>) -> Result<Machine> {
-        let log_dirty = log_dirty.unwrap_or(false);
-        let flags = |_| {
-            if log_dirty {
-                KVM_MEM_LOG_DIRTY_PAGES
-            } else {
-                0
-            }
-        };
-        let mut machine = Machine::create(&slots, flags, false)?;
-        if log_dirty {
-            let sizes = slots.iter().map(|s| s.size as usize).collect();
-            LOGGED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((machine.vm.as_raw_fd(), sizes));
-            machine.logged = true;
-        }
-        Ok(machine)
+    pub fn real_mode(slots: Vec<Slot>) -> Result<Machine> {
+        Machine::create(&slots, |_| 0, false)
     }
 
     /// Starts the vCPU in real mode at `entry` (every segment at 0, interrupts off).

@@ -1,0 +1,683 @@
+//! A pager: fills memory from a file on demand and in the background, the way
+//! a VMM restores a guest lazily without mapping the snapshot file itself.
+//!
+//! How: the ranges (fresh anonymous or shared memory, nothing present yet)
+//! are registered with a userfaultfd in missing mode. A thread of the pager
+//! polls the descriptor: a fault on a page not yet present — by any thread of
+//! the process, the kernel on its behalf (`read(2)` into the memory), or KVM
+//! running a guest over it — waits in the kernel until the thread has read
+//! the aligned block of pages around it from the file (`pread`) and placed it
+//! with `UFFDIO_COPY`, which maps the pages and wakes the waiters in one
+//! step. Between faults the thread fills the remaining pages in order (the
+//! prefetch), skipping those a fault filled. When every page is in, it
+//! unregisters the ranges, closes its duplicate of the file and ends: the
+//! memory is then ordinary memory that no longer depends on the file.
+//!
+//! Missing mode and `UFFDIO_COPY` rather than minor mode and
+//! `UFFDIO_CONTINUE`: minor faults are for pages already in the page cache
+//! of shared memory (filled through another mapping first), which would need
+//! a second mapping of every region and works for shared memory only;
+//! missing mode serves anonymous memory and shared memory alike, and
+//! `UFFDIO_COPY` fills a page atomically (no thread sees it half written).
+//!
+//! A page the file cannot supply (it was truncated or fails to read) is
+//! filled with zeros, so that no fault waits for ever, and is recorded: the
+//! [`PagerStatus::Done`] lists it. Stopping the pager (or dropping it) wakes
+//! the thread, which unregisters the ranges and ends; faults waiting then are
+//! woken by the kernel and the pages not filled read as zeros (what a missing
+//! page of anonymous memory or of a memfd is).
+//!
+//! The pager needs a full userfaultfd: one made with `UFFD_USER_MODE_ONLY`
+//! (what an unprivileged process may make) is not told of faults taken in
+//! kernel mode — KVM's, a `read(2)` into the memory — which would fail with
+//! `EFAULT` instead of waiting for their page. Where a full descriptor is
+//! refused the pager is refused ([`Error::Paging`]).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::sys::wp::{self, UffdMsg};
+use crate::{sys, Error, MemSliceMut, Result};
+
+/// Pages read and placed for one fault: the aligned block around it (fewer
+/// at the end of a range).
+const FAULT_PAGES: usize = 16;
+/// Pages the prefetch reads and places between two looks at the faults.
+const PREFETCH_PAGES: usize = 64;
+
+/// One range of memory the pager fills: `len` bytes at `addr` (page aligned,
+/// mapped, nothing present yet) from `len` bytes of the file at
+/// `file_offset`. `tag` is how pages of it are named in
+/// [`PagerStatus::Done`]'s list of pages the file could not supply (the
+/// binding passes the guest address of the range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagerRange {
+    /// The range's first address in this process.
+    pub addr: usize,
+    /// Its length in bytes, a multiple of the page size.
+    pub len: usize,
+    /// Where its first byte is in the file.
+    pub file_offset: u64,
+    /// The name of its first byte in the status (e.g. a guest address).
+    pub tag: u64,
+}
+
+/// How a pager is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PagerStatus {
+    /// Pages are still missing.
+    Running {
+        /// Pages filled so far (or found present).
+        filled: usize,
+        /// Pages of every range.
+        total: usize,
+    },
+    /// Every page is in; the file is closed and the ranges unregistered.
+    /// `failed` lists the pages the file could not supply (they read as
+    /// zeros), as `(tag + offset, pages)` runs in range order.
+    Done {
+        /// The runs of pages filled with zeros instead of the file's bytes.
+        failed: Vec<(u64, usize)>,
+    },
+    /// Stopped before every page was in: the pages missing read as zeros.
+    Stopped,
+    /// The pager's thread met an error it cannot go on after (a `poll` or a
+    /// `read` of the userfaultfd failing): it unregistered the ranges and
+    /// ended, as when stopped.
+    Failed {
+        /// The error.
+        error: Error,
+    },
+}
+
+/// Fills ranges of memory from a file, on demand (a fault waits for its
+/// page) and in the background, with a thread of its own; see the module
+/// documentation. Dropping it stops it (see [`Pager::stop`]).
+#[derive(Debug)]
+pub struct Pager {
+    /// Signalled to stop the thread.
+    stop: Arc<OwnedFd>,
+    /// The thread, until joined.
+    thread: Option<JoinHandle<()>>,
+    /// What the thread reports.
+    status: Arc<Mutex<PagerStatus>>,
+}
+
+impl Pager {
+    /// Registers `ranges` for missing-page faults and starts the thread that
+    /// fills them from `source` (a duplicate is kept until every page is in).
+    /// The ranges must be page aligned, mapped, and have no page present
+    /// (fresh anonymous memory or a fresh memfd): a page present is never
+    /// overwritten. Refused with [`Error::Paging`] where the process may not
+    /// have a full userfaultfd or the memory cannot be registered.
+    pub fn start(source: BorrowedFd<'_>, ranges: Vec<PagerRange>) -> Result<Pager> {
+        let page = sys::page_size();
+        for r in &ranges {
+            if !r.addr.is_multiple_of(page) || !r.file_offset.is_multiple_of(page as u64) {
+                return Err(Error::Unaligned {
+                    what: "address",
+                    value: r.addr as u64,
+                });
+            }
+            if r.len == 0 || !r.len.is_multiple_of(page) {
+                return Err(Error::Unaligned {
+                    what: "length",
+                    value: r.len as u64,
+                });
+            }
+        }
+        let uffd = match wp::userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK) {
+            Ok(fd) => fd,
+            Err(e) if e.errno() == Some(libc::EPERM) => {
+                return Err(Error::Paging {
+                    reason: "this process may not make a userfaultfd that serves faults taken in kernel mode (vm.unprivileged_userfaultfd is 0 and it has neither CAP_SYS_PTRACE nor access to /dev/userfaultfd); one for user-mode faults only would let KVM's faults and a read(2) into the memory fail with EFAULT. Restore with lazy: 'file' or lazy: false",
+                })
+            }
+            Err(e) if e.errno() == Some(libc::ENOSYS) => {
+                return Err(Error::Paging {
+                    reason: "this kernel has no userfaultfd (ENOSYS)",
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        wp::uffd_api(uffd.as_fd(), 0)?;
+        let source = sys::dup_cloexec(source)?;
+        for (i, r) in ranges.iter().enumerate() {
+            if let Err(e) = wp::uffd_register_missing(uffd.as_fd(), r.addr, r.len) {
+                for done in &ranges[..i] {
+                    let _ = wp::uffd_unregister(uffd.as_fd(), done.addr, done.len);
+                }
+                return Err(match e.errno() {
+                    Some(libc::EINVAL) => Error::Paging {
+                        reason: "the memory cannot be registered for missing-page faults (only anonymous and shared memory can)",
+                    },
+                    Some(libc::EBUSY) => Error::Paging {
+                        reason: "the memory is registered with another userfaultfd (kernel dirty tracking uses one: it cannot be combined with a pager)",
+                    },
+                    _ => e,
+                });
+            }
+        }
+        let total: usize = ranges.iter().map(|r| r.len / page).sum();
+        let status = Arc::new(Mutex::new(PagerStatus::Running { filled: 0, total }));
+        let unregister = |uffd: &OwnedFd| {
+            for r in &ranges {
+                let _ = wp::uffd_unregister(uffd.as_fd(), r.addr, r.len);
+            }
+        };
+        let stop = match wp::eventfd() {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => {
+                unregister(&uffd);
+                return Err(e);
+            }
+        };
+        let words = total.div_ceil(64);
+        let work = Work {
+            page,
+            filled: vec![0; words],
+            failed: vec![0; words],
+            count: 0,
+            total,
+            cursor: 0,
+            buf: vec![0; FAULT_PAGES.max(PREFETCH_PAGES) * page],
+            status: Arc::clone(&status),
+            uffd,
+            source,
+            ranges,
+        };
+        let thread_stop = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("mapped-region pager".into())
+            .spawn(move || work.run(&thread_stop));
+        match spawned {
+            Ok(thread) => Ok(Pager {
+                stop,
+                thread: Some(thread),
+                status,
+            }),
+            // The closure (and with it the descriptor) was dropped: closing
+            // the userfaultfd unregisters its ranges.
+            Err(_) => Err(Error::Syscall {
+                syscall: "pthread_create",
+                errno: libc::EAGAIN,
+            }),
+        }
+    }
+
+    /// How the pager is doing.
+    pub fn status(&self) -> PagerStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops the pager and waits for its thread to end (idempotent): the
+    /// ranges are unregistered, the file closed. Pages not filled yet read
+    /// as zeros from now on; a fault waiting for one is woken. The status is
+    /// then [`PagerStatus::Stopped`], unless every page was in already.
+    pub fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // If the signal cannot be written (it never fails on an eventfd
+            // short of a counter overflow) the thread still ends by itself
+            // once every page is in.
+            let _ = wp::eventfd_signal(self.stop.as_fd());
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The thread's state.
+struct Work {
+    /// The page size.
+    page: usize,
+    /// One bit per page of every range (in range order): filled.
+    filled: Vec<u64>,
+    /// One bit per page: filled with zeros, the file could not supply it.
+    failed: Vec<u64>,
+    /// Pages filled.
+    count: usize,
+    /// Pages of every range.
+    total: usize,
+    /// The next page the prefetch looks at.
+    cursor: usize,
+    /// The bytes read from the file, placed from here.
+    buf: Vec<u8>,
+    /// Where the status is reported.
+    status: Arc<Mutex<PagerStatus>>,
+    /// The ranges are registered with it.
+    uffd: OwnedFd,
+    /// The file.
+    source: OwnedFd,
+    /// The ranges.
+    ranges: Vec<PagerRange>,
+}
+
+/// Whether bit `i` of `bits` is set.
+fn bit(bits: &[u64], i: usize) -> bool {
+    bits[i / 64] & (1 << (i % 64)) != 0
+}
+
+/// Sets bit `i` of `bits`.
+fn set(bits: &mut [u64], i: usize) {
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+impl Work {
+    /// The thread: serves faults, prefetches between them, until every page
+    /// is in or `stop` is signalled; then unregisters and reports.
+    fn run(mut self, stop: &OwnedFd) {
+        let mut stopped = false;
+        let mut error = None;
+        while self.count < self.total {
+            // Never waits: while pages are missing there is prefetching to
+            // do, and faults are looked at between two steps of it.
+            match wp::poll_readable([self.uffd.as_fd(), stop.as_fd()], 0) {
+                Err(e) => error = Some(e),
+                Ok([_, true]) => stopped = true,
+                Ok([faults, false]) => {
+                    let step = if faults { self.serve_faults() } else { Ok(()) };
+                    if let Err(e) = step.and_then(|()| self.prefetch()) {
+                        error = Some(e);
+                    }
+                }
+            }
+            if stopped || error.is_some() {
+                break;
+            }
+            self.report_progress();
+        }
+        for r in &self.ranges {
+            let _ = wp::uffd_unregister(self.uffd.as_fd(), r.addr, r.len);
+        }
+        let status = match error {
+            Some(error) => PagerStatus::Failed { error },
+            None if self.count < self.total => PagerStatus::Stopped,
+            None => PagerStatus::Done {
+                failed: self.failed_runs(),
+            },
+        };
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        // `self` drops here: the userfaultfd and the file are closed.
+    }
+
+    /// Reports the pages filled so far.
+    fn report_progress(&self) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = PagerStatus::Running {
+            filled: self.count,
+            total: self.total,
+        };
+    }
+
+    /// The range of page `page` (of all ranges, in order) and the page's
+    /// index in it.
+    fn locate(&self, mut page: usize) -> (usize, usize) {
+        for (i, r) in self.ranges.iter().enumerate() {
+            let pages = r.len / self.page;
+            if page < pages {
+                return (i, page);
+            }
+            page -= pages;
+        }
+        unreachable!("a page past the ranges")
+    }
+
+    /// The page (of all ranges) at address `addr`, if it is in a range.
+    fn page_at(&self, addr: usize) -> Option<usize> {
+        let mut first = 0;
+        for r in &self.ranges {
+            if addr >= r.addr && addr - r.addr < r.len {
+                return Some(first + (addr - r.addr) / self.page);
+            }
+            first += r.len / self.page;
+        }
+        None
+    }
+
+    /// Reads the pending fault messages and fills the block of pages around
+    /// each fault; wakes a fault whose page is in already.
+    fn serve_faults(&mut self) -> Result<()> {
+        let mut msgs = [UffdMsg::default(); 16];
+        loop {
+            let n = wp::uffd_read(self.uffd.as_fd(), &mut msgs)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for m in &msgs[..n] {
+                if m.event != wp::UFFD_EVENT_PAGEFAULT {
+                    continue;
+                }
+                let addr = m.address as usize & !(self.page - 1);
+                let Some(page) = self.page_at(addr) else {
+                    continue;
+                };
+                if !bit(&self.filled, page) {
+                    let (_, in_range) = self.locate(page);
+                    let block = in_range - in_range % FAULT_PAGES;
+                    let first = page - (in_range - block);
+                    let (range, _) = self.locate(first);
+                    let pages = self.ranges[range].len / self.page;
+                    self.fill(first, FAULT_PAGES.min(pages - block))?;
+                }
+                // Placed by an earlier message (two threads faulted on the
+                // page), or just now: a wake of a page no one waits on is a
+                // no-op.
+                let _ = wp::uffd_wake(self.uffd.as_fd(), addr, self.page);
+            }
+        }
+    }
+
+    /// Fills the next pages the prefetch has not looked at (within one range).
+    fn prefetch(&mut self) -> Result<()> {
+        while self.cursor < self.total && bit(&self.filled, self.cursor) {
+            self.cursor += 1;
+        }
+        if self.cursor == self.total {
+            return Ok(());
+        }
+        let (range, in_range) = self.locate(self.cursor);
+        let pages = PREFETCH_PAGES.min(self.ranges[range].len / self.page - in_range);
+        self.fill(self.cursor, pages)?;
+        self.cursor += pages;
+        Ok(())
+    }
+
+    /// Reads pages `[first, first + n)` (of one range) from the file and
+    /// places those not filled yet. Pages the file cannot supply are placed
+    /// as zeros and recorded.
+    fn fill(&mut self, first: usize, n: usize) -> Result<()> {
+        let page = self.page;
+        let (range, in_range) = self.locate(first);
+        let r = self.ranges[range];
+        let want = n * page;
+        let offset = r.file_offset + (in_range * page) as u64;
+        let mut got = 0;
+        while got < want {
+            // SAFETY: `buf` is this thread's own buffer (at least `want`
+            // bytes), borrowed exclusively for the call.
+            let dst = unsafe { MemSliceMut::new(self.buf.as_mut_ptr().add(got), want - got) };
+            match libc::off_t::try_from(offset + got as u64) {
+                Ok(at) => match sys::pread(self.source.as_fd(), dst, at) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) if e.errno() == Some(libc::EINTR) => {}
+                    Err(_) => break,
+                },
+                Err(_) => break,
+            }
+        }
+        // A page read only in part is not the file's: all zeros instead.
+        let good = got / page;
+        self.buf[good * page..want].fill(0);
+        let mut p = first;
+        while p < first + n {
+            if bit(&self.filled, p) {
+                p += 1;
+                continue;
+            }
+            let mut end = p + 1;
+            while end < first + n && !bit(&self.filled, end) {
+                end += 1;
+            }
+            self.place(r.addr + (in_range + p - first) * page, p - first, end - p)?;
+            for q in p..end {
+                if q - first >= good {
+                    set(&mut self.failed, q);
+                }
+            }
+            p = end;
+        }
+        Ok(())
+    }
+
+    /// Places `count` pages of `buf` from page `at` at `dst` (pages of
+    /// `dst` not filled yet): those already present (placed by another
+    /// route) are left as they are, and all count as filled. A range no
+    /// longer registered (the memory was unmapped or replaced) counts as
+    /// filled too: there is nothing to fill there any more.
+    fn place(&mut self, dst: usize, at: usize, count: usize) -> Result<()> {
+        let page = self.page;
+        let mut done = 0;
+        while done < count {
+            let src = &self.buf[(at + done) * page..(at + count) * page];
+            match wp::uffd_copy(self.uffd.as_fd(), dst + done * page, src) {
+                Ok(k) => done += (k / page).max(1).min(count - done),
+                Err(e) => match e.errno() {
+                    Some(libc::EEXIST) => done += 1,
+                    Some(libc::EAGAIN) => std::thread::yield_now(),
+                    Some(libc::ENOENT | libc::EFAULT | libc::ESRCH | libc::EINVAL) => {
+                        done = count;
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+        let first = self.page_at(dst).unwrap_or(0);
+        for p in first..first + count {
+            if !bit(&self.filled, p) {
+                set(&mut self.filled, p);
+                self.count += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pages recorded as not supplied, as `(tag + offset, pages)` runs.
+    fn failed_runs(&self) -> Vec<(u64, usize)> {
+        let mut runs = Vec::new();
+        let mut first = 0;
+        for r in &self.ranges {
+            let pages = r.len / self.page;
+            let mut p = 0;
+            while p < pages {
+                if !bit(&self.failed, first + p) {
+                    p += 1;
+                    continue;
+                }
+                let start = p;
+                while p < pages && bit(&self.failed, first + p) {
+                    p += 1;
+                }
+                runs.push((r.tag + (start * self.page) as u64, p - start));
+            }
+            first += pages;
+        }
+        runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{page_size, MappedRegion, MappingOptions, MemoryMapping, SharedMemory};
+    use std::time::{Duration, Instant};
+
+    /// A file of `pages` pages, page `i` filled with byte `i + 1` (mod 251).
+    fn snapshot(tag: &str, pages: usize, writable: bool) -> std::fs::File {
+        let ps = page_size();
+        let content: Vec<u8> = (0..pages * ps).map(|i| (i / ps % 251 + 1) as u8).collect();
+        crate::testutil::unlinked_file(tag, &content, writable)
+    }
+
+    /// A pager over `m`, or `None` where the process may not have one
+    /// (anywhere but root here: then `MR_ALLOW_NO_UFFD=1` must say so).
+    fn pager(file: &std::fs::File, ranges: Vec<PagerRange>) -> Option<Pager> {
+        match Pager::start(file.as_fd(), ranges) {
+            Ok(p) => Some(p),
+            Err(Error::Paging { reason })
+                if std::env::var_os("MR_ALLOW_NO_UFFD").is_some_and(|v| v == "1") =>
+            {
+                println!("pager skipped (MR_ALLOW_NO_UFFD=1): {reason}");
+                None
+            }
+            Err(e) => panic!("a pager must work on this machine: {e}"),
+        }
+    }
+
+    /// Waits (at most 20 s) until the pager is no longer running.
+    fn settled(p: &Pager) -> PagerStatus {
+        let at = Instant::now();
+        loop {
+            match p.status() {
+                PagerStatus::Running { .. } if at.elapsed() < Duration::from_secs(20) => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                s => return s,
+            }
+        }
+    }
+
+    /// Byte 8 of page `page` at `addr`, read directly (a load: it faults).
+    fn peek(addr: usize, page: usize) -> u8 {
+        // SAFETY: the tests pass memory they mapped readable and own; no
+        // reference points into it.
+        unsafe { std::ptr::read_volatile((addr + page * page_size() + 8) as *const u8) }
+    }
+
+    #[test]
+    fn faults_and_the_prefetch_fill_every_page() {
+        let ps = page_size();
+        let n = 1024;
+        let file = snapshot("pager-full", n + 4, false);
+        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
+        let addr = m.as_ptr() as usize;
+        let range = PagerRange {
+            addr,
+            len: n * ps,
+            file_offset: 4 * ps as u64,
+            tag: 0x10_0000,
+        };
+        let Some(p) = pager(&file, vec![range]) else {
+            return;
+        };
+        // A load from this thread, and a write by the kernel (pread into the
+        // memory: a fault taken in kernel mode), both served.
+        // Page 1004 of the file holds 1004 % 251 + 1 = 1.
+        assert_eq!(peek(addr, 1000), 1);
+        let other = crate::testutil::unlinked_file("pager-src", &vec![0xeeu8; ps], false);
+        // SAFETY: one page of the mapping made above.
+        let dst = unsafe { MemSliceMut::new((addr + 900 * ps) as *mut u8, ps) };
+        assert_eq!(sys::pread(other.as_fd(), dst, 0).unwrap(), ps);
+        assert_eq!(
+            settled(&p),
+            PagerStatus::Done { failed: vec![] },
+            "every page in"
+        );
+        for page in 0..n {
+            let want = if page == 900 {
+                0xee
+            } else {
+                ((page + 4) % 251 + 1) as u8
+            };
+            assert_eq!(peek(addr, page), want, "page {page}");
+        }
+    }
+
+    #[test]
+    fn shared_memory_is_filled_and_pages_present_are_kept() {
+        let ps = page_size();
+        let n = 64;
+        let file = snapshot("pager-shm", n, false);
+        let shm = SharedMemory::create("mr-core-pager", (n * ps) as u64, true, None).unwrap();
+        let m = MemoryMapping::from_fd(shm.as_fd(), n * ps, MappingOptions::fd()).unwrap();
+        let addr = m.as_ptr() as usize;
+        // A page written through another mapping before: present, kept.
+        let other = MemoryMapping::from_fd(shm.as_fd(), n * ps, MappingOptions::fd()).unwrap();
+        // SAFETY: a byte of the mapping made above; no reference points there.
+        unsafe { std::ptr::write_volatile((other.as_ptr() as usize + 3 * ps + 8) as *mut u8, 7) };
+        let range = PagerRange {
+            addr,
+            len: n * ps,
+            file_offset: 0,
+            tag: 0,
+        };
+        let Some(p) = pager(&file, vec![range]) else {
+            return;
+        };
+        assert_eq!(settled(&p), PagerStatus::Done { failed: vec![] });
+        assert_eq!(peek(addr, 3), 7);
+        assert_eq!(peek(addr, 40), 41);
+    }
+
+    #[test]
+    fn pages_the_file_cannot_supply_are_zeros_and_named() {
+        let ps = page_size();
+        let n = 256;
+        // The file ends in the middle of page 100.
+        let file = snapshot("pager-short", n, true);
+        file.set_len((100 * ps + 10) as u64).unwrap();
+        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
+        let addr = m.as_ptr() as usize;
+        let range = PagerRange {
+            addr,
+            len: n * ps,
+            file_offset: 0,
+            tag: 0x4000_0000,
+        };
+        let Some(p) = pager(&file, vec![range]) else {
+            return;
+        };
+        // A fault on a page past the end resolves (zeros), no signal, no wait.
+        assert_eq!(peek(addr, 200), 0);
+        assert_eq!(
+            settled(&p),
+            PagerStatus::Done {
+                failed: vec![(0x4000_0000 + 100 * ps as u64, 156)]
+            }
+        );
+        assert_eq!(peek(addr, 99), 100);
+        assert_eq!(peek(addr, 100), 0);
+    }
+
+    #[test]
+    fn a_stopped_pager_lets_every_fault_go_on() {
+        let ps = page_size();
+        let n = 8192;
+        let file = snapshot("pager-stop", n, false);
+        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
+        let addr = m.as_ptr() as usize;
+        let range = PagerRange {
+            addr,
+            len: n * ps,
+            file_offset: 0,
+            tag: 0,
+        };
+        let Some(mut p) = pager(&file, vec![range]) else {
+            return;
+        };
+        // Threads fault while the pager stops: none waits for ever.
+        let readers: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    (0..n)
+                        .step_by(7 + t)
+                        .map(|page| u64::from(peek(addr, page)))
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        p.stop();
+        let status = p.status();
+        assert!(
+            matches!(status, PagerStatus::Stopped | PagerStatus::Done { .. }),
+            "{status:?}"
+        );
+        for r in readers {
+            r.join().unwrap();
+        }
+        // After the stop: a page is the file's (filled before) or zeros.
+        for page in (0..n).step_by(97) {
+            let b = peek(addr, page);
+            assert!(b == 0 || b == (page % 251 + 1) as u8, "page {page}: {b}");
+        }
+        drop(p);
+    }
+}

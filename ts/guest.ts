@@ -21,6 +21,8 @@ import {
   guestDirtyKernel,
   regionLoadFileAsync,
   guestRegions,
+  guestPagerStart,
+  guestPagerStatus,
 } from './calls.js'
 import type { GuestRegionInfo } from '../index.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
@@ -29,6 +31,7 @@ import { SharedMemory, sharedMemorySource, sharedMemoryState } from './shm.js'
 import {
   applyDiff,
   type GuestInternals,
+  pagerRestored,
   type RestoreOptions,
   restoreSnapshot,
   type SnapshotManifest,
@@ -241,6 +244,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /** Changes of the regions made through this object: with the arena's, its typed-access epoch. */
   #changes = 0
   #reclaimScheduled = false
+  /** With a `lazy: 'pager'` restore: settles when every page is in (see {@link restored}). */
+  #restored: Promise<void> | undefined
 
   /**
    * Reserves the guest-physical address space and maps each region at its guest address.
@@ -461,6 +466,27 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     return new GuestMemory(ATTACHED as unknown as GuestRegionSpec[], attached as unknown as GuestMemoryOptions)
   }
 
+  /**
+   * For memory restored with `lazy: 'pager'`: a promise that resolves when every page is in and
+   * the snapshot file is no longer needed (it is closed: it may be deleted or changed from then
+   * on). It rejects with `ERR_RESTORE_INCOMPLETE` when the file could not supply some pages (it was
+   * truncated or failed to read during the restore): those pages hold zeros, the error's `pages`
+   * lists them as `[guestAddress, count]` runs, and every access to them went on without a signal
+   * and without waiting. It rejects with `ERR_MMAP_CLOSED` when the memory is closed (by its last
+   * holder, in any thread) before the restore completed; the pager stops then. It never rejects
+   * unhandled. `undefined` for memory not restored with the pager (`lazy: 'file'` memory needs the
+   * file for its whole life; `lazy: false` memory never needs it after `restore`), and on an object
+   * made by {@link attach}.
+   * @example
+   * using guest = GuestMemory.restore(manifest, 'vm.mem', { lazy: 'pager' })
+   * runVcpus(guest) // faults are served while the rest is fetched
+   * await guest.restored
+   * unlinkSync('vm.mem')
+   */
+  get restored(): Promise<void> | undefined {
+    return this.#restored
+  }
+
   /** The arena behind the guest memory (guest address = offset). */
   get arena(): MemoryMappingArena {
     return this.#arena
@@ -624,6 +650,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       handle: this.#h,
       dirty: this.#dirty,
       protect: (start, protection) => this.#afterChange(guestProtect(this.#h, start, protection)),
+      startPager: (fd, runs) => {
+        guestPagerStart(this.#h, fd, runs)
+        const h = this.#h
+        this.#restored = pagerRestored(() => guestPagerStatus(h))
+      },
     }
   }
 

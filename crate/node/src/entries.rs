@@ -1125,6 +1125,29 @@ entries! {
     /// write-protect and `PAGEMAP_SCAN`), now and as regions come; refused
     /// with the reason where the kernel or the process cannot.
     guestTrackDirty(handle: f64) -> () = |_env| registry::get(handle)?.keep.lock().track_dirty();
+    /// Starts the pager of a restore (`lazy: 'pager'`): fills the guest
+    /// ranges of `runs` (`guestAddress, size, fileOffset` triples, fresh
+    /// memory) from the file `fd` (duplicated: it may be closed after the
+    /// call), on faults and in the background, with a thread of its own.
+    guestPagerStart(handle: f64, fd: f64, runs: Vec<f64>) -> () = |_env| {
+        let mut triples = Vec::with_capacity(runs.len() / 3);
+        for t in runs.chunks(3) {
+            let [address, size, offset] = t else {
+                return Err(mapped_region::Error::InvalidArgument {
+                    what: "runs",
+                    reason: "must hold guestAddress, size, fileOffset triples".into(),
+                }
+                .into());
+            };
+            triples.push((index("guestAddress", *address)?, index("size", *size)?, index("fileOffset", *offset)? as u64));
+        }
+        let fd = convert::fd(fd)?;
+        // SAFETY: the borrow ends with this call (the pager keeps a duplicate).
+        let fd = unsafe { convert::borrow_fd(fd) };
+        registry::get(handle)?.keep.lock().pager_start(fd, &triples)
+    };
+    /// The pager's status (see `State::pager_status`).
+    guestPagerStatus(handle: f64) -> Vec<u64> = |_env| registry::get(handle)?.keep.lock().pager_status();
     /// Whether the kernel tracks the guest regions' writes.
     guestDirtyKernel(handle: f64) -> bool = |_env| Ok(registry::get(handle)?.keep.lock().dirty_kernel());
     /// Marks `[address, address + length)` (inside the guest regions)

@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use mapped_region::{AnyRegion, Error, GuestTable, Span};
+use std::os::fd::BorrowedFd;
+
+use mapped_region::{AnyRegion, Error, GuestTable, Pager, PagerRange, PagerStatus, Span};
 
 use crate::dirty::KernelDirty;
 use crate::errors::{Failure, Result};
@@ -66,6 +68,10 @@ pub struct State {
     guest: GuestTable,
     /// Kernel dirty tracking of the guest regions, once asked for.
     dirty: Option<KernelDirty>,
+    /// The pager filling guest regions of a restore (`lazy: 'pager'`): one
+    /// per arena, so that faults from every thread are served by it. Stopped
+    /// (its thread joined) when the arena is closed, before it is unmapped.
+    pager: Option<Pager>,
 }
 
 impl State {
@@ -111,6 +117,7 @@ impl State {
         }
         if self.owners == 0 && !self.closed {
             self.closed = true;
+            self.stop_pager();
         }
         // The turn that would have reclaimed ranges held for its views never
         // comes. (Held ranges are the arena's, not one thread's: this
@@ -231,6 +238,64 @@ impl State {
         }
     }
 
+    /// Starts the pager that fills the guest regions `runs` (`(guest
+    /// address, size, file offset)`, each covered by guest regions whose
+    /// memory has no page present) from `source`: one per arena.
+    pub fn pager_start(
+        &mut self,
+        source: BorrowedFd<'_>,
+        runs: &[(usize, usize, u64)],
+    ) -> Result<()> {
+        let base = Span::of(self.live()?.region()).addr();
+        if self.pager.is_some() {
+            return Err(Error::Paging {
+                reason: "this guest memory has a pager already",
+            }
+            .into());
+        }
+        let mut ranges = Vec::with_capacity(runs.len());
+        for &(address, size, file_offset) in runs {
+            self.guest.covered(address, size)?;
+            ranges.push(PagerRange {
+                addr: base + address,
+                len: size,
+                file_offset,
+                tag: address as u64,
+            });
+        }
+        self.pager = Some(Pager::start(source, ranges)?);
+        Ok(())
+    }
+
+    /// The pager's status, as numbers: `[0]` without a pager; `[1, filled,
+    /// total]` running; `[2, guest address, pages, …]` done, with the runs of
+    /// pages the file could not supply; `[3]` stopped before it was done;
+    /// `[4, errno]` its thread failed (errno 0 when the error had none).
+    pub fn pager_status(&self) -> Result<Vec<u64>> {
+        self.live()?;
+        Ok(match self.pager.as_ref().map(Pager::status) {
+            None => vec![0],
+            Some(PagerStatus::Running { filled, total }) => vec![1, filled as u64, total as u64],
+            Some(PagerStatus::Done { failed }) => {
+                let mut out = vec![2];
+                for (address, pages) in failed {
+                    out.extend([address, pages as u64]);
+                }
+                out
+            }
+            Some(PagerStatus::Stopped) => vec![3],
+            Some(PagerStatus::Failed { error }) => vec![4, error.errno().unwrap_or(0) as u64],
+        })
+    }
+
+    /// Stops the pager, if any, and joins its thread (the arena is closing:
+    /// it must not outlive the mapping).
+    fn stop_pager(&mut self) {
+        if let Some(pager) = self.pager.as_mut() {
+            pager.stop();
+        }
+    }
+
     /// An owning object was collected (or its thread ended) without
     /// `close()`: it owns the region no more.
     pub fn owner_gone(&mut self) {
@@ -282,6 +347,7 @@ impl State {
         let defer = views_alive || (last && held);
         if last {
             self.closed = true;
+            self.stop_pager();
             if defer {
                 self.deferred = Some(owner);
             }
@@ -391,6 +457,7 @@ impl Keep {
                 records: BTreeMap::new(),
                 guest: GuestTable::new(),
                 dirty: None,
+                pager: None,
             }),
             recorded: AtomicBool::new(false),
             share: OnceLock::new(),

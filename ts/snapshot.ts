@@ -229,7 +229,9 @@ export function pagerRestored(status: () => BigUint64Array): Promise<void> {
       try {
         s = status()
       } catch {
-        reject(stateError('ERR_MMAP_CLOSED', 'The guest memory was closed before its restore completed: the pages not filled read as zeros'))
+        reject(
+          stateError('ERR_MMAP_CLOSED', 'The guest memory was closed before its restore completed: the pages not filled read as zeros'),
+        )
         return
       }
       const kind = Number(s[0])
@@ -240,14 +242,11 @@ export function pagerRestored(status: () => BigUint64Array): Promise<void> {
       } else if (kind === 2) {
         reject(incomplete(s))
       } else if (kind === 4) {
-        reject(
-          stateError(
-            'ERR_MMAP_CLOSED',
-            `The pager stopped on an error (errno ${s[1]}): the pages not filled read as zeros`,
-          ),
-        )
+        reject(stateError('ERR_MMAP_CLOSED', `The pager stopped on an error (errno ${s[1]}): the pages not filled read as zeros`))
       } else {
-        reject(stateError('ERR_MMAP_CLOSED', 'The guest memory was closed before its restore completed: the pages not filled read as zeros'))
+        reject(
+          stateError('ERR_MMAP_CLOSED', 'The guest memory was closed before its restore completed: the pages not filled read as zeros'),
+        )
       }
     }
     setTimeout(tick, 1)

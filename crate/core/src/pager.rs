@@ -189,7 +189,7 @@ impl Pager {
         };
         let thread_stop = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
-            .name("mapped-region pager".into())
+            .name("mr-pager".into())
             .spawn(move || work.run(&thread_stop));
         match spawned {
             Ok(thread) => Ok(Pager {

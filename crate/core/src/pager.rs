@@ -112,6 +112,17 @@ impl Pager {
     /// overwritten. Refused with [`Error::Paging`] where the process may not
     /// have a full userfaultfd or the memory cannot be registered.
     pub fn start(source: BorrowedFd<'_>, ranges: Vec<PagerRange>) -> Result<Pager> {
+        Pager::start_with(source, ranges, true)
+    }
+
+    /// [`Pager::start`], with the prefetch on or off: off (for tests of
+    /// the fault path alone) only faults fill pages, and the pager runs until
+    /// every page was touched or it is stopped.
+    fn start_with(
+        source: BorrowedFd<'_>,
+        ranges: Vec<PagerRange>,
+        prefetch: bool,
+    ) -> Result<Pager> {
         let page = sys::page_size();
         for r in &ranges {
             if !r.addr.is_multiple_of(page) || !r.file_offset.is_multiple_of(page as u64) {
@@ -180,7 +191,7 @@ impl Pager {
             failed: vec![0; words],
             count: 0,
             total,
-            cursor: 0,
+            cursor: if prefetch { 0 } else { total },
             buf: vec![0; FAULT_PAGES.max(PREFETCH_PAGES) * page],
             status: Arc::clone(&status),
             uffd,
@@ -278,9 +289,12 @@ impl Work {
         let mut stopped = false;
         let mut error = None;
         while self.count < self.total {
-            // Never waits: while pages are missing there is prefetching to
-            // do, and faults are looked at between two steps of it.
-            match wp::poll_readable([self.uffd.as_fd(), stop.as_fd()], 0) {
+            // While the prefetch has pages to fill it never waits: faults
+            // are looked at between two steps of it. Once it is through
+            // (only with pages a fault is filling meanwhile, or with the
+            // prefetch off) it waits for faults.
+            let timeout = if self.cursor < self.total { 0 } else { -1 };
+            match wp::poll_readable([self.uffd.as_fd(), stop.as_fd()], timeout) {
                 Err(e) => error = Some(e),
                 Ok([_, true]) => stopped = true,
                 Ok([faults, false]) => {
@@ -582,6 +596,66 @@ mod tests {
     }
 
     #[test]
+    fn faults_alone_are_served_from_any_thread_and_from_the_kernel() {
+        let ps = page_size();
+        let n = 256;
+        let file = snapshot("pager-faults", n, false);
+        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
+        let addr = m.as_ptr() as usize;
+        let range = PagerRange {
+            addr,
+            len: n * ps,
+            file_offset: 0,
+            tag: 0,
+        };
+        if pager(&file, vec![]).is_none() {
+            return;
+        }
+        let mut p = Pager::start_with(file.as_fd(), vec![range], false).unwrap();
+        // Other threads, each its own pages (several blocks), and this one.
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    (t * 64..t * 64 + 48).all(|page| peek(addr, page) == (page % 251 + 1) as u8)
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        // The status follows the pages placed (reported just after them).
+        let at = Instant::now();
+        let filled = loop {
+            match p.status() {
+                PagerStatus::Running { filled, total: 256 } if filled >= 4 * 48 => break filled,
+                PagerStatus::Running { .. } if at.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                s => panic!("{s:?}"),
+            }
+        };
+        assert_eq!(
+            filled,
+            4 * 48,
+            "the blocks of the pages touched, and no others"
+        );
+        // A fault taken in kernel mode: pread from a file into a page not
+        // present (the threads touched pages 192..240 at most). With a user-mode-only
+        // userfaultfd this would be EFAULT.
+        let other = crate::testutil::unlinked_file("pager-src2", &vec![0xeeu8; ps], false);
+        // SAFETY: one page of the mapping made above.
+        let dst = unsafe { MemSliceMut::new((addr + 250 * ps) as *mut u8, ps) };
+        assert_eq!(sys::pread(other.as_fd(), dst, 0).unwrap(), ps);
+        assert_eq!(peek(addr, 250), 0xee);
+        // Page 251 holds 251 % 251 + 1 = 1.
+        assert_eq!(peek(addr, 251), 1);
+        p.stop();
+        assert_eq!(p.status(), PagerStatus::Stopped);
+        // Never touched, after the stop: zeros, no wait.
+        assert_eq!(peek(addr, 120), 0);
+    }
+
+    #[test]
     fn shared_memory_is_filled_and_pages_present_are_kept() {
         let ps = page_size();
         let n = 64;
@@ -626,7 +700,7 @@ mod tests {
             return;
         };
         // A fault on a page past the end resolves (zeros), no signal, no wait.
-        assert_eq!(peek(addr, 200), 0);
+        assert_eq!(peek(addr, 120), 0);
         assert_eq!(
             settled(&p),
             PagerStatus::Done {

@@ -229,3 +229,53 @@ asNobody("as a user without privileges (nobody): lazy: 'pager' is refused with t
   t.regex(refusal, /^ERR_MMAP_UNSUPPORTED .*userfaultfd.*EFAULT/)
   t.is(others, '9 9')
 })
+
+pagerTest(
+  'hostile: a worker terminated while it faults, before and after the main close(); nothing crashes, hangs or stays (in a child)',
+  (t) => {
+    const r = runChild(
+      `
+    const fs = require('node:fs')
+    const { Worker } = require('node:worker_threads')
+    const threads = () => fs.readdirSync('/proc/self/task').filter((id) => fs.readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'mr-pager').length
+    const dir = fs.mkdtempSync(require('node:os').tmpdir() + '/mr-pager-')
+    const path = dir + '/vm.mem'
+    fs.writeFileSync(path, Buffer.alloc(${256 * MiB}, 1))
+    const manifest = { version: 1, pageSize: ${P}, dirtyOnly: false, regions: [{ guestAddress: 0, size: ${256 * MiB}, fileOffset: 0, backing: 'anonymous', protection: 3 }] }
+    const before = mr.mapCount().owned
+    const body = \`
+      const { parentPort, workerData } = require('node:worker_threads')
+      const mr = require(\${JSON.stringify(${JSON.stringify(join(ROOT, 'dist/index.js'))})})
+      const g = mr.GuestMemory.attach(workerData)
+      parentPort.postMessage('started')
+      // Faults, from the end backwards, until terminated (then over and over: the pages are in).
+      for (let sum = 0; ; ) for (let i = ${(256 * MiB) / P - 1}; i >= 0; i -= 3) sum += g.readU8(i * ${P})
+    \`
+    const round = (closeFirst) => new Promise((resolve) => {
+      const guest = mr.GuestMemory.restore(manifest, path, { lazy: 'pager' })
+      const w = new Worker(body, { eval: true, workerData: guest.share() })
+      w.once('message', async () => {
+        if (closeFirst) guest.close()
+        await w.terminate()
+        if (!closeFirst) guest.close()
+        const settled = await guest.restored.then(() => 'resolved', (e) => e.code)
+        resolve({ settled, threads: threads(), owned: mr.mapCount().owned - before })
+      })
+    })
+    ;(async () => {
+      const a = await round(false)
+      const b = await round(true)
+      console.log(JSON.stringify([a, b]))
+      fs.rmSync(dir, { recursive: true })
+    })()`,
+      120_000,
+    )
+    t.is(r.signal, null, r.stderr)
+    t.is(r.status, 0, r.stderr)
+    for (const round of JSON.parse(r.stdout.trim())) {
+      t.true(round.settled === 'resolved' || round.settled === 'ERR_MMAP_CLOSED', JSON.stringify(round))
+      t.is(round.threads, 0)
+      t.is(round.owned, 0)
+    }
+  },
+)

@@ -40,6 +40,12 @@ struct Pending {
 
 /// The state of a region, behind its [`Keep`]'s lock.
 pub struct State {
+    /// The pager filling guest regions of a restore (`lazy: 'pager'`): one
+    /// per arena, so that faults from every thread are served by it. Stopped
+    /// (its thread joined) when the arena is closed, before it is unmapped;
+    /// declared first so that it is also dropped (stopped) before `region`
+    /// when the last `Keep` goes without a close (every owner collected).
+    pager: Option<Pager>,
     /// The region; dropping it unmaps. Taken by `close()`, or by the last
     /// pending operation to settle after a `close()`.
     region: Option<AnyRegion>,
@@ -68,10 +74,6 @@ pub struct State {
     guest: GuestTable,
     /// Kernel dirty tracking of the guest regions, once asked for.
     dirty: Option<KernelDirty>,
-    /// The pager filling guest regions of a restore (`lazy: 'pager'`): one
-    /// per arena, so that faults from every thread are served by it. Stopped
-    /// (its thread joined) when the arena is closed, before it is unmapped.
-    pager: Option<Pager>,
 }
 
 impl State {
@@ -447,6 +449,7 @@ impl Keep {
     pub fn new(region: AnyRegion) -> Arc<Keep> {
         Arc::new(Keep {
             state: Mutex::new(State {
+                pager: None,
                 region: Some(region),
                 closed: false,
                 deferred: None,
@@ -457,7 +460,6 @@ impl Keep {
                 records: BTreeMap::new(),
                 guest: GuestTable::new(),
                 dirty: None,
-                pager: None,
             }),
             recorded: AtomicBool::new(false),
             share: OnceLock::new(),

@@ -212,6 +212,7 @@ function lazyMode(value: unknown): 'file' | 'pager' | 'false' {
   if (value === undefined || value === true || value === 'file') return 'file'
   if (value === false) return 'false'
   if (value === 'pager') return 'pager'
+  if (typeof value !== 'string') throw invalidArgType('lazy', "a boolean, 'file' or 'pager'", value)
   throw invalidArgValue('lazy', "must be true, false, 'file' or 'pager'", value)
 }
 

@@ -33,6 +33,26 @@ const kvmTest = unavailable === null ? test : test.skip
 const kvmViewTest = NO_EXTERNAL ? viewTest : kvmTest
 if (unavailable !== null) console.log(`KVM tests skipped: ${unavailable}`)
 
+/**
+ * Runs the example program on a vCPU worker (examples/kvm-vcpu-worker.mjs) over `guest.share()`;
+ * this thread collects the serial bytes it posts. Resolves once the worker is terminated.
+ */
+async function onWorker(guest: GuestMemory): Promise<{ done: { result: RunResult; userspaceAddresses: bigint[] }; serial: string }> {
+  const vcpu = new Worker(new URL('../examples/kvm-vcpu-worker.mjs', import.meta.url), {
+    workerData: { guest: guest.share(), entry: ENTRY },
+  })
+  let serial = ''
+  const done = await new Promise<{ result: RunResult; userspaceAddresses: bigint[] }>((resolve, reject) => {
+    vcpu.on('message', (m) => {
+      if (m.serial !== undefined) serial += String.fromCharCode(m.serial)
+      else resolve(m)
+    })
+    vcpu.once('error', reject)
+  })
+  await vcpu.terminate()
+  return { done, serial }
+}
+
 kvmViewTest('a real-mode guest fills a pattern into mapped-region RAM and halts', (t) => {
   using ram = SharedMemory.create('guest-ram', 1 << 20)
   using guest = new GuestMemory([{ guestAddress: 0n, size: ram.size, backing: ram }])
@@ -146,18 +166,7 @@ kvmPagerTest(
     t.is(restored.read(0x200000n + 0x1234n, 13).toString(), 'second region')
     // And on a worker over the same guest, restored again from the file.
     using again = GuestMemory.restore(manifest, file, { lazy: 'pager' })
-    const vcpu = new Worker(new URL('../examples/kvm-vcpu-worker.mjs', import.meta.url), {
-      workerData: { guest: again.share(), entry: ENTRY },
-    })
-    let serial = ''
-    const done = await new Promise<{ result: RunResult }>((resolve, reject) => {
-      vcpu.on('message', (m) => {
-        if (m.serial !== undefined) serial += String.fromCharCode(m.serial)
-        else resolve(m)
-      })
-      vcpu.once('error', reject)
-    })
-    await vcpu.terminate()
+    const { done, serial } = await onWorker(again)
     t.is(done.result.exit, 'hlt')
     t.is(serial, 'OK\n')
     t.true(again.read(PATTERN_AT, PATTERN_LENGTH).equals(EXPECTED))
@@ -176,18 +185,7 @@ kvmViewTest('the vCPU on a worker thread over an attached GuestMemory, the seria
   guest.write(ENTRY, CODE)
   const view = guest.view(PATTERN_AT, PATTERN_LENGTH)
   t.false(view.equals(EXPECTED))
-  const vcpu = new Worker(new URL('../examples/kvm-vcpu-worker.mjs', import.meta.url), {
-    workerData: { guest: guest.share(), entry: ENTRY },
-  })
-  let serial = ''
-  const done = await new Promise<{ result: RunResult; userspaceAddresses: bigint[] }>((resolve, reject) => {
-    vcpu.on('message', (m) => {
-      if (m.serial !== undefined) serial += String.fromCharCode(m.serial)
-      else resolve(m)
-    })
-    vcpu.once('error', reject)
-  })
-  await vcpu.terminate()
+  const { done, serial } = await onWorker(guest)
   t.is(done.result.exit, 'hlt')
   t.is(serial, 'OK\n', 'every byte reached the main thread')
   t.deepEqual(

@@ -40,6 +40,10 @@ async function snapshotted(t: import('ava').ExecutionContext, size = 8 * MiB): P
 
 const pagerTest = PAGER ? test : test.skip
 
+/** For the children: `threads()` counts this process's pager threads (named `mr-pager`). */
+const THREADS =
+  "const threads = () => fs.readdirSync('/proc/self/task').filter((id) => fs.readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'mr-pager').length"
+
 pagerTest('lazy: pager returns at once; every access is served; restored resolves, and the file may then be deleted', async (t) => {
   const { path, manifest } = await snapshotted(t)
   using guest = GuestMemory.restore(manifest, path, { lazy: 'pager' })
@@ -138,7 +142,7 @@ pagerTest('close() during the restore stops the pager: restored rejects, mapping
   const r = runChild(
     `
     const fs = require('node:fs')
-    const threads = () => fs.readdirSync('/proc/self/task').filter((id) => fs.readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'mr-pager').length
+    ${THREADS}
     const dir = fs.mkdtempSync(require('node:os').tmpdir() + '/mr-pager-')
     const path = dir + '/vm.mem'
     fs.writeFileSync(path, Buffer.alloc(${128 * MiB}, 3))
@@ -167,7 +171,7 @@ pagerTest('a worker faults on attached memory; when it is the last holder, its c
     `
     const fs = require('node:fs')
     const { Worker } = require('node:worker_threads')
-    const threads = () => fs.readdirSync('/proc/self/task').filter((id) => fs.readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'mr-pager').length
+    ${THREADS}
     const dir = fs.mkdtempSync(require('node:os').tmpdir() + '/mr-pager-')
     const path = dir + '/vm.mem'
     const data = Buffer.alloc(${128 * MiB})
@@ -241,7 +245,7 @@ pagerTest(
       `
     const fs = require('node:fs')
     const { Worker } = require('node:worker_threads')
-    const threads = () => fs.readdirSync('/proc/self/task').filter((id) => fs.readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'mr-pager').length
+    ${THREADS}
     const dir = fs.mkdtempSync(require('node:os').tmpdir() + '/mr-pager-')
     const path = dir + '/vm.mem'
     fs.writeFileSync(path, Buffer.alloc(${256 * MiB}, 1))

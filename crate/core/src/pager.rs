@@ -536,6 +536,23 @@ mod tests {
         }
     }
 
+    /// `n` pages of fresh private anonymous memory, and their address.
+    fn anonymous(n: usize) -> (MemoryMapping, usize) {
+        let m = MemoryMapping::anonymous(n * page_size(), MappingOptions::anonymous()).unwrap();
+        let addr = m.as_ptr() as usize;
+        (m, addr)
+    }
+
+    /// The range of `n` pages at `addr`, from the file at `file_offset`.
+    fn whole(addr: usize, n: usize, file_offset: u64, tag: u64) -> PagerRange {
+        PagerRange {
+            addr,
+            len: n * page_size(),
+            file_offset,
+            tag,
+        }
+    }
+
     /// Waits (at most 20 s) until the pager is no longer running.
     fn settled(p: &Pager) -> PagerStatus {
         let at = Instant::now();
@@ -561,14 +578,8 @@ mod tests {
         let ps = page_size();
         let n = 1024;
         let file = snapshot("pager-full", n + 4, false);
-        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
-        let addr = m.as_ptr() as usize;
-        let range = PagerRange {
-            addr,
-            len: n * ps,
-            file_offset: 4 * ps as u64,
-            tag: 0x10_0000,
-        };
+        let (_mapping, addr) = anonymous(n);
+        let range = whole(addr, n, 4 * ps as u64, 0x10_0000);
         let Some(p) = pager(&file, vec![range]) else {
             return;
         };
@@ -600,14 +611,8 @@ mod tests {
         let ps = page_size();
         let n = 256;
         let file = snapshot("pager-faults", n, false);
-        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
-        let addr = m.as_ptr() as usize;
-        let range = PagerRange {
-            addr,
-            len: n * ps,
-            file_offset: 0,
-            tag: 0,
-        };
+        let (_mapping, addr) = anonymous(n);
+        let range = whole(addr, n, 0, 0);
         if pager(&file, vec![]).is_none() {
             return;
         }
@@ -667,12 +672,7 @@ mod tests {
         let other = MemoryMapping::from_fd(shm.as_fd(), n * ps, MappingOptions::fd()).unwrap();
         // SAFETY: a byte of the mapping made above; no reference points there.
         unsafe { std::ptr::write_volatile((other.as_ptr() as usize + 3 * ps + 8) as *mut u8, 7) };
-        let range = PagerRange {
-            addr,
-            len: n * ps,
-            file_offset: 0,
-            tag: 0,
-        };
+        let range = whole(addr, n, 0, 0);
         let Some(p) = pager(&file, vec![range]) else {
             return;
         };
@@ -688,14 +688,8 @@ mod tests {
         // The file ends in the middle of page 100.
         let file = snapshot("pager-short", n, true);
         file.set_len((100 * ps + 10) as u64).unwrap();
-        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
-        let addr = m.as_ptr() as usize;
-        let range = PagerRange {
-            addr,
-            len: n * ps,
-            file_offset: 0,
-            tag: 0x4000_0000,
-        };
+        let (_mapping, addr) = anonymous(n);
+        let range = whole(addr, n, 0, 0x4000_0000);
         let Some(p) = pager(&file, vec![range]) else {
             return;
         };
@@ -713,17 +707,10 @@ mod tests {
 
     #[test]
     fn a_stopped_pager_lets_every_fault_go_on() {
-        let ps = page_size();
         let n = 8192;
         let file = snapshot("pager-stop", n, false);
-        let m = MemoryMapping::anonymous(n * ps, MappingOptions::anonymous()).unwrap();
-        let addr = m.as_ptr() as usize;
-        let range = PagerRange {
-            addr,
-            len: n * ps,
-            file_offset: 0,
-            tag: 0,
-        };
+        let (_mapping, addr) = anonymous(n);
+        let range = whole(addr, n, 0, 0);
         let Some(mut p) = pager(&file, vec![range]) else {
             return;
         };

@@ -49,7 +49,7 @@ pub use guest::{GuestBacking, GuestRegion, GuestTable};
 pub use layout::{Backing, Layout, MappingInfo};
 pub use load::{extend_file, file_load_length, file_size, IoRange};
 pub use mapping::{MappingOptions, MemoryMapping};
-pub use pager::{Pager, PagerRange, PagerStatus};
+pub use pager::{Pager, PagerOptions, PagerRange, PagerStatus};
 pub use protection::Protection;
 pub use region::{populate_supported, MappedRegion, PageRange, Span};
 pub use rules::Advice;

@@ -33,8 +33,9 @@
 //! `EFAULT` instead of waiting for their page. Where a full descriptor is
 //! refused the pager is refused ([`Error::Paging`]).
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::sys::wp::{self, UffdMsg};
@@ -61,6 +62,30 @@ pub struct PagerRange {
     pub file_offset: u64,
     /// The name of its first byte in the status (e.g. a guest address).
     pub tag: u64,
+}
+
+/// How a pager works, besides its ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PagerOptions {
+    /// Runs of pages the prefetch fills first, in this order, as `(tag +
+    /// offset, pages)` (what [`Pager::working_set`] returns; parts outside
+    /// the ranges are ignored): the pages a previous run of the guest touched
+    /// first. Then it fills the rest in address order.
+    pub first: Vec<(u64, usize)>,
+    /// Record the order in which pages are first faulted on
+    /// ([`Pager::working_set`]).
+    pub record: bool,
+}
+
+/// What the pager saw of the faults.
+#[derive(Debug, Default)]
+struct Record {
+    /// Faults that had to wait for the file (on a page not filled yet).
+    faults: usize,
+    /// With [`PagerOptions::record`]: the pages first faulted on, as
+    /// `(tag + offset, pages)` runs in the order of the faults (a fault
+    /// right after the one before it extends its run).
+    touched: Vec<(u64, usize)>,
 }
 
 /// How a pager is doing.
@@ -102,6 +127,8 @@ pub struct Pager {
     thread: Option<JoinHandle<()>>,
     /// What the thread reports.
     status: Arc<Mutex<PagerStatus>>,
+    /// What it saw of the faults.
+    record: Arc<Mutex<Record>>,
 }
 
 impl Pager {
@@ -112,15 +139,25 @@ impl Pager {
     /// overwritten. Refused with [`Error::Paging`] where the process may not
     /// have a full userfaultfd or the memory cannot be registered.
     pub fn start(source: BorrowedFd<'_>, ranges: Vec<PagerRange>) -> Result<Pager> {
-        Pager::start_with(source, ranges, true)
+        Pager::start_with(source, ranges, PagerOptions::default())
     }
 
-    /// [`Pager::start`], with the prefetch on or off: off (for tests of
-    /// the fault path alone) only faults fill pages, and the pager runs until
-    /// every page was touched or it is stopped.
-    fn start_with(
+    /// [`Pager::start`] with `options`: a prefetch order, recording.
+    pub fn start_with(
         source: BorrowedFd<'_>,
         ranges: Vec<PagerRange>,
+        options: PagerOptions,
+    ) -> Result<Pager> {
+        Pager::start_inner(source, ranges, options, true)
+    }
+
+    /// [`Pager::start_with`], with the prefetch on or off: off (for tests of
+    /// the fault path alone) only faults fill pages, and the pager runs until
+    /// every page was touched or it is stopped.
+    fn start_inner(
+        source: BorrowedFd<'_>,
+        ranges: Vec<PagerRange>,
+        options: PagerOptions,
         prefetch: bool,
     ) -> Result<Pager> {
         let page = sys::page_size();
@@ -185,7 +222,8 @@ impl Pager {
             }
         };
         let words = total.div_ceil(64);
-        let work = Work {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let mut work = Work {
             page,
             filled: vec![0; words],
             failed: vec![0; words],
@@ -194,10 +232,16 @@ impl Pager {
             cursor: if prefetch { 0 } else { total },
             buf: vec![0; FAULT_PAGES.max(PREFETCH_PAGES) * page],
             status: Arc::clone(&status),
+            record: Arc::clone(&record),
+            recording: options.record,
+            queue: VecDeque::new(),
             uffd,
             source,
             ranges,
         };
+        if prefetch {
+            work.queue = work.runs_of(&options.first);
+        }
         let thread_stop = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name("mr-pager".into())
@@ -207,6 +251,7 @@ impl Pager {
                 stop,
                 thread: Some(thread),
                 status,
+                record,
             }),
             // The closure (and with it the descriptor) was dropped: closing
             // the userfaultfd unregisters its ranges.
@@ -223,6 +268,20 @@ impl Pager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How many faults had to wait for the file so far (on a page not filled
+    /// yet: a fault on a page the prefetch had placed costs nothing).
+    pub fn faults(&self) -> usize {
+        lock(&self.record).faults
+    }
+
+    /// With [`PagerOptions::record`]: the pages first faulted on so far, as
+    /// `(tag + offset, pages)` runs in the order of the faults (empty
+    /// otherwise). Only faults are seen: a page the prefetch placed before
+    /// anything touched it is not in the list.
+    pub fn working_set(&self) -> Vec<(u64, usize)> {
+        lock(&self.record).touched.clone()
     }
 
     /// Stops the pager and waits for its thread to end (idempotent): the
@@ -246,6 +305,11 @@ impl Drop for Pager {
     }
 }
 
+/// `mutex` locked (a panic aborts: poisoning is never observed in release).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The thread's state.
 struct Work {
     /// The page size.
@@ -264,6 +328,12 @@ struct Work {
     buf: Vec<u8>,
     /// Where the status is reported.
     status: Arc<Mutex<PagerStatus>>,
+    /// Where faults are counted and recorded.
+    record: Arc<Mutex<Record>>,
+    /// Whether the pages faulted on are recorded.
+    recording: bool,
+    /// Runs `(page, count)` the prefetch fills before going on at `cursor`.
+    queue: VecDeque<(usize, usize)>,
     /// The ranges are registered with it.
     uffd: OwnedFd,
     /// The file.
@@ -293,7 +363,8 @@ impl Work {
             // are looked at between two steps of it. Once it is through
             // (only with pages a fault is filling meanwhile, or with the
             // prefetch off) it waits for faults.
-            let timeout = if self.cursor < self.total { 0 } else { -1 };
+            let busy = self.cursor < self.total || !self.queue.is_empty();
+            let timeout = if busy { 0 } else { -1 };
             match wp::poll_readable([self.uffd.as_fd(), stop.as_fd()], timeout) {
                 Err(e) => error = Some(e),
                 Ok([_, true]) => stopped = true,
@@ -374,6 +445,7 @@ impl Work {
                     continue;
                 };
                 if !bit(&self.filled, page) {
+                    self.touched(page);
                     let (_, in_range) = self.locate(page);
                     let block = in_range - in_range % FAULT_PAGES;
                     let first = page - (in_range - block);
@@ -389,8 +461,54 @@ impl Work {
         }
     }
 
-    /// Fills the next pages the prefetch has not looked at (within one range).
+    /// Counts a fault on page `page` (not filled yet), and records it.
+    fn touched(&self, page: usize) {
+        let mut record = lock(&self.record);
+        record.faults += 1;
+        if !self.recording {
+            return;
+        }
+        let (range, in_range) = self.locate(page);
+        let at = self.ranges[range].tag + (in_range * self.page) as u64;
+        match record.touched.last_mut() {
+            Some((start, n)) if *start + (*n * self.page) as u64 == at => *n += 1,
+            _ => record.touched.push((at, 1)),
+        }
+    }
+
+    /// `(tag + offset, pages)` runs as `(page, count)` runs of the ranges,
+    /// each within one range; parts outside every range are left out.
+    fn runs_of(&self, runs: &[(u64, usize)]) -> VecDeque<(usize, usize)> {
+        let mut out = VecDeque::new();
+        for &(at, pages) in runs {
+            let end = at.saturating_add((pages as u64).saturating_mul(self.page as u64));
+            let mut first = 0;
+            for r in &self.ranges {
+                let (lo, hi) = (at.max(r.tag), end.min(r.tag + r.len as u64));
+                if lo < hi {
+                    let from = ((lo - r.tag) / self.page as u64) as usize;
+                    let to = (hi - r.tag).div_ceil(self.page as u64) as usize;
+                    out.push_back((first + from, to - from));
+                }
+                first += r.len / self.page;
+            }
+        }
+        out
+    }
+
+    /// Fills the next pages of the prefetch: from the runs asked for first,
+    /// then the pages it has not looked at in address order (at most
+    /// `PREFETCH_PAGES`, within one range).
     fn prefetch(&mut self) -> Result<()> {
+        while let Some((first, count)) = self.queue.pop_front() {
+            let n = count.min(PREFETCH_PAGES);
+            if n < count {
+                self.queue.push_front((first + n, count - n));
+            }
+            if (first..first + n).any(|p| !bit(&self.filled, p)) {
+                return self.fill(first, n);
+            }
+        }
         while self.cursor < self.total && bit(&self.filled, self.cursor) {
             self.cursor += 1;
         }
@@ -616,7 +734,8 @@ mod tests {
         if pager(&file, vec![]).is_none() {
             return;
         }
-        let mut p = Pager::start_with(file.as_fd(), vec![range], false).unwrap();
+        let mut p =
+            Pager::start_inner(file.as_fd(), vec![range], PagerOptions::default(), false).unwrap();
         // Other threads, each its own pages (several blocks), and this one.
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -658,6 +777,50 @@ mod tests {
         assert_eq!(p.status(), PagerStatus::Stopped);
         // Never touched, after the stop: zeros, no wait.
         assert_eq!(peek(addr, 120), 0);
+    }
+
+    #[test]
+    fn the_pages_first_faulted_on_are_recorded_in_order_and_prefetched_first_next_time() {
+        let ps = page_size();
+        let n = 4096;
+        let file = snapshot("pager-record", n, false);
+        let (_mapping, addr) = anonymous(n);
+        let range = whole(addr, n, 0, 0x1_0000_0000);
+        if pager(&file, vec![]).is_none() {
+            return;
+        }
+        let record = PagerOptions {
+            first: vec![],
+            record: true,
+        };
+        let mut p = Pager::start_inner(file.as_fd(), vec![range], record, false).unwrap();
+        // A fault fills the 16-page block around its page: 3001 and 12 are in
+        // already when touched (no fault); 3016 starts the next block.
+        for page in [3000, 3001, 3016, 10, 12, 500] {
+            assert_eq!(peek(addr, page), (page % 251 + 1) as u8);
+        }
+        assert_eq!(p.faults(), 4);
+        let tag = |page: usize| 0x1_0000_0000 + (page * ps) as u64;
+        assert_eq!(
+            p.working_set(),
+            [(tag(3000), 1), (tag(3016), 1), (tag(10), 1), (tag(500), 1)]
+        );
+        p.stop();
+        // The next restore fetches those first (runs outside the ranges, or
+        // running past their end, are cut), then the rest: every page in.
+        let (_again, addr2) = anonymous(n);
+        let mut first = p.working_set();
+        first.extend([(0, 3), (tag(n - 2), 10), (tag(0) - ps as u64, 2)]);
+        let next = PagerOptions {
+            first,
+            record: false,
+        };
+        let q = Pager::start_with(file.as_fd(), vec![whole(addr2, n, 0, tag(0))], next).unwrap();
+        assert_eq!(settled(&q), PagerStatus::Done { failed: vec![] });
+        for page in (0..n).step_by(31) {
+            assert_eq!(peek(addr2, page), (page % 251 + 1) as u8, "page {page}");
+        }
+        assert!(q.working_set().is_empty(), "not recording");
     }
 
     #[test]

@@ -475,10 +475,18 @@ export declare function guestTrackDirty(): void
  * Starts the pager of a restore (`lazy: 'pager'`): fills the guest
  * ranges of `runs` (`guestAddress, size, fileOffset` triples, fresh
  * memory) from the file `fd` (duplicated: it may be closed after the
- * call), on faults and in the background, with a thread of its own.
+ * call), on faults and in the background, with a thread of its own;
+ * `first` (`guestAddress, pages` pairs) is filled first, and `record`
+ * records the pages first faulted on.
  * Scratch slots: handle, fd.
  */
-export declare function guestPagerStart(runs: Float64Array): void
+export declare function guestPagerStart(runs: Float64Array, record: boolean, first: Float64Array): void
+
+/**
+ * What the pager saw of the faults (see `State::pager_record`).
+ * Scratch slots: handle.
+ */
+export declare function guestPagerRecord(): BigUint64Array
 
 /**
  * The pager's status (see `State::pager_status`).

@@ -287,3 +287,68 @@ pagerTest(
     }
   },
 )
+
+pagerTest(
+  'record: the pages first touched, in order; snapshot({ workingSet: true }) stores them (manifest version 2) and the next restore fetches them first',
+  async (t) => {
+    const size = 64 * MiB
+    const { path, manifest } = await snapshotted(t, size)
+    // A replayed access trace: 256 pages scattered over the upper half (the prefetch starts at the
+    // bottom), each read once.
+    const trace = Array.from({ length: 256 }, (_, i) => (size / 2 / P + ((i * 2654435761) % (size / 2 / P))) * P)
+    const replay = (g: GuestMemory) => {
+      const t0 = process.hrtime.bigint()
+      let wrong = 0
+      for (const at of trace) if (g.readU32(at) !== ((at / P) ^ 0x5a5a0000)) wrong++
+      return { wrong, ms: Number(process.hrtime.bigint() - t0) / 1e6, faults: g.restoreFaults ?? -1 }
+    }
+    using first = GuestMemory.restore(manifest, path, { lazy: 'pager', record: true })
+    const without = replay(first)
+    t.is(without.wrong, 0)
+    const recorded = first.workingSet()
+    t.true(recorded.length > 0)
+    // Every page recorded is a page of the trace, in the trace's order (only touches that waited
+    // for the file are seen).
+    const order = new Map(trace.map((at, i) => [at, i]))
+    let last = -1
+    for (const [at, n] of recorded) {
+      for (let k = 0; k < n; k++) {
+        const i = order.get(at + k * P)
+        t.not(i, undefined, `0x${(at + k * P).toString(16)} was not touched`)
+        t.true((i as number) > last, 'in the order of the first touches')
+        last = i as number
+      }
+    }
+    await first.restored
+    const tmp = tempDir()
+    t.teardown(tmp.done)
+    const next = JSON.parse(JSON.stringify(await first.snapshot(join(tmp.dir, 'next.mem'), { workingSet: true }))) as SnapshotManifest
+    t.is(next.version, 2)
+    t.deepEqual(next.workingSet, first.workingSet())
+    using second = GuestMemory.restore(next, join(tmp.dir, 'next.mem'), { lazy: 'pager' })
+    const withSet = replay(second)
+    t.is(withSet.wrong, 0)
+    await second.restored
+    t.true(second.read(0, size).equals(first.read(0, size)))
+    t.log(
+      `replayed trace of ${trace.length} pages: without a working set ${without.faults} faults, ${without.ms.toFixed(2)} ms; with it ${withSet.faults} faults, ${withSet.ms.toFixed(2)} ms`,
+    )
+    // The checks around it.
+    t.throws(() => second.workingSet(), { code: 'ERR_MMAP_UNSUPPORTED' }, 'not recording')
+    t.throws(() => GuestMemory.restore(manifest, path, { lazy: 'file', record: true }), {
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /record/,
+    })
+    t.throws(() => GuestMemory.restore({ ...manifest, workingSet: [[0, 1]] }, path), {
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /version 2/,
+    })
+    t.throws(() => GuestMemory.restore({ ...next, version: 3 as never }, path), { code: 'ERR_INVALID_ARG_VALUE', message: /1 or 2/ })
+    t.throws(() => GuestMemory.restore({ ...next, workingSet: [[1, 1]] }, path), { code: 'ERR_MMAP_UNALIGNED' })
+    t.throws(() => GuestMemory.restore({ ...next, workingSet: [[0, 0]] }, path), { code: 'ERR_OUT_OF_RANGE' })
+    t.throws(() => GuestMemory.restore({ ...next, workingSet: 'all' as never }, path), { code: 'ERR_INVALID_ARG_TYPE' })
+    using plain = GuestMemory.restore(next, path, { lazy: false })
+    t.is(plain.restoreFaults, undefined)
+    await t.throwsAsync(plain.snapshot(join(tmp.dir, 'x.mem'), { workingSet: true }), { code: 'ERR_MMAP_UNSUPPORTED' })
+  },
+)

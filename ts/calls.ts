@@ -68,6 +68,7 @@ const regionMappingsRaw = raw.regionMappings
 const guestRegionsRaw = raw.guestRegions
 const guestTrackDirtyRaw = raw.guestTrackDirty
 const guestPagerStartRaw = raw.guestPagerStart
+const guestPagerRecordRaw = raw.guestPagerRecord
 const guestPagerStatusRaw = raw.guestPagerStatus
 const guestDirtyKernelRaw = raw.guestDirtyKernel
 const guestMarkDirtyRaw = raw.guestMarkDirty
@@ -649,12 +650,22 @@ export function guestTrackDirty(handle: number) {
  * Starts the pager of a restore (`lazy: 'pager'`): fills the guest
  * ranges of `runs` (`guestAddress, size, fileOffset` triples, fresh
  * memory) from the file `fd` (duplicated: it may be closed after the
- * call), on faults and in the background, with a thread of its own.
+ * call), on faults and in the background, with a thread of its own;
+ * `first` (`guestAddress, pages` pairs) is filled first, and `record`
+ * records the pages first faulted on.
  */
-export function guestPagerStart(handle: number, fd: number, runs: Float64Array) {
+export function guestPagerStart(handle: number, fd: number, runs: Float64Array, record: boolean, first: Float64Array) {
   slots[0] = n(handle)
   slots[1] = n(fd)
-  return guestPagerStartRaw(runs)
+  return guestPagerStartRaw(runs, record, first)
+}
+
+/**
+ * What the pager saw of the faults (see `State::pager_record`).
+ */
+export function guestPagerRecord(handle: number) {
+  slots[0] = n(handle)
+  return guestPagerRecordRaw()
 }
 
 /**

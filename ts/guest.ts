@@ -23,6 +23,7 @@ import {
   guestRegions,
   guestPagerStart,
   guestPagerStatus,
+  guestPagerRecord,
 } from './calls.js'
 import type { GuestRegionInfo } from '../index.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
@@ -487,6 +488,41 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     return this.#restored
   }
 
+  /**
+   * With a `lazy: 'pager', record: true` restore: the pages first touched since the restore — by
+   * anything: this thread, other threads' attached objects, the kernel, the guest under KVM — as
+   * `[guestAddress, pages]` runs in the order of the first touches (from any object over this
+   * memory, in any thread). Only touches that had to wait for the file are seen: a page the
+   * background prefetch placed before anything touched it is not in the list (the prefetch fills
+   * pages in address order, after a stored working set). Pass `workingSet: true` to
+   * {@link snapshot} to store it, so the next `lazy: 'pager'` restore of that manifest fetches
+   * those pages first.
+   * @throws `ERR_MMAP_UNSUPPORTED` for memory not restored that way; `ERR_MMAP_CLOSED`.
+   * @example
+   * using guest = GuestMemory.restore(manifest, 'vm.mem', { lazy: 'pager', record: true })
+   * bootGuest(guest)
+   * const next = await guest.snapshot('vm2.mem', { workingSet: true })
+   */
+  workingSet(): [guestAddress: number, pages: number][] {
+    const r = guestPagerRecord(this.#h)
+    if (r.length === 0 || r[0] === 0n) {
+      throw unsupported("workingSet() of memory not restored with { lazy: 'pager', record: true }")
+    }
+    const runs: [number, number][] = []
+    for (let i = 2; i + 1 < r.length; i += 2) runs.push([Number(r[i]), Number(r[i + 1])])
+    return runs
+  }
+
+  /**
+   * With a `lazy: 'pager'` restore: how many touches so far had to wait for a page to be read from
+   * the file (a touch of a page the prefetch had placed costs nothing); `undefined` otherwise.
+   * @throws `ERR_MMAP_CLOSED`.
+   */
+  get restoreFaults(): number | undefined {
+    const r = guestPagerRecord(this.#h)
+    return r.length === 0 ? undefined : Number(r[1])
+  }
+
   /** The arena behind the guest memory (guest address = offset). */
   get arena(): MemoryMappingArena {
     return this.#arena
@@ -650,8 +686,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       handle: this.#h,
       dirty: this.#dirty,
       protect: (start, protection) => this.#afterChange(guestProtect(this.#h, start, protection)),
-      startPager: (fd, runs) => {
-        guestPagerStart(this.#h, fd, runs)
+      workingSet: () => this.workingSet(),
+      startPager: (fd, runs, record, first) => {
+        guestPagerStart(this.#h, fd, runs, record, first)
         const h = this.#h
         this.#restored = pagerRestored(() => guestPagerStatus(h))
       },

@@ -35,14 +35,23 @@ export interface SnapshotRegion {
 
 /** What {@link GuestMemory.snapshot} resolves to; keep it next to the file (`JSON.stringify` it). */
 export interface SnapshotManifest {
-  /** Format version: 1. */
-  version: 1
+  /**
+   * Format version: 1, or 2 for a manifest with a {@link workingSet} (a restore reads both; a
+   * snapshot writes 1 unless asked to store a working set).
+   */
+  version: 1 | 2
   /** The page size of the machine that wrote it; a restore needs the same. */
   pageSize: number
   /** Whether only the pages dirty since the last snapshot were written (a diff). */
   dirtyOnly: boolean
   /** The regions, sorted by guest address; the file holds them one after another. */
   regions: SnapshotRegion[]
+  /**
+   * Version 2: the pages the guest touched first after a `lazy: 'pager', record: true` restore, as
+   * `[guestAddress, pages]` runs in the order they were first touched ({@link GuestMemory.workingSet}):
+   * a `lazy: 'pager'` restore of this manifest fetches them first.
+   */
+  workingSet?: [number, number][]
 }
 
 /** Options of {@link GuestMemory.snapshot}. */
@@ -52,6 +61,11 @@ export interface SnapshotOptions {
    * the same file offsets as a full snapshot, leaving the rest of the file untouched. Default `false`.
    */
   dirtyOnly?: boolean
+  /**
+   * Store this memory's recorded working set ({@link GuestMemory.workingSet}: needs a
+   * `lazy: 'pager', record: true` restore) in the manifest, which is then version 2. Default `false`.
+   */
+  workingSet?: boolean
 }
 
 /** Options of {@link GuestMemory.restore}. */
@@ -74,6 +88,11 @@ export interface RestoreOptions extends GuestMemoryOptions {
    * `'pager'` needs privileges and a thread.
    */
   lazy?: boolean | 'file' | 'pager'
+  /**
+   * With `lazy: 'pager'`: record the order in which pages are first touched (faulted on) after the
+   * restore, for {@link GuestMemory.workingSet} and `snapshot({ workingSet: true })`. Default `false`.
+   */
+  record?: boolean
 }
 
 /**
@@ -91,13 +110,16 @@ export interface GuestInternals {
    * Starts the pager of a `lazy: 'pager'` restore over `runs` (`guestAddress, size, fileOffset`
    * triples) from the file `fd`; sets the guest's `restored` promise.
    */
-  startPager(fd: number, runs: Float64Array): void
+  startPager(fd: number, runs: Float64Array, record: boolean, first: Float64Array): void
+  /** The recorded working set (see {@link GuestMemory.workingSet}); throws without one. */
+  workingSet(): [number, number][]
 }
 
 /** {@link GuestMemory.snapshot} of `guest`. */
 export async function writeSnapshot(guest: GuestInternals, target: LoadSource, options: unknown): Promise<SnapshotManifest> {
-  const o = v.options('options', options, ['dirtyOnly'])
+  const o = v.options('options', options, ['dirtyOnly', 'workingSet'])
   const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
+  const workingSet = v.bool('workingSet', o.workingSet, false) ? guest.workingSet() : undefined
   if (dirtyOnly) needTracking(guest.dirty, 'snapshot({ dirtyOnly: true })')
   // The native table, read once: the regions written are the ones the manifest describes.
   const table = guestRegions(guest.handle)
@@ -139,7 +161,25 @@ export async function writeSnapshot(guest: GuestInternals, target: LoadSource, o
     taken?.putBack()
     throw e
   }
+  if (workingSet !== undefined) return { version: 2, pageSize: PAGE_SIZE, dirtyOnly, regions, workingSet }
   return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+}
+
+/** A working set: `[guestAddress, pages]` runs (page-aligned addresses, at least one page each). */
+function readRuns(name: string, value: unknown): [number, number][] {
+  if (value === undefined) return []
+  if (!Array.isArray(value)) throw invalidArgType(name, 'an array of [guestAddress, pages]', value)
+  if (value.length > 1 << 20) throw outOfRange(`${name}.length`, `at most ${1 << 20}`, value.length)
+  const runs: [number, number][] = []
+  for (let k = 0; k < value.length; k++) {
+    const run: unknown = value[k]
+    if (!Array.isArray(run) || run.length !== 2) throw invalidArgType(`${name}[${k}]`, 'a [guestAddress, pages] pair', run)
+    const at = pages(`${name}[${k}][0]`, integer(`${name}[${k}][0]`, run[0]))
+    const n = integer(`${name}[${k}][1]`, run[1])
+    if (n === 0) throw outOfRange(`${name}[${k}][1]`, 'greater than 0', n)
+    runs.push([at, n])
+  }
+  return runs
 }
 
 /**
@@ -153,8 +193,14 @@ export function restoreSnapshot<G extends { close(): void }>(
   build: (specs: GuestRegionSpec[], options: GuestMemoryOptions) => [G, GuestInternals],
 ): G {
   const m = readManifest(manifest)
-  const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
+  const {
+    lazy: lazyOption,
+    record: recordOption,
+    ...o
+  } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy', 'record'])
   const mode = lazyMode(lazyOption)
+  const record = v.bool('record', recordOption, false)
+  if (record && mode !== 'pager') throw invalidArgValue('record', "is for lazy: 'pager' (only the pager sees the first touches)", recordOption)
   const lazy = mode === 'file'
   if (mode === 'pager' && o.trackDirty !== undefined && o.trackDirty !== false) {
     throw unsupported(
@@ -185,7 +231,12 @@ export function restoreSnapshot<G extends { close(): void }>(
     if (mode === 'pager') {
       // Anonymous memory, nothing present yet, with the snapshot's protection: the pager fills it.
       try {
-        internals.startPager(f, Float64Array.from(m.regions.flatMap((r) => [r.guestAddress, r.size, r.fileOffset])))
+        internals.startPager(
+          f,
+          Float64Array.from(m.regions.flatMap((r) => [r.guestAddress, r.size, r.fileOffset])),
+          record,
+          Float64Array.from((m.workingSet ?? []).flat()),
+        )
       } catch (e) {
         guest.close()
         throw e
@@ -305,8 +356,8 @@ const pages = v.wholePages
  */
 function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
   if (value === null || typeof value !== 'object') throw invalidArgType(name, 'a snapshot manifest object', value)
-  const m = v.options(name, value, ['version', 'pageSize', 'dirtyOnly', 'regions'])
-  if (m.version !== 1) throw invalidArgValue(`${name}.version`, 'must be 1 (the only format this version reads)', m.version)
+  const m = v.options(name, value, ['version', 'pageSize', 'dirtyOnly', 'regions', 'workingSet'])
+  if (m.version !== 1 && m.version !== 2) throw invalidArgValue(`${name}.version`, 'must be 1 or 2 (the formats this version reads)', m.version)
   if (m.pageSize !== PAGE_SIZE) {
     throw invalidArgValue(
       `${name}.pageSize`,
@@ -371,5 +422,9 @@ function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
     }
     regions.push(region)
   }
-  return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+  if (m.version === 1) {
+    if (m.workingSet !== undefined) throw invalidArgValue(`${name}.workingSet`, 'needs version 2', m.workingSet)
+    return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+  }
+  return { version: 2, pageSize: PAGE_SIZE, dirtyOnly, regions, workingSet: readRuns(`${name}.workingSet`, m.workingSet) }
 }

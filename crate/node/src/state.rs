@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use std::os::fd::BorrowedFd;
 
-use mapped_region::{AnyRegion, Error, GuestTable, Pager, PagerRange, PagerStatus, Span};
+use mapped_region::{
+    AnyRegion, Error, GuestTable, Pager, PagerOptions, PagerRange, PagerStatus, Span,
+};
 
 use crate::dirty::KernelDirty;
 use crate::errors::{Failure, Result};
@@ -46,6 +48,8 @@ pub struct State {
     /// declared first so that it is also dropped (stopped) before `region`
     /// when the last `Keep` goes without a close (every owner collected).
     pager: Option<Pager>,
+    /// Whether the pager records the pages first faulted on.
+    recording: bool,
     /// The region; dropping it unmaps. Taken by `close()`, or by the last
     /// pending operation to settle after a `close()`.
     region: Option<AnyRegion>,
@@ -242,11 +246,13 @@ impl State {
 
     /// Starts the pager that fills the guest regions `runs` (`(guest
     /// address, size, file offset)`, each covered by guest regions whose
-    /// memory has no page present) from `source`: one per arena.
+    /// memory has no page present) from `source`: one per arena. `options`
+    /// name pages by guest address.
     pub fn pager_start(
         &mut self,
         source: BorrowedFd<'_>,
         runs: &[(usize, usize, u64)],
+        options: PagerOptions,
     ) -> Result<()> {
         let base = Span::of(self.live()?.region()).addr();
         if self.pager.is_some() {
@@ -265,8 +271,25 @@ impl State {
                 tag: address as u64,
             });
         }
-        self.pager = Some(Pager::start(source, ranges)?);
+        self.recording = options.record;
+        self.pager = Some(Pager::start_with(source, ranges, options)?);
         Ok(())
+    }
+
+    /// What the pager saw of the faults, as numbers: `[]` without a pager;
+    /// else `[recording, faults, guest address, pages, …]` — whether it
+    /// records, how many faults waited for the file, and the pages first
+    /// faulted on, in order, when it records.
+    pub fn pager_record(&self) -> Result<Vec<u64>> {
+        self.live()?;
+        let Some(pager) = self.pager.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![u64::from(self.recording), pager.faults() as u64];
+        for (address, pages) in pager.working_set() {
+            out.extend([address, pages as u64]);
+        }
+        Ok(out)
     }
 
     /// The pager's status, as numbers: `[0]` without a pager; `[1, filled,
@@ -450,6 +473,7 @@ impl Keep {
         Arc::new(Keep {
             state: Mutex::new(State {
                 pager: None,
+                recording: false,
                 region: Some(region),
                 closed: false,
                 deferred: None,

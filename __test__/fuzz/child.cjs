@@ -712,11 +712,19 @@ const ops = [
     () =>
       world.guests.push(
         mr.GuestMemory.restore(
-          manifest(),
+          chance(0.3)
+            ? { ...manifest(), version: 2, workingSet: pick([[], [[0, 1]], [[int(16) * P, int(4)]], 'x', [[1, 1]], numberish()]) }
+            : manifest(),
           pick([pagerPath, pagerPath, dir, numberish()]),
-          bag({ lazy: 'pager', trackDirty: pick([undefined, false, true]) }),
+          bag({ lazy: 'pager', trackDirty: pick([undefined, false, true]), record: pick([undefined, true, false, numberish()]) }),
         ),
       ),
+  ],
+  ['guest workingSet', () => anyGuest().workingSet()],
+  ['guest restoreFaults', () => anyGuest().restoreFaults],
+  [
+    'guest snapshot workingSet',
+    () => asyncResults.push(anyGuest().snapshot(snapPath, bag({ workingSet: pick([true, false, numberish()]) }))),
   ],
   ['truncate pager source', () => fs.truncateSync(pagerPath, chance(0.5) ? 16 * P : int(17) * P)],
   [

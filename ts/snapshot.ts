@@ -200,7 +200,8 @@ export function restoreSnapshot<G extends { close(): void }>(
   } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy', 'record'])
   const mode = lazyMode(lazyOption)
   const record = v.bool('record', recordOption, false)
-  if (record && mode !== 'pager') throw invalidArgValue('record', "is for lazy: 'pager' (only the pager sees the first touches)", recordOption)
+  if (record && mode !== 'pager')
+    throw invalidArgValue('record', "is for lazy: 'pager' (only the pager sees the first touches)", recordOption)
   const lazy = mode === 'file'
   if (mode === 'pager' && o.trackDirty !== undefined && o.trackDirty !== false) {
     throw unsupported(
@@ -357,7 +358,8 @@ const pages = v.wholePages
 function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
   if (value === null || typeof value !== 'object') throw invalidArgType(name, 'a snapshot manifest object', value)
   const m = v.options(name, value, ['version', 'pageSize', 'dirtyOnly', 'regions', 'workingSet'])
-  if (m.version !== 1 && m.version !== 2) throw invalidArgValue(`${name}.version`, 'must be 1 or 2 (the formats this version reads)', m.version)
+  if (m.version !== 1 && m.version !== 2)
+    throw invalidArgValue(`${name}.version`, 'must be 1 or 2 (the formats this version reads)', m.version)
   if (m.pageSize !== PAGE_SIZE) {
     throw invalidArgValue(
       `${name}.pageSize`,

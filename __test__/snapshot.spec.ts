@@ -274,10 +274,10 @@ test('a restore is lazy, checks the manifest against the file first, and refuses
   t.throws(
     () =>
       GuestMemory.restore(
-        bad((x) => (x.version = 2)),
+        bad((x) => (x.version = 3)),
         path,
       ),
-    { code: 'ERR_INVALID_ARG_VALUE' },
+    { code: 'ERR_INVALID_ARG_VALUE', message: /1 or 2/ },
   )
   t.throws(
     () =>

@@ -56,9 +56,13 @@ pagerTest('lazy: pager returns at once; every access is served; restored resolve
   t.is(guest.compareExchangeU32(1700 * P, 1700 ^ 0x5a5a0000, 7), 1700 ^ 0x5a5a0000)
   t.is(guest.readU32Atomic(1700 * P), 7)
   t.is(guest.readU32(64 * MiB + 3 * P + 8), 0xc0de0003)
+  // A page discarded once it is in reads as zeros, during the restore and after (never refilled).
+  guest.discard(1000 * P, P)
+  t.is(guest.readU32(1000 * P), 0)
   await guest.restored
+  t.is(guest.readU32(1000 * P), 0)
   unlinkSync(path)
-  for (let i = 0; i < 2048; i++) if (i !== 1700) t.is(guest.readU32(i * P), i ^ 0x5a5a0000, `page ${i}`)
+  for (let i = 0; i < 2048; i++) if (i !== 1700 && i !== 1000) t.is(guest.readU32(i * P), i ^ 0x5a5a0000, `page ${i}`)
   t.is(guest.readU32(64 * MiB + 15 * P + 8), 0xc0de000f)
   t.deepEqual(
     guest.regions().map((r) => [r.guestAddress, r.size, r.readonly]),

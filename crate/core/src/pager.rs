@@ -230,7 +230,8 @@ impl Pager {
             count: 0,
             total,
             cursor: if prefetch { 0 } else { total },
-            buf: vec![0; FAULT_PAGES.max(PREFETCH_PAGES) * page],
+            // One page more than a fill uses: its last page stays zeros.
+            buf: vec![0; (FAULT_PAGES.max(PREFETCH_PAGES) + 1) * page],
             status: Arc::clone(&status),
             record: Arc::clone(&record),
             recording: options.record,
@@ -305,6 +306,30 @@ impl Drop for Pager {
     }
 }
 
+/// Places the page of zeros `zeros` at `addr` if it is missing there; a page
+/// present, or a range no longer registered, is left as it is.
+fn zeros_where_missing(uffd: BorrowedFd<'_>, addr: usize, zeros: &[u8]) -> Result<()> {
+    match wp::uffd_copy(uffd, addr, zeros) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.errno(),
+                Some(
+                    libc::EEXIST
+                        | libc::EAGAIN
+                        | libc::ENOENT
+                        | libc::EFAULT
+                        | libc::ESRCH
+                        | libc::EINVAL
+                )
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `mutex` locked (a panic aborts: poisoning is never observed in release).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -324,7 +349,8 @@ struct Work {
     total: usize,
     /// The next page the prefetch looks at.
     cursor: usize,
-    /// The bytes read from the file, placed from here.
+    /// The bytes read from the file, placed from here; its last page is
+    /// never read into and stays zeros.
     buf: Vec<u8>,
     /// Where the status is reported.
     status: Arc<Mutex<PagerStatus>>,
@@ -444,7 +470,17 @@ impl Work {
                 let Some(page) = self.page_at(addr) else {
                     continue;
                 };
-                if !bit(&self.filled, page) {
+                if bit(&self.filled, page) {
+                    // Placed already, and missing again: it was discarded
+                    // since (`MADV_DONTNEED`, `MADV_REMOVE`), and a discarded
+                    // page reads as zeros. Or placed just now for an earlier
+                    // message about the same page: then it is present, and
+                    // `UFFDIO_COPY` leaves it as it is (`EEXIST`). Either way
+                    // the fault is resolved: it must never be woken to fault
+                    // again for ever.
+                    let zeros = &self.buf[self.buf.len() - self.page..];
+                    zeros_where_missing(self.uffd.as_fd(), addr, zeros)?;
+                } else {
                     self.touched(page);
                     let (_, in_range) = self.locate(page);
                     let block = in_range - in_range % FAULT_PAGES;
@@ -729,7 +765,7 @@ mod tests {
         let ps = page_size();
         let n = 256;
         let file = snapshot("pager-faults", n, false);
-        let (_mapping, addr) = anonymous(n);
+        let (m, addr) = anonymous(n);
         let range = whole(addr, n, 0, 0);
         if pager(&file, vec![]).is_none() {
             return;
@@ -773,6 +809,19 @@ mod tests {
         assert_eq!(peek(addr, 250), 0xee);
         // Page 251 holds 251 % 251 + 1 = 1.
         assert_eq!(peek(addr, 251), 1);
+        // A page discarded after it was filled faults again: it reads as
+        // zeros (what a discarded anonymous page is), with no wait.
+        m.discard(250 * ps, 2 * ps).unwrap();
+        let reader = std::thread::spawn(move || (peek(addr, 250), peek(addr, 251)));
+        let at = Instant::now();
+        while !reader.is_finished() {
+            assert!(
+                at.elapsed() < Duration::from_secs(10),
+                "a discarded page hangs"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(reader.join().unwrap(), (0, 0));
         p.stop();
         assert_eq!(p.status(), PagerStatus::Stopped);
         // Never touched, after the stop: zeros, no wait.

@@ -267,6 +267,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       this.#h = this.typedHandleOf(this.#arena)
       this.#dontDump = attached.dontDump
       this.#dirty = guestDirtyKernel(this.#h) ? new KernelDirtyTracker(this.#h) : undefined
+      // Memory being restored by the arena's pager: this object's own promise of it.
+      if (guestPagerStatus(this.#h)[0] !== 0n) {
+        const h = this.#h
+        this.#restored = pagerRestored(() => guestPagerStatus(h))
+      }
       return
     }
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
@@ -475,9 +480,10 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
    * lists them as `[guestAddress, count]` runs, and every access to them went on without a signal
    * and without waiting. It rejects with `ERR_MMAP_CLOSED` when the memory is closed (by its last
    * holder, in any thread) before the restore completed; the pager stops then. It never rejects
-   * unhandled. `undefined` for memory not restored with the pager (`lazy: 'file'` memory needs the
-   * file for its whole life; `lazy: false` memory never needs it after `restore`), and on an object
-   * made by {@link attach}.
+   * unhandled. An object made by {@link attach} over such memory has its own (settled the same
+   * way; it rejects with `ERR_MMAP_CLOSED` once that object is closed, while the pager goes on for
+   * the others). `undefined` for memory not restored with the pager (`lazy: 'file'` memory needs
+   * the file for its whole life; `lazy: false` memory never needs it after `restore`).
    * @example
    * using guest = GuestMemory.restore(manifest, 'vm.mem', { lazy: 'pager' })
    * runVcpus(guest) // faults are served while the rest is fetched

@@ -162,10 +162,16 @@ impl Pager {
     ) -> Result<Pager> {
         let page = sys::page_size();
         for r in &ranges {
-            if !r.addr.is_multiple_of(page) || !r.file_offset.is_multiple_of(page as u64) {
+            if !r.addr.is_multiple_of(page) {
                 return Err(Error::Unaligned {
                     what: "address",
                     value: r.addr as u64,
+                });
+            }
+            if !r.file_offset.is_multiple_of(page as u64) {
+                return Err(Error::Unaligned {
+                    what: "fileOffset",
+                    value: r.file_offset,
                 });
             }
             if r.len == 0 || !r.len.is_multiple_of(page) {

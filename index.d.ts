@@ -34,7 +34,7 @@ export declare class NativeSharedMemory {
  * for failed system calls. Each variant's name is its code (its `Debug`
  * text, and the string napi-rs writes into the generated union type).
  */
-export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS' | 'ERR_MMAP_NO_BINARY' | 'ERR_MMAP_STALE_HANDLE' | 'ERR_MMAP_INVALID_HANDLE'
+export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_MMAP_UNALIGNED' | 'ERR_MMAP_OUT_OF_BOUNDS' | 'ERR_MMAP_ACCESS' | 'ERR_MMAP_BEYOND_EOF' | 'ERR_MMAP_CLOSED' | 'ERR_MMAP_UNSUPPORTED' | 'ERR_MMAP_BUSY' | 'ERR_MMAP_NO_EXTERNAL' | 'ERR_GUEST_OVERLAP' | 'ERR_GUEST_ADDRESS' | 'ERR_MMAP_NO_BINARY' | 'ERR_MMAP_STALE_HANDLE' | 'ERR_MMAP_INVALID_HANDLE' | 'ERR_RESTORE_INCOMPLETE'
 
 /** One region of a guest memory's table, for `GuestMemory.regions()` and snapshots. */
 export interface GuestRegionInfo {
@@ -470,6 +470,29 @@ export declare function guestRegions(): GuestRegionInfo[]
  * Scratch slots: handle.
  */
 export declare function guestTrackDirty(): void
+
+/**
+ * Starts the pager of a restore (`lazy: 'pager'`): fills the guest
+ * ranges of `runs` (`guestAddress, size, fileOffset` triples, fresh
+ * memory) from the file `fd` (duplicated: it may be closed after the
+ * call), on faults and in the background, with a thread of its own;
+ * `first` (`guestAddress, pages` pairs) is filled first, and `record`
+ * records the pages first faulted on.
+ * Scratch slots: handle, fd.
+ */
+export declare function guestPagerStart(runs: Float64Array, record: boolean, first: Float64Array): void
+
+/**
+ * What the pager saw of the faults (see `State::pager_record`).
+ * Scratch slots: handle.
+ */
+export declare function guestPagerRecord(): BigUint64Array
+
+/**
+ * The pager's status (see `State::pager_status`).
+ * Scratch slots: handle.
+ */
+export declare function guestPagerStatus(): BigUint64Array
 
 /**
  * Whether the kernel tracks the guest regions' writes.

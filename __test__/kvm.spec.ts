@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Worker } from 'node:worker_threads'
-import { GuestMemory, MemoryMapping, PAGE_SIZE, SharedMemory, type GuestRegion } from 'mapped-region'
+import { GuestMemory, MemoryMapping, PAGE_SIZE, SharedMemory, type GuestRegion, type SnapshotManifest } from 'mapped-region'
 import { CODE, ENTRY, EXPECTED, PATTERN_AT, PATTERN_LENGTH } from '../examples/kvm/program.mjs'
 import { NO_EXTERNAL, ROOT, SLOWDOWN, tempDir } from './helpers.js'
 import { viewTest } from './view-test.js'
@@ -59,6 +59,26 @@ const noKernelTracking = ((): string | null => {
 })()
 const migrationTest = unavailable === null && noKernelTracking === null ? test : test.skip
 if (unavailable === null && noKernelTracking !== null) console.log(`migration test skipped: ${noKernelTracking}`)
+
+/**
+ * Runs the example program on a vCPU worker (examples/kvm-vcpu-worker.mjs) over `guest.share()`;
+ * this thread collects the serial bytes it posts. Resolves once the worker is terminated.
+ */
+async function onWorker(guest: GuestMemory): Promise<{ done: { result: RunResult; userspaceAddresses: bigint[] }; serial: string }> {
+  const vcpu = new Worker(new URL('../examples/kvm-vcpu-worker.mjs', import.meta.url), {
+    workerData: { guest: guest.share(), entry: ENTRY },
+  })
+  let serial = ''
+  const done = await new Promise<{ result: RunResult; userspaceAddresses: bigint[] }>((resolve, reject) => {
+    vcpu.on('message', (m) => {
+      if (m.serial !== undefined) serial += String.fromCharCode(m.serial)
+      else resolve(m)
+    })
+    vcpu.once('error', reject)
+  })
+  await vcpu.terminate()
+  return { done, serial }
+}
 
 kvmViewTest('a real-mode guest fills a pattern into mapped-region RAM and halts', (t) => {
   using ram = SharedMemory.create('guest-ram', 1 << 20)
@@ -141,6 +161,46 @@ kvmTest("snapshot a running guest (full, then a diff from the kernel's dirty tra
   t.is(kvm.runRealMode(restored.regions(), ENTRY, 1000).exit, 'hlt')
 })
 
+// A full userfaultfd (root here; /dev/kvm is root-only on these machines too) serves KVM's faults.
+const kvmPagerTest = unavailable === null && process.getuid?.() === 0 ? test : test.skip
+kvmPagerTest(
+  "a guest restored with lazy: 'pager' runs at once: KVM's faults are served by the pager, on this thread and on a worker",
+  async (t) => {
+    const tmp = tempDir()
+    t.teardown(tmp.done)
+    const file = join(tmp.dir, 'vm.mem')
+    let manifest: SnapshotManifest
+    {
+      using ram = SharedMemory.create('guest-ram', 1 << 20)
+      using guest = new GuestMemory([
+        { guestAddress: 0n, size: ram.size, backing: ram },
+        { guestAddress: 0x200000n, size: 8 << 20, backing: 'anonymous' },
+      ])
+      guest.write(ENTRY, CODE)
+      guest.write(0x200000n + 0x1234n, Buffer.from('second region'))
+      manifest = await guest.snapshot(file)
+    }
+    // Run before anything in this process touched the memory: the guest's code fetch and its
+    // writes are KVM's accesses (kernel mode) to pages the pager has to supply, unless its prefetch
+    // got there first.
+    using restored = GuestMemory.restore(manifest, file, { lazy: 'pager' })
+    const result = kvm.runRealMode(restored.regions(), ENTRY, 1000)
+    t.is(result.exit, 'hlt')
+    t.is(result.serial, 'OK\n')
+    t.true(restored.read(PATTERN_AT, PATTERN_LENGTH).equals(EXPECTED))
+    t.true(restored.read(ENTRY, CODE.length).equals(CODE))
+    await restored.restored
+    t.is(restored.read(0x200000n + 0x1234n, 13).toString(), 'second region')
+    // And on a worker over the same guest, restored again from the file.
+    using again = GuestMemory.restore(manifest, file, { lazy: 'pager' })
+    const { done, serial } = await onWorker(again)
+    t.is(done.result.exit, 'hlt')
+    t.is(serial, 'OK\n')
+    t.true(again.read(PATTERN_AT, PATTERN_LENGTH).equals(EXPECTED))
+    await again.restored
+  },
+)
+
 test('the KVM example module loads and answers', (t) => {
   t.true(unavailable === null || typeof unavailable === 'string')
   if (unavailable !== null) t.log(`KVM unavailable here: ${unavailable}`)
@@ -152,18 +212,7 @@ kvmViewTest('the vCPU on a worker thread over an attached GuestMemory, the seria
   guest.write(ENTRY, CODE)
   const view = guest.view(PATTERN_AT, PATTERN_LENGTH)
   t.false(view.equals(EXPECTED))
-  const vcpu = new Worker(new URL('../examples/kvm-vcpu-worker.mjs', import.meta.url), {
-    workerData: { guest: guest.share(), entry: ENTRY },
-  })
-  let serial = ''
-  const done = await new Promise<{ result: RunResult; userspaceAddresses: bigint[] }>((resolve, reject) => {
-    vcpu.on('message', (m) => {
-      if (m.serial !== undefined) serial += String.fromCharCode(m.serial)
-      else resolve(m)
-    })
-    vcpu.once('error', reject)
-  })
-  await vcpu.terminate()
+  const { done, serial } = await onWorker(guest)
   t.is(done.result.exit, 'hlt')
   t.is(serial, 'OK\n', 'every byte reached the main thread')
   t.deepEqual(

@@ -274,10 +274,10 @@ test('a restore is lazy, checks the manifest against the file first, and refuses
   t.throws(
     () =>
       GuestMemory.restore(
-        bad((x) => (x.version = 2)),
+        bad((x) => (x.version = 3)),
         path,
       ),
-    { code: 'ERR_INVALID_ARG_VALUE' },
+    { code: 'ERR_INVALID_ARG_VALUE', message: /1 or 2/ },
   )
   t.throws(
     () =>
@@ -403,5 +403,6 @@ test('an eager restore ({ lazy: false }) reads everything into anonymous memory:
   t.true(eager.regions()[1].readonly, 'the protection came back')
   t.throws(() => eager.write(8 * P, Buffer.alloc(1)), { code: 'ERR_MMAP_ACCESS' })
   t.is(eager.arena.mappings()[0].kind, 'anonymous')
-  t.throws(() => GuestMemory.restore(m, path, { lazy: 'no' as never }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => GuestMemory.restore(m, path, { lazy: 1 as never }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => GuestMemory.restore(m, path, { lazy: 'no' as never }), { code: 'ERR_INVALID_ARG_VALUE', message: /'file' or 'pager'/ })
 })

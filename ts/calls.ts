@@ -67,6 +67,9 @@ const regionFileIoAsyncRaw = raw.regionFileIoAsync
 const regionMappingsRaw = raw.regionMappings
 const guestRegionsRaw = raw.guestRegions
 const guestTrackDirtyRaw = raw.guestTrackDirty
+const guestPagerStartRaw = raw.guestPagerStart
+const guestPagerRecordRaw = raw.guestPagerRecord
+const guestPagerStatusRaw = raw.guestPagerStatus
 const guestDirtyKernelRaw = raw.guestDirtyKernel
 const guestMarkDirtyRaw = raw.guestMarkDirty
 const guestTakeDirtyRaw = raw.guestTakeDirty
@@ -641,6 +644,36 @@ export function guestRegions(handle: number) {
 export function guestTrackDirty(handle: number) {
   slots[0] = n(handle)
   return guestTrackDirtyRaw()
+}
+
+/**
+ * Starts the pager of a restore (`lazy: 'pager'`): fills the guest
+ * ranges of `runs` (`guestAddress, size, fileOffset` triples, fresh
+ * memory) from the file `fd` (duplicated: it may be closed after the
+ * call), on faults and in the background, with a thread of its own;
+ * `first` (`guestAddress, pages` pairs) is filled first, and `record`
+ * records the pages first faulted on.
+ */
+export function guestPagerStart(handle: number, fd: number, runs: Float64Array, record: boolean, first: Float64Array) {
+  slots[0] = n(handle)
+  slots[1] = n(fd)
+  return guestPagerStartRaw(runs, record, first)
+}
+
+/**
+ * What the pager saw of the faults (see `State::pager_record`).
+ */
+export function guestPagerRecord(handle: number) {
+  slots[0] = n(handle)
+  return guestPagerRecordRaw()
+}
+
+/**
+ * The pager's status (see `State::pager_status`).
+ */
+export function guestPagerStatus(handle: number) {
+  slots[0] = n(handle)
+  return guestPagerStatusRaw()
 }
 
 /**

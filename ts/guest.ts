@@ -21,6 +21,9 @@ import {
   guestDirtyKernel,
   regionLoadFileAsync,
   guestRegions,
+  guestPagerStart,
+  guestPagerStatus,
+  guestPagerRecord,
 } from './calls.js'
 import type { GuestRegionInfo } from '../index.js'
 import { loadRequest, withFile, type LoadOptions, type LoadSource } from './load.js'
@@ -29,6 +32,7 @@ import { SharedMemory, sharedMemorySource, sharedMemoryState } from './shm.js'
 import {
   applyDiff,
   type GuestInternals,
+  pagerRestored,
   type RestoreOptions,
   restoreSnapshot,
   type SnapshotManifest,
@@ -241,6 +245,8 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
   /** Changes of the regions made through this object: with the arena's, its typed-access epoch. */
   #changes = 0
   #reclaimScheduled = false
+  /** With a `lazy: 'pager'` restore: settles when every page is in (see {@link restored}). */
+  #restored: Promise<void> | undefined
 
   /**
    * Reserves the guest-physical address space and maps each region at its guest address.
@@ -261,6 +267,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       this.#h = this.typedHandleOf(this.#arena)
       this.#dontDump = attached.dontDump
       this.#dirty = guestDirtyKernel(this.#h) ? new KernelDirtyTracker(this.#h) : undefined
+      // Memory being restored by the arena's pager: this object's own promise of it.
+      if (guestPagerStatus(this.#h)[0] !== 0n) {
+        const h = this.#h
+        this.#restored = pagerRestored(() => guestPagerStatus(h))
+      }
       return
     }
     if (!Array.isArray(regions)) throw invalidArgType('regions', 'an array', regions)
@@ -461,6 +472,63 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     return new GuestMemory(ATTACHED as unknown as GuestRegionSpec[], attached as unknown as GuestMemoryOptions)
   }
 
+  /**
+   * For memory restored with `lazy: 'pager'`: a promise that resolves when every page is in and
+   * the snapshot file is no longer needed (it is closed: it may be deleted or changed from then
+   * on). It rejects with `ERR_RESTORE_INCOMPLETE` when the file could not supply some pages (it was
+   * truncated or failed to read during the restore): those pages hold zeros, the error's `pages`
+   * lists them as `[guestAddress, count]` runs, and every access to them went on without a signal
+   * and without waiting. It rejects with `ERR_MMAP_CLOSED` when the memory is closed (by its last
+   * holder, in any thread) before the restore completed; the pager stops then. It never rejects
+   * unhandled. An object made by {@link attach} over such memory has its own (settled the same
+   * way; it rejects with `ERR_MMAP_CLOSED` once that object is closed, while the pager goes on for
+   * the others). `undefined` for memory not restored with the pager (`lazy: 'file'` memory needs
+   * the file for its whole life; `lazy: false` memory never needs it after `restore`).
+   * @example
+   * using guest = GuestMemory.restore(manifest, 'vm.mem', { lazy: 'pager' })
+   * runVcpus(guest) // faults are served while the rest is fetched
+   * await guest.restored
+   * unlinkSync('vm.mem')
+   */
+  get restored(): Promise<void> | undefined {
+    return this.#restored
+  }
+
+  /**
+   * With a `lazy: 'pager', record: true` restore: the pages first touched since the restore — by
+   * anything: this thread, other threads' attached objects, the kernel, the guest under KVM — as
+   * `[guestAddress, pages]` runs in the order of the first touches (from any object over this
+   * memory, in any thread). Only touches that had to wait for the file are seen: a page the
+   * background prefetch placed before anything touched it is not in the list (the prefetch fills
+   * pages in address order, after a stored working set). Pass `workingSet: true` to
+   * {@link snapshot} to store it, so the next `lazy: 'pager'` restore of that manifest fetches
+   * those pages first.
+   * @throws `ERR_MMAP_UNSUPPORTED` for memory not restored that way; `ERR_MMAP_CLOSED`.
+   * @example
+   * using guest = GuestMemory.restore(manifest, 'vm.mem', { lazy: 'pager', record: true })
+   * bootGuest(guest)
+   * const next = await guest.snapshot('vm2.mem', { workingSet: true })
+   */
+  workingSet(): [guestAddress: number, pages: number][] {
+    const r = guestPagerRecord(this.#h)
+    if (r.length === 0 || r[0] === 0n) {
+      throw unsupported("workingSet() of memory not restored with { lazy: 'pager', record: true }")
+    }
+    const runs: [number, number][] = []
+    for (let i = 2; i + 1 < r.length; i += 2) runs.push([Number(r[i]), Number(r[i + 1])])
+    return runs
+  }
+
+  /**
+   * With a `lazy: 'pager'` restore: how many touches so far had to wait for a page to be read from
+   * the file (a touch of a page the prefetch had placed costs nothing); `undefined` otherwise.
+   * @throws `ERR_MMAP_CLOSED`.
+   */
+  get restoreFaults(): number | undefined {
+    const r = guestPagerRecord(this.#h)
+    return r.length === 0 ? undefined : Number(r[1])
+  }
+
   /** The arena behind the guest memory (guest address = offset). */
   get arena(): MemoryMappingArena {
     return this.#arena
@@ -624,6 +692,12 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
       handle: this.#h,
       dirty: this.#dirty,
       protect: (start, protection) => this.#afterChange(guestProtect(this.#h, start, protection)),
+      workingSet: () => this.workingSet(),
+      startPager: (fd, runs, record, first) => {
+        guestPagerStart(this.#h, fd, runs, record, first)
+        const h = this.#h
+        this.#restored = pagerRestored(() => guestPagerStatus(h))
+      },
     }
   }
 

@@ -8,7 +8,7 @@ import { fstatSync, constants as fsConstants } from 'node:fs'
 import { fileCheckEof, guestLoadFile } from './calls.js'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { type DirtyTracker, needTracking, pageRuns } from './dirty.js'
-import { guestError, invalidArgType, invalidArgValue, outOfRange } from './errors.js'
+import { guestError, invalidArgType, invalidArgValue, outOfRange, stateError, unsupported } from './errors.js'
 import type { GuestMemoryOptions, GuestRegionSpec } from './guest.js'
 import { type LoadSource, withFile } from './load.js'
 import { guestRegions, regionFileIoAsync } from './calls.js'
@@ -35,14 +35,23 @@ export interface SnapshotRegion {
 
 /** What {@link GuestMemory.snapshot} resolves to; keep it next to the file (`JSON.stringify` it). */
 export interface SnapshotManifest {
-  /** Format version: 1. */
-  version: 1
+  /**
+   * Format version: 1, or 2 for a manifest with a {@link workingSet} (a restore reads both; a
+   * snapshot writes 1 unless asked to store a working set).
+   */
+  version: 1 | 2
   /** The page size of the machine that wrote it; a restore needs the same. */
   pageSize: number
   /** Whether only the pages dirty since the last snapshot were written (a diff). */
   dirtyOnly: boolean
   /** The regions, sorted by guest address; the file holds them one after another. */
   regions: SnapshotRegion[]
+  /**
+   * Version 2: the pages the guest touched first after a `lazy: 'pager', record: true` restore, as
+   * `[guestAddress, pages]` runs in the order they were first touched ({@link GuestMemory.workingSet}):
+   * a `lazy: 'pager'` restore of this manifest fetches them first.
+   */
+  workingSet?: [number, number][]
 }
 
 /** Options of {@link GuestMemory.snapshot}. */
@@ -52,15 +61,38 @@ export interface SnapshotOptions {
    * the same file offsets as a full snapshot, leaving the rest of the file untouched. Default `false`.
    */
   dirtyOnly?: boolean
+  /**
+   * Store this memory's recorded working set ({@link GuestMemory.workingSet}: needs a
+   * `lazy: 'pager', record: true` restore) in the manifest, which is then version 2. Default `false`.
+   */
+  workingSet?: boolean
 }
 
 /** Options of {@link GuestMemory.restore}. */
 export interface RestoreOptions extends GuestMemoryOptions {
   /**
-   * Map the snapshot file copy-on-write and read pages on first touch (default `true`); `false`
-   * reads every region into anonymous memory now.
+   * How the regions get the snapshot's bytes:
+   * - `'file'` (or `true`, the default): each region is a private (copy-on-write) mapping of the
+   *   snapshot file, read by the kernel on first touch. Nothing happens up front and it works in
+   *   every process, but the memory stays a file's (atomics refused, the file must stay as it is)
+   *   for the guest's whole life.
+   * - `'pager'`: each region is anonymous memory, registered with a userfaultfd; a thread of the
+   *   package fills a page when anything first touches it (this thread, other threads, the kernel,
+   *   a KVM guest) and fills the rest in the background, so that the memory ends as ordinary
+   *   memory that no longer needs the file ({@link GuestMemory.restored}). Needs a userfaultfd that
+   *   serves kernel-mode faults (root, `CAP_SYS_PTRACE`, `vm.unprivileged_userfaultfd=1` or access
+   *   to `/dev/userfaultfd`): refused with `ERR_MMAP_UNSUPPORTED` otherwise, and with `trackDirty`.
+   * - `false`: every region is anonymous memory read from the file now.
+   *
+   * `'file'` stays the default because it is the one that works everywhere at no cost up front;
+   * `'pager'` needs privileges and a thread.
    */
-  lazy?: boolean
+  lazy?: boolean | 'file' | 'pager'
+  /**
+   * With `lazy: 'pager'`: record the order in which pages are first touched (faulted on) after the
+   * restore, for {@link GuestMemory.workingSet} and `snapshot({ workingSet: true })`. Default `false`.
+   */
+  record?: boolean
 }
 
 /**
@@ -74,12 +106,20 @@ export interface GuestInternals {
   readonly dirty: DirtyTracker | undefined
   /** Gives the region that starts at `start` the protection `protection`. */
   protect(start: number, protection: ProtectionFlags): void
+  /**
+   * Starts the pager of a `lazy: 'pager'` restore over `runs` (`guestAddress, size, fileOffset`
+   * triples) from the file `fd`; sets the guest's `restored` promise.
+   */
+  startPager(fd: number, runs: Float64Array, record: boolean, first: Float64Array): void
+  /** The recorded working set (see {@link GuestMemory.workingSet}); throws without one. */
+  workingSet(): [number, number][]
 }
 
 /** {@link GuestMemory.snapshot} of `guest`. */
 export async function writeSnapshot(guest: GuestInternals, target: LoadSource, options: unknown): Promise<SnapshotManifest> {
-  const o = v.options('options', options, ['dirtyOnly'])
+  const o = v.options('options', options, ['dirtyOnly', 'workingSet'])
   const dirtyOnly = v.bool('dirtyOnly', o.dirtyOnly, false)
+  const workingSet = v.bool('workingSet', o.workingSet, false) ? guest.workingSet() : undefined
   if (dirtyOnly) needTracking(guest.dirty, 'snapshot({ dirtyOnly: true })')
   // The native table, read once: the regions written are the ones the manifest describes.
   const table = guestRegions(guest.handle)
@@ -121,7 +161,25 @@ export async function writeSnapshot(guest: GuestInternals, target: LoadSource, o
     taken?.putBack()
     throw e
   }
+  if (workingSet !== undefined) return { version: 2, pageSize: PAGE_SIZE, dirtyOnly, regions, workingSet }
   return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+}
+
+/** A working set: `[guestAddress, pages]` runs (page-aligned addresses, at least one page each). */
+function readRuns(name: string, value: unknown): [number, number][] {
+  if (value === undefined) return []
+  if (!Array.isArray(value)) throw invalidArgType(name, 'an array of [guestAddress, pages]', value)
+  if (value.length > 1 << 20) throw outOfRange(`${name}.length`, `at most ${1 << 20}`, value.length)
+  const runs: [number, number][] = []
+  for (let k = 0; k < value.length; k++) {
+    const run: unknown = value[k]
+    if (!Array.isArray(run) || run.length !== 2) throw invalidArgType(`${name}[${k}]`, 'a [guestAddress, pages] pair', run)
+    const at = pages(`${name}[${k}][0]`, integer(`${name}[${k}][0]`, run[0]))
+    const n = integer(`${name}[${k}][1]`, run[1])
+    if (n === 0) throw outOfRange(`${name}[${k}][1]`, 'greater than 0', n)
+    runs.push([at, n])
+  }
+  return runs
 }
 
 /**
@@ -135,8 +193,21 @@ export function restoreSnapshot<G extends { close(): void }>(
   build: (specs: GuestRegionSpec[], options: GuestMemoryOptions) => [G, GuestInternals],
 ): G {
   const m = readManifest(manifest)
-  const { lazy: lazyOption, ...o } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy'])
-  const lazy = v.bool('lazy', lazyOption, true)
+  const {
+    lazy: lazyOption,
+    record: recordOption,
+    ...o
+  } = v.options('options', options, ['addressSpace', 'dontDump', 'align', 'trackDirty', 'lazy', 'record'])
+  const mode = lazyMode(lazyOption)
+  const record = v.bool('record', recordOption, false)
+  if (record && mode !== 'pager')
+    throw invalidArgValue('record', "is for lazy: 'pager' (only the pager sees the first touches)", recordOption)
+  const lazy = mode === 'file'
+  if (mode === 'pager' && o.trackDirty !== undefined && o.trackDirty !== false) {
+    throw unsupported(
+      "trackDirty with lazy: 'pager': the pager and the kernel's dirty tracking each need the memory registered with a userfaultfd of their own",
+    )
+  }
   return withFile(source, (f) => {
     // Only a file with a size holds a snapshot: a character device (`/dev/zero` maps and
     // reads as anything but the snapshot), a FIFO, a socket or a directory is refused.
@@ -153,11 +224,26 @@ export function restoreSnapshot<G extends { close(): void }>(
     const specs: GuestRegionSpec[] = m.regions.map((r) => ({
       guestAddress: r.guestAddress,
       size: r.size,
-      protection: lazy ? r.protection : Protection.READ_WRITE,
+      protection: mode === 'false' ? Protection.READ_WRITE : r.protection,
       backing: lazy ? { fd: f, fdOffset: r.fileOffset, shared: false } : 'anonymous',
     }))
     const [guest, internals] = build(specs, o as GuestMemoryOptions)
     if (lazy) return guest
+    if (mode === 'pager') {
+      // Anonymous memory, nothing present yet, with the snapshot's protection: the pager fills it.
+      try {
+        internals.startPager(
+          f,
+          Float64Array.from(m.regions.flatMap((r) => [r.guestAddress, r.size, r.fileOffset])),
+          record,
+          Float64Array.from((m.workingSet ?? []).flat()),
+        )
+      } catch (e) {
+        guest.close()
+        throw e
+      }
+      return guest
+    }
     // Eager: anonymous memory read from the file now (no page marked: the restored memory is the
     // snapshot), then given the snapshot's protection.
     try {
@@ -171,6 +257,72 @@ export function restoreSnapshot<G extends { close(): void }>(
     }
     return guest
   })
+}
+
+/** The `lazy` option, read: `true` is `'file'`. */
+function lazyMode(value: unknown): 'file' | 'pager' | 'false' {
+  if (value === undefined || value === true || value === 'file') return 'file'
+  if (value === false) return 'false'
+  if (value === 'pager') return 'pager'
+  if (typeof value !== 'string') throw invalidArgType('lazy', "a boolean, 'file' or 'pager'", value)
+  throw invalidArgValue('lazy', "must be true, false, 'file' or 'pager'", value)
+}
+
+/**
+ * A pager's progress, polled every few milliseconds (a status call never blocks): resolves when
+ * every page is in, rejects with `ERR_RESTORE_INCOMPLETE` (naming the pages) when the source could
+ * not supply some, with `ERR_MMAP_CLOSED` when the memory was closed first. The polling timer keeps
+ * the event loop alive until then: a restore ends by itself. The promise is marked handled (no
+ * unhandled rejection for a caller that never awaits it); awaiting it still rejects.
+ */
+export function pagerRestored(status: () => BigUint64Array): Promise<void> {
+  const restored = new Promise<void>((resolve, reject) => {
+    const tick = (): void => {
+      let s: BigUint64Array
+      try {
+        s = status()
+      } catch {
+        reject(
+          stateError('ERR_MMAP_CLOSED', 'The guest memory was closed before its restore completed: the pages not filled read as zeros'),
+        )
+        return
+      }
+      const kind = Number(s[0])
+      if (kind === 1) {
+        setTimeout(tick, 5)
+      } else if (kind === 2 && s.length === 1) {
+        resolve()
+      } else if (kind === 2) {
+        reject(incomplete(s))
+      } else if (kind === 4) {
+        reject(stateError('ERR_MMAP_CLOSED', `The pager stopped on an error (errno ${s[1]}): the pages not filled read as zeros`))
+      } else {
+        reject(
+          stateError('ERR_MMAP_CLOSED', 'The guest memory was closed before its restore completed: the pages not filled read as zeros'),
+        )
+      }
+    }
+    setTimeout(tick, 1)
+  })
+  restored.catch(() => {})
+  return restored
+}
+
+/** The error of a restore whose source could not supply the pages `s` lists (after its kind). */
+function incomplete(s: BigUint64Array): Error {
+  const pages: [number, number][] = []
+  for (let i = 1; i + 1 < s.length; i += 2) pages.push([Number(s[i]), Number(s[i + 1])])
+  const total = pages.reduce((sum, [, n]) => sum + n, 0)
+  const named = pages
+    .slice(0, 8)
+    .map(([at, n]) => `0x${at.toString(16)} (${n} page${n === 1 ? '' : 's'})`)
+    .join(', ')
+  const err = new Error(
+    `The snapshot file could not supply ${total} page${total === 1 ? '' : 's'} (truncated or unreadable during the restore), which hold zeros: at guest addresses ${named}${pages.length > 8 ? `, and ${pages.length - 8} more runs` : ''}`,
+  ) as Error & { code: string; pages: [number, number][] }
+  err.code = 'ERR_RESTORE_INCOMPLETE'
+  err.pages = pages
+  return err
 }
 
 /** {@link GuestMemory.applyDiff} to `guest`. */
@@ -205,8 +357,9 @@ const pages = v.wholePages
  */
 function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
   if (value === null || typeof value !== 'object') throw invalidArgType(name, 'a snapshot manifest object', value)
-  const m = v.options(name, value, ['version', 'pageSize', 'dirtyOnly', 'regions'])
-  if (m.version !== 1) throw invalidArgValue(`${name}.version`, 'must be 1 (the only format this version reads)', m.version)
+  const m = v.options(name, value, ['version', 'pageSize', 'dirtyOnly', 'regions', 'workingSet'])
+  if (m.version !== 1 && m.version !== 2)
+    throw invalidArgValue(`${name}.version`, 'must be 1 or 2 (the formats this version reads)', m.version)
   if (m.pageSize !== PAGE_SIZE) {
     throw invalidArgValue(
       `${name}.pageSize`,
@@ -271,5 +424,9 @@ function readManifest(value: unknown, name = 'manifest'): SnapshotManifest {
     }
     regions.push(region)
   }
-  return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+  if (m.version === 1) {
+    if (m.workingSet !== undefined) throw invalidArgValue(`${name}.workingSet`, 'needs version 2', m.workingSet)
+    return { version: 1, pageSize: PAGE_SIZE, dirtyOnly, regions }
+  }
+  return { version: 2, pageSize: PAGE_SIZE, dirtyOnly, regions, workingSet: readRuns(`${name}.workingSet`, m.workingSet) }
 }

@@ -393,6 +393,8 @@ function asyncTarget() {
 }
 const snapPath = path.join(dir, 'snapshot')
 fs.writeFileSync(snapPath, Buffer.alloc(16 * P, 0x5a))
+const pagerPath = path.join(dir, 'pager-source')
+fs.writeFileSync(pagerPath, Buffer.alloc(16 * P, 0x3c))
 let lastManifest
 /**
  * A manifest: the last one a snapshot resolved to (they settle only after the loop, so mostly one
@@ -862,9 +864,40 @@ const ops = [
         mr.GuestMemory.restore(
           manifest(),
           pick([snapPath, snapPath, fileFd, dir, numberish()]),
-          bag({ trackDirty: pick([false, true, 'kernel', 'software', numberish()]), lazy: pick([undefined, true, false, numberish()]) }),
+          bag({
+            trackDirty: pick([false, true, 'kernel', 'software', numberish()]),
+            lazy: pick([undefined, true, false, 'file', 'pager', 'pager', 'PAGER', numberish()]),
+          }),
         ),
       ),
+  ],
+  [
+    // The pager's source is its own file (never mapped: truncating it cannot fault anything).
+    'guest restore pager',
+    () =>
+      world.guests.push(
+        mr.GuestMemory.restore(
+          chance(0.3)
+            ? { ...manifest(), version: 2, workingSet: pick([[], [[0, 1]], [[int(16) * P, int(4)]], 'x', [[1, 1]], numberish()]) }
+            : manifest(),
+          pick([pagerPath, pagerPath, dir, numberish()]),
+          bag({ lazy: 'pager', trackDirty: pick([undefined, false, true]), record: pick([undefined, true, false, numberish()]) }),
+        ),
+      ),
+  ],
+  ['guest workingSet', () => anyGuest().workingSet()],
+  ['guest restoreFaults', () => anyGuest().restoreFaults],
+  [
+    'guest snapshot workingSet',
+    () => asyncResults.push(anyGuest().snapshot(snapPath, bag({ workingSet: pick([true, false, numberish()]) }))),
+  ],
+  ['truncate pager source', () => fs.truncateSync(pagerPath, chance(0.5) ? 16 * P : int(17) * P)],
+  [
+    'guest restored',
+    () => {
+      const r = anyGuest().restored
+      if (r !== undefined) asyncResults.push(r)
+    },
   ],
   ['guest applyDiff', () => asyncResults.push(asyncTarget().applyDiff(manifest(), pick([snapPath, fileFd, numberish()])))],
   ['writePages', () => asyncResults.push(mr.writePages(pagesGuest(), pagesSelection(), pagesTarget()))],
@@ -1038,6 +1071,7 @@ const CODES = new Set([
   'ERR_MMAP_NO_EXTERNAL',
   'ERR_GUEST_OVERLAP',
   'ERR_GUEST_ADDRESS',
+  'ERR_RESTORE_INCOMPLETE',
 ])
 function documented(e) {
   if (e === null || typeof e !== 'object' || typeof e.code !== 'string') return false

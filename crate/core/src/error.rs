@@ -158,6 +158,12 @@ pub enum Error {
         /// Why, as data.
         reason: NoTracking,
     },
+    /// A restore served by a pager ([`Pager`](crate::Pager)) cannot be made
+    /// here: why, in words.
+    Paging {
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 /// Why kernel write tracking cannot be used ([`Error::WriteTracking`]). The
@@ -367,6 +373,9 @@ impl fmt::Display for Error {
             ),
             Error::WriteTracking { reason } => {
                 write!(f, "kernel write tracking is unavailable: {reason}")
+            }
+            Error::Paging { reason } => {
+                write!(f, "a restore served by a pager is unavailable: {reason}")
             }
         }
     }

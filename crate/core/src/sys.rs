@@ -892,6 +892,50 @@ pub(crate) mod wp {
     const _: () = assert!(UFFDIO_WRITEPROTECT == 0xC018_AA06);
     const _: () = assert!(PAGEMAP_SCAN == 0xC060_6610);
 
+    /// `UFFDIO_REGISTER_MODE_MISSING`: faults on pages not present are
+    /// delivered to the descriptor (and wait for it to fill them).
+    const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
+    /// `UFFD_EVENT_PAGEFAULT`: the `event` of a page-fault message.
+    pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+
+    /// `struct uffdio_copy`.
+    #[repr(C)]
+    struct UffdioCopy {
+        dst: u64,
+        src: u64,
+        len: u64,
+        mode: u64,
+        copy: i64,
+    }
+
+    /// `struct uffd_msg`, as far as a page fault needs it: the event, and
+    /// (for `UFFD_EVENT_PAGEFAULT`) the flags and the faulting address.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct UffdMsg {
+        /// `UFFD_EVENT_*`.
+        pub event: u8,
+        reserved1: u8,
+        reserved2: u16,
+        reserved3: u32,
+        /// `arg.pagefault.flags`.
+        pub flags: u64,
+        /// `arg.pagefault.address`.
+        pub address: u64,
+        /// `arg.pagefault.feat` (the thread id, with `UFFD_FEATURE_THREAD_ID`).
+        feat: u64,
+    }
+
+    const _: () = assert!(std::mem::size_of::<UffdioCopy>() == 40);
+    const _: () = assert!(std::mem::size_of::<UffdMsg>() == 32);
+
+    /// `_IOR(0xAA, 0x02, struct uffdio_range)`.
+    const UFFDIO_WAKE: u32 = ioc(IOR, 0xAA, 0x02, std::mem::size_of::<UffdioRange>());
+    /// `_IOWR(0xAA, 0x03, struct uffdio_copy)`.
+    const UFFDIO_COPY: u32 = ioc(IOWR, 0xAA, 0x03, std::mem::size_of::<UffdioCopy>());
+    const _: () = assert!(UFFDIO_WAKE == 0x8010_AA02);
+    const _: () = assert!(UFFDIO_COPY == 0xC028_AA03);
+
     /// `ioctl(fd, request, arg)`, `-1` turned into the thread's errno.
     ///
     /// # Safety
@@ -954,6 +998,127 @@ pub(crate) mod wp {
         // SAFETY: UFFDIO_REGISTER reads and writes one `struct uffdio_register`.
         unsafe { ioctl(uffd, UFFDIO_REGISTER, &mut reg, "ioctl(UFFDIO_REGISTER)") }?;
         Ok(())
+    }
+
+    /// `UFFDIO_REGISTER` of `[start, start + len)` in missing mode: from now
+    /// on a fault on a page not present there waits until the descriptor's
+    /// owner fills it ([`uffd_copy`]) or the descriptor is
+    /// closed. Changes no page.
+    pub fn uffd_register_missing(uffd: BorrowedFd<'_>, start: usize, len: usize) -> Result<()> {
+        let mut reg = UffdioRegister {
+            range: UffdioRange {
+                start: start as u64,
+                len: len as u64,
+            },
+            mode: UFFDIO_REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER reads and writes one `struct uffdio_register`.
+        unsafe { ioctl(uffd, UFFDIO_REGISTER, &mut reg, "ioctl(UFFDIO_REGISTER)") }?;
+        Ok(())
+    }
+
+    /// `UFFDIO_COPY` of `len` bytes from `src` (this process's memory) into
+    /// the registered range at `dst`, waking the threads that wait there.
+    /// The kernel allocates the pages and copies atomically: a page already
+    /// present is not touched (`EEXIST`). Returns the bytes copied, which may
+    /// be fewer than `len` (the error of the rest comes with the next call);
+    /// an error with nothing copied is `Err`.
+    pub fn uffd_copy(uffd: BorrowedFd<'_>, dst: usize, src: &[u8]) -> Result<usize> {
+        let mut copy = UffdioCopy {
+            dst: dst as u64,
+            src: src.as_ptr() as u64,
+            len: src.len() as u64,
+            mode: 0,
+            copy: 0,
+        };
+        // SAFETY: UFFDIO_COPY reads and writes one `struct uffdio_copy` and
+        // reads `len` bytes at `src` (a slice borrowed for the call). It
+        // writes only pages of `dst` that are registered with `uffd` and not
+        // present: memory nothing can be reading yet (a reader waits for it).
+        match unsafe { ioctl(uffd, UFFDIO_COPY, &mut copy, "ioctl(UFFDIO_COPY)") } {
+            Ok(_) => Ok(copy.copy.max(0) as usize),
+            Err(_) if copy.copy > 0 => Ok(copy.copy as usize),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `UFFDIO_WAKE` of `[start, start + len)`: wakes the threads waiting on a
+    /// fault there (the page was filled by an earlier call).
+    pub fn uffd_wake(uffd: BorrowedFd<'_>, start: usize, len: usize) -> Result<()> {
+        let mut range = UffdioRange {
+            start: start as u64,
+            len: len as u64,
+        };
+        // SAFETY: UFFDIO_WAKE reads one `struct uffdio_range`.
+        unsafe { ioctl(uffd, UFFDIO_WAKE, &mut range, "ioctl(UFFDIO_WAKE)") }?;
+        Ok(())
+    }
+
+    /// Reads the pending messages of a non-blocking userfaultfd into `out`;
+    /// returns how many (0 when none is pending).
+    pub fn uffd_read(uffd: BorrowedFd<'_>, out: &mut [UffdMsg]) -> Result<usize> {
+        let bytes = std::mem::size_of_val(out);
+        // SAFETY: the kernel writes whole `struct uffd_msg`s, at most `bytes`
+        // bytes, into `out`, borrowed exclusively for the call.
+        let n = unsafe { libc::read(uffd.as_raw_fd(), out.as_mut_ptr().cast(), bytes) };
+        if n < 0 {
+            let e = Error::last_os_error("read(userfaultfd)");
+            return if e.errno() == Some(libc::EAGAIN) {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(n as usize / std::mem::size_of::<UffdMsg>())
+    }
+
+    /// A new `eventfd(2)` (`EFD_CLOEXEC | EFD_NONBLOCK`), to wake a thread
+    /// that polls it.
+    pub fn eventfd() -> Result<OwnedFd> {
+        // SAFETY: creates a new fd; no memory is passed.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(Error::last_os_error("eventfd"));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Adds 1 to an eventfd's counter: it polls readable from now on.
+    pub fn eventfd_signal(fd: BorrowedFd<'_>) -> Result<()> {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a local array.
+        let n = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if n < 0 {
+            return Err(Error::last_os_error("write(eventfd)"));
+        }
+        Ok(())
+    }
+
+    /// `poll(2)` for input on `fds`, waiting up to `timeout_ms` (-1: for
+    /// ever). Returns, per fd, whether it is readable (or hung up / in
+    /// error: a read then says which). `EINTR` counts as nothing ready.
+    pub fn poll_readable<const N: usize>(
+        fds: [BorrowedFd<'_>; N],
+        timeout_ms: libc::c_int,
+    ) -> Result<[bool; N]> {
+        let mut polled = fds.map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: `polled` holds N `struct pollfd`s, borrowed for the call.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = Error::last_os_error("poll");
+            return if e.errno() == Some(libc::EINTR) {
+                Ok([false; N])
+            } else {
+                Err(e)
+            };
+        }
+        Ok(polled.map(|p| p.revents != 0))
     }
 
     /// `UFFDIO_UNREGISTER` of `[start, start + len)`: the kernel lifts the

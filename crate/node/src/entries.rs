@@ -1125,6 +1125,37 @@ entries! {
     /// write-protect and `PAGEMAP_SCAN`), now and as regions come; refused
     /// with the reason where the kernel or the process cannot.
     guestTrackDirty(handle: f64) -> () = |_env| registry::get(handle)?.keep.lock().track_dirty();
+    /// Starts the pager of a restore (`lazy: 'pager'`): fills the guest
+    /// ranges of `runs` (`guestAddress, size, fileOffset` triples, fresh
+    /// memory) from the file `fd` (duplicated: it may be closed after the
+    /// call), on faults and in the background, with a thread of its own;
+    /// `first` (`guestAddress, pages` pairs) is filled first, and `record`
+    /// records the pages first faulted on.
+    guestPagerStart(handle: f64, fd: f64, runs: Vec<f64>, record: bool, first: Vec<f64>) -> () = |_env| {
+        let mut triples = Vec::with_capacity(runs.len() / 3);
+        for t in runs.chunks(3) {
+            let [address, size, offset] = t else {
+                return Err(mapped_region::Error::InvalidArgument {
+                    what: "runs",
+                    reason: "must hold guestAddress, size, fileOffset triples".into(),
+                }
+                .into());
+            };
+            triples.push((index("guestAddress", *address)?, index("size", *size)?, index("fileOffset", *offset)? as u64));
+        }
+        let mut options = mapped_region::PagerOptions { first: Vec::with_capacity(first.len() / 2), record };
+        for pair in first.chunks_exact(2) {
+            options.first.push((index("first", pair[0])? as u64, index("first", pair[1])?));
+        }
+        let fd = convert::fd(fd)?;
+        // SAFETY: the borrow ends with this call (the pager keeps a duplicate).
+        let fd = unsafe { convert::borrow_fd(fd) };
+        registry::get(handle)?.keep.lock().pager_start(fd, &triples, options)
+    };
+    /// What the pager saw of the faults (see `State::pager_record`).
+    guestPagerRecord(handle: f64) -> Vec<u64> = |_env| registry::get(handle)?.keep.lock().pager_record();
+    /// The pager's status (see `State::pager_status`).
+    guestPagerStatus(handle: f64) -> Vec<u64> = |_env| registry::get(handle)?.keep.lock().pager_status();
     /// Whether the kernel tracks the guest regions' writes.
     guestDirtyKernel(handle: f64) -> bool = |_env| Ok(registry::get(handle)?.keep.lock().dirty_kernel());
     /// Marks `[address, address + length)` (inside the guest regions)

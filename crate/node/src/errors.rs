@@ -48,6 +48,9 @@ pub enum ErrorCode {
     ERR_MMAP_STALE_HANDLE,
     /// Not a share handle this process handed out: forged, altered, or of another kind (`TypeError`).
     ERR_MMAP_INVALID_HANDLE,
+    /// A restore served by a pager (`lazy: 'pager'`) could not fill some pages from its source:
+    /// they hold zeros (`Error`, the rejection of `GuestMemory.restored`, with `pages`).
+    ERR_RESTORE_INCOMPLETE,
 }
 
 /// Why a binding call failed.
@@ -268,6 +271,11 @@ fn shape(failure: &Failure) -> Shape {
             Class::Error,
             ERR_MMAP_UNSUPPORTED,
             format!("Kernel write tracking is unavailable: {reason}"),
+        ),
+        Error::Paging { reason } => ours(
+            Class::Error,
+            ERR_MMAP_UNSUPPORTED,
+            format!("A restore served by a pager (lazy: 'pager') is unavailable: {reason}"),
         ),
         Error::Closed => ours(Class::Error, ERR_MMAP_CLOSED, "The region is closed".into()),
         Error::GuestOverlap { start, other } => ours(

@@ -21,7 +21,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use mapped_region::{AnyRegion, Error, GuestTable, Span};
+use std::os::fd::BorrowedFd;
+
+use mapped_region::{
+    AnyRegion, Error, GuestTable, Pager, PagerOptions, PagerRange, PagerStatus, Span,
+};
 
 use crate::dirty::KernelDirty;
 use crate::errors::{Failure, Result};
@@ -38,6 +42,14 @@ struct Pending {
 
 /// The state of a region, behind its [`Keep`]'s lock.
 pub struct State {
+    /// The pager filling guest regions of a restore (`lazy: 'pager'`): one
+    /// per arena, so that faults from every thread are served by it. Stopped
+    /// (its thread joined) when the arena is closed, before it is unmapped;
+    /// declared first so that it is also dropped (stopped) before `region`
+    /// when the last `Keep` goes without a close (every owner collected).
+    pager: Option<Pager>,
+    /// Whether the pager records the pages first faulted on.
+    recording: bool,
     /// The region; dropping it unmaps. Taken by `close()`, or by the last
     /// pending operation to settle after a `close()`.
     region: Option<AnyRegion>,
@@ -111,6 +123,7 @@ impl State {
         }
         if self.owners == 0 && !self.closed {
             self.closed = true;
+            self.stop_pager();
         }
         // The turn that would have reclaimed ranges held for its views never
         // comes. (Held ranges are the arena's, not one thread's: this
@@ -231,6 +244,83 @@ impl State {
         }
     }
 
+    /// Starts the pager that fills the guest regions `runs` (`(guest
+    /// address, size, file offset)`, each covered by guest regions whose
+    /// memory has no page present) from `source`: one per arena. `options`
+    /// name pages by guest address.
+    pub fn pager_start(
+        &mut self,
+        source: BorrowedFd<'_>,
+        runs: &[(usize, usize, u64)],
+        options: PagerOptions,
+    ) -> Result<()> {
+        let base = Span::of(self.live()?.region()).addr();
+        if self.pager.is_some() {
+            return Err(Error::Paging {
+                reason: "this guest memory has a pager already",
+            }
+            .into());
+        }
+        let mut ranges = Vec::with_capacity(runs.len());
+        for &(address, size, file_offset) in runs {
+            self.guest.covered(address, size)?;
+            ranges.push(PagerRange {
+                addr: base + address,
+                len: size,
+                file_offset,
+                tag: address as u64,
+            });
+        }
+        self.recording = options.record;
+        self.pager = Some(Pager::start_with(source, ranges, options)?);
+        Ok(())
+    }
+
+    /// What the pager saw of the faults, as numbers: `[]` without a pager;
+    /// else `[recording, faults, guest address, pages, …]` — whether it
+    /// records, how many faults waited for the file, and the pages first
+    /// faulted on, in order, when it records.
+    pub fn pager_record(&self) -> Result<Vec<u64>> {
+        self.live()?;
+        let Some(pager) = self.pager.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![u64::from(self.recording), pager.faults() as u64];
+        for (address, pages) in pager.working_set() {
+            out.extend([address, pages as u64]);
+        }
+        Ok(out)
+    }
+
+    /// The pager's status, as numbers: `[0]` without a pager; `[1, filled,
+    /// total]` running; `[2, guest address, pages, …]` done, with the runs of
+    /// pages the file could not supply; `[3]` stopped before it was done;
+    /// `[4, errno]` its thread failed (errno 0 when the error had none).
+    pub fn pager_status(&self) -> Result<Vec<u64>> {
+        self.live()?;
+        Ok(match self.pager.as_ref().map(Pager::status) {
+            None => vec![0],
+            Some(PagerStatus::Running { filled, total }) => vec![1, filled as u64, total as u64],
+            Some(PagerStatus::Done { failed }) => {
+                let mut out = vec![2];
+                for (address, pages) in failed {
+                    out.extend([address, pages as u64]);
+                }
+                out
+            }
+            Some(PagerStatus::Stopped) => vec![3],
+            Some(PagerStatus::Failed { error }) => vec![4, error.errno().unwrap_or(0) as u64],
+        })
+    }
+
+    /// Stops the pager, if any, and joins its thread (the arena is closing:
+    /// it must not outlive the mapping).
+    fn stop_pager(&mut self) {
+        if let Some(pager) = self.pager.as_mut() {
+            pager.stop();
+        }
+    }
+
     /// An owning object was collected (or its thread ended) without
     /// `close()`: it owns the region no more.
     pub fn owner_gone(&mut self) {
@@ -282,6 +372,7 @@ impl State {
         let defer = views_alive || (last && held);
         if last {
             self.closed = true;
+            self.stop_pager();
             if defer {
                 self.deferred = Some(owner);
             }
@@ -381,6 +472,8 @@ impl Keep {
     pub fn new(region: AnyRegion) -> Arc<Keep> {
         Arc::new(Keep {
             state: Mutex::new(State {
+                pager: None,
+                recording: false,
                 region: Some(region),
                 closed: false,
                 deferred: None,

@@ -5,19 +5,35 @@
  * tests check the refusal and the fallback instead.
  */
 import { spawnSync } from 'node:child_process'
-import { chmodSync, closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  closeSync,
+  constants as fsConstants,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { GuestMemory, MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
 import { ENTRY, ROOT, tempDir } from './helpers.js'
+import { viewTest, viewTestSerial } from './view-test.js'
 
 const P = PAGE_SIZE
 const [major, minor] = release().split('.').map(Number)
 /** Whether this kernel has userfaultfd's asynchronous write-protect and PAGEMAP_SCAN. */
 const KERNEL_TRACKS = major > 6 || (major === 6 && minor >= 7)
 const kernelTest = KERNEL_TRACKS ? test : test.skip
+/** A kernel test whose subject includes views (skipped without external buffers). */
+const kernelViewTest = KERNEL_TRACKS ? viewTest : test.skip
+const kernelViewTestSerial = KERNEL_TRACKS ? viewTestSerial : test.skip
 
 /** The dirty pages of each region, as page indexes, from `takeDirty()`. */
 function dirtyPages(guest: GuestMemory): number[][] {
@@ -56,7 +72,7 @@ test('trackDirty: true is the kernel where it can track, else software; the mode
   t.is(once.dirtyTracking, 'software')
 })
 
-kernelTest('every writer is seen: methods, typed stores, atomics, loads, views, the kernel, a worker thread', async (t) => {
+kernelViewTest('every writer is seen: methods, typed stores, atomics, loads, views, the kernel, a worker thread', async (t) => {
   const tmp = tempDir()
   t.teardown(tmp.done)
   const file = join(tmp.dir, 'image')
@@ -198,7 +214,7 @@ kernelTest('hot-plugged, removed and remapped regions; restored (private) memory
   t.deepEqual(dirtyPages(guest), [[]], 'tracked again')
 })
 
-kernelTest('diff snapshots from kernel tracking; a failed snapshot puts the pages back; discard is marked', async (t) => {
+kernelViewTest('diff snapshots from kernel tracking; a failed snapshot puts the pages back; discard is marked', async (t) => {
   const tmp = tempDir()
   t.teardown(tmp.done)
   using ram = SharedMemory.create('dirty-kernel-snap', 8 * P)
@@ -256,4 +272,86 @@ asNobody('as a user without privileges (nobody): kernel tracking works, includin
   const r = spawnSync('su', ['nobody', '-s', '/bin/sh', '-c', `"${process.execPath}" -e "$0"`, script], { encoding: 'utf8' })
   t.is(r.status, 0, r.stderr)
   t.is(r.stdout.trim(), 'kernel 10', 'pages 1 and 3')
+})
+
+// Serial: it counts this process's descriptors.
+kernelViewTestSerial(
+  'after a change over a live view, a failed change and a close: takes go on, nothing is lost, no descriptor is kept',
+  async (t) => {
+    // The descriptors kernel tracking opens: a userfaultfd and /proc/self/pagemap.
+    const fds = () =>
+      readdirSync('/proc/self/fd').filter((f) => {
+        try {
+          return /userfaultfd|pagemap/.test(readlinkSync(`/proc/self/fd/${f}`))
+        } catch {
+          return false
+        }
+      }).length
+    const before = fds()
+    const guest = new GuestMemory([{ guestAddress: 0, size: 8 * P, backing: 'anonymous' }], { trackDirty: 'kernel' })
+    guest.writeU8(P, 1)
+    // A removal under a live view holds the range until the next turn, then maps it anew.
+    const view = guest.view(4 * P, 2 * P)
+    guest.arena.removeMapping(4 * P, 2 * P)
+    t.is(view.length, 0)
+    await new Promise((resolve) => setImmediate(resolve))
+    t.deepEqual(dirtyPages(guest), [[1, 4, 5]], 'the write, and the pages mapped anew by the reclaim')
+    // A change the kernel refuses (a pipe cannot be mapped): the range is reserved again.
+    const tmp = tempDir()
+    t.teardown(tmp.done)
+    const fifo = join(tmp.dir, 'fifo')
+    t.is(spawnSync('mkfifo', [fifo]).status, 0)
+    const pipe = openSync(fifo, fsConstants.O_RDWR | fsConstants.O_NONBLOCK)
+    t.throws(() => guest.arena.addFdMapping(6 * P, P, pipe, 0, Protection.READ_WRITE))
+    closeSync(pipe)
+    t.deepEqual(dirtyPages(guest), [[6]])
+    guest.arena.addAnonymous(4 * P, 3 * P, Protection.READ_WRITE)
+    t.deepEqual(dirtyPages(guest), [[4, 5, 6]])
+    guest.writeU8(5 * P, 1)
+    t.deepEqual(dirtyPages(guest), [[5]])
+    // Discarding through the arena marks too.
+    guest.arena.discard(7 * P, P)
+    t.deepEqual(dirtyPages(guest), [[7]])
+    guest.close()
+    await new Promise((resolve) => setImmediate(resolve))
+    t.is(fds(), before, 'the userfaultfd and pagemap descriptors go with the region')
+  },
+)
+
+kernelTest('a region plugged in is all dirty however its adder ends; a take racing hot-plug of another size never throws', async (t) => {
+  using guest = new GuestMemory([{ guestAddress: 0, size: 4 * P, backing: 'anonymous' }], {
+    trackDirty: 'kernel',
+    addressSpace: 256 * P,
+  })
+  const stop = new Int32Array(new SharedArrayBuffer(4))
+  const worker = new Worker(
+    `const { workerData } = require('node:worker_threads')
+     const { GuestMemory } = require(workerData.entry)
+     const guest = GuestMemory.attach(workerData.handle)
+     for (let i = 0; Atomics.load(workerData.stop, 0) === 0; i++) {
+       guest.addRegion({ guestAddress: 128 * ${P}, size: (i % 2 ? 16 : 32) * ${P}, backing: 'anonymous' })
+       guest.removeRegion(128 * ${P})
+     }
+     guest.close()`,
+    { eval: true, workerData: { entry: ENTRY, handle: guest.share(), stop } },
+  )
+  let takes = 0
+  const deadline = Date.now() + 500
+  while (Date.now() < deadline) {
+    guest.writeU8(2 * P, 1)
+    const taken = guest.takeDirty()
+    takes++
+    t.true(taken[0].bitmap[0] === 0b100n, 'the page written is in every take')
+    for (const d of taken.slice(1)) {
+      const pages = d.size / P
+      t.is(d.bitmap[0] >> BigInt(pages), 0n, 'no bit beyond the region')
+    }
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  Atomics.store(stop, 0, 1)
+  await new Promise((resolve) => worker.once('exit', resolve))
+  t.log(`${takes} takes`)
+  guest.addRegion({ guestAddress: 128 * P, size: 16 * P, backing: 'anonymous' })
+  const plugged = dirtyPages(guest)[1]
+  t.is(plugged.length, 16, 'plugged in: all dirty, marked in the call that mapped it')
 })

@@ -89,38 +89,42 @@ export class KernelDirtyTracker implements DirtyTracker {
   take(table: readonly GuestRegionInfo[]): TakenDirty {
     // The native table at the take: [guestAddress, size, ...bitmap] per region, in address order.
     const words = guestTakeDirty(this.#h)
-    const taken = new Map<number, BigUint64Array>()
+    const taken = new Map<number, { size: number; bits: BigUint64Array }>()
     for (let at = 0; at < words.length; ) {
       const start = Number(words[at])
       const size = Number(words[at + 1])
       const n = Math.ceil(size / PAGE_SIZE / 64)
-      taken.set(start, words.subarray(at + 2, at + 2 + n))
+      taken.set(start, { size, bits: words.subarray(at + 2, at + 2 + n) })
       at += 2 + n
     }
     // `table` was read before the take: a region plugged in between (by another thread) is not in
-    // it, and its pages are marked again; one that went is reported whole.
+    // it, and its pages are marked again; one that went, or came back with another size, is
+    // reported whole.
     const bitmaps = table.map((r) => {
-      const bits = taken.get(r.guestAddress)
+      const got = taken.get(r.guestAddress)
+      if (got === undefined || got.size !== r.size) return allPages(r.size / PAGE_SIZE)
       taken.delete(r.guestAddress)
-      if (bits !== undefined && bits.length === Math.ceil(r.size / PAGE_SIZE / 64)) return bits
-      return allPages(r.size / PAGE_SIZE)
+      return got.bits
     })
-    for (const [start, bits] of taken) this.#markBits(start, bits)
+    for (const [start, { bits }] of taken) this.#markBack(start, bits)
     const putBack = (): void => {
-      for (const [i, r] of table.entries()) {
-        try {
-          this.#markBits(r.guestAddress, bitmaps[i])
-        } catch {
-          // The region is gone: so are its pages.
-        }
-      }
+      for (const [i, r] of table.entries()) this.#markBack(r.guestAddress, bitmaps[i])
     }
     return { bitmaps, putBack }
   }
 
-  /** Marks the pages set in `bits`, of the region at `start`, in runs. */
-  #markBits(start: number, bits: BigUint64Array): void {
-    for (const [p, n] of pageRuns(bits, bits.length * 64)) this.markChanged(start + p * PAGE_SIZE, n * PAGE_SIZE)
+  /**
+   * Marks again the pages set in `bits`, of the region at `start`, in runs; where that region is
+   * gone (removed by another thread meanwhile), so are its pages, and nothing is marked.
+   */
+  #markBack(start: number, bits: BigUint64Array): void {
+    for (const [p, n] of pageRuns(bits, bits.length * 64)) {
+      try {
+        this.markChanged(start + p * PAGE_SIZE, n * PAGE_SIZE)
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== 'ERR_GUEST_ADDRESS') throw e
+      }
+    }
   }
 }
 

@@ -564,8 +564,9 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     const slot = this.#map(s)
     if (this.#dirty !== undefined) {
       this.#dirty.sync(guestRegions(this.#h))
-      // A region plugged in after the last snapshot is in none of it: all its pages are new.
-      this.#dirty.markChanged(s.start, s.size)
+      // A region plugged in after the last snapshot is in none of it: all its pages are new (with
+      // the kernel's tracking, marked natively in the call that maps it).
+      this.#dirty.mark(s.start, s.size)
     }
     const info: GuestRegionInfo = { slot, guestAddress: s.start, size: s.size, protection: s.protection, backing: 'anonymous' }
     return this.#describe(info, this.#arena.address)
@@ -827,11 +828,11 @@ export class GuestMemory extends TypedAccess<bigint | number> implements Disposa
     try {
       guestDiscard(this.#h, addr, len)
     } catch (e) {
-      if ((e as { syscall?: unknown }).syscall !== undefined) this.#dirty?.markChanged(addr, len)
+      if ((e as { syscall?: unknown }).syscall !== undefined) this.#dirty?.mark(addr, len)
       throw e
     }
-    // Discarded shared memory is not a write the kernel's tracking sees.
-    this.#dirty?.markChanged(addr, len)
+    // In software; the kernel's tracking is marked natively, in the call that discards.
+    this.#dirty?.mark(addr, len)
   }
 
   /**

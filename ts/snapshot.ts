@@ -251,6 +251,8 @@ export function restoreSnapshot<G extends { close(): void }>(
         guestLoadFile(internals.handle, r.guestAddress, f, r.fileOffset, r.size)
         if (r.protection !== Protection.READ_WRITE) internals.protect(r.guestAddress, r.protection)
       }
+      // The kernel's tracking saw those reads as writes: what they wrote is the snapshot.
+      internals.dirty?.take(guestRegions(internals.handle))
     } catch (e) {
       guest.close()
       throw e

@@ -191,6 +191,10 @@ impl WriteTracker {
             // Nothing to track (the kernel calls a length of 0 invalid).
             return Ok(());
         }
+        // Write-protection reaches every page (pte markers for those not yet
+        // touched): its page tables are unswappable kernel memory, and a
+        // range far larger than the machine would exhaust it.
+        check_page_tables(len)?;
         // The kernel registers the mappings it finds in the range and skips
         // holes: a hole would be an untracked gap, so it is refused here, as
         // msync and mlock refuse unmapped memory (ENOMEM).
@@ -874,5 +878,27 @@ mod tests {
             t.check_tracked(addr, addr + len).unwrap();
         }
         println!("the tracked check alone: {:?}", at.elapsed() / 1000);
+    }
+}
+
+/// Refuses to write-protect `len` bytes where their page tables (8 bytes per
+/// page) would take more than a quarter of the memory the kernel says is
+/// available (`MemAvailable`); where `/proc/meminfo` cannot be read, nothing
+/// is refused here.
+fn check_page_tables(len: usize) -> Result<()> {
+    let needed = (len / sys::page_size()) as u64 * 8;
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    match available {
+        Some(available) if needed > available / 4 => {
+            Err(unavailable(NoTracking::PageTables { needed, available }))
+        }
+        _ => Ok(()),
     }
 }

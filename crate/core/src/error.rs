@@ -209,6 +209,15 @@ pub enum NoTracking {
     /// it was mapped anew since (a mapping placed with `MAP_FIXED` is a new
     /// one, and starts untracked: track it again).
     NotTracked,
+    /// Write-protecting the range would take more page-table memory
+    /// (`needed` bytes: a table entry for every page, populated or not) than
+    /// a quarter of the memory the kernel says is available (`available`).
+    PageTables {
+        /// Bytes of page tables the range needs.
+        needed: u64,
+        /// `MemAvailable` of `/proc/meminfo`, in bytes.
+        available: u64,
+    },
 }
 
 impl NoTracking {
@@ -260,6 +269,12 @@ impl fmt::Display for NoTracking {
             NoTracking::NotTracked => write!(
                 f,
                 "part of the range is not tracked (never tracked, untracked, or mapped anew since: a new mapping must be tracked again)"
+            ),
+            NoTracking::PageTables { needed, available } => write!(
+                f,
+                "write-protecting the range takes {} MiB of page tables (a table entry for every page, touched or not), more than a quarter of the {} MiB available",
+                needed >> 20,
+                available >> 20
             ),
         }
     }

@@ -106,6 +106,11 @@ impl HeldRanges {
         self.ranges.is_empty()
     }
 
+    /// Each held range, `[start, end)`.
+    pub fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.ranges.iter().map(|h| (h.start, h.end))
+    }
+
     /// Ranges held as [`Restore::Hole`]: each is a kernel mapping the layout
     /// does not list (scratch pages inside a hole), splitting that hole.
     pub fn holes(&self) -> usize {

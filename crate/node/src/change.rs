@@ -28,16 +28,7 @@ pub fn change<'fd>(
     let region = registry::get(handle)?;
     let mut state = region.keep.lock();
     let change = plan(state.live()?.arena(operation)?)?;
-    let (start, end) = change.range();
-    // A change that keeps the memory (a protection) keeps its mappings' tracking too.
-    let replaces = change.detaches_views();
-    let held = apply(&region, &mut state, operation, change)?;
-    if replaces {
-        // Guest memory the kernel tracks, replaced under the guest table: what
-        // was mapped anew is tracked again and reported changed.
-        state.dirty_mapped_anew(start, end);
-    }
-    Ok(held)
+    apply(&region, &mut state, operation, change)
 }
 
 /// The protocol of [`change`] from its planned change on, under the lock.
@@ -59,12 +50,22 @@ fn apply(
     } else {
         None
     };
+    // A change that keeps the memory (a protection) keeps its mappings' tracking too.
+    let replaces = change.detaches_views();
     let arena = state.live_mut()?.arena_mut(operation)?;
     if let Some((view_start, view_end)) = in_use {
         arena.hold_in_use(view_start, view_end);
     }
-    arena.apply(change, in_use.is_some())?;
-    Ok(arena.has_held())
+    let applied = arena.apply(change, in_use.is_some());
+    let held = arena.has_held();
+    if replaces {
+        // Guest memory the kernel tracks, replaced under the guest table (or
+        // reserved again after a failure): what was mapped anew is tracked
+        // again and reported changed.
+        state.dirty_mapped_anew(start, end);
+    }
+    applied?;
+    Ok(held)
 }
 
 /// What backs a guest region being added, and how `plan` maps it.
@@ -129,6 +130,9 @@ pub fn guest_add<'fd>(
         state
             .guest_mut()
             .insert(add.start, add.size, add.protection, add.backing)?;
+    // A region plugged in after the last snapshot is in none of it: all its
+    // pages are new (marked here, under the lock, whoever asked).
+    state.dirty_changed(add.start, add.start + add.size);
     Ok((slot, held))
 }
 

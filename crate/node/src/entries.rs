@@ -826,8 +826,15 @@ entries! {
     /// over private memory (the core's `discard`).
     regionDiscard(handle: f64, offset: f64, size: f64) -> () = |_env| {
         let region = registry::get(handle)?;
-        let state = region.keep.lock();
-        Ok(state.live()?.discard(index("offset", offset)?, index("size", size)?)?)
+        let mut state = region.keep.lock();
+        let (offset, size) = (index("offset", offset)?, index("size", size)?);
+        let discarded = state.live()?.discard(offset, size);
+        // Discarded shared memory is no write the kernel's tracking sees: a
+        // guest memory it tracks marks it (all of it: a failure may have discarded part).
+        if discarded.is_ok() || matches!(discarded, Err(mapped_region::Error::Syscall { .. })) {
+            state.dirty_changed(offset, offset.saturating_add(size));
+        }
+        Ok(discarded?)
     };
     /// Copies `target.length` bytes at `offset` into `target`.
     regionReadInto(handle: f64, offset: f64, target: Bytes) -> () = |_env| {
@@ -1038,9 +1045,13 @@ entries! {
     /// regions that follow each other without a gap must cover.
     guestDiscard(handle: f64, guestAddress: f64, size: f64) -> () = |_env| {
         let region = registry::get(handle)?;
-        let state = region.keep.lock();
+        let mut state = region.keep.lock();
         let (address, size) = (index("guestAddress", guestAddress)?, index("size", size)?);
-        Ok(state.guest_range(address, size)?.discard(address, size)?)
+        let discarded = state.guest_range(address, size)?.discard(address, size);
+        if discarded.is_ok() || matches!(discarded, Err(mapped_region::Error::Syscall { .. })) {
+            state.dirty_changed(address, address.saturating_add(size));
+        }
+        Ok(discarded?)
     };
     /// Reads `length` bytes of `fd` from `fileOffset` into guest memory at
     /// `guestAddress` (`pread`); returns the bytes loaded.

@@ -105,6 +105,8 @@ impl State {
             && self.pending.is_empty()
             && self.records.is_empty()
         {
+            // The tracker's descriptors go with the region.
+            self.dirty = None;
             self.region.take()
         } else {
             None
@@ -128,10 +130,25 @@ impl State {
         // The turn that would have reclaimed ranges held for its views never
         // comes. (Held ranges are the arena's, not one thread's: this
         // reclaims them all, as any thread's `reclaim` does.)
-        if let Some(AnyRegion::Arena(arena)) = self.region.as_mut() {
-            let _ = arena.reclaim();
-        }
+        self.reclaim_held();
         self.take_if_done()
+    }
+
+    /// An arena's held ranges get what their changes asked for (see
+    /// `MemoryMappingArena::reclaim`); what that maps anew under guest
+    /// regions the kernel tracks is tracked again and marked.
+    fn reclaim_held(&mut self) {
+        if let Some(AnyRegion::Arena(arena)) = self.region.as_mut() {
+            let held = if self.dirty.is_some() {
+                arena.held_ranges()
+            } else {
+                Vec::new()
+            };
+            let _ = arena.reclaim();
+            for (start, end) in held {
+                self.dirty_mapped_anew(start, end);
+            }
+        }
     }
 
     /// Registers the byte ranges `[start, end)` of one asynchronous
@@ -198,13 +215,22 @@ impl State {
     pub fn dirty_mark(&mut self, addr: usize, len: usize) -> Result<()> {
         self.guest.covered(addr, len)?;
         let guest = &self.guest;
-        let dirty = self.dirty.as_mut();
-        match dirty {
+        match self.dirty.as_mut() {
             Some(d) => {
                 d.mark(guest, addr, len);
                 Ok(())
             }
             None => self.kernel_dirty("markDirty").map(drop),
+        }
+    }
+
+    /// `[start, end)` of the arena changed without a write through its
+    /// mapping (discarded): marked where the kernel tracks the guest regions
+    /// there (nothing otherwise).
+    pub fn dirty_changed(&mut self, start: usize, end: usize) {
+        let guest = &self.guest;
+        if let Some(d) = self.dirty.as_mut() {
+            d.mark(guest, start, end.saturating_sub(start));
         }
     }
 
@@ -386,9 +412,7 @@ impl State {
     /// their records and a close deferred for them go. Returns the region if
     /// that released it.
     pub fn reclaim(&mut self, owner: u64, closed: bool) -> Option<AnyRegion> {
-        if let Some(AnyRegion::Arena(arena)) = self.region.as_mut() {
-            let _ = arena.reclaim();
-        }
+        self.reclaim_held();
         if closed {
             self.records.retain(|&(_, o, _), _| o != owner);
             if self.deferred == Some(owner) {

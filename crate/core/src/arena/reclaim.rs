@@ -81,6 +81,12 @@ impl MemoryMappingArena {
         !self.held.is_empty()
     }
 
+    /// The ranges held until [`reclaim`](Self::reclaim), `[start, end)`:
+    /// what it will map anew.
+    pub fn held_ranges(&self) -> Vec<(usize, usize)> {
+        self.held.ranges().collect()
+    }
+
     /// Gives every held range what the change that held it asked for (a
     /// `PROT_NONE` hole, the narrower protection, the shared file mapping).
     /// Call it once no pointer taken before those changes can be in use; for

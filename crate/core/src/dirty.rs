@@ -409,6 +409,28 @@ fn set_bits(bitmap: &mut [u64], first: usize, last: usize) {
     }
 }
 
+/// Refuses to write-protect `len` bytes where their page tables (8 bytes per
+/// page) would take more than a quarter of the memory the kernel says is
+/// available (`MemAvailable`); where `/proc/meminfo` cannot be read, nothing
+/// is refused here.
+fn check_page_tables(len: usize) -> Result<()> {
+    let needed = (len / sys::page_size()) as u64 * 8;
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    match available {
+        Some(available) if needed > available / 4 => {
+            Err(unavailable(NoTracking::PageTables { needed, available }))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -878,27 +900,5 @@ mod tests {
             t.check_tracked(addr, addr + len).unwrap();
         }
         println!("the tracked check alone: {:?}", at.elapsed() / 1000);
-    }
-}
-
-/// Refuses to write-protect `len` bytes where their page tables (8 bytes per
-/// page) would take more than a quarter of the memory the kernel says is
-/// available (`MemAvailable`); where `/proc/meminfo` cannot be read, nothing
-/// is refused here.
-fn check_page_tables(len: usize) -> Result<()> {
-    let needed = (len / sys::page_size()) as u64 * 8;
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kib| kib * 1024);
-    match available {
-        Some(available) if needed > available / 4 => {
-            Err(unavailable(NoTracking::PageTables { needed, available }))
-        }
-        _ => Ok(()),
     }
 }

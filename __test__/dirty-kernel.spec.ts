@@ -10,7 +10,6 @@ import {
   closeSync,
   constants as fsConstants,
   cpSync,
-  existsSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -23,7 +22,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { GuestMemory, MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
-import { ENTRY, ROOT, tempDir } from './helpers.js'
+import { ENTRY, NOBODY_CAN_RUN_NODE, ROOT, tempDir } from './helpers.js'
 import { viewTest, viewTestSerial } from './view-test.js'
 
 const P = PAGE_SIZE
@@ -254,7 +253,7 @@ test('without the kernel’s tracking (before Linux 6.7, or a sandbox without us
 // A user without privileges: the kernel refuses a plain userfaultfd (vm.unprivileged_userfaultfd
 // is 0 here) and the tracker takes one for user-mode faults only, which sees every write all the
 // same (the kernel resolves write-protect faults itself, in whatever mode they are taken).
-const asNobody = KERNEL_TRACKS && process.getuid?.() === 0 && existsSync('/usr/sbin/nologin') ? test : test.skip
+const asNobody = KERNEL_TRACKS && NOBODY_CAN_RUN_NODE ? test : test.skip
 asNobody('as a user without privileges (nobody): kernel tracking works, including a write by the kernel', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mr-nobody-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -113,3 +113,13 @@ export const NO_EXTERNAL = process.env.MAPPED_REGION_TEST_NO_EXTERNAL === '1'
 
 /** Why a test is skipped in that mode (CONTRIBUTING lists them). */
 export const NEEDS_VIEWS = ' — skipped: needs view(), which is ERR_MMAP_NO_EXTERNAL without external buffers'
+
+/**
+ * Whether this process (root) can run this very Node binary as `nobody`: tests of what an
+ * unprivileged user gets need it. Not where Node lives under a directory only root may enter
+ * (the Node matrix's binaries, cached under root's home).
+ */
+export const NOBODY_CAN_RUN_NODE =
+  process.getuid?.() === 0 &&
+  existsSync('/usr/sbin/nologin') &&
+  spawnSync('su', ['nobody', '-s', '/bin/sh', '-c', 'test -x "$0"', process.execPath]).status === 0

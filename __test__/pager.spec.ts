@@ -6,11 +6,11 @@
  */
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
-import { chmodSync, closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, cpSync, mkdtempSync, openSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { GuestMemory, PAGE_SIZE, Protection, type SnapshotManifest } from 'mapped-region'
-import { NO_EXTERNAL, ROOT, runChild, tempDir } from './helpers.js'
+import { NO_EXTERNAL, NOBODY_CAN_RUN_NODE, ROOT, runChild, tempDir } from './helpers.js'
 
 const P = PAGE_SIZE
 const MiB = 1 << 20
@@ -218,7 +218,7 @@ pagerTest('a worker faults on attached memory; when it is the last holder, its c
 
 // A user without privileges gets no full userfaultfd (vm.unprivileged_userfaultfd is 0 here): the
 // pager is refused, saying why (a user-mode-only one would let kernel-mode faults fail with EFAULT).
-const asNobody = PAGER && existsSync('/usr/sbin/nologin') ? test : test.skip
+const asNobody = PAGER && NOBODY_CAN_RUN_NODE ? test : test.skip
 asNobody("as a user without privileges (nobody): lazy: 'pager' is refused with the reason, the other modes work", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mr-nobody-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

@@ -42,7 +42,7 @@ const pagerTest = PAGER ? test : test.skip
 
 /** For the children: `threads()` counts this process's pager threads (named `mr-pager`). */
 const THREADS =
-  "const threads = () => fs.readdirSync('/proc/self/task').filter((id) => fs.readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'mr-pager').length"
+  "const threads = () => fs.readdirSync('/proc/self/task').filter((id) => { try { return fs.readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'mr-pager' } catch { return false } }).length"
 
 pagerTest('lazy: pager returns at once; every access is served; restored resolves, and the file may then be deleted', async (t) => {
   const { path, manifest } = await snapshotted(t)

@@ -1036,7 +1036,8 @@ pub(crate) mod wp {
         // reads `len` bytes at `src` (a slice borrowed for the call). It
         // writes only pages of `dst` that are registered with `uffd` and not
         // present: memory nothing can be reading yet (a reader waits for it).
-        match unsafe { ioctl(uffd, UFFDIO_COPY, &mut copy, "ioctl(UFFDIO_COPY)") } {
+        let copied = unsafe { ioctl(uffd, UFFDIO_COPY, &mut copy, "ioctl(UFFDIO_COPY)") };
+        match copied {
             Ok(_) => Ok(copy.copy.max(0) as usize),
             Err(_) if copy.copy > 0 => Ok(copy.copy as usize),
             Err(e) => Err(e),

@@ -73,7 +73,8 @@ test('a region that is only garbage-collected is unmapped by its finalizer', (t)
   `)
   t.is(r.status, 0, r.stderr)
   const [grown, left] = r.stdout.trim().split(' ').map(Number)
-  t.true(grown >= 50 * (2 ** 30 + 64 * 2 ** 20), `virtual size grew by ${grown}`)
+  // The rest of the process may give back a little meanwhile (V8 releasing heap pages): 64 MiB slack.
+  t.true(grown >= 50 * (2 ** 30 + 64 * 2 ** 20) - 64 * 2 ** 20, `virtual size grew by ${grown}`)
   t.true(left < 2 ** 30, `virtual size is back near its baseline (+${left} bytes)`)
 })
 

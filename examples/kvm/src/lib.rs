@@ -332,7 +332,14 @@ fn drive(
     let mut exit = String::from("limit");
     for _ in 0..max_exits {
         // SAFETY: KVM_RUN takes no argument; exit details land in `run`.
-        unsafe { ioctl(vcpu, KVM_RUN, 0, "KVM_RUN") }?;
+        if unsafe { libc::ioctl(vcpu, KVM_RUN, 0) } < 0 {
+            // A signal for this thread (Node's own, a child's SIGCHLD) ends
+            // KVM_RUN before the guest exits: enter it again.
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(os_error("KVM_RUN"));
+        }
         // SAFETY: `run` maps a kvm_run: exit_reason is the u32 at offset 8, the
         // io exit's fields start at offset 32, its data at run + data_offset.
         let reason = unsafe { ptr::read_unaligned(run.add(8).cast::<u32>()) };

@@ -65,10 +65,16 @@ pub fn take<const N: usize>(env: sys::napi_env) -> [f64; N] {
     let mut out = [f64::NAN; N];
     let memory = MEMORY.with(Cell::get);
     if !memory.is_null() {
-        // SAFETY: `memory` is this thread's live allocation of `SLOTS` f64s
-        // (freed only once no env of the thread is left to call in), and no
-        // JavaScript runs while this call copies from it.
-        unsafe { ptr::copy_nonoverlapping(memory.cast::<f64>(), out.as_mut_ptr(), N) };
+        // One 8-byte load per slot, as JavaScript stored them: a wider load
+        // across two of its stores cannot be forwarded from the store buffer
+        // and waits for them to retire (the volatile read keeps the compiler
+        // from merging the loads).
+        for (i, slot) in out.iter_mut().enumerate() {
+            // SAFETY: `memory` is this thread's live allocation of `SLOTS`
+            // f64s (freed only once no env of the thread is left to call in),
+            // `i < N <= SLOTS`, and no JavaScript runs while this call reads it.
+            *slot = unsafe { ptr::read_volatile(memory.cast::<f64>().add(i)) };
+        }
     } else if N > 0 {
         take_owned(env, &mut out);
     }

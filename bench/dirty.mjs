@@ -10,9 +10,10 @@
 // kernel-tracked GuestMemory of 1 GiB runs a 32-bit guest program (examples/kvm/program.mjs) that
 // writes one page in 64 and halts; on that guest, the take of each record, clean and after the
 // program, and the guest's first writes with one record re-armed and the other not. Every take
-// and log after a run must name exactly the pages the program wrote, or the bench fails.
+// and log after a run must name exactly the pages the program wrote, and every clean one none, or
+// the bench fails.
 //
-//   node bench/dirty.mjs [--quick]   these rows alone (a markdown table on stdout)
+//   node bench/dirty.mjs [--quick]   these rows alone (markdown tables on stdout)
 //   npm run bench                    as a section of bench/RESULTS.md
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
@@ -143,13 +144,21 @@ export function kvmCases(kernelTracks) {
   const expected = new BigUint64Array(GiB / PAGE_SIZE / 64)
   for (let p = 0; p < GiB / PAGE_SIZE; p += STRIDE_PAGES) expected[p / 64] |= 1n << BigInt(p % 64)
   const expectedBytes = Buffer.from(expected.buffer)
-  /** Fails unless `bytes` (a record in KVM_GET_DIRTY_LOG's layout) names exactly the program's pages. */
-  const check = (bytes, what) => {
-    if (!bytes.equals(expectedBytes)) {
+  const noBytes = Buffer.alloc(expectedBytes.length)
+  /**
+   * Fails unless `bytes` (a record in KVM_GET_DIRTY_LOG's layout) names exactly the program's
+   * pages, or none if `clean`.
+   */
+  const check = (bytes, what, clean = false) => {
+    if (!bytes.equals(clean ? noBytes : expectedBytes)) {
       const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8)
       let n = 0
       for (const w of words) for (let b = w; b !== 0n; b &= b - 1n) n++
-      throw new Error(`${what} after the guest program: ${n} pages, not exactly its ${pages} (one page in ${STRIDE_PAGES})`)
+      throw new Error(
+        clean
+          ? `${what} with nothing written since the last: ${n} pages, not none`
+          : `${what} after the guest program: ${n} pages, not exactly its ${pages} (one page in ${STRIDE_PAGES})`,
+      )
     }
   }
   const take = () => {
@@ -179,8 +188,12 @@ export function kvmCases(kernelTracks) {
   log()
   for (let r = 0; r < ROUNDS; r++) {
     // Both records clean and re-armed.
-    t.take_clean.push(timed(take)[0])
-    t.log_clean.push(timed(log)[0])
+    const [takeNs, taken] = timed(take)
+    check(taken, 'takeDirty()', true)
+    t.take_clean.push(takeNs)
+    const [logNs, logged] = timed(log)
+    check(logged, 'KVM_GET_DIRTY_LOG', true)
+    t.log_clean.push(logNs)
     runGuest()
     const order = r % 2 === 0 ? ['take', 'log'] : ['log', 'take']
     for (const which of order) {

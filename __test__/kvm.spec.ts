@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { GuestMemory, MemoryMapping, PAGE_SIZE, SharedMemory, type GuestRegion, type SnapshotManifest } from 'mapped-region'
-import { CODE, ENTRY, EXPECTED, PATTERN_AT, PATTERN_LENGTH } from '../examples/kvm/program.mjs'
+import { CODE, ENTRY, EXPECTED, PATTERN_AT, PATTERN_LENGTH, stridedWrites } from '../examples/kvm/program.mjs'
 import { NO_EXTERNAL, ROOT, SLOWDOWN, tempDir } from './helpers.js'
 import { viewTest } from './view-test.js'
 
@@ -30,6 +30,8 @@ interface Exit {
 interface Machine {
   run(): Exit
   setRealModeEntry(entry: number): void
+  setProtectedModeEntry(entry: number): void
+  dirtyLog(slot: number): Buffer
   saveState(): Buffer
   restoreState(state: Buffer): void
   regs(): bigint[]
@@ -37,7 +39,10 @@ interface Machine {
 interface KvmExample {
   kvmUnavailableReason(): string | null
   runRealMode(slots: GuestRegion[], entry: number, maxExits: number, onSerial?: (byte: number) => void): RunResult
-  Machine: { realMode(slots: GuestRegion[]): Machine }
+  Machine: {
+    realMode(slots: GuestRegion[]): Machine
+    protectedMode(slots: GuestRegion[], options?: { logDirty?: boolean }): Machine
+  }
 }
 
 // The example runs an x86 real-mode guest and is built for the host only: on another
@@ -58,6 +63,8 @@ const noKernelTracking = ((): string | null => {
   }
 })()
 const migrationTest = unavailable === null && noKernelTracking === null ? test : test.skip
+/** A KVM test that needs the kernel's dirty tracking too. */
+const kvmKernelDirtyTest = unavailable === null && noKernelTracking === null ? test : test.skip
 if (unavailable === null && noKernelTracking !== null) console.log(`migration test skipped: ${noKernelTracking}`)
 
 /**
@@ -301,3 +308,41 @@ migrationTest(
     t.regex(stdout, /^Migrated vs unmigrated: serial output the same, guest memory the same/m)
   },
 )
+
+kvmKernelDirtyTest("KVM's dirty log and the kernel's takeDirty() name the same pages the guest wrote", (t) => {
+  const size = 8 << 20
+  const stride = 64 * PAGE_SIZE
+  using guest = new GuestMemory([{ guestAddress: 0n, size, backing: 'anonymous' }], { trackDirty: 'kernel' })
+  // The program writes one page in 64 from page 0; it sits on page 1, which it does not write.
+  guest.write(PAGE_SIZE, stridedWrites(size, stride))
+  const machine = kvm.Machine.protectedMode(guest.regions(), { logDirty: true })
+  const words = size / PAGE_SIZE / 64
+  const pagesOf = (bytes: Buffer) => {
+    t.is(bytes.length, words * 8, 'one bit per page of the slot, in 64-bit words')
+    const pages: number[] = []
+    for (let p = 0; p < size / PAGE_SIZE; p++) if (bytes[p >> 3] & (1 << (p & 7))) pages.push(p)
+    return pages
+  }
+  const taken = () => {
+    const [{ bitmap }] = guest.takeDirty()
+    return pagesOf(Buffer.from(bitmap.buffer, bitmap.byteOffset, bitmap.byteLength))
+  }
+  const runToHlt = () => {
+    machine.setProtectedModeEntry(PAGE_SIZE)
+    t.is(runPastSignals(machine).reason, 'hlt')
+  }
+  t.deepEqual(pagesOf(machine.dirtyLog(0)), [], 'KVM logs nothing before the guest runs')
+  t.deepEqual(taken(), [1], "the kernel's record has the program's page, written by this process")
+  const written = Array.from({ length: size / stride }, (_, i) => (i * stride) / PAGE_SIZE)
+  for (const round of [1, 2]) {
+    runToHlt()
+    t.deepEqual(pagesOf(machine.dirtyLog(0)), written, `round ${round}: KVM's log`)
+    t.deepEqual(taken(), written, `round ${round}: takeDirty()`)
+    t.deepEqual(pagesOf(machine.dirtyLog(0)), [], `round ${round}: KVM's log, clean`)
+    t.deepEqual(taken(), [], `round ${round}: takeDirty(), clean`)
+  }
+  for (let i = 0; i < size; i += stride) t.is(guest.readU8(i), 1)
+  t.throws(() => machine.dirtyLog(1), { message: /slot 1: the machine has 1 slots/ })
+  const unlogged = kvm.Machine.protectedMode(guest.regions())
+  t.throws(() => unlogged.dirtyLog(0), { message: /do not log dirty pages/ })
+})

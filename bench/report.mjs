@@ -5,7 +5,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { HERE, QUICK, signTail } from './harness.mjs'
 import { noExternalRows } from './no-external.mjs'
-import { dirtyRows } from './dirty.mjs'
+import { dirtyRows, KVM_HEAD, kvmRows } from './dirty.mjs'
 
 const fmtNs = (ns) =>
   ns === undefined || Number.isNaN(ns)
@@ -297,10 +297,21 @@ ${table(['measure', 'normal', 'without external buffers', 'ratio'], noExternalRo
 ${QUICK ? 5 : 21} runs); information, no bar. The kernel sees every writer (the guest under KVM,
 views, other threads) and costs a write nothing once its page is written; a first write after a
 take is a fault the kernel resolves. Software sees only this object's writes and pays in
-JavaScript on each. KVM's own dirty log (\`KVM_GET_DIRTY_LOG\`) is not measured here: the KVM
-example crate has no call that takes it alone.
+JavaScript on each.
 
 ${table(['measure', 'kernel', 'software', 'untracked'], dirtyRows(dirty, fmtNs))}
+
+Against KVM's own dirty log, on one guest: a VM (examples/kvm, \`Machine.protectedMode\`) whose
+one memory slot is a kernel-tracked \`GuestMemory\` of 1 GiB, logged by KVM too
+(\`KVM_MEM_LOG_DIRTY_PAGES\`), runs a 32-bit guest program that writes one page in 64 and halts.
+A take is \`takeDirty()\` for the kernel, \`KVM_GET_DIRTY_LOG\` of the slot for KVM; after each
+run both must name exactly the pages the program wrote (the bench fails otherwise). A guest write
+to a page not written since the take is the program's run (\`KVM_RUN\` to its \`hlt\`) over the
+pages it writes, with only that record re-armed; "neither re-armed" is the same run with neither,
+the guest's loop with no fault to take (on a nested hypervisor it carries the outer one's
+costs). Medians of ${QUICK ? 5 : 21} rounds; information, no bar.
+
+${dirty.kvm.unavailable === undefined ? table(KVM_HEAD, kvmRows(dirty.kvm, fmtNs)) : `Not measured on this machine: ${dirty.kvm.unavailable}.`}
 
 The peer rows: mmap-io has a blocking \`msync\` and \`madvise\` and nothing else of ours; it is
 handed a view of our own mapping so that both make the same syscall on the same page;

@@ -54,6 +54,27 @@ export declare class Machine {
    * (0x18) segments, interrupts off, `eip = entry`, `esi = boot_params`.
    */
   setBootState(entry: number, bootParams: number): void
+  /**
+   * A bare VM over `slots` for a 32-bit protected-mode guest: no in-kernel
+   * IRQ chip (so `hlt` is an exit to the VMM), one vCPU; with `logDirty`,
+   * every slot logs the pages the guest writes (`dirtyLog`). Start the vCPU
+   * with `setProtectedModeEntry`.
+   */
+  static protectedMode(slots: Array<Slot>, options?: ProtectedModeOptions | undefined | null): Machine
+  /**
+   * Starts the vCPU at `entry` in 32-bit protected mode, paging off, with
+   * flat 4 GiB code and data segments (the whole guest-physical space below
+   * 4 GiB addressable as is), interrupts off, the other registers 0.
+   */
+  setProtectedModeEntry(entry: number): void
+  /**
+   * The pages of memory slot `slot` the guest wrote since the slot was made
+   * or last asked (`KVM_GET_DIRTY_LOG`, which clears the log), in KVM's
+   * layout: bit `i` of little-endian 64-bit word `w` is page `64w + i` of
+   * the slot, `ceil(pages / 64)` words. Only for a machine made with
+   * `protectedMode(slots, { logDirty: true })`.
+   */
+  dirtyLog(slot: number): Buffer
   /** Runs the vCPU until the VMM must serve an exit. */
   run(): Exit
   /** Answers the port-I/O read of the last exit (the next `run()` hands it to the guest). */
@@ -109,6 +130,15 @@ export declare function irqLineFd(vmFd: number, irq: number, level: boolean): vo
 
 /** Whether `/dev/kvm` can be opened and speaks API version 12; otherwise why not. */
 export declare function kvmUnavailableReason(): string | null
+
+/** Options of `Machine.protectedMode`. */
+export interface ProtectedModeOptions {
+  /**
+   * Every slot logs the pages the guest writes (`KVM_MEM_LOG_DIRTY_PAGES`),
+   * for `dirtyLog(slot)`.
+   */
+  logDirty?: boolean
+}
 
 /**
  * Creates a VM with `slots`, runs one vCPU in real mode from `entry` (CS = 0)

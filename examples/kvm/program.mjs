@@ -38,3 +38,24 @@ export const CODE = Buffer.from([
 
 /** The bytes the program leaves at PATTERN_AT. */
 export const EXPECTED = Buffer.from(Array.from({ length: PATTERN_LENGTH }, (_, i) => i))
+
+/**
+ * The dirty-tracking bench's guest program: 32-bit protected-mode x86 machine code (flat
+ * segments, no paging; `Machine.setProtectedModeEntry`), assembled by hand. It writes the byte 1
+ * at guest-physical 0, `stride`, 2·`stride`, … below `end` and halts. Reads only its own code,
+ * so the pages it writes are all it dirties; place it on a page it does not write.
+ */
+export function stridedWrites(end, stride) {
+  // biome-ignore format: one instruction a line
+  const code = Buffer.from([
+    0xbf, 0x00, 0x00, 0x00, 0x00, //     0: mov edi, 0
+    0xc6, 0x07, 0x01, //                 5: next: mov byte [edi], 1
+    0x81, 0xc7, 0x00, 0x00, 0x00, 0x00, // 8: add edi, stride (imm32 at 10)
+    0x81, 0xff, 0x00, 0x00, 0x00, 0x00, // 14: cmp edi, end (imm32 at 16)
+    0x72, 0xef, //                      20: jb next (22 - 17 = 5)
+    0xf4, //                            22: hlt
+  ])
+  code.writeUInt32LE(stride, 10)
+  code.writeUInt32LE(end, 16)
+  return code
+}

@@ -9,6 +9,11 @@
 //! `Machine.realMode` is the migration example's (`examples/migrate`): a bare
 //! VM (no in-kernel IRQ chip, so `hlt` is an exit) whose vCPU state
 //! `saveState()` hands out and `restoreState()` takes.
+//!
+//! `Machine.protectedMode` is the dirty-tracking bench's (`bench/dirty.mjs`):
+//! a bare VM whose vCPU starts in 32-bit flat protected mode (all 4 GiB
+//! addressable, no paging), optionally logging the pages the guest writes,
+//! which `dirtyLog(slot)` takes (`KVM_GET_DIRTY_LOG`).
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -19,9 +24,9 @@ use napi::{Error, Result, Status};
 use napi_derive::napi;
 
 use crate::{
-    big_u64, create_vcpu, ioctl, ioctl_with, open_kvm, owned, set_real_mode, set_slots, Regs,
-    Segment, Slot, Sregs, KVM_CREATE_VM, KVM_GET_REGS, KVM_GET_SREGS, KVM_RUN, KVM_SET_REGS,
-    KVM_SET_SREGS,
+    big_u64, create_vcpu, ioctl, ioctl_with, open_kvm, owned, set_real_mode, set_slots, DirtyLog,
+    Regs, Segment, Slot, Sregs, KVM_CREATE_VM, KVM_GET_DIRTY_LOG, KVM_GET_REGS, KVM_GET_SREGS,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_RUN, KVM_SET_REGS, KVM_SET_SREGS,
 };
 
 const KVM_GET_SUPPORTED_CPUID: libc::c_ulong = 0xC008_AE05;
@@ -109,6 +114,18 @@ pub struct Machine {
     vcpu: OwnedFd,
     run: *mut u8,
     run_size: usize,
+    /// Each slot's size in pages, by slot number: the size of its dirty log.
+    slot_pages: Vec<usize>,
+    /// Whether the slots log dirty pages (`KVM_MEM_LOG_DIRTY_PAGES`).
+    logged: bool,
+}
+
+/// Options of `Machine.protectedMode`.
+#[napi(object)]
+pub struct ProtectedModeOptions {
+    /// Every slot logs the pages the guest writes (`KVM_MEM_LOG_DIRTY_PAGES`),
+    /// for `dirtyLog(slot)`.
+    pub log_dirty: Option<bool>,
 }
 
 impl Drop for Machine {
@@ -155,9 +172,79 @@ impl Machine {
             vcpu,
             run,
             run_size,
+            slot_pages: slots
+                .iter()
+                .map(|s| (s.size as usize).div_ceil(4096))
+                .collect(),
+            logged: (0..slots.len()).any(|i| flags(i) & KVM_MEM_LOG_DIRTY_PAGES != 0),
         };
         set_cpuid(machine._kvm.as_raw_fd(), machine.vcpu.as_raw_fd())?;
         Ok(machine)
+    }
+
+    /// Flat 32-bit protected mode at `entry` with `esi = esi`: see `set_boot_state`.
+    fn set_flat_protected_mode(&mut self, entry: u32, esi: u32) -> Result<()> {
+        let mut sregs = Sregs::default();
+        // SAFETY: KVM_GET_SREGS writes a kvm_sregs.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_GET_SREGS,
+                &mut sregs,
+                "KVM_GET_SREGS",
+            )
+        }?;
+        let flat = |selector: u16, type_: u8| Segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_,
+            present: 1,
+            dpl: 0,
+            db: 1,
+            s: 1,
+            l: 0,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        sregs.segs[0] = flat(0x10, 0xb); // cs: execute/read, accessed
+        for i in 1..6 {
+            sregs.segs[i] = flat(0x18, 0x3); // ds es fs gs ss: read/write, accessed
+        }
+        sregs.tr = Segment {
+            selector: 0x20,
+            limit: 0x67,
+            type_: 0xb, // busy 32-bit TSS
+            present: 1,
+            ..Segment::default()
+        };
+        sregs.ldt = Segment {
+            type_: 0x2,
+            present: 1,
+            unusable: 1,
+            ..Segment::default()
+        };
+        sregs.cr[0] = 0x11; // PE | ET
+        sregs.cr[4] = 0;
+        sregs.efer = 0;
+        // SAFETY: KVM_SET_SREGS reads a kvm_sregs.
+        unsafe {
+            ioctl_with(
+                self.vcpu.as_raw_fd(),
+                KVM_SET_SREGS,
+                &mut sregs,
+                "KVM_SET_SREGS",
+            )
+        }?;
+        let mut regs = Regs {
+            rip: entry as u64,
+            rflags: 2,
+            ..Regs::default()
+        };
+        regs.gpr[4] = esi as u64; // rsi
+        self.put_regs(&regs)
     }
 
     /// Completes the operation of the last exit (a port-I/O or MMIO access
@@ -304,67 +391,78 @@ impl Machine {
     /// (0x18) segments, interrupts off, `eip = entry`, `esi = boot_params`.
     #[napi]
     pub fn set_boot_state(&mut self, entry: u32, boot_params: u32) -> Result<()> {
-        let mut sregs = Sregs::default();
-        // SAFETY: KVM_GET_SREGS writes a kvm_sregs.
-        unsafe {
-            ioctl_with(
-                self.vcpu.as_raw_fd(),
-                KVM_GET_SREGS,
-                &mut sregs,
-                "KVM_GET_SREGS",
-            )
-        }?;
-        let flat = |selector: u16, type_: u8| Segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector,
-            type_,
-            present: 1,
-            dpl: 0,
-            db: 1,
-            s: 1,
-            l: 0,
-            g: 1,
-            avl: 0,
-            unusable: 0,
-            padding: 0,
-        };
-        sregs.segs[0] = flat(0x10, 0xb); // cs: execute/read, accessed
-        for i in 1..6 {
-            sregs.segs[i] = flat(0x18, 0x3); // ds es fs gs ss: read/write, accessed
+        self.set_flat_protected_mode(entry, boot_params)
+    }
+
+    /// A bare VM over `slots` for a 32-bit protected-mode guest: no in-kernel
+    /// IRQ chip (so `hlt` is an exit to the VMM), one vCPU; with `logDirty`,
+    /// every slot logs the pages the guest writes (`dirtyLog`). Start the vCPU
+    /// with `setProtectedModeEntry`.
+    #[napi(factory)]
+    pub fn protected_mode(
+        slots: Vec<Slot>,
+        options: Option<ProtectedModeOptions>,
+    ) -> Result<Machine> {
+        let log = options.and_then(|o| o.log_dirty).unwrap_or(false);
+        Machine::create(
+            &slots,
+            |_| if log { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+            false,
+        )
+    }
+
+    /// Starts the vCPU at `entry` in 32-bit protected mode, paging off, with
+    /// flat 4 GiB code and data segments (the whole guest-physical space below
+    /// 4 GiB addressable as is), interrupts off, the other registers 0.
+    #[napi]
+    pub fn set_protected_mode_entry(&mut self, entry: u32) -> Result<()> {
+        self.set_flat_protected_mode(entry, 0)
+    }
+
+    /// The pages of memory slot `slot` the guest wrote since the slot was made
+    /// or last asked (`KVM_GET_DIRTY_LOG`, which clears the log), in KVM's
+    /// layout: bit `i` of little-endian 64-bit word `w` is page `64w + i` of
+    /// the slot, `ceil(pages / 64)` words. Only for a machine made with
+    /// `protectedMode(slots, { logDirty: true })`.
+    #[napi]
+    pub fn dirty_log(&self, slot: u32) -> Result<Buffer> {
+        if !self.logged {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "this machine's slots do not log dirty pages (protectedMode(slots, { logDirty: true }))",
+            ));
         }
-        sregs.tr = Segment {
-            selector: 0x20,
-            limit: 0x67,
-            type_: 0xb, // busy 32-bit TSS
-            present: 1,
-            ..Segment::default()
+        let pages = *self.slot_pages.get(slot as usize).ok_or_else(|| {
+            Error::new(
+                Status::InvalidArg,
+                format!(
+                    "slot {slot}: the machine has {} slots",
+                    self.slot_pages.len()
+                ),
+            )
+        })?;
+        let mut bitmap = vec![0u64; pages.div_ceil(64).max(1)];
+        let mut log = DirtyLog {
+            slot,
+            padding: 0,
+            bitmap: bitmap.as_mut_ptr(),
         };
-        sregs.ldt = Segment {
-            type_: 0x2,
-            present: 1,
-            unusable: 1,
-            ..Segment::default()
-        };
-        sregs.cr[0] = 0x11; // PE | ET
-        sregs.cr[4] = 0;
-        sregs.efer = 0;
-        // SAFETY: KVM_SET_SREGS reads a kvm_sregs.
+        // SAFETY: KVM_GET_DIRTY_LOG reads a kvm_dirty_log and writes
+        // ceil(pages / 64) words of the slot's bitmap: `bitmap` has as many,
+        // `pages` being the size this machine gave the slot.
         unsafe {
             ioctl_with(
-                self.vcpu.as_raw_fd(),
-                KVM_SET_SREGS,
-                &mut sregs,
-                "KVM_SET_SREGS",
+                self.vm.as_raw_fd(),
+                KVM_GET_DIRTY_LOG,
+                &mut log,
+                "KVM_GET_DIRTY_LOG",
             )
         }?;
-        let mut regs = Regs {
-            rip: entry as u64,
-            rflags: 2,
-            ..Regs::default()
-        };
-        regs.gpr[4] = boot_params as u64; // rsi
-        self.put_regs(&regs)
+        Ok(bitmap
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into())
     }
 
     /// Runs the vCPU until the VMM must serve an exit.

@@ -143,6 +143,82 @@ pagerTest(
   },
 )
 
+pagerTest(
+  'a file truncated by another process while this one faults: no signal, no hang; restored rejects naming exactly the pages past the new end that were not filled (in a child)',
+  (t) => {
+    const size = 256 * MiB
+    const cut = 4 * MiB
+    const tmp = tempDir()
+    t.teardown(tmp.done)
+    const path = join(tmp.dir, 'vm.mem')
+    const data = Buffer.alloc(size, 0x77)
+    for (let i = 0; i < size / P; i++) data.writeUInt32LE((i ^ 0x5a5a0000) >>> 0, i * P)
+    writeFileSync(path, data)
+    const manifest = {
+      version: 1,
+      pageSize: P,
+      dirtyOnly: false,
+      regions: [{ guestAddress: 0, size, fileOffset: 0, backing: 'anonymous', protection: 3 }],
+    }
+    const r = runChild(
+      `
+    const fs = require('node:fs')
+    const { spawn } = require('node:child_process')
+    const path = ${JSON.stringify(path)}
+    // The other process: started first, it truncates the file when told to (on its stdin).
+    const other = spawn(process.execPath, ['-e', "process.stdin.once('data', () => { require('node:fs').truncateSync(" + JSON.stringify(path) + ", ${cut}); process.exit(0) }); process.stdout.write('ready')"], { stdio: ['pipe', 'pipe', 'inherit'] })
+    other.stdout.once('data', () => {
+      const guest = mr.GuestMemory.restore(${JSON.stringify(manifest)}, path, { lazy: 'pager' })
+      // Faults from the end backwards (the prefetch goes forwards): 2049 pages, then the other
+      // process is told to cut the file (the write to its pipe is made at once), and the faults
+      // go on until the file is seen cut, then 1024 more past the new end; every value read is kept.
+      const seen = new Map()
+      let after = -1
+      for (let i = ${size / P - 1}; i >= ${cut / P} && after !== 0; i--) {
+        seen.set(i, guest.readU32(i * ${P}))
+        if (i === ${size / P - 1 - 2048}) other.stdin.write('now')
+        if (after > 0) after--
+        else if (after < 0 && i % 64 === 0 && fs.statSync(path).size === ${cut}) after = 1024
+      }
+      other.once('exit', (code) => guest.restored.then(
+        () => console.log(JSON.stringify({ resolved: true })),
+        (e) => {
+          const zero = new Set()
+          for (const [at, n] of e.pages) for (let k = 0; k < n; k++) zero.add(at / ${P} + k)
+          let wrong = 0
+          let below = 0
+          for (let i = 0; i < ${size / P}; i++) {
+            const v = guest.readU32(i * ${P})
+            if (zero.has(i) ? v !== 0 : v !== ((i ^ 0x5a5a0000) >>> 0)) wrong++
+            if (zero.has(i) && i < ${cut / P}) below++
+          }
+          let changed = 0
+          for (const [i, v] of seen) if (v !== guest.readU32(i * ${P})) changed++
+          const seenZero = [...seen.values()].filter((v) => v === 0).length
+          console.log(JSON.stringify({ code: e.code, exit: code, zeros: zero.size, below, wrong, changed, seen: seen.size, seenZero, cutSeen: after === 0, message: e.message }))
+          guest.close()
+        },
+      ))
+    })`,
+      60_000,
+    )
+    t.is(r.signal, null, r.stderr)
+    t.is(r.status, 0, r.stderr)
+    const out = JSON.parse(r.stdout.trim())
+    t.is(out.exit, 0, 'the other process truncated the file')
+    t.true(out.cutSeen, r.stdout)
+    t.is(out.code, 'ERR_RESTORE_INCOMPLETE', r.stdout)
+    t.is(out.below, 0, 'no page below the new end is named')
+    t.true(out.zeros > 0 && out.zeros <= (size - cut) / P, r.stdout)
+    t.is(out.wrong, 0, 'the pages named hold zeros, every other page the snapshot')
+    t.is(out.changed, 0, 'what a fault returned during the restore is what the page holds after: zeros only where named')
+    t.true(out.seenZero > 0, 'faults past the new end after the cut were served zeros')
+    t.true(out.seen - out.seenZero >= 2049, 'the pages filled before the cut keep the snapshot and are not named')
+    t.regex(out.message, /could not supply \d+ pages .* at guest addresses 0x/)
+    t.log(`${out.seen} pages faulted on from the end, ${out.seenZero} of them served zeros; ${out.zeros} pages named`)
+  },
+)
+
 pagerTest('close() during the restore stops the pager: restored rejects, mappings and the thread are gone (in a child)', (t) => {
   const r = runChild(
     `
@@ -170,6 +246,81 @@ pagerTest('close() during the restore stops the pager: restored rejects, mapping
   t.is(r.status, 0, r.stderr)
   t.deepEqual(JSON.parse(r.stdout.trim()), { code: 'ERR_MMAP_CLOSED', during: 1, after: 0, read: 3, owned: 0 })
 })
+
+/** Whether this runtime makes sharedView()s (node_api_create_external_sharedarraybuffer: not Node 20). */
+const SHARED_VIEW = (() => {
+  try {
+    using g = new GuestMemory([{ guestAddress: 0, size: P, backing: 'anonymous' }])
+    g.sharedView(0, P)
+    return true
+  } catch {
+    return false
+  }
+})()
+
+;(PAGER && SHARED_VIEW ? test : test.skip)(
+  "close() while another thread's faults are in flight (a worker reading through a sharedView): they are woken, the pages never filled read as zeros, nothing hangs (in a child)",
+  (t) => {
+    const r = runChild(
+      `
+    const fs = require('node:fs')
+    const { Worker } = require('node:worker_threads')
+    ${THREADS}
+    const dir = fs.mkdtempSync(require('node:os').tmpdir() + '/mr-pager-')
+    const path = dir + '/vm.mem'
+    const size = ${256 * MiB}
+    const data = Buffer.alloc(size)
+    for (let i = 0; i < size / ${P}; i++) data.writeUInt32LE(i + 1, i * ${P})
+    fs.writeFileSync(path, data)
+    const manifest = { version: 1, pageSize: ${P}, dirtyOnly: false, regions: [{ guestAddress: 0, size, fileOffset: 0, backing: 'anonymous', protection: 3 }] }
+    // The worker holds no GuestMemory, only a view: the main thread's close() is the last one.
+    // It starts before the restore (so the prefetch has no head start), is handed the view, and
+    // tells through \`ctrl\` that it has faulted once; it then reads every page from the end
+    // backwards (the prefetch goes forwards) while the main thread closes.
+    const ctrl = new Int32Array(new SharedArrayBuffer(4))
+    const w = new Worker(\`
+      const { parentPort, workerData: ctrl } = require('node:worker_threads')
+      parentPort.once('message', (sab) => {
+        const u32 = new Uint32Array(sab)
+        let filled = 0, zeros = 0, wrong = 0
+        for (let i = ${(256 * MiB) / P - 1}; i >= 0; i--) {
+          const v = u32[i * ${P / 4}]
+          if (v === i + 1) filled++
+          else if (v === 0) zeros++
+          else wrong++
+          if (i === ${(256 * MiB) / P - 1}) { Atomics.store(ctrl, 0, 1); Atomics.notify(ctrl, 0) }
+        }
+        parentPort.postMessage({ filled, zeros, wrong })
+      })
+      parentPort.postMessage('ready')
+    \`, { eval: true, workerData: ctrl })
+    w.once('message', () => {
+      const guest = mr.GuestMemory.restore(manifest, path, { lazy: 'pager' })
+      w.postMessage(guest.sharedView(0, size))
+      const waited = Atomics.wait(ctrl, 0, 0, 30_000)
+      guest.close()
+      const settled = guest.restored.then(() => 'resolved', (e) => e.code)
+      w.once('message', async (counts) => {
+        console.log(JSON.stringify({ ...counts, waited, settled: await settled, threads: threads() }))
+        await w.terminate()
+        fs.rmSync(dir, { recursive: true })
+      })
+    })`,
+      60_000,
+    )
+    t.is(r.signal, null, r.stderr)
+    t.is(r.status, 0, r.stderr)
+    const out = JSON.parse(r.stdout.trim())
+    t.not(out.waited, 'timed-out', 'the worker faulted once')
+    t.is(out.wrong, 0, 'every page read holds the snapshot or zeros')
+    t.is(out.filled + out.zeros, (256 * MiB) / P)
+    t.true(out.zeros > 0, 'pages not filled when the pager stopped read as zeros')
+    t.true(out.filled > 0, 'the pages served before it stopped hold the snapshot')
+    t.is(out.settled, 'ERR_MMAP_CLOSED')
+    t.is(out.threads, 0, 'the pager thread is joined')
+    t.log(`${out.filled} pages read the snapshot, ${out.zeros} zeros`)
+  },
+)
 
 pagerTest('a worker faults on attached memory; when it is the last holder, its close() stops the pager (in a child)', (t) => {
   const r = runChild(

@@ -173,6 +173,22 @@ static napi_value dump(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// load(fd, addr, len): pread of len bytes of fd from offset 0 into [addr, addr + len), all of it
+// (the floor of an eager restore: the file read into anonymous memory, no pager).
+static napi_value load(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int fd = (int)arg_num(env, argv[0]);
+  char *addr = (char *)(uintptr_t)arg_num(env, argv[1]);
+  size_t len = (size_t)arg_num(env, argv[2]);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, addr + done, len - done, (off_t)done);
+    if (n <= 0) return fail(env, "pread");
+    done += (size_t)n;
+  }
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   struct {
     const char *name;
@@ -180,7 +196,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {
       {"mapFd", map_fd},     {"mapFdChecked", map_fd_checked}, {"mapFdAt", map_fd_at}, {"mapAnon", map_anon},     {"hole", hole},         {"reserve", reserve},
       {"unmap", unmap},      {"msync", do_msync},       {"madvise", do_madvise}, {"view", view},
-      {"readInto", read_into}, {"write", write_from}, {"dump", dump},
+      {"readInto", read_into}, {"write", write_from}, {"dump", dump}, {"load", load},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { HERE, QUICK, signTail } from './harness.mjs'
 import { noExternalRows } from './no-external.mjs'
 import { dirtyRows, KVM_HEAD, kvmRows } from './dirty.mjs'
+import { pagerRows, RESTORED_BAR } from './pager.mjs'
 
 const fmtNs = (ns) =>
   ns === undefined || Number.isNaN(ns)
@@ -76,7 +77,7 @@ ${line(1, '#d6336c')}${line(2, '#1c7ed6')}
 }
 
 /** Writes RESULTS.md and the plot; returns the Markdown. */
-export function writeReport({ floor, info, noExternal, dirty, c, peer, peerRun, started, counts, changes, pageSize }) {
+export function writeReport({ floor, info, noExternal, dirty, pager, c, peer, peerRun, started, counts, changes, pageSize }) {
   const { cases, live, growth, layout } = floor
   const pass = (ok) => (ok ? 'pass' : '**fail**')
   const barRows = cases.map((x) => [
@@ -133,7 +134,8 @@ export function writeReport({ floor, info, noExternal, dirty, c, peer, peerRun, 
     '≤ 1 ms',
     pass(floor.restoreMs <= 1),
   ])
-  const failed = barRows.filter((r) => r[6] !== 'pass').length
+  const pagerTable = pagerRows(pager, fmtNs)
+  const failed = barRows.filter((r) => r[6] !== 'pass').length + pagerTable.fails
   const liveRows = counts.map((n) => [
     n,
     fmtNs(live[n].ours),
@@ -318,6 +320,27 @@ handed a view of our own mapping so that both make the same syscall on the same 
 ${QUICK ? 300 : 2000} paired batches by turns, a one-sided exact sign test over the pairs
 (α = ${PEER_ALPHA}), and an ours-against-ours control; a bias the control shows in our favour
 must be exceeded ${PEER_MARGIN}× before "we are faster" is claimed.
+
+### Restore served by the pager
+
+\`GuestMemory.restore(manifest, file, { lazy: 'pager' })\` of a 1 GiB snapshot (written once by
+\`guest.snapshot()\` from anonymous memory holding non-zero bytes, read back from a **warm page
+cache**), in this process (bench/pager.mjs; medians of rounds that alternate the two sides, the
+ratio the median of the per-round ratios with its 25th–75th percentile). Each fault is served by
+the pager's thread (a \`pread\` of the 64 KiB block around it and a \`UFFDIO_COPY\`) while the same
+thread prefetches the rest, both on the machine's cores. Rows: the \`restore()\` call alone
+against \`lazy: 'file'\` (a private mapping of the file); the first \`readU32\` of 1 % of the pages
+in a random order (fixed seed), per page, against \`lazy: 'file'\` (a page-cache fault); the time
+from \`restore()\` until \`restored\` resolves with nothing touched (it is polled every 5 ms) against
+the floor, bench/floor.c's \`mmap\` of 1 GiB of anonymous memory and one \`pread\` of the whole file
+into it, with an A/A control of the floor against itself — barred: throughput at least 0.8× the
+floor's (a time ratio ≤ ${RESTORED_BAR}); and a trace of 2 % of the pages in a random order, replayed
+by \`readU32\` at once after a restore: recorded first (\`record: true\`, \`snapshot({ workingSet:
+true })\` into the same file), then replayed after restores with and without the stored set,
+counting \`restoreFaults\` and timing from \`restore()\` to the trace's end. The replay touches as
+fast as it can, so it can overtake the set's prefetch (which places the set's pages first, then
+the rest in address order): a touch of a page the prefetch has not reached yet still faults.
+${pager.unavailable !== undefined ? `\n**Not measured here**: the pager cannot run (${pager.unavailable}).\n` : `\n${table(pagerTable.head, pagerTable.rows)}\n`}
 `
   writeFileSync(join(HERE, 'RESULTS.md'), md)
   writeFileSync(join(HERE, 'live-overlays.svg'), svg(live, counts))

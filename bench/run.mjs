@@ -14,6 +14,7 @@ import { bigintCases, deviceCases } from './device.mjs'
 import { dirtyCases } from './dirty.mjs'
 import { BUILD, buildBaseline, loadFloor, loadPeer, QUICK } from './harness.mjs'
 import { noExternalCases } from './no-external.mjs'
+import { pagerCases } from './pager.mjs'
 import { writeReport } from './report.mjs'
 import { CHANGES } from './changes.mjs'
 
@@ -39,9 +40,24 @@ const noExternal = noExternalCases()
 process.stderr.write('no-external cases done\n')
 const dirty = dirtyCases()
 process.stderr.write('dirty-tracking cases done\n')
+const pager = await pagerCases(F)
+process.stderr.write('pager cases done\n')
 const c = runC(QUICK ? 'quick' : 'full')
 const peerRun = peerCases(peer, ext4File)
 process.stderr.write('peer done\n')
 console.log(
-  writeReport({ floor, info, noExternal, dirty, c, peer, peerRun, started, counts: LIVE_COUNTS, changes: CHANGES, pageSize: PAGE_SIZE }),
+  writeReport({
+    floor,
+    info,
+    noExternal,
+    dirty,
+    pager,
+    c,
+    peer,
+    peerRun,
+    started,
+    counts: LIVE_COUNTS,
+    changes: CHANGES,
+    pageSize: PAGE_SIZE,
+  }),
 )

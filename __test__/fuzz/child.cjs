@@ -395,6 +395,8 @@ const snapPath = path.join(dir, 'snapshot')
 fs.writeFileSync(snapPath, Buffer.alloc(16 * P, 0x5a))
 const pagerPath = path.join(dir, 'pager-source')
 fs.writeFileSync(pagerPath, Buffer.alloc(16 * P, 0x3c))
+/** The pager's source as an fd (the pager reads from its own duplicate). */
+const pagerFd = fs.openSync(pagerPath, 'r')
 let lastManifest
 /**
  * A manifest: the last one a snapshot resolved to (they settle only after the loop, so mostly one
@@ -880,8 +882,14 @@ const ops = [
           chance(0.3)
             ? { ...manifest(), version: 2, workingSet: pick([[], [[0, 1]], [[int(16) * P, int(4)]], 'x', [[1, 1]], numberish()]) }
             : manifest(),
-          pick([pagerPath, pagerPath, dir, numberish()]),
-          bag({ lazy: 'pager', trackDirty: pick([undefined, false, true]), record: pick([undefined, true, false, numberish()]) }),
+          pick([pagerPath, pagerPath, pagerFd, dir, numberish()]),
+          bag({
+            lazy: 'pager',
+            trackDirty: pick([undefined, false, true]),
+            record: pick([undefined, true, false, numberish()]),
+            addressSpace: pick([undefined, 32 * P, P, numberish()]),
+            dontDump: pick([undefined, true, false]),
+          }),
         ),
       ),
   ],

@@ -881,7 +881,11 @@ const ops = [
             ? { ...manifest(), version: 2, workingSet: pick([[], [[0, 1]], [[int(16) * P, int(4)]], 'x', [[1, 1]], numberish()]) }
             : manifest(),
           pick([pagerPath, pagerPath, dir, numberish()]),
-          bag({ lazy: 'pager', trackDirty: pick([undefined, false, true]), record: pick([undefined, true, false, numberish()]) }),
+          bag({
+            lazy: 'pager',
+            trackDirty: pick([undefined, false, true, 'kernel', 'software']),
+            record: pick([undefined, true, false, numberish()]),
+          }),
         ),
       ),
   ],

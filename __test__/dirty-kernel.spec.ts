@@ -15,14 +15,15 @@ import {
   readdirSync,
   readlinkSync,
   rmSync,
+  truncateSync,
   writeFileSync,
 } from 'node:fs'
 import { release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
-import { GuestMemory, MemoryMapping, PAGE_SIZE, Protection, SharedMemory } from 'mapped-region'
-import { ENTRY, NOBODY_CAN_RUN_NODE, ROOT, tempDir } from './helpers.js'
+import { GuestMemory, MemoryMapping, PAGE_SIZE, Protection, SharedMemory, type SnapshotManifest } from 'mapped-region'
+import { ENTRY, NO_EXTERNAL, NOBODY_CAN_RUN_NODE, ROOT, tempDir } from './helpers.js'
 import { viewTest, viewTestSerial } from './view-test.js'
 
 const P = PAGE_SIZE
@@ -354,3 +355,251 @@ kernelTest('a region plugged in is all dirty however its adder ends; a take raci
   const plugged = dirtyPages(guest)[1]
   t.is(plugged.length, 16, 'plugged in: all dirty, marked in the call that mapped it')
 })
+
+// The kernel's tracking with a `lazy: 'pager'` restore: the pager's regions are reported whole by
+// every take until the first take after the pager has ended, which tracks them and reports them
+// whole once more; from then on page by page. When the pager ends is not in the tests' hands (a
+// restore of a few MiB may be done before the second take): `Takes` checks the order whatever it.
+
+/** The pager needs a full userfaultfd: root here (pager.spec.ts tests the refusal elsewhere). */
+const pagerKernelTest = KERNEL_TRACKS && process.getuid?.() === 0 ? test : test.skip
+
+const MiB = 1 << 20
+/** Pages of the restored guest's two regions: 64 MiB read-write, 16 pages read-only. */
+const PAGES = [(64 * MiB) / P, 16]
+
+/** A guest (64 MiB at 0, page i holding i; 16 read-only pages at 128 MiB) snapshotted to a temporary file. */
+async function pagerSnapshot(t: import('ava').ExecutionContext): Promise<{ dir: string; path: string; manifest: SnapshotManifest }> {
+  const tmp = tempDir()
+  t.teardown(tmp.done)
+  const path = join(tmp.dir, 'vm.mem')
+  using g = new GuestMemory([
+    { guestAddress: 0, size: 64 * MiB, backing: 'anonymous' },
+    { guestAddress: 128 * MiB, size: 16 * P, backing: 'anonymous', protection: Protection.READ },
+  ])
+  for (let i = 0; i < PAGES[0]; i++) g.writeU32(i * P, i)
+  const manifest = await g.snapshot(path)
+  return { dir: tmp.dir, path, manifest: JSON.parse(JSON.stringify(manifest)) as SnapshotManifest }
+}
+
+/** Every page of each region, as `dirtyPages` lists them. */
+const ALL = PAGES.map((n) => Array.from({ length: n }, (_, i) => i))
+
+/**
+ * The takes of a guest restored with the pager and the kernel's tracking, checked in order: every
+ * take reports every page until the hand-over (the first take after the pager ended, itself
+ * reporting every page); after it, exactly the pages written since the take before. The first
+ * take that is not whole, or the first whole one after `restored` settled, proves the hand-over.
+ */
+class Takes {
+  handedOver = false
+  wholeAfterSettled = 0
+  settled = false
+  constructor(
+    readonly t: import('ava').ExecutionContext,
+    readonly guest: GuestMemory,
+  ) {
+    void guest.restored?.then(
+      () => {
+        this.settled = true
+      },
+      () => {
+        this.settled = true
+      },
+    )
+  }
+  /** Takes, expecting exactly `written` once handed over; returns whether the take reported every page. */
+  take(written: number[][], what: string): boolean {
+    const settled = this.settled
+    const got = dirtyPages(this.guest)
+    const whole = JSON.stringify(got) === JSON.stringify(ALL)
+    if (this.handedOver || !whole) {
+      this.t.deepEqual(got, written, `${what}: exactly the pages written`)
+      this.handedOver = true
+    } else if (settled) {
+      this.handedOver = true
+    }
+    if (whole && settled) this.wholeAfterSettled++
+    return whole
+  }
+}
+
+pagerKernelTest(
+  "lazy: 'pager' with the kernel's tracking: all dirty while the pager runs, handed over by the take after it ends, then exact (views too)",
+  async (t) => {
+    const { path, manifest } = await pagerSnapshot(t)
+    for (const trackDirty of ['kernel', true] as const) {
+      using guest = GuestMemory.restore(manifest, path, { lazy: 'pager', trackDirty })
+      const takes = new Takes(t, guest)
+      t.is(guest.dirtyTracking, 'kernel', String(trackDirty))
+      t.true(takes.take([[], []], 'first'), 'the first take reports every page of the pager’s regions')
+      guest.writeU32(3 * P, 7)
+      takes.take([[3], []], 'during the restore')
+      await guest.restored
+      takes.take([[], []], 'after the restore')
+      guest.writeU32(10 * P, 1)
+      guest.write(20 * P + P - 1, Buffer.from([1, 2]))
+      if (!NO_EXTERNAL) guest.view(30 * P, P)[5] = 1
+      takes.take([NO_EXTERNAL ? [10, 20, 21] : [10, 20, 21, 30], []], 'writes, a view')
+      takes.take([[], []], 'nothing since')
+      t.true(takes.handedOver, 'handed over by now')
+      t.true(takes.wholeAfterSettled <= 1, 'at most one whole take after the restore ended')
+      t.is(guest.readU32(3 * P), 7)
+      t.is(guest.readU32(1000 * P), 1000)
+    }
+  },
+)
+
+pagerKernelTest(
+  'a worker attached to a pager restore with the kernel’s tracking takes the hand-over; this thread then sees its writes exactly',
+  async (t) => {
+    const { path, manifest } = await pagerSnapshot(t)
+    using guest = GuestMemory.restore(manifest, path, { lazy: 'pager', trackDirty: 'kernel' })
+    t.deepEqual(dirtyPages(guest), ALL)
+    const worker = new Worker(
+      `const { workerData, parentPort } = require('node:worker_threads')
+     const { GuestMemory } = require(workerData.entry)
+     const guest = GuestMemory.attach(workerData.handle)
+     guest.restored.then(() => {
+       const counts = guest.takeDirty().map(({ bitmap }) => bitmap.reduce((n, w) => n + w.toString(2).split('1').length - 1, 0))
+       guest.writeU32(3 * ${P}, 1)
+       guest.writeU32(7 * ${P}, 1)
+       guest.close()
+       parentPort.postMessage(counts)
+     })`,
+      { eval: true, workerData: { entry: ENTRY, handle: guest.share() } },
+    )
+    const [counts] = await Promise.all([
+      new Promise((resolve) => worker.once('message', resolve)),
+      new Promise((resolve) => worker.once('exit', resolve)),
+    ])
+    // The worker's take is the hand-over (every page), unless this thread's first take was (the
+    // pager may have ended before it): then nothing was written between.
+    t.true(JSON.stringify(counts) === JSON.stringify(PAGES) || JSON.stringify(counts) === '[0,0]', `the worker's take: ${counts}`)
+    t.log(`the worker's take reported ${counts} pages`)
+    t.deepEqual(dirtyPages(guest), [[3, 7], []], 'then exactly the pages it wrote')
+    await guest.restored
+    t.deepEqual(dirtyPages(guest), [[], []])
+  },
+)
+
+pagerKernelTest('no write is lost across the hand-over: a worker writes page after page while this thread takes', async (t) => {
+  const { path, manifest } = await pagerSnapshot(t)
+  using guest = GuestMemory.restore(manifest, path, { lazy: 'pager', trackDirty: 'kernel' })
+  // The worker writes every 8th page once, in order: [writes begun, writes done].
+  const writes = PAGES[0] / 8
+  const progress = new Int32Array(new SharedArrayBuffer(8))
+  const worker = new Worker(
+    `const { workerData } = require('node:worker_threads')
+     const { GuestMemory } = require(workerData.entry)
+     const guest = GuestMemory.attach(workerData.handle)
+     const p = workerData.progress
+     for (let i = 0; i < ${writes}; i++) {
+       Atomics.store(p, 0, i + 1)
+       guest.writeU32(i * 8 * ${P} + 4, 0xfeed)
+       Atomics.store(p, 1, i + 1)
+       if (i % 4 === 3) Atomics.wait(p, 0, i + 1, 1)
+     }
+     guest.close()`,
+    { eval: true, workerData: { entry: ENTRY, handle: guest.share(), progress } },
+  )
+  const exited = new Promise((resolve) => worker.once('exit', resolve))
+  // Each take: the pages it reported, the writes done before it began, the writes begun when it returned.
+  const takes: { pages: Set<number>; doneBefore: number; begunAfter: number }[] = []
+  // This thread writes a page of its own (4 past one of the worker's) right before each take.
+  const own: number[] = []
+  while (Atomics.load(progress, 1) < writes) {
+    const mine = ((takes.length % writes) * 8 + 4) % PAGES[0]
+    guest.writeU32(mine * P, takes.length)
+    own.push(mine)
+    const doneBefore = Atomics.load(progress, 1)
+    const pages = new Set(dirtyPages(guest)[0])
+    takes.push({ pages, doneBefore, begunAfter: Atomics.load(progress, 0) })
+    await new Promise((resolve) => setTimeout(resolve, 1))
+  }
+  await exited
+  takes.push({ pages: new Set(dirtyPages(guest)[0]), doneBefore: writes, begunAfter: writes })
+  let handOver = -1
+  for (const [i, k] of takes.entries()) if (k.pages.size === PAGES[0]) handOver = i
+  t.true(handOver >= 0, 'a take reported every page')
+  t.true(
+    takes.slice(0, handOver).every((k) => k.pages.size === PAGES[0]),
+    'every take up to the hand-over reported every page',
+  )
+  t.true(
+    takes.slice(handOver + 1).some((k) => k.pages.size > 0),
+    `takes after the hand-over were exact and saw writes (the hand-over was take ${handOver} of ${takes.length})`,
+  )
+  // Write i, done before take k began, is reported by take k or by one before it that returned after write i began.
+  for (let i = 0; i < writes; i++) {
+    const k = takes.findIndex((x) => x.doneBefore > i)
+    const seen = takes.slice(0, k + 1).some((x) => x.begunAfter > i && x.pages.has(i * 8))
+    if (!seen) t.fail(`page ${i * 8} was written and no take reported it`)
+  }
+  for (const [i, k] of takes.entries()) if (i < own.length && !k.pages.has(own[i])) t.fail(`take ${i} missed the page written before it`)
+  for (const k of takes.slice(handOver + 1)) {
+    for (const p of k.pages) if (p % 8 !== 0 && p % 8 !== 4) t.fail(`page ${p} was never written but reported after the hand-over`)
+  }
+  for (let i = 0; i < writes; i++) if (guest.readU32(i * 8 * P + 4) !== 0xfeed) t.fail(`page ${i * 8} lost its write`)
+  t.log(`${takes.length} takes, the hand-over at ${handOver}`)
+})
+
+pagerKernelTest('diff snapshots of a pager restore with the kernel’s tracking restore to the same bytes', async (t) => {
+  const { dir, path, manifest } = await pagerSnapshot(t)
+  const target = join(dir, 'diffs.mem')
+  cpSync(path, target)
+  using guest = GuestMemory.restore(manifest, path, { lazy: 'pager', trackDirty: 'kernel' })
+  const whole = PAGES.map((n) => [[0, n]])
+  guest.writeU32(5 * P, 0xaaaa)
+  const first = await guest.snapshot(target, { dirtyOnly: true })
+  t.deepEqual(
+    first.regions.map((r) => r.dirtyPages),
+    whole,
+    'the first: every page',
+  )
+  await guest.restored
+  guest.writeU32(6 * P, 0xbbbb)
+  const second = await guest.snapshot(target, { dirtyOnly: true })
+  const runs = second.regions.map((r) => r.dirtyPages)
+  // The hand-over (every page once more), unless the first snapshot's take was it.
+  t.true(JSON.stringify(runs) === JSON.stringify(whole) || JSON.stringify(runs) === JSON.stringify([[[6, 1]], []]), JSON.stringify(runs))
+  guest.writeU32(7 * P, 0xcccc)
+  guest.writeU32(100 * P, 0xdddd)
+  const exact = await guest.snapshot(target, { dirtyOnly: true })
+  t.deepEqual(
+    exact.regions.map((r) => r.dirtyPages),
+    [
+      [
+        [7, 1],
+        [100, 1],
+      ],
+      [],
+    ],
+  )
+  // The file, with every diff written over it, is the guest's memory.
+  const full = { ...exact, dirtyOnly: false, regions: exact.regions.map(({ dirtyPages: _, ...r }) => r) }
+  using copy = GuestMemory.restore(full, target, { lazy: false })
+  t.true(copy.read(0, 64 * MiB).equals(guest.read(0, 64 * MiB)))
+  t.true(copy.read(128 * MiB, 16 * P).equals(guest.read(128 * MiB, 16 * P)))
+  t.is(copy.readU32(5 * P), 0xaaaa)
+  t.is(copy.readU32(100 * P), 0xdddd)
+})
+
+pagerKernelTest(
+  'a pager restore that ends incomplete (file truncated) still hands over; close() during one: takes are ERR_MMAP_CLOSED',
+  async (t) => {
+    const { dir, path, manifest } = await pagerSnapshot(t)
+    const cut = join(dir, 'cut.mem')
+    cpSync(path, cut)
+    using guest = GuestMemory.restore(manifest, cut, { lazy: 'pager', trackDirty: 'kernel' })
+    truncateSync(cut, MiB)
+    await t.throwsAsync(guest.restored as Promise<void>, { code: 'ERR_RESTORE_INCOMPLETE' })
+    t.deepEqual(dirtyPages(guest), ALL, 'the hand-over')
+    guest.writeU32(300 * P, 1)
+    t.deepEqual(dirtyPages(guest), [[300], []], 'then exact')
+    const closed = GuestMemory.restore(manifest, path, { lazy: 'pager', trackDirty: 'kernel' })
+    closed.close()
+    await t.throwsAsync(closed.restored as Promise<void>, { code: 'ERR_MMAP_CLOSED' })
+    t.throws(() => closed.takeDirty(), { code: 'ERR_MMAP_CLOSED' })
+  },
+)

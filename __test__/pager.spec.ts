@@ -81,7 +81,7 @@ pagerTest('lazy: pager returns at once; every access is served; restored resolve
   t.true(copy.read(64 * MiB, 16 * P).equals(guest.read(64 * MiB, 16 * P)))
 })
 
-test('lazy takes true, false, file and pager; restored is only for the pager; trackDirty is refused with it', async (t) => {
+test('lazy takes true, false, file and pager; restored is only for the pager', async (t) => {
   const { path, manifest } = await snapshotted(t, 16 * P)
   for (const lazy of [undefined, true, 'file', false] as const) {
     using g = GuestMemory.restore(manifest, path, { lazy })
@@ -93,12 +93,6 @@ test('lazy takes true, false, file and pager; restored is only for the pager; tr
   }
   for (const lazy of [1, null, {}]) {
     t.throws(() => GuestMemory.restore(manifest, path, { lazy: lazy as never }), { code: 'ERR_INVALID_ARG_TYPE', message: /lazy/ })
-  }
-  for (const trackDirty of [true, 'kernel', 'software'] as const) {
-    t.throws(() => GuestMemory.restore(manifest, path, { lazy: 'pager', trackDirty }), {
-      code: 'ERR_MMAP_UNSUPPORTED',
-      message: /trackDirty/,
-    })
   }
 })
 
@@ -513,3 +507,34 @@ pagerTest(
     await t.throwsAsync(plain.snapshot(join(tmp.dir, 'x.mem'), { workingSet: true }), { code: 'ERR_MMAP_UNSUPPORTED' })
   },
 )
+
+// trackDirty: 'software' with the pager (the kernel's tracking with it: dirty-kernel.spec.ts).
+
+/** The dirty pages of each region, as page indexes, from `takeDirty()`. */
+function dirtyPages(guest: GuestMemory): number[][] {
+  return guest.takeDirty().map(({ bitmap, size }) => {
+    const out: number[] = []
+    for (let p = 0; p < size / P; p++) if ((bitmap[p >> 6] >> BigInt(p & 63)) & 1n) out.push(p)
+    return out
+  })
+}
+
+pagerTest("trackDirty: 'software' with lazy: 'pager': the pager's fills mark nothing, this object's writes are marked", async (t) => {
+  const { path, manifest } = await snapshotted(t)
+  using guest = GuestMemory.restore(manifest, path, { lazy: 'pager', trackDirty: 'software' })
+  t.is(guest.dirtyTracking, 'software')
+  t.deepEqual(dirtyPages(guest), [[], []], 'nothing written yet')
+  // Reads fault pages in (the pager fills them): not writes.
+  t.is(guest.readU32(100 * P), 100 ^ 0x5a5a0000)
+  t.is(guest.read(64 * MiB + 2 * P + 8, 4).readUInt32LE(0), 0xc0de0002)
+  guest.writeU32(200 * P, 1)
+  guest.write(300 * P + P - 2, Buffer.from([1, 2, 3, 4]))
+  t.deepEqual(dirtyPages(guest), [[200, 300, 301], []])
+  await guest.restored
+  t.deepEqual(dirtyPages(guest), [[], []], 'the background fill marked nothing either')
+  guest.writeU32(5 * P, 9)
+  t.deepEqual(dirtyPages(guest), [[5], []])
+  t.is(guest.readU32(5 * P), 9)
+  t.is(guest.readU32(200 * P), 1)
+  t.is(guest.readU32(201 * P), 201 ^ 0x5a5a0000)
+})

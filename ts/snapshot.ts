@@ -8,7 +8,7 @@ import { fstatSync, constants as fsConstants } from 'node:fs'
 import { fileCheckEof, guestLoadFile } from './calls.js'
 import { PAGE_SIZE, Protection, type ProtectionFlags } from './constants.js'
 import { type DirtyTracker, needTracking, pageRuns } from './dirty.js'
-import { guestError, invalidArgType, invalidArgValue, outOfRange, stateError, unsupported } from './errors.js'
+import { guestError, invalidArgType, invalidArgValue, outOfRange, stateError } from './errors.js'
 import type { GuestMemoryOptions, GuestRegionSpec } from './guest.js'
 import { type LoadSource, withFile } from './load.js'
 import { guestRegions, regionFileIoAsync } from './calls.js'
@@ -81,7 +81,9 @@ export interface RestoreOptions extends GuestMemoryOptions {
    *   a KVM guest) and fills the rest in the background, so that the memory ends as ordinary
    *   memory that no longer needs the file ({@link GuestMemory.restored}). Needs a userfaultfd that
    *   serves kernel-mode faults (root, `CAP_SYS_PTRACE`, `vm.unprivileged_userfaultfd=1` or access
-   *   to `/dev/userfaultfd`): refused with `ERR_MMAP_UNSUPPORTED` otherwise, and with `trackDirty`.
+   *   to `/dev/userfaultfd`): refused with `ERR_MMAP_UNSUPPORTED` otherwise. With `trackDirty`
+   *   tracked by the kernel, every `takeDirty()` reports every page of the pager's regions until
+   *   the first take after the pager has ended, which starts tracking them page by page.
    * - `false`: every region is anonymous memory read from the file now.
    *
    * `'file'` stays the default because it is the one that works everywhere at no cost up front;
@@ -203,11 +205,6 @@ export function restoreSnapshot<G extends { close(): void }>(
   if (record && mode !== 'pager')
     throw invalidArgValue('record', "is for lazy: 'pager' (only the pager sees the first touches)", recordOption)
   const lazy = mode === 'file'
-  if (mode === 'pager' && o.trackDirty !== undefined && o.trackDirty !== false) {
-    throw unsupported(
-      "trackDirty with lazy: 'pager': the pager and the kernel's dirty tracking each need the memory registered with a userfaultfd of their own",
-    )
-  }
   return withFile(source, (f) => {
     // Only a file with a size holds a snapshot: a character device (`/dev/zero` maps and
     // reads as anything but the snapshot), a FIFO, a socket or a directory is refused.

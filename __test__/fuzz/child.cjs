@@ -885,7 +885,7 @@ const ops = [
           pick([pagerPath, pagerPath, pagerFd, dir, numberish()]),
           bag({
             lazy: 'pager',
-            trackDirty: pick([undefined, false, true]),
+            trackDirty: pick([undefined, false, true, 'kernel', 'software']),
             record: pick([undefined, true, false, numberish()]),
             addressSpace: pick([undefined, 32 * P, P, numberish()]),
             dontDump: pick([undefined, true, false]),

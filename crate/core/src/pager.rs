@@ -207,7 +207,7 @@ impl Pager {
                         reason: "the memory cannot be registered for missing-page faults (only anonymous and shared memory can)",
                     },
                     Some(libc::EBUSY) => Error::Paging {
-                        reason: "the memory is registered with another userfaultfd (kernel dirty tracking uses one: it cannot be combined with a pager)",
+                        reason: "the memory is registered with another userfaultfd (kernel dirty tracking uses one: it must let go of the memory first)",
                     },
                     _ => e,
                 });

@@ -5,6 +5,13 @@
 //! region hot-plugged or mapped anew, pages marked by hand, pages a failed
 //! snapshot puts back. A take reports both and clears both.
 //!
+//! Memory a pager fills (`lazy: 'pager'`) is registered with the pager's
+//! userfaultfd, and a range takes one userfaultfd: the tracker lets go of it
+//! while the pager runs, and every take reports all of it. The first take
+//! after the pager has ended (and unregistered it) tracks it and reports it
+//! whole once more, so a write made before it was protected is in that take;
+//! from then on it is tracked page by page.
+//!
 //! Addresses here are guest addresses (offsets in the arena); `base` is where
 //! the arena lies in this process.
 
@@ -25,6 +32,12 @@ pub struct KernelDirty {
     /// Ranges mapped anew that the kernel would not track (`[start, end)`):
     /// reported by every take, since their writes cannot be seen.
     untracked: Vec<(usize, usize)>,
+    /// Ranges a pager fills (`[start, end)`): registered with its
+    /// userfaultfd, not the tracker's, until [`KernelDirty::hand_over`];
+    /// reported by every take meanwhile. A region mapped there while they
+    /// are listed stays untracked too: the pager unregisters its ranges when
+    /// it ends, and a registration of the tracker's there must not meet that.
+    paging: Vec<(usize, usize)>,
 }
 
 impl KernelDirty {
@@ -37,6 +50,7 @@ impl KernelDirty {
             base,
             marks: BTreeMap::new(),
             untracked: Vec::new(),
+            paging: Vec::new(),
         };
         for r in table.regions() {
             dirty.track(r.start, r.size)?;
@@ -47,7 +61,9 @@ impl KernelDirty {
     /// Starts tracking the region at `start` (just mapped, or mapped anew),
     /// clean: what it held before is the caller's to mark.
     pub fn track(&mut self, start: usize, size: usize) -> Result<()> {
-        self.tracker.track(self.base + start, size)?;
+        for (from, to) in self.outside_paging(start, start + size) {
+            self.tracker.track(self.base + from, to - from)?;
+        }
         self.marks
             .entry(start)
             .or_insert_with(|| vec![0; words(size)]);
@@ -85,11 +101,51 @@ impl KernelDirty {
         self.untracked = left;
         for r in table.regions() {
             let (from, to) = (start.max(r.start), end.min(r.end()));
-            if from < to && self.tracker.track(self.base + from, to - from).is_err() {
-                self.untracked.push((from, to));
+            for (from, to) in self.outside_paging(from, to) {
+                if self.tracker.track(self.base + from, to - from).is_err() {
+                    self.untracked.push((from, to));
+                }
             }
         }
         self.mark(table, start, end - start);
+    }
+
+    /// A pager is about to register `ranges` (`(start, size)`, inside the
+    /// guest regions) with its userfaultfd: the tracker lets go of them, and
+    /// every take reports them whole until [`KernelDirty::hand_over`].
+    pub fn pager_starting(&mut self, ranges: &[(usize, usize)]) -> Result<()> {
+        for &(start, size) in ranges {
+            // Listed first: were the untrack to fail part-way, the range is
+            // reported whole rather than scanned.
+            self.paging.push((start, start + size));
+            self.tracker.untrack(self.base + start, size)?;
+        }
+        Ok(())
+    }
+
+    /// Whether ranges wait for [`KernelDirty::hand_over`].
+    pub fn paging(&self) -> bool {
+        !self.paging.is_empty()
+    }
+
+    /// The pager has ended (it unregistered its ranges before saying so):
+    /// tracks its ranges (their parts in regions of `table`) and marks them
+    /// whole. Tracking first, marking after: a write made before the
+    /// protection is in the marks the next take reports, one made after it
+    /// is the kernel's to report. A part the kernel will not track yet stays
+    /// listed (reported whole, tried again by the next hand-over).
+    pub fn hand_over(&mut self, table: &GuestTable) {
+        let mut left = Vec::new();
+        for (start, end) in std::mem::take(&mut self.paging) {
+            for r in table.regions() {
+                let (from, to) = (start.max(r.start), end.min(r.end()));
+                if from < to && self.tracker.track(self.base + from, to - from).is_err() {
+                    left.push((from, to));
+                }
+            }
+            self.mark(table, start, end - start);
+        }
+        self.paging = left;
     }
 
     /// Marks the pages of `[addr, addr + len)` changed; the range must lie in
@@ -117,7 +173,7 @@ impl KernelDirty {
     /// then its bitmap (`KVM_GET_DIRTY_LOG`'s layout), as 64-bit words. A
     /// failure part-way puts what was taken back as marks, so nothing is lost.
     pub fn take(&mut self, table: &GuestTable) -> Result<Vec<u64>> {
-        for (start, end) in self.untracked.clone() {
+        for (start, end) in self.gaps() {
             self.mark(table, start, end - start);
         }
         let mut out = Vec::new();
@@ -149,16 +205,47 @@ impl KernelDirty {
 }
 
 impl KernelDirty {
+    /// The ranges no scan reads, reported whole by every take: those the
+    /// kernel would not track and those a pager fills.
+    fn gaps(&self) -> Vec<(usize, usize)> {
+        self.untracked.iter().chain(&self.paging).copied().collect()
+    }
+
+    /// The parts of `[start, end)` outside the ranges a pager fills (none
+    /// for an empty range).
+    fn outside_paging(&self, start: usize, end: usize) -> Vec<(usize, usize)> {
+        if start >= end {
+            return Vec::new();
+        }
+        let mut parts = vec![(start, end)];
+        for &(s, e) in &self.paging {
+            parts = parts
+                .into_iter()
+                .flat_map(|(from, to)| {
+                    if e <= from || s >= to {
+                        vec![(from, to)]
+                    } else {
+                        [(from, s), (e, to)]
+                            .into_iter()
+                            .filter(|&(a, b)| a < b && a >= from && b <= to)
+                            .collect()
+                    }
+                })
+                .collect();
+        }
+        parts
+    }
+
     /// Takes the written pages of the region `[start, end)` into `bitmap`
     /// (its first bit is `start`'s page), around the ranges the kernel would
-    /// not track (marked on every take instead).
+    /// not track and those a pager fills (marked on every take instead).
     fn scan(&self, start: usize, end: usize, bitmap: &mut [u64]) -> mapped_region::Result<()> {
         let page = page_size();
         let mut from = start;
         let mut gaps: Vec<(usize, usize)> = self
-            .untracked
-            .iter()
-            .map(|&(s, e)| (s.max(start), e.min(end)))
+            .gaps()
+            .into_iter()
+            .map(|(s, e)| (s.max(start), e.min(end)))
             .filter(|&(s, e)| s < e)
             .collect();
         gaps.sort_unstable();

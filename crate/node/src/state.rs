@@ -235,12 +235,24 @@ impl State {
     }
 
     /// Takes the pages of every guest region written or marked since the
-    /// last take (see `KernelDirty::take`).
+    /// last take (see `KernelDirty::take`); the ranges of a pager that has
+    /// ended are tracked first (`KernelDirty::hand_over`).
     pub fn dirty_take(&mut self) -> Result<Vec<u64>> {
         self.live()?;
         let guest = &self.guest;
         match self.dirty.as_mut() {
-            Some(d) => d.take(guest),
+            Some(d) => {
+                // The pager's ranges are handed over once it has ended: it
+                // unregisters them before its status leaves `Running`.
+                let running = matches!(
+                    self.pager.as_ref().map(Pager::status),
+                    Some(PagerStatus::Running { .. })
+                );
+                if d.paging() && !running {
+                    d.hand_over(guest);
+                }
+                d.take(guest)
+            }
             None => self.kernel_dirty("takeDirty").map(|_| Vec::new()),
         }
     }
@@ -296,6 +308,13 @@ impl State {
                 file_offset,
                 tag: address as u64,
             });
+        }
+        // The kernel's tracking lets go of the ranges first (a range takes
+        // one userfaultfd); every take reports them whole until the pager
+        // has ended. Should the pager not start, the next take tracks them.
+        if let Some(d) = self.dirty.as_mut() {
+            let guest: Vec<(usize, usize)> = runs.iter().map(|&(a, s, _)| (a, s)).collect();
+            d.pager_starting(&guest)?;
         }
         self.recording = options.record;
         self.pager = Some(Pager::start_with(source, ranges, options)?);

@@ -412,6 +412,12 @@ impl Work {
             }
             self.report_progress();
         }
+        // Unregistered before the status leaves `Running`: whoever tracks the
+        // memory next (kernel dirty tracking) may register it once it reads
+        // that status. An unregister the kernel refuses (`EINVAL`: the range
+        // now holds a mapping a userfaultfd cannot cover) leaves that part
+        // registered until the userfaultfd is closed below; a register
+        // meanwhile is `EBUSY`, which the tracker reports whole and retries.
         for r in &self.ranges {
             let _ = wp::uffd_unregister(self.uffd.as_fd(), r.addr, r.len);
         }

@@ -130,17 +130,31 @@ export class KernelDirtyTracker implements DirtyTracker {
 
 /** The runs `[firstPage, count]` of set bits among the first `pages` pages of a taken bitmap. */
 export function pageRuns(taken: BigUint64Array, pages: number): [number, number][] {
-  const words = new Uint32Array(taken.buffer, taken.byteOffset, taken.length * 2)
+  return bitRuns(new Uint32Array(taken.buffer, taken.byteOffset, taken.length * 2), pages)
+}
+
+/**
+ * The runs `[firstBit, count]` of set bits among the first `bits` bits of `words` (bit `i` is bit
+ * `i % 32` of word `i / 32`: `KVM_GET_DIRTY_LOG`'s layout on a little-endian machine).
+ */
+export function bitRuns(words: Uint32Array, bits: number): [number, number][] {
   const runs: [number, number][] = []
-  let start = -1
-  for (let p = 0; p <= pages; p++) {
-    const set = p < pages && (words[p >>> 5] & (1 << (p & 31))) !== 0
-    if (set && start < 0) start = p
-    else if (!set && start >= 0) {
-      runs.push([start, p - start])
-      start = -1
+  let first = -1
+  for (let w = 0; w * 32 < bits; w++) {
+    const word = words[w]
+    // Whole words at once where nothing changes: all clear outside a run, all set inside one.
+    if ((word === 0 && first < 0) || (word === 0xffff_ffff && first >= 0 && w * 32 + 32 <= bits)) continue
+    for (let b = 0; b < 32; b++) {
+      const bit = w * 32 + b
+      const set = bit < bits && ((word >>> b) & 1) !== 0
+      if (set && first < 0) first = bit
+      else if (!set && first >= 0) {
+        runs.push([first, bit - first])
+        first = -1
+      }
     }
   }
+  if (first >= 0) runs.push([first, bits - first])
   return runs
 }
 

@@ -21,7 +21,7 @@ import { constants as osConstants } from 'node:os'
 import { Readable, Writable } from 'node:stream'
 import { types } from 'node:util'
 import { PAGE_SIZE } from './constants.js'
-import type { DirtyBitmap } from './dirty.js'
+import { bitRuns, type DirtyBitmap } from './dirty.js'
 import { guestError, invalidArgType, invalidArgValue, outOfRange, type MappedRegionError } from './errors.js'
 import { GuestMemory, type GuestRegion } from './guest.js'
 import * as v from './validate.js'
@@ -305,22 +305,7 @@ function address(name: string, value: unknown): number {
 function selectedRuns(selection: readonly Selected[], table: readonly number[]): number[] {
   const runs: number[] = []
   for (const { start, pages, words } of selection) {
-    let first = -1
-    for (let w = 0; w < words.length; w++) {
-      const word = words[w]
-      // Whole words at once where nothing changes: all clear outside a run, all set inside one.
-      if ((word === 0 && first < 0) || (word === 0xffff_ffff && first >= 0)) continue
-      for (let b = 0; b < 32; b++) {
-        const page = w * 32 + b
-        const set = page < pages && (word >>> b) & 1
-        if (set && first < 0) first = page
-        else if (!set && first >= 0) {
-          addRun(runs, table, start + first * PAGE_SIZE, (page - first) * PAGE_SIZE)
-          first = -1
-        }
-      }
-    }
-    if (first >= 0) addRun(runs, table, start + first * PAGE_SIZE, (pages - first) * PAGE_SIZE)
+    for (const [first, count] of bitRuns(words, pages)) addRun(runs, table, start + first * PAGE_SIZE, count * PAGE_SIZE)
   }
   return runs
 }

@@ -46,6 +46,12 @@ use crate::{sys, Error, MemSliceMut, Result};
 const FAULT_PAGES: usize = 16;
 /// Pages the prefetch reads and places between two looks at the faults.
 const PREFETCH_PAGES: usize = 64;
+/// The same while faults come (see [`BUSY_STEPS`]): a fault waits for the
+/// step under way, so smaller steps answer it sooner, at the cost of more
+/// calls per byte.
+const PREFETCH_PAGES_BUSY: usize = 16;
+/// Prefetch steps taken at [`PREFETCH_PAGES_BUSY`] after a fault was served.
+const BUSY_STEPS: usize = 64;
 
 /// One range of memory the pager fills: `len` bytes at `addr` (page aligned,
 /// mapped, nothing present yet) from `len` bytes of the file at
@@ -238,6 +244,7 @@ impl Pager {
             cursor: if prefetch { 0 } else { total },
             // One page more than a fill uses: its last page stays zeros.
             buf: vec![0; (FAULT_PAGES.max(PREFETCH_PAGES) + 1) * page],
+            busy: 0,
             status: Arc::clone(&status),
             record: Arc::clone(&record),
             recording: options.record,
@@ -358,6 +365,8 @@ struct Work {
     /// The bytes read from the file, placed from here; its last page is
     /// never read into and stays zeros.
     buf: Vec<u8>,
+    /// Prefetch steps still to take at the smaller size, since a fault.
+    busy: usize,
     /// Where the status is reported.
     status: Arc<Mutex<PagerStatus>>,
     /// Where faults are counted and recorded.
@@ -482,6 +491,7 @@ impl Work {
                 let Some(page) = self.page_at(addr) else {
                     continue;
                 };
+                self.busy = BUSY_STEPS;
                 if bit(&self.filled, page) {
                     // Placed already, and missing again: it was discarded
                     // since (`MADV_DONTNEED`, `MADV_REMOVE`), and a discarded
@@ -546,10 +556,17 @@ impl Work {
 
     /// Fills the next pages of the prefetch: from the runs asked for first,
     /// then the pages it has not looked at in address order (at most
-    /// `PREFETCH_PAGES`, within one range).
+    /// `PREFETCH_PAGES`, or `PREFETCH_PAGES_BUSY` for `BUSY_STEPS` steps
+    /// after a fault, within one range).
     fn prefetch(&mut self) -> Result<()> {
+        let step = if self.busy > 0 {
+            self.busy -= 1;
+            PREFETCH_PAGES_BUSY
+        } else {
+            PREFETCH_PAGES
+        };
         while let Some((first, count)) = self.queue.pop_front() {
-            let n = count.min(PREFETCH_PAGES);
+            let n = count.min(step);
             if n < count {
                 self.queue.push_front((first + n, count - n));
             }
@@ -564,7 +581,7 @@ impl Work {
             return Ok(());
         }
         let (range, in_range) = self.locate(self.cursor);
-        let pages = PREFETCH_PAGES.min(self.ranges[range].len / self.page - in_range);
+        let pages = step.min(self.ranges[range].len / self.page - in_range);
         self.fill(self.cursor, pages)?;
         self.cursor += pages;
         Ok(())

@@ -169,7 +169,12 @@ for (const change of [
         if (!region.closed) {
           // Reclaimed: the protection asked for, as the kernel sees it.
           const addr = region.address
-          const line = fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').find((l) => BigInt('0x' + l.split('-')[0]) === addr) ?? ''
+          // The mapping that holds the region's first page (a PROT_NONE one may have merged with
+          // a neighbour of the same kind below it, so it need not start there).
+          const line = fs.readFileSync('/proc/self/maps', 'utf8').split('\\n').filter(Boolean).find((l) => {
+            const [lo, hi] = l.split(' ')[0].split('-').map((x) => BigInt('0x' + x))
+            return lo <= addr && addr < hi
+          }) ?? ''
           const perms = line.split(' ')[1]
           const want = { remove: '---p', 'anonymous NONE': '---p', 'anonymous READ': 'r--p', 'fd READ': 'r--s', 'protect READ': 'r--s', 'overlay RW, then remove': '---p', 'overlay one page READ, then remove the next': 'r--s' }[change]
           if (perms !== want) throw new Error('after reclaim: ' + line + ', want ' + want)

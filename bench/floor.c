@@ -157,37 +157,27 @@ static napi_value read_into(napi_env env, napi_callback_info info) { return copy
 // write(addr, source): copies source.length bytes to addr.
 static napi_value write_from(napi_env env, napi_callback_info info) { return copy(env, info, 0); }
 
-// dump(fd, addr, len): pwrite of [addr, addr + len) to fd at offset 0, all of it (the floor of a
-// snapshot's dump, from the same memory into the same file).
-static napi_value dump(napi_env env, napi_callback_info info) {
-  ARGS(3);
-  int fd = (int)arg_num(env, argv[0]);
-  const char *addr = (const char *)(uintptr_t)arg_num(env, argv[1]);
-  size_t len = (size_t)arg_num(env, argv[2]);
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(fd, addr + done, len - done, (off_t)done);
-    if (n <= 0) return fail(env, "pwrite");
-    done += (size_t)n;
-  }
-  return NULL;
-}
-
-// load(fd, addr, len): pread of len bytes of fd from offset 0 into [addr, addr + len), all of it
-// (the floor of an eager restore: the file read into anonymous memory, no pager).
-static napi_value load(napi_env env, napi_callback_info info) {
+// All of [addr, addr + len) written to fd at offset 0 (`out`), or len bytes of fd from offset 0
+// read into it: pwrite or pread until done.
+static napi_value whole(napi_env env, napi_callback_info info, int out) {
   ARGS(3);
   int fd = (int)arg_num(env, argv[0]);
   char *addr = (char *)(uintptr_t)arg_num(env, argv[1]);
   size_t len = (size_t)arg_num(env, argv[2]);
   size_t done = 0;
   while (done < len) {
-    ssize_t n = pread(fd, addr + done, len - done, (off_t)done);
-    if (n <= 0) return fail(env, "pread");
+    ssize_t n = out ? pwrite(fd, addr + done, len - done, (off_t)done) : pread(fd, addr + done, len - done, (off_t)done);
+    if (n <= 0) return fail(env, out ? "pwrite" : "pread");
     done += (size_t)n;
   }
   return NULL;
 }
+
+// dump(fd, addr, len): the floor of a snapshot's dump, from the same memory into the same file.
+static napi_value dump(napi_env env, napi_callback_info info) { return whole(env, info, 1); }
+
+// load(fd, addr, len): the floor of an eager restore: the file read into anonymous memory, no pager.
+static napi_value load(napi_env env, napi_callback_info info) { return whole(env, info, 0); }
 
 NAPI_MODULE_INIT() {
   struct {

@@ -1032,10 +1032,11 @@ pub(crate) mod wp {
             mode: 0,
             copy: 0,
         };
-        // SAFETY: UFFDIO_COPY reads and writes one `struct uffdio_copy` and
-        // reads `len` bytes at `src` (a slice borrowed for the call). It
-        // writes only pages of `dst` that are registered with `uffd` and not
-        // present: memory nothing can be reading yet (a reader waits for it).
+        // UFFDIO_COPY reads and writes one `struct uffdio_copy` and reads
+        // `len` bytes at `src` (a slice borrowed for the call). It writes only
+        // pages of `dst` that are registered with `uffd` and not present:
+        // memory nothing can be reading yet (a reader waits for it).
+        // SAFETY: as just said.
         let copied = unsafe { ioctl(uffd, UFFDIO_COPY, &mut copy, "ioctl(UFFDIO_COPY)") };
         match copied {
             Ok(_) => Ok(copy.copy.max(0) as usize),
